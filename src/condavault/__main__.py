@@ -1,0 +1,3 @@
+from condavault.cli.main import main
+
+main()

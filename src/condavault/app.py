@@ -1,0 +1,107 @@
+"""The ASGI application factory: routers, lifespan, and the one error-to-HTTP mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from condavault import __version__
+from condavault.auth import api as auth_api
+from condavault.auth.services import bootstrap
+from condavault.channels import api as channels_api
+from condavault.config import Settings
+from condavault.context import Context
+from condavault.db import migrate
+from condavault.errors import CondavaultError
+from condavault.serving.repo import repo_endpoint
+from condavault.web import system
+from condavault.web.errors import json_error
+
+log = logging.getLogger(__name__)
+ROUTERS = [system.router, channels_api.router, auth_api.router]
+PLUGINS: list[str] = []  # "module:install" functions that add routers and hooks (mirror, vulns, ...)
+
+
+def _install_plugins(app: FastAPI) -> None:
+    import importlib
+
+    for spec in PLUGINS:
+        module, _, fn = spec.partition(":")
+        getattr(importlib.import_module(module), fn)(app)
+
+
+def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = app.state.ctx is None
+        if own:
+            app.state.ctx = Context.build(settings)
+        c: Context = app.state.ctx
+        migrate.check(c.db.engine, settings.db_url)
+        token = bootstrap(c.db, settings.admin_token_path)
+        if token:
+            print(
+                f"\ncondavault: created the admin token (shown once; also stored in {settings.admin_token_path}):\n"
+                f"  {token}\n",
+                flush=True,
+            )
+        for fn in app.state.startup:
+            fn(c)
+        c.sweep()
+        log.info("condavault started", extra={"version": __version__, "data_dir": str(settings.data_dir)})
+        try:
+            yield
+        finally:
+            if own:
+                c.close()
+
+    app = FastAPI(
+        title="condavault",
+        version=__version__,
+        description="On-premise conda package repository. conda clients use /api/repo/<channel>; "
+        "everything else under /api is this JSON API.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.settings = settings
+    app.state.startup = []
+
+    @app.exception_handler(CondavaultError)
+    async def _domain_error(_request: Request, exc: CondavaultError) -> JSONResponse:
+        return json_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "validation_error",
+                    "message": "request validation failed",
+                    "details": {"errors": errors},
+                }
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "internal error", "details": {}}}, status_code=500
+        )
+
+    app.router.routes.append(Route("/api/repo/{path:path}", repo_endpoint, methods=["GET", "HEAD"]))
+    for router in ROUTERS:
+        app.include_router(router)
+    _install_plugins(app)
+    return app

@@ -1,0 +1,52 @@
+"""FastAPI dependencies: the caller's identity from any accepted credential form."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.requests import HTTPConnection
+
+from condavault.auth.identity import ANONYMOUS, Identity
+from condavault.errors import Unauthenticated
+
+
+def credential_from_headers(headers: object) -> str | None:
+    """``Authorization: Bearer <t>``, ``Authorization: Basic <user:t>`` (password = token) or ``X-Auth``."""
+    get = headers.get  # type: ignore[attr-defined]
+    auth = get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if scheme in ("bearer", "token") and value:
+            return value
+        if scheme == "basic" and value:
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthenticated("malformed Basic credentials", code="invalid_credentials")
+            return password or user
+        raise Unauthenticated("unsupported Authorization scheme", code="invalid_credentials")
+    return get("x-auth") or get("x-api-key")
+
+
+def identify(conn: HTTPConnection, path_token: str | None = None) -> Identity:
+    ctx = conn.app.state.ctx
+    token = path_token or credential_from_headers(conn.headers)
+    if token:
+        return ctx.auth.identify_token(token)
+    session_ident = getattr(conn.app.state, "session_identity", None)
+    if session_ident is not None:
+        ident = session_ident(conn)
+        if ident is not None:
+            return ident
+    return ANONYMOUS
+
+
+def get_identity(request: HTTPConnection) -> Identity:
+    cached = request.scope.get("condavault.identity")
+    if cached is None:
+        cached = identify(request)
+        request.scope["condavault.identity"] = cached
+    return cached

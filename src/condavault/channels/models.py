@@ -1,0 +1,63 @@
+"""Channels and the records table: the source of truth (design.md §1.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from condavault.db.base import Base, BigInt, UTCDateTime, utcnow
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    privacy: Mapped[str] = mapped_column(String(20), default="public")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Record(Base):
+    """One package file in one channel subdir.
+
+    ``record`` holds the canonical, unpatched repodata record (index.json fields + md5/sha256/size);
+    ``fragment`` holds the published JSON text of the *patched* record (``"<fn>":{...}``) so the
+    monolithic repodata is a concatenation. ``has_blob`` is false for metadata-only records
+    (imported repodata, passive mirrors) whose bytes have not been fetched yet.
+    """
+
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "subdir", "filename", name="uq_records_channel_subdir_filename"),
+        Index("ix_records_channel_subdir_name", "channel_id", "subdir", "name"),
+        Index("ix_records_sha256", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    subdir: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    build: Mapped[str] = mapped_column(String(200))
+    build_number: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    timestamp: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    license: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    record: Mapped[str] = mapped_column(Text)
+    fragment: Mapped[str] = mapped_column(Text, default="")
+    about: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_exports: Mapped[str | None] = mapped_column(Text, nullable=True)
+    paths_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    indexed_timestamp: Mapped[int] = mapped_column(BigInt)
+    has_blob: Mapped[bool] = mapped_column(Boolean, default=True)
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    uploaded_by: Mapped[str | None] = mapped_column(String(200), nullable=True)

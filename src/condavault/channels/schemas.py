@@ -1,0 +1,96 @@
+"""Pydantic I/O of the channels API."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from condavault.channels.models import Channel, Record
+
+
+class ChannelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    privacy: str = "public"
+    description: str = ""
+
+
+class ChannelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    privacy: str | None = None
+    description: str | None = None
+
+
+class ChannelOut(BaseModel):
+    name: str
+    privacy: str
+    description: str
+    created_at: datetime
+    stats: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, c: Channel, stats: dict[str, Any] | None = None) -> ChannelOut:
+        return cls(name=c.name, privacy=c.privacy, description=c.description, created_at=c.created_at, stats=stats)
+
+
+class FileOut(BaseModel):
+    subdir: str
+    filename: str
+    name: str
+    version: str
+    build: str
+    build_number: int
+    sha256: str | None
+    md5: str | None
+    size: int | None
+    indexed_timestamp: int
+    has_blob: bool
+    removed: bool
+    license: str | None
+    uploaded_by: str | None
+    record: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, r: Record, full: bool = False) -> FileOut:
+        return cls(
+            subdir=r.subdir,
+            filename=r.filename,
+            name=r.name,
+            version=r.version,
+            build=r.build,
+            build_number=r.build_number,
+            sha256=r.sha256,
+            md5=r.md5,
+            size=r.size,
+            indexed_timestamp=r.indexed_timestamp,
+            has_blob=r.has_blob,
+            removed=r.removed,
+            license=r.license,
+            uploaded_by=r.uploaded_by,
+            record=json.loads(r.fragment) if full else None,
+        )
+
+
+class FilesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[str] = Field(description="'subdir/filename' or bare filenames")
+
+
+class CopyRequest(FilesRequest):
+    to: str
+    move: bool = False
+    force: bool = False
+
+
+class UploadOut(BaseModel):
+    channel: str
+    subdir: str
+    filename: str
+    sha256: str
+    md5: str
+    size: int
+    status: str
+    indexed: bool

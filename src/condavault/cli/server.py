@@ -1,0 +1,110 @@
+"""Server-side commands: serve, db, check, reindex."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from condavault.cli.client import client_from
+from condavault.cli.output import console, print_json
+from condavault.config import load_settings
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+def _settings(ctx: typer.Context, **over: object):  # type: ignore[no-untyped-def]
+    data_dir = ctx.ensure_object(dict).get("data_dir")
+    return load_settings(data_dir=data_dir, **over)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.add_typer(db_app, name="db")
+    app.command()(check)
+    app.command()(reindex)
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default 8080)."),
+    workers: int = typer.Option(1, help="Web worker processes (background jobs run in the first)."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Serve only; leave jobs to `condavault worker`."),
+    config: Path = typer.Option(None, "--config", envvar="CONDAVAULT_CONFIG", help="TOML settings file."),
+) -> None:
+    """Start the server (creates the data folder, database and admin token on first start)."""
+    import uvicorn
+
+    from condavault.app import create_app
+    from condavault.db import migrate
+    from condavault.db.session import Database
+    from condavault.logging import setup_logging
+
+    settings = load_settings(config, data_dir=ctx.ensure_object(dict).get("data_dir"), host=host, port=port,
+                             worker=False if no_worker else None)
+    setup_logging(settings.log_format, settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    if migrate.current_revision(db.engine) is None and not _has_tables(db):
+        migrate.upgrade(settings.db_url)  # a brand-new database: create the schema
+    db.dispose()
+    console.print(f"condavault serving {settings.data_dir} on http://{settings.host}:{settings.port}")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                workers=1 if workers <= 1 else None, proxy_headers=True)
+
+
+def _has_tables(db) -> bool:  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
+    return bool(inspect(db.engine).get_table_names())
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Migrate the database to this version of condavault (back it up first)."""
+    from condavault.db import migrate
+
+    settings = _settings(ctx)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.db_url, revision)
+    console.print(f"database at {migrate.head_revision(settings.db_url) if revision == 'head' else revision}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the database's migration revision and the one this version needs."""
+    from condavault.db import migrate
+    from condavault.db.session import Database
+
+    settings = _settings(ctx)
+    db = Database(settings.db_url)
+    console.print(f"current: {migrate.current_revision(db.engine)}  needed: {migrate.head_revision(settings.db_url)}")
+
+
+def check(
+    ctx: typer.Context,
+    repair: bool = typer.Option(False, help="Fix what can be fixed: re-index stale subdirs, drop orphan blobs."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Verify every blob against its record and find stale indexes (runs on the server's data folder)."""
+    from condavault.maintenance import run_check
+
+    settings = _settings(ctx)
+    report = run_check(settings, repair=repair, progress=not json_out)
+    if json_out:
+        print_json(report)
+    else:
+        for key, value in report.items():
+            console.print(f"{key}: {value if not isinstance(value, list) else len(value)}")
+            if isinstance(value, list):
+                for item in value[:50]:
+                    console.print(f"  {item}")
+    if report["problems"] and not repair:
+        raise typer.Exit(1)
+
+
+def reindex(ctx: typer.Context, channel: str = typer.Argument(..., help="Channel to rebuild.")) -> None:
+    """Rebuild every index file of CHANNEL from the database."""
+    out = client_from(ctx).post(f"/api/channels/{channel}/reindex")
+    console.print(f"reindexed {channel}: {', '.join(out['reindexed'])}")

@@ -1,0 +1,164 @@
+"""Everything a running condavault needs, built once from Settings and shared by the web layer,
+the CLI's local commands and the job runner."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from condavault import metrics
+from condavault.auth.policy import ChannelRef
+from condavault.auth.services import AuthService
+from condavault.channels.access import ChannelDirectory
+from condavault.config import Settings
+from condavault.db.session import Database
+from condavault.errors import NotFound
+from condavault.indexing.indexer import Indexer
+from condavault.jobs.runner import JobRunner
+from condavault.packages.ingest import Ingestor
+from condavault.serving.lookup import Lookup, Target
+from condavault.storage.local import LocalBlobStore
+
+log = logging.getLogger(__name__)
+EXTRAS_DELAY = 1.0
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    blobs: LocalBlobStore
+    indexer: Indexer
+    ingestor: Ingestor
+    runner: JobRunner
+    auth: AuthService
+    channels: ChannelDirectory
+    lookup: Lookup
+    started: float = field(default_factory=time.time)
+    _extras_due: dict[int, float] = field(default_factory=dict)
+    _extras_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.db_url)
+        blobs = LocalBlobStore(settings.blobs_path)
+        indexer = Indexer(settings, db, blobs)
+        runner = JobRunner(settings.job_threads)
+        ctx = cls(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            indexer=indexer,
+            ingestor=None,  # type: ignore[arg-type]
+            runner=runner,
+            auth=AuthService(db),
+            channels=ChannelDirectory(db),
+            lookup=Lookup(db),
+        )
+        indexer.listeners.append(lambda cid, _sd: ctx.lookup.invalidate(cid))
+        ctx.ingestor = Ingestor(settings, db, blobs, on_change=ctx.request_index)
+        indexer.after_publish.append(lambda cid, _sd: ctx.request_extras(cid))
+        if start_jobs and settings.worker:
+            runner.every(1.0, ctx.sweep, "index-sweep")
+            runner.every(3600.0, indexer.expire_old_shards, "shard-expiry")
+        return ctx
+
+    # -- hooks other domains fill in -----------------------------------------------------------------
+    download_listeners: list[Callable[..., None]] = field(default_factory=list)
+    missing_fetchers: list[Callable[..., Awaitable[Target | None]]] = field(default_factory=list)
+
+    change_listeners: list[Callable[..., None]] = field(default_factory=list)
+    ingest_listeners: list[Callable[..., None]] = field(default_factory=list)
+
+    def record_change(
+        self, identity: object, action: str, target: str, before: object = None, after: object = None
+    ) -> None:
+        """An administrative change happened (the audit domain listens)."""
+        for fn in self.change_listeners:
+            fn(identity, action, target, before, after)
+
+    def on_ingested(self, result: object, identity: object) -> None:
+        for fn in self.ingest_listeners:
+            try:
+                fn(result, identity)
+            except Exception:
+                log.exception("ingest listener failed")
+
+    def on_channel_created(self, session: object, channel: object, identity: object) -> None:
+        """The creator of a channel owns it (unless it is a global admin, who needs no grant)."""
+        from sqlalchemy import select
+
+        from condavault.auth.models import Grant, Role
+
+        user_id = getattr(identity, "user_id", None)
+        if user_id is None or getattr(identity, "is_admin", False):
+            return
+        role_id = session.scalar(select(Role.id).where(Role.name == "owner"))  # type: ignore[attr-defined]
+        session.add(Grant(role_id=role_id, user_id=user_id, channel_id=channel.id))  # type: ignore[attr-defined]
+        session.flush()  # type: ignore[attr-defined]
+        self.auth.invalidate()
+
+    def on_download(self, request: object, identity: object, channel: object, subdir: str, target: Target) -> None:
+        metrics.DOWNLOADS.inc()
+        metrics.DOWNLOAD_BYTES.inc(target.size)
+        for fn in self.download_listeners:
+            fn(request, identity, channel, subdir, target)
+
+    async def fetch_missing(self, channel: ChannelRef, subdir: str, target: Target) -> Target:
+        """Bytes of a metadata-only record: a passive mirror fetches them on first request."""
+        for fn in self.missing_fetchers:
+            got = await fn(channel, subdir, target)
+            if got is not None:
+                return got
+        raise NotFound(
+            f"{subdir}/{target.filename} is indexed but its bytes are not available on this server",
+            code="file_not_available",
+        )
+
+    # -- indexing --------------------------------------------------------------------------------
+    def request_index(self, channel_id: int, subdir: str) -> None:
+        self.runner.submit_coalesced(
+            ("index", channel_id, subdir), lambda: self.indexer.index_subdir(channel_id, subdir)
+        )
+
+    def request_extras(self, channel_id: int) -> None:
+        with self._extras_lock:
+            self._extras_due.setdefault(channel_id, time.monotonic() + EXTRAS_DELAY)
+
+    def sweep(self) -> None:
+        """Safety net and slow lane: index anything left dirty (e.g. by another process), then run due extras."""
+        for channel_id, subdir in self.indexer.pending_subdirs():
+            self.request_index(channel_id, subdir)
+        now = time.monotonic()
+        with self._extras_lock:
+            due = [cid for cid, t in self._extras_due.items() if t <= now]
+            for cid in due:
+                del self._extras_due[cid]
+        for cid in due:
+            self.runner.submit_coalesced(("extras", cid), lambda cid=cid: self._extras(cid))
+
+    def _extras(self, channel_id: int) -> None:
+        try:
+            self.indexer.publish_extras(channel_id)
+        except Exception:
+            log.exception("extras failed", extra={"channel_id": channel_id})
+
+    def index_now(self, channel_id: int, subdirs: list[str] | None = None) -> None:
+        """Synchronously index (CLI ``reindex``, tests)."""
+        from sqlalchemy import select
+
+        from condavault.indexing.models import SubdirState
+
+        with self.db.session() as s:
+            all_subdirs = list(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+        for sd in subdirs or all_subdirs:
+            self.indexer.index_subdir(channel_id, sd)
+        self.indexer.publish_extras(channel_id)
+
+    def close(self) -> None:
+        self.runner.shutdown(wait=True)
+        self.db.dispose()

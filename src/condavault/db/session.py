@@ -1,0 +1,101 @@
+"""Engine and session factory; SQLite runs in WAL mode with a busy timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=20,
+            max_overflow=40,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+            # let SQLAlchemy issue BEGIN itself (pysqlite's default defers it)
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+
+
+class Database:
+    """Holds the engine and hands out sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction, committed on success and rolled back on error."""
+        with self._factory() as s:
+            yield s
+            s.commit()
+
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """Like ``session`` but takes SQLite's write lock at BEGIN (``BEGIN IMMEDIATE``), so a
+        read-then-write transaction never fails half way with "database is locked"."""
+        with self.engine.connect() as conn:
+            conn.info["write"] = self.is_sqlite
+            with Session(bind=conn, expire_on_commit=False) as s:
+                try:
+                    yield s
+                    s.commit()
+                finally:
+                    conn.info["write"] = False
+
+    def run_write(self, fn: Callable[[Session], T], *, retries: int = 8) -> T:
+        """Run ``fn`` in a write transaction, retrying on serialization failures and lock timeouts."""
+        delay = 0.02
+        for attempt in range(retries):
+            try:
+                with self.write_session() as s:
+                    return fn(s)
+            except OperationalError as exc:  # pragma: no cover - timing dependent
+                msg = str(exc).lower()
+                if attempt == retries - 1 or not ("locked" in msg or "deadlock" in msg or "serializ" in msg):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

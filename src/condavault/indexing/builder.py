@@ -1,0 +1,135 @@
+"""Pure builders of the published index files from stored record fragments.
+
+A subdir's index is held as one ``Segment`` per package name: the already-serialised JSON
+fragments of its records. The monolithic ``repodata.json`` is a concatenation of segments, so an
+upload re-serialises only the records of the names it touched (design.md §1.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import zstandard
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    filename: str
+    name: str
+    fragment: str  # patched record JSON (with indexed_timestamp)
+    removed: bool
+    run_exports: str | None  # JSON of the package's run_exports, None = unknown
+
+
+@dataclass
+class Segment:
+    """Everything one package name contributes to a subdir's index."""
+
+    tar: list[str] = field(default_factory=list)  # '"fn":{...}' for .tar.bz2
+    conda: list[str] = field(default_factory=list)  # '"fn":{...}' for .conda
+    removed: list[str] = field(default_factory=list)
+    run_exports_tar: list[str] = field(default_factory=list)
+    run_exports_conda: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tar or self.conda or self.removed)
+
+
+def build_segment(rows: Iterable[RecordRow]) -> Segment:
+    seg = Segment()
+    for row in sorted(rows, key=lambda r: r.filename):
+        if row.removed:
+            seg.removed.append(row.filename)
+            continue
+        key = json.dumps(row.filename)
+        entry = f"{key}:{row.fragment}"
+        re_entry = f'{key}:{{"run_exports":{row.run_exports if row.run_exports is not None else "{}"}}}'
+        if row.filename.endswith(".conda"):
+            seg.conda.append(entry)
+            seg.run_exports_conda.append(re_entry)
+        else:
+            seg.tar.append(entry)
+            seg.run_exports_tar.append(re_entry)
+    return seg
+
+
+def compose_repodata(subdir: str, segments: Mapping[str, Segment], extra_removed: Iterable[str] = ()) -> bytes:
+    names = sorted(segments)
+    tar = ",".join(e for n in names for e in segments[n].tar)
+    conda = ",".join(e for n in names for e in segments[n].conda)
+    removed = sorted({*extra_removed, *(fn for n in names for fn in segments[n].removed)})
+    head = json.dumps({"subdir": subdir})
+    text = (
+        f'{{"info":{head},"packages":{{{tar}}},"packages.conda":{{{conda}}},'
+        f'"removed":{json.dumps(removed)},"repodata_version":1}}'
+    )
+    return text.encode("utf-8")
+
+
+def compose_run_exports(subdir: str, segments: Mapping[str, Segment]) -> bytes:
+    names = sorted(segments)
+    tar = ",".join(e for n in names for e in segments[n].run_exports_tar)
+    conda = ",".join(e for n in names for e in segments[n].run_exports_conda)
+    head = json.dumps({"subdir": subdir, "version": 1})
+    return f'{{"info":{head},"packages":{{{tar}}},"packages.conda":{{{conda}}}}}'.encode()
+
+
+def _shard_record(fragment: str, run_exports: str | None) -> dict[str, Any]:
+    rec = json.loads(fragment)
+    for key in ("md5", "sha256"):
+        if isinstance(rec.get(key), str):
+            rec[key] = bytes.fromhex(rec[key])
+    if run_exports is not None:
+        rec["run_exports"] = json.loads(run_exports)
+    return rec
+
+
+def encode_shard(rows: Iterable[RecordRow], level: int) -> bytes:
+    """One CEP-16 shard: zstd(msgpack) with md5/sha256 as bin, keys sorted for a stable hash."""
+    shard: dict[str, Any] = {"packages": {}, "packages.conda": {}, "removed": []}
+    for row in sorted(rows, key=lambda r: r.filename):
+        if row.removed:
+            shard["removed"].append(row.filename)
+        else:
+            key = "packages.conda" if row.filename.endswith(".conda") else "packages"
+            shard[key][row.filename] = _shard_record(row.fragment, row.run_exports)
+    packed = msgpack.packb(_sorted(shard), use_bin_type=True)
+    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(packed)
+
+
+def _sorted(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _sorted(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [_sorted(v) for v in obj]
+    return obj
+
+
+def encode_shard_index(subdir: str, heads: Mapping[str, str], level: int) -> bytes:
+    index = {
+        "version": 1,
+        "info": {
+            "subdir": subdir,
+            "base_url": "",
+            "shards_base_url": "./shards/",
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "shards": {name: bytes.fromhex(heads[name]) for name in sorted(heads)},
+    }
+    packed = msgpack.packb(index, use_bin_type=True)
+    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(packed)
+
+
+def zstd(data: bytes, level: int) -> bytes:
+    return zstandard.ZstdCompressor(level=level, write_content_size=True, threads=0).compress(data)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,451 @@
+"""The indexer: turns dirty subdirs into published index files (design.md §1.3).
+
+One indexer at a time per subdir, across threads (a lock) and processes (a lease row). A run reads the
+change sequence, rebuilds only the dirty names' segments and shards, writes the new blobs, then
+publishes every pointer in one transaction: readers see the old index or the new one, never a mix.
+Runs coalesce: however many uploads land while a run is busy, one more run picks them all up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from condavault.channels.models import Record
+from condavault.config import Settings
+from condavault.db.base import utcnow
+from condavault.db.session import Database
+from condavault.indexing import builder, derived
+from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
+from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.storage.local import LocalBlobStore
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 120.0
+JSON = "application/json"
+ZST = "application/zstd"
+MSGPACK_ZST = "application/octet-stream"
+
+
+@dataclass
+class _Cache:
+    seq: int
+    segments: dict[str, builder.Segment]
+    heads: dict[str, str]
+    removed_extra: list[str] = field(default_factory=list)
+
+
+class Indexer:
+    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._cache: dict[tuple[int, str], _Cache] = {}
+        self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
+        self._published = threading.Condition()
+        self.listeners: list[callable] = []  # type: ignore[valid-type]
+        self.after_publish: list[callable] = []  # type: ignore[valid-type]
+
+    # -- public ----------------------------------------------------------------------------------
+    def index_subdir(self, channel_id: int, subdir: str) -> bool:
+        """Bring one subdir up to date. Returns True when something was published."""
+        key = (channel_id, subdir)
+        published = False
+        lock = self._locks[key]
+        if not lock.acquire(blocking=False):
+            return False  # a thread of ours is on it and will loop until nothing is left
+        try:
+            while True:
+                if not self._acquire_lease(channel_id, subdir):
+                    return published  # another process holds it; the sweep retries later
+                try:
+                    while self._run_once(channel_id, subdir):
+                        published = True
+                finally:
+                    self._release_lease(channel_id, subdir)
+                if not self._pending(channel_id, subdir):
+                    break
+        finally:
+            lock.release()
+        if published:
+            for fn in self.after_publish:
+                try:
+                    fn(channel_id, subdir)
+                except Exception:  # pragma: no cover - listener bugs must not break indexing
+                    log.exception("after_publish listener failed")
+        return published
+
+    def pending_subdirs(self) -> list[tuple[int, str]]:
+        now = time.time()
+        with self.db.session() as s:
+            rows = s.execute(
+                select(SubdirState.channel_id, SubdirState.subdir).where(
+                    SubdirState.change_seq > SubdirState.indexed_seq,
+                    or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder),
+                )
+            ).all()
+        return [(r[0], r[1]) for r in rows]
+
+    def wait_for(self, channel_id: int, subdir: str, seq: int, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db.session() as s:
+                done = s.scalar(
+                    select(SubdirState.indexed_seq).where(
+                        SubdirState.channel_id == channel_id, SubdirState.subdir == subdir
+                    )
+                )
+            if done is not None and done >= seq:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._published:
+                self._published.wait(min(remaining, 0.2))
+
+    def forget(self, channel_id: int) -> None:
+        for key in [k for k in self._cache if k[0] == channel_id]:
+            self._cache.pop(key, None)
+
+    # -- lease -----------------------------------------------------------------------------------
+    def _acquire_lease(self, channel_id: int, subdir: str) -> bool:
+        now = time.time()
+
+        def take(s: Session) -> bool:
+            res = s.execute(
+                update(SubdirState)
+                .where(
+                    SubdirState.channel_id == channel_id,
+                    SubdirState.subdir == subdir,
+                    or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder),
+                )
+                .values(lease_holder=self.holder, lease_until=now + LEASE_SECONDS)
+            )
+            return bool(res.rowcount)
+
+        return self.db.run_write(take)
+
+    def _release_lease(self, channel_id: int, subdir: str) -> None:
+        def free(s: Session) -> None:
+            s.execute(
+                update(SubdirState)
+                .where(
+                    SubdirState.channel_id == channel_id,
+                    SubdirState.subdir == subdir,
+                    SubdirState.lease_holder == self.holder,
+                )
+                .values(lease_holder=None, lease_until=0.0)
+            )
+
+        self.db.run_write(free)
+
+    def _pending(self, channel_id: int, subdir: str) -> bool:
+        with self.db.session() as s:
+            row = s.execute(
+                select(SubdirState.change_seq, SubdirState.indexed_seq).where(
+                    SubdirState.channel_id == channel_id, SubdirState.subdir == subdir
+                )
+            ).first()
+        return row is not None and row[0] > row[1]
+
+    # -- one run ---------------------------------------------------------------------------------
+    def _rows(self, s: Session, channel_id: int, subdir: str, names: set[str] | None) -> list[builder.RecordRow]:
+        q = select(Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports).where(
+            Record.channel_id == channel_id, Record.subdir == subdir
+        )
+        if names is not None:
+            if not names:
+                return []
+            out: list[builder.RecordRow] = []
+            ordered = sorted(names)
+            for i in range(0, len(ordered), 500):
+                out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
+            return out
+        return [builder.RecordRow(*r) for r in s.execute(q)]
+
+    def _run_once(self, channel_id: int, subdir: str) -> bool:
+        key = (channel_id, subdir)
+        settings = self.settings
+        with self.db.session() as s:
+            state = s.scalar(
+                select(SubdirState).where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
+            )
+            if state is None or state.indexed_seq >= state.change_seq:
+                return False
+            seq, indexed = state.change_seq, state.indexed_seq
+            full = state.full_seq > indexed
+            cached = self._cache.get(key)
+            dirty = dirty_names(s, channel_id, subdir)
+            if full or cached is None or cached.seq != indexed:
+                rows = self._rows(s, channel_id, subdir, None)
+                grouped: dict[str, list[builder.RecordRow]] = defaultdict(list)
+                for r in rows:
+                    grouped[r.name].append(r)
+                segments = {n: builder.build_segment(rs) for n, rs in grouped.items()}
+                old_heads = {
+                    n: h
+                    for n, h in s.execute(
+                        select(ShardHead.name, ShardHead.sha256).where(
+                            ShardHead.channel_id == channel_id, ShardHead.subdir == subdir
+                        )
+                    )
+                }
+                changed = set(grouped) | set(old_heads) if full else set(dirty) | (set(grouped) ^ set(old_heads))
+                rows_by_name = grouped
+            else:
+                segments = dict(cached.segments)
+                old_heads = dict(cached.heads)
+                changed = set(dirty)
+                rows_by_name = defaultdict(list)
+                for r in self._rows(s, channel_id, subdir, changed):
+                    rows_by_name[r.name].append(r)
+                for n in changed:
+                    if rows_by_name.get(n):
+                        segments[n] = builder.build_segment(rows_by_name[n])
+                    else:
+                        segments.pop(n, None)
+
+        # shards of changed names (content-addressed; unchanged content keeps its hash)
+        heads = dict(old_heads)
+        new_shards: dict[str, tuple[str, bytes]] = {}
+        for n in changed:
+            rows = rows_by_name.get(n) or []
+            if not rows:
+                heads.pop(n, None)
+                continue
+            data = builder.encode_shard(rows, settings.shard_zstd_level)
+            digest = builder.sha256(data)
+            heads[n] = digest
+            if digest != old_heads.get(n):
+                new_shards[n] = (digest, data)
+
+        repodata = builder.compose_repodata(subdir, segments)
+        files: dict[str, tuple[bytes, str]] = {
+            "repodata.json": (repodata, JSON),
+            "repodata.json.zst": (builder.zstd(repodata, settings.zstd_level), ZST),
+            "repodata_shards.msgpack.zst": (
+                builder.encode_shard_index(subdir, heads, settings.shard_zstd_level),
+                MSGPACK_ZST,
+            ),
+        }
+        run_exports = builder.compose_run_exports(subdir, segments)
+        files["run_exports.json"] = (run_exports, JSON)
+        files["run_exports.json.zst"] = (builder.zstd(run_exports, settings.zstd_level), ZST)
+
+        # blobs first, then one transaction flips every pointer
+        digests: dict[str, tuple[str, int, str]] = {}
+        for path, (data, ctype) in files.items():
+            digest = builder.sha256(data)
+            self.blobs.put_bytes(data, digest)
+            digests[path] = (digest, len(data), ctype)
+        for _name, (digest, data) in new_shards.items():
+            self.blobs.put_bytes(data, digest)
+
+        def publish(s: Session) -> None:
+            now = utcnow()
+            ins = _insert(s)
+            current = {
+                p: sha
+                for p, sha in s.execute(
+                    select(PublishedFile.path, PublishedFile.sha256).where(
+                        PublishedFile.channel_id == channel_id, PublishedFile.subdir == subdir
+                    )
+                )
+            }
+            for path, (digest, size, ctype) in digests.items():
+                if current.get(path) == digest:
+                    continue  # unchanged bytes keep their ETag and Last-Modified
+                stmt = ins(PublishedFile).values(
+                    channel_id=channel_id,
+                    subdir=subdir,
+                    path=path,
+                    sha256=digest,
+                    size=size,
+                    content_type=ctype,
+                    revision=seq,
+                    updated_at=now,
+                )
+                s.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["channel_id", "subdir", "path"],
+                        set_={
+                            "sha256": digest,
+                            "size": size,
+                            "content_type": ctype,
+                            "revision": seq,
+                            "updated_at": now,
+                        },
+                    )
+                )
+            gone = [n for n in old_heads if n not in heads]
+            for i in range(0, len(gone), 500):
+                s.execute(
+                    ShardHead.__table__.delete().where(
+                        ShardHead.channel_id == channel_id,
+                        ShardHead.subdir == subdir,
+                        ShardHead.name.in_(gone[i : i + 500]),
+                    )
+                )
+            for n, (digest, data) in new_shards.items():
+                stmt = ins(ShardHead).values(channel_id=channel_id, subdir=subdir, name=n, sha256=digest)
+                s.execute(
+                    stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "name"], set_={"sha256": digest})
+                )
+                s.execute(
+                    ins(ShardBlob)
+                    .values(
+                        channel_id=channel_id,
+                        subdir=subdir,
+                        sha256=digest,
+                        name=n,
+                        size=len(data),
+                        created_at=now,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=["channel_id", "subdir", "sha256"], set_={"superseded_at": None}
+                    )
+                )
+            superseded = [old_heads[n] for n in old_heads if heads.get(n) != old_heads[n]]
+            for i in range(0, len(superseded), 500):
+                s.execute(
+                    update(ShardBlob)
+                    .where(
+                        ShardBlob.channel_id == channel_id,
+                        ShardBlob.subdir == subdir,
+                        ShardBlob.sha256.in_(superseded[i : i + 500]),
+                    )
+                    .values(superseded_at=now)
+                )
+            s.execute(
+                update(SubdirState)
+                .where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
+                .values(indexed_seq=seq, lease_until=time.time() + LEASE_SECONDS)
+            )
+            clear_dirty(s, channel_id, subdir, seq)
+
+        self.db.run_write(publish)
+        self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
+        with self._published:
+            self._published.notify_all()
+        for fn in self.listeners:
+            fn(channel_id, subdir)
+        log.info(
+            "published index",
+            extra={
+                "channel_id": channel_id,
+                "subdir": subdir,
+                "seq": seq,
+                "names_changed": len(changed),
+                "records": sum(len(x.tar) + len(x.conda) for x in segments.values()),
+            },
+        )
+        return True
+
+    def publish_extras(self, channel_id: int) -> None:
+        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(
+                    Record.subdir,
+                    Record.filename,
+                    Record.fragment,
+                    Record.about,
+                    Record.run_exports,
+                    Record.paths_summary,
+                ).where(Record.channel_id == channel_id, Record.removed.is_(False))
+            ).all()
+            subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+        recs = [
+            derived.Rec(
+                subdir=r[0],
+                filename=r[1],
+                record=json.loads(r[2]),
+                about=json.loads(r[3]) if r[3] else None,
+                run_exports=json.loads(r[4]) if r[4] else None,
+                paths_summary=json.loads(r[5]) if r[5] else None,
+            )
+            for r in rows
+        ]
+        del rows
+        subdirs |= {r.subdir for r in recs}
+        subdirs.add("noarch")
+        files: list[tuple[str, str, bytes, str]] = []
+        cd = derived.channeldata(recs, subdirs)
+        files.append(("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON))
+        if self.settings.current_repodata:
+            by_subdir: dict[str, list[derived.Rec]] = defaultdict(list)
+            for r in recs:
+                by_subdir[r.subdir].append(r)
+            for sd in sorted(subdirs):
+                cur = json.dumps(derived.current_repodata(sd, by_subdir.get(sd, [])), separators=(",", ":")).encode()
+                files.append((sd, "current_repodata.json", cur, JSON))
+                files.append((sd, "current_repodata.json.zst", builder.zstd(cur, self.settings.zstd_level), ZST))
+        digests = []
+        for sd, path, data, ctype in files:
+            digest = builder.sha256(data)
+            self.blobs.put_bytes(data, digest)
+            digests.append((sd, path, digest, len(data), ctype))
+
+        def publish(s: Session) -> None:
+            now = utcnow()
+            ins = _insert(s)
+            current = {
+                (sd, p): sha
+                for sd, p, sha in s.execute(
+                    select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
+                        PublishedFile.channel_id == channel_id
+                    )
+                )
+            }
+            for sd, path, digest, size, ctype in digests:
+                if current.get((sd, path)) == digest:
+                    continue
+                stmt = ins(PublishedFile).values(
+                    channel_id=channel_id,
+                    subdir=sd,
+                    path=path,
+                    sha256=digest,
+                    size=size,
+                    content_type=ctype,
+                    revision=0,
+                    updated_at=now,
+                )
+                s.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["channel_id", "subdir", "path"],
+                        set_={"sha256": digest, "size": size, "content_type": ctype, "updated_at": now},
+                    )
+                )
+
+        self.db.run_write(publish)
+        for fn in self.listeners:
+            fn(channel_id, None)
+
+    def expire_old_shards(self) -> int:
+        """Forget shards superseded longer than the retention (their blobs go at the next ``check``)."""
+        cutoff = utcnow() - timedelta(days=self.settings.shard_retention_days)
+
+        def drop(s: Session) -> int:
+            res = s.execute(
+                ShardBlob.__table__.delete().where(
+                    ShardBlob.superseded_at.is_not(None), ShardBlob.superseded_at < cutoff
+                )
+            )
+            return int(res.rowcount or 0)
+
+        return self.db.run_write(drop)
+
+
+def decode_json(data: bytes) -> object:
+    return json.loads(data)

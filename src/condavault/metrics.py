@@ -1,0 +1,18 @@
+"""Prometheus metrics. No label carries a channel name: private names must not leak through /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter("condavault_http_requests_total", "HTTP requests", ["kind", "status"], registry=REGISTRY)
+DOWNLOADS = Counter("condavault_package_downloads_total", "Package files served", registry=REGISTRY)
+DOWNLOAD_BYTES = Counter("condavault_package_download_bytes_total", "Bytes of package files served", registry=REGISTRY)
+UPLOADS = Counter("condavault_uploads_total", "Package uploads by outcome", ["status"], registry=REGISTRY)
+INDEX_SECONDS = Histogram(
+    "condavault_index_publish_seconds",
+    "Time to rebuild and publish one subdir index",
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -1,0 +1,210 @@
+"""Validate a conda archive and read its ``info/`` metadata in one streaming pass.
+
+Both components are walked member by member (never extracted): every member path is checked,
+declared sizes are summed against the decompression limits before any data is inflated, and only
+the few ``info/`` files the index needs are read.
+"""
+
+from __future__ import annotations
+
+import bz2
+import json
+import posixpath
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conda_package_streaming import package_streaming
+
+from condavault.errors import (
+    CorruptArchive,
+    DecompressionLimit,
+    FilenameMismatch,
+    MissingMetadata,
+    NotACondaArchive,
+    UnsafePath,
+)
+from condavault.packages.filename import PackageFilename
+
+try:  # the zstd module conda-package-streaming uses
+    import backports.zstd as _zstd
+except ImportError:  # pragma: no cover - Python 3.14+
+    import compression.zstd as _zstd  # type: ignore[no-redef]
+
+WANTED = {
+    "info/index.json",
+    "info/about.json",
+    "info/run_exports.json",
+    "info/paths.json",
+    "info/security.json",
+    "info/link.json",
+}
+MAX_META_FILE = 32 * 1024 * 1024
+TAR_HEADER = 512
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    _zstd.ZstdError,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_decompressed_bytes: int
+    max_compression_ratio: float
+    max_members: int
+    ratio_floor: int = 64 * 1024 * 1024
+
+
+@dataclass
+class ArchiveInfo:
+    """What an archive told us about itself."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    members: int = 0
+    declared_bytes: int = 0
+
+    def json(self, path: str) -> Any | None:
+        raw = self.files.get(path)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptArchive(f"{path} is not valid JSON: {exc}", member=path)
+
+
+def check_member_path(name: str, *, root_prefix: str = "") -> str:
+    """Reject absolute paths, ``..`` components and Windows drive letters; return the normalised path."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafePath(f"archive member {name!r} has an absolute path", member=name)
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise UnsafePath(f"archive member {name!r} escapes the package root", member=name)
+    norm = posixpath.normpath(name)
+    if norm.startswith(".."):
+        raise UnsafePath(f"archive member {name!r} escapes the package root", member=name)
+    return norm
+
+
+def _check_link(member: tarfile.TarInfo) -> None:
+    target = member.linkname
+    if member.issym():
+        if target.startswith("/") or (len(target) > 1 and target[1] == ":"):
+            raise UnsafePath(f"symlink {member.name!r} points to absolute path {target!r}", member=member.name)
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))
+        if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+            raise UnsafePath(f"symlink {member.name!r} points outside the package ({target!r})", member=member.name)
+    elif member.islnk():
+        check_member_path(target)
+
+
+class _Walker:
+    def __init__(self, info: ArchiveInfo, limits: Limits, compressed_size: int) -> None:
+        self.info = info
+        self.limits = limits
+        self.compressed_size = max(compressed_size, 1)
+
+    def account(self, size: int, where: str) -> None:
+        info = self.info
+        info.members += 1
+        info.declared_bytes += size + TAR_HEADER
+        if info.members > self.limits.max_members:
+            raise DecompressionLimit(f"archive has more than {self.limits.max_members} members", member=where)
+        if info.declared_bytes > self.limits.max_decompressed_bytes:
+            raise DecompressionLimit(
+                f"archive expands to more than {self.limits.max_decompressed_bytes} bytes", member=where
+            )
+        ratio = info.declared_bytes / self.compressed_size
+        if info.declared_bytes > self.limits.ratio_floor and ratio > self.limits.max_compression_ratio:
+            raise DecompressionLimit(
+                f"archive decompression ratio exceeds {self.limits.max_compression_ratio:g}", member=where
+            )
+
+    def walk(self, stream: Any, *, info_prefix: str = "info/") -> None:
+        for tar, member in stream:
+            name = check_member_path(member.name)
+            if member.isdev() or member.isfifo():
+                raise UnsafePath(f"archive member {name!r} is a device or fifo", member=name)
+            if member.issym() or member.islnk():
+                _check_link(member)
+            self.account(member.size if member.isfile() else 0, name)
+            if name in WANTED and member.isfile() and name.startswith(info_prefix):
+                if member.size > MAX_META_FILE:
+                    raise DecompressionLimit(f"{name} is larger than {MAX_META_FILE} bytes", member=name)
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    self.info.files[name] = fh.read()
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        return ".conda"
+    if head.startswith(b"BZh"):
+        return ".tar.bz2"
+    return ""
+
+
+def read_archive(path: Path, fn: PackageFilename, limits: Limits) -> ArchiveInfo:
+    """Validate ``path`` (named ``fn``) and return its metadata files. Raises ``InvalidPackage`` kinds."""
+    kind = _sniff(path)
+    if not kind:
+        raise NotACondaArchive(f"{fn.filename} is neither a .conda (zip) nor a .tar.bz2 archive", filename=fn.filename)
+    if kind != fn.ext:
+        raise NotACondaArchive(
+            f"{fn.filename} has the extension {fn.ext} but holds a {kind} archive", filename=fn.filename
+        )
+    info = ArchiveInfo()
+    walker = _Walker(info, limits, path.stat().st_size)
+    try:
+        if kind == ".conda":
+            _read_conda(path, fn, walker)
+        else:
+            with open(path, "rb") as raw, bz2.open(raw, "rb") as reader:
+                walker.walk(package_streaming.tar_generator(reader))
+    except (UnsafePath, DecompressionLimit, FilenameMismatch, MissingMetadata, NotACondaArchive):
+        raise
+    except _DECODE_ERRORS as exc:
+        raise CorruptArchive(f"{fn.filename} is truncated or corrupt: {exc}", filename=fn.filename)
+    if "info/index.json" not in info.files:
+        raise MissingMetadata(f"{fn.filename} has no info/index.json", filename=fn.filename)
+    return info
+
+
+def _read_conda(path: Path, fn: PackageFilename, walker: _Walker) -> None:
+    with zipfile.ZipFile(path) as zf:
+        names = [i.filename for i in zf.infolist()]
+        for n in names:
+            check_member_path(n)
+        info_members = [n for n in names if n.startswith("info-") and n.endswith(".tar.zst")]
+        pkg_members = [n for n in names if n.startswith("pkg-") and n.endswith(".tar.zst")]
+        if "metadata.json" not in names or len(info_members) != 1:
+            raise NotACondaArchive(
+                f"{fn.filename} is a zip file but not a .conda package (needs metadata.json and one info-*.tar.zst)",
+                filename=fn.filename,
+            )
+        if info_members[0] != f"info-{fn.stem}.tar.zst":
+            raise FilenameMismatch(
+                f"{fn.filename} contains {info_members[0]}, not info-{fn.stem}.tar.zst", filename=fn.filename
+            )
+        if len(pkg_members) > 1 or (pkg_members and pkg_members[0] != f"pkg-{fn.stem}.tar.zst"):
+            raise FilenameMismatch(f"{fn.filename} contains unexpected members {pkg_members}", filename=fn.filename)
+        raw_meta = zf.read("metadata.json")
+        try:  # old conda-package-handling wrote an empty metadata.json: tolerated, like conda does
+            meta = json.loads(raw_meta) if raw_meta.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptArchive(f"metadata.json is not valid JSON: {exc}", filename=fn.filename)
+        version = meta.get("conda_pkg_format_version", 2) if isinstance(meta, dict) else None
+        if version != 2:
+            raise NotACondaArchive(f"{fn.filename}: unsupported conda_pkg_format_version {version!r}",
+                                   filename=fn.filename)
+        for component in ("info", "pkg") if pkg_members else ("info",):
+            stream = package_streaming.stream_conda_component(fn.filename, component=component, zf=zf)
+            walker.walk(stream, info_prefix="info/" if component == "info" else "\0")

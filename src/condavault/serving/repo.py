@@ -1,0 +1,114 @@
+"""``/api/repo/[t/<token>/]<channel>/...``: what conda clients talk to (conda-protocol.md §5).
+
+Kept off FastAPI's dependency machinery: this is the hot path. Credentials are resolved, the channel
+is authorised, the target is looked up (cached), and the bytes stream from the blob store with no
+database connection held.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from email.utils import formatdate, parsedate_to_datetime
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from condavault.auth.deps import identify
+from condavault.context import Context
+from condavault.errors import CondavaultError, NotFound
+from condavault.packages.filename import is_package_filename, is_subdir
+
+INDEX_FILES = {
+    "repodata.json",
+    "repodata.json.zst",
+    "repodata_shards.msgpack.zst",
+    "current_repodata.json",
+    "current_repodata.json.zst",
+    "run_exports.json",
+    "run_exports.json.zst",
+}
+SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
+IMMUTABLE = "max-age=31536000, immutable"
+
+
+def error_response(exc: CondavaultError) -> Response:
+    from condavault.web.errors import json_error
+
+    return json_error(exc)
+
+
+def _not_modified(request: Request, etag: str, last_modified: float) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        return inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            return int(last_modified) <= parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+async def repo_endpoint(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    try:
+        return await _serve(ctx, request)
+    except CondavaultError as exc:
+        return error_response(exc)
+
+
+def _split(path: str) -> tuple[str | None, list[str]]:
+    parts = [p for p in path.split("/") if p]
+    token = None
+    if len(parts) >= 2 and parts[0] == "t":
+        token, parts = parts[1], parts[2:]
+    return token, parts
+
+
+async def _serve(ctx: Context, request: Request) -> Response:
+    token, parts = _split(request.path_params["path"])
+    if not parts:
+        raise NotFound("no channel in the URL", code="channel_not_found")
+    identity = identify(request, token)
+    channel = ctx.channels.for_read(identity, parts[0])
+    rest = parts[1:]
+    key: tuple[object, ...]
+    if rest == ["channeldata.json"]:
+        key = ("index", channel.id, "", "channeldata.json")
+    elif len(rest) == 2 and is_subdir(rest[0]) and rest[1] in INDEX_FILES:
+        key = ("index", channel.id, rest[0], rest[1])
+    elif len(rest) == 3 and is_subdir(rest[0]) and rest[1] == "shards" and SHARD_RE.match(rest[2]):
+        key = ("shard", channel.id, rest[0], rest[2][:64])
+    elif len(rest) == 2 and is_subdir(rest[0]) and is_package_filename(rest[1]):
+        key = ("package", channel.id, rest[0], rest[1])
+    else:
+        raise NotFound(f"no such file: {'/'.join(rest) or '(channel root)'}", code="file_not_found")
+    hit, target = ctx.lookup.cached(key)
+    if not hit:
+        target = await anyio.to_thread.run_sync(ctx.lookup.load, key)
+    if target is None:
+        raise NotFound(f"{'/'.join(rest)} not found in channel {channel.name!r}", code="file_not_found")
+    if target.kind == "package" and not target.has_blob:
+        target = await ctx.fetch_missing(channel, rest[0], target)
+    private = channel.privacy != "public"
+    cache = ("private, " if private else "public, ") + (
+        f"max-age={ctx.settings.index_max_age}" if target.kind == "index" else IMMUTABLE
+    )
+    etag = f'"{target.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": formatdate(target.last_modified, usegmt=True)}
+    if _not_modified(request, etag, target.last_modified):
+        return Response(status_code=304, headers=headers)
+    path = ctx.blobs.local_path(target.sha256)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(
+            f"{'/'.join(rest)} is indexed but its bytes are missing; run `condavault check --repair`",
+            code="blob_missing",
+        )
+    if target.kind == "package":
+        ctx.on_download(request, identity, channel, rest[0], target)
+    return FileResponse(path, headers=headers, media_type=target.content_type, stat_result=st)

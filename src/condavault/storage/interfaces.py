@@ -1,0 +1,31 @@
+"""The blob store: content-addressed, write-once bytes (design.md §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class BlobStore(Protocol):
+    """Blobs are addressed by the sha256 of their bytes and never change once written."""
+
+    def put_file(self, src: Path, sha256: str) -> None:
+        """Move the verified temp file ``src`` into the store (no-op if the blob exists)."""
+
+    def put_bytes(self, data: bytes, sha256: str) -> None:
+        """Store ``data`` under ``sha256`` (no-op if it exists)."""
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def local_path(self, sha256: str) -> Path | None:
+        """A filesystem path for streaming, or None when the backend is remote."""
+
+    def open(self, sha256: str) -> object:
+        """A binary file object positioned at 0."""
+
+    def size(self, sha256: str) -> int: ...
+
+    def delete(self, sha256: str) -> None: ...
+
+    def iter_hashes(self) -> object:
+        """Iterate over every stored sha256."""

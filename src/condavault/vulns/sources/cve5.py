@@ -1,0 +1,143 @@
+"""CVE JSON 5.x records (cvelistV5 layout, OpenSSL release-metadata ``secjson``) -> :class:`Advisory`.
+
+Version entries follow the CVE schema: ``version`` is the inclusive start, ``lessThan`` /
+``lessThanOrEqual`` the end (``*`` = unbounded, ``lessThanOrEqual`` may be a wildcard like ``5.15.*``),
+``changes`` switch the status inside the range, ``defaultStatus`` covers everything else (``unknown``
+when absent).  GitHub's CNA writes constraints into ``version`` (``">= 2.0.0, < 2.0.7"``); those are
+parsed too.  A degenerate ``version == lessThan`` entry (as the curl CNA writes them:
+``8.4.0 lessThan 8.4.0`` affected plus ``7.69.0 lessThan 7.69.0`` unaffected) is read as "below
+``lessThan``", which together with "unaffected wins" gives the intended 7.69.0 <= v < 8.4.0.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from condavault.vulns.advisory import Advisory, Affected, Range, Score
+from condavault.vulns.scoring import make_score
+from condavault.vulns.sources.nvd import split_cpe
+
+_METRIC_VERSIONS = {"cvssV2_0": "2.0", "cvssV3_0": "3.0", "cvssV3_1": "3.1", "cvssV4_0": "4.0"}
+_OPEN = {"", "*", "0", "unspecified", "n/a"}
+_CONSTRAINT = re.compile(r"^\s*(>=|<=|>|<|=)\s*(\S+)\s*$")
+_PYPI_PROJECT = re.compile(r"pypi\.org/project/([^/]+)", re.IGNORECASE)
+
+
+def is_cve5(doc: Any) -> bool:
+    """True for a CVE JSON 5 record."""
+    return isinstance(doc, dict) and (doc.get("dataType") == "CVE_RECORD" or "cveMetadata" in doc)
+
+
+def parse_cve5(doc: dict[str, Any], source: str = "cve5") -> Advisory:
+    """Parse one CVE JSON 5 record (CNA and ADP containers)."""
+    meta = doc.get("cveMetadata") or {}
+    containers = doc.get("containers") or {}
+    cna = containers.get("cna") or {}
+    adps = [c for c in containers.get("adp") or () if isinstance(c, dict)]
+    affected: list[Affected] = []
+    scores: list[Score] = []
+    references: list[str] = []
+    for container, who in [(cna, "cna"), *((a, "adp") for a in adps)]:
+        name = (container.get("providerMetadata") or {}).get("shortName") or who
+        for entry in container.get("affected") or ():
+            if isinstance(entry, dict):
+                parsed = _parse_affected(entry)
+                if parsed not in affected:
+                    affected.append(parsed)
+        for metric in container.get("metrics") or ():
+            for key, version in _METRIC_VERSIONS.items():
+                data = metric.get(key)
+                if isinstance(data, dict):
+                    score = make_score(data.get("vectorString"), version, name, data.get("baseScore"))
+                    if score is not None and score not in scores:
+                        scores.append(score)
+        for ref in container.get("references") or ():
+            url = ref.get("url")
+            if url and url not in references:
+                references.append(url)
+    details = next(
+        (d.get("value", "") for d in cna.get("descriptions") or () if str(d.get("lang", "")).startswith("en")),
+        "",
+    )
+    rejected = meta.get("state") == "REJECTED"
+    return Advisory(
+        id=str(meta.get("cveId", "")),
+        summary=cna.get("title") or "",
+        details=details,
+        published=meta.get("datePublished") or cna.get("datePublic"),
+        modified=meta.get("dateUpdated"),
+        scores=tuple(scores),
+        affected=tuple(affected),
+        references=tuple(references),
+        sources=(source,),
+        withdrawn=(meta.get("dateRejected") or meta.get("dateUpdated") or "rejected") if rejected else None,
+    )
+
+
+def _parse_affected(entry: dict[str, Any]) -> Affected:
+    ranges: list[Range] = []
+    for version in entry.get("versions") or ():
+        if isinstance(version, dict):
+            ranges.extend(parse_version_entry(version))
+    vendor = str(entry.get("vendor") or "")
+    product = str(entry.get("product") or "")
+    package = str(entry.get("packageName") or "")
+    default = str(entry.get("defaultStatus") or "unknown")
+    urls = " ".join(str(entry.get(k) or "") for k in ("collectionURL", "repo"))
+    pypi = _PYPI_PROJECT.search(urls)
+    if pypi or "pypi.org" in urls:
+        name = package or (pypi.group(1) if pypi else product)
+        return Affected("pypi", vendor, product, name, tuple(ranges), (), default)
+    for cpe in entry.get("cpes") or ():
+        parts = split_cpe(str(cpe))
+        if parts is not None and parts[0] == "a":
+            return Affected("cpe", parts[1], parts[2], package, tuple(ranges), (), default)
+    return Affected("generic", vendor, product, package, tuple(ranges), (), default)
+
+
+def parse_version_entry(entry: dict[str, Any]) -> list[Range]:
+    """One CVE 5 ``versions[]`` entry -> ranges (several for GitHub-style constraint strings)."""
+    status = str(entry.get("status") or "affected")
+    scheme = str(entry.get("versionType") or "")
+    version = str(entry.get("version") or "").strip()
+    less_than = entry.get("lessThan")
+    less_equal = entry.get("lessThanOrEqual")
+    changes = tuple(
+        (str(c.get("at")), str(c.get("status")))
+        for c in entry.get("changes") or ()
+        if isinstance(c, dict) and c.get("at") is not None
+    )
+    if less_than is None and less_equal is None:
+        if version[:1] in "<>=" and version:
+            constraint = _parse_constraint(version, status, scheme)
+            return [constraint] if constraint is not None else []
+        if version in _OPEN - {"0"}:
+            return [Range(status=status, scheme=scheme, changes=changes)] if version == "*" else []
+        return [Range.exact(version, status, scheme)]
+    lower = None if version in _OPEN else version
+    fixed = None if less_than is None or str(less_than).strip() in _OPEN else str(less_than).strip()
+    last = None if less_equal is None or str(less_equal).strip() in _OPEN else str(less_equal).strip()
+    if lower is not None and lower == fixed:
+        lower = None  # curl CNA style "version 8.4.0 lessThan 8.4.0" means "everything below 8.4.0"
+    return [Range(introduced=lower, fixed=fixed, last_affected=last, status=status, scheme=scheme, changes=changes)]
+
+
+def _parse_constraint(text: str, status: str, scheme: str) -> Range | None:
+    """``">= 2.0.0, < 2.0.7"`` / ``"< 1.26.18"`` / ``"<= 1.2"`` -> a range; ``None`` if unreadable."""
+    values: dict[str, Any] = {"status": status, "scheme": scheme}
+    for part in text.split(","):
+        match = _CONSTRAINT.match(part)
+        if match is None:
+            return None
+        op, value = match.groups()
+        if op == "=":
+            return Range.exact(value, status, scheme)
+        if op in (">=", ">"):
+            values["introduced"] = value
+            values["introduced_inclusive"] = op == ">="
+        elif op == "<":
+            values["fixed"] = value
+        else:
+            values["last_affected"] = value
+    return Range(**values)

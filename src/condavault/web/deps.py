@@ -1,0 +1,19 @@
+"""Dependencies shared by every router."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+
+from condavault.auth.deps import get_identity
+from condavault.auth.identity import Identity
+from condavault.context import Context
+
+
+def get_ctx(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+CtxDep = Depends(get_ctx)
+IdentityDep = Depends(get_identity)
+
+__all__ = ["CtxDep", "Identity", "IdentityDep", "get_ctx"]

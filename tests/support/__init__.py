@@ -1,0 +1,1 @@
+"""Helpers that start real servers (OpenLDAP, an OpenID provider) for tests."""

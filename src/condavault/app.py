@@ -25,7 +25,14 @@ from condavault.web.errors import json_error
 
 log = logging.getLogger(__name__)
 ROUTERS = [system.router, channels_api.router, auth_api.router]
-PLUGINS: list[str] = []  # "module:install" functions that add routers and hooks (mirror, vulns, ...)
+# Each domain's ``plugin.install(app)`` adds its routers and appends ``fn(ctx)`` start-up hooks
+# to ``app.state.startup`` (where it registers jobs and listeners on the Context).
+PLUGINS: list[str] = [
+    "condavault.auth.plugin:install",
+    "condavault.audit.plugin:install",
+    "condavault.mirror.plugin:install",
+    "condavault.vulns.plugin:install",
+]
 
 
 def _install_plugins(app: FastAPI) -> None:
@@ -33,7 +40,13 @@ def _install_plugins(app: FastAPI) -> None:
 
     for spec in PLUGINS:
         module, _, fn = spec.partition(":")
-        getattr(importlib.import_module(module), fn)(app)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # that domain is not built yet
+                continue
+            raise
+        getattr(mod, fn)(app)
 
 
 def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from condavault import metrics
 from condavault.auth.policy import ChannelRef
@@ -72,6 +73,8 @@ class Context:
     missing_fetchers: list[Callable[..., Awaitable[Target | None]]] = field(default_factory=list)
 
     change_listeners: list[Callable[..., None]] = field(default_factory=list)
+    # services one domain offers another, e.g. extensions["vulns"] for the mirror CVE filters
+    extensions: dict[str, Any] = field(default_factory=dict)
     ingest_listeners: list[Callable[..., None]] = field(default_factory=list)
 
     def record_change(

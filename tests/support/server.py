@@ -67,6 +67,7 @@ class Server:
     _thread: threading.Thread | None = None
     _server: uvicorn.Server | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    requests: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def repo(self) -> str:
@@ -88,11 +89,11 @@ class Server:
         return env
 
     def cli(self, *args: str, token: str | None = "admin", check: bool = True, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real ``condavault`` CLI in a subprocess against this server."""
         proc = subprocess.run(
-            [sys.executable, "-m", "condavault", *args], env=self.env(token), capture_output=True, text=True,
-            timeout=timeout, input=input,
+            [sys.executable, "-m", "condavault", *args], env={**self.env(token), **(env or {})},
+            capture_output=True, text=True, timeout=timeout, input=input,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"condavault {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -116,14 +117,28 @@ class Server:
 
 
 def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> tuple[Server, str | None]:
+    """Migrate a fresh database, build the app and run uvicorn on a free loopback port in a thread."""
     data_dir.mkdir(parents=True, exist_ok=True)
     url, pg_name = database_url(backend, data_dir)
     settings = load_settings(data_dir=data_dir, database_url=url, log_format="text", log_level="WARNING", **overrides)
     migrate.upgrade(settings.db_url)
     ctx = Context.build(settings)
     app = create_app(settings, ctx=ctx)
+    log: list[tuple[str, str, int]] = []
+
+    async def logged(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def send_wrapper(message):  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                log.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+
+        return await app(scope, receive, send_wrapper)
+
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(logged, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -137,7 +152,7 @@ def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> t
         time.sleep(0.02)
     token = settings.admin_token_path.read_text().strip()
     handle = Server(settings=settings, url=base, ctx=ctx, admin_token=token, backend=backend, _thread=thread,
-                    _server=server)
+                    _server=server, requests=log)
     return handle, pg_name
 
 

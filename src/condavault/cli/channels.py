@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from condavault.cli.client import ApiError, client_from
@@ -111,7 +112,7 @@ def upload(
                 counts[out["status"]] = counts.get(out["status"], 0) + 1
             except ApiError as exc:
                 failures += 1
-                progress.console.print(f"[red]{path.name}: {exc}[/red]")
+                progress.console.print(f"[red]{escape(path.name)}: {escape(str(exc))}[/red]")
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing uploaded")
     if failures:
         console.print(f"[red]{failures} file(s) failed[/red]")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from condavault.cli import channels, server, tokens
 from condavault.cli.client import DEFAULT_URL, ApiError, resolve_token
@@ -53,12 +54,12 @@ def main() -> None:
     try:
         app()
     except ApiError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         for k, v in exc.details.items():
-            err_console.print(f"  {k}: {v}")
+            err_console.print(f"  {escape(str(k))}: {escape(str(v))}")
         sys.exit(2 if 400 <= exc.status < 500 else 1)
     except CondavaultError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message} [{exc.code}]")
+        err_console.print(f"[red]error:[/red] {escape(exc.message)} \\[{exc.code}]")
         sys.exit(2 if 400 <= exc.status < 500 else 1)
 
 

@@ -162,6 +162,24 @@ class Context:
             self.indexer.index_subdir(channel_id, sd)
         self.indexer.publish_extras(channel_id)
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until every dirty subdir is indexed and no slow-lane work is due (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = self.indexer.pending_subdirs()
+            with self._extras_lock:
+                due = list(self._extras_due)
+            if not pending and not due and not self.runner.busy():
+                return
+            for cid, sd in pending:
+                self.indexer.index_subdir(cid, sd)
+            for cid in due:
+                with self._extras_lock:
+                    self._extras_due.pop(cid, None)
+                self._extras(cid)
+            time.sleep(0.05)
+        raise TimeoutError("condavault did not settle")
+
     def close(self) -> None:
         self.runner.shutdown(wait=True)
         self.db.dispose()

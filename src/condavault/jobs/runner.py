@@ -27,6 +27,12 @@ class JobRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._timers: list[threading.Thread] = []
+        self._running = 0
+
+    def busy(self) -> bool:
+        """True while any submitted job is queued or running."""
+        with self._lock:
+            return bool(self._pending) or self._running > 0
 
     def submit(self, fn: Callable[[], object], name: str = "job") -> Future[object]:
         def run() -> object:
@@ -47,10 +53,14 @@ class JobRunner:
         def run() -> None:
             with self._lock:
                 self._pending.discard(key)
+                self._running += 1
             try:
                 fn()
             except Exception:
                 log.exception("job failed", extra={"job": repr(key)})
+            finally:
+                with self._lock:
+                    self._running -= 1
 
         try:
             self._pool.submit(run)

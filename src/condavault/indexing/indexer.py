@@ -56,6 +56,7 @@ class Indexer:
         self._published = threading.Condition()
         self.listeners: list[callable] = []  # type: ignore[valid-type]
         self.after_publish: list[callable] = []  # type: ignore[valid-type]
+        self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
 
     # -- public ----------------------------------------------------------------------------------
     def index_subdir(self, channel_id: int, subdir: str) -> bool:
@@ -336,6 +337,7 @@ class Indexer:
 
         self.db.run_write(publish)
         self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
+        self.publishes[key] += 1
         with self._published:
             self._published.notify_all()
         for fn in self.listeners:

@@ -9,7 +9,7 @@ from condavault.errors import InvalidFilename, InvalidRequest
 
 EXTENSIONS = (".conda", ".tar.bz2")
 _NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9._-]*$")
-_BUILD_RE = re.compile(r"^[a-zA-Z0-9_.+]+$")
+_BUILD_RE = re.compile(r"^[a-zA-Z0-9_.+]*$")  # empty builds exist in old conda-forge repodata
 _SUBDIR_RE = re.compile(r"^(noarch|[a-z0-9]+-[a-z0-9]+)$")
 MAX_FILENAME = 211
 
@@ -44,7 +44,7 @@ def parse_filename(filename: str) -> PackageFilename:
         raise InvalidFilename(f"filename longer than {MAX_FILENAME} characters", filename=filename)
     stem, ext = split_ext(filename)
     parts = stem.rsplit("-", 2)
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or not parts[0] or not parts[1]:
         raise InvalidFilename(f"{filename!r} is not of the form name-version-build{ext}", filename=filename)
     name, version, build = parts
     if not _NAME_RE.match(name.lower()) or not _BUILD_RE.match(build):

@@ -106,7 +106,7 @@ def build_metadata(info: ArchiveInfo, fn: PackageFilename, expected_subdir: str 
     if not isinstance(index, dict):
         raise CorruptArchive("info/index.json is not a JSON object", filename=fn.filename)
     for key in ("name", "version", "build"):
-        if not isinstance(index.get(key), str) or not index[key]:
+        if not isinstance(index.get(key), str) or (key != "build" and not index[key]):
             raise InvalidPackage(f"info/index.json lacks {key!r}", code="invalid_index_json", filename=fn.filename)
     triple = (index["name"], index["version"], index["build"])
     if triple != (fn.name, fn.version, fn.build):

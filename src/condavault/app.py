@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from condavault import __version__
+from condavault import __version__, metrics
 from condavault.auth import api as auth_api
 from condavault.auth.services import bootstrap
 from condavault.channels import api as channels_api
@@ -117,4 +118,26 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     _install_plugins(app)
+    app.add_middleware(RequestMetrics)
     return app
+
+
+class RequestMetrics:
+    """Counts requests by kind (repo, api, other) and status; no path or channel labels."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        kind = "repo" if path.startswith("/api/repo/") else "api" if path.startswith("/api/") else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                metrics.REQUESTS.labels(kind, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

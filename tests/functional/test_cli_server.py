@@ -1,0 +1,83 @@
+"""The ``condavault`` command as an operator runs it: serve, db upgrade, refusing an old schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import free_port
+
+
+def _cv(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
+    return subprocess.run([sys.executable, "-m", "condavault", *args], env={**base, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_on_fresh_folder_creates_everything_and_prints_token_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
+    proc = subprocess.Popen([sys.executable, "-m", "condavault", "--data-dir", str(data), "serve", "--port", str(port)],
+                            env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        token_file = data / "admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        # the CLI finds the token through --data-dir
+        out = _cv("--url", url, "--data-dir", str(data), "channel", "create", "first")
+        assert out.returncode == 0, out.stderr
+        assert httpx.get(f"{url}/api/repo/first/noarch/repodata.json").status_code == 200
+        assert httpx.post(f"{url}/api/channels", json={"name": "anon"}).status_code == 401
+        assert httpx.get(f"{url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).json()["is_admin"]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert output.count(token) == 1, output
+
+
+def test_server_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    data = tmp_path / "old"
+    assert _cv("--data-dir", str(data), "db", "upgrade", "0001_core").returncode == 0
+    proc = _cv("--data-dir", str(data), "serve", "--port", str(free_port()), timeout=60)
+    assert proc.returncode != 0
+    assert "condavault db upgrade" in proc.stdout + proc.stderr
+    assert _cv("--data-dir", str(data), "db", "upgrade").returncode == 0
+    current = _cv("--data-dir", str(data), "db", "current")
+    head = current.stdout.split("needed:")[1].strip()
+    assert current.stdout.split("current:")[1].split()[0] == head
+
+
+def test_every_command_has_help() -> None:
+    import click
+    import typer
+
+    from condavault.cli.main import app
+
+    root = typer.main.get_command(app)
+    missing = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if not (cmd.help or cmd.short_help):
+            missing.append(path)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(root, "condavault")
+    assert len(root.commands) >= 10
+    assert missing == []
+    out = _cv("upload", "--help")
+    assert out.returncode == 0 and "--skip-existing" in out.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from condavault.cli import channels, server, tokens
+from condavault.cli import channels, server, tokens, worker
 from condavault.cli.client import DEFAULT_URL, ApiError, resolve_token
 from condavault.cli.output import err_console
 from condavault.errors import CondavaultError
@@ -40,6 +40,7 @@ def root(
 server.register(app)
 channels.register(app)
 tokens.register(app)
+worker.register(app)
 
 for _module in ("condavault.cli.mirror", "condavault.cli.cve", "condavault.cli.users", "condavault.cli.audit"):
     try:

@@ -60,7 +60,7 @@ def create_channel(body: ChannelCreate, ctx: Context = CtxDep, identity: Identit
         cid = c.id
     ctx.channels.invalidate(body.name)
     _audit(ctx, identity, "channel:create", body.name, None, body.model_dump())
-    ctx.request_index(cid, "noarch")
+    ctx.indexer.index_subdir(cid, "noarch")  # noarch/repodata.json exists as soon as the channel does
     return out
 
 

@@ -53,6 +53,7 @@ class Indexer:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._cache: dict[tuple[int, str], _Cache] = {}
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
+        self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
         self.listeners: list[callable] = []  # type: ignore[valid-type]
         self.after_publish: list[callable] = []  # type: ignore[valid-type]
@@ -60,25 +61,33 @@ class Indexer:
 
     # -- public ----------------------------------------------------------------------------------
     def index_subdir(self, channel_id: int, subdir: str) -> bool:
-        """Bring one subdir up to date. Returns True when something was published."""
+        """Bring one subdir up to date. Returns True when something was published.
+
+        A request that finds another thread of ours indexing the subdir leaves a "wanted" mark and
+        returns; the busy thread sees the mark after its run and goes round once more, so no change is
+        left behind and a burst of requests costs a few runs, not one each.
+        """
         key = (channel_id, subdir)
         published = False
         lock = self._locks[key]
-        if not lock.acquire(blocking=False):
-            return False  # a thread of ours is on it and will loop until nothing is left
-        try:
-            while True:
-                if not self._acquire_lease(channel_id, subdir):
-                    return published  # another process holds it; the sweep retries later
-                try:
-                    while self._run_once(channel_id, subdir):
-                        published = True
-                finally:
-                    self._release_lease(channel_id, subdir)
-                if not self._pending(channel_id, subdir):
-                    break
-        finally:
-            lock.release()
+        self._wanted.add(key)
+        while key in self._wanted:
+            if not lock.acquire(blocking=False):
+                return published  # the holder will see our mark
+            try:
+                while key in self._wanted:
+                    self._wanted.discard(key)
+                    if not self._acquire_lease(channel_id, subdir):
+                        return published  # another process holds it; the sweep retries later
+                    try:
+                        while self._run_once(channel_id, subdir):
+                            published = True
+                    finally:
+                        self._release_lease(channel_id, subdir)
+                    if self._pending(channel_id, subdir):
+                        self._wanted.add(key)
+            finally:
+                lock.release()
         if published:
             for fn in self.after_publish:
                 try:

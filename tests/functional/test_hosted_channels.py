@@ -222,17 +222,19 @@ def test_copy_move_remove_and_listing(shared_server: Server, full_channel: str, 
 
 def test_check_and_reindex(shared_server: Server, full_channel: str) -> None:
     shared_server.cli("reindex", full_channel)
+    shared_server.channel("checked")
+    shared_server.cli("package", "copy", full_channel, "checked", "noarch/dependency-1.0-0.conda")
     ctx = shared_server.ctx
     with ctx.db.session() as s:
         from sqlalchemy import select
 
         from condavault.channels.models import Channel, Record
 
-        cid = s.scalar(select(Channel.id).where(Channel.name == "staging"))
+        cid = s.scalar(select(Channel.id).where(Channel.name == "checked"))
         sha = s.scalar(select(Record.sha256).where(Record.channel_id == cid))
+        shared_blob_users = len(list(s.scalars(select(Record.id).where(Record.sha256 == sha))))
     path = ctx.blobs.local_path(sha)
     saved = path.read_bytes()
-    shared_blob_users = 2  # the same bytes are in 'everything' and 'staging'
     path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
     try:
         proc = shared_server.cli(

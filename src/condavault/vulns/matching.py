@@ -129,16 +129,22 @@ def _range_status(rng: Range, v: Version, conv: Callable[[str], str]) -> str | N
     return status
 
 
+@lru_cache(maxsize=8192)
+def _listed(versions: tuple[str, ...], letters: bool) -> frozenset[Version]:
+    """The parsed ``versions`` of an affected entry (rattler versions hash consistently with ``==``)."""
+    conv = letter_to_numeric if letters else str
+    return frozenset(p for p in (parse_version(conv(x)) for x in versions) if p is not None)
+
+
 def explain(affected: Affected, version: str) -> Verdict:
     """Evaluate ``version`` against ``affected`` (see the module docstring for the rules)."""
-    conv: Callable[[str], str] = letter_to_numeric if uses_letter_releases(affected) else str
+    letters = uses_letter_releases(affected)
+    conv: Callable[[str], str] = letter_to_numeric if letters else str
     v = parse_version(conv(version))
     if v is None:
         return Verdict(None, f"version {version!r} is not a conda version")
-    for listed in affected.versions:
-        parsed = parse_version(conv(listed))
-        if listed == version or (parsed is not None and parsed == v):
-            return Verdict(True, f"{version} is listed as affected")
+    if affected.versions and (version in affected.versions or v in _listed(affected.versions, letters)):
+        return Verdict(True, f"{version} is listed as affected")
     usable = bool(affected.versions)
     affected_by: Range | None = None
     for rng in affected.ranges:

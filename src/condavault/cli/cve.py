@@ -1,0 +1,253 @@
+"""``condavault cve ...`` and ``condavault check-env``: the vulnerability database over the REST API."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TransferSpeedColumn
+
+from condavault.cli.client import Client, client_from
+from condavault.cli.output import console, err_console, print_json, table
+
+cve_app = typer.Typer(help="Vulnerability database: sync feeds, list, show, curate, report.", no_args_is_help=True)
+STATUSES = "reported | active | mitigated | cleared | disputed"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cve_app, name="cve")
+    app.command("check-env")(check_env)
+
+
+def _zip_dir(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml", ".zip"):
+                zf.write(p, p.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def _poll(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console) as bar:
+        task = bar.add_task("queued", total=None)
+        while True:
+            job = client.get(f"/api/cves/sync/jobs/{job['id']}")
+            total = job.get("total") or None
+            bar.update(task, description=job.get("phase") or job["state"], completed=job.get("done", 0), total=total)
+            if job["state"] in ("done", "failed"):
+                return job
+            time.sleep(0.3)
+
+
+@cve_app.command("sync")
+def sync(
+    ctx: typer.Context,
+    source: str = typer.Option(
+        None, "--from", help="URL, or a local folder / zip / JSON file (uploaded). Default: configured sources."
+    ),
+    server_path: bool = typer.Option(False, "--server-path", help="--from names a path on the server, not here."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fetch advisories (CVE JSON 5, NVD API 2.0, OSV) and match them to package builds."""
+    client = client_from(ctx)
+    local = Path(source) if source and not server_path and "://" not in source else None
+    if local is not None and local.exists():
+        data = _zip_dir(local) if local.is_dir() else local.read_bytes()
+        ctype = "application/json" if local.suffix.lower() == ".json" else "application/zip"
+        if ctype == "application/json":  # a single JSON feed goes as a one-file zip (the body is the feed)
+            data, ctype = _zip_single(local), "application/zip"
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console
+        ) as bar:
+            task = bar.add_task(f"uploading {local.name}", total=len(data))
+
+            def chunks() -> Any:
+                for i in range(0, len(data), 256 * 1024):
+                    bar.advance(task, len(data[i : i + 256 * 1024]))
+                    yield data[i : i + 256 * 1024]
+
+            job = client.post(
+                "/api/cves/sync", params={"wait": False}, content=chunks(), headers={"Content-Type": ctype}
+            )
+    else:
+        job = client.post("/api/cves/sync", json={"sources": [source] if source else [], "wait": False})
+    job = _poll(client, job)
+    if job["state"] == "failed":
+        err_console.print(f"[red]sync failed:[/red] {job.get('error')}")
+        raise typer.Exit(1)
+    result = job.get("result") or {}
+    if json_out:
+        print_json(result)
+        return
+    console.print(
+        f"{result.get('advisories', 0)} advisories: {result.get('created', 0)} new, "
+        f"{result.get('updated', 0)} changed, "
+        f"{result.get('unchanged', 0)} unchanged; links +{result.get('links_added', 0)} "
+        f"-{result.get('links_removed', 0)} ({result.get('seconds', 0)} s)"
+    )
+
+
+def _zip_single(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(path, path.name)
+    return buf.getvalue()
+
+
+@cve_app.command("list")
+def list_cves(
+    ctx: typer.Context,
+    package: str = typer.Option(None, "--package", help="Only advisories affecting builds of this package."),
+    channel: str = typer.Option(None, "--channel", help="Only advisories affecting files of this channel."),
+    query: str = typer.Option(None, "--search", "-q", help="Search ids, aliases and summaries."),
+    min_score: float = typer.Option(None, "--min-score"),
+    limit: int = typer.Option(100, "--limit"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """List advisories (with the number of affected files you may read)."""
+    params = {"package": package, "channel": channel, "q": query, "min_score": min_score, "limit": limit}
+    rows = client_from(ctx).get("/api/cves", params={k: v for k, v in params.items() if v is not None})
+    if json_out:
+        print_json(rows)
+        return
+    for r in rows:
+        r["aliases"] = " ".join(r["aliases"][:3])
+    table(rows, ["id", "max_score", "files", "aliases", "summary"])
+
+
+@cve_app.command("show")
+def show(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., help="CVE id or any alias."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """One advisory: aliases, scores, affected products and affected builds."""
+    out = client_from(ctx).get(f"/api/cves/{ident}")
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"[bold]{out['id']}[/bold]  max score {out['max_score']}  aliases: {', '.join(out['aliases'])}")
+    console.print(out.get("summary") or "")
+    table(out["scores"], ["version", "score", "vector", "source"], title="scores")
+    console.print(f"conda names: {', '.join(out['conda_names'])}")
+    table(out["affected_files"], ["channel", "subdir", "filename", "status", "score"], title="affected builds")
+
+
+@cve_app.command("files")
+def files(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., help="CVE id or any alias."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Files linked to an advisory, with their curation status."""
+    rows = client_from(ctx).get(f"/api/cves/{ident}/files")
+    print_json(rows) if json_out else table(rows, ["link_id", "channel", "subdir", "filename", "status", "score"])
+
+
+@cve_app.command("curate")
+def curate(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., help="CVE id or any alias."),
+    status: str = typer.Option(..., "--status", help=STATUSES),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the history and the audit log)."),
+    link: list[int] = typer.Option(None, "--link", help="Link id (repeat)."),
+    file: list[str] = typer.Option(None, "--file", help="channel/subdir/filename (repeat)."),
+    package: str = typer.Option(None, "--package", help="Curate every build of this package (a rule)."),
+    versions: str = typer.Option("*", "--versions", help="Version range of the rule, e.g. '>=1.2,<1.3'."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Set a curation status per link/file, or per package x version range (applies to future builds too)."""
+    refs = []
+    for f in file or []:
+        parts = f.split("/")
+        if len(parts) != 3:
+            raise typer.BadParameter(f"{f!r}: expected channel/subdir/filename")
+        refs.append({"channel": parts[0], "subdir": parts[1], "filename": parts[2]})
+    body = {
+        "status": status,
+        "reason": reason,
+        "link_ids": link or [],
+        "files": refs,
+        "package": package,
+        "versions": versions,
+    }
+    out = client_from(ctx).post(f"/api/cves/{ident}/curate", json=body)
+    if json_out:
+        print_json(out)
+        return
+    if out.get("rule"):
+        console.print(f"rule {out['rule']['id']}: {out['rule']['package']} {out['rule']['versions']} -> {status}")
+    console.print(f"{len(out['changes'])} link(s) now {status}")
+
+
+@cve_app.command("history")
+def history(
+    ctx: typer.Context,
+    ident: str = typer.Argument(None, help="CVE id (default: all)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Curation history: who changed what, when and why."""
+    rows = client_from(ctx).get(f"/api/cves/{ident}/history" if ident else "/api/cves/history")
+    print_json(rows) if json_out else table(rows, ["at", "actor", "advisory", "target", "before", "after", "reason"])
+
+
+@cve_app.command("report")
+def report(
+    ctx: typer.Context,
+    channel: str = typer.Option(None, "--channel", help="One channel (default: every channel you may read)."),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    package: str = typer.Option(None, "--package"),
+) -> None:
+    """Every advisory x file link with status, score and dependency-tree risk."""
+    client = client_from(ctx)
+    path = f"/api/channels/{channel}/cves" if channel else "/api/cves/report"
+    params = {"format": "csv" if fmt == "csv" else "json", **({"package": package} if package else {})}
+    if fmt == "csv":
+        resp = client.http.get(path, params=params)
+        if resp.status_code >= 400:
+            client.request("GET", path, params=params)  # raises the API error
+        print(resp.text, end="")
+        return
+    rows = client.get(path, params=params)
+    if fmt == "json":
+        print_json(rows)
+        return
+    table(rows, ["channel", "subdir", "filename", "advisory", "score", "status", "risk"])
+
+
+def check_env(
+    ctx: typer.Context,
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="environment.yml, conda-lock.yml, pixi.lock, @EXPLICIT or spec list"
+    ),
+    channel: list[str] = typer.Option(None, "--channel", "-c", help="Channel of this server (repeat)."),
+    platform: str = typer.Option("linux-64", "--platform"),
+    threshold: float = typer.Option(None, "--threshold", help="Fail above this CVSS score."),
+    fmt: str = typer.Option("table", "--format", help="table | json | cyclonedx"),
+) -> None:
+    """Solve an environment against this server's channels and report advisories with a verdict."""
+    body = {
+        "content": file.read_text(),
+        "channels": channel or [],
+        "platform": platform,
+        "threshold": threshold,
+        "format": "cyclonedx" if fmt == "cyclonedx" else "json",
+    }
+    out = client_from(ctx).post("/api/check-env", json=body)
+    if fmt in ("json", "cyclonedx"):
+        print(json.dumps(out, indent=2))
+    else:
+        rows = [
+            {**p, "advisories": ", ".join(f"{a['advisory']}({a['score']},{a['status']})" for a in p["advisories"])}
+            for p in out["packages"]
+        ]
+        table(rows, ["name", "version", "build", "channel", "verdict", "advisories"])
+        console.print(f"verdict: [bold]{out['verdict']}[/bold] (threshold {out['threshold']})")
+    if out.get("verdict") == "fail":
+        raise typer.Exit(3)

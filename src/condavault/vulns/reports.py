@@ -1,0 +1,417 @@
+"""Read side: advisory lists, details, links per file/channel, history, and the cached dependency-tree risk.
+
+Every function that returns records takes ``channel_ids``, the channels the caller may read; nothing
+of another channel is ever returned.
+
+The risk cache lives in ``vuln_record_state.risk`` and is valid for the fingerprint stored in
+``vuln_channel_risk`` (record count, highest record id, vulns generation): a change to the channel's
+records or to any advisory, link or curation makes it stale and the next read recomputes the channel.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from condavault.channels.models import Channel, Record
+from condavault.db.base import utcnow
+from condavault.vulns import risk, services, store
+from condavault.vulns.advisory import Advisory
+from condavault.vulns.mapping import NameMapping
+from condavault.vulns.models import (
+    NOT_COUNTING,
+    VulnAdvisory,
+    VulnAdvisoryName,
+    VulnChannelRisk,
+    VulnCurationEvent,
+    VulnLinkRow,
+    VulnRecordState,
+    VulnRule,
+)
+
+REPORT_COLUMNS = [
+    "channel",
+    "subdir",
+    "filename",
+    "name",
+    "version",
+    "build",
+    "advisory",
+    "aliases",
+    "score",
+    "status",
+    "curated_by",
+    "status_reason",
+    "risk",
+    "risk_via",
+]
+
+
+def advisory_summary(row: VulnAdvisory, adv: Advisory | None = None, files: int | None = None) -> dict[str, Any]:
+    adv = adv or Advisory.from_json(row.data)
+    out = {
+        "id": row.advisory_id,
+        "aliases": list(adv.aliases),
+        "summary": adv.summary,
+        "max_score": row.max_score,
+        "published": row.published,
+        "modified": row.modified,
+        "withdrawn": row.withdrawn,
+    }
+    if files is not None:
+        out["files"] = files
+    return out
+
+
+def advisory_detail(session: Session, row: VulnAdvisory, channel_ids: Collection[int]) -> dict[str, Any]:
+    adv = Advisory.from_json(row.data)
+    links = link_rows(session, channel_ids, advisory_pk=row.id)
+    out = advisory_summary(row, adv, len(links))
+    out.update(
+        details=adv.details,
+        scores=[s.__dict__ for s in adv.scores],
+        affected=[
+            {
+                "kind": a.kind,
+                "vendor": a.vendor,
+                "product": a.product,
+                "package": a.package,
+                "ranges": [r.describe() for r in a.ranges],
+                "versions": list(a.versions),
+                "default_status": a.default_status,
+            }
+            for a in adv.affected
+        ],
+        references=list(adv.references),
+        sources=list(adv.sources),
+        conda_names=sorted(
+            session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk == row.id))
+        ),
+        rules=[
+            {
+                "id": r.id,
+                "package": r.package,
+                "versions": r.versions,
+                "status": r.status,
+                "reason": r.reason,
+                "created_by": r.created_by,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in session.scalars(select(VulnRule).where(VulnRule.advisory_pk == row.id).order_by(VulnRule.id))
+        ],
+        affected_files=links,
+    )
+    return out
+
+
+def list_advisories(
+    session: Session,
+    channel_ids: Collection[int],
+    *,
+    q: str | None = None,
+    package: str | None = None,
+    channel_id: int | None = None,
+    min_score: float | None = None,
+    linked: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Advisories, optionally only those linked to files of a package / channel (readable ones only)."""
+    visible = [c for c in channel_ids if channel_id is None or c == channel_id]
+    counts_q = (
+        select(VulnLinkRow.advisory_pk, func.count(VulnLinkRow.id))
+        .join(Record, Record.id == VulnLinkRow.record_id)
+        .where(Record.channel_id.in_(visible or [-1]))
+        .group_by(VulnLinkRow.advisory_pk)
+    )
+    if package:
+        counts_q = counts_q.where(Record.name == package)
+    counts = dict(session.execute(counts_q).all())  # type: ignore[arg-type]
+    stmt = select(VulnAdvisory)
+    if q:
+        stmt = stmt.where(VulnAdvisory.id.in_(store.search_pks(session, q) or [-1]))
+    if package or channel_id is not None or linked:
+        stmt = stmt.where(VulnAdvisory.id.in_(list(counts) or [-1]))
+    if min_score is not None:
+        stmt = stmt.where(VulnAdvisory.max_score >= min_score)
+    stmt = (
+        stmt.order_by(VulnAdvisory.max_score.desc().nulls_last(), VulnAdvisory.advisory_id).limit(limit).offset(offset)
+    )
+    return [advisory_summary(r, files=counts.get(r.id, 0)) for r in session.scalars(stmt)]
+
+
+def link_rows(
+    session: Session,
+    channel_ids: Collection[int],
+    *,
+    advisory_pk: int | None = None,
+    record_ids: Iterable[int] | None = None,
+    package: str | None = None,
+) -> list[dict[str, Any]]:
+    """Links (one row per advisory x file) in readable channels, newest-first by score."""
+    stmt = (
+        select(VulnLinkRow, VulnAdvisory, Record, Channel.name, VulnRecordState.risk, VulnRecordState.risk_via)
+        .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+        .join(Record, Record.id == VulnLinkRow.record_id)
+        .join(Channel, Channel.id == Record.channel_id)
+        .outerjoin(VulnRecordState, VulnRecordState.record_id == Record.id)
+        .where(Record.channel_id.in_(list(channel_ids) or [-1]))
+    )
+    if advisory_pk is not None:
+        stmt = stmt.where(VulnLinkRow.advisory_pk == advisory_pk)
+    if record_ids is not None:
+        stmt = stmt.where(Record.id.in_(list(record_ids) or [-1]))
+    if package:
+        stmt = stmt.where(Record.name == package)
+    stmt = stmt.order_by(Channel.name, Record.subdir, Record.filename, VulnAdvisory.advisory_id)
+    out = []
+    for link, adv, rec, chan, rsk, via in session.execute(stmt):
+        aliases = [i for i in json.loads(adv.data).get("aliases", [])]
+        out.append(
+            {
+                "link_id": link.id,
+                "channel": chan,
+                "subdir": rec.subdir,
+                "filename": rec.filename,
+                "name": rec.name,
+                "version": rec.version,
+                "build": rec.build,
+                "advisory": adv.advisory_id,
+                "aliases": aliases,
+                "score": adv.max_score,
+                "status": link.status,
+                "counts": link.status not in NOT_COUNTING,
+                "curated_by": link.curated_by,
+                "status_reason": link.status_reason,
+                "updated_by": link.updated_by,
+                "matched_by": link.matched_by,
+                "reason": link.reason,
+                "evidence": json.loads(link.evidence) if link.evidence else None,
+                "risk": rsk,
+                "risk_via": via,
+            }
+        )
+    return out
+
+
+def history(
+    session: Session, channel_ids: Collection[int], advisory_id: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    stmt = select(VulnCurationEvent).order_by(VulnCurationEvent.id.desc()).limit(limit)
+    if advisory_id:
+        stmt = stmt.where(VulnCurationEvent.advisory_id == advisory_id)
+    allowed = set(channel_ids)
+    out = []
+    for e in session.scalars(stmt):
+        if e.channel_id is not None and e.channel_id not in allowed:
+            continue
+        out.append(
+            {
+                "id": e.id,
+                "advisory": e.advisory_id,
+                "scope": e.scope,
+                "target": e.target,
+                "before": e.before,
+                "after": e.after,
+                "reason": e.reason,
+                "actor": e.actor,
+                "at": e.at.isoformat(),
+                "link_id": e.link_id,
+                "rule_id": e.rule_id,
+            }
+        )
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] = REPORT_COLUMNS) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(
+            [" ".join(r[c]) if isinstance(r.get(c), list) else ("" if r.get(c) is None else r.get(c)) for c in columns]
+        )
+    return buf.getvalue()
+
+
+# -- dependency-tree risk cache ---------------------------------------------------------------------
+
+
+def fingerprint(session: Session, channel_id: int) -> str:
+    count, top = session.execute(
+        select(func.count(Record.id), func.max(Record.id)).where(Record.channel_id == channel_id)
+    ).one()
+    return f"{count}:{top}:{store.get_generation(session)}"
+
+
+def _unmatched(session: Session, channel_id: int) -> list[int]:
+    return services.unmatched_record_ids(session, 10**9, channel_id)
+
+
+def risk_is_fresh(session: Session, channel_id: int) -> bool:
+    """Whether the cached risk of the channel is current (a read-only check before taking a write lock)."""
+    cached = session.get(VulnChannelRisk, channel_id)
+    return (
+        cached is not None
+        and cached.fingerprint == fingerprint(session, channel_id)
+        and not _unmatched(session, channel_id)
+    )
+
+
+def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping, force: bool = False) -> bool:
+    """Recompute the risk of every record of the channel if its fingerprint changed; True if recomputed."""
+    pending = _unmatched(session, channel_id)
+    if pending:
+        services.match_records(session, pending, mapping)
+    # records no advisory maps to have no state row yet: give them one to hold their (inherited) risk
+    bare = session.scalars(
+        select(Record.id)
+        .outerjoin(VulnRecordState, VulnRecordState.record_id == Record.id)
+        .where(Record.channel_id == channel_id, VulnRecordState.record_id.is_(None))
+    )
+    now = utcnow()
+    rows = [{"record_id": rid, "channel_id": channel_id, "matched_at": now} for rid in bare]
+    store.insert_ignore(session, VulnRecordState.__table__, rows)  # type: ignore[arg-type]
+    fp = fingerprint(session, channel_id)
+    cached = session.get(VulnChannelRisk, channel_id)
+    if cached is not None and cached.fingerprint == fp and not force:
+        return False
+    started = time.perf_counter()
+    nodes = []
+    info: dict[int, str] = {}
+    for rid, sd, name, version, build, rec_json, frag in session.execute(
+        select(
+            Record.id, Record.subdir, Record.name, Record.version, Record.build, Record.record, Record.fragment
+        ).where(Record.channel_id == channel_id, Record.removed.is_(False))
+    ):
+        nodes.append(risk.Node(rid, sd, name, version, risk.depends_of(rec_json, frag)))
+        info[rid] = f"{sd}/{name}-{version}-{build}"
+    own: dict[int, float] = {}
+    for rid, score in session.execute(
+        select(VulnLinkRow.record_id, func.max(VulnAdvisory.max_score))
+        .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+        .join(Record, Record.id == VulnLinkRow.record_id)
+        .where(Record.channel_id == channel_id, VulnLinkRow.status.not_in(NOT_COUNTING))
+        .group_by(VulnLinkRow.record_id)
+    ):
+        if score is not None:
+            own[rid] = float(score)
+    result = risk.compute(nodes, own)
+    params = [
+        {"rid": rid, "r_risk": (r := result.get(rid)) and r.score, "r_via": r and info.get(r.via, str(r.via))[:300]}
+        for rid in info
+    ]
+    table = VulnRecordState.__table__
+    stmt = (
+        update(table)
+        .where(table.c.record_id == bindparam("rid"))
+        .values(risk=bindparam("r_risk"), risk_via=bindparam("r_via"))
+    )
+    for part in store.chunks(params, 2000):
+        session.connection().execute(stmt, list(part))
+    seconds = time.perf_counter() - started
+    fp = fingerprint(session, channel_id)
+    if cached is None:  # another replica may insert it at the same time
+        row = {"channel_id": channel_id, "fingerprint": fp, "computed_at": utcnow(), "seconds": seconds}
+        store.insert_ignore(session, VulnChannelRisk.__table__, [row])  # type: ignore[arg-type]
+    session.execute(
+        update(VulnChannelRisk)
+        .where(VulnChannelRisk.channel_id == channel_id)
+        .values(fingerprint=fp, computed_at=utcnow(), seconds=seconds)
+    )
+    return True
+
+
+# -- SBOM of one package file -----------------------------------------------------------------------
+
+
+def resolved_closure(session: Session, rec: Record) -> tuple[list[Record], dict[int, list[int]]]:
+    """The file and, for each run dependency, the highest matching version in its channel (recursively).
+
+    This is a deterministic "newest candidate" view for the SBOM, not a full solve.
+    """
+    from condavault.vulns.matching import parse_version
+
+    rows = {rec.id: rec}
+    edges: dict[int, list[int]] = {}
+    todo = [rec]
+    cache: dict[tuple[str, str], list[Record]] = {}
+    while todo:
+        cur = todo.pop()
+        edges[cur.id] = []
+        for spec in risk.depends_of(cur.record, cur.fragment):
+            parsed = risk.parse_spec(spec)
+            if parsed is None:
+                continue
+            name, vs = parsed
+            key = (cur.subdir, name)
+            if key not in cache:
+                cache[key] = list(
+                    session.scalars(
+                        select(Record).where(
+                            Record.channel_id == rec.channel_id,
+                            Record.name == name,
+                            Record.subdir.in_({cur.subdir, "noarch"}),
+                            Record.removed.is_(False),
+                        )
+                    )
+                )
+            best: Record | None = None
+            for cand in cache[key]:
+                v = parse_version(cand.version)
+                if v is None or (vs is not None and not vs.matches(v)):
+                    continue
+                if best is None or (v, cand.build_number) > (parse_version(best.version), best.build_number):
+                    best = cand
+            if best is not None:
+                edges[cur.id].append(best.id)
+                if best.id not in rows:
+                    rows[best.id] = best
+                    todo.append(best)
+    return list(rows.values()), edges
+
+
+def package_dict(rec: Record, channel: str) -> dict[str, Any]:
+    return {
+        "name": rec.name,
+        "version": rec.version,
+        "build": rec.build,
+        "subdir": rec.subdir,
+        "filename": rec.filename,
+        "channel": channel,
+        "sha256": rec.sha256,
+        "license": rec.license,
+    }
+
+
+def advisories_by_id(session: Session, ids: Iterable[str]) -> dict[str, Advisory]:
+    out: dict[str, Advisory] = {}
+    for part in store.chunks(sorted(set(ids))):
+        for aid, data in session.execute(
+            select(VulnAdvisory.advisory_id, VulnAdvisory.data).where(VulnAdvisory.advisory_id.in_(part))
+        ):
+            out[aid] = Advisory.from_json(data)
+    return out
+
+
+def package_sbom(session: Session, rec: Record, channel: str, channel_ids: Collection[int]) -> dict[str, Any]:
+    from condavault.vulns import sbom
+
+    records, edges = resolved_closure(session, rec)
+    pkgs = {r.id: package_dict(r, channel) for r in records}
+    refs = {rid: sbom.component(p)["bom-ref"] for rid, p in pkgs.items()}
+    links = link_rows(session, channel_ids, record_ids=list(pkgs))
+    ref_of_file = {(p["subdir"], p["filename"]): refs[rid] for rid, p in pkgs.items()}
+    pairs = [(ref_of_file[(lk["subdir"], lk["filename"])], lk) for lk in links]
+    advisories = advisories_by_id(session, [lk["advisory"] for lk in links])
+    deps = {refs[rid]: [refs[d] for d in ds] for rid, ds in edges.items()}
+    return sbom.document(
+        list(pkgs.values()), pairs, advisories, root=pkgs[rec.id], dependencies=deps, name=rec.filename
+    )

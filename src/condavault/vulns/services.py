@@ -1,0 +1,250 @@
+"""Matching stored advisories to records, incrementally in both directions.
+
+* a new or changed advisory is matched against the records of the conda names it maps to
+  (:func:`match_advisories`);
+* a new record is matched against the advisories indexed under its name (:func:`match_records`), called
+  by the ingest listener and by the sweep over records that have no ``vuln_record_state`` row yet
+  (metadata-only imports and mirror inserts do not fire an ingest event).
+
+Every new link starts as ``reported`` unless a curation rule (advisory x package x version range)
+covers it. A link that no longer matches is deleted (its curation history stays).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from condavault.channels.models import Record
+from condavault.db.base import utcnow
+from condavault.vulns import curation, store
+from condavault.vulns.advisory import Advisory
+from condavault.vulns.mapping import NameMapping
+from condavault.vulns.matching import Match, index_by_conda_name, match_record
+from condavault.vulns.models import VulnAdvisory, VulnAdvisoryName, VulnLinkRow, VulnRecordState
+
+RECORD_CHUNK = 500
+_ID = re.compile(r"^(CVE-\d{4}-\d+|GHSA(-[0-9a-z]{4}){3}|PYSEC-\d{4}-\d+|OSV-\d{4}-\d+)$", re.I)
+
+
+@dataclass
+class MatchStats:
+    records: int = 0
+    links_added: int = 0
+    links_removed: int = 0
+    names: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"records": self.records, "links_added": self.links_added, "links_removed": self.links_removed}
+
+
+def _apply(
+    session: Session,
+    desired: dict[tuple[int, int], Match],
+    existing: set[tuple[int, int]],
+    versions: dict[int, tuple[str, str]],
+    stats: MatchStats,
+) -> None:
+    """Insert the desired links that are missing and delete existing links no longer desired."""
+    stale = existing - set(desired)
+    for part in store.chunks(sorted(stale)):
+        for adv_pk, rec_id in part:
+            session.execute(
+                delete(VulnLinkRow).where(VulnLinkRow.advisory_pk == adv_pk, VulnLinkRow.record_id == rec_id)
+            )
+    stats.links_removed += len(stale)
+    new = [k for k in desired if k not in existing]
+    if not new:
+        if stale:
+            store.bump_generation(session)
+        return
+    rules = curation.load_rules(session, {adv for adv, _ in new})
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for adv_pk, rec_id in new:
+        m = desired[(adv_pk, rec_id)]
+        name, version = versions[rec_id]
+        rule = curation.rule_for(rules, adv_pk, name, version)
+        rows.append(
+            {
+                "advisory_pk": adv_pk,
+                "record_id": rec_id,
+                "status": rule.status if rule else "reported",
+                "curated_by": "rule" if rule else "",
+                "rule_id": rule.id if rule else None,
+                "matched_by": m.matched_by[:300],
+                "reason": m.reason,
+                "status_reason": rule.reason if rule else "",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    store.insert_ignore(session, VulnLinkRow.__table__, rows)  # type: ignore[arg-type]
+    stats.links_added += len(rows)
+    store.bump_generation(session)
+    new_records = sorted({rec_id for _, rec_id in new})
+    for part in store.chunks(new_records):  # builds that declared advisories in info/security.json
+        for rec_id, security in session.execute(
+            select(VulnRecordState.record_id, VulnRecordState.security).where(
+                VulnRecordState.record_id.in_(part), VulnRecordState.security.is_not(None)
+            )
+        ):
+            record_evidence(session, rec_id, json.loads(security))
+
+
+class _Matcher:
+    """``match_record`` memoised by (name, version): builds of one version share their verdicts."""
+
+    def __init__(self, index: dict[str, list[Advisory]]) -> None:
+        self.index = index
+        self.cache: dict[tuple[str, str], list[Match]] = {}
+
+    def __call__(self, name: str, version: str) -> list[Match]:
+        key = (name, version)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = match_record({"name": name, "version": version}, self.index)
+        return hit
+
+
+def match_advisories(session: Session, pks: Iterable[int], mapping: NameMapping) -> MatchStats:
+    """Re-match the given advisories against the records of only the names they map to."""
+    stats = MatchStats()
+    pks = list(pks)
+    if not pks:
+        return stats
+    advisories = store.load_advisories(session, pks)
+    by_id = {adv.id: pk for pk, adv in advisories.items()}
+    index = index_by_conda_name(advisories.values(), mapping)
+    matcher = _Matcher(index)
+    names = sorted(index)
+    stats.names = set(names)
+    desired: dict[tuple[int, int], Match] = {}
+    versions: dict[int, tuple[str, str]] = {}
+    for part in store.chunks(names):
+        for rec_id, name, version in session.execute(
+            select(Record.id, Record.name, Record.version).where(Record.name.in_(part))
+        ):
+            stats.records += 1
+            for m in matcher(name, version):
+                desired[(by_id[m.advisory_id], rec_id)] = m
+                versions[rec_id] = (name, version)
+    existing: set[tuple[int, int]] = set()
+    for part in store.chunks(pks):
+        existing.update(
+            (a, r)
+            for a, r in session.execute(
+                select(VulnLinkRow.advisory_pk, VulnLinkRow.record_id).where(VulnLinkRow.advisory_pk.in_(part))
+            )
+        )
+    _apply(session, desired, existing, versions, stats)
+    return stats
+
+
+def match_records(session: Session, record_ids: Iterable[int], mapping: NameMapping) -> MatchStats:
+    """Match records against the advisories indexed under their names; mark them as matched."""
+    stats = MatchStats()
+    ids = sorted(set(record_ids))
+    for part in store.chunks(ids, RECORD_CHUNK):
+        rows = list(
+            session.execute(
+                select(Record.id, Record.name, Record.version, Record.channel_id).where(Record.id.in_(part))
+            )
+        )
+        if not rows:
+            continue
+        stats.records += len(rows)
+        names = {r[1] for r in rows}
+        pks = store.advisory_pks_for_names(session, names)
+        advisories = store.load_advisories(session, pks) if pks else {}
+        by_id = {adv.id: pk for pk, adv in advisories.items()}
+        matcher = _Matcher(index_by_conda_name(advisories.values(), mapping))
+        desired: dict[tuple[int, int], Match] = {}
+        versions: dict[int, tuple[str, str]] = {}
+        for rec_id, name, version, _cid in rows:
+            versions[rec_id] = (name, version)
+            for m in matcher(name, version):
+                desired[(by_id[m.advisory_id], rec_id)] = m
+        existing = {
+            (a, r)
+            for a, r in session.execute(
+                select(VulnLinkRow.advisory_pk, VulnLinkRow.record_id).where(
+                    VulnLinkRow.record_id.in_([r[0] for r in rows])
+                )
+            )
+        }
+        _apply(session, desired, existing, versions, stats)
+        now = utcnow()
+        state_rows = [{"record_id": r[0], "channel_id": r[3], "matched_at": now} for r in rows]
+        store.insert_ignore(session, VulnRecordState.__table__, state_rows)  # type: ignore[arg-type]
+    return stats
+
+
+def unmatched_record_ids(session: Session, limit: int = 20000, channel_id: int | None = None) -> list[int]:
+    """Records never matched (no ``vuln_record_state`` row) whose name some advisory maps to.
+
+    Records of other names cannot match anything, so they are left alone (no write at all on a server
+    without advisories); a later advisory for their name matches them directly."""
+    stmt = (
+        select(Record.id)
+        .outerjoin(VulnRecordState, VulnRecordState.record_id == Record.id)
+        .where(VulnRecordState.record_id.is_(None), Record.name.in_(select(VulnAdvisoryName.name).distinct()))
+        .order_by(Record.id)
+        .limit(limit)
+    )
+    if channel_id is not None:
+        stmt = stmt.where(Record.channel_id == channel_id)
+    return list(session.scalars(stmt))
+
+
+# -- info/security.json evidence ------------------------------------------------------------------
+
+
+def declared_ids(security: Any) -> dict[str, Any]:
+    """Advisory ids a build's ``info/security.json`` mentions, each with the JSON that mentions it.
+
+    The file has no fixed schema in the wild, so any string that looks like an advisory id counts
+    (``{"mitigated": ["CVE-..."]}``, ``{"cves": [{"id": "CVE-...", "status": "mitigated"}]}``, ...).
+    """
+    found: dict[str, Any] = {}
+
+    def walk(node: Any, context: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and _ID.match(key):
+                    found.setdefault(key.upper(), {key: value})
+                walk(value, node)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, context if not isinstance(item, dict) else item)
+        elif isinstance(node, str) and _ID.match(node.strip()):
+            found.setdefault(node.strip().upper(), context)
+
+    walk(security, security)
+    return found
+
+
+def record_evidence(session: Session, record_id: int, security: Any) -> int:
+    """Attach ``info/security.json`` statements to the links of one record; returns links touched."""
+    declared = declared_ids(security)
+    if not declared:
+        return 0
+    n = 0
+    links = session.execute(
+        select(VulnLinkRow, VulnAdvisory.data).join(VulnAdvisory).where(VulnLinkRow.record_id == record_id)
+    )
+    for link, data in links:
+        adv = Advisory.from_json(data)
+        hits = {i: declared[i.upper()] for i in adv.ids if i.upper() in declared}
+        if hits:
+            link.evidence = json.dumps({"source": "info/security.json", "declared": hits}, default=str)
+            n += 1
+    if n:
+        store.bump_generation(session)
+    return n

@@ -10,6 +10,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from condavault.auth.backends.ldap import LdapSettings
+from condavault.auth.backends.oidc import OidcSettings
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -64,6 +67,18 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
+    # access: identity providers, sessions, login throttling (auth domain; docs/access.md)
+    ldap: LdapSettings | None = Field(default=None, description="LDAP / Active Directory login and group sync")
+    oidc: OidcSettings | None = Field(default=None, description="OpenID Connect single sign-on")
+    ldap_sync_minutes: int = Field(default=60, description="LDAP group sync period; 0 disables it")
+    session_max_age: int = Field(default=12 * 3600, description="web session lifetime in seconds")
+    login_max_failures: int = Field(default=5, description="failed logins per account before a block")
+    login_max_failures_per_ip: int = Field(default=50, description="failed logins per client address")
+    login_window_seconds: int = 900
+    login_block_seconds: int = 900
+    cli_login_token_days: int = Field(default=90, description="lifetime of tokens made by `condavault login`")
+    audit_downloads: bool = Field(default=True, description="record every package download in the audit log")
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
@@ -88,6 +103,21 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    # vulnerabilities: feeds and schedules (vulns domain; see docs/vulnerabilities.md)
+    vulns_sources: list[str] = Field(
+        default_factory=list,
+        description="CVE/NVD/OSV sources synced on a schedule: http(s) URLs of JSON or zip files, local dirs or zips",
+    )
+    vulns_refresh_cron: str = Field(default="0 * * * *", description="cron of the source refresh (hourly)")
+    vulns_import_dir: Path | None = Field(
+        default=None, description="air-gap drop folder: zip/JSON feeds found here are imported on vulns_import_cron"
+    )
+    vulns_import_cron: str = Field(default="30 2 * * *", description="cron of the air-gap folder import (daily)")
+    vulns_sweep_seconds: float = Field(
+        default=5.0, description="period of the sweep matching records that arrived without an ingest event"
+    )
+    vulns_policy_threshold: float = Field(default=7.0, description="default CVSS threshold of check-env verdicts")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -26,7 +26,8 @@ def credential_from_headers(headers: object) -> str | None:
                 user, _, password = base64.b64decode(value).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials", code="invalid_credentials")
-            return password or user
+            # password = token; pip-style ``<token>:x-auth-token`` puts it in the user name
+            return user if password.lower() == "x-auth-token" or not password else password
         raise Unauthenticated("unsupported Authorization scheme", code="invalid_credentials")
     return get("x-auth") or get("x-api-key")
 

@@ -59,3 +59,127 @@ class WhoAmI(BaseModel):
     is_admin: bool
     token_id: int | None
     scopes: list[dict[str, Any]] | None
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str
+    password: str
+    issue_token: bool = False  # CLI login: also return an API token
+    token_name: str = "cli-login"
+
+
+class LoginOut(BaseModel):
+    username: str
+    source: str
+    csrf_token: str | None = None
+    token: str | None = None
+    token_expires_at: datetime | None = None
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str
+    password: str | None = None
+    is_admin: bool = False
+    is_service: bool = False
+    email: str | None = None
+    display_name: str | None = None
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    disabled: bool | None = None
+    is_admin: bool | None = None
+    email: str | None = None
+    display_name: str | None = None
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str
+    current_password: str | None = None
+
+
+class UserOut(BaseModel):
+    username: str
+    email: str | None
+    display_name: str | None
+    source: str
+    is_admin: bool
+    is_service: bool
+    disabled: bool
+    has_password: bool
+    has_tokens: bool
+    groups: list[str]
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class GroupCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+
+
+class GroupOut(BaseModel):
+    name: str
+    source: str
+    description: str
+    members: list[dict[str, str]]
+
+
+class RoleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    permissions: list[str]
+    description: str = ""
+
+
+class RoleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    permissions: list[str] | None = None
+    description: str | None = None
+
+
+class RoleOut(BaseModel):
+    name: str
+    permissions: list[str]
+    builtin: bool
+    description: str
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str
+    user: str | None = None
+    group: str | None = None
+
+
+class GrantOut(BaseModel):
+    id: int
+    role: str
+    user: str | None
+    group: str | None
+    created_at: datetime
+
+
+class DeviceStart(BaseModel):
+    handle: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    interval: int
+    expires_in: int
+
+
+class DevicePoll(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    handle: str
+
+
+class DeviceResult(BaseModel):
+    status: str  # pending | done
+    username: str | None = None
+    token: str | None = None
+    token_expires_at: datetime | None = None

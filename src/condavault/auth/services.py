@@ -7,8 +7,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -37,6 +39,9 @@ def ensure_builtin_roles(session: Session) -> None:
     session.flush()
 
 
+_KNOWN = frozenset(p.value for p in Permission)  # ``str in Permission`` raises TypeError on Python 3.11
+
+
 def load_grants(session: Session, user_id: int, group_ids: frozenset[int]) -> dict[int | None, frozenset[Permission]]:
     cond = Grant.user_id == user_id
     if group_ids:
@@ -45,7 +50,7 @@ def load_grants(session: Session, user_id: int, group_ids: frozenset[int]) -> di
     for channel_id, perms in session.execute(
         select(Grant.channel_id, Role.permissions).join(Role, Role.id == Grant.role_id).where(cond)
     ):
-        out.setdefault(channel_id, set()).update(Permission(p) for p in json.loads(perms) if p in Permission)
+        out.setdefault(channel_id, set()).update(Permission(p) for p in json.loads(perms) if p in _KNOWN)
     return {k: frozenset(v) for k, v in out.items()}
 
 
@@ -80,32 +85,58 @@ class AuthService:
 
     def identify_token(self, token: str) -> Identity:
         """Identity for a token; raises 401 for unknown, revoked or expired tokens and disabled users."""
-        digest = tokens.hash_token(token)
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            ident = hit[1]
-        else:
-            ident = self._load(digest)
-            with self._lock:
-                if len(self._cache) > 10000:
-                    self._cache.clear()
-                self._cache[digest] = (now + CACHE_TTL, ident)
+        if not token or len(token) > 200:
+            raise Unauthenticated("invalid, expired or revoked token", code="invalid_token")
+        ident = self._cached("t:" + tokens.hash_token(token), self._load)
         if ident is None:
             raise Unauthenticated("invalid, expired or revoked token", code="invalid_token")
         return ident
 
-    def _load(self, digest: str) -> Identity | None:
+    def identify_session(self, sid_hash: str) -> tuple[Identity, str] | None:
+        """Identity and CSRF token of a live web session, or None (expired, logged out, user disabled)."""
+        hit = self._cached("s:" + sid_hash, self._load_session)
+        return hit  # type: ignore[return-value]
+
+    def _cached(self, key: str, load: Callable[[str], tuple[object, float | None] | None]) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        loaded = load(key[2:])
+        value, valid_for = loaded if loaded is not None else (None, None)
+        ttl = CACHE_TTL if valid_for is None else max(0.0, min(CACHE_TTL, valid_for))
+        with self._lock:
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[key] = (now + ttl, value)  # type: ignore[assignment]
+        return value
+
+    def _load(self, digest: str) -> tuple[Identity, float | None] | None:
         with self.db.session() as s:
             tok = s.scalar(select(Token).where(Token.token_hash == digest))
             if tok is None or tok.revoked_at is not None:
                 return None
-            if tok.expires_at is not None and tok.expires_at <= utcnow():
+            now = utcnow()
+            if tok.expires_at is not None and tok.expires_at <= now:
                 return None
             user = s.get(User, tok.user_id)
             if user is None or user.disabled:
                 return None
-            return identity_for_user(s, user, token=tok)
+            left = (tok.expires_at - now).total_seconds() if tok.expires_at is not None else None
+            return identity_for_user(s, user, token=tok), left
+
+    def _load_session(self, sid_hash: str) -> tuple[tuple[Identity, str], float] | None:
+        from condavault.auth.models import AuthSession
+
+        with self.db.session() as s:
+            row = s.scalar(select(AuthSession).where(AuthSession.sid_hash == sid_hash))
+            now = utcnow()
+            if row is None or row.revoked_at is not None or row.expires_at <= now:
+                return None
+            user = s.get(User, row.user_id)
+            if user is None or user.disabled:
+                return None
+            return (identity_for_user(s, user), row.csrf_token), (row.expires_at - now).total_seconds()
 
     def token_expiry(self, token: str) -> datetime | None:
         with self.db.session() as s:
@@ -123,6 +154,14 @@ def issue_token(
     created_by: str | None = None,
 ) -> tuple[str, Token]:
     parsed = tokens.parse_scopes(scopes)  # validates
+    if expires_at is not None and expires_at.tzinfo is None:
+        from datetime import UTC
+
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at is not None and expires_at <= utcnow():
+        from condavault.errors import InvalidRequest
+
+        raise InvalidRequest("the expiry date is in the past", code="invalid_expiry")
     token, prefix, digest = tokens.generate()
     row = Token(
         prefix=prefix,
@@ -142,6 +181,8 @@ def find_token(session: Session, token_or_id: str) -> Token:
     row = None
     if token_or_id.isdigit():
         row = session.get(Token, int(token_or_id))
+        if row is None:
+            row = session.scalar(select(Token).where(Token.prefix == token_or_id))
     elif token_or_id.startswith("cv-"):
         row = session.scalar(select(Token).where(Token.token_hash == tokens.hash_token(token_or_id)))
         if row is None:

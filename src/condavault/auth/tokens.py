@@ -45,11 +45,16 @@ class Scope:
 
     def permits(self, perm: Permission, channel: str | None) -> bool:
         allowed = SCOPES[self.scope]
-        if allowed is None:
-            return True
-        if perm not in allowed:
+        if allowed is not None and perm not in allowed:
             return False
-        return channel is not None and (self.channels is None or channel in self.channels)
+        if self.channels is not None:
+            # limited to named channels: nothing global, nothing elsewhere (also for ``api``)
+            return channel is not None and channel in self.channels
+        return allowed is None or channel is not None
+
+    @property
+    def unrestricted(self) -> bool:
+        return SCOPES[self.scope] is None and self.channels is None
 
     def to_dict(self) -> dict[str, Any]:
         return {"scope": self.scope, "channels": sorted(self.channels) if self.channels is not None else None}

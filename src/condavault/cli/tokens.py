@@ -37,28 +37,33 @@ def token_create(
         dt = datetime.fromisoformat(expires)
         expires_at = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).isoformat()
     scopes = [{"scope": s, "channels": list(channel) if channel and s != "api" else None} for s in scope]
-    out = client_from(ctx).post("/api/tokens", json={"scopes": scopes, "user": user, "expires_at": expires_at,
-                                                     "name": name})
+    out = client_from(ctx).post(
+        "/api/tokens", json={"scopes": scopes, "user": user, "expires_at": expires_at, "name": name}
+    )
     console.print(f"token {out['id']} for {out['user']} (prefix {out['prefix']}), shown once:")
     print(out["token"])
 
 
 @token_app.command("list")
-def token_list(ctx: typer.Context, all_users: bool = typer.Option(False, "--all"),
-               json_out: bool = typer.Option(False, "--json")) -> None:
+def token_list(
+    ctx: typer.Context, all_users: bool = typer.Option(False, "--all"), json_out: bool = typer.Option(False, "--json")
+) -> None:
     """Your tokens (``--all``: everyone's, admins only)."""
     rows = client_from(ctx).get("/api/tokens", params={"all_users": all_users})
     if json_out:
         print_json(rows)
     else:
         for r in rows:
-            r["scopes"] = ",".join(f"{s['scope']}" + (f":{'+'.join(s['channels'])}" if s.get("channels") else "")
-                                   for s in r["scopes"])
+            r["scopes"] = ",".join(
+                f"{s['scope']}" + (f":{'+'.join(s['channels'])}" if s.get("channels") else "") for s in r["scopes"]
+            )
         table(rows, ["id", "prefix", "user", "name", "scopes", "expires_at", "revoked_at"])
 
 
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, token: str = typer.Argument(..., help="The token, its prefix or its id.")) -> None:
     """Revoke a token (effective on the next request)."""
-    out = client_from(ctx).request("DELETE", f"/api/tokens/{token}")
+    # a full token is sent as its prefix: secrets never go into URLs (and server logs)
+    ref = token.split("-")[1] if token.startswith("cv-") and token.count("-") >= 2 else token
+    out = client_from(ctx).request("DELETE", f"/api/tokens/{ref}")
     console.print(f"revoked token {out['id']} ({out['prefix']})")

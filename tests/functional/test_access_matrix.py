@@ -1,0 +1,473 @@
+"""Every route of the application x every kind of caller x every channel privacy: zero leaks.
+
+The routes are enumerated from the application itself, so a route another domain adds later is
+covered automatically: channel-scoped GET routes and ``/api/mirrors*`` / ``/api/cves*`` routes are
+checked generically; every other route needs an entry in ``EXPECT`` or ``test_every_route_has_an_
+expectation`` fails (nobody can add an unchecked route).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.accounts import (
+    IDENTITIES,
+    INVALID,
+    PRIVACIES,
+    Accounts,
+    grant_channel,
+    make_accounts,
+    may,
+    ok,
+    repo_paths,
+)
+from tests.support.server import Server
+
+PKG = "noarch/dependency-1.0-0.conda"
+GENERIC_PREFIXES = ("/api/mirrors", "/api/cves")
+REPO_ROUTE = "/api/repo/{path:path}"
+
+
+@dataclass
+class World:
+    server: Server
+    acc: Accounts
+    channels: dict[str, str]
+    repo: dict[str, dict[str, str]]
+    package: Path
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
+
+    def client(self, who: str) -> httpx.Client:
+        """One client per identity (building an httpx client costs ~80 ms of TLS set-up)."""
+        if who not in self.clients:
+            self.clients[who] = httpx.Client(base_url=self.server.url, headers=self.acc.headers(who), timeout=120)
+        return self.clients[who]
+
+    def fresh(self) -> str:
+        return f"mx{uuid.uuid4().hex[:10]}"
+
+    def fresh_channel(self, privacy: str) -> str:
+        name = self.fresh()
+        self.server.channel(name, privacy)
+        grant_channel(self.server, self.acc, name)
+        return name
+
+    def admin(self) -> httpx.Client:
+        return self.server.client()
+
+
+@pytest.fixture(scope="module")
+def world(shared_server: Server, packages_dir: Path) -> Iterator[World]:
+    srv = shared_server
+    acc = make_accounts(srv, "mx")
+    channels = {}
+    for p in PRIVACIES:
+        name = f"mx-{p}"
+        srv.channel(name, p)
+        ok(srv.upload(name, packages_dir / PKG))
+        grant_channel(srv, acc, name)
+        channels[p] = name
+    with srv.client() as c:
+        ok(c.post("/api/groups", json={"name": "mx-empty"}))
+        ok(c.post("/api/roles", json={"name": "mx-custom", "permissions": ["channel:read"]}))
+    repo = {p: repo_paths(srv, channels[p], packages_dir / PKG) for p in PRIVACIES}
+    w = World(srv, acc, channels, repo, packages_dir / PKG)
+    yield w
+    for c in w.clients.values():
+        c.close()
+
+
+# -- the expectation table -------------------------------------------------------------------------
+# perm: public (never looks at credentials) | any (anonymous or a valid credential) | auth (a valid
+# credential) | admin (a global permission: users, groups, roles, audit, ...) | read/write/manage (on
+# the channel in the path) | hidden (another user's object: 404 for everyone but admins) |
+# generic (mirrors/CVEs: admin-only or read-filtered).
+
+Build = Callable[[World, str, str | None], dict[str, Any]]
+
+
+def _none(_w: World, _who: str, _p: str | None) -> dict[str, Any]:
+    return {}
+
+
+def _chan(w: World, _who: str, p: str | None) -> dict[str, Any]:
+    return {"name": w.channels[p or "public"]}
+
+
+def _with(extra: dict[str, Any]) -> Build:
+    def build(w: World, who: str, p: str | None) -> dict[str, Any]:
+        return {"name": w.channels[p or "public"], **extra}
+
+    return build
+
+
+def _fresh_if_allowed(kind: str) -> Build:
+    """Destructive calls hit a throwaway object when the caller is allowed to do them."""
+
+    def build(w: World, who: str, p: str | None) -> dict[str, Any]:
+        if kind == "channel":
+            return {
+                "name": w.fresh_channel(p or "public")
+                if may(who, "manage", p or "public")
+                else w.channels[p or "public"]
+            }
+        allowed = who == "admin"
+        with w.admin() as c:
+            if kind == "user":
+                name = w.fresh() if allowed else w.acc.users["target"]
+                if allowed:
+                    ok(c.post("/api/users", json={"username": name}))
+                return {"username": name}
+            if kind == "group":
+                name = w.fresh() if allowed else w.acc.group
+                if allowed:
+                    ok(c.post("/api/groups", json={"name": name}))
+                return {"name": name}
+            if kind == "role":
+                name = w.fresh() if allowed else "mx-custom"
+                if allowed:
+                    ok(c.post("/api/roles", json={"name": name, "permissions": ["channel:read"]}))
+                return {"name": name}
+            if kind == "token":  # always someone else's token (the admin's)
+                r = c.post("/api/tokens", json={"scopes": [{"scope": "read"}], "name": "matrix"})
+                ok(r)
+                return {"token_or_id": str(r.json()["id"])}
+        raise AssertionError(kind)
+
+    return build
+
+
+def _body(build: Build, **kw: Any) -> Build:
+    def wrapped(w: World, who: str, p: str | None) -> dict[str, Any]:
+        out = dict(build(w, who, p))
+        for key, value in kw.items():
+            out[key] = value(w) if callable(value) else value
+        return out
+
+    return wrapped
+
+
+NOFILE = ["noarch/nonexistent-9.9-0.conda"]
+
+EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
+    # system
+    ("GET", "/healthz"): ("public", _none),
+    ("GET", "/readyz"): ("public", _none),
+    ("GET", "/metrics"): ("public", _none),
+    ("GET", "/api/openapi.json"): ("public", _none),
+    ("GET", "/api/docs"): ("public", _none),
+    ("GET", "/docs/oauth2-redirect"): ("public", _none),
+    # channels
+    ("GET", "/api/channels"): ("any", _none),
+    ("POST", "/api/channels"): ("admin", _body(_none, json=lambda w: {"name": w.fresh(), "privacy": "private"})),
+    ("GET", "/api/channels/{name}"): ("read", _chan),
+    ("PATCH", "/api/channels/{name}"): ("manage", _body(_chan, json={"description": "matrix"})),
+    ("DELETE", "/api/channels/{name}"): ("manage", _fresh_if_allowed("channel")),
+    ("GET", "/api/channels/{name}/files"): ("read", _chan),
+    ("POST", "/api/channels/{name}/files"): (
+        "write",
+        _body(_chan, params={"filename": Path(PKG).name}, content=lambda w: w.package.read_bytes()),
+    ),
+    ("POST", "/api/channels/{name}/files/remove"): ("write", _body(_chan, json={"files": NOFILE})),
+    ("POST", "/api/channels/{name}/files/copy"): (
+        "write",
+        lambda w, who, p: {
+            "name": w.channels[p or "public"],
+            "json": {"files": NOFILE, "to": w.channels[p or "public"]},
+        },
+    ),
+    ("POST", "/api/channels/{name}/subdirs/{subdir}/import"): (
+        "write",
+        _body(_with({"subdir": "noarch"}), json={"packages": {}, "packages.conda": {}}),
+    ),
+    ("GET", "/api/channels/{name}/subdirs/{subdir}/patch-instructions"): ("read", _with({"subdir": "noarch"})),
+    ("PUT", "/api/channels/{name}/subdirs/{subdir}/patch-instructions"): (
+        "manage",
+        _body(_with({"subdir": "noarch"}), json={}),
+    ),
+    ("POST", "/api/channels/{name}/reindex"): ("manage", _chan),
+    # grants
+    ("GET", "/api/channels/{name}/grants"): ("manage", _chan),
+    ("POST", "/api/channels/{name}/grants"): (
+        "manage",
+        lambda w, who, p: {**_chan(w, who, p), "json": {"role": "viewer", "group": w.acc.group}},
+    ),
+    ("DELETE", "/api/channels/{name}/grants"): ("manage", _body(_chan, params={"role": "viewer", "group": "mx-empty"})),
+    ("GET", "/api/grants"): ("admin", _none),
+    ("POST", "/api/grants"): ("admin", _body(_none, json={"role": "viewer", "group": "mx-empty"})),
+    ("DELETE", "/api/grants"): ("admin", _body(_none, params={"role": "viewer", "group": "mx-empty"})),
+    # identity, tokens, login
+    ("GET", "/api/whoami"): ("any", _none),
+    ("POST", "/api/tokens"): ("auth", _body(_none, json={"scopes": [{"scope": "read"}]})),
+    ("GET", "/api/tokens"): ("auth", _none),
+    ("DELETE", "/api/tokens/{token_or_id}"): ("hidden", _fresh_if_allowed("token")),
+    ("POST", "/api/auth/login"): (
+        "public",
+        lambda w, who, p: {"json": {"username": w.acc.users["target"], "password": w.acc.password}},
+    ),
+    ("POST", "/api/auth/logout"): ("any", _none),
+    ("GET", "/api/auth/providers"): ("public", _none),
+    ("GET", "/api/auth/oidc/login"): ("public", _none),  # not configured here: 404 for everyone
+    ("GET", "/api/auth/oidc/callback"): ("public", _none),
+    ("POST", "/api/auth/oidc/device"): ("public", _none),
+    ("POST", "/api/auth/oidc/device/poll"): ("public", _body(_none, json={"handle": "x"})),
+    # users, groups, roles
+    ("GET", "/api/users"): ("admin", _none),
+    ("POST", "/api/users"): ("admin", _body(_none, json=lambda w: {"username": w.fresh(), "password": w.acc.password})),
+    ("GET", "/api/users/{username}"): ("admin", lambda w, who, p: {"username": w.acc.users["target"]}),
+    ("PATCH", "/api/users/{username}"): (
+        "admin",
+        lambda w, who, p: {"username": w.acc.users["target"], "json": {"display_name": "Target"}},
+    ),
+    ("POST", "/api/users/{username}/password"): (
+        "admin",
+        lambda w, who, p: {"username": w.acc.users["target"], "json": {"password": w.acc.password}},
+    ),
+    ("DELETE", "/api/users/{username}"): ("admin", _fresh_if_allowed("user")),
+    ("GET", "/api/groups"): ("admin", _none),
+    ("POST", "/api/groups"): ("admin", _body(_none, json=lambda w: {"name": w.fresh()})),
+    ("GET", "/api/groups/{name}"): ("admin", lambda w, who, p: {"name": w.acc.group}),
+    ("DELETE", "/api/groups/{name}"): ("admin", _fresh_if_allowed("group")),
+    ("PUT", "/api/groups/{name}/members/{username}"): (
+        "admin",
+        lambda w, who, p: {"name": w.acc.group, "username": w.acc.users["member"]},
+    ),
+    ("DELETE", "/api/groups/{name}/members/{username}"): (
+        "admin",
+        lambda w, who, p: {"name": w.acc.group, "username": w.acc.users["outsider"]},
+    ),
+    ("GET", "/api/roles"): ("auth", _none),
+    ("POST", "/api/roles"): (
+        "admin",
+        _body(_none, json=lambda w: {"name": w.fresh(), "permissions": ["channel:read"]}),
+    ),
+    ("PATCH", "/api/roles/{name}"): ("admin", lambda w, who, p: {"name": "mx-custom", "json": {"description": "m"}}),
+    ("DELETE", "/api/roles/{name}"): ("admin", _fresh_if_allowed("role")),
+    # audit
+    ("GET", "/api/audit/downloads"): ("admin", _none),
+    ("GET", "/api/audit/changes"): ("admin", _none),
+    # vulnerabilities: evaluate an environment against readable channels only
+    ("POST", "/api/check-env"): ("generic", _body(_none, json=lambda w: {"channels": list(w.channels.values())})),
+}
+
+
+def find_app(obj: Any, depth: int = 0) -> Any:
+    """The FastAPI application behind the ASGI callable uvicorn runs (middleware and test wrappers
+    are unwrapped through ``.app`` attributes and closures)."""
+    if hasattr(obj, "routes") and hasattr(obj, "router"):
+        return obj
+    assert depth < 5, "cannot find the application"
+    inner = getattr(obj, "app", None)
+    if inner is not None:
+        return find_app(inner, depth + 1)
+    for cell in getattr(obj, "__closure__", None) or ():
+        value = cell.cell_contents
+        if hasattr(value, "routes") and hasattr(value, "router"):
+            return value
+    raise AssertionError(f"cannot find the application behind {obj!r}")
+
+
+def app_routes(server: Server) -> list[tuple[str, str]]:
+    """(method, path) of every route the running application serves."""
+    app = find_app(server._server.config.app)  # type: ignore[union-attr]
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        contexts = list(iter_route_contexts(app.routes))
+    except ImportError:  # older FastAPI: routes are flat
+        contexts = list(app.routes)
+    out = []
+    for rc in contexts:
+        methods = getattr(rc, "methods", None) or {"GET"}
+        for m in sorted(methods - {"HEAD", "OPTIONS"}):
+            out.append((m, rc.path))
+    return sorted(set(out))
+
+
+def classify(method: str, path: str) -> tuple[str, Build] | None:
+    if (method, path) in EXPECT:
+        return EXPECT[(method, path)]
+    if path == REPO_ROUTE:
+        return ("repo", _none)  # test_repo_matrix
+    if path.startswith(GENERIC_PREFIXES):
+        return ("generic", _none)
+    if method == "GET" and path.startswith("/api/channels/{name}/"):
+        return ("read", _with({"subdir": "noarch", "filename": Path(PKG).name}))
+    return None
+
+
+def test_every_route_has_an_expectation(shared_server: Server) -> None:
+    missing = [f"{m} {p}" for m, p in app_routes(shared_server) if classify(m, p) is None]
+    assert not missing, "routes without an access expectation (add them to EXPECT): " + ", ".join(missing)
+
+
+def _fill(path: str, values: dict[str, Any]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1).split(":")[0]
+        return str(values.get(key, f"mx-unknown-{key}"))
+
+    return re.sub(r"\{([^}]+)\}", sub, path)
+
+
+def _call(w: World, method: str, path: str, who: str, build: Build, privacy: str | None) -> httpx.Response:
+    spec = build(w, who, privacy)
+    kwargs = {k: spec.pop(k) for k in ("json", "params", "content") if k in spec}
+    c = w.client(who)
+    c.cookies.clear()  # a login answer's session cookie must not change who the next call is
+    return c.request(method, _fill(path, spec), **kwargs)
+
+
+def _expected_denial(who: str) -> int:
+    return 401 if who == "anonymous" or who in INVALID else 403
+
+
+def check(w: World, method: str, path: str, who: str, perm: str, r: httpx.Response, privacy: str | None) -> None:
+    where = f"{method} {path} as {who}" + (f" on a {privacy} channel" if privacy else "")
+    assert r.status_code < 500, f"{where}: {r.status_code} {r.text[:300]}"
+    denied = r.status_code in (401, 403)
+    if perm == "public":
+        assert not denied, f"{where}: public route answered {r.status_code}"
+    elif perm == "any":
+        assert denied == (who in INVALID), f"{where}: {r.status_code} {r.text[:200]}"
+        if denied:
+            assert r.status_code == 401
+    elif perm == "auth":
+        if who == "anonymous" or who in INVALID:
+            assert r.status_code == 401, f"{where}: {r.status_code}"
+        else:
+            assert not denied, f"{where}: {r.status_code} {r.text[:200]}"
+    elif perm == "admin":
+        if who == "admin":
+            assert not denied, f"{where}: {r.status_code} {r.text[:200]}"
+        else:
+            assert r.status_code == _expected_denial(who), f"{where}: {r.status_code} {r.text[:200]}"
+    elif perm == "hidden":
+        if who == "admin":
+            assert r.status_code == 200, f"{where}: {r.status_code}"
+        elif who == "anonymous" or who in INVALID:
+            assert r.status_code == 401, f"{where}: {r.status_code}"
+        else:
+            assert r.status_code == 404, f"{where}: {r.status_code}"
+    elif perm in ("read", "write", "manage"):
+        assert privacy is not None
+        if may(who, perm, privacy):
+            assert not denied, f"{where}: {r.status_code} {r.text[:200]}"
+        else:
+            assert r.status_code == _expected_denial(who), f"{where}: {r.status_code} {r.text[:200]}"
+    elif perm == "generic":
+        if who in INVALID:
+            assert r.status_code == 401, f"{where}: {r.status_code}"
+        elif who != "admin" and method != "GET":
+            # an object that does not exist may be reported missing (nothing to reveal); anything
+            # else a non-admin asks to change must be refused
+            allowed = (401, 403, 422, 404) if "{" in path else (401, 403, 422)
+            assert r.status_code in allowed, f"{where}: a non-admin change answered {r.status_code}"
+    else:  # pragma: no cover
+        raise AssertionError(perm)
+    # read-filtered answers never name a channel the caller may not read
+    if r.status_code == 200 and perm in ("any", "auth", "generic", "public", "admin"):
+        for privacy_, name in w.channels.items():
+            if not may(who, "read", privacy_):
+                assert name not in r.text, f"{where}: leaks channel {name!r}"
+
+
+def test_route_matrix(world: World) -> None:
+    """One item per database (xdist would otherwise build the world on every worker)."""
+    for who in IDENTITIES:
+        _route_matrix(world, who)
+
+
+def _route_matrix(world: World, who: str) -> None:
+    checked = 0
+    for method, path in app_routes(world.server):
+        spec = classify(method, path)
+        assert spec is not None, f"{method} {path} has no expectation"
+        perm, build = spec
+        if perm == "repo":
+            continue
+        channel_scoped = "{name}" in path and path.startswith("/api/channels/")
+        for privacy in PRIVACIES if channel_scoped else (None,):
+            r = _call(world, method, path, who, build, privacy)
+            check(world, method, path, who, perm, r, privacy)
+            checked += 1
+    assert checked > 50
+
+
+def test_repo_matrix(world: World) -> None:
+    """repodata.json, .zst, shard index, a shard, the package and channeldata — header and /t/ forms."""
+    for who in IDENTITIES:
+        for privacy in PRIVACIES:
+            _repo_matrix(world, who, privacy)
+
+
+def _repo_matrix(world: World, who: str, privacy: str) -> None:
+    tok = world.acc.tokens[who]
+    forms = [("header", world.client(who), "")]
+    if tok:
+        forms.append(("url", world.client("anonymous"), f"t/{tok}/"))
+    for form, c, prefix in forms:
+        for kind, path in world.repo[privacy].items():
+            for method in ("GET", "HEAD"):
+                r = c.request(method, f"/api/repo/{prefix}{path}")
+                where = f"{method} {kind} of a {privacy} channel as {who} ({form})"
+                if may(who, "read", privacy):
+                    assert r.status_code == 200, f"{where}: {r.status_code} {r.text[:200]}"
+                else:
+                    assert r.status_code == _expected_denial(who), f"{where}: {r.status_code}"
+                    assert "dependency" not in r.text and not r.headers.get("etag"), f"{where}: leaks content"
+
+
+def test_channel_listing_hides_what_the_caller_may_not_read(world: World) -> None:
+    for who in IDENTITIES:
+        r = world.client(who).get("/api/channels")
+        if who in INVALID:
+            assert r.status_code == 401
+            continue
+        names = {ch["name"] for ch in r.json()}
+        for privacy, name in world.channels.items():
+            assert (name in names) == may(who, "read", privacy), f"{who} sees {sorted(names)}"
+
+
+def test_private_and_missing_channels_are_indistinguishable(world: World) -> None:
+    """To anyone who may not read it, a private channel looks exactly like one that does not exist."""
+    private = world.channels["private"]
+    for who in ("anonymous", "outsider", "member"):
+        c = world.client(who)
+        target = private if who != "member" else "mx-nope-2"  # member may read mx-private
+        for suffix in ("noarch/repodata.json", "channeldata.json", "noarch/x-1-0.conda"):
+            a = c.get(f"/api/repo/{target}/{suffix}")
+            b = c.get(f"/api/repo/mx-nope/{suffix}")
+            assert a.status_code == b.status_code == _expected_denial(who)
+            assert a.json()["error"]["code"] == b.json()["error"]["code"]
+            assert a.json()["error"]["message"].replace(target, "X") == b.json()["error"]["message"].replace(
+                "mx-nope", "X"
+            )
+        a, b = c.get(f"/api/channels/{target}"), c.get("/api/channels/mx-nope")
+        assert a.status_code == b.status_code == _expected_denial(who)
+
+
+def test_all_credential_forms(world: World) -> None:
+    """Bearer, Basic (password = token, or pip's <token>:x-auth-token), X-Auth and /t/<token>/."""
+    tok = world.acc.tokens["member"]
+    assert tok
+    path = world.repo["private"]["repodata.json"]
+    base = world.server.repo
+    forms: list[dict[str, Any]] = [
+        {"headers": {"Authorization": f"Bearer {tok}"}},
+        {"auth": ("someone", tok)},
+        {"auth": (tok, "x-auth-token")},
+        {"headers": {"X-Auth": tok}},
+    ]
+    for kw in forms:
+        assert httpx.get(f"{base}/{path}", **kw).status_code == 200, kw
+    assert httpx.get(f"{base}/t/{tok}/{path}").status_code == 200
+    assert httpx.get(f"{base}/t/cv-bogus-token/{path}").status_code == 401
+    assert httpx.get(f"{base}/{path}", auth=("someone", "wrong")).status_code == 401

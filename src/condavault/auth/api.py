@@ -48,9 +48,8 @@ from condavault.auth.services import find_token, issue_token
 from condavault.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, cookie_kwargs
 from condavault.context import Context
 from condavault.db.base import utcnow
-from condavault.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, Unauthenticated
+from condavault.errors import InvalidRequest, NotFound, PermissionDenied, Unauthenticated
 from condavault.web.deps import CtxDep, IdentityDep
-from condavault.web.errors import json_error
 
 router = APIRouter(prefix="/api", tags=["auth"])
 OIDC_COOKIE = "condavault_oidc"
@@ -189,12 +188,7 @@ def _check_origin(request: Request) -> None:
 def login(body: LoginIn, request: Request, response: Response, ctx: Context = CtxDep) -> Any:
     _check_origin(request)
     svc = _login_svc(ctx)
-    try:
-        who = svc.password_login(body.username, body.password, _client_ip(request))
-    except RateLimited as exc:
-        out = json_error(exc)
-        out.headers["Retry-After"] = str(exc.details.get("retry_after", ctx.settings.login_block_seconds))
-        return out
+    who = svc.password_login(body.username, body.password, _client_ip(request))  # 429 carries Retry-After
     return _finish_login(ctx, request, response, who, body.issue_token, body.token_name)
 
 

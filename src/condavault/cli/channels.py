@@ -57,7 +57,8 @@ def channel_show(ctx: typer.Context, name: str, json_out: bool = typer.Option(Fa
 
 @channel_app.command("update")
 def channel_update(
-    ctx: typer.Context, name: str,
+    ctx: typer.Context,
+    name: str,
     privacy: str = typer.Option(None, help="public | authenticated | private"),
     description: str = typer.Option(None),
 ) -> None:
@@ -90,8 +91,13 @@ def upload(
     failures = 0
     counts: dict[str, int] = {}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
     ) as progress:
         task = progress.add_task(f"uploading {len(files)} file(s)", total=total)
         for path in files:
@@ -105,9 +111,9 @@ def upload(
             try:
                 out = client.post(
                     f"/api/channels/{channel}/files",
-                    params={"filename": path.name, "force": force, "skip_existing": skip_existing,
-                            "wait": not no_wait},
-                    content=chunks(), headers={"Content-Type": "application/octet-stream"},
+                    params={"filename": path.name, "force": force, "skip_existing": skip_existing, "wait": not no_wait},
+                    content=chunks(),
+                    headers={"Content-Type": "application/octet-stream"},
                 )
                 counts[out["status"]] = counts.get(out["status"], 0) + 1
             except ApiError as exc:
@@ -121,33 +127,42 @@ def upload(
 
 @package_app.command("list")
 def package_list(
-    ctx: typer.Context, channel: str,
-    subdir: str = typer.Option(None), name: str = typer.Option(None, "--name", help="Package name."),
+    ctx: typer.Context,
+    channel: str,
+    subdir: str = typer.Option(None),
+    name: str = typer.Option(None, "--name", help="Package name."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Files in CHANNEL."""
-    rows = client_from(ctx).get(f"/api/channels/{channel}/files",
-                                params={k: v for k, v in {"subdir": subdir, "package": name}.items() if v})
+    rows = client_from(ctx).get(
+        f"/api/channels/{channel}/files", params={k: v for k, v in {"subdir": subdir, "package": name}.items() if v}
+    )
     print_json(rows) if json_out else table(rows, ["subdir", "filename", "size", "sha256"])
 
 
 @package_app.command("remove")
-def package_remove(ctx: typer.Context, channel: str, files: list[str] = typer.Argument(..., help="subdir/filename")) -> None:
+def package_remove(
+    ctx: typer.Context, channel: str, files: list[str] = typer.Argument(..., help="subdir/filename")
+) -> None:
     """Remove files from CHANNEL."""
     out = client_from(ctx).post(f"/api/channels/{channel}/files/remove", json={"files": files})
     console.print(f"removed {len(out['removed'])} file(s)")
 
 
 def _copy(ctx: typer.Context, source: str, target: str, files: list[str], move: bool, force: bool) -> None:
-    out = client_from(ctx).post(f"/api/channels/{source}/files/copy",
-                                json={"files": files, "to": target, "move": move, "force": force})
+    out = client_from(ctx).post(
+        f"/api/channels/{source}/files/copy", json={"files": files, "to": target, "move": move, "force": force}
+    )
     verb = "moved" if move else "copied"
     console.print(f"{verb} {len(out['copied'])} file(s), {len(out['unchanged'])} already there")
 
 
 @package_app.command("copy")
 def package_copy(
-    ctx: typer.Context, source: str, target: str, files: list[str] = typer.Argument(..., help="subdir/filename"),
+    ctx: typer.Context,
+    source: str,
+    target: str,
+    files: list[str] = typer.Argument(..., help="subdir/filename"),
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Copy files from SOURCE channel to TARGET channel."""
@@ -156,7 +171,10 @@ def package_copy(
 
 @package_app.command("move")
 def package_move(
-    ctx: typer.Context, source: str, target: str, files: list[str] = typer.Argument(..., help="subdir/filename"),
+    ctx: typer.Context,
+    source: str,
+    target: str,
+    files: list[str] = typer.Argument(..., help="subdir/filename"),
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Move files from SOURCE channel to TARGET channel."""
@@ -164,14 +182,19 @@ def package_move(
 
 
 def import_repodata(
-    ctx: typer.Context, channel: str, subdir: str,
+    ctx: typer.Context,
+    channel: str,
+    subdir: str,
     repodata: Path = typer.Argument(..., exists=True, dir_okay=False, help="A repodata.json file."),
     base_url: str = typer.Option(None, help="Where the files can be downloaded later."),
 ) -> None:
     """Import records metadata-only (no package bytes) from a repodata.json."""
     data = json.loads(repodata.read_text())
-    out = client_from(ctx).post(f"/api/channels/{channel}/subdirs/{subdir}/import", json=data,
-                                params={"base_url": base_url} if base_url else None)
+    out = client_from(ctx).post(
+        f"/api/channels/{channel}/subdirs/{subdir}/import",
+        json=data,
+        params={"base_url": base_url} if base_url else None,
+    )
     console.print(f"imported: {out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ class ApiError(Exception):
         return f"{self.message} [{self.code}, HTTP {self.status}]"
 
 
-def resolve_token(token: str | None, data_dir: Path | None) -> str | None:
+def resolve_token(token: str | None, data_dir: Path | None, url: str = DEFAULT_URL) -> str | None:
+    """``--token``/``CONDAVAULT_TOKEN``, else ``<data-dir>/admin-token``, else the ``condavault login`` token."""
     if token:
         return token
     if os.environ.get("CONDAVAULT_TOKEN"):
@@ -29,7 +31,37 @@ def resolve_token(token: str | None, data_dir: Path | None) -> str | None:
     d = data_dir or (Path(os.environ["CONDAVAULT_DATA_DIR"]) if os.environ.get("CONDAVAULT_DATA_DIR") else None)
     if d is not None and (d / "admin-token").is_file():
         return (d / "admin-token").read_text().strip()
-    return None
+    return stored_token(url)
+
+
+def credentials_path() -> Path:
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "condavault" / "credentials.json"
+
+
+def stored_token(url: str) -> str | None:
+    try:
+        data = json.loads(credentials_path().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = data.get(url.rstrip("/")) if isinstance(data, dict) else None
+    return entry.get("token") if isinstance(entry, dict) else None
+
+
+def store_token(url: str, username: str, token: str) -> Path:
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[url.rstrip("/")] = {"username": username, "token": token}
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+    return path
 
 
 class Client:

@@ -34,7 +34,7 @@ def root(
     obj = ctx.ensure_object(dict)
     obj["url"] = url or DEFAULT_URL
     obj["data_dir"] = data_dir
-    obj["token"] = resolve_token(token, data_dir or Path("condavault-data"))
+    obj["token"] = resolve_token(token, data_dir or Path("condavault-data"), obj["url"])
 
 
 server.register(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -50,8 +51,56 @@ def serve(
         migrate.upgrade(settings.db_url)  # a brand-new database: create the schema
     db.dispose()
     console.print(f"condavault serving {settings.data_dir} on http://{settings.host}:{settings.port}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                workers=1 if workers <= 1 else None, proxy_headers=True)
+    if workers <= 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    workers=1, proxy_headers=True)
+        return
+    # Several processes: uvicorn imports the app factory in each worker, which reads its Settings from
+    # the same CONDAVAULT_* environment. Bootstrap here, once, so the workers don't race to create the
+    # admin token; background jobs run in the one worker that holds the data folder's jobs lock.
+    from condavault.auth.services import bootstrap
+
+    os.environ["CONDAVAULT_DATA_DIR"] = str(settings.data_dir)
+    os.environ["CONDAVAULT_HOST"] = settings.host
+    os.environ["CONDAVAULT_PORT"] = str(settings.port)
+    if no_worker:
+        os.environ["CONDAVAULT_WORKER"] = "false"
+    if config is not None:
+        os.environ["CONDAVAULT_CONFIG"] = str(Path(config).resolve())
+    db = Database(settings.db_url)
+    try:
+        token = bootstrap(db, settings.admin_token_path)
+    finally:
+        db.dispose()
+    if token:
+        print(f"\ncondavault: created the admin token (shown once; also stored in {settings.admin_token_path}):\n"
+              f"  {token}\n", flush=True)
+    uvicorn.run("condavault.cli.server:worker_app", factory=True, host=settings.host, port=settings.port,
+                log_level="warning", workers=workers, proxy_headers=True)
+
+
+_JOBS_LOCK: int | None = None  # fd held for the life of the worker process that runs the jobs
+
+
+def worker_app():  # type: ignore[no-untyped-def]
+    """App factory for ``serve --workers N`` (one call per worker process)."""
+    import fcntl
+
+    from condavault.app import create_app
+    from condavault.logging import setup_logging
+
+    global _JOBS_LOCK
+    settings = load_settings()
+    setup_logging(settings.log_format, settings.log_level)
+    if settings.worker:
+        fd = os.open(settings.data_dir / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _JOBS_LOCK = fd  # this worker runs the periodic jobs (the lock goes when the process does)
+        except OSError:
+            os.close(fd)
+            settings = settings.model_copy(update={"worker": False})
+    return create_app(settings)
 
 
 def _has_tables(db) -> bool:  # type: ignore[no-untyped-def]

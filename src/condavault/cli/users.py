@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from condavault.cli.client import Client, client_from
+from condavault.cli.client import Client, client_from, credentials_path, store_token, stored_token
 from condavault.cli.output import console, err_console, print_json, table
 
 user_app = typer.Typer(help="Create, list, disable and enable accounts; reset passwords.", no_args_is_help=True)
 group_app = typer.Typer(help="Create groups and manage their members.", no_args_is_help=True)
 role_app = typer.Typer(help="List roles; create, change and delete custom roles.", no_args_is_help=True)
-
-
-def credentials_path() -> Path:
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "condavault" / "credentials.json"
-
-
-def stored_token(url: str) -> str | None:
-    try:
-        data = json.loads(credentials_path().read_text())
-    except (OSError, ValueError):
-        return None
-    entry = data.get(url.rstrip("/")) if isinstance(data, dict) else None
-    return entry.get("token") if isinstance(entry, dict) else None
-
-
-def store_token(url: str, username: str, token: str) -> Path:
-    path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[url.rstrip("/")] = {"username": username, "token": token}
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
-    return path
 
 
 def register(app: typer.Typer) -> None:
@@ -61,27 +28,6 @@ def register(app: typer.Typer) -> None:
     channel_app.command("grant")(channel_grant)
     channel_app.command("revoke")(channel_revoke)
     channel_app.command("grants")(channel_grants)
-    _use_stored_login(app)
-
-
-def _use_stored_login(app: typer.Typer) -> None:
-    """After the root callback: fall back to the token saved by ``condavault login`` for this URL."""
-    info = app.registered_callback
-    if info is None or info.callback is None or getattr(info.callback, "_with_login", False):
-        return
-    original = info.callback
-
-    @functools.wraps(original)
-    def callback(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        ctx = kwargs.get("ctx") or (args[0] if args else None)
-        obj = ctx.ensure_object(dict) if ctx is not None else {}
-        if not obj.get("token"):
-            obj["token"] = stored_token(obj.get("url") or "")
-        return result
-
-    callback._with_login = True  # type: ignore[attr-defined]
-    info.callback = callback
 
 
 # -- users -------------------------------------------------------------------------------------

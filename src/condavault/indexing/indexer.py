@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,6 +36,19 @@ LEASE_SECONDS = 120.0
 JSON = "application/json"
 ZST = "application/zstd"
 MSGPACK_ZST = "application/octet-stream"
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for an index run's GIL-free work (zstd, sha256, blob writes and fsyncs)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="condavault-index-io")
+        return _POOL
 
 
 @dataclass
@@ -240,27 +254,27 @@ class Indexer:
             if digest != old_heads.get(n):
                 new_shards[n] = (digest, data)
 
+        # The big zstd compressions release the GIL: run them on the pool while this thread composes
+        # the rest, and hash + write (+ fsync) each blob as soon as its bytes exist. Same bytes as a
+        # sequential run; every blob is on disk before the one transaction flips the pointers.
+        pool = _pool()
         repodata = builder.compose_repodata(subdir, segments)
-        files: dict[str, tuple[bytes, str]] = {
-            "repodata.json": (repodata, JSON),
-            "repodata.json.zst": (builder.zstd(repodata, settings.zstd_level), ZST),
-            "repodata_shards.msgpack.zst": (
-                builder.encode_shard_index(subdir, heads, settings.shard_zstd_level),
-                MSGPACK_ZST,
-            ),
-        }
+        zst_job = pool.submit(builder.zstd, repodata, settings.zstd_level)
+        writes = {"repodata.json": pool.submit(self._put_blob, repodata, JSON)}
         run_exports = builder.compose_run_exports(subdir, segments)
-        files["run_exports.json"] = (run_exports, JSON)
-        files["run_exports.json.zst"] = (builder.zstd(run_exports, settings.zstd_level), ZST)
-
-        # blobs first, then one transaction flips every pointer
-        digests: dict[str, tuple[str, int, str]] = {}
-        for path, (data, ctype) in files.items():
-            digest = builder.sha256(data)
-            self.blobs.put_bytes(data, digest)
-            digests[path] = (digest, len(data), ctype)
-        for _name, (digest, data) in new_shards.items():
-            self.blobs.put_bytes(data, digest)
+        re_zst_job = pool.submit(builder.zstd, run_exports, settings.zstd_level)
+        writes["run_exports.json"] = pool.submit(self._put_blob, run_exports, JSON)
+        shard_index = builder.encode_shard_index(subdir, heads, settings.shard_zstd_level)
+        writes["repodata_shards.msgpack.zst"] = pool.submit(self._put_blob, shard_index, MSGPACK_ZST)
+        shard_writes = [pool.submit(self.blobs.put_bytes, data, digest) for digest, data in new_shards.values()]
+        writes["repodata.json.zst"] = pool.submit(self._put_blob, zst_job.result(), ZST)
+        writes["run_exports.json.zst"] = pool.submit(self._put_blob, re_zst_job.result(), ZST)
+        order = ["repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json",
+                 "run_exports.json.zst"]
+        digests: dict[str, tuple[str, int, str]] = {path: writes[path].result() for path in order}
+        for w in shard_writes:
+            w.result()
+        del repodata, run_exports, shard_index
 
         def publish(s: Session) -> None:
             now = utcnow()
@@ -362,6 +376,11 @@ class Indexer:
             },
         )
         return True
+
+    def _put_blob(self, data: bytes, ctype: str) -> tuple[str, int, str]:
+        digest = builder.sha256(data)
+        self.blobs.put_bytes(data, digest)
+        return digest, len(data), ctype
 
     def publish_extras(self, channel_id: int) -> None:
         """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""

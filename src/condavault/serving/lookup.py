@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
 
+import anyio
 from sqlalchemy import select
 
 from condavault.channels.models import Record
@@ -13,6 +15,10 @@ from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardBlob
 
 TTL = 1.0
+# Index pointers change on every publish. The indexing process invalidates its own cache at once; the
+# other ``serve --workers`` processes only notice when the entry expires, so keep it short (cheap now
+# that concurrent misses share one query).
+INDEX_TTL = 0.25
 
 
 @dataclass(frozen=True)
@@ -33,14 +39,21 @@ class Lookup:
         self.db = db
         self._cache: dict[tuple[object, ...], tuple[float, Target | None]] = {}
         self._lock = threading.Lock()
+        self._gen = 0  # bumped by invalidate(): a load that started before it must not store its answer
+        # (event loop id, key) -> the one load in flight that concurrent misses of that key share
+        self._inflight: dict[tuple[int, tuple[object, ...]], asyncio.Future[Target | None]] = {}
 
     def invalidate(self, channel_id: int | None = None) -> None:
         with self._lock:
+            self._gen += 1
             if channel_id is None:
                 self._cache.clear()
+                self._inflight.clear()
             else:
                 for k in [k for k in self._cache if k[1] == channel_id]:
                     del self._cache[k]
+                for fk in [fk for fk in list(self._inflight) if fk[1][1] == channel_id]:
+                    self._inflight.pop(fk, None)
 
     def cached(self, key: tuple[object, ...]) -> tuple[bool, Target | None]:
         hit = self._cache.get(key)
@@ -48,14 +61,36 @@ class Lookup:
             return True, hit[1]
         return False, None
 
-    def store(self, key: tuple[object, ...], value: Target | None) -> None:
+    def store(self, key: tuple[object, ...], value: Target | None, gen: int | None = None) -> None:
         with self._lock:
+            if gen is not None and gen != self._gen:
+                return  # invalidated while loading: the next request reads again
             if len(self._cache) > 50000:
                 self._cache.clear()
-            self._cache[key] = (time.monotonic() + TTL, value)
+            self._cache[key] = (time.monotonic() + (INDEX_TTL if key[0] == "index" else TTL), value)
+
+    async def aload(self, key: tuple[object, ...]) -> Target | None:
+        """``load`` on a worker thread, shared by every request that misses the same key meanwhile
+        (a hot index file whose entry expires under load costs one query, not one per request)."""
+        loop = asyncio.get_running_loop()
+        fkey = (id(loop), key)
+        fut = self._inflight.get(fkey)
+        if fut is None:
+            fut = asyncio.ensure_future(anyio.to_thread.run_sync(self.load, key))
+            self._inflight[fkey] = fut
+
+            def done(f: asyncio.Future[Target | None]) -> None:
+                if self._inflight.get(fkey) is f:
+                    del self._inflight[fkey]
+                if not f.cancelled():
+                    f.exception()  # retrieved by the waiters; don't log "never retrieved"
+
+            fut.add_done_callback(done)
+        return await asyncio.shield(fut)
 
     def load(self, key: tuple[object, ...]) -> Target | None:
         kind, channel_id, subdir, name = key
+        gen = self._gen
         with self.db.session() as s:
             if kind == "index":
                 row = s.execute(
@@ -104,5 +139,5 @@ class Lookup:
                     if row
                     else None
                 )
-        self.store(key, target)
+        self.store(key, target, gen)
         return target

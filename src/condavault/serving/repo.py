@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -31,6 +31,30 @@ INDEX_FILES = {
 }
 SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
 IMMUTABLE = "max-age=31536000, immutable"
+
+
+BIG_CHUNK = 1024 * 1024
+BIG_CHUNK_STREAMS = 16  # above this many downloads in flight, chunks go back to 64 KiB
+_streaming = 0  # downloads this process is streaming now (one event loop: a plain counter)
+
+
+class _BlobResponse(FileResponse):
+    """A FileResponse reading 1 MiB per thread hop instead of 64 KiB while few downloads run (about 2x
+    the MB/s for big packages); under a crowd, 64 KiB again, so buffered chunks stay ~16 MiB at most."""
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        global _streaming
+        self.chunk_size = BIG_CHUNK if _streaming < BIG_CHUNK_STREAMS else FileResponse.chunk_size
+        _streaming += 1
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _streaming -= 1
+
+
+@lru_cache(maxsize=8192)
+def _http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
 
 
 def error_response(exc: CondavaultError) -> Response:
@@ -88,7 +112,7 @@ async def _serve(ctx: Context, request: Request) -> Response:
         raise NotFound(f"no such file: {'/'.join(rest) or '(channel root)'}", code="file_not_found")
     hit, target = ctx.lookup.cached(key)
     if not hit:
-        target = await anyio.to_thread.run_sync(ctx.lookup.load, key)
+        target = await ctx.lookup.aload(key)
     if target is None:
         raise NotFound(f"{'/'.join(rest)} not found in channel {channel.name!r}", code="file_not_found")
     if target.kind == "package" and not target.has_blob:
@@ -98,7 +122,7 @@ async def _serve(ctx: Context, request: Request) -> Response:
         f"max-age={ctx.settings.index_max_age}" if target.kind == "index" else IMMUTABLE
     )
     etag = f'"{target.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": formatdate(target.last_modified, usegmt=True)}
+    headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": _http_date(target.last_modified)}
     if _not_modified(request, etag, target.last_modified):
         return Response(status_code=304, headers=headers)
     path = ctx.blobs.local_path(target.sha256)
@@ -111,4 +135,4 @@ async def _serve(ctx: Context, request: Request) -> Response:
         )
     if target.kind == "package":
         ctx.on_download(request, identity, channel, rest[0], target)
-    return FileResponse(path, headers=headers, media_type=target.content_type, stat_result=st)
+    return _BlobResponse(path, headers=headers, media_type=target.content_type, stat_result=st)

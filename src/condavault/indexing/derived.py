@@ -1,123 +1,132 @@
-"""Pure builders of ``current_repodata.json`` and ``channeldata.json`` (conda-protocol.md §1.2–1.3)."""
+"""Builders of ``current_repodata.json`` and ``channeldata.json`` (conda-protocol.md §1.2 and §1.3).
+
+Both work from light rows (name, version, build, ...) and load full records only for the few files
+they publish, so a 100 k-record channel costs a column scan, not 100 k JSON parses.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from condavault.packages.specs import parse_spec, version_key
 
 CHANNELDATA_ABOUT = ("home", "license", "summary", "dev_url", "doc_url", "source_url", "description")
+FLAGS = ("activate.d", "deactivate.d", "binary_prefix", "text_prefix", "pre_link", "post_link", "pre_unlink")
+
+# filenames -> their published (patched) records
+Loader = Callable[[list[str]], dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
-class Rec:
-    subdir: str
+class Light:
     filename: str
-    record: dict[str, Any]  # patched published record
-    about: dict[str, Any] | None = None
-    run_exports: dict[str, Any] | None = None
-    paths_summary: dict[str, bool] | None = None
+    name: str
+    version: str
+    build: str
+    build_number: int
 
 
-def _newest_builds(recs: list[Rec]) -> list[Rec]:
-    top = max(recs, key=lambda r: (version_key(str(r.record["version"])), r.record.get("build_number", 0)))
-    v = version_key(str(top.record["version"]))
-    return [r for r in recs if version_key(str(r.record["version"])) == v]
+def _key(r: Light) -> tuple[Any, int]:
+    return version_key(r.version), r.build_number
 
 
-def current_repodata(subdir: str, recs: Iterable[Rec]) -> dict[str, Any]:
-    """Newest version of every name (all its builds), plus the newest record satisfying each dependency
-    that the subset itself cannot satisfy (back-filled until nothing is missing), plus one older
-    non-featured build where the newest builds all carry ``track_features``."""
-    by_name: dict[str, list[Rec]] = defaultdict(list)
-    for r in recs:
-        by_name[str(r.record["name"])].append(r)
-    keep: dict[str, Rec] = {}
-    for _name, group in by_name.items():
-        newest = _newest_builds(group)
-        for r in newest:
+def _newest_builds(rows: list[Light]) -> list[Light]:
+    top = version_key(max(rows, key=_key).version)
+    return [r for r in rows if version_key(r.version) == top]
+
+
+def current_repodata(subdir: str, rows: Iterable[Light], load: Loader) -> dict[str, Any]:
+    """Newest version of every name (all its builds); one older non-featured build where every newest
+    build carries ``track_features``; then, until nothing is missing, the newest builds satisfying
+    each dependency the subset itself cannot satisfy."""
+    by_name: dict[str, list[Light]] = defaultdict(list)
+    for r in rows:
+        by_name[r.name].append(r)
+    keep: dict[str, Light] = {}
+    for group in by_name.values():
+        for r in _newest_builds(group):
             keep[r.filename] = r
-        if all(r.record.get("track_features") for r in newest):
-            plain = [r for r in group if not r.record.get("track_features")]
+    records = load(sorted(keep))
+    for group in by_name.values():
+        newest = [r for r in group if r.filename in keep]
+        if newest and all(records[r.filename].get("track_features") for r in newest):
+            others = load([r.filename for r in group if r.filename not in keep])
+            plain = [r for r in group if r.filename in others and not others[r.filename].get("track_features")]
             if plain:
-                best = max(plain, key=lambda r: version_key(str(r.record["version"])))
+                best = max(plain, key=_key)
                 keep[best.filename] = best
+                records[best.filename] = others[best.filename]
     todo = list(keep.values())
     while todo:
-        nxt: list[Rec] = []
+        added: list[Light] = []
         for r in todo:
-            for dep in r.record.get("depends") or ():
+            for dep in records[r.filename].get("depends") or ():
                 try:
                     spec = parse_spec(dep)
                 except Exception:
                     continue
                 if spec.is_virtual or spec.name not in by_name:
                     continue
-                kept = [k for k in keep.values() if k.record["name"] == spec.name]
-                if any(spec.matches(str(k.record["version"]), str(k.record["build"])) for k in kept):
+                candidates = [c for c in by_name[spec.name] if spec.matches(c.version, c.build)]
+                if not candidates or any(c.filename in keep for c in candidates):
                     continue
-                cands = [
-                    c for c in by_name[spec.name] if spec.matches(str(c.record["version"]), str(c.record["build"]))
-                ]
-                if not cands:
-                    continue
-                for c in _newest_builds(cands):
-                    if c.filename not in keep:
-                        keep[c.filename] = c
-                        nxt.append(c)
-        todo = nxt
+                for c in _newest_builds(candidates):
+                    keep[c.filename] = c
+                    added.append(c)
+        records.update(load([c.filename for c in added]))
+        todo = added
     out: dict[str, Any] = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "removed": []}
     for fn in sorted(keep):
-        out["packages.conda" if fn.endswith(".conda") else "packages"][fn] = keep[fn].record
-    # legacy_bz2_md5 on .conda entries with a .tar.bz2 twin
-    for fn, rec in out["packages.conda"].items():
+        out["packages.conda" if fn.endswith(".conda") else "packages"][fn] = records[fn]
+    for fn, rec in list(out["packages.conda"].items()):  # legacy_bz2_md5 from a .tar.bz2 twin
         twin = out["packages"].get(fn[: -len(".conda")] + ".tar.bz2")
         if twin is not None and twin.get("md5"):
-            rec = dict(rec)
-            rec["legacy_bz2_md5"] = twin["md5"]
+            extra = {"legacy_bz2_md5": twin["md5"]}
             if twin.get("size") is not None:
-                rec["legacy_bz2_size"] = twin["size"]
-            out["packages.conda"][fn] = rec
+                extra["legacy_bz2_size"] = twin["size"]
+            out["packages.conda"][fn] = {**rec, **extra}
     out["repodata_version"] = 1
     return out
 
 
-def channeldata(recs: Iterable[Rec], subdirs: Iterable[str]) -> dict[str, Any]:
-    by_name: dict[str, list[Rec]] = defaultdict(list)
-    for r in recs:
-        by_name[str(r.record["name"])].append(r)
+@dataclass(frozen=True)
+class NameRow:
+    subdir: str
+    filename: str
+    name: str
+    version: str
+    timestamp: int | None
+    run_exports: dict[str, Any] | None
+    paths_summary: dict[str, bool] | None
+
+
+def channeldata(
+    rows: Iterable[NameRow], subdirs: Iterable[str], about: Callable[[list[tuple[str, str]]], dict]
+) -> dict[str, Any]:
+    """``about(keys)`` maps ``(subdir, filename)`` keys to (about.json, record) pairs of the newest files."""
+    by_name: dict[str, list[NameRow]] = defaultdict(list)
+    for r in rows:
+        by_name[r.name].append(r)
+    newest = {
+        name: max(group, key=lambda r: (version_key(r.version), r.timestamp or 0)) for name, group in by_name.items()
+    }
+    abouts = about([(r.subdir, r.filename) for r in newest.values()])
     packages: dict[str, Any] = {}
     for name in sorted(by_name):
-        group = by_name[name]
-        newest = max(group, key=lambda r: (version_key(str(r.record["version"])), r.record.get("timestamp") or 0))
+        group, top = by_name[name], newest[name]
         entry: dict[str, Any] = {
             "subdirs": sorted({r.subdir for r in group}),
-            "version": str(newest.record["version"]),
-            "timestamp": max(_seconds(r.record.get("timestamp")) for r in group),
-            "run_exports": {},
+            "version": top.version,
+            "timestamp": max(_seconds(r.timestamp) for r in group),
+            "run_exports": {r.version: r.run_exports for r in group if r.run_exports},
         }
-        flags = {
-            "activate.d": False,
-            "deactivate.d": False,
-            "binary_prefix": False,
-            "text_prefix": False,
-            "pre_link": False,
-            "post_link": False,
-            "pre_unlink": False,
-        }
-        for r in group:
-            for k, v in (r.paths_summary or {}).items():
-                if v and k in flags:
-                    flags[k] = True
-            if r.run_exports:
-                entry["run_exports"][str(r.record["version"])] = r.run_exports
-        entry.update(flags)
-        about = newest.about or {}
+        entry.update({flag: any((r.paths_summary or {}).get(flag) for r in group) for flag in FLAGS})
+        info, record = abouts.get((top.subdir, top.filename), ({}, {}))
         for key in CHANNELDATA_ABOUT:
-            value = about.get(key) if about.get(key) is not None else newest.record.get(key)
+            value = info.get(key) if info.get(key) is not None else record.get(key)
             if value is not None:
                 entry[key] = value
         packages[name] = entry

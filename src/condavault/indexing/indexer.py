@@ -18,11 +18,12 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from condavault.channels.models import Record
+from condavault.channels.models import Channel, Record
 from condavault.config import Settings
 from condavault.db.base import utcnow
 from condavault.db.session import Database
@@ -383,44 +384,71 @@ class Indexer:
         return digest, len(data), ctype
 
     def publish_extras(self, channel_id: int) -> None:
-        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""
+        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
+
+        Reads light columns of every record and full records only for the files it publishes.
+        """
+        live = (Record.channel_id == channel_id, Record.removed.is_(False))
         with self.db.session() as s:
             rows = s.execute(
                 select(
-                    Record.subdir,
-                    Record.filename,
-                    Record.fragment,
-                    Record.about,
-                    Record.run_exports,
-                    Record.paths_summary,
-                ).where(Record.channel_id == channel_id, Record.removed.is_(False))
+                    Record.subdir, Record.filename, Record.name, Record.version, Record.build, Record.build_number,
+                    Record.timestamp, Record.run_exports, Record.paths_summary,
+                ).where(*live)
             ).all()
             subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
-        recs = [
-            derived.Rec(
-                subdir=r[0],
-                filename=r[1],
-                record=json.loads(r[2]),
-                about=json.loads(r[3]) if r[3] else None,
-                run_exports=json.loads(r[4]) if r[4] else None,
-                paths_summary=json.loads(r[5]) if r[5] else None,
-            )
-            for r in rows
-        ]
-        del rows
-        subdirs |= {r.subdir for r in recs}
+        parsed: dict[str, Any] = {}
+
+        def small_json(text: str | None) -> Any:
+            if not text:
+                return None
+            if text not in parsed:
+                parsed[text] = json.loads(text)
+            return parsed[text]
+
+        def fetch(columns: tuple[Any, ...], subdir: str, filenames: list[str]) -> list[Any]:
+            out: list[Any] = []
+            with self.db.session() as s:
+                for i in range(0, len(filenames), 500):
+                    out.extend(s.execute(select(Record.filename, *columns).where(
+                        *live, Record.subdir == subdir, Record.filename.in_(filenames[i : i + 500])
+                    )))
+            return out
+
+        def about(keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
+            by_subdir: dict[str, list[str]] = defaultdict(list)
+            for sd, fn in keys:
+                by_subdir[sd].append(fn)
+            return {
+                (sd, fn): (json.loads(ab) if ab else {}, json.loads(frag))
+                for sd, fns in by_subdir.items()
+                for fn, ab, frag in fetch((Record.about, Record.fragment), sd, fns)
+            }
+
+        subdirs |= {r[0] for r in rows}
         subdirs.add("noarch")
-        files: list[tuple[str, str, bytes, str]] = []
-        cd = derived.channeldata(recs, subdirs)
-        files.append(("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON))
+        name_rows = [
+            derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows
+        ]
+        cd = derived.channeldata(name_rows, subdirs, about)
+        del name_rows
+        files: list[tuple[str, str, bytes, str]] = [
+            ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
+        ]
         if self.settings.current_repodata:
-            by_subdir: dict[str, list[derived.Rec]] = defaultdict(list)
-            for r in recs:
-                by_subdir[r.subdir].append(r)
+            lights: dict[str, list[derived.Light]] = defaultdict(list)
+            for r in rows:
+                lights[r[0]].append(derived.Light(r[1], r[2], r[3], r[4], r[5]))
             for sd in sorted(subdirs):
-                cur = json.dumps(derived.current_repodata(sd, by_subdir.get(sd, [])), separators=(",", ":")).encode()
-                files.append((sd, "current_repodata.json", cur, JSON))
-                files.append((sd, "current_repodata.json.zst", builder.zstd(cur, self.settings.zstd_level), ZST))
+
+                def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
+                    return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
+
+                cur = derived.current_repodata(sd, lights.get(sd, []), load)
+                data = json.dumps(cur, separators=(",", ":")).encode()
+                files.append((sd, "current_repodata.json", data, JSON))
+                files.append((sd, "current_repodata.json.zst", builder.zstd(data, self.settings.zstd_level), ZST))
+        del rows
         digests = []
         for sd, path, data, ctype in files:
             digest = builder.sha256(data)
@@ -428,6 +456,8 @@ class Indexer:
             digests.append((sd, path, digest, len(data), ctype))
 
         def publish(s: Session) -> None:
+            if s.get(Channel, channel_id) is None:
+                return  # deleted meanwhile
             now = utcnow()
             ins = _insert(s)
             current = {

@@ -54,3 +54,28 @@ def test_four_processes_fifty_concurrent_uploads_each(server: Server, tmp_path: 
         assert state is not None and state.indexed_seq == state.change_seq
         publishes = server.ctx.indexer.publishes[(state.channel_id, "noarch")]
     assert publishes < 200, publishes
+
+
+def test_an_upload_rereads_only_its_own_package_name(server: Server, tmp_path: Path) -> None:
+    """Incremental indexing: the other 3,000 records of the subdir are neither re-read nor re-serialised."""
+    server.channel("incremental")
+    repodata = {"packages.conda": {}}
+    for i in range(3000):
+        name, version = f"bulk{i % 300}", f"1.{i // 300}"
+        repodata["packages.conda"][f"{name}-{version}-0.conda"] = {
+            "name": name, "version": version, "build": "0", "build_number": 0, "depends": [], "subdir": "noarch",
+            "sha256": f"{i:064x}", "md5": "0" * 32, "size": 100, "timestamp": 1700000000000,
+        }
+    with server.client() as c:
+        assert c.post("/api/channels/incremental/subdirs/noarch/import", json=repodata).status_code == 200
+    server.ctx.settle()
+    cid = server.ctx.channels.lookup("incremental").id
+    assert server.ctx.indexer.last_run[(cid, "noarch")].records == 3000
+    r = server.upload("incremental", make_conda(tmp_path, "newcomer", "1.0", "0", "noarch"))
+    assert r.status_code == 200 and r.json()["indexed"]
+    stats = server.ctx.indexer.last_run[(cid, "noarch")]
+    assert stats.full is False
+    assert stats.rows_read == 1 and stats.names_changed == 1
+    assert stats.records == 3001
+    with server.client(None) as c:
+        assert "newcomer-1.0-0.conda" in c.get("/api/repo/incremental/noarch/repodata.json").json()["packages.conda"]

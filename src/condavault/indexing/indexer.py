@@ -52,6 +52,16 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """What the last published run of a subdir did (for metrics, logs and tests)."""
+
+    full: bool  # every record was read (first run, reindex, patches changed, or another process indexed)
+    rows_read: int
+    names_changed: int
+    records: int
+
+
 @dataclass
 class _Cache:
     seq: int
@@ -73,6 +83,7 @@ class Indexer:
         self.listeners: list[callable] = []  # type: ignore[valid-type]
         self.after_publish: list[callable] = []  # type: ignore[valid-type]
         self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
+        self.last_run: dict[tuple[int, str], RunStats] = {}
 
     # -- public ----------------------------------------------------------------------------------
     def index_subdir(self, channel_id: int, subdir: str) -> bool:
@@ -212,7 +223,8 @@ class Indexer:
             full = state.full_seq > indexed
             cached = self._cache.get(key)
             dirty = dirty_names(s, channel_id, subdir)
-            if full or cached is None or cached.seq != indexed:
+            rebuilt = full or cached is None or cached.seq != indexed
+            if rebuilt:
                 rows = self._rows(s, channel_id, subdir, None)
                 grouped: dict[str, list[builder.RecordRow]] = defaultdict(list)
                 for r in rows:
@@ -362,6 +374,10 @@ class Indexer:
         self.db.run_write(publish)
         self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
         self.publishes[key] += 1
+        self.last_run[key] = RunStats(
+            full=rebuilt, rows_read=sum(len(v) for v in rows_by_name.values()), names_changed=len(changed),
+            records=sum(len(x.tar) + len(x.conda) for x in segments.values()),
+        )
         with self._published:
             self._published.notify_all()
         for fn in self.listeners:

@@ -1,0 +1,249 @@
+"""REST routes under ``/api/mirrors``. Thin: parse, authorise, call one service, shape the result.
+
+Managing a mirror needs ``mirror:manage`` and ``channel:write`` on its channel; reading one (list,
+show, history, plan, explain) needs ``channel:read`` on its channel.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from condavault.auth.identity import Identity
+from condavault.auth.permissions import Permission
+from condavault.auth.policy import allowed, authorize
+from condavault.context import Context
+from condavault.mirror import services as svc
+from condavault.mirror import tasks
+from condavault.mirror.config import MirrorConfig, dump_yaml, load_yaml
+from condavault.mirror.models import Mirror
+from condavault.mirror.schemas import ExplainOut, ItemOut, MirrorOut, RunOut, YamlIn
+from condavault.web.deps import CtxDep, IdentityDep
+
+router = APIRouter(prefix="/api/mirrors", tags=["mirrors"])
+
+
+def _mirror_out(ctx: Context, s: Any, m: Mirror, *, detail: bool = False) -> MirrorOut:
+    cfg = svc.load_config(m)
+    last = svc.last_run(s, m, real=False)
+    return MirrorOut(
+        name=m.name,
+        channel=svc.channel_name(s, m),
+        mode=m.mode,
+        cron=m.cron,
+        upstream=svc.redacted(cfg)["upstream"],
+        subdirs=cfg.subdirs,
+        config=svc.redacted(cfg),
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+        created_by=m.created_by,
+        running=bool(m.lease_holder and m.lease_until > time.time()),
+        last_run=RunOut(**svc.run_dict(last)) if last else None,
+        items=svc.item_summary(s, m) if detail else None,
+    )
+
+
+def _can_manage(ctx: Context, identity: Identity, channel: str) -> None:
+    ref = ctx.channels.require(identity, channel, Permission.CHANNEL_WRITE)
+    authorize(identity, Permission.MIRROR_MANAGE, ref)
+
+
+def _manage(ctx: Context, identity: Identity, name: str) -> None:
+    with ctx.db.session() as s:
+        channel = svc.channel_name(s, svc.get_mirror(s, name))
+    _can_manage(ctx, identity, channel)
+
+
+def _read(ctx: Context, identity: Identity, name: str) -> None:
+    with ctx.db.session() as s:
+        channel = svc.channel_name(s, svc.get_mirror(s, name))
+    ctx.channels.for_read(identity, channel)
+
+
+def _save(ctx: Context, identity: Identity, cfg: MirrorConfig, *, replace: bool) -> MirrorOut:
+    _can_manage(ctx, identity, cfg.channel)
+
+    def work(s: Any) -> tuple[MirrorOut, Any, Any]:
+        old = svc.find_mirror(s, cfg.name)
+        if old is not None and replace:
+            old_channel = svc.channel_name(s, old)
+            if old_channel != cfg.channel:
+                _can_manage(ctx, identity, old_channel)
+        merged = svc.merge_secrets(cfg, svc.load_config(old) if old is not None else None)
+        m, before = svc.save_mirror(s, merged, created_by=identity.username, replace=replace)
+        return _mirror_out(ctx, s, m), before, merged
+
+    out, before, merged = ctx.db.run_write(work)
+    ctx.record_change(
+        identity,
+        "mirror:update" if before is not None else "mirror:create",
+        cfg.name,
+        svc.redacted(before) if before is not None else None,
+        svc.redacted(merged),
+    )
+    _reschedule(ctx)
+    return out
+
+
+def _reschedule(ctx: Context) -> None:
+    ext = ctx.extensions.get("mirror")
+    if ext is not None and ctx.settings.worker:
+        ext.scheduler.sync()
+
+
+@router.get("", response_model=list[MirrorOut], summary="Mirrors whose channel the caller may read")
+def list_mirrors(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> list[MirrorOut]:
+    out = []
+    with ctx.db.session() as s:
+        for m in svc.list_mirrors(s):
+            ref = ctx.channels.lookup(svc.channel_name(s, m))
+            if ref is not None and allowed(identity, Permission.CHANNEL_READ, ref):
+                out.append(_mirror_out(ctx, s, m))
+    return out
+
+
+@router.post("", response_model=MirrorOut, status_code=201, summary="Create a mirror")
+def create_mirror(body: MirrorConfig, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> MirrorOut:
+    return _save(ctx, identity, body, replace=False)
+
+
+@router.post("/apply", response_model=MirrorOut, summary="Create or replace a mirror from its YAML")
+def apply_yaml(body: YamlIn, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> MirrorOut:
+    return _save(ctx, identity, load_yaml(body.yaml), replace=True)
+
+
+@router.get("/{name}", response_model=MirrorOut, summary="One mirror, its last run and plan summary")
+def show_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> MirrorOut:
+    _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        return _mirror_out(ctx, s, svc.get_mirror(s, name), detail=True)
+
+
+@router.put("/{name}", response_model=MirrorOut, summary="Create or replace a mirror")
+def put_mirror(name: str, body: MirrorConfig, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> MirrorOut:
+    if body.name != name:
+        from condavault.errors import InvalidRequest
+
+        raise InvalidRequest(f"the body names mirror {body.name!r}, the URL {name!r}", code="name_mismatch")
+    return _save(ctx, identity, body, replace=True)
+
+
+@router.get("/{name}/export", response_class=PlainTextResponse, summary="The mirror's config as YAML")
+def export_mirror(
+    name: str,
+    secrets: bool = Query(False, description="include upstream credentials (needs mirror:manage)"),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> str:
+    if secrets:
+        _manage(ctx, identity, name)
+    else:
+        _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        cfg = svc.load_config(svc.get_mirror(s, name))
+    if not secrets:
+        cfg = MirrorConfig.model_validate(svc.redacted(cfg))
+    return dump_yaml(cfg)
+
+
+@router.delete("/{name}", status_code=204, summary="Delete a mirror (its channel and files stay)")
+def delete_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> None:
+    _manage(ctx, identity, name)
+
+    def work(s: Any) -> dict[str, Any]:
+        m = svc.get_mirror(s, name)
+        before = svc.redacted(svc.load_config(m))
+        svc.delete_mirror(s, name)
+        return before
+
+    before = ctx.db.run_write(work)
+    ctx.record_change(identity, "mirror:delete", name, before, None)
+    _reschedule(ctx)
+
+
+@router.post("/{name}/plan", response_model=RunOut, summary="Dry run: plan and store decisions, change nothing")
+def plan_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> RunOut:
+    _manage(ctx, identity, name)
+    return RunOut(**tasks.start_run(ctx, name, trigger="api", dry_run=True, background=False, raise_invalid=True))
+
+
+@router.post("/{name}/runs", response_model=RunOut, status_code=202, summary="Start a run now (409 if one is running)")
+def start_run(
+    name: str,
+    full: bool = Query(False, description="re-plan even when upstream and config are unchanged"),
+    wait: bool = Query(False, description="answer only when the run has finished"),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> RunOut:
+    _manage(ctx, identity, name)
+    run = tasks.start_run(ctx, name, trigger="api", full=full, background=not wait)
+    ctx.record_change(identity, "mirror:run", name, None, {"run": run["id"]})
+    return RunOut(**run)
+
+
+@router.get("/{name}/runs", response_model=list[RunOut], summary="Run history, newest first")
+def list_runs(
+    name: str, limit: int = Query(50, le=1000), ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> list[RunOut]:
+    _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        return [RunOut(**svc.run_dict(r)) for r in svc.list_runs(s, svc.get_mirror(s, name), limit)]
+
+
+@router.get("/{name}/runs/{run_id}", response_model=RunOut, summary="One run: status, progress, counts")
+def get_run(name: str, run_id: int, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> RunOut:
+    _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        return RunOut(**svc.run_dict(svc.get_run(s, svc.get_mirror(s, name), run_id)))
+
+
+@router.post("/{name}/cancel", summary="Ask the running run to stop")
+def cancel(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
+    _manage(ctx, identity, name)
+    ids = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
+    ctx.record_change(identity, "mirror:cancel", name, None, {"runs": ids})
+    return {"cancelling": ids}
+
+
+@router.get("/{name}/explain", response_model=ExplainOut, summary="Why a file is (not) mirrored")
+def explain(
+    name: str,
+    q: str = Query(..., description="filename, subdir/filename or package name"),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> ExplainOut:
+    _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        rows = svc.explain(s, svc.get_mirror(s, name), q)
+    if not rows:
+        from condavault.errors import NotFound
+
+        raise NotFound(
+            f"{q!r} is not in the last plan of mirror {name!r} (not upstream, or no plan yet)",
+            code="not_in_plan",
+            mirror=name,
+            query=q,
+        )
+    return ExplainOut(mirror=name, query=q, decisions=[ItemOut(**r) for r in rows])
+
+
+@router.get("/{name}/items", response_model=list[ItemOut], summary="The stored plan, one decision per file")
+def items(
+    name: str,
+    kept: bool | None = None,
+    state: str | None = None,
+    filter: str | None = Query(None, description="only decisions by this filter"),
+    limit: int = Query(1000, le=100000),
+    offset: int = 0,
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> list[ItemOut]:
+    _read(ctx, identity, name)
+    with ctx.db.session() as s:
+        rows = svc.list_items(
+            s, svc.get_mirror(s, name), kept=kept, state=state, filter_=filter, limit=limit, offset=offset
+        )
+    return [ItemOut(**r) for r in rows]

@@ -1,0 +1,308 @@
+"""The one upstream client of the mirror domain (httpx, async).
+
+An upstream is an http(s) conda channel (another condavault, anaconda.org, a conda-forge mirror ...) or
+a local channel directory (a path or ``file://`` URL). :class:`Upstream` reads a subdir's repodata
+(``repodata.json.zst`` first, then ``repodata.json``) with an ETag cache on disk, and streams package
+files. Every request is retried with exponential backoff on 5xx, 429, timeouts and connection errors;
+other 4xx answers fail at once. Credentials: ``upstream_token`` is sent as ``Authorization: Bearer``
+(put ``/t/<token>/`` in the URL for the path form), ``upstream_username``/``upstream_password`` as HTTP
+Basic. ``proxy`` and ``verify_tls`` are passed to httpx. Tests inject an ``httpx.AsyncBaseTransport``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import httpx
+import zstandard
+
+from condavault.errors import UpstreamError
+from condavault.mirror.config import MirrorConfig
+
+__all__ = ["Fetched", "Upstream", "redact_url"]
+
+try:  # httpcore imports sniffio on *every* request; without it each failed import rescans sys.path
+    import sniffio  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]  # fail fast, like before
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CHUNK = 256 * 1024
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_TOKEN_RE = re.compile(r"/t/[^/]+/")
+
+
+def redact_url(url: str) -> str:
+    """The URL with a ``/t/<token>/`` path segment and any ``user:password@`` hidden."""
+    url = _TOKEN_RE.sub("/t/***/", url)
+    parsed = urlparse(url)
+    if parsed.password:
+        url = url.replace(f"{parsed.username}:{parsed.password}@", f"{parsed.username}:***@", 1)
+    return url
+
+
+@dataclass
+class Fetched:
+    """One subdir's repodata, where it came from, and whether it changed since the last read.
+
+    ``data`` is parsed on first use: a no-op run (every subdir unchanged) never pays for it.
+    """
+
+    subdir: str
+    body: bytes
+    compressed: bool
+    etag: str | None
+    changed: bool
+    url: str
+    _data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = Upstream.decode(self.body, self.compressed)
+            self.body = b""
+        return self._data
+
+
+class _Retry(Exception):
+    pass
+
+
+def _local_root(upstream: str) -> Path | None:
+    parsed = urlparse(upstream)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme in ("http", "https"):
+        return None
+    return Path(upstream).expanduser()
+
+
+class Upstream:
+    """Use as ``async with Upstream(cfg, cache_dir=...) as up:``."""
+
+    def __init__(
+        self,
+        cfg: MirrorConfig,
+        *,
+        cache_dir: Path | None = None,
+        timeout: float = 60.0,
+        retries: int = 4,
+        concurrency: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff: float = 0.25,
+    ) -> None:
+        self.cfg = cfg
+        self.local = _local_root(cfg.upstream)
+        self.base = cfg.upstream.rstrip("/")
+        self.cache_dir = cache_dir
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.requests = 0  # attempts made, for run statistics
+        self.retried = 0
+        self._client: httpx.AsyncClient | None = None
+        if self.local is None:
+            headers = {"User-Agent": "condavault-mirror"}
+            if cfg.upstream_token:
+                headers["Authorization"] = f"Bearer {cfg.upstream_token}"
+            auth = (
+                httpx.BasicAuth(cfg.upstream_username, cfg.upstream_password or "") if cfg.upstream_username else None
+            )
+            limits = httpx.Limits(
+                max_connections=max(concurrency, 4) + 2, max_keepalive_connections=max(concurrency, 4)
+            )
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                auth=auth,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+                verify=cfg.verify_tls,
+                proxy=cfg.proxy if transport is None else None,
+                transport=transport,
+                limits=limits,
+                follow_redirects=True,
+            )
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- URLs ----------------------------------------------------------------------------------------
+    def url(self, subdir: str, filename: str) -> str:
+        if self.local is not None:
+            return (self.local / subdir / filename).as_uri()
+        return f"{self.base}/{subdir}/{filename}"
+
+    def display_url(self, subdir: str, filename: str) -> str:
+        return redact_url(self.url(subdir, filename))
+
+    # -- retries -------------------------------------------------------------------------------------
+    async def _with_retries(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+                delay = min(self.backoff * 2 ** (attempt - 1), 10.0) * (0.5 + random.random())
+                await asyncio.sleep(delay)
+            self.requests += 1
+            try:
+                return await fn()
+            except _Retry as exc:
+                last = exc
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = exc
+            log.info("upstream request failed, retrying", extra={"what": what, "attempt": attempt + 1})
+        raise UpstreamError(
+            f"{what}: upstream failed after {self.retries + 1} attempts: {type(last).__name__}: {last}",
+            code="upstream_unavailable",
+            url=redact_url(what),
+        )
+
+    @staticmethod
+    def _check(resp: httpx.Response, what: str) -> None:
+        if resp.status_code in RETRY_STATUS:
+            raise _Retry(f"HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            raise UpstreamError(
+                f"{redact_url(what)}: upstream answered HTTP {resp.status_code}",
+                code="upstream_http_error",
+                status=resp.status_code,
+                url=redact_url(what),
+            )
+
+    # -- repodata ------------------------------------------------------------------------------------
+    def _cache_paths(self, subdir: str) -> tuple[Path, Path] | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(f"{self.base}|{subdir}".encode()).hexdigest()[:24]
+        return self.cache_dir / f"{key}.body", self.cache_dir / f"{key}.meta.json"
+
+    def _read_cache(self, subdir: str) -> tuple[dict[str, Any], bytes] | None:
+        paths = self._cache_paths(subdir)
+        if paths is None or not paths[0].is_file() or not paths[1].is_file():
+            return None
+        try:
+            return json.loads(paths[1].read_text()), paths[0].read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def _write_cache(self, subdir: str, meta: dict[str, Any], body: bytes) -> None:
+        paths = self._cache_paths(subdir)
+        if paths is None:
+            return
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        for path, data in ((paths[0], body), (paths[1], json.dumps(meta).encode())):
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+
+    @staticmethod
+    def decode(body: bytes, compressed: bool) -> dict[str, Any]:
+        if compressed:
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream repodata is not a JSON object", code="invalid_upstream_repodata")
+        return data
+
+    async def repodata(self, subdir: str) -> Fetched:
+        """The subdir's repodata; ``changed`` is False when the upstream answered 304 (or, for a local
+        directory, the file's size and mtime are those of the last read)."""
+        if self.local is not None:
+            return self._local_repodata(subdir)
+        cached = self._read_cache(subdir)
+        names = ["repodata.json.zst", "repodata.json"]
+        if cached and cached[0].get("file") in names:
+            names.remove(cached[0]["file"])
+            names.insert(0, cached[0]["file"])
+        assert self._client is not None
+        client = self._client
+        for fname in names:
+            url = f"{self.base}/{subdir}/{fname}"
+            headers = {}
+            if cached and cached[0].get("file") == fname and cached[0].get("etag"):
+                headers["If-None-Match"] = cached[0]["etag"]
+
+            async def get(url: str = url, headers: dict[str, str] = headers) -> httpx.Response:
+                resp = await client.get(url, headers=headers)
+                if resp.status_code in RETRY_STATUS:
+                    raise _Retry(f"HTTP {resp.status_code}")
+                return resp
+
+            resp = await self._with_retries(url, get)
+            zst = fname.endswith(".zst")
+            if resp.status_code == 304 and cached is not None:
+                return Fetched(subdir, cached[1], zst, cached[0].get("etag"), False, redact_url(url))
+            if resp.status_code == 404:
+                continue
+            self._check(resp, url)
+            body = resp.content
+            etag = resp.headers.get("etag")
+            fetched = Fetched(subdir, body, zst, etag, True, redact_url(url))
+            fetched.data  # noqa: B018 - parse now: a broken body must not replace the cache
+            self._write_cache(subdir, {"file": fname, "etag": etag}, body)
+            fetched.changed = not (cached is not None and cached[1] == body)
+            return fetched
+        raise UpstreamError(
+            f"{redact_url(self.base)}/{subdir}: no repodata.json(.zst) upstream",
+            code="upstream_subdir_missing",
+            subdir=subdir,
+        )
+
+    def _local_repodata(self, subdir: str) -> Fetched:
+        assert self.local is not None
+        for fname in ("repodata.json", "repodata.json.zst"):
+            path = self.local / subdir / fname
+            if path.is_file():
+                st = path.stat()
+                etag = f"{st.st_size}-{st.st_mtime_ns}"
+                cached = self._read_cache(subdir)
+                changed = not (cached and cached[0].get("etag") == etag)
+                if changed:
+                    self._write_cache(subdir, {"file": fname, "etag": etag}, b"")
+                return Fetched(subdir, path.read_bytes(), fname.endswith(".zst"), etag, changed, path.as_uri())
+        raise UpstreamError(
+            f"{self.local / subdir}: no repodata.json in the upstream directory", code="upstream_subdir_missing"
+        )
+
+    # -- files ---------------------------------------------------------------------------------------
+    async def download(self, subdir: str, filename: str, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+        """Stream one file into ``consume`` (e.g. ``Ingestor.aspool``); the whole transfer is retried
+        on transient errors, so ``consume`` must start afresh each time it is called."""
+        url = self.url(subdir, filename)
+        if self.local is not None:
+            path = self.local / subdir / filename
+            if not path.is_file():
+                raise UpstreamError(f"{path}: not found in the upstream directory", code="upstream_http_error")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        yield chunk
+
+            return await consume(chunks())
+        assert self._client is not None
+        client = self._client
+
+        async def attempt() -> T:
+            async with client.stream("GET", url) as resp:
+                self._check(resp, url)
+                return await consume(resp.aiter_bytes(CHUNK))
+
+        return await self._with_retries(url, attempt)

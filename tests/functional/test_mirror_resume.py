@@ -1,0 +1,92 @@
+"""A mirror run killed with SIGKILL in the middle of its downloads resumes from its persisted plan, and no
+partial file is ever served. The run executes in a separate worker process (``mirror run --local``)
+sharing the server's database and blob store; the upstream is slowed down so the kill lands mid-way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import Server
+from tests.support.static_channel import StaticChannel, build_channel, check_served_files, create_mirror, run_mirror
+
+
+@pytest.fixture(scope="module")
+def upstream(packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticChannel]:
+    root = build_channel(packages_dir, tmp_path_factory.mktemp("upstream"), subdirs=("linux-64", "noarch"))
+    with StaticChannel(root) as chan:
+        yield chan
+
+
+def _files(server: Server, channel: str) -> list[dict[str, object]]:
+    with server.client() as c:
+        r = c.get(f"/api/channels/{channel}/files")
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+
+def test_kill_9_mid_download_then_rerun_completes(shared_server: Server, upstream: StaticChannel) -> None:
+    server = shared_server
+    create_mirror(server, "killme", upstream.url, filters={"only_specs": ["clobber*"]})
+    env = server.env()
+    env.update(
+        CONDAVAULT_DATA_DIR=str(server.settings.data_dir),
+        CONDAVAULT_DATABASE_URL=server.settings.db_url,
+        CONDAVAULT_MIRROR_CONCURRENCY="2",
+        CONDAVAULT_LOG_LEVEL="ERROR",
+    )
+    upstream.default_delay = 0.3
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condavault", "mirror", "run", "killme", "--local"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
+            if len(_files(server, "killme")) >= 3:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the worker made no progress")
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        proc.wait(timeout=30)
+    finally:
+        upstream.default_delay = 0.0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    partial = _files(server, "killme")
+    assert 3 <= len(partial) < 29
+    # whatever got in is complete: every stored record serves exactly its sha256
+    with server.client(None) as c:
+        import hashlib
+
+        for f in partial:
+            r = c.get(f"/api/repo/killme/{f['subdir']}/{f['filename']}")
+            assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == f["sha256"]
+    with server.client() as c:
+        (killed,) = c.get("/api/mirrors/killme/runs").json()
+        assert killed["status"] == "running" and killed["trigger"] == "worker"
+
+    # the worker is gone, so its lease is taken over at once; the rerun skips what is already there
+    hits = upstream.package_hits()
+    run = run_mirror(server, "killme")
+    assert run["status"] == "completed", run
+    assert run["counts"]["present"] == len(partial)
+    assert run["counts"]["downloaded"] == 29 - len(partial) == upstream.package_hits() - hits
+    assert check_served_files(server, "killme") == 29
+    with server.client() as c:
+        runs = c.get("/api/mirrors/killme/runs").json()
+    assert [r["status"] for r in runs] == ["completed", "failed"]
+    assert "interrupted" in runs[1]["error"]
+    assert not os.environ.get("CONDAVAULT_DATABASE_URL")  # the worker's settings did not leak into ours

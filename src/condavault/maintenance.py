@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from condavault.channels.models import Channel, Record
 from condavault.config import Settings
 from condavault.context import Context
-from condavault.indexing.models import PublishedFile, ShardBlob, SubdirState
 from condavault.indexing.dirty import mark_dirty
+from condavault.indexing.models import PublishedFile, ShardBlob, SubdirState
 
 
 def _sha256(path: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import os
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -194,7 +195,8 @@ def test_bad_upload_is_rejected_and_leaves_nothing(
 
 
 def test_oversized_upload_is_413_and_leaves_nothing(limited_server: Server, tmp_path: Path) -> None:
-    big = make_conda(tmp_path, "big", "1.0", "0", pkg_members=[file_member("share/rand.bin", __import__("os").urandom(100_000))])
+    noise = file_member("share/rand.bin", os.urandom(100_000))
+    big = make_conda(tmp_path, "big", "1.0", "0", pkg_members=[noise])
     before = _state(limited_server)
     r = limited_server.upload("bad", big)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"

@@ -96,7 +96,8 @@ class Server:
             capture_output=True, text=True, timeout=timeout, input=input,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"condavault {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            cmd = " ".join(args)
+            raise AssertionError(f"condavault {cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def channel(self, name: str, privacy: str = "public") -> str:

@@ -147,9 +147,11 @@ def import_repodata(
             if not isinstance(rec, dict) or not all(k in rec for k in ("name", "version", "build")):
                 raise InvalidRequest(f"record {fn!r} lacks name/version/build", code="invalid_repodata", filename=fn)
             if fn in existing:
-                if existing[fn] == rec.get("sha256") or skip_existing:
-                    counts["unchanged"] += 1
-                    continue
+                if existing[fn] != rec.get("sha256") and not skip_existing:
+                    raise Conflict(f"{subdir}/{fn} already exists with different content", code="filename_conflict",
+                                   channel=channel.name, filename=fn)
+                counts["unchanged"] += 1
+                continue
             rec = {k: v for k, v in rec.items() if k != "indexed_timestamp"}
             rec.setdefault("subdir", subdir)
             fragment, removed = make_fragment(fn, rec, ts, patches)

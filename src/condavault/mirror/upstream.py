@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,6 @@ from condavault.errors import UpstreamError
 from condavault.mirror.config import MirrorConfig
 
 __all__ = ["Fetched", "Upstream", "redact_url"]
-
-try:  # httpcore imports sniffio on *every* request; without it each failed import rescans sys.path
-    import sniffio  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]  # fail fast, like before
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

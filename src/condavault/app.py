@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
             if own:
                 c.close()
 
-    app = FastAPI(
+    app = CondavaultApp(
         title="condavault",
         version=__version__,
         description="On-premise conda package repository. conda clients use /api/repo/<channel>; "
@@ -120,6 +120,45 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     _install_plugins(app)
     app.add_middleware(RequestMetrics)
     return app
+
+
+REPO_PREFIX = "/api/repo/"
+
+
+class CondavaultApp(FastAPI):
+    """FastAPI, with the conda-client hot path taken before routing and middleware.
+
+    ``GET``/``HEAD`` under ``/api/repo/`` is most of a repository's traffic (revalidations with
+    ``If-None-Match``); it goes straight to ``serving.repo`` and skips the generic router and middleware
+    stack. The route stays registered too, so it appears in ``app.routes`` (and the access matrix).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(REPO_PREFIX):
+            scope["app"] = self
+            scope["path_params"] = {"path": scope["path"][len(REPO_PREFIX) :]}
+            status = 500
+
+            async def counting_send(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                response = await repo_endpoint(Request(scope, receive))
+                await response(scope, receive, counting_send)
+            except Exception:
+                log.exception("unhandled error on the repo path")
+                if status == 500:
+                    err = JSONResponse(
+                        {"error": {"code": "internal_error", "message": "internal error", "details": {}}},
+                        status_code=500,
+                    )
+                    await err(scope, receive, send)
+            metrics.REQUESTS.labels("repo", str(status)).inc()
+            return
+        await super().__call__(scope, receive, send)
 
 
 class RequestMetrics:

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
+from condavault.indexing.models import SubdirState
 from tests.support.packages import make_conda
 from tests.support.server import Server
 
@@ -45,10 +48,6 @@ def test_four_processes_fifty_concurrent_uploads_each(server: Server, tmp_path: 
             in_shards |= set(shard["packages.conda"])
         assert in_shards == set(listed)
     # the indexer coalesced the burst: far fewer publishes than uploads
-    from sqlalchemy import select
-
-    from condavault.indexing.models import SubdirState
-
     with server.ctx.db.session() as s:
         state = s.scalar(select(SubdirState).where(SubdirState.subdir == "noarch"))
         assert state is not None and state.indexed_seq == state.change_seq
@@ -79,3 +78,26 @@ def test_an_upload_rereads_only_its_own_package_name(server: Server, tmp_path: P
     assert stats.records == 3001
     with server.client(None) as c:
         assert "newcomer-1.0-0.conda" in c.get("/api/repo/incremental/noarch/repodata.json").json()["packages.conda"]
+
+
+def test_index_lease_of_a_killed_process_is_taken_over(server: Server, tmp_path: Path) -> None:
+    """A process killed mid-index (kill -9) leaves its lease behind; the next indexer takes it over."""
+    import socket
+
+    from sqlalchemy import update
+
+    from condavault.indexing.dirty import mark_dirty
+
+    server.channel("orphaned")
+    cid = server.ctx.channels.lookup("orphaned").id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with server.ctx.db.write_session() as s:
+        s.execute(update(SubdirState).where(SubdirState.channel_id == cid).values(
+            lease_holder=f"{socket.gethostname()}:{dead.pid}:dead", lease_until=1e12))
+        mark_dirty(s, cid, "noarch", None)
+    assert (cid, "noarch") in server.ctx.indexer.pending_subdirs()
+    assert server.ctx.indexer.index_subdir(cid, "noarch") is True
+    with server.ctx.db.session() as s:
+        state = s.scalar(select(SubdirState).where(SubdirState.channel_id == cid))
+        assert state.indexed_seq == state.change_seq and state.lease_holder is None

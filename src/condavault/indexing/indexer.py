@@ -52,6 +52,21 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def holder_is_dead(holder: str) -> bool:
+    """A lease holder (``host:pid:id``) on this machine whose process is gone (e.g. after ``kill -9``)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: wait for the lease to expire
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class RunStats:
     """What the last published run of a subdir did (for metrics, logs and tests)."""
@@ -123,15 +138,16 @@ class Indexer:
         return published
 
     def pending_subdirs(self) -> list[tuple[int, str]]:
+        """Dirty subdirs nobody alive is indexing."""
         now = time.time()
         with self.db.session() as s:
             rows = s.execute(
-                select(SubdirState.channel_id, SubdirState.subdir).where(
-                    SubdirState.change_seq > SubdirState.indexed_seq,
-                    or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder),
-                )
+                select(SubdirState.channel_id, SubdirState.subdir, SubdirState.lease_holder, SubdirState.lease_until)
+                .where(SubdirState.change_seq > SubdirState.indexed_seq)
             ).all()
-        return [(r[0], r[1]) for r in rows]
+        return [
+            (r[0], r[1]) for r in rows if r[3] < now or r[2] in (None, self.holder) or holder_is_dead(r[2])
+        ]
 
     def wait_for(self, channel_id: int, subdir: str, seq: int, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -159,13 +175,21 @@ class Indexer:
         now = time.time()
 
         def take(s: Session) -> bool:
+            where = [SubdirState.channel_id == channel_id, SubdirState.subdir == subdir]
             res = s.execute(
                 update(SubdirState)
-                .where(
-                    SubdirState.channel_id == channel_id,
-                    SubdirState.subdir == subdir,
-                    or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder),
-                )
+                .where(*where, or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder))
+                .values(lease_holder=self.holder, lease_until=now + LEASE_SECONDS)
+            )
+            if res.rowcount:
+                return True
+            holder = s.scalar(select(SubdirState.lease_holder).where(*where))
+            if holder is None or not holder_is_dead(holder):
+                return False
+            log.warning("taking over the index lease of a dead process", extra={"holder": holder})
+            res = s.execute(  # only if it is still that dead holder's
+                update(SubdirState)
+                .where(*where, SubdirState.lease_holder == holder)
                 .values(lease_holder=self.holder, lease_until=now + LEASE_SECONDS)
             )
             return bool(res.rowcount)

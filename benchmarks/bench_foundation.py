@@ -125,8 +125,12 @@ def make_channel_dir(root: Path, n: int) -> dict[str, dict[str, Any]]:
     sd.mkdir(parents=True, exist_ok=True)
     (root / "noarch").mkdir(exist_ok=True)
     jobs = [(str(sd), *t) for t in synth_names(n)]
-    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+    pool = multiprocessing.get_context("fork").Pool(os.cpu_count() or 2)
+    try:
         out = dict(pool.imap_unordered(_write_one, jobs, chunksize=500))
+    finally:  # close + join: terminate() can kill a worker holding the task queue's lock and hang
+        pool.close()
+        pool.join()
     return out
 
 

@@ -25,6 +25,7 @@ from condavault.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 EXTRAS_DELAY = 1.0
+EXTRAS_SHARE = 0.2  # the slow lane may use at most about this share of the time
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Context:
     started: float = field(default_factory=time.time)
     _extras_due: dict[int, float] = field(default_factory=dict)
     _extras_lock: threading.Lock = field(default_factory=threading.Lock)
+    _extras_cost: dict[int, float] = field(default_factory=dict)  # seconds the last slow-lane run took
 
     @classmethod
     def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
@@ -129,8 +131,11 @@ class Context:
         )
 
     def request_extras(self, channel_id: int) -> None:
+        """Schedule the slow lane. Its delay grows with its last cost (EXTRAS_SHARE), so on a large
+        channel a burst of uploads is not slowed by rebuilding current_repodata after each one."""
+        delay = max(EXTRAS_DELAY, self._extras_cost.get(channel_id, 0.0) / EXTRAS_SHARE)
         with self._extras_lock:
-            self._extras_due.setdefault(channel_id, time.monotonic() + EXTRAS_DELAY)
+            self._extras_due.setdefault(channel_id, time.monotonic() + delay)
 
     def sweep(self) -> None:
         """Safety net and slow lane: index anything left dirty (e.g. by another process), then run due extras."""
@@ -145,10 +150,12 @@ class Context:
             self.runner.submit_coalesced(("extras", cid), lambda cid=cid: self._extras(cid))
 
     def _extras(self, channel_id: int) -> None:
+        started = time.monotonic()
         try:
             self.indexer.publish_extras(channel_id)
         except Exception:
             log.exception("extras failed", extra={"channel_id": channel_id})
+        self._extras_cost[channel_id] = time.monotonic() - started
 
     def index_now(self, channel_id: int, subdirs: list[str] | None = None) -> None:
         """Synchronously index (CLI ``reindex``, tests)."""

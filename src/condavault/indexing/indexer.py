@@ -52,6 +52,31 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def point_paths(
+    s: Session, channel_id: int, files: list[tuple[str, str, str, int, str]], *, revision: int | None
+) -> None:
+    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type)``; paths whose bytes did not
+    change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
+    now = utcnow()
+    current = {
+        (sd, p): sha
+        for sd, p, sha in s.execute(
+            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
+                PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
+            )
+        )
+    }
+    ins = _insert(s)
+    for sd, path, digest, size, ctype in files:
+        if current.get((sd, path)) == digest:
+            continue
+        changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
+        if revision is not None:
+            changes["revision"] = revision
+        stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
+        s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
+
+
 def holder_is_dead(holder: str) -> bool:
     """A lease holder (``host:pid:id``) on this machine whose process is gone (e.g. after ``kill -9``)."""
     host, _, rest = holder.partition(":")
@@ -316,39 +341,7 @@ class Indexer:
         def publish(s: Session) -> None:
             now = utcnow()
             ins = _insert(s)
-            current = {
-                p: sha
-                for p, sha in s.execute(
-                    select(PublishedFile.path, PublishedFile.sha256).where(
-                        PublishedFile.channel_id == channel_id, PublishedFile.subdir == subdir
-                    )
-                )
-            }
-            for path, (digest, size, ctype) in digests.items():
-                if current.get(path) == digest:
-                    continue  # unchanged bytes keep their ETag and Last-Modified
-                stmt = ins(PublishedFile).values(
-                    channel_id=channel_id,
-                    subdir=subdir,
-                    path=path,
-                    sha256=digest,
-                    size=size,
-                    content_type=ctype,
-                    revision=seq,
-                    updated_at=now,
-                )
-                s.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["channel_id", "subdir", "path"],
-                        set_={
-                            "sha256": digest,
-                            "size": size,
-                            "content_type": ctype,
-                            "revision": seq,
-                            "updated_at": now,
-                        },
-                    )
-                )
+            point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
             gone = [n for n in old_heads if n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
@@ -496,37 +489,8 @@ class Indexer:
             digests.append((sd, path, digest, len(data), ctype))
 
         def publish(s: Session) -> None:
-            if s.get(Channel, channel_id) is None:
-                return  # deleted meanwhile
-            now = utcnow()
-            ins = _insert(s)
-            current = {
-                (sd, p): sha
-                for sd, p, sha in s.execute(
-                    select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
-                        PublishedFile.channel_id == channel_id
-                    )
-                )
-            }
-            for sd, path, digest, size, ctype in digests:
-                if current.get((sd, path)) == digest:
-                    continue
-                stmt = ins(PublishedFile).values(
-                    channel_id=channel_id,
-                    subdir=sd,
-                    path=path,
-                    sha256=digest,
-                    size=size,
-                    content_type=ctype,
-                    revision=0,
-                    updated_at=now,
-                )
-                s.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["channel_id", "subdir", "path"],
-                        set_={"sha256": digest, "size": size, "content_type": ctype, "updated_at": now},
-                    )
-                )
+            if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile
+                point_paths(s, channel_id, digests, revision=None)
 
         self.db.run_write(publish)
         for fn in self.listeners:

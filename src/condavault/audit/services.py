@@ -22,6 +22,17 @@ DOWNLOAD_COLUMNS = [
 CHANGE_COLUMNS = ["id", "at", "username", "user_id", "token_id", "action", "target", "channel", "before", "after"]
 
 
+def _window(q: Any, model: Any, start: datetime | None, end: datetime | None, channel: str | None) -> Any:
+    """The filters both event kinds share: a time window [start, end) and a channel."""
+    if start is not None:
+        q = q.where(model.at >= start)
+    if end is not None:
+        q = q.where(model.at < end)
+    if channel is not None:
+        q = q.where(model.channel == channel)
+    return q
+
+
 def query_downloads(
     s: Session,
     *,
@@ -33,19 +44,13 @@ def query_downloads(
     limit: int = 100_000,
     channels_visible: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    q = select(DownloadEvent)
-    if start is not None:
-        q = q.where(DownloadEvent.at >= start)
-    if end is not None:
-        q = q.where(DownloadEvent.at < end)
+    q = _window(select(DownloadEvent), DownloadEvent, start, end, channel)
     if user is not None:
         q = (
             q.where(DownloadEvent.username == (user or None))
             if user != "anonymous"
             else q.where(DownloadEvent.username.is_(None))
         )
-    if channel is not None:
-        q = q.where(DownloadEvent.channel == channel)
     if package is not None:
         q = q.where(DownloadEvent.package == package)
     if channels_visible is not None:
@@ -65,15 +70,9 @@ def query_changes(
     action: str | None = None,
     limit: int = 100_000,
 ) -> list[dict[str, Any]]:
-    q = select(ChangeEvent)
-    if start is not None:
-        q = q.where(ChangeEvent.at >= start)
-    if end is not None:
-        q = q.where(ChangeEvent.at < end)
+    q = _window(select(ChangeEvent), ChangeEvent, start, end, channel)
     if user is not None:
         q = q.where(ChangeEvent.username == user)
-    if channel is not None:
-        q = q.where(ChangeEvent.channel == channel)
     if action is not None:
         q = q.where(ChangeEvent.action.startswith(action))
     if package is not None:

@@ -101,6 +101,40 @@ def _event(session: Session, adv_id: str, scope: str, target: str, before: str |
     )
 
 
+def _set_link(
+    session: Session,
+    link: VulnLinkRow,
+    adv_id: str,
+    target: str,
+    channel_id: int,
+    status: str,
+    reason: str,
+    actor: str | None,
+    now: Any,
+    rule_id: int | None,
+) -> str | None:
+    """Set one link's status (by a per-link decision, or by ``rule_id``) and record the event; returns the
+    status it had."""
+    before = link.status
+    link.status, link.curated_by, link.rule_id = status, ("rule" if rule_id is not None else "link"), rule_id
+    link.status_reason, link.updated_by, link.updated_at = reason, actor, now
+    extra = {"rule_id": rule_id} if rule_id is not None else {}
+    _event(
+        session,
+        adv_id,
+        "link",
+        target,
+        before,
+        status,
+        reason=reason,
+        actor=actor,
+        link_id=link.id,
+        channel_id=channel_id,
+        **extra,
+    )
+    return before
+
+
 def curate_links(
     session: Session, links: list[VulnLinkRow], status: str, reason: str, actor: str | None
 ) -> list[dict[str, Any]]:
@@ -114,21 +148,7 @@ def curate_links(
         assert adv is not None and rec is not None
         chan = session.get(Channel, rec.channel_id)
         target = f"{chan.name if chan else rec.channel_id}/{rec.subdir}/{rec.filename}"
-        before = link.status
-        link.status, link.curated_by, link.rule_id = status, "link", None
-        link.status_reason, link.updated_by, link.updated_at = reason, actor, now
-        _event(
-            session,
-            adv.advisory_id,
-            "link",
-            target,
-            before,
-            status,
-            reason=reason,
-            actor=actor,
-            link_id=link.id,
-            channel_id=rec.channel_id,
-        )
+        before = _set_link(session, link, adv.advisory_id, target, rec.channel_id, status, reason, actor, now, None)
         changes.append(
             {"advisory": adv.advisory_id, "file": target, "link_id": link.id, "before": before, "after": status}
         )
@@ -178,22 +198,9 @@ def curate_range(
     for link, rec, chan in rows:
         if not version_in(rec.version, versions):
             continue
-        before = link.status
-        link.status, link.curated_by, link.rule_id = status, "rule", rule.id
-        link.status_reason, link.updated_by, link.updated_at = reason, actor, now
         target = f"{chan}/{rec.subdir}/{rec.filename}"
-        _event(
-            session,
-            advisory.advisory_id,
-            "link",
-            target,
-            before,
-            status,
-            reason=reason,
-            actor=actor,
-            link_id=link.id,
-            rule_id=rule.id,
-            channel_id=rec.channel_id,
+        before = _set_link(
+            session, link, advisory.advisory_id, target, rec.channel_id, status, reason, actor, now, rule.id
         )
         changes.append(
             {

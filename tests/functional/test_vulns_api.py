@@ -274,6 +274,23 @@ def test_mirror_plan_drops_zlib_with_threshold(vs: Server, packages_dir: Path) -
     assert {k for k in plan.dropped if k[1].startswith("zlib")} == ZLIB_FILES
 
 
+def test_mirror_max_dependency_risk_follows_the_solve(vs: Server) -> None:
+    sd = "linux-64"
+    recs = {
+        "zlib-1.2.11-0.tar.bz2": _rec("zlib", "1.2.11"),
+        "zlib-1.2.13-0.tar.bz2": _rec("zlib", "1.2.13"),
+        "app-1.0-0.tar.bz2": _rec("app", "1.0", "0", ["zlib >=1.2"]),
+        "pinned-1.0-0.tar.bz2": _rec("pinned", "1.0", "0", ["zlib 1.2.11"]),
+    }
+    upstream = {sd: {"info": {"subdir": sd}, "packages": recs, "packages.conda": {}}}
+    prov = vs.ctx.extensions["vulns"]
+    fctx = FilterContext(dependency_risk=prov.dependency_risk_for({(sd, fn): r for fn, r in recs.items()}))
+    plan = compute_plan(upstream, FilterConfig(max_dependency_risk=7), fctx)
+    assert {fn for _, fn in plan.dropped} == {"zlib-1.2.11-0.tar.bz2", "pinned-1.0-0.tar.bz2"}
+    assert (sd, "app-1.0-0.tar.bz2") in plan.kept  # the solver installs zlib 1.2.13 with it
+    assert any("risk=9.8" in d.value for d in plan.explain("pinned") if not d.kept)
+
+
 def test_dependency_tree_risk_inherits_zlib_score(vs: Server) -> None:
     recs = {
         "zlib-1.2.11-r_0.tar.bz2": _rec("zlib", "1.2.11", "r_0", subdir="osx-64"),
@@ -298,6 +315,41 @@ def test_dependency_tree_risk_inherits_zlib_score(vs: Server) -> None:
         )
         assert r.status_code == 200, r.text
         assert c.get("/api/channels/risky/files/osx-64/tool-2.0-0.tar.bz2/cves").json()["risk"] is None
+
+
+def test_dependency_tree_risk_is_what_the_solver_installs(vs: Server) -> None:
+    """The risk follows a py-rattler solve, not every version a spec could match."""
+    recs = {
+        "zlib-1.2.11-r_0.tar.bz2": _rec("zlib", "1.2.11", "r_0", subdir="osx-64"),
+        "zlib-1.2.13-r_0.tar.bz2": _rec("zlib", "1.2.13", "r_0", subdir="osx-64"),
+        # any zlib >= 1.2 would do: the solver takes 1.2.13, which CVE-2022-37434 does not affect
+        "app-1.0-0.tar.bz2": _rec("app", "1.0", "0", ["zlib >=1.2"], subdir="osx-64"),
+        "pinned-1.0-0.tar.bz2": _rec("pinned", "1.0", "0", ["zlib 1.2.11"], subdir="osx-64"),
+        # cannot be installed until missing-lib exists
+        "broken-1.0-0.tar.bz2": _rec("broken", "1.0", "0", ["zlib 1.2.11", "missing-lib"], subdir="osx-64"),
+    }
+    _import(vs, "solved", "osx-64", recs)
+
+    def risk(fn: str) -> dict[str, Any]:
+        with vs.client() as c:
+            r = c.get(f"/api/channels/solved/files/osx-64/{fn}/cves")
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    assert risk("app-1.0-0.tar.bz2")["risk"] is None
+    pinned = risk("pinned-1.0-0.tar.bz2")
+    assert pinned["risk"] == 9.8 and "zlib-1.2.11" in pinned["risk_via"]
+    broken = risk("broken-1.0-0.tar.bz2")
+    assert broken["risk"] is None and "not solvable" in broken["risk_via"] and "missing-lib" in broken["risk_via"]
+    # a new record changes the solve: the cache is invalidated by the channel's change, not only by advisories
+    _import(vs, "solved", "noarch", {"missing-lib-1.0-0.tar.bz2": _rec("missing-lib", "1.0", "0", subdir="noarch")})
+    broken = risk("broken-1.0-0.tar.bz2")
+    assert broken["risk"] == 9.8 and "zlib-1.2.11" in broken["risk_via"]
+    # the package SBOM lists the solved tree: zlib 1.2.13 for app, not 1.2.11
+    with vs.client() as c:
+        bom = c.get("/api/channels/solved/files/osx-64/app-1.0-0.tar.bz2/sbom").json()
+    versions = {comp["name"]: comp["version"] for comp in bom["components"]}
+    assert versions.get("zlib") == "1.2.13", bom["components"]
 
 
 def test_channel_report_csv_and_json(vs: Server) -> None:

@@ -3,21 +3,16 @@ a pixi lock file; solve spec inputs with py-rattler against the given channels o
 every advisory, status and score of every package with a policy verdict.
 
 Solving reads the channels' records straight from the database (the published, patched fragments)
-into per-subdir ``repodata.json`` files in a temp folder and calls ``rattler.solve_with_sparse_repodata``
-with a generic set of virtual packages for the platform. Lock files are not solved: their packages
-are looked up by filename in the given channels, and packages not found there are matched on the fly
-by name + version against the stored advisories.
+and solves with py-rattler on a generic machine of the platform (``vulns.solving``). Lock files are
+not solved: their packages are looked up by filename in the given channels, and packages not found
+there are matched on the fly by name + version against the stored advisories.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -28,12 +23,7 @@ from condavault.auth.policy import ChannelRef
 from condavault.channels.models import Record
 from condavault.errors import InvalidRequest
 from condavault.packages.filename import parse_filename
-
-VIRTUAL = {
-    "linux": [("__unix", "0"), ("__linux", "5.15"), ("__glibc", "2.35"), ("__archspec", "1")],
-    "osx": [("__unix", "0"), ("__osx", "14.0"), ("__archspec", "1")],
-    "win": [("__win", "0"), ("__archspec", "1")],
-}
+from condavault.vulns import solving
 
 
 @dataclass
@@ -123,68 +113,39 @@ def parse(content: str, kind: str = "auto") -> Parsed:
     raise InvalidRequest(f"unknown environment kind {kind!r}", code="invalid_environment")
 
 
-def _repodata_text(session: Session, channel_id: int, subdir: str) -> str:
-    pkgs, conda = [], []
-    for fn, frag in session.execute(
+def channel_repodata(session: Session, channel_id: int, subdir: str) -> str | None:
+    """The published (patched) records of one subdir of a channel as ``repodata.json`` text."""
+    rows = session.execute(
         select(Record.filename, Record.fragment).where(
             Record.channel_id == channel_id, Record.subdir == subdir, Record.removed.is_(False)
         )
-    ):
-        (conda if fn.endswith(".conda") else pkgs).append(json.dumps(fn) + ":" + frag)
-    return (
-        '{"info":{"subdir":'
-        + json.dumps(subdir)
-        + '},"packages":{'
-        + ",".join(pkgs)
-        + '},"packages.conda":{'
-        + ",".join(conda)
-        + '},"repodata_version":1}'
-    )
+    ).all()
+    return solving.repodata_text(subdir, rows) if rows else None
 
 
 def solve(
     session: Session, channels: Sequence[ChannelRef], specs: list[str], platform: str, base_url: str
 ) -> list[dict[str, Any]]:
     """Solve ``specs`` for ``platform`` over the channels' records; returns the solved packages."""
-    import rattler
-
-    with tempfile.TemporaryDirectory(prefix="condavault-envcheck-") as tmp:
-        sparse = []
-        for ref in channels:
-            for sd in (platform, "noarch"):
-                path = Path(tmp) / ref.name / sd / "repodata.json"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(_repodata_text(session, ref.id, sd))
-                channel = rattler.Channel(f"{base_url.rstrip('/')}/api/repo/{ref.name}")
-                sparse.append(rattler.SparseRepoData(channel, sd, str(path)))
-        family = platform.split("-", 1)[0]
-        virtual = [
-            rattler.GenericVirtualPackage(rattler.PackageName(n), rattler.Version(v), rattler.BuildString("0"))
-            for n, v in VIRTUAL.get(family, [])
-        ]
+    ids = {ref.name: ref.id for ref in channels}
+    source = lambda name, sd: channel_repodata(session, ids[name], sd)  # noqa: E731
+    universe = solving.Universe(list(ids), source, f"{base_url.rstrip('/')}/api/repo")
+    with solving.TreeSolver(universe, [platform]) as solver:
         try:
-            solved = asyncio.run(
-                rattler.solve_with_sparse_repodata(
-                    specs, sparse, virtual_packages=virtual, timeout=dt.timedelta(seconds=60)
-                )
-            )
+            solved = solver.solve(specs, platform)
         except Exception as exc:
             raise InvalidRequest(f"the environment cannot be solved: {exc}", code="unsolvable_environment") from exc
-    by_url = {f"{base_url.rstrip('/')}/api/repo/{r.name}": r.name for r in channels}
-    out = []
-    for rec in solved:
-        url = str(rec.url)
-        channel = next((name for prefix, name in by_url.items() if url.startswith(prefix + "/")), None)
-        out.append(
-            {
-                "name": rec.name.normalized,
-                "version": str(rec.version),
-                "build": str(rec.build),
-                "subdir": rec.subdir,
-                "filename": rec.file_name,
-                "channel": channel,
-            }
-        )
+    out = [
+        {
+            "name": rec.name,
+            "version": rec.version,
+            "build": rec.build,
+            "subdir": rec.subdir,
+            "filename": rec.filename,
+            "channel": rec.channel if rec.channel in ids else None,
+        }
+        for rec in solved
+    ]
     return sorted(out, key=lambda p: p["name"])
 
 

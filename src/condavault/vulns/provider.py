@@ -4,7 +4,7 @@
 against the stored advisories (indexed by conda name, rebuilt when the vulns generation changes), and
 applies curation: a per-link decision stored for the same ``subdir/filename`` (in any channel) wins,
 then the newest rule (advisory x package x version range), else ``reported``.
-``dependency_risk_for(records)`` computes the dependency-tree risk over the given record universe.
+``dependency_risk_for(records)`` computes the (solved) dependency-tree risk over the given record universe.
 """
 
 from __future__ import annotations
@@ -115,11 +115,5 @@ class VulnProvider:
         return max(scores, default=None)
 
     def dependency_risk_for(self, records: dict[tuple[str, str], dict]) -> Callable[[str, str], float | None]:
-        """Risk of each record of ``records`` over that universe (closure across candidate versions)."""
-        risks = risk.risk_lookup(records, lambda sd, fn, rec: self.own_score(sd, fn, dict(rec)))
-
-        def lookup(subdir: str, filename: str) -> float | None:
-            r = risks.get((subdir, filename))
-            return r.score if r is not None else None
-
-        return lookup
+        """Solved dependency-tree risk of each record of ``records`` over that universe (see ``vulns.risk``)."""
+        return risk.risk_lookup(records, lambda sd, fn, rec: self.own_score(sd, fn, dict(rec)))

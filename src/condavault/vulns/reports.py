@@ -4,8 +4,10 @@ Every function that returns records takes ``channel_ids``, the channels the call
 of another channel is ever returned.
 
 The risk cache lives in ``vuln_record_state.risk`` and is valid for the fingerprint stored in
-``vuln_channel_risk`` (record count, highest record id, vulns generation): a change to the channel's
-records or to any advisory, link or curation makes it stale and the next read recomputes the channel.
+``vuln_channel_risk`` (the change sequence of every subdir of the channel, and the vulns generation): a
+change to the channel's records or to any advisory, link or curation makes it stale and the next read
+recomputes the channel. Recomputing re-solves only when the records changed: solved trees are kept per
+process for the channel's record fingerprint, so a curation or advisory change costs no solve.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -22,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
 from condavault.db.base import utcnow
-from condavault.vulns import risk, services, store
+from condavault.indexing.models import SubdirState
+from condavault.vulns import risk, services, solving, store
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.mapping import NameMapping
 from condavault.vulns.models import (
@@ -244,11 +249,70 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str] = REPORT_COLUMNS) -> s
 # -- dependency-tree risk cache ---------------------------------------------------------------------
 
 
+def records_fingerprint(session: Session, channel_id: int) -> str:
+    """Changes with every upload, removal, import or patch of the channel (its subdirs' change sequences)."""
+    rows = session.execute(
+        select(SubdirState.subdir, SubdirState.change_seq)
+        .where(SubdirState.channel_id == channel_id)
+        .order_by(SubdirState.subdir)
+    )
+    return ",".join(f"{sd}={seq}" for sd, seq in rows)
+
+
 def fingerprint(session: Session, channel_id: int) -> str:
-    count, top = session.execute(
-        select(func.count(Record.id), func.max(Record.id)).where(Record.channel_id == channel_id)
-    ).one()
-    return f"{count}:{top}:{store.get_generation(session)}"
+    return f"{records_fingerprint(session, channel_id)}:{store.get_generation(session)}"
+
+
+class _TreeCache:
+    """Solved trees per (channel, records fingerprint), for a few channels, in this process."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._trees: OrderedDict[tuple[int, str], dict[int, risk.Tree]] = OrderedDict()
+
+    def get(self, channel_id: int, records_fp: str) -> dict[int, risk.Tree]:
+        with self._lock:
+            key = (channel_id, records_fp)
+            trees = self._trees.pop(key, None)
+            if trees is None:
+                for k in [k for k in self._trees if k[0] == channel_id]:
+                    del self._trees[k]
+                trees = {}
+            self._trees[key] = trees
+            while len(self._trees) > self.size:
+                self._trees.popitem(last=False)
+            return trees
+
+    def clear(self) -> None:
+        with self._lock:
+            self._trees.clear()
+
+
+TREES = _TreeCache()
+
+
+def solve_trees(
+    session: Session, channel_id: int, wanted: dict[int, tuple[str, str, str, str]], ids: dict[tuple[str, str], int]
+) -> dict[int, risk.Tree]:
+    """Solve the tree of each record id in ``wanted`` (subdir, name, version, build) over its channel."""
+    from condavault.vulns.envcheck import channel_repodata
+
+    name = session.scalar(select(Channel.name).where(Channel.id == channel_id)) or str(channel_id)
+    subdirs = {sd for sd, _ in ids}
+    source = lambda _n, sd: channel_repodata(session, channel_id, sd)  # noqa: E731
+    out: dict[int, risk.Tree] = {}
+    universe = solving.Universe([name], source, "http://condavault.invalid/api/repo")
+    with solving.TreeSolver(universe, subdirs) as solver:
+        trees = solver.trees(list(wanted.values()))
+    for rid, want in wanted.items():
+        tree = trees[want]
+        out[rid] = (
+            tree
+            if isinstance(tree, solving.Unsolvable)
+            else [ids[(m.subdir, m.filename)] for m in tree if (m.subdir, m.filename) in ids]
+        )
+    return out
 
 
 def _unmatched(session: Session, channel_id: int) -> list[int]:
@@ -286,13 +350,24 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
     started = time.perf_counter()
     nodes = []
     info: dict[int, str] = {}
-    for rid, sd, name, version, build, rec_json, frag in session.execute(
+    keys: dict[int, tuple[str, str, str, str]] = {}
+    ids: dict[tuple[str, str], int] = {}
+    for rid, sd, fn, name, version, build, rec_json, frag in session.execute(
         select(
-            Record.id, Record.subdir, Record.name, Record.version, Record.build, Record.record, Record.fragment
+            Record.id,
+            Record.subdir,
+            Record.filename,
+            Record.name,
+            Record.version,
+            Record.build,
+            Record.record,
+            Record.fragment,
         ).where(Record.channel_id == channel_id, Record.removed.is_(False))
     ):
         nodes.append(risk.Node(rid, sd, name, version, risk.depends_of(rec_json, frag)))
         info[rid] = f"{sd}/{name}-{version}-{build}"
+        keys[rid] = (sd, name, version, build)
+        ids[(sd, fn)] = rid
     own: dict[int, float] = {}
     for rid, score in session.execute(
         select(VulnLinkRow.record_id, func.max(VulnAdvisory.max_score))
@@ -303,11 +378,20 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
     ):
         if score is not None:
             own[rid] = float(score)
-    result = risk.compute(nodes, own)
-    params = [
-        {"rid": rid, "r_risk": (r := result.get(rid)) and r.score, "r_via": r and info.get(r.via, str(r.via))[:300]}
-        for rid in info
-    ]
+    upper = risk.compute(nodes, own)  # a bound: only records with one need a solve
+    trees = TREES.get(channel_id, records_fingerprint(session, channel_id))
+    missing = {rid: keys[rid] for rid in upper if rid not in trees}
+    if missing:
+        trees.update(solve_trees(session, channel_id, missing, ids))
+    result = risk.refine(upper, own, trees)
+    params = [{"rid": rid, "r_risk": None, "r_via": None} for rid in info]
+    for p in params:
+        r = result.get(p["rid"])
+        if r is not None:
+            via = info.get(r.via, str(r.via))
+            if r.unsolvable:
+                via = f"{via} (dependencies not solvable: {r.unsolvable})"
+            p["r_risk"], p["r_via"] = r.score, via[:300]
     table = VulnRecordState.__table__
     stmt = (
         update(table)
@@ -333,49 +417,33 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
 
 
 def resolved_closure(session: Session, rec: Record) -> tuple[list[Record], dict[int, list[int]]]:
-    """The file and, for each run dependency, the highest matching version in its channel (recursively).
+    """The file and the records its run dependencies resolve to in its channel (a py-rattler solve),
+    with edges from each record to the solved records its ``depends`` name.
 
-    This is a deterministic "newest candidate" view for the SBOM, not a full solve.
+    When the tree cannot be solved, the file alone (the SBOM still lists its own advisories).
     """
-    from condavault.vulns.matching import parse_version
-
-    rows = {rec.id: rec}
+    ids = {
+        (sd, fn): rid
+        for rid, sd, fn in session.execute(
+            select(Record.id, Record.subdir, Record.filename).where(
+                Record.channel_id == rec.channel_id, Record.removed.is_(False)
+            )
+        )
+    }
+    ids.setdefault((rec.subdir, rec.filename), rec.id)
+    tree = solve_trees(session, rec.channel_id, {rec.id: (rec.subdir, rec.name, rec.version, rec.build)}, ids)[rec.id]
+    members = [rec.id] + ([] if isinstance(tree, solving.Unsolvable) else [m for m in tree if m != rec.id])
+    rows = {r.id: r for r in session.scalars(select(Record).where(Record.id.in_(members)))}
+    by_name = {r.name: r.id for r in rows.values()}
     edges: dict[int, list[int]] = {}
-    todo = [rec]
-    cache: dict[tuple[str, str], list[Record]] = {}
-    while todo:
-        cur = todo.pop()
-        edges[cur.id] = []
-        for spec in risk.depends_of(cur.record, cur.fragment):
+    for rid, r in rows.items():
+        deps = []
+        for spec in risk.depends_of(r.record, r.fragment):
             parsed = risk.parse_spec(spec)
-            if parsed is None:
-                continue
-            name, vs = parsed
-            key = (cur.subdir, name)
-            if key not in cache:
-                cache[key] = list(
-                    session.scalars(
-                        select(Record).where(
-                            Record.channel_id == rec.channel_id,
-                            Record.name == name,
-                            Record.subdir.in_({cur.subdir, "noarch"}),
-                            Record.removed.is_(False),
-                        )
-                    )
-                )
-            best: Record | None = None
-            for cand in cache[key]:
-                v = parse_version(cand.version)
-                if v is None or (vs is not None and not vs.matches(v)):
-                    continue
-                if best is None or (v, cand.build_number) > (parse_version(best.version), best.build_number):
-                    best = cand
-            if best is not None:
-                edges[cur.id].append(best.id)
-                if best.id not in rows:
-                    rows[best.id] = best
-                    todo.append(best)
-    return list(rows.values()), edges
+            if parsed is not None and parsed[0] in by_name and by_name[parsed[0]] != rid:
+                deps.append(by_name[parsed[0]])
+        edges[rid] = deps
+    return [rows[m] for m in members if m in rows], edges
 
 
 def package_dict(rec: Record, channel: str) -> dict[str, Any]:

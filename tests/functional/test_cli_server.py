@@ -23,7 +23,8 @@ def test_serve_on_fresh_folder_creates_everything_and_prints_token_once(tmp_path
     data = tmp_path / "data"
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-    proc = subprocess.Popen([sys.executable, "-m", "condavault", "--data-dir", str(data), "serve", "--port", str(port)],
+    # `serve --data-dir D` (the README's form); the global `condavault --data-dir D serve` works too
+    proc = subprocess.Popen([sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port", str(port)],
                             env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -55,7 +56,7 @@ def test_server_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "condavault db upgrade" in proc.stdout + proc.stderr
     assert _cv("--data-dir", str(data), "db", "upgrade").returncode == 0
-    current = _cv("--data-dir", str(data), "db", "current")
+    current = _cv("db", "current", "--data-dir", str(data))
     head = current.stdout.split("needed:")[1].strip()
     assert current.stdout.split("current:")[1].split()[0] == head
 

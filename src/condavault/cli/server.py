@@ -14,9 +14,18 @@ from condavault.config import load_settings
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
-def _settings(ctx: typer.Context, **over: object):  # type: ignore[no-untyped-def]
-    data_dir = ctx.ensure_object(dict).get("data_dir")
-    return load_settings(data_dir=data_dir, **over)
+DATA_DIR = typer.Option(
+    None, "--data-dir", envvar="CONDAVAULT_DATA_DIR", help="Server data folder (default ./condavault-data)."
+)
+
+
+def data_dir_of(ctx: typer.Context, data_dir: Path | None) -> Path | None:
+    """``--data-dir`` given after the command, else before it (``condavault --data-dir D serve``)."""
+    return data_dir or ctx.ensure_object(dict).get("data_dir")
+
+
+def _settings(ctx: typer.Context, data_dir: Path | None = None, **over: object):  # type: ignore[no-untyped-def]
+    return load_settings(data_dir=data_dir_of(ctx, data_dir), **over)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +42,7 @@ def serve(
     workers: int = typer.Option(1, help="Web worker processes (background jobs run in the first)."),
     no_worker: bool = typer.Option(False, "--no-worker", help="Serve only; leave jobs to `condavault worker`."),
     config: Path = typer.Option(None, "--config", envvar="CONDAVAULT_CONFIG", help="TOML settings file."),
+    data_dir: Path = DATA_DIR,
 ) -> None:
     """Start the server (creates the data folder, database and admin token on first start)."""
     import uvicorn
@@ -42,7 +52,7 @@ def serve(
     from condavault.db.session import Database
     from condavault.logging import setup_logging
 
-    settings = load_settings(config, data_dir=ctx.ensure_object(dict).get("data_dir"), host=host, port=port,
+    settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), host=host, port=port,
                              worker=False if no_worker else None)
     setup_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -110,23 +120,27 @@ def _has_tables(db) -> bool:  # type: ignore[no-untyped-def]
 
 
 @db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
+def db_upgrade(
+    ctx: typer.Context,
+    revision: str = typer.Argument("head", help="Target revision."),
+    data_dir: Path = DATA_DIR,
+) -> None:
     """Migrate the database to this version of condavault (back it up first)."""
     from condavault.db import migrate
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url, revision)
     console.print(f"database at {migrate.head_revision(settings.db_url) if revision == 'head' else revision}")
 
 
 @db_app.command("current")
-def db_current(ctx: typer.Context) -> None:
+def db_current(ctx: typer.Context, data_dir: Path = DATA_DIR) -> None:
     """Show the database's migration revision and the one this version needs."""
     from condavault.db import migrate
     from condavault.db.session import Database
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, data_dir)
     db = Database(settings.db_url)
     console.print(f"current: {migrate.current_revision(db.engine)}  needed: {migrate.head_revision(settings.db_url)}")
 
@@ -135,11 +149,12 @@ def check(
     ctx: typer.Context,
     repair: bool = typer.Option(False, help="Fix what can be fixed: re-index stale subdirs, drop orphan blobs."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    data_dir: Path = DATA_DIR,
 ) -> None:
     """Verify every blob against its record and find stale indexes (runs on the server's data folder)."""
     from condavault.maintenance import run_check
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, data_dir)
     report = run_check(settings, repair=repair, progress=not json_out)
     if json_out:
         print_json(report)

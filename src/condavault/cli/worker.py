@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from condavault.cli.output import console
+from condavault.cli.server import DATA_DIR, data_dir_of
 from condavault.config import load_settings
 
 
@@ -19,6 +20,7 @@ def register(app: typer.Typer) -> None:
 def worker(
     ctx: typer.Context,
     config: Path = typer.Option(None, "--config", envvar="CONDAVAULT_CONFIG", help="TOML settings file."),
+    data_dir: Path = DATA_DIR,
 ) -> None:
     """Run indexing, mirror syncs, CVE refreshes and other jobs, without serving HTTP."""
     from condavault.app import create_app
@@ -27,7 +29,7 @@ def worker(
     from condavault.db import migrate
     from condavault.logging import setup_logging
 
-    settings = load_settings(config, data_dir=ctx.ensure_object(dict).get("data_dir"), worker=True)
+    settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), worker=True)
     setup_logging(settings.log_format, settings.log_level)
     context = Context.build(settings)
     migrate.check(context.db.engine, settings.db_url)

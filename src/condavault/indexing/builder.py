@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,11 +31,11 @@ class RecordRow:
 class Segment:
     """Everything one package name contributes to a subdir's index."""
 
-    tar: list[str] = field(default_factory=list)  # '"fn":{...}' for .tar.bz2
-    conda: list[str] = field(default_factory=list)  # '"fn":{...}' for .conda
+    tar: list[bytes] = field(default_factory=list)  # b'"fn":{...}' for .tar.bz2 (UTF-8)
+    conda: list[bytes] = field(default_factory=list)  # b'"fn":{...}' for .conda
     removed: list[str] = field(default_factory=list)
-    run_exports_tar: list[str] = field(default_factory=list)
-    run_exports_conda: list[str] = field(default_factory=list)
+    run_exports_tar: list[bytes] = field(default_factory=list)
+    run_exports_conda: list[bytes] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -49,8 +49,8 @@ def build_segment(rows: Iterable[RecordRow]) -> Segment:
             seg.removed.append(row.filename)
             continue
         key = json.dumps(row.filename)
-        entry = f"{key}:{row.fragment}"
-        re_entry = f'{key}:{{"run_exports":{row.run_exports if row.run_exports is not None else "{}"}}}'
+        entry = f"{key}:{row.fragment}".encode()
+        re_entry = f'{key}:{{"run_exports":{row.run_exports if row.run_exports is not None else "{}"}}}'.encode()
         if row.filename.endswith(".conda"):
             seg.conda.append(entry)
             seg.run_exports_conda.append(re_entry)
@@ -60,25 +60,44 @@ def build_segment(rows: Iterable[RecordRow]) -> Segment:
     return seg
 
 
+def _joined(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces`` with a comma between each two."""
+    first = True
+    for piece in pieces:
+        if not first:
+            yield b","
+        first = False
+        yield piece
+
+
 def compose_repodata(subdir: str, segments: Mapping[str, Segment], extra_removed: Iterable[str] = ()) -> bytes:
+    """The monolithic ``repodata.json``: one join of the stored entries (one copy of the file in memory)."""
     names = sorted(segments)
-    tar = ",".join(e for n in names for e in segments[n].tar)
-    conda = ",".join(e for n in names for e in segments[n].conda)
     removed = sorted({*extra_removed, *(fn for n in names for fn in segments[n].removed)})
     head = json.dumps({"subdir": subdir})
-    text = (
-        f'{{"info":{head},"packages":{{{tar}}},"packages.conda":{{{conda}}},'
-        f'"removed":{json.dumps(removed)},"repodata_version":1}}'
+    return b"".join(
+        [
+            f'{{"info":{head},"packages":{{'.encode(),
+            *_joined(e for n in names for e in segments[n].tar),
+            b'},"packages.conda":{',
+            *_joined(e for n in names for e in segments[n].conda),
+            f'}},"removed":{json.dumps(removed)},"repodata_version":1}}'.encode(),
+        ]
     )
-    return text.encode("utf-8")
 
 
 def compose_run_exports(subdir: str, segments: Mapping[str, Segment]) -> bytes:
     names = sorted(segments)
-    tar = ",".join(e for n in names for e in segments[n].run_exports_tar)
-    conda = ",".join(e for n in names for e in segments[n].run_exports_conda)
     head = json.dumps({"subdir": subdir, "version": 1})
-    return f'{{"info":{head},"packages":{{{tar}}},"packages.conda":{{{conda}}}}}'.encode()
+    return b"".join(
+        [
+            f'{{"info":{head},"packages":{{'.encode(),
+            *_joined(e for n in names for e in segments[n].run_exports_tar),
+            b'},"packages.conda":{',
+            *_joined(e for n in names for e in segments[n].run_exports_conda),
+            b"}}",
+        ]
+    )
 
 
 def _shard_record(fragment: str, run_exports: str | None) -> dict[str, Any]:

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     job_threads: int = 4
 
     # mirror downloads
-    mirror_concurrency: int = 8
+    # files in flight at once, each on a connection of its own (async, not threads): small files are bound
+    # by the upstream's latency per request, not by bandwidth or CPU, so a few dozen pay off
+    mirror_concurrency: int = 48
     mirror_retries: int = 4
     mirror_timeout: float = 60.0
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from condavault.db.session import Database
 from condavault.errors import NotFound
 from condavault.indexing.indexer import Indexer
 from condavault.jobs.runner import JobRunner
+from condavault.memory import limit_malloc_arenas, trim
 from condavault.packages.ingest import Ingestor
 from condavault.serving.lookup import Lookup, Target
 from condavault.storage.local import LocalBlobStore
@@ -43,9 +46,11 @@ class Context:
     _extras_due: dict[int, float] = field(default_factory=dict)
     _extras_lock: threading.Lock = field(default_factory=threading.Lock)
     _extras_cost: dict[int, float] = field(default_factory=dict)  # seconds the last slow-lane run took
+    _held: Counter[int] = field(default_factory=Counter)  # channel id -> runs holding its index (hold_index)
 
     @classmethod
     def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
+        limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
         blobs = LocalBlobStore(settings.blobs_path)
@@ -78,6 +83,9 @@ class Context:
     # services one domain offers another, e.g. extensions["vulns"] for the mirror CVE filters
     extensions: dict[str, Any] = field(default_factory=dict)
     ingest_listeners: list[Callable[..., None]] = field(default_factory=list)
+    # channels whose index the sweep leaves alone because a run elsewhere (another process) is writing them
+    # and publishes them itself, e.g. the mirror domain's running mirrors
+    index_holds: list[Callable[[], Collection[int]]] = field(default_factory=list)
 
     def record_change(
         self, identity: object, action: str, target: str, before: object = None, after: object = None
@@ -137,13 +145,42 @@ class Context:
         with self._extras_lock:
             self._extras_due.setdefault(channel_id, time.monotonic() + delay)
 
+    @contextmanager
+    def hold_index(self, channel_id: int) -> Iterator[None]:
+        """While this lasts the sweep starts no index run for the channel: a bulk writer (a mirror run)
+        publishes it itself, once at its end, instead of the sweep publishing every second meanwhile.
+        Explicit requests (``request_index``, an upload's) still index it."""
+        with self._extras_lock:
+            self._held[channel_id] += 1
+        try:
+            yield
+        finally:
+            with self._extras_lock:
+                self._held[channel_id] -= 1
+                if self._held[channel_id] <= 0:
+                    del self._held[channel_id]
+
+    def held_channels(self) -> set[int]:
+        with self._extras_lock:
+            held = set(self._held)
+        for fn in self.index_holds:
+            try:
+                held.update(fn())
+            except Exception:  # pragma: no cover - a hook's failure must not stop indexing
+                log.exception("index hold hook failed")
+        return held
+
     def sweep(self) -> None:
-        """Safety net and slow lane: index anything left dirty (e.g. by another process), then run due extras."""
-        for channel_id, subdir in self.indexer.pending_subdirs():
-            self.request_index(channel_id, subdir)
+        """Safety net and slow lane: index anything left dirty (e.g. by another process) unless a bulk
+        writer holds its channel, then run due extras."""
+        pending = self.indexer.pending_subdirs()
+        held = self.held_channels() if pending else set()
+        for channel_id, subdir in pending:
+            if channel_id not in held:
+                self.request_index(channel_id, subdir)
         now = time.monotonic()
         with self._extras_lock:
-            due = [cid for cid, t in self._extras_due.items() if t <= now]
+            due = [cid for cid, t in self._extras_due.items() if t <= now and cid not in self._held]
             for cid in due:
                 del self._extras_due[cid]
         for cid in due:
@@ -155,6 +192,8 @@ class Context:
             self.indexer.publish_extras(channel_id)
         except Exception:
             log.exception("extras failed", extra={"channel_id": channel_id})
+        finally:
+            trim()  # the slow lane reads every record of the channel: give that memory back
         self._extras_cost[channel_id] = time.monotonic() - started
 
     def index_now(self, channel_id: int, subdirs: list[str] | None = None) -> None:

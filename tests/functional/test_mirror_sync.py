@@ -356,3 +356,32 @@ def test_managing_a_mirror_needs_mirror_manage(shared_server: Server, upstream: 
         changes = c.get("/api/audit/changes").json()
     text = json.dumps(changes)
     assert "mirror:create" in text and "bobs" in text
+
+
+def test_mirror_of_another_condavault_reads_its_shards(shared_server: Server, packages_dir: Path) -> None:
+    """Another condavault publishes CEP-16 shards: the mirror reads those (not repodata.json), and a
+    re-sync after one upstream upload fetches the changed shard only."""
+    server = shared_server
+    server.channel("shardsrc")
+    server.channel("shardcopy")
+    for name in ("dependency-1.0-0.conda", "dependent-1.0-0.conda", "another_dependent-1.0-0.conda"):
+        assert server.upload("shardsrc", packages_dir / "noarch" / name).status_code in (200, 201)
+    server.cli("mirror", "create", "shardm", "--upstream", f"{server.repo}/shardsrc", "--channel", "shardcopy",
+               "--subdirs", "noarch")  # fmt: skip
+    start = len(server.requests)
+    first = run_mirror(server, "shardm")
+    assert first["status"] == "completed" and first["counts"]["downloaded"] == 3
+    paths = [p for _, p, _ in server.requests[start:] if p.startswith("/api/repo/shardsrc/")]
+    assert "/api/repo/shardsrc/noarch/repodata_shards.msgpack.zst" in paths
+    assert sum("/shards/" in p for p in paths) == 3  # one shard per package name
+    assert not any(p.endswith(("repodata.json", "repodata.json.zst")) for p in paths)
+    assert solve_and_install(server, "shardcopy", ["another_dependent"])["dependency"] == "1.0"
+
+    assert server.upload("shardsrc", packages_dir / "noarch" / "dependency-2.0-0.conda").status_code in (200, 201)
+    server.ctx.settle()
+    start = len(server.requests)
+    second = run_mirror(server, "shardm")
+    assert second["status"] == "completed" and second["counts"]["downloaded"] == 1
+    paths = [p for _, p, _ in server.requests[start:] if p.startswith("/api/repo/shardsrc/")]
+    assert sum("/shards/" in p for p in paths) == 1  # only the dependency shard changed
+    assert "dependency-2.0-0.conda" in json.dumps(repodata_files(server, "shardcopy"))

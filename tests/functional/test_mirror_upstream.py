@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import msgpack
 import pytest
 import zstandard
 
@@ -80,7 +82,7 @@ def test_repodata_zst_then_json_with_etag_cache(tmp_path: Path) -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((request.url.path, request.headers.get("if-none-match")))
-        if request.url.path.endswith(".zst"):
+        if request.url.path.endswith("repodata.json.zst"):
             if request.headers.get("if-none-match") == '"v1"':
                 return httpx.Response(304)
             return httpx.Response(200, content=zstandard.compress(body), headers={"ETag": '"v1"'})
@@ -94,7 +96,77 @@ def test_repodata_zst_then_json_with_etag_cache(tmp_path: Path) -> None:
             return first.changed, second.changed
 
     assert asyncio.run(go()) == (True, False)
-    assert seen == [("/chan/noarch/repodata.json.zst", None), ("/chan/noarch/repodata.json.zst", '"v1"')]
+    probe = ("/chan/noarch/repodata_shards.msgpack.zst", None)  # no shards upstream: 404, then repodata
+    assert seen == [
+        probe,
+        ("/chan/noarch/repodata.json.zst", None),
+        probe,
+        ("/chan/noarch/repodata.json.zst", '"v1"'),
+    ]
+
+
+def _shard(records: dict[str, dict]) -> bytes:
+    packed = {
+        "packages": {},
+        "packages.conda": {
+            fn: {**r, "sha256": bytes.fromhex(r["sha256"]), "md5": bytes.fromhex(r["md5"]), "run_exports": {}}
+            for fn, r in records.items()
+        },
+        "removed": [],
+    }
+    return zstandard.compress(msgpack.packb(packed, use_bin_type=True))
+
+
+def test_sharded_upstream_fetches_only_new_shards_and_verifies_them(tmp_path: Path) -> None:
+    def rec(name: str, version: str) -> dict:
+        return {"name": name, "version": version, "build": "0", "build_number": 0, "depends": [],
+                "sha256": hashlib.sha256(f"{name}{version}".encode()).hexdigest(), "md5": "00" * 16}  # fmt: skip
+
+    shards = {"a": _shard({"a-1-0.conda": rec("a", "1")}), "b": _shard({"b-1-0.conda": rec("b", "1")})}
+    state = {"etag": '"i1"', "tamper": False}
+    seen: list[str] = []
+
+    def index() -> bytes:
+        body = {
+            "info": {"subdir": "noarch", "base_url": "https://cdn.example/files/", "shards_base_url": "./shards/"},
+            "shards": {n: hashlib.sha256(b).digest() for n, b in shards.items()},
+        }
+        return zstandard.compress(msgpack.packb(body, use_bin_type=True))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append(path)
+        if path == "/chan/noarch/repodata_shards.msgpack.zst":
+            if request.headers.get("if-none-match") == state["etag"]:
+                return httpx.Response(304)
+            return httpx.Response(200, content=index(), headers={"ETag": state["etag"]})
+        if path.startswith("/chan/noarch/shards/"):
+            digest = path.rsplit("/", 1)[1].split(".")[0]
+            body = next(b for b in shards.values() if hashlib.sha256(b).hexdigest() == digest)
+            return httpx.Response(200, content=body + (b"x" if state["tamper"] else b""))
+        return httpx.Response(404)
+
+    async def go() -> None:
+        async with Upstream(cfg(), cache_dir=tmp_path, transport=httpx.MockTransport(handler)) as up:
+            first = await up.repodata("noarch")
+            assert first.changed and set(first.data["packages.conda"]) == {"a-1-0.conda", "b-1-0.conda"}
+            a = first.data["packages.conda"]["a-1-0.conda"]
+            assert a["sha256"] == rec("a", "1")["sha256"] and "run_exports" not in a  # hex again, CEP 21 left out
+            assert up.shards_fetched == 2 and not any("repodata.json" in p for p in seen)
+            assert up.url("noarch", "a-1-0.conda") == "https://cdn.example/files/a-1-0.conda"  # the index's base_url
+            second = await up.repodata("noarch")  # 304 on the index: no shard read
+            assert not second.changed and second.data == first.data and up.shards_fetched == 2
+            shards["b"] = _shard({"b-1-0.conda": rec("b", "1"), "b-2-0.conda": rec("b", "2")})
+            state["etag"] = '"i2"'
+            third = await up.repodata("noarch")  # only b's new shard is fetched
+            assert third.changed and "b-2-0.conda" in third.data["packages.conda"] and up.shards_fetched == 3
+            shards["a"] = _shard({"a-1-0.conda": rec("a", "1"), "a-2-0.conda": rec("a", "2")})
+            state.update(etag='"i3"', tamper=True)
+            with pytest.raises(UpstreamError) as err:  # a shard that does not hash to its index entry
+                await up.repodata("noarch")
+            assert err.value.code == "upstream_checksum_mismatch"
+
+    asyncio.run(go())
 
 
 def test_json_fallback_and_missing_subdir() -> None:

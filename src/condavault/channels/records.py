@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -47,73 +48,120 @@ class Outcome:
     status: str  # "created" | "unchanged" | "replaced"
 
 
+@dataclass
+class NewRecord:
+    """One record for :func:`put_records` (what ``put_record`` takes as arguments)."""
+
+    subdir: str
+    filename: str
+    record: dict[str, Any]
+    about: dict[str, Any] | None = None
+    run_exports: dict[str, Any] | None = None
+    paths_summary: dict[str, bool] | None = None
+    has_blob: bool = True
+    source_url: str | None = None
+    force: bool = False
+    uploaded_by: str | None = None
+    indexed_timestamp: int | None = None
+
+
 def put_record(
     session: Session,
     channel: Channel,
     subdir: str,
     filename: str,
     record: dict[str, Any],
-    *,
-    about: dict[str, Any] | None = None,
-    run_exports: dict[str, Any] | None = None,
-    paths_summary: dict[str, bool] | None = None,
-    has_blob: bool = True,
-    source_url: str | None = None,
-    force: bool = False,
-    uploaded_by: str | None = None,
-    indexed_timestamp: int | None = None,
+    **kw: Any,
 ) -> Outcome:
-    """Insert one record. Same bytes again is a no-op; other bytes are a conflict unless ``force``."""
-    sha256 = record.get("sha256")
-    existing = session.scalar(
-        select(Record).where(Record.channel_id == channel.id, Record.subdir == subdir, Record.filename == filename)
-    )
-    if existing is not None:
-        if existing.sha256 == sha256 and sha256 is not None:
-            if has_blob and not existing.has_blob:  # a passive record whose bytes just arrived
-                existing.has_blob = True
-                session.flush()
-            return Outcome(existing, "unchanged")
-        if not force:
-            raise Conflict(
-                f"{subdir}/{filename} already exists in channel {channel.name!r} with different content",
-                code="filename_conflict",
-                channel=channel.name,
-                filename=filename,
-                existing_sha256=existing.sha256,
-            )
-        session.delete(existing)
-        session.flush()
-    ts = indexed_timestamp or now_ms()
-    fragment, removed = make_fragment(filename, record, ts, subdir_patches(session, channel.id, subdir))
-    row = Record(
-        channel_id=channel.id,
-        subdir=subdir,
-        filename=filename,
+    """Insert one record (see :func:`put_records`)."""
+    return put_records(session, channel, [NewRecord(subdir, filename, record, **kw)])[0]
+
+
+def put_records(session: Session, channel: Channel, entries: list[NewRecord]) -> list[Outcome]:
+    """Insert records in one go: one lookup of the existing rows, one batched INSERT, and each touched
+    subdir marked dirty once. Same bytes again is a no-op; other bytes are a conflict (raised: nothing
+    of the batch is written) unless ``force``, which replaces the row."""
+    by_subdir: dict[str, set[str]] = defaultdict(set)
+    for e in entries:
+        by_subdir[e.subdir].add(e.filename)
+    existing: dict[tuple[str, str], Record] = {}
+    for sd, fns in by_subdir.items():
+        ordered = sorted(fns)
+        for i in range(0, len(ordered), 500):
+            for row in session.scalars(
+                select(Record).where(
+                    Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(ordered[i : i + 500])
+                )
+            ):
+                existing[(sd, row.filename)] = row
+    patches = {sd: subdir_patches(session, channel.id, sd) for sd in by_subdir}
+    added: dict[tuple[str, str], Record] = {}
+    names: dict[str, set[str]] = defaultdict(set)
+    outcomes: list[Outcome] = []
+    for e in entries:
+        key = (e.subdir, e.filename)
+        if key in added:  # the same file twice in one batch: the first is in the table from here on
+            session.flush()
+            existing[key] = added.pop(key)
+        cur = existing.get(key)
+        sha256 = e.record.get("sha256")
+        if cur is not None:
+            if cur.sha256 == sha256 and sha256 is not None:
+                if e.has_blob and not cur.has_blob:  # a passive record whose bytes just arrived
+                    cur.has_blob = True
+                outcomes.append(Outcome(cur, "unchanged"))
+                continue
+            if not e.force:
+                raise Conflict(
+                    f"{e.subdir}/{e.filename} already exists in channel {channel.name!r} with different content",
+                    code="filename_conflict",
+                    channel=channel.name,
+                    filename=e.filename,
+                    existing_sha256=cur.sha256,
+                )
+            names[e.subdir].add(cur.name)
+            session.delete(cur)
+            session.flush()  # the DELETE before the INSERT (the unit of work would order them the other way)
+            del existing[key]
+        row = _new_row(channel.id, e, patches[e.subdir])
+        session.add(row)
+        added[key] = row
+        names[e.subdir].add(row.name)
+        outcomes.append(Outcome(row, "replaced" if cur is not None else "created"))
+    session.flush()
+    for sd, ns in names.items():
+        mark_dirty(session, channel.id, sd, ns)
+    return outcomes
+
+
+def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> Record:
+    record = e.record
+    ts = e.indexed_timestamp or now_ms()
+    fragment, removed = make_fragment(e.filename, record, ts, patches)
+    return Record(
+        channel_id=channel_id,
+        subdir=e.subdir,
+        filename=e.filename,
         name=record["name"],
         version=record["version"],
         build=record["build"],
         build_number=int(record.get("build_number") or 0),
-        sha256=sha256,
+        sha256=record.get("sha256"),
         md5=record.get("md5"),
         size=record.get("size"),
         timestamp=record.get("timestamp"),
         license=(str(record["license"])[:500] if record.get("license") else None),
         record=record_json(record),
         fragment=fragment,
-        about=json.dumps(about) if about else None,
-        run_exports=json.dumps(run_exports) if run_exports is not None else None,
-        paths_summary=json.dumps(paths_summary) if paths_summary else None,
+        about=json.dumps(e.about) if e.about else None,
+        run_exports=json.dumps(e.run_exports) if e.run_exports is not None else None,
+        paths_summary=json.dumps(e.paths_summary) if e.paths_summary else None,
         indexed_timestamp=ts,
-        has_blob=has_blob,
-        source_url=source_url,
+        has_blob=e.has_blob,
+        source_url=e.source_url,
         removed=removed,
-        uploaded_by=uploaded_by,
+        uploaded_by=e.uploaded_by,
     )
-    session.add(row)
-    session.flush()
-    mark_dirty(session, channel.id, subdir, [row.name])
-    return Outcome(row, "replaced" if existing is not None else "created")
 
 
 def import_repodata(
@@ -272,14 +320,11 @@ def copy_records(
 ) -> dict[str, list[str]]:
     """Copy (or move) records between channels: row operations, blobs are shared."""
     done: dict[str, list[str]] = {"copied": [], "unchanged": []}
-    for row in rows:
-        rec = json.loads(row.record)
-        outcome = put_record(
-            session,
-            target,
+    entries = [
+        NewRecord(
             row.subdir,
             row.filename,
-            rec,
+            json.loads(row.record),
             about=json.loads(row.about) if row.about else None,
             run_exports=json.loads(row.run_exports) if row.run_exports is not None else None,
             paths_summary=json.loads(row.paths_summary) if row.paths_summary else None,
@@ -288,6 +333,10 @@ def copy_records(
             force=force,
             uploaded_by=actor,
         )
+        for row in rows
+    ]
+    outcomes = put_records(session, target, entries) if entries else []
+    for row, outcome in zip(rows, outcomes, strict=True):
         done["unchanged" if outcome.status == "unchanged" else "copied"].append(f"{row.subdir}/{row.filename}")
     if move and source.id != target.id:
         remove_records(session, source, rows)

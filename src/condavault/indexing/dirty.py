@@ -53,12 +53,13 @@ def mark_dirty(session: Session, channel_id: int, subdir: str, names: Iterable[s
     if names is not None:
         rows = [{"channel_id": channel_id, "subdir": subdir, "name": n, "seq": seq} for n in set(names)]
         if rows:
-            ins = _insert(session)(DirtyName).values(rows)
-            session.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["channel_id", "subdir", "name"], set_={"seq": ins.excluded.seq}
-                )
+            # one statement for any number of names (executemany): a multi-VALUES statement would be
+            # compiled anew for every count of names
+            ins = _insert(session)(DirtyName.__table__)
+            upsert = ins.on_conflict_do_update(
+                index_elements=["channel_id", "subdir", "name"], set_={"seq": ins.excluded.seq}
             )
+            session.connection().execute(upsert, rows)
     for obj in list(session.identity_map.values()):
         if isinstance(obj, SubdirState):
             session.expire(obj)

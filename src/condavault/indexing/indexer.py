@@ -8,6 +8,7 @@ Runs coalesce: however many uploads land while a run is busy, one more run picks
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +32,7 @@ from condavault.db.session import Database
 from condavault.indexing import builder, derived
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.memory import trim
 from condavault.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
@@ -245,19 +248,29 @@ class Indexer:
         return row is not None and row[0] > row[1]
 
     # -- one run ---------------------------------------------------------------------------------
-    def _rows(self, s: Session, channel_id: int, subdir: str, names: set[str] | None) -> list[builder.RecordRow]:
+    def _rows(self, s: Session, channel_id: int, subdir: str, names: set[str]) -> list[builder.RecordRow]:
+        """The records of ``names`` in the subdir."""
         q = select(Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports).where(
             Record.channel_id == channel_id, Record.subdir == subdir
         )
-        if names is not None:
-            if not names:
-                return []
-            out: list[builder.RecordRow] = []
-            ordered = sorted(names)
-            for i in range(0, len(ordered), 500):
-                out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
-            return out
-        return [builder.RecordRow(*r) for r in s.execute(q)]
+        out: list[builder.RecordRow] = []
+        ordered = sorted(names)
+        for i in range(0, len(ordered), 500):
+            out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
+        return out
+
+    def _rows_by_name(
+        self, s: Session, channel_id: int, subdir: str
+    ) -> Iterator[tuple[str, list[builder.RecordRow]]]:
+        """Every record of the subdir, one package name at a time (ordered by name, fetched in batches)."""
+        q = (
+            select(Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports)
+            .where(Record.channel_id == channel_id, Record.subdir == subdir)
+            .order_by(Record.name)
+            .execution_options(yield_per=2000)
+        )
+        for n, group in itertools.groupby(s.execute(q), key=lambda r: r.name):
+            yield n, [builder.RecordRow(*r) for r in group]
 
     def _run_once(self, channel_id: int, subdir: str) -> bool:
         key = (channel_id, subdir)
@@ -273,12 +286,18 @@ class Indexer:
             cached = self._cache.get(key)
             dirty = dirty_names(s, channel_id, subdir)
             rebuilt = full or cached is None or cached.seq != indexed
+            heads: dict[str, str] = {}
+            new_shards: dict[str, tuple[str, bytes]] = {}
+            rows_read = 0
+
+            def shard(n: str, rows: list[builder.RecordRow]) -> None:
+                data = builder.encode_shard(rows, settings.shard_zstd_level)
+                digest = builder.sha256(data)
+                heads[n] = digest
+                if digest != old_heads.get(n):
+                    new_shards[n] = (digest, data)
+
             if rebuilt:
-                rows = self._rows(s, channel_id, subdir, None)
-                grouped: dict[str, list[builder.RecordRow]] = defaultdict(list)
-                for r in rows:
-                    grouped[r.name].append(r)
-                segments = {n: builder.build_segment(rs) for n, rs in grouped.items()}
                 old_heads = {
                     n: h
                     for n, h in s.execute(
@@ -287,56 +306,67 @@ class Indexer:
                         )
                     )
                 }
-                changed = set(grouped) | set(old_heads) if full else set(dirty) | (set(grouped) ^ set(old_heads))
-                rows_by_name = grouped
+                heads.update(old_heads)
+                # Streamed by name: only one name's rows are alive at a time (a 100 k-record subdir's
+                # rows would otherwise be held all at once, next to the segments and the composed files).
+                segments = {}
+                for n, rows in self._rows_by_name(s, channel_id, subdir):
+                    rows_read += len(rows)
+                    segments[n] = builder.build_segment(rows)
+                    if full or n in dirty or n not in old_heads:
+                        shard(n, rows)
+                changed = set(segments) | set(old_heads) if full else set(dirty) | (set(segments) ^ set(old_heads))
             else:
                 segments = dict(cached.segments)
                 old_heads = dict(cached.heads)
+                heads.update(old_heads)
                 changed = set(dirty)
-                rows_by_name = defaultdict(list)
+                rows_by_name: dict[str, list[builder.RecordRow]] = defaultdict(list)
                 for r in self._rows(s, channel_id, subdir, changed):
                     rows_by_name[r.name].append(r)
                 for n in changed:
-                    if rows_by_name.get(n):
-                        segments[n] = builder.build_segment(rows_by_name[n])
+                    rows = rows_by_name.get(n)
+                    if rows:
+                        rows_read += len(rows)
+                        segments[n] = builder.build_segment(rows)
+                        shard(n, rows)
                     else:
                         segments.pop(n, None)
+            for n in changed:  # names without records any more: no shard
+                if n not in segments:
+                    heads.pop(n, None)
 
-        # shards of changed names (content-addressed; unchanged content keeps its hash)
-        heads = dict(old_heads)
-        new_shards: dict[str, tuple[str, bytes]] = {}
-        for n in changed:
-            rows = rows_by_name.get(n) or []
-            if not rows:
-                heads.pop(n, None)
-                continue
-            data = builder.encode_shard(rows, settings.shard_zstd_level)
-            digest = builder.sha256(data)
-            heads[n] = digest
-            if digest != old_heads.get(n):
-                new_shards[n] = (digest, data)
-
-        # The big zstd compressions release the GIL: run them on the pool while this thread composes
-        # the rest, and hash + write (+ fsync) each blob as soon as its bytes exist. Same bytes as a
-        # sequential run; every blob is on disk before the one transaction flips the pointers.
+        # The big zstd compressions (and hashes) release the GIL: run them on the pool while this thread
+        # composes the rest. Same bytes as a sequential run. Then every blob is written with one
+        # durability barrier for all of them (LocalBlobStore.put_many) before the one transaction flips
+        # the pointers.
         pool = _pool()
         repodata = builder.compose_repodata(subdir, segments)
         zst_job = pool.submit(builder.zstd, repodata, settings.zstd_level)
-        writes = {"repodata.json": pool.submit(self._put_blob, repodata, JSON)}
+        hashes = {"repodata.json": pool.submit(builder.sha256, repodata)}
         run_exports = builder.compose_run_exports(subdir, segments)
         re_zst_job = pool.submit(builder.zstd, run_exports, settings.zstd_level)
-        writes["run_exports.json"] = pool.submit(self._put_blob, run_exports, JSON)
+        hashes["run_exports.json"] = pool.submit(builder.sha256, run_exports)
         shard_index = builder.encode_shard_index(subdir, heads, settings.shard_zstd_level)
-        writes["repodata_shards.msgpack.zst"] = pool.submit(self._put_blob, shard_index, MSGPACK_ZST)
-        shard_writes = [pool.submit(self.blobs.put_bytes, data, digest) for digest, data in new_shards.values()]
-        writes["repodata.json.zst"] = pool.submit(self._put_blob, zst_job.result(), ZST)
-        writes["run_exports.json.zst"] = pool.submit(self._put_blob, re_zst_job.result(), ZST)
-        order = ["repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json",
-                 "run_exports.json.zst"]
-        digests: dict[str, tuple[str, int, str]] = {path: writes[path].result() for path in order}
-        for w in shard_writes:
-            w.result()
-        del repodata, run_exports, shard_index
+        files = {
+            "repodata.json": (repodata, JSON),
+            "repodata.json.zst": (zst_job.result(), ZST),
+            "repodata_shards.msgpack.zst": (shard_index, MSGPACK_ZST),
+            "run_exports.json": (run_exports, JSON),
+            "run_exports.json.zst": (re_zst_job.result(), ZST),
+        }
+        for path in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json.zst"):
+            hashes[path] = pool.submit(builder.sha256, files[path][0])
+        digests: dict[str, tuple[str, int, str]] = {
+            path: (hashes[path].result(), len(data), ctype) for path, (data, ctype) in files.items()
+        }
+        self.blobs.put_many(
+            [
+                *((data, digests[path][0]) for path, (data, _) in files.items()),
+                *((data, digest) for digest, data in new_shards.values()),
+            ]
+        )
+        del repodata, run_exports, shard_index, files
 
         def publish(s: Session) -> None:
             now = utcnow()
@@ -390,9 +420,11 @@ class Indexer:
 
         self.db.run_write(publish)
         self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
+        if rebuilt:
+            trim()  # a full rebuild read every record: give the transient memory back
         self.publishes[key] += 1
         self.last_run[key] = RunStats(
-            full=rebuilt, rows_read=sum(len(v) for v in rows_by_name.values()), names_changed=len(changed),
+            full=rebuilt, rows_read=rows_read, names_changed=len(changed),
             records=sum(len(x.tar) + len(x.conda) for x in segments.values()),
         )
         with self._published:
@@ -410,11 +442,6 @@ class Indexer:
             },
         )
         return True
-
-    def _put_blob(self, data: bytes, ctype: str) -> tuple[str, int, str]:
-        digest = builder.sha256(data)
-        self.blobs.put_bytes(data, digest)
-        return digest, len(data), ctype
 
     def publish_extras(self, channel_id: int) -> None:
         """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
@@ -482,11 +509,8 @@ class Indexer:
                 files.append((sd, "current_repodata.json", data, JSON))
                 files.append((sd, "current_repodata.json.zst", builder.zstd(data, self.settings.zstd_level), ZST))
         del rows
-        digests = []
-        for sd, path, data, ctype in files:
-            digest = builder.sha256(data)
-            self.blobs.put_bytes(data, digest)
-            digests.append((sd, path, digest, len(data), ctype))
+        digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
+        self.blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
 
         def publish(s: Session) -> None:
             if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile

@@ -200,6 +200,7 @@ class MirrorConfig(_Strict):
     upstream_password: str | None = Field(default=None, repr=False)
     proxy: str | None = None
     verify_tls: bool = True
+    use_shards: bool = True  # read CEP-16 shards when the upstream has them (only changed ones re-fetched)
     on_remove: Literal["keep", "remove"] = "remove"
     filters: FilterConfig = FilterConfig()
 

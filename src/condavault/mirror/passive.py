@@ -26,7 +26,7 @@ from condavault.channels.models import Record
 from condavault.errors import UpstreamError
 from condavault.mirror.config import MirrorConfig
 from condavault.mirror.models import Mirror, MirrorItem
-from condavault.mirror.sync import overrides_of
+from condavault.mirror.planning import overrides_of
 from condavault.mirror.upstream import Upstream
 from condavault.serving.lookup import Target
 

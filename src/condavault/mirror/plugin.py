@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from condavault.mirror import services as svc
 from condavault.mirror.api import router
 from condavault.mirror.passive import PassiveFetcher
 from condavault.mirror.tasks import Scheduler
@@ -29,6 +30,9 @@ def startup(ctx: Any) -> MirrorDomain:
     domain = MirrorDomain(fetcher=PassiveFetcher(ctx), scheduler=Scheduler(ctx))
     ctx.extensions["mirror"] = domain
     ctx.missing_fetchers.append(domain.fetcher)
+    # a mirror run publishes its channel's index itself: the sweep must not index it meanwhile, whichever
+    # process runs it (a worker, ``mirror run --local``)
+    ctx.index_holds.append(lambda: svc.running_channels(ctx.db))
     if ctx.settings.worker:
         domain.scheduler.sync()
         ctx.runner.every(CRON_RESYNC_SECONDS, domain.scheduler.sync, "mirror-cron-sync")

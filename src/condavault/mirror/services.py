@@ -203,6 +203,18 @@ def release_lease(db: Database, mirror_id: int, holder: str) -> None:
     db.run_write(free)
 
 
+def running_channels(db: Database) -> set[int]:
+    """Channels a mirror run (of any process or host) is writing now: a live lease whose holder is alive."""
+    now = time.time()
+    with db.session() as s:
+        rows = s.execute(
+            select(Mirror.channel_id, Mirror.lease_holder).where(
+                Mirror.lease_holder.is_not(None), Mirror.lease_until > now
+            )
+        ).all()
+    return {cid for cid, holder in rows if not _holder_dead(holder)}
+
+
 # -- runs --------------------------------------------------------------------------------------------
 def create_run(session: Session, mirror: Mirror, *, trigger: str, dry_run: bool, holder: str) -> MirrorRun:
     run = MirrorRun(

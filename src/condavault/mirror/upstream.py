@@ -2,8 +2,9 @@
 
 An upstream is an http(s) conda channel (another condavault, anaconda.org, a conda-forge mirror ...) or
 a local channel directory (a path or ``file://`` URL). :class:`Upstream` reads a subdir's repodata
-(``repodata.json.zst`` first, then ``repodata.json``) with an ETag cache on disk, and streams package
-files. Every request is retried with exponential backoff on 5xx, 429, timeouts and connection errors;
+(CEP-16 shards when the upstream has a shard index and ``use_shards`` is on, else ``repodata.json.zst``,
+then ``repodata.json``) with an ETag cache on disk, and streams package files. Every request is
+retried with exponential backoff on 5xx, 429, timeouts and connection errors;
 other 4xx answers fail at once. Credentials: ``upstream_token`` is sent as ``Authorization: Bearer``
 (put ``/t/<token>/`` in the URL for the path form), ``upstream_username``/``upstream_password`` as HTTP
 Basic. ``proxy`` and ``verify_tls`` are passed to httpx. Tests inject an ``httpx.AsyncBaseTransport``.
@@ -27,6 +28,7 @@ import httpx
 import zstandard
 
 from condavault.errors import UpstreamError
+from condavault.mirror import shards
 from condavault.mirror.config import MirrorConfig
 
 __all__ = ["Fetched", "Upstream", "redact_url"]
@@ -105,6 +107,8 @@ class Upstream:
         self.backoff = backoff
         self.requests = 0  # attempts made, for run statistics
         self.retried = 0
+        self.shards_fetched = 0  # shards downloaded (not found in the shard cache)
+        self._package_base: dict[str, str] = {}  # subdir -> where its packages live, when a shard index says
         self._client: httpx.AsyncClient | None = None
         if self.local is None:
             headers = {"User-Agent": "condavault-mirror"}
@@ -116,16 +120,22 @@ class Upstream:
             limits = httpx.Limits(
                 max_connections=max(concurrency, 4) + 2, max_keepalive_connections=max(concurrency, 4)
             )
+            self._client_kw: dict[str, Any] = {
+                "headers": headers,
+                "auth": auth,
+                "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+                # one TLS context for every client (building one loads the CA bundle: ~20 ms each)
+                "verify": httpx.create_ssl_context(verify=cfg.verify_tls),
+                "follow_redirects": True,
+            }
             self._client = httpx.AsyncClient(
-                headers=headers,
-                auth=auth,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-                verify=cfg.verify_tls,
+                **self._client_kw,
                 proxy=cfg.proxy if transport is None else None,
                 transport=transport,
                 limits=limits,
-                follow_redirects=True,
             )
+            self._shared_transport = transport is not None
+        self._lanes: dict[int, httpx.AsyncClient] = {}
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -134,14 +144,32 @@ class Upstream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for client in [*self._lanes.values(), *([self._client] if self._client is not None else [])]:
+            await client.aclose()
+        self._lanes.clear()
+
+    def _lane(self, lane: int | None) -> httpx.AsyncClient:
+        """The client for one download lane: a connection of its own (httpcore's pool looks at every
+        connection it holds on each request, which costs more than the transfer of a small file once
+        there are dozens). Without a lane, or with an injected transport, the shared client."""
+        assert self._client is not None
+        if lane is None or self._shared_transport:
+            return self._client
+        client = self._lanes.get(lane)
+        if client is None:
+            client = self._lanes[lane] = httpx.AsyncClient(
+                **self._client_kw,
+                proxy=self.cfg.proxy,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            )
+        return client
 
     # -- URLs ----------------------------------------------------------------------------------------
     def url(self, subdir: str, filename: str) -> str:
         if self.local is not None:
             return (self.local / subdir / filename).as_uri()
-        return f"{self.base}/{subdir}/{filename}"
+        base = self._package_base.get(subdir)
+        return f"{base}{filename}" if base else f"{self.base}/{subdir}/{filename}"
 
     def display_url(self, subdir: str, filename: str) -> str:
         return redact_url(self.url(subdir, filename))
@@ -220,6 +248,10 @@ class Upstream:
         directory, the file's size and mtime are those of the last read)."""
         if self.local is not None:
             return self._local_repodata(subdir)
+        if self.cfg.use_shards:
+            sharded = await self._sharded_repodata(subdir)
+            if sharded is not None:
+                return sharded
         cached = self._read_cache(subdir)
         names = ["repodata.json.zst", "repodata.json"]
         if cached and cached[0].get("file") in names:
@@ -259,6 +291,71 @@ class Upstream:
             subdir=subdir,
         )
 
+    async def _sharded_repodata(self, subdir: str) -> Fetched | None:
+        """The subdir's records from its CEP-16 shards, or None when the upstream has no shard index.
+
+        The index is revalidated with its ETag (304: nothing to read); shards are content-addressed, so
+        only those not in the shard cache are fetched (16 at a time), each verified against its hash."""
+        assert self._client is not None
+        client = self._client
+        cached = self._read_cache(subdir)
+        if cached is not None and cached[0].get("file") != shards.INDEX:
+            cached = None
+        url = f"{self.base}/{subdir}/{shards.INDEX}"
+        headers = {"If-None-Match": cached[0]["etag"]} if cached and cached[0].get("etag") else {}
+
+        async def get() -> httpx.Response:
+            resp = await client.get(url, headers=headers)
+            if resp.status_code in RETRY_STATUS:
+                raise _Retry(f"HTTP {resp.status_code}")
+            return resp
+
+        resp = await self._with_retries(url, get)
+        if resp.status_code in (404, 501):  # no shards here: repodata.json(.zst) it is
+            return None
+        if resp.status_code == 304 and cached is not None:
+            if cached[0].get("package_base"):
+                self._package_base[subdir] = cached[0]["package_base"]
+            return Fetched(subdir, cached[1], False, cached[0].get("etag"), False, redact_url(url))
+        self._check(resp, url)
+        index = shards.decode_index(resp.content, redact_url(url))
+        store = shards.ShardCache(self._shard_dir(subdir))
+        limit = asyncio.Semaphore(16)
+
+        async def one(digest: str) -> dict[str, Any]:
+            shard_url = index.shard_url(digest)
+            body = store.get(digest)
+            if body is None:
+
+                async def fetch() -> bytes:
+                    r = await client.get(shard_url)
+                    self._check(r, shard_url)
+                    return r.content
+
+                async with limit:
+                    body = await self._with_retries(shard_url, fetch)
+                shard = shards.decode_shard(body, digest, redact_url(shard_url))  # verified before it is kept
+                store.put(digest, body)
+                self.shards_fetched += 1
+                return shard
+            return shards.decode_shard(body, digest, redact_url(shard_url))
+
+        parsed = await asyncio.gather(*(one(d) for _, d in sorted(index.shards.items())))
+        data = shards.assemble(subdir, parsed)
+        body = json.dumps(data, sort_keys=True).encode()
+        etag = resp.headers.get("etag")
+        base = index.package_base()
+        if base:
+            self._package_base[subdir] = base
+        self._write_cache(subdir, {"file": shards.INDEX, "etag": etag, "package_base": base}, body)
+        store.keep_only(set(index.shards.values()))
+        changed = not (cached is not None and cached[1] == body)
+        return Fetched(subdir, body, False, etag, changed, redact_url(url), _data=data)
+
+    def _shard_dir(self, subdir: str) -> Path | None:
+        paths = self._cache_paths(subdir)
+        return None if paths is None else paths[0].with_suffix(".shards")
+
     def _local_repodata(self, subdir: str) -> Fetched:
         assert self.local is not None
         for fname in ("repodata.json", "repodata.json.zst"):
@@ -276,9 +373,17 @@ class Upstream:
         )
 
     # -- files ---------------------------------------------------------------------------------------
-    async def download(self, subdir: str, filename: str, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+    async def download(
+        self,
+        subdir: str,
+        filename: str,
+        consume: Callable[[AsyncIterator[bytes]], Awaitable[T]],
+        *,
+        lane: int | None = None,
+    ) -> T:
         """Stream one file into ``consume`` (e.g. ``Ingestor.aspool``); the whole transfer is retried
-        on transient errors, so ``consume`` must start afresh each time it is called."""
+        on transient errors, so ``consume`` must start afresh each time it is called. Concurrent
+        downloaders pass a ``lane`` number each (one connection per lane)."""
         url = self.url(subdir, filename)
         if self.local is not None:
             path = self.local / subdir / filename
@@ -291,8 +396,7 @@ class Upstream:
                         yield chunk
 
             return await consume(chunks())
-        assert self._client is not None
-        client = self._client
+        client = self._lane(lane)
 
         async def attempt() -> T:
             async with client.stream("GET", url) as resp:

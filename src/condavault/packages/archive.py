@@ -8,13 +8,14 @@ the few ``info/`` files the index needs are read.
 from __future__ import annotations
 
 import bz2
+import io
 import json
 import posixpath
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from conda_package_streaming import package_streaming
 
@@ -142,9 +143,12 @@ class _Walker:
                     self.info.files[name] = fh.read()
 
 
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+def _sniff(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        head = source[:4]
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(4)
     if head.startswith(b"PK\x03\x04"):
         return ".conda"
     if head.startswith(b"BZh"):
@@ -152,9 +156,10 @@ def _sniff(path: Path) -> str:
     return ""
 
 
-def read_archive(path: Path, fn: PackageFilename, limits: Limits) -> ArchiveInfo:
-    """Validate ``path`` (named ``fn``) and return its metadata files. Raises ``InvalidPackage`` kinds."""
-    kind = _sniff(path)
+def read_archive(source: Path | bytes, fn: PackageFilename, limits: Limits) -> ArchiveInfo:
+    """Validate ``source`` (a file, or the bytes of one, named ``fn``) and return its metadata files.
+    Raises ``InvalidPackage`` kinds."""
+    kind = _sniff(source)
     if not kind:
         raise NotACondaArchive(f"{fn.filename} is neither a .conda (zip) nor a .tar.bz2 archive", filename=fn.filename)
     if kind != fn.ext:
@@ -162,12 +167,13 @@ def read_archive(path: Path, fn: PackageFilename, limits: Limits) -> ArchiveInfo
             f"{fn.filename} has the extension {fn.ext} but holds a {kind} archive", filename=fn.filename
         )
     info = ArchiveInfo()
-    walker = _Walker(info, limits, path.stat().st_size)
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    walker = _Walker(info, limits, size)
     try:
         if kind == ".conda":
-            _read_conda(path, fn, walker)
+            _read_conda(io.BytesIO(source) if isinstance(source, bytes) else source, fn, walker)
         else:
-            with open(path, "rb") as raw, bz2.open(raw, "rb") as reader:
+            with _open(source) as raw, bz2.open(raw, "rb") as reader:
                 walker.walk(package_streaming.tar_generator(reader))
     except (UnsafePath, DecompressionLimit, FilenameMismatch, MissingMetadata, NotACondaArchive):
         raise
@@ -178,8 +184,12 @@ def read_archive(path: Path, fn: PackageFilename, limits: Limits) -> ArchiveInfo
     return info
 
 
-def _read_conda(path: Path, fn: PackageFilename, walker: _Walker) -> None:
-    with zipfile.ZipFile(path) as zf:
+def _open(source: Path | bytes) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def _read_conda(source: Path | BinaryIO, fn: PackageFilename, walker: _Walker) -> None:
+    with zipfile.ZipFile(source) as zf:
         names = [i.filename for i in zf.infolist()]
         for n in names:
             check_member_path(n)

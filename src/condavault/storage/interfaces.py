@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BlobStore(Protocol):
@@ -14,6 +15,19 @@ class BlobStore(Protocol):
 
     def put_bytes(self, data: bytes, sha256: str) -> None:
         """Store ``data`` under ``sha256`` (no-op if it exists)."""
+
+    def put_many(self, items: Iterable[tuple[Path | bytes, str]]) -> list[bool]:
+        """Store many blobs (temp files moved in, or bytes) with one durability barrier: each is
+        complete and durable under its name when this returns. Returns, per item, whether it was new."""
+
+    def stage(self, src: Path | bytes, sha256: str) -> object:
+        """First half of ``put_many`` for one blob: its bytes durable, not yet visible under its name."""
+
+    def commit(self, staged: list[Any]) -> list[bool]:
+        """Second half: staged blobs get their names, with one durability barrier for all of them."""
+
+    def discard_staged(self, staged: Iterable[Any]) -> None:
+        """Drop staged blobs that will not be committed."""
 
     def exists(self, sha256: str) -> bool: ...
 

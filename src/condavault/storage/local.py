@@ -1,12 +1,79 @@
-"""Local-folder blob store: ``<root>/ab/cd/<sha256>``, written to a temp name then renamed."""
+"""Local-folder blob store: ``<root>/ab/cd/<sha256>``, written to a temp name then renamed.
+
+Durability: a blob's bytes reach the disk before its name appears (so a blob that exists is always
+complete: ``put_*`` skip blobs that exist), and its name reaches the disk before ``put_*`` returns (so
+a DB row committed afterwards never points at a blob lost in a crash). Many blobs share one barrier
+(:meth:`LocalBlobStore.put_many`, or :meth:`~LocalBlobStore.stage` as each blob comes and
+:meth:`~LocalBlobStore.commit` for the batch): the files are written and fsynced (overlapping, on a few
+threads), then renamed, then their directories fsynced together.
+(A filesystem-wide ``syncfs`` would be fewer calls, but it also waits for every other writer's dirty
+data on a shared disk.)
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+IO_THREADS = 4  # file creations and fsyncs of many small blobs overlap
+T = TypeVar("T")
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def io_pool() -> ThreadPoolExecutor:
+    """The threads for blob file system work (shared by every store of the process)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="condavault-blob-io")
+        return _POOL
+
+
+def run_all(fn: Callable[..., T], args: list[tuple[Any, ...]], collect: list[T] | None = None) -> list[T]:
+    """``fn(*a)`` for each of ``args``, a few at a time when there are many; every call has finished
+    when this returns or raises (the first error). ``collect`` receives the results of the calls that
+    succeeded, also when another one failed."""
+    collect = [] if collect is None else collect
+    if len(args) <= 2:
+        for a in args:
+            collect.append(fn(*a))
+        return collect
+    futures = [io_pool().submit(fn, *a) for a in args]
+    wait(futures)
+    collect.extend(f.result() for f in futures if f.exception() is None)
+    for f in futures:
+        f.result()  # the first error, if any
+    return collect
+
+
+def fsync_all(paths: list[Path]) -> None:
+    """fsync every file or directory of ``paths`` (a few at a time when there are many)."""
+    run_all(_fsync_path, [(p,) for p in paths])
+
+
+@dataclass
+class Staged:
+    """A blob written but not yet visible under its name (:meth:`LocalBlobStore.stage`)."""
+
+    sha256: str
+    dest: Path
+    tmp: Path | None  # None: the blob existed when staged (or this was committed or discarded)
+    dirs: list[Path]  # directories whose entries change when it is committed
 
 
 class LocalBlobStore:
@@ -25,32 +92,97 @@ class LocalBlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    # -- writing -----------------------------------------------------------------------------------
     def put_file(self, src: Path, sha256: str) -> None:
-        dest = self.path(sha256)
-        if dest.is_file():
-            src.unlink(missing_ok=True)
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(src, 0o644)
-        os.replace(src, dest)  # same filesystem: atomic
+        self.put_many([(src, sha256)])
 
     def put_bytes(self, data: bytes, sha256: str) -> None:
-        dest = self.path(sha256)
-        if dest.is_file():
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp)
+        self.put_many([(data, sha256)])
+
+    def put_many(self, items: Iterable[tuple[Path | bytes, str]]) -> list[bool]:
+        """Store blobs -- temp files (moved in) or bytes -- with one durability barrier for all of them:
+        :meth:`stage` each (a few at a time), then :meth:`commit` them together.
+
+        Returns, for each item, whether its blob was new (False: it existed; a temp file is dropped).
+        When this returns every blob is durable under its name. On an error the temp files are removed;
+        blobs already moved in stay (they are complete; unreferenced ones are swept by ``check``).
+        """
+        pending = list(items)
+        staged: list[Staged] = []
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+            staged = run_all(self.stage, pending, collect=staged)
+            return self.commit(staged)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            self.discard_staged(staged)
+            for src, _ in pending:
+                if isinstance(src, Path):
+                    src.unlink(missing_ok=True)
             raise
 
+    def stage(self, src: Path | bytes, sha256: str) -> Staged:
+        """First half of a write, the slow one (creating files and directories costs far more than
+        writing small ones): the bytes durable in a temp file -- ``src`` itself when it is one, else a
+        hidden file beside the blob's name (creations in one shared folder would queue on its lock) --
+        and the blob's directory in place. Nothing is visible under the blob's name until :meth:`commit`.
+        No temp file is made when the blob exists already."""
+        dest = self.path(sha256)
+        if dest.is_file():
+            if isinstance(src, Path):
+                src.unlink(missing_ok=True)
+            return Staged(sha256, dest, None, [])
+        dirs = [dest.parent]
+        if not dest.parent.is_dir():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dirs += [dest.parent.parent, self.root]
+        if isinstance(src, bytes):
+            fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".", suffix=".part")
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(src)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            tmp = src
+            _fsync_path(tmp)
+        os.chmod(tmp, 0o644)
+        return Staged(sha256, dest, tmp, dirs)
+
+    def commit(self, staged: list[Staged]) -> list[bool]:
+        """Second half: give staged blobs their names, then sync the directories -- one barrier for all.
+        Returns, for each, whether its blob was new (a blob staged twice, or written meanwhile, is not)."""
+        out: list[bool] = []
+        dirs: set[Path] = set()
+        try:
+            for st in staged:
+                if st.tmp is None or st.dest.is_file():
+                    out.append(False)
+                    if st.tmp is not None:
+                        st.tmp.unlink(missing_ok=True)
+                        st.tmp = None
+                    continue
+                os.replace(st.tmp, st.dest)  # same filesystem: atomic
+                st.tmp = None
+                dirs.update(st.dirs)
+                out.append(True)
+            fsync_all(sorted(dirs))  # the names
+        except BaseException:
+            self.discard_staged(staged)
+            raise
+        return out
+
+    @staticmethod
+    def discard_staged(staged: Iterable[Staged]) -> None:
+        """Drop staged blobs that will not be committed."""
+        for st in staged:
+            if st.tmp is not None:
+                st.tmp.unlink(missing_ok=True)
+                st.tmp = None
+
+    # -- reading -----------------------------------------------------------------------------------
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")
 

@@ -391,7 +391,7 @@ def write_doc(tbl: str, results: dict[str, Any], args: argparse.Namespace) -> No
     body = (
         f"{SECTION}\n\n"
         f"Measured {when} with `benchmarks/bench_mirror.py{' --quick' if args.quick else ''} --db {args.db}` on "
-        f"{platform.machine()} ({os.cpu_count()} CPUs, shared and noisy: other benchmarks ran at the same time), "
+        f"{platform.machine()} ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end of the run), "
         f"Python {platform.python_version()}, mirror_concurrency {conc}. Peers run in the same process tree on the "
         "same loopback upstream (a Python `ThreadingHTTPServer`).\n\n"
         f"{tbl}\n\n"

@@ -74,9 +74,12 @@ def _check(ctx: Context, repair: bool, progress: bool) -> dict[str, Any]:
                     mark_dirty(s, cid, subdir, None)
                 ctx.indexer.index_subdir(cid, subdir)
     orphans = [h for h in ctx.blobs.iter_hashes() if h not in referenced]
+    leftovers = ctx.blobs.stale_temp_files()  # temp files of writes a killed process never finished
     if repair:
         for h in orphans:
             ctx.blobs.delete(h)
+        for path in leftovers:
+            path.unlink(missing_ok=True)
         for cid in {c for _, c, _, _, _ in states}:
             ctx.indexer.publish_extras(cid)
     problems = len(missing) + len(corrupt) + len(stale)
@@ -86,6 +89,7 @@ def _check(ctx: Context, repair: bool, progress: bool) -> dict[str, Any]:
         "corrupt_blobs": corrupt,
         "stale_indexes": stale,
         "orphan_blobs": len(orphans),
+        "stale_temp_files": len(leftovers),
         "problems": problems,
         "repaired": repair,
     }

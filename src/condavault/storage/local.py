@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -196,6 +197,18 @@ class LocalBlobStore:
         for p in self.root.glob("??/??/*"):
             if p.is_file() and len(p.name) == 64:
                 yield p.name
+
+    def stale_temp_files(self, older_than: float = 3600.0) -> list[Path]:
+        """Temp files (``.part``) a killed process left behind: in the temp folder and beside blobs."""
+        cutoff = time.time() - older_than
+        out = []
+        for p in [*self.tmp.glob("*.part"), *self.root.glob("??/??/.*.part")]:
+            try:
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    out.append(p)
+            except OSError:
+                continue
+        return out
 
     def temp_file(self) -> tuple[int, Path]:
         """A temp file on the store's filesystem, so ``put_file`` is a rename."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,17 @@ def test_put_many_failing_leaves_no_temp_file(tmp_path: Path) -> None:
         store.put_many(items)
     assert _leftovers(store) == []
     assert list(store.iter_hashes()) == []  # no name points at anything: the barrier comes first
+
+
+def test_stale_temp_files_are_found_for_check_repair(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"blob"
+    store.put_bytes(data, hashlib.sha256(data).hexdigest())
+    blob_dir = store.path(hashlib.sha256(data).hexdigest()).parent
+    old_beside, old_tmp, fresh = blob_dir / ".abc.part", store.tmp / "xyz.part", blob_dir / ".new.part"
+    for p in (old_beside, old_tmp, fresh):
+        p.write_bytes(b"half")
+    for p in (old_beside, old_tmp):
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    assert sorted(store.stale_temp_files()) == sorted([old_beside, old_tmp])  # a write in progress is not
+    assert list(store.iter_hashes()) == [hashlib.sha256(data).hexdigest()]

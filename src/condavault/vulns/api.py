@@ -277,6 +277,8 @@ def _ensure_risk(ctx: Context, channel_ids: list[int]) -> None:
     """Recompute the dependency-tree risk of channels whose cache is stale (write lock only then)."""
     with ctx.db.session() as s:
         stale = [cid for cid in channel_ids if not reports.risk_is_fresh(s, cid)]
+        for cid in stale:  # solve outside the write transaction (uploads go on meanwhile)
+            reports.presolve_channel_risk(s, cid)
     if stale:
         with ctx.db.write_session() as s:
             for cid in stale:

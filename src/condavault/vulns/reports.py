@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -329,6 +330,65 @@ def risk_is_fresh(session: Session, channel_id: int) -> bool:
     )
 
 
+@dataclass
+class _RiskInputs:
+    """What a risk computation reads: the records (as closure nodes), their own scores, the bound."""
+
+    info: dict[int, str]  # record id -> "subdir/name-version-build"
+    keys: dict[int, tuple[str, str, str, str]]  # record id -> (subdir, name, version, build)
+    ids: dict[tuple[str, str], int]  # (subdir, filename) -> record id
+    own: dict[int, float]
+    upper: dict[int, risk.Risk]  # the closure bound: only these records need a solve
+
+    @classmethod
+    def read(cls, session: Session, channel_id: int) -> _RiskInputs:
+        nodes = []
+        info: dict[int, str] = {}
+        keys: dict[int, tuple[str, str, str, str]] = {}
+        ids: dict[tuple[str, str], int] = {}
+        for rid, sd, fn, name, version, build, rec_json, frag in session.execute(
+            select(
+                Record.id,
+                Record.subdir,
+                Record.filename,
+                Record.name,
+                Record.version,
+                Record.build,
+                Record.record,
+                Record.fragment,
+            ).where(Record.channel_id == channel_id, Record.removed.is_(False))
+        ):
+            nodes.append(risk.Node(rid, sd, name, version, risk.depends_of(rec_json, frag)))
+            info[rid] = f"{sd}/{name}-{version}-{build}"
+            keys[rid] = (sd, name, version, build)
+            ids[(sd, fn)] = rid
+        own: dict[int, float] = {}
+        for rid, score in session.execute(
+            select(VulnLinkRow.record_id, func.max(VulnAdvisory.max_score))
+            .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+            .join(Record, Record.id == VulnLinkRow.record_id)
+            .where(Record.channel_id == channel_id, VulnLinkRow.status.not_in(NOT_COUNTING))
+            .group_by(VulnLinkRow.record_id)
+        ):
+            if score is not None:
+                own[rid] = float(score)
+        return cls(info, keys, ids, own, risk.compute(nodes, own))
+
+    def solve_missing(self, session: Session, channel_id: int) -> dict[int, risk.Tree]:
+        """The solved trees of the bounded records: cached ones, the others solved now (and cached)."""
+        trees = TREES.get(channel_id, records_fingerprint(session, channel_id))
+        missing = {rid: self.keys[rid] for rid in self.upper if rid not in trees}
+        if missing:
+            trees.update(solve_trees(session, channel_id, missing, self.ids))
+        return trees
+
+
+def presolve_channel_risk(session: Session, channel_id: int) -> None:
+    """Solve what a risk recomputation will need, in a read-only session, so that the write
+    transaction of :func:`ensure_channel_risk` does not hold the database's write lock while solving."""
+    _RiskInputs.read(session, channel_id).solve_missing(session, channel_id)
+
+
 def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping, force: bool = False) -> bool:
     """Recompute the risk of every record of the channel if its fingerprint changed; True if recomputed."""
     pending = _unmatched(session, channel_id)
@@ -348,42 +408,9 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
     if cached is not None and cached.fingerprint == fp and not force:
         return False
     started = time.perf_counter()
-    nodes = []
-    info: dict[int, str] = {}
-    keys: dict[int, tuple[str, str, str, str]] = {}
-    ids: dict[tuple[str, str], int] = {}
-    for rid, sd, fn, name, version, build, rec_json, frag in session.execute(
-        select(
-            Record.id,
-            Record.subdir,
-            Record.filename,
-            Record.name,
-            Record.version,
-            Record.build,
-            Record.record,
-            Record.fragment,
-        ).where(Record.channel_id == channel_id, Record.removed.is_(False))
-    ):
-        nodes.append(risk.Node(rid, sd, name, version, risk.depends_of(rec_json, frag)))
-        info[rid] = f"{sd}/{name}-{version}-{build}"
-        keys[rid] = (sd, name, version, build)
-        ids[(sd, fn)] = rid
-    own: dict[int, float] = {}
-    for rid, score in session.execute(
-        select(VulnLinkRow.record_id, func.max(VulnAdvisory.max_score))
-        .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
-        .join(Record, Record.id == VulnLinkRow.record_id)
-        .where(Record.channel_id == channel_id, VulnLinkRow.status.not_in(NOT_COUNTING))
-        .group_by(VulnLinkRow.record_id)
-    ):
-        if score is not None:
-            own[rid] = float(score)
-    upper = risk.compute(nodes, own)  # a bound: only records with one need a solve
-    trees = TREES.get(channel_id, records_fingerprint(session, channel_id))
-    missing = {rid: keys[rid] for rid in upper if rid not in trees}
-    if missing:
-        trees.update(solve_trees(session, channel_id, missing, ids))
-    result = risk.refine(upper, own, trees)
+    inputs = _RiskInputs.read(session, channel_id)
+    info = inputs.info
+    result = risk.refine(inputs.upper, inputs.own, inputs.solve_missing(session, channel_id))
     params = [{"rid": rid, "r_risk": None, "r_via": None} for rid in info]
     for p in params:
         r = result.get(p["rid"])

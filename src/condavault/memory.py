@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-
-log = logging.getLogger(__name__)
+import functools
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (``find_library`` runs ``ldconfig`` in a subprocess each call)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas for threads started from now on; False where there is no glibc."""
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
+        return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+    except AttributeError:
         return False
 
 
 def trim() -> None:
     """Hand freed heap memory back to the OS (after a big transient allocation such as a full index)."""
+    libc = _libc()
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
         pass

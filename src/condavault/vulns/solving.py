@@ -63,7 +63,7 @@ class Universe:
     """Repodata of one or more sources (channel name → subdir → ``repodata.json`` text), opened lazily.
 
     ``source(name, subdir)`` returns the repodata text of that channel's subdir (``None`` if empty).
-    Close it (or use it as a context manager) to remove the temp folder.
+    The :class:`TreeSolver` that uses it closes it (removing the temp folder).
     """
 
     def __init__(self, names: Sequence[str], source: Callable[[str, str], str | None], base_url: str) -> None:
@@ -93,12 +93,6 @@ class Universe:
         self._sparse.clear()
         gc.collect()  # rattler objects must go while the interpreter is whole
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Universe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def empty_repodata(subdir: str) -> str:

@@ -8,46 +8,46 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from condavault import __version__, metrics
+from condavault.audit import api as audit_api
 from condavault.auth import api as auth_api
+from condavault.auth.identity import Identity
 from condavault.auth.services import bootstrap
 from condavault.channels import api as channels_api
 from condavault.config import Settings
 from condavault.context import Context
 from condavault.db import migrate
 from condavault.errors import CondavaultError
+from condavault.jobs import api as jobs_api
+from condavault.mirror import api as mirror_api
 from condavault.serving.repo import repo_endpoint
+from condavault.vulns import api as vulns_api
 from condavault.web import system
 from condavault.web.errors import json_error
 
 log = logging.getLogger(__name__)
-ROUTERS = [system.router, channels_api.router, auth_api.router]
-# Each domain's ``plugin.install(app)`` adds its routers and appends ``fn(ctx)`` start-up hooks
-# to ``app.state.startup`` (where it registers jobs and listeners on the Context).
-PLUGINS: list[str] = [
-    "condavault.auth.plugin:install",
-    "condavault.audit.plugin:install",
-    "condavault.mirror.plugin:install",
-    "condavault.vulns.plugin:install",
+ROUTERS = [
+    system.router,
+    channels_api.router,
+    auth_api.router,
+    audit_api.router,
+    mirror_api.router,
+    vulns_api.router,
+    jobs_api.router,
 ]
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def _install_plugins(app: FastAPI) -> None:
-    import importlib
-
-    for spec in PLUGINS:
-        module, _, fn = spec.partition(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # that domain is not built yet
-                continue
-            raise
-        getattr(mod, fn)(app)
+def _session_identity(conn: HTTPConnection) -> Identity | None:
+    """A web session's identity (the cookie), for ``auth.deps.identify``."""
+    ctx: Context = conn.app.state.ctx
+    return ctx.domains.auth.session_identity(conn)
 
 
 def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
@@ -65,8 +65,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
                 f"  {token}\n",
                 flush=True,
             )
-        for fn in app.state.startup:
-            fn(c)
+        c.start()
         c.sweep()
         log.info("condavault started", extra={"version": __version__, "data_dir": str(settings.data_dir)})
         try:
@@ -74,6 +73,10 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         finally:
             if own:
                 c.close()
+            else:  # the Context outlives the app (tests): still stop the jobs, drain the audit queue
+                from condavault import wiring
+
+                wiring.stop(c)
 
     app = CondavaultApp(
         title="condavault",
@@ -87,11 +90,19 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.settings = settings
-    app.state.startup = []
+    app.state.session_identity = _session_identity
 
     @app.exception_handler(CondavaultError)
     async def _domain_error(_request: Request, exc: CondavaultError) -> JSONResponse:
         return json_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # unknown paths and methods: the same {"error": ...} shape as every other error
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = "no such path" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,7 +128,6 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.router.routes.append(Route("/api/repo/{path:path}", repo_endpoint, methods=["GET", "HEAD"]))
     for router in ROUTERS:
         app.include_router(router)
-    _install_plugins(app)
     app.add_middleware(RequestMetrics)
     return app
 

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, description="External URL, used in client config snippets")
 
     # storage
-    blob_store: Literal["local", "s3"] = "local"
+    blob_store: Literal["local"] = Field(
+        default="local", description="only 'local' (a folder) exists in this version; S3 is planned"
+    )
     blob_dir: Path | None = None
 
     # ingest limits
@@ -47,7 +49,8 @@ class Settings(BaseSettings):
 
     # jobs
     worker: bool = True
-    job_threads: int = 4
+    job_threads: int = Field(default=4, ge=2, le=64, description="threads running durable jobs in a worker")
+    jobs_retention_days: float = Field(default=30.0, gt=0, description="finished jobs are kept this long")
 
     # mirror downloads
     # files in flight at once, each on a connection of its own (async, not threads): small files are bound
@@ -63,6 +66,9 @@ class Settings(BaseSettings):
     # access
     session_secret: str | None = None
     audit_retention_days: int = 365
+    audit_queue_max: int = Field(
+        default=100_000, ge=1000, description="downloads waiting to be written to the audit log, at most"
+    )
     admin_password: str | None = Field(default=None, description="bootstrap first admin password")
 
     # logging

@@ -1,5 +1,11 @@
 """Everything a running condavault needs, built once from Settings and shared by the web layer,
-the CLI's local commands and the job runner."""
+the CLI's local commands and the job workers.
+
+``Context.build`` makes the core services (database, blob store, indexer, ingest, auth, the job queue
+and the event bus) and then wires every domain (``condavault.wiring``: typed, in one place). ``start``
+starts a process's background work: the audit writer always, the job worker and the schedules when the
+process runs jobs (``settings.worker``).
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,42 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
 
 from condavault import metrics
+from condavault.auth.identity import Identity
 from condavault.auth.policy import ChannelRef
 from condavault.auth.services import AuthService
 from condavault.channels.access import ChannelDirectory
+from condavault.channels.ingest import Ingestor
 from condavault.config import Settings
 from condavault.db.session import Database
 from condavault.errors import NotFound
+from condavault.events import Actor, AdminChange, EventBus
 from condavault.indexing.indexer import Indexer
+from condavault.jobs.holders import new_holder
+from condavault.jobs.queue import JobQueue
+from condavault.jobs.registry import JobKinds
 from condavault.jobs.runner import JobRunner
+from condavault.jobs.schedule import Schedules
+from condavault.jobs.worker import JobWorker
 from condavault.memory import limit_malloc_arenas, trim
-from condavault.packages.ingest import Ingestor
 from condavault.serving.lookup import Lookup, Target
 from condavault.storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from condavault.wiring import Domains
 
 log = logging.getLogger(__name__)
 EXTRAS_DELAY = 1.0
 EXTRAS_SHARE = 0.2  # the slow lane may use at most about this share of the time
+
+DownloadListener = Callable[[Request, Identity, ChannelRef, str, Target], None]
+MissingFetcher = Callable[[ChannelRef, str, Target], Awaitable[Target | None]]
 
 
 @dataclass
@@ -42,6 +65,11 @@ class Context:
     auth: AuthService
     channels: ChannelDirectory
     lookup: Lookup
+    events: EventBus
+    kinds: JobKinds
+    jobs: JobQueue
+    schedules: Schedules
+    worker: JobWorker
     started: float = field(default_factory=time.time)
     _extras_due: dict[int, float] = field(default_factory=dict)
     _extras_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,72 +78,75 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
+        """The core services and every domain, wired. ``start_jobs`` (with ``settings.worker``) starts the
+        in-process index sweep; :meth:`start` starts the rest of the background work."""
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
         blobs = LocalBlobStore(settings.blobs_path)
         indexer = Indexer(settings, db, blobs)
         runner = JobRunner(settings.job_threads)
+        events = EventBus(db)
+        kinds = JobKinds()
+        jobs = JobQueue(db, kinds, new_holder())
+        events.queue = jobs
+        schedules = Schedules(db, jobs)
         ctx = cls(
             settings=settings,
             db=db,
             blobs=blobs,
             indexer=indexer,
-            ingestor=None,  # type: ignore[arg-type]
+            ingestor=Ingestor(settings, db, blobs, events),
             runner=runner,
             auth=AuthService(db),
             channels=ChannelDirectory(db),
             lookup=Lookup(db),
+            events=events,
+            kinds=kinds,
+            jobs=jobs,
+            schedules=schedules,
+            worker=None,  # type: ignore[arg-type]  # needs the Context itself: set below
         )
+        ctx.worker = JobWorker(ctx, jobs, kinds, schedules, threads=settings.job_threads)
         indexer.listeners.append(lambda cid, _sd: ctx.lookup.invalidate(cid))
-        ctx.ingestor = Ingestor(settings, db, blobs, on_change=ctx.request_index)
         indexer.after_publish.append(lambda cid, _sd: ctx.request_extras(cid))
+        from condavault import wiring
+
+        ctx.domains = wiring.wire(ctx)
         if start_jobs and settings.worker:
             runner.every(1.0, ctx.sweep, "index-sweep")
-            runner.every(3600.0, indexer.expire_old_shards, "shard-expiry")
         return ctx
 
-    # -- hooks other domains fill in -----------------------------------------------------------------
-    download_listeners: list[Callable[..., None]] = field(default_factory=list)
-    missing_fetchers: list[Callable[..., Awaitable[Target | None]]] = field(default_factory=list)
+    domains: Domains = field(init=False)
 
-    change_listeners: list[Callable[..., None]] = field(default_factory=list)
-    # services one domain offers another, e.g. extensions["vulns"] for the mirror CVE filters
-    extensions: dict[str, Any] = field(default_factory=dict)
-    ingest_listeners: list[Callable[..., None]] = field(default_factory=list)
+    def start(self) -> None:
+        """Background work of a serving or worker process (idempotent)."""
+        from condavault import wiring
+
+        wiring.start(self)
+
+    # -- hooks other domains fill in -----------------------------------------------------------------
+    download_listeners: list[DownloadListener] = field(default_factory=list)
+    missing_fetchers: list[MissingFetcher] = field(default_factory=list)
     # channels whose index the sweep leaves alone because a run elsewhere (another process) is writing them
     # and publishes them itself, e.g. the mirror domain's running mirrors
     index_holds: list[Callable[[], Collection[int]]] = field(default_factory=list)
 
     def record_change(
-        self, identity: object, action: str, target: str, before: object = None, after: object = None
+        self, identity: object, action: str, target: str, before: object = None, after: object = None,
+        *, session: Session | None = None,
     ) -> None:
-        """An administrative change happened (the audit domain listens)."""
-        for fn in self.change_listeners:
-            fn(identity, action, target, before, after)
+        """An administrative change happened: an :class:`AdminChange` event (the audit domain writes it in
+        the same transaction as ``session``, else in one of its own)."""
+        event = AdminChange(Actor.of(identity), action, target, before, after)
+        if session is not None:
+            self.events.record(session, event)
+        else:
+            self.events.emit(event)
 
-    def on_ingested(self, result: object, identity: object) -> None:
-        for fn in self.ingest_listeners:
-            try:
-                fn(result, identity)
-            except Exception:
-                log.exception("ingest listener failed")
-
-    def on_channel_created(self, session: object, channel: object, identity: object) -> None:
-        """The creator of a channel owns it (unless it is a global admin, who needs no grant)."""
-        from sqlalchemy import select
-
-        from condavault.auth.models import Grant, Role
-
-        user_id = getattr(identity, "user_id", None)
-        if user_id is None or getattr(identity, "is_admin", False):
-            return
-        role_id = session.scalar(select(Role.id).where(Role.name == "owner"))  # type: ignore[attr-defined]
-        session.add(Grant(role_id=role_id, user_id=user_id, channel_id=channel.id))  # type: ignore[attr-defined]
-        session.flush()  # type: ignore[attr-defined]
-        self.auth.invalidate()
-
-    def on_download(self, request: object, identity: object, channel: object, subdir: str, target: Target) -> None:
+    def on_download(
+        self, request: Request, identity: Identity, channel: ChannelRef, subdir: str, target: Target
+    ) -> None:
         metrics.DOWNLOADS.inc()
         metrics.DOWNLOAD_BYTES.inc(target.size)
         for fn in self.download_listeners:
@@ -227,5 +258,8 @@ class Context:
         raise TimeoutError("condavault did not settle")
 
     def close(self) -> None:
+        from condavault import wiring
+
+        wiring.stop(self)
         self.runner.shutdown(wait=True)
         self.db.dispose()

@@ -6,9 +6,10 @@ import hashlib
 from typing import Any
 
 from rich.progress import Progress
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from condavault.channels.models import Channel, Record
+from condavault.channels.records import mark_blobs_missing
 from condavault.config import Settings
 from condavault.context import Context
 from condavault.indexing.dirty import mark_dirty
@@ -58,14 +59,14 @@ def _check(ctx: Context, repair: bool, progress: bool) -> dict[str, Any]:
                 missing.append(where)
                 if repair:
                     with ctx.db.write_session() as s:  # keep the record, mark its bytes as absent
-                        s.execute(update(Record).where(Record.id == rec_id).values(has_blob=False))
+                        mark_blobs_missing(s, [rec_id])
                 continue
             if path.stat().st_size != size or _sha256(path) != sha:
                 corrupt.append(where)
                 if repair:
                     path.unlink()
                     with ctx.db.write_session() as s:
-                        s.execute(update(Record).where(Record.id == rec_id).values(has_blob=False))
+                        mark_blobs_missing(s, [rec_id])
     for name, cid, subdir, change, indexed in states:
         if change > indexed:
             stale.append(f"{name}/{subdir} (change {change}, indexed {indexed})")
@@ -76,8 +77,8 @@ def _check(ctx: Context, repair: bool, progress: bool) -> dict[str, Any]:
     orphans = [h for h in ctx.blobs.iter_hashes() if h not in referenced]
     leftovers = ctx.blobs.stale_temp_files()  # temp files of writes a killed process never finished
     if repair:
-        for h in orphans:
-            ctx.blobs.delete(h)
+        for h in orphans:  # re-checked under the blob lock: an ingest of the same bytes may be under way
+            ctx.ingestor.guard.delete_if_unreferenced(h)
         for path in leftovers:
             path.unlink(missing_ok=True)
         for cid in {c for _, c, _, _, _ in states}:

@@ -16,3 +16,7 @@ INDEX_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+AUDIT_DROPPED = Counter(
+    "condavault_audit_dropped_total", "Downloads not audited because the audit queue was full", registry=REGISTRY
+)
+JOBS = Counter("condavault_jobs_total", "Durable jobs finished by this process", ["kind", "state"], registry=REGISTRY)

@@ -157,6 +157,14 @@ def _body(build: Build, **kw: Any) -> Build:
 
 NOFILE = ["noarch/nonexistent-9.9-0.conda"]
 
+
+def _admin_job(w: World) -> int:
+    """A job the admin started (a queued reindex of the public channel)."""
+    with w.admin() as c:
+        r = c.post(f"/api/channels/{w.channels['public']}/reindex", params={"wait": False})
+        ok(r)
+        return int(r.json()["job_id"])
+
 EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     # system
     ("GET", "/healthz"): ("public", _none),
@@ -194,6 +202,19 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
         _body(_with({"subdir": "noarch"}), json={}),
     ),
     ("POST", "/api/channels/{name}/reindex"): ("manage", _chan),
+    # upload batches (a batch that does not exist: 404 for whoever may write)
+    ("POST", "/api/channels/{name}/uploads"): ("write", _chan),
+    ("GET", "/api/channels/{name}/uploads/{batch}"): ("write", _with({"batch": "mx-nobatch"})),
+    ("POST", "/api/channels/{name}/uploads/{batch}/files"): (
+        "write",
+        _body(_with({"batch": "mx-nobatch"}), params={"filename": Path(PKG).name}, content=b"x"),
+    ),
+    ("POST", "/api/channels/{name}/uploads/{batch}/commit"): ("write", _with({"batch": "mx-nobatch"})),
+    # jobs: every kind, from any process; another user's job is hidden
+    ("GET", "/api/jobs"): ("auth", _none),
+    ("GET", "/api/jobs/schedules"): ("admin", _none),
+    ("GET", "/api/jobs/{job_id}"): ("hidden", lambda w, who, p: {"job_id": _admin_job(w)}),
+    ("POST", "/api/jobs/{job_id}/cancel"): ("hidden", lambda w, who, p: {"job_id": _admin_job(w)}),
     # grants
     ("GET", "/api/channels/{name}/grants"): ("manage", _chan),
     ("POST", "/api/channels/{name}/grants"): (

@@ -116,7 +116,7 @@ def test_queue_is_drained_at_shutdown(tmp_path: Path, db_backend: str, packages_
     try:
         srv.channel("au-drain", "public")
         ok(srv.upload("au-drain", packages_dir / A))
-        rec = srv.ctx.extensions["audit"]
+        rec = srv.ctx.domains.audit
         rec.interval = 3600.0  # the background writer sleeps from now on
         time.sleep(0.5)
         with httpx.Client(base_url=srv.repo) as c:

@@ -101,7 +101,7 @@ def test_ldap_group_sync_keeps_local_memberships(idp: tuple[Server, OidcProvider
     # the directory drops bob from developers; the scheduled sync follows
     conn.modify(developers, {"member": [(MODIFY_DELETE, [bob])]})
     conn.unbind()
-    out = server.ctx.extensions["auth.login"].sync_ldap()
+    out = server.ctx.domains.auth.login.sync_ldap()
     server.ctx.auth.invalidate()
     assert out["changes"] >= 1
     groups = _groups(server, "bob")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from condavault.channels.ingest import IngestItem
 from condavault.channels.models import Channel
 from condavault.indexing.dirty import mark_dirty
 from condavault.mirror import services as mirror_svc
-from condavault.packages.ingest import IngestItem
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, check_served_files, create_mirror, repodata_files, run_mirror

@@ -277,10 +277,11 @@ def test_yaml_apply_export_and_unknown_key(shared_server: Server, upstream: Stat
         assert "ym" in [m["name"] for m in c.get("/api/mirrors").json()]
         shown = c.get("/api/mirrors/ym").json()
         assert shown["config"]["upstream_token"] == "***" and shown["cron"] == "0 3 * * *"
-        # the cron job is registered at once, and withdrawn with the mirror
-        assert server.ctx.extensions["mirror"].scheduler.current.get("ym") == "0 3 * * *"
+        # the cron schedule is saved with the mirror (every worker process sees it), and goes with it
+        schedules = {x["name"]: x for x in c.get("/api/jobs/schedules").json()}
+        assert schedules["mirror:ym"]["cron"] == "0 3 * * *" and schedules["mirror:ym"]["kind"] == "mirror.run"
         assert c.delete("/api/mirrors/ym").status_code == 204
-    assert "ym" not in server.ctx.extensions["mirror"].scheduler.current
+        assert "mirror:ym" not in {x["name"] for x in c.get("/api/jobs/schedules").json()}
     with server.client() as c:
         assert c.get("/api/mirrors/ym").status_code == 404
 
@@ -317,20 +318,20 @@ def test_plan_on_real_repodata_and_missing_cve_provider(shared_server: Server, t
     with server.client() as c:
         d = c.get("/api/mirrors/rplan/explain", params={"q": "r-base"}).json()["decisions"]
         assert any(x["kept"] for x in d)
-        # a CVE filter without the vulns provider: a clear 400 when planning
+        # a filter whose provider does not exist (no signature data yet): a clear 400 when planning
         cfg = c.get("/api/mirrors/rplan").json()["config"]
-        cfg["filters"]["cve_score_threshold"] = 7.0
+        cfg["filters"]["only_signed"] = True
         assert c.put("/api/mirrors/rplan", json=cfg).status_code == 200
-        saved = server.ctx.extensions.pop("vulns", None)
-        try:
-            r = c.post("/api/mirrors/rplan/plan")
-        finally:
-            if saved is not None:
-                server.ctx.extensions["vulns"] = saved
+        r = c.post("/api/mirrors/rplan/plan")
         assert r.status_code == 400, r.text
         err = r.json()["error"]
-        assert err["code"] == "invalid_mirror_config" and "vuln_links" in err["message"]
+        assert err["code"] == "invalid_mirror_config" and "is_signed" in err["message"]
         assert c.get("/api/mirrors/rplan/runs").json()[0]["status"] == "failed"
+        # the CVE filters always have the vulnerability domain's links
+        cfg["filters"]["only_signed"] = False
+        cfg["filters"]["cve_score_threshold"] = 7.0
+        assert c.put("/api/mirrors/rplan", json=cfg).status_code == 200
+        assert c.post("/api/mirrors/rplan/plan").json()["status"] == "completed"
 
 
 def test_managing_a_mirror_needs_mirror_manage(shared_server: Server, upstream: StaticChannel) -> None:

@@ -20,6 +20,7 @@ from conda_package_streaming.package_streaming import stream_conda_info
 from typer.testing import CliRunner
 
 from condavault.cli.main import app as cli_app
+from condavault.events import AdminChange
 from condavault.mirror.config import FilterConfig
 from condavault.mirror.filters.base import FilterContext
 from condavault.mirror.plan import compute_plan
@@ -168,9 +169,9 @@ def test_curation_per_link_and_rule_with_history(vs: Server) -> None:
         "zlib-1.2.9-cur_0.tar.bz2": _rec("zlib", "1.2.9", "cur_0", subdir="osx-64"),
     }
     _import(vs, "cur", "osx-64", recs)
-    prov = vs.ctx.extensions["vulns"]
+    prov = vs.ctx.domains.vulns.provider
     audited: list[tuple[str, str]] = []
-    vs.ctx.change_listeners.append(lambda _who, action, target, _b, _a: audited.append((action, target)))
+    vs.ctx.events.on_commit(AdminChange, lambda e: audited.append((e.action, e.target)))
     link = prov.vuln_links("osx-64", "zlib-1.2.9-cur_0.tar.bz2", {"name": "zlib", "version": "1.2.9"})
     assert [(x.advisory_id, x.status, x.score) for x in link] == [("CVE-2022-37434", "reported", 9.8)]
     with vs.client() as c:
@@ -260,7 +261,7 @@ def test_mirror_plan_drops_zlib_with_threshold(vs: Server, packages_dir: Path) -
         for key in ("packages", "packages.conda")
         for fn, rec in rd[key].items()
     }
-    prov = vs.ctx.extensions["vulns"]
+    prov = vs.ctx.domains.vulns.provider
     fctx = FilterContext(vuln_links=prov.vuln_links, dependency_risk=prov.dependency_risk_for(records))
     plan = compute_plan(upstream, FilterConfig(cve_score_threshold=7), fctx)
     assert plan.dropped >= ZLIB_FILES
@@ -283,7 +284,7 @@ def test_mirror_max_dependency_risk_follows_the_solve(vs: Server) -> None:
         "pinned-1.0-0.tar.bz2": _rec("pinned", "1.0", "0", ["zlib 1.2.11"]),
     }
     upstream = {sd: {"info": {"subdir": sd}, "packages": recs, "packages.conda": {}}}
-    prov = vs.ctx.extensions["vulns"]
+    prov = vs.ctx.domains.vulns.provider
     fctx = FilterContext(dependency_risk=prov.dependency_risk_for({(sd, fn): r for fn, r in recs.items()}))
     plan = compute_plan(upstream, FilterConfig(max_dependency_risk=7), fctx)
     assert {fn for _, fn in plan.dropped} == {"zlib-1.2.11-0.tar.bz2", "pinned-1.0-0.tar.bz2"}

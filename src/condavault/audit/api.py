@@ -36,9 +36,7 @@ def parse_when(value: str | None, *, end: bool) -> datetime | None:
 
 
 def _flush(ctx: Context) -> None:
-    rec = ctx.extensions.get("audit")
-    if rec is not None:
-        rec.flush()
+    ctx.domains.audit.flush()
 
 
 def _respond(rows: list[dict[str, Any]], columns: list[str], fmt: str, name: str) -> Response:

@@ -1,54 +1,37 @@
-"""Wires the audit domain into the app: listeners, background writer, flush at shutdown, daily purge."""
+"""Wire the audit domain into a Context (called by ``condavault.wiring``): downloads through the
+background recorder, administrative changes written in the transaction of the change, the daily purge."""
 
 from __future__ import annotations
 
-import atexit
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from condavault.audit import api
 from condavault.audit import services as svc
 from condavault.audit.recorder import AuditRecorder
+from condavault.events import AdminChange
+from condavault.jobs.registry import JobKind, JobRun
+from condavault.jobs.schedule import ScheduleSpec
+
+if TYPE_CHECKING:
+    from condavault.context import Context
 
 log = logging.getLogger(__name__)
 
 
-def _startup(ctx: Any) -> None:
-    rec = ctx.extensions.get("audit")
-    if rec is None:
-        rec = AuditRecorder(ctx.db)
-        rec.enabled = ctx.settings.audit_downloads
-        ctx.extensions["audit"] = rec
-        ctx.download_listeners.append(rec.on_download)
-        ctx.change_listeners.append(rec.on_change)
-        atexit.register(rec.close)
-        if ctx.settings.worker:
-            ctx.runner.cron("17 3 * * *", lambda: purge(ctx), "audit-purge")
-    rec.start()
+def wire(ctx: Context) -> AuditRecorder:
+    rec = AuditRecorder(ctx.db, max_queued=ctx.settings.audit_queue_max)
+    rec.enabled = ctx.settings.audit_downloads
+    ctx.download_listeners.append(rec.on_download)
+    ctx.events.on_transaction(AdminChange, rec.write_change)
+
+    def purge(_run: JobRun) -> dict[str, Any]:
+        out = ctx.db.run_write(lambda s: svc.purge(s, ctx.settings.audit_retention_days))
+        log.info("audit purge", extra=out)
+        return out
+
+    ctx.kinds.register(JobKind("audit.purge", purge, lane="short", description="purge audit rows past retention"))
+    return rec
 
 
-def purge(ctx: Any) -> dict[str, int]:
-    out = ctx.db.run_write(lambda s: svc.purge(s, ctx.settings.audit_retention_days))
-    log.info("audit purge", extra=out)
-    return out  # type: ignore[no-any-return]
-
-
-def install(app: Any) -> None:
-    app.include_router(api.router)
-    app.state.startup.append(_startup)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            try:
-                yield state
-            finally:
-                ctx = a.state.ctx
-                rec = ctx.extensions.get("audit") if ctx is not None else None
-                if rec is not None:
-                    rec.close()  # drain the queue before the database goes away
-
-    app.router.lifespan_context = lifespan
+def schedules(ctx: Context) -> list[ScheduleSpec]:
+    return [ScheduleSpec("audit.purge", "audit.purge", cron="17 3 * * *")]

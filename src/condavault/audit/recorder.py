@@ -1,6 +1,14 @@
-"""Audit recording off the serving path: an in-memory queue drained by one background thread into
+"""Audit recording.
+
+Downloads are recorded off the serving path: an in-memory queue drained by one background thread into
 batched INSERTs. ``close()`` (app shutdown, and ``atexit`` as a safety net) drains what is left, so
-nothing recorded is lost on a clean stop."""
+nothing recorded is lost on a clean stop. The queue is bounded (``audit_queue_max`` rows): when the
+database cannot keep up or is down, further downloads are counted instead of queued, and the count is
+written as an ``audit:overflow`` change as soon as the database takes writes again (and exported as
+``condavault_audit_dropped_total``), so a gap is visible, never silent.
+
+Administrative changes are written in the transaction of the change itself (:meth:`write_change`, an
+``AdminChange`` event subscriber): exactly once, and only if the change commits."""
 
 from __future__ import annotations
 
@@ -10,12 +18,17 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
+from condavault import metrics
 from condavault.audit.models import ChangeEvent, DownloadEvent
 from condavault.db.session import Database
+
+if TYPE_CHECKING:
+    from condavault.events import AdminChange
 
 log = logging.getLogger(__name__)
 BATCH = 2000
@@ -36,13 +49,33 @@ def _json(value: Any) -> str | None:
         return json.dumps(repr(value))
 
 
+def change_row(event: AdminChange) -> dict[str, Any]:
+    action, target = event.action, event.target
+    channel = None
+    if action.startswith(("channel:", "package:")):
+        channel = str(target).split("/", 1)[0].split("->", 1)[0][:100]
+    return {
+        "at": datetime.now(UTC),
+        "username": event.actor.username,
+        "user_id": event.actor.user_id,
+        "token_id": event.actor.token_id,
+        "action": action[:100],
+        "target": str(target)[:500],
+        "channel": channel,
+        "before": _json(event.before),
+        "after": _json(event.after),
+    }
+
+
 class AuditRecorder:
-    def __init__(self, db: Database, *, interval: float = 0.2) -> None:
+    def __init__(self, db: Database, *, interval: float = 0.2, max_queued: int = 100_000) -> None:
         self.db = db
         self.interval = interval
         self.enabled = True
+        self.max_queued = max_queued
+        self.dropped = 0  # downloads not recorded because the queue was full (not yet reported)
+        self.dropped_total = 0
         self._downloads: collections.deque[dict[str, Any]] = collections.deque()
-        self._changes: collections.deque[dict[str, Any]] = collections.deque()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,6 +86,11 @@ class AuditRecorder:
     def on_download(self, request: Any, identity: Any, channel: Any, subdir: str, target: Any) -> None:
         if not self.enabled or getattr(request, "method", "GET") == "HEAD":
             return  # a HEAD transfers no bytes
+        if len(self._downloads) >= self.max_queued:
+            self.dropped += 1  # counted, reported at the next flush that reaches the database
+            self.dropped_total += 1
+            metrics.AUDIT_DROPPED.inc()
+            return
         client = getattr(request, "client", None)
         filename = target.filename or ""
         self._downloads.append(
@@ -72,23 +110,9 @@ class AuditRecorder:
             }
         )
 
-    def on_change(self, identity: Any, action: str, target: str, before: Any = None, after: Any = None) -> None:
-        channel = None
-        if action.startswith(("channel:", "package:")):
-            channel = str(target).split("/", 1)[0].split("->", 1)[0][:100]
-        self._changes.append(
-            {
-                "at": datetime.now(UTC),
-                "username": getattr(identity, "username", None),
-                "user_id": getattr(identity, "user_id", None),
-                "token_id": getattr(identity, "token_id", None),
-                "action": action[:100],
-                "target": str(target)[:500],
-                "channel": channel,
-                "before": _json(before),
-                "after": _json(after),
-            }
-        )
+    def write_change(self, session: Session, event: AdminChange) -> None:
+        """The audit row of an administrative change, in the change's own transaction."""
+        session.execute(insert(ChangeEvent), [change_row(event)])
 
     # -- background writer ---------------------------------------------------------------------
 
@@ -107,13 +131,21 @@ class AuditRecorder:
 
     @property
     def pending(self) -> int:
-        return len(self._downloads) + len(self._changes)
+        return len(self._downloads)
 
     def flush(self) -> int:
         """Write everything queued so far; returns the number of rows written."""
         n = 0
         with self._flush_lock:
-            for queue, model in ((self._downloads, DownloadEvent), (self._changes, ChangeEvent)):
+            if self.dropped:
+                lost = self.dropped
+                row = {"at": datetime.now(UTC), "username": "condavault", "action": "audit:overflow",
+                       "target": "downloads", "after": _json({"downloads_not_recorded": lost})}
+                with self.db.session() as s:
+                    s.execute(insert(ChangeEvent), [row])
+                self.dropped -= lost
+                log.error("audit queue overflowed: downloads were not recorded", extra={"downloads_lost": lost})
+            for queue, model in ((self._downloads, DownloadEvent),):
                 while queue:
                     batch = []
                     while queue and len(batch) < BATCH:

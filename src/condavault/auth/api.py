@@ -19,6 +19,7 @@ from condavault.auth import groups as group_svc
 from condavault.auth import roles as role_svc
 from condavault.auth import users as user_svc
 from condavault.auth.identity import Identity
+from condavault.auth.login import LoginService
 from condavault.auth.models import Group, Token, User
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import authorize
@@ -45,7 +46,7 @@ from condavault.auth.schemas import (
     WhoAmI,
 )
 from condavault.auth.services import find_token, issue_token
-from condavault.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, cookie_kwargs
+from condavault.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, SessionManager, cookie_kwargs
 from condavault.context import Context
 from condavault.db.base import utcnow
 from condavault.errors import InvalidRequest, NotFound, PermissionDenied, Unauthenticated
@@ -72,12 +73,12 @@ def _change(ctx: Context, identity: Identity, action: str, target: str, before: 
     ctx.record_change(identity, action, target, before, after)
 
 
-def _login_svc(ctx: Context) -> Any:
-    return ctx.extensions["auth.login"]
+def _login_svc(ctx: Context) -> LoginService:
+    return ctx.domains.auth.login
 
 
-def _sessions(ctx: Context) -> Any:
-    return ctx.extensions["auth.sessions"]
+def _sessions(ctx: Context) -> SessionManager:
+    return ctx.domains.auth.sessions
 
 
 def _client_ip(request: Request) -> str | None:

@@ -61,3 +61,35 @@ class Record(Base):
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     uploaded_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class BlobPin(Base):
+    """A blob an ingest is about to reference (written before its blob, deleted with its row's commit).
+
+    Deleting a blob (a failed ingest cleaning up, ``check --repair``) re-checks, under a lock, that no
+    record, index pointer or pin references it, so a concurrent ingest of the same bytes never loses
+    its blob (``channels.blobs``)."""
+
+    __tablename__ = "blob_pins"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadBatch(Base):
+    """An upload batch: files uploaded by any number of requests (in parallel, several per request) whose
+    channel index is published once, when the batch is committed (or when it expires)."""
+
+    __tablename__ = "upload_batches"
+    __table_args__ = (Index("ix_upload_batches_channel", "channel_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[str] = mapped_column(String(20), default="open")  # open | committed
+    subdirs: Mapped[str] = mapped_column(Text, default="")  # space separated: the subdirs it touched
+    counts: Mapped[str] = mapped_column(Text, default="{}")
+    expires_at: Mapped[float] = mapped_column(default=0.0)  # unix seconds; renewed by every request
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
+from condavault.db.base import utcnow
 from condavault.errors import Conflict, InvalidRequest, NotFound
 from condavault.indexing.dirty import get_state, mark_dirty
 from condavault.indexing.patches import PatchSet
@@ -42,9 +43,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    record: Record
+    subdir: str
+    filename: str
     status: str  # "created" | "unchanged" | "replaced"
 
 
@@ -77,39 +79,46 @@ def put_record(
     return put_records(session, channel, [NewRecord(subdir, filename, record, **kw)])[0]
 
 
+@dataclass
+class _Existing:
+    id: int | None  # None: inserted by this batch (not yet in the table)
+    sha256: str | None
+    has_blob: bool
+    name: str
+
+
 def put_records(session: Session, channel: Channel, entries: list[NewRecord]) -> list[Outcome]:
-    """Insert records in one go: one lookup of the existing rows, one batched INSERT, and each touched
-    subdir marked dirty once. Same bytes again is a no-op; other bytes are a conflict (raised: nothing
-    of the batch is written) unless ``force``, which replaces the row."""
+    """Insert records in one go: one lookup of the existing rows, one batched INSERT (Core, executemany),
+    and each touched subdir marked dirty once. Same bytes again is a no-op; other bytes are a conflict
+    (raised: nothing of the batch is written) unless ``force``, which replaces the row."""
     by_subdir: dict[str, set[str]] = defaultdict(set)
     for e in entries:
         by_subdir[e.subdir].add(e.filename)
-    existing: dict[tuple[str, str], Record] = {}
+    existing: dict[tuple[str, str], _Existing] = {}
     for sd, fns in by_subdir.items():
         ordered = sorted(fns)
         for i in range(0, len(ordered), 500):
-            for row in session.scalars(
-                select(Record).where(
-                    Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(ordered[i : i + 500])
-                )
-            ):
-                existing[(sd, row.filename)] = row
+            q = select(Record.id, Record.filename, Record.sha256, Record.has_blob, Record.name).where(
+                Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(ordered[i : i + 500])
+            )
+            for rid, fn, sha, has_blob, name in session.execute(q):
+                existing[(sd, fn)] = _Existing(rid, sha, has_blob, name)
     patches = {sd: subdir_patches(session, channel.id, sd) for sd in by_subdir}
-    added: dict[tuple[str, str], Record] = {}
+    inserts: dict[tuple[str, str], dict[str, Any]] = {}
+    replaced: list[int] = []
+    got_blob: list[int] = []
     names: dict[str, set[str]] = defaultdict(set)
     outcomes: list[Outcome] = []
     for e in entries:
         key = (e.subdir, e.filename)
-        if key in added:  # the same file twice in one batch: the first is in the table from here on
-            session.flush()
-            existing[key] = added.pop(key)
         cur = existing.get(key)
         sha256 = e.record.get("sha256")
         if cur is not None:
             if cur.sha256 == sha256 and sha256 is not None:
-                if e.has_blob and not cur.has_blob:  # a passive record whose bytes just arrived
+                if e.has_blob and not cur.has_blob and cur.id is not None:  # a passive record's bytes arrived
+                    got_blob.append(cur.id)
                     cur.has_blob = True
-                outcomes.append(Outcome(cur, "unchanged"))
+                outcomes.append(Outcome(e.subdir, e.filename, "unchanged"))
                 continue
             if not e.force:
                 raise Conflict(
@@ -120,48 +129,54 @@ def put_records(session: Session, channel: Channel, entries: list[NewRecord]) ->
                     existing_sha256=cur.sha256,
                 )
             names[e.subdir].add(cur.name)
-            session.delete(cur)
-            session.flush()  # the DELETE before the INSERT (the unit of work would order them the other way)
-            del existing[key]
+            if cur.id is not None:
+                replaced.append(cur.id)
         row = _new_row(channel.id, e, patches[e.subdir])
-        session.add(row)
-        added[key] = row
-        names[e.subdir].add(row.name)
-        outcomes.append(Outcome(row, "replaced" if cur is not None else "created"))
-    session.flush()
+        inserts[key] = row
+        existing[key] = _Existing(None, sha256, e.has_blob, row["name"])
+        names[e.subdir].add(row["name"])
+        outcomes.append(Outcome(e.subdir, e.filename, "replaced" if cur is not None else "created"))
+    for i in range(0, len(replaced), 500):
+        session.execute(delete(Record).where(Record.id.in_(replaced[i : i + 500])))
+    for i in range(0, len(got_blob), 500):
+        session.execute(update(Record).where(Record.id.in_(got_blob[i : i + 500])).values(has_blob=True))
+    rows = list(inserts.values())
+    for i in range(0, len(rows), 5000):
+        session.connection().execute(Record.__table__.insert(), rows[i : i + 5000])
     for sd, ns in names.items():
         mark_dirty(session, channel.id, sd, ns)
     return outcomes
 
 
-def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> Record:
+def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]:
     record = e.record
     ts = e.indexed_timestamp or now_ms()
     fragment, removed = make_fragment(e.filename, record, ts, patches)
-    return Record(
-        channel_id=channel_id,
-        subdir=e.subdir,
-        filename=e.filename,
-        name=record["name"],
-        version=record["version"],
-        build=record["build"],
-        build_number=int(record.get("build_number") or 0),
-        sha256=record.get("sha256"),
-        md5=record.get("md5"),
-        size=record.get("size"),
-        timestamp=record.get("timestamp"),
-        license=(str(record["license"])[:500] if record.get("license") else None),
-        record=record_json(record),
-        fragment=fragment,
-        about=json.dumps(e.about) if e.about else None,
-        run_exports=json.dumps(e.run_exports) if e.run_exports is not None else None,
-        paths_summary=json.dumps(e.paths_summary) if e.paths_summary else None,
-        indexed_timestamp=ts,
-        has_blob=e.has_blob,
-        source_url=e.source_url,
-        removed=removed,
-        uploaded_by=e.uploaded_by,
-    )
+    return {
+        "channel_id": channel_id,
+        "subdir": e.subdir,
+        "filename": e.filename,
+        "name": record["name"],
+        "version": record["version"],
+        "build": record["build"],
+        "build_number": int(record.get("build_number") or 0),
+        "sha256": record.get("sha256"),
+        "md5": record.get("md5"),
+        "size": record.get("size"),
+        "timestamp": record.get("timestamp"),
+        "license": (str(record["license"])[:500] if record.get("license") else None),
+        "record": record_json(record),
+        "fragment": fragment,
+        "about": json.dumps(e.about) if e.about else None,
+        "run_exports": json.dumps(e.run_exports) if e.run_exports is not None else None,
+        "paths_summary": json.dumps(e.paths_summary) if e.paths_summary else None,
+        "indexed_timestamp": ts,
+        "has_blob": e.has_blob,
+        "source_url": e.source_url,
+        "removed": removed,
+        "created_at": utcnow(),
+        "uploaded_by": e.uploaded_by,
+    }
 
 
 def import_repodata(
@@ -341,3 +356,101 @@ def copy_records(
     if move and source.id != target.id:
         remove_records(session, source, rows)
     return done
+
+
+def remove_by_keys(session: Session, channel: Channel, keys: list[tuple[str, str]]) -> list[str]:
+    """Remove the records named ``(subdir, filename)`` that exist (a mirror dropping files)."""
+    removed: list[str] = []
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        rows: list[Record] = []
+        for sd in {k[0] for k in chunk}:
+            fns = [fn for d, fn in chunk if d == sd]
+            rows.extend(
+                session.scalars(
+                    select(Record).where(Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(fns))
+                )
+            )
+        removed.extend(remove_records(session, channel, rows))
+    return removed
+
+
+def refresh_records(
+    session: Session, channel_id: int, updates: dict[tuple[str, str], dict[str, Any]]
+) -> int:
+    """Same bytes, new upstream metadata (a mirror's repodata patch): merge ``updates[(subdir, filename)]``
+    into each stored record and re-publish it. Returns the number of records changed."""
+    n = 0
+    by_subdir: dict[str, list[str]] = defaultdict(list)
+    for sd, fn in updates:
+        by_subdir[sd].append(fn)
+    for sd, fns in by_subdir.items():
+        patches = subdir_patches(session, channel_id, sd)
+        names = set()
+        for i in range(0, len(fns), 500):
+            rows = session.scalars(
+                select(Record).where(
+                    Record.channel_id == channel_id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])
+                )
+            )
+            for row in rows:
+                rec = json.loads(row.record)
+                rec.update(updates[(sd, row.filename)])
+                row.record = record_json(rec)
+                row.fragment, row.removed = make_fragment(row.filename, rec, row.indexed_timestamp, patches)
+                row.license = str(rec["license"])[:500] if rec.get("license") else None
+                names.add(row.name)
+                n += 1
+        session.flush()
+        if names:
+            mark_dirty(session, channel_id, sd, names)
+    return n
+
+
+PATCH_BATCH = 2000
+
+
+def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str, Any] | None) -> int:
+    """Store a subdir's ``patch_instructions.json`` (None or empty: none) and re-publish every record it
+    changes. Reads the subdir in batches of ``PATCH_BATCH`` rows (by id) and writes only the changed
+    ones, so memory stays bounded however large the subdir. Returns the number of records changed."""
+    patches = PatchSet.parse(body or {})
+    state = get_state(session, channel_id, subdir)
+    assert state is not None
+    state.patch_instructions = json.dumps(body) if patches else None
+    n = 0
+    last_id = 0
+    cols = (Record.id, Record.filename, Record.record, Record.indexed_timestamp, Record.fragment, Record.removed)
+    while True:
+        rows = session.execute(
+            select(*cols)
+            .where(Record.channel_id == channel_id, Record.subdir == subdir, Record.id > last_id)
+            .order_by(Record.id)
+            .limit(PATCH_BATCH)
+        ).all()
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        changed = []
+        for rid, filename, record, ts, fragment, removed in rows:
+            frag, gone = make_fragment(filename, json.loads(record), ts, patches)
+            if frag != fragment or gone != removed:
+                changed.append({"b_id": rid, "b_fragment": frag, "b_removed": gone})
+        if changed:
+            t = Record.__table__
+            stmt = (
+                update(t)
+                .where(t.c.id == bindparam("b_id"))
+                .values(fragment=bindparam("b_fragment"), removed=bindparam("b_removed"))
+            )
+            session.connection().execute(stmt, changed)
+            n += len(changed)
+        del rows, changed
+    mark_dirty(session, channel_id, subdir, None)
+    return n
+
+
+def mark_blobs_missing(session: Session, record_ids: list[int]) -> None:
+    """The bytes of these records are gone (``check --repair``): keep the records, served as absent."""
+    for i in range(0, len(record_ids), 500):
+        session.execute(update(Record).where(Record.id.in_(record_ids[i : i + 500])).values(has_blob=False))

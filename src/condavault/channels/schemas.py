@@ -94,3 +94,36 @@ class UploadOut(BaseModel):
     size: int
     status: str
     indexed: bool
+
+
+class BatchOut(BaseModel):
+    id: str
+    channel: str
+    state: str = Field(description="open | committed | expired (open, but idle past its time)")
+    subdirs: list[str]
+    counts: dict[str, int]
+    expires_at: float = Field(description="unix seconds; every request to the batch moves it on")
+    created_by: str | None
+    created_at: datetime
+    committed_at: datetime | None = None
+
+
+class BatchFileOut(BaseModel):
+    filename: str
+    status: str = Field(description="created | replaced | unchanged | skipped | failed")
+    channel: str | None = None
+    subdir: str | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    indexed: bool | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchFilesOut(BaseModel):
+    files: list[BatchFileOut]
+    batch: BatchOut
+
+
+class BatchCommitOut(BatchOut):
+    indexed: bool

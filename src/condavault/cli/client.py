@@ -22,16 +22,31 @@ class ApiError(Exception):
         return f"{self.message} [{self.code}, HTTP {self.status}]"
 
 
-def resolve_token(token: str | None, data_dir: Path | None, url: str = DEFAULT_URL) -> str | None:
-    """``--token``/``CONDAVAULT_TOKEN``, else ``<data-dir>/admin-token``, else the ``condavault login`` token."""
+def resolve_token(
+    token: str | None, data_dir: Path | None, url: str = DEFAULT_URL
+) -> tuple[str | None, str]:
+    """The token the CLI sends, and where it came from, first match wins:
+
+    1. ``--token``;
+    2. the ``CONDAVAULT_TOKEN`` environment variable;
+    3. the token ``condavault login`` saved for this server URL;
+    4. a server data folder's ``admin-token`` (``--data-dir``, ``CONDAVAULT_DATA_DIR``, else
+       ``./condavault-data`` when it exists): the first-start convenience on the server's own machine.
+
+    A login to one server is therefore never overridden by a data folder that happens to be nearby.
+    """
     if token:
-        return token
+        return token, "--token"
     if os.environ.get("CONDAVAULT_TOKEN"):
-        return os.environ["CONDAVAULT_TOKEN"]
+        return os.environ["CONDAVAULT_TOKEN"], "CONDAVAULT_TOKEN"
+    saved = stored_token(url)
+    if saved:
+        return saved, f"condavault login ({credentials_path()})"
     d = data_dir or (Path(os.environ["CONDAVAULT_DATA_DIR"]) if os.environ.get("CONDAVAULT_DATA_DIR") else None)
-    if d is not None and (d / "admin-token").is_file():
-        return (d / "admin-token").read_text().strip()
-    return stored_token(url)
+    d = d or Path("condavault-data")
+    if (d / "admin-token").is_file():
+        return (d / "admin-token").read_text().strip(), f"admin token of the data folder {d.resolve()}"
+    return None, "none (anonymous)"
 
 
 def credentials_path() -> Path:
@@ -94,4 +109,6 @@ class Client:
 
 def client_from(ctx: typer.Context) -> Client:
     obj = ctx.ensure_object(dict)
+    if "token" not in obj:  # resolved on first use (a command that never talks to a server reads no files)
+        obj["token"], obj["token_source"] = resolve_token(obj.get("flag_token"), obj.get("data_dir"), obj["url"])
     return Client(obj.get("url") or DEFAULT_URL, obj.get("token"))

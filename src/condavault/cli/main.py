@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from condavault.cli import channels, server, tokens, worker
-from condavault.cli.client import DEFAULT_URL, ApiError, resolve_token
+from condavault.cli import audit, channels, cve, jobs, mirror, server, tokens, users, worker
+from condavault.cli.client import DEFAULT_URL, ApiError
 from condavault.cli.output import err_console
 from condavault.errors import CondavaultError
 
@@ -26,7 +26,12 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     url: str = typer.Option(None, envvar="CONDAVAULT_URL", help=f"Server URL (default {DEFAULT_URL})."),
-    token: str = typer.Option(None, envvar="CONDAVAULT_TOKEN", help="API token (default: <data-dir>/admin-token)."),
+    token: str = typer.Option(
+        None,
+        help="API token. Default, first found: CONDAVAULT_TOKEN, the `condavault login` token saved for the "
+        "URL, the admin-token of the server data folder (--data-dir or ./condavault-data). "
+        "`condavault whoami` says which one is used.",
+    ),
     data_dir: Path = typer.Option(
         None, "--data-dir", envvar="CONDAVAULT_DATA_DIR", help="Server data folder (default ./condavault-data)."
     ),
@@ -34,21 +39,11 @@ def root(
     obj = ctx.ensure_object(dict)
     obj["url"] = url or DEFAULT_URL
     obj["data_dir"] = data_dir
-    obj["token"] = resolve_token(token, data_dir or Path("condavault-data"), obj["url"])
+    obj["flag_token"] = token
 
 
-server.register(app)
-channels.register(app)
-tokens.register(app)
-worker.register(app)
-
-for _module in ("condavault.cli.mirror", "condavault.cli.cve", "condavault.cli.users", "condavault.cli.audit"):
-    try:
-        __import__(_module)
-        sys.modules[_module].register(app)  # type: ignore[attr-defined]
-    except ModuleNotFoundError as exc:  # domain not installed in this build
-        if exc.name != _module:
-            raise
+for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit):
+    _module.register(app)
 
 
 def main() -> None:

@@ -352,7 +352,7 @@ def run(
 
 
 def _run_local(ctx: typer.Context, name: str, full: bool) -> dict[str, Any]:
-    from condavault.app import create_app
+    """Run the mirror's job in this process (a worker of its own), against the server's database and data."""
     from condavault.config import load_settings
     from condavault.context import Context
     from condavault.db import migrate
@@ -360,17 +360,8 @@ def _run_local(ctx: typer.Context, name: str, full: bool) -> dict[str, Any]:
 
     settings = load_settings(data_dir=ctx.ensure_object(dict).get("data_dir"), worker=False)
     cv = Context.build(settings, start_jobs=False)
-    # index once at the end of the run, not after every file: a worker killed mid-run then never
-    # leaves an index lease behind for the server to wait out
-    cv.ingestor.on_change = None
     try:
         migrate.check(cv.db.engine, settings.db_url)
-        app = create_app(settings, ctx=cv)
-        for fn in app.state.startup:  # the extensions other domains offer (e.g. CVE data for filters)
-            try:
-                fn(cv)
-            except Exception as exc:  # pragma: no cover - one domain's hook must not stop a mirror run
-                err_console.print(f"[yellow]warning:[/yellow] start-up hook failed: {exc}")
         with _progress() as progress:
             bars = _Bars(progress)
             return start_run(cv, name, trigger="worker", full=full, background=False, on_progress=bars.update)

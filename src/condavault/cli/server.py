@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from condavault.cli.client import client_from
 from condavault.cli.output import console, print_json
-from condavault.config import load_settings
+
+if TYPE_CHECKING:
+    from condavault.config import Settings
+    from condavault.db.session import Database
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -24,7 +28,9 @@ def data_dir_of(ctx: typer.Context, data_dir: Path | None) -> Path | None:
     return data_dir or ctx.ensure_object(dict).get("data_dir")
 
 
-def _settings(ctx: typer.Context, data_dir: Path | None = None, **over: object):  # type: ignore[no-untyped-def]
+def _settings(ctx: typer.Context, data_dir: Path | None = None, **over: Any) -> Settings:
+    from condavault.config import load_settings
+
     return load_settings(data_dir=data_dir_of(ctx, data_dir), **over)
 
 
@@ -39,7 +45,7 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default 8080)."),
-    workers: int = typer.Option(1, help="Web worker processes (background jobs run in the first)."),
+    workers: int = typer.Option(1, help="Web worker processes (each also runs job threads, unless --no-worker)."),
     no_worker: bool = typer.Option(False, "--no-worker", help="Serve only; leave jobs to `condavault worker`."),
     config: Path = typer.Option(None, "--config", envvar="CONDAVAULT_CONFIG", help="TOML settings file."),
     data_dir: Path = DATA_DIR,
@@ -48,6 +54,7 @@ def serve(
     import uvicorn
 
     from condavault.app import create_app
+    from condavault.config import load_settings
     from condavault.db import migrate
     from condavault.db.session import Database
     from condavault.logging import setup_logging
@@ -67,7 +74,7 @@ def serve(
         return
     # Several processes: uvicorn imports the app factory in each worker, which reads its Settings from
     # the same CONDAVAULT_* environment. Bootstrap here, once, so the workers don't race to create the
-    # admin token; background jobs run in the one worker that holds the data folder's jobs lock.
+    # admin token. Every process runs job threads: jobs, schedules and leases live in the database.
     from condavault.auth.services import bootstrap
 
     os.environ["CONDAVAULT_DATA_DIR"] = str(settings.data_dir)
@@ -89,31 +96,18 @@ def serve(
                 log_level="warning", workers=workers, proxy_headers=True)
 
 
-_JOBS_LOCK: int | None = None  # fd held for the life of the worker process that runs the jobs
-
-
-def worker_app():  # type: ignore[no-untyped-def]
+def worker_app() -> Any:
     """App factory for ``serve --workers N`` (one call per worker process)."""
-    import fcntl
-
     from condavault.app import create_app
+    from condavault.config import load_settings
     from condavault.logging import setup_logging
 
-    global _JOBS_LOCK
     settings = load_settings()
     setup_logging(settings.log_format, settings.log_level)
-    if settings.worker:
-        fd = os.open(settings.data_dir / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _JOBS_LOCK = fd  # this worker runs the periodic jobs (the lock goes when the process does)
-        except OSError:
-            os.close(fd)
-            settings = settings.model_copy(update={"worker": False})
     return create_app(settings)
 
 
-def _has_tables(db) -> bool:  # type: ignore[no-untyped-def]
+def _has_tables(db: Database) -> bool:
     from sqlalchemy import inspect
 
     return bool(inspect(db.engine).get_table_names())

@@ -18,8 +18,12 @@ def register(app: typer.Typer) -> None:
 
 
 def whoami(ctx: typer.Context) -> None:
-    """Who the server thinks you are."""
-    print_json(client_from(ctx).get("/api/whoami"))
+    """Who the server thinks you are, and which token the CLI sent (``credentials``: --token,
+    CONDAVAULT_TOKEN, the saved login of this URL, or a data folder's admin token)."""
+    client = client_from(ctx)
+    out = client.get("/api/whoami")
+    obj = ctx.ensure_object(dict)
+    print_json({**out, "server": client.url, "credentials": obj.get("token_source")})
 
 
 @token_app.command("create")

@@ -1,4 +1,4 @@
-"""``condavault worker``: background jobs without the web server (for ``serve --no-worker`` replicas)."""
+"""``condavault worker``: run jobs without serving HTTP (beside ``serve --no-worker`` replicas)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 
 from condavault.cli.output import console
 from condavault.cli.server import DATA_DIR, data_dir_of
-from condavault.config import load_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -21,25 +20,29 @@ def worker(
     ctx: typer.Context,
     config: Path = typer.Option(None, "--config", envvar="CONDAVAULT_CONFIG", help="TOML settings file."),
     data_dir: Path = DATA_DIR,
+    threads: int = typer.Option(None, "--threads", min=2, max=64, help="Job threads (default: job_threads)."),
 ) -> None:
-    """Run indexing, mirror syncs, CVE refreshes and other jobs, without serving HTTP."""
-    from condavault.app import create_app
+    """Run durable jobs (mirror runs, CVE syncs, reindexing, purges, after-commit work), scheduled jobs
+    and the index sweep, without serving HTTP. Any number of workers (and `serve` processes) share the
+    jobs in the database; stop with SIGTERM or Ctrl-C (running jobs are queued again)."""
     from condavault.auth.services import bootstrap
+    from condavault.config import load_settings
     from condavault.context import Context
     from condavault.db import migrate
     from condavault.logging import setup_logging
 
-    settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), worker=True)
+    settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), worker=True, job_threads=threads)
     setup_logging(settings.log_format, settings.log_level)
     context = Context.build(settings)
-    migrate.check(context.db.engine, settings.db_url)
-    bootstrap(context.db, settings.admin_token_path)
-    app = create_app(settings, ctx=context)  # installs every domain's start-up hooks
-    for fn in app.state.startup:
-        fn(context)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    console.print(f"condavault worker running on {settings.db_url.split('@')[-1]}")
-    stop.wait()
-    context.close()
+    try:
+        migrate.check(context.db.engine, settings.db_url)
+        bootstrap(context.db, settings.admin_token_path)
+        context.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        where = settings.db_url.split("@")[-1]
+        console.print(f"condavault worker running on {where} ({context.worker.threads} threads)")
+        stop.wait()
+    finally:
+        context.close()

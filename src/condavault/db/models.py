@@ -1,17 +1,12 @@
 """Imports every domain's models so Alembic and ``Base.metadata`` see all tables."""
 
-import importlib
-
+from condavault.audit import models as _audit  # noqa: F401
 from condavault.auth import models as _auth  # noqa: F401
 from condavault.channels import models as _channels  # noqa: F401
 from condavault.db.base import Base
 from condavault.indexing import models as _indexing  # noqa: F401
-
-for _name in ("condavault.audit.models", "condavault.mirror.models", "condavault.vulns.models"):
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
+from condavault.jobs import models as _jobs  # noqa: F401
+from condavault.mirror import models as _mirror  # noqa: F401
+from condavault.vulns import models as _vulns  # noqa: F401
 
 __all__ = ["Base"]

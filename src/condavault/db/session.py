@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,28 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_AFTER_COMMIT = "condavault.after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the session's transaction has committed; never if it rolls back (a ``run_write``
+    retry registers it again with the attempt that commits). Errors are logged, not raised."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for fn in session.info.pop(_AFTER_COMMIT, []):
+        try:
+            fn()
+        except Exception:
+            log.exception("after-commit work failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def make_engine(url: str) -> Engine:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
 
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
@@ -26,7 +27,7 @@ from condavault.web.deps import CtxDep, IdentityDep
 router = APIRouter(prefix="/api/mirrors", tags=["mirrors"])
 
 
-def _mirror_out(ctx: Context, s: Any, m: Mirror, *, detail: bool = False) -> MirrorOut:
+def _mirror_out(ctx: Context, s: Session, m: Mirror, *, detail: bool = False) -> MirrorOut:
     cfg = svc.load_config(m)
     last = svc.last_run(s, m, real=False)
     return MirrorOut(
@@ -66,7 +67,7 @@ def _read(ctx: Context, identity: Identity, name: str) -> None:
 def _save(ctx: Context, identity: Identity, cfg: MirrorConfig, *, replace: bool) -> MirrorOut:
     _can_manage(ctx, identity, cfg.channel)
 
-    def work(s: Any) -> tuple[MirrorOut, Any, Any]:
+    def work(s: Session) -> MirrorOut:
         old = svc.find_mirror(s, cfg.name)
         if old is not None and replace:
             old_channel = svc.channel_name(s, old)
@@ -74,24 +75,18 @@ def _save(ctx: Context, identity: Identity, cfg: MirrorConfig, *, replace: bool)
                 _can_manage(ctx, identity, old_channel)
         merged = svc.merge_secrets(cfg, svc.load_config(old) if old is not None else None)
         m, before = svc.save_mirror(s, merged, created_by=identity.username, replace=replace)
-        return _mirror_out(ctx, s, m), before, merged
+        tasks.save_schedule(ctx, s, m)
+        ctx.record_change(
+            identity,
+            "mirror:update" if before is not None else "mirror:create",
+            cfg.name,
+            svc.redacted(before) if before is not None else None,
+            svc.redacted(merged),
+            session=s,
+        )
+        return _mirror_out(ctx, s, m)
 
-    out, before, merged = ctx.db.run_write(work)
-    ctx.record_change(
-        identity,
-        "mirror:update" if before is not None else "mirror:create",
-        cfg.name,
-        svc.redacted(before) if before is not None else None,
-        svc.redacted(merged),
-    )
-    _reschedule(ctx)
-    return out
-
-
-def _reschedule(ctx: Context) -> None:
-    ext = ctx.extensions.get("mirror")
-    if ext is not None and ctx.settings.worker:
-        ext.scheduler.sync()
+    return ctx.db.run_write(work)
 
 
 @router.get("", response_model=list[MirrorOut], summary="Mirrors whose channel the caller may read")
@@ -153,21 +148,21 @@ def export_mirror(
 def delete_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> None:
     _manage(ctx, identity, name)
 
-    def work(s: Any) -> dict[str, Any]:
+    def work(s: Session) -> None:
         m = svc.get_mirror(s, name)
         before = svc.redacted(svc.load_config(m))
         svc.delete_mirror(s, name)
-        return before
+        ctx.schedules.drop(s, tasks.schedule_name(name))
+        ctx.record_change(identity, "mirror:delete", name, before, None, session=s)
 
-    before = ctx.db.run_write(work)
-    ctx.record_change(identity, "mirror:delete", name, before, None)
-    _reschedule(ctx)
+    ctx.db.run_write(work)
 
 
 @router.post("/{name}/plan", response_model=RunOut, summary="Dry run: plan and store decisions, change nothing")
 def plan_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> RunOut:
     _manage(ctx, identity, name)
-    return RunOut(**tasks.start_run(ctx, name, trigger="api", dry_run=True, background=False, raise_invalid=True))
+    return RunOut(**tasks.start_run(ctx, name, trigger="api", dry_run=True, background=False, raise_invalid=True,
+                                    created_by=identity.username))
 
 
 @router.post("/{name}/runs", response_model=RunOut, status_code=202, summary="Start a run now (409 if one is running)")
@@ -179,7 +174,7 @@ def start_run(
     identity: Identity = IdentityDep,
 ) -> RunOut:
     _manage(ctx, identity, name)
-    run = tasks.start_run(ctx, name, trigger="api", full=full, background=not wait)
+    run = tasks.start_run(ctx, name, trigger="api", full=full, background=not wait, created_by=identity.username)
     ctx.record_change(identity, "mirror:run", name, None, {"run": run["id"]})
     return RunOut(**run)
 
@@ -203,7 +198,11 @@ def get_run(name: str, run_id: int, ctx: Context = CtxDep, identity: Identity = 
 @router.post("/{name}/cancel", summary="Ask the running run to stop")
 def cancel(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     _manage(ctx, identity, name)
-    ids = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
+    runs = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
+    for run_id, job_id in runs:
+        if job_id is not None and ctx.jobs.cancel(job_id) == "cancelled":  # it had not started
+            ctx.db.run_write(lambda s, run_id=run_id: svc.cancel_queued_run(s, run_id))
+    ids = [r for r, _ in runs]
     ctx.record_change(identity, "mirror:cancel", name, None, {"runs": ids})
     return {"cancelling": ids}
 

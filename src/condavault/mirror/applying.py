@@ -5,7 +5,6 @@ drops, and publish the index once for the whole run.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from typing import Any
@@ -15,12 +14,11 @@ from sqlalchemy.orm import Session
 
 from condavault.channels import records as rec_svc
 from condavault.channels.models import Channel, Record
-from condavault.indexing.dirty import get_state, mark_dirty
+from condavault.indexing.dirty import get_state
 from condavault.mirror.bookkeeping import RunBook, RunInfo
 from condavault.mirror.plan import Plan
 from condavault.mirror.planning import Work, overrides_of
 from condavault.mirror.upstream import Upstream, redact_url
-from condavault.packages.metadata import record_json
 
 __all__ = ["Applier"]
 
@@ -64,60 +62,17 @@ class Applier:
 
     def refresh(self, plan: Plan, keys: list[tuple[str, str]]) -> None:
         """Same bytes, new upstream metadata (a repodata patch): serve upstream's new record."""
-
-        def write(s: Session) -> int:
-            n = 0
-            by_subdir: dict[str, list[str]] = defaultdict(list)
-            for sd, fn in keys:
-                by_subdir[sd].append(fn)
-            for sd, fns in by_subdir.items():
-                patches = rec_svc.subdir_patches(s, self.channel_id, sd)
-                names = set()
-                for i in range(0, len(fns), 500):
-                    rows = s.scalars(
-                        select(Record).where(
-                            Record.channel_id == self.channel_id,
-                            Record.subdir == sd,
-                            Record.filename.in_(fns[i : i + 500]),
-                        )
-                    )
-                    for row in rows:
-                        rec = json.loads(row.record)
-                        rec.update(overrides_of(plan.records[(sd, row.filename)].record))
-                        row.record = record_json(rec)
-                        row.fragment, row.removed = rec_svc.make_fragment(
-                            row.filename, rec, row.indexed_timestamp, patches
-                        )
-                        row.license = str(rec["license"])[:500] if rec.get("license") else None
-                        names.add(row.name)
-                        n += 1
-                s.flush()
-                if names:
-                    mark_dirty(s, self.channel_id, sd, names)
-            return n
-
-        self.book.counts["refreshed"] += self.ctx.db.run_write(write)
+        updates = {key: overrides_of(plan.records[key].record) for key in keys}
+        self.book.counts["refreshed"] += self.ctx.db.run_write(
+            lambda s: rec_svc.refresh_records(s, self.channel_id, updates)
+        )
         self.book.touched.update(k[0] for k in keys)
 
     def remove(self, keys: list[tuple[str, str]]) -> None:
         def write(s: Session) -> int:
             channel = s.get(Channel, self.channel_id)
             assert channel is not None
-            n = 0
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                rows = []
-                for sd in {k[0] for k in chunk}:
-                    fns = [fn for d, fn in chunk if d == sd]
-                    rows.extend(
-                        s.scalars(
-                            select(Record).where(
-                                Record.channel_id == self.channel_id, Record.subdir == sd, Record.filename.in_(fns)
-                            )
-                        )
-                    )
-                n += len(rec_svc.remove_records(s, channel, rows))
-            return n
+            return len(rec_svc.remove_by_keys(s, channel, keys))
 
         self.book.counts["removed"] += self.ctx.db.run_write(write)
         self.book.touched.update(k[0] for k in keys)

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -23,6 +23,10 @@ from condavault.db.base import utcnow
 from condavault.mirror import services as svc
 from condavault.mirror.config import MirrorConfig
 from condavault.mirror.models import MirrorItem, MirrorRun
+
+if TYPE_CHECKING:
+    from condavault.context import Context
+    from condavault.jobs.registry import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ LEASE_RENEW_SECONDS = 5.0
 class RunInfo:
     """What a run works on; fixed once the run has read its mirror."""
 
-    ctx: Any
+    ctx: Context
     mirror_id: int
     run_id: int
     holder: str
@@ -51,9 +55,17 @@ class RunBook:
     """Counts, failures, progress and item states of one run (thread-safe where threads meet)."""
 
     def __init__(
-        self, ctx: Any, mirror_id: int, run_id: int, holder: str, on_progress: Callable[[dict[str, Any]], None] | None
+        self,
+        ctx: Context,
+        mirror_id: int,
+        run_id: int,
+        holder: str,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+        *,
+        job: JobRun | None = None,
     ) -> None:
         self.ctx = ctx
+        self.job = job  # the durable job running this run: its cancel flag and progress
         self.mirror_id = mirror_id
         self.run_id = run_id
         self.holder = holder
@@ -136,7 +148,7 @@ class RunBook:
             return bool(s.scalar(select(MirrorRun.cancel_requested).where(MirrorRun.id == self.run_id)))
 
         try:
-            if self.ctx.db.run_write(progress):
+            if self.ctx.db.run_write(progress) or (self.job is not None and self.job.cancelled):
                 self.cancelled = True
             if time.monotonic() - self._last_renew > LEASE_RENEW_SECONDS:
                 self._last_renew = time.monotonic()
@@ -176,6 +188,8 @@ class RunBook:
         self.report()
 
     def report(self) -> None:
+        if self.job is not None:
+            self.job.progress(phase=f"{self.status}: {self.phase}", done=self.done_items, total=self.total_items)
         if self.on_progress is None:
             return
         try:

@@ -23,7 +23,6 @@ so clients see progress; otherwise once, at the end of the run (:meth:`.applying
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,12 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from condavault.auth.identity import Identity
+from condavault.channels.ingest import Ingested, IngestItem, Received
 from condavault.errors import CondavaultError
 from condavault.mirror.bookkeeping import RunBook, RunInfo
 from condavault.mirror.plan import Plan
 from condavault.mirror.planning import Work, overrides_of
 from condavault.mirror.upstream import Upstream
-from condavault.packages.ingest import Ingested, IngestItem, Received
 
 __all__ = ["Fetcher", "failure_of"]
 
@@ -81,8 +80,7 @@ class Fetcher:
         self.work = work
         self.identity = Identity(username=f"mirror:{info.mirror_name}")
         # the same ingest path, minus the per-batch index request: the run publishes at its end
-        self.ingestor = copy.copy(info.ctx.ingestor)
-        self.ingestor.on_change = None
+        self.ingestor = info.ctx.ingestor.without_index()
         self._queue: list[tuple[tuple[str, str], Ingested]] = []  # checked, waiting to be stored
         self._queued_bytes = 0
         self._downloading = 0
@@ -227,7 +225,7 @@ class Fetcher:
                 self.book.fail(key, *failure_of(exc))
             self.book.flush_updates()
             return
-        results = []
+        landed = False
         for key, b in batch:
             if b.result is None:
                 assert b.error is not None
@@ -235,11 +233,9 @@ class Fetcher:
             else:
                 self.book.done(key, b.result.size)
                 self.book.touched.add(key[0])
-                results.append(b.result)
+                landed = True
         self.book.flush_updates()  # the plan items say so right after their rows landed
-        for r in results:
-            self.info.ctx.on_ingested(r, self.identity)
-        if results and time.monotonic() - self._last_publish >= PUBLISH_EVERY:
+        if landed and time.monotonic() - self._last_publish >= PUBLISH_EVERY:
             self._last_publish = time.monotonic()
             for sd in sorted(self.book.touched):
                 self.info.ctx.request_index(self.info.channel_id, sd)  # progress for clients, in the background

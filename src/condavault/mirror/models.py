@@ -59,6 +59,7 @@ class MirrorRun(Base):
     counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     failures: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {file, code, message}
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the durable job that runs it
 
 
 class MirrorItem(Base):

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import select, update
@@ -30,6 +30,9 @@ from condavault.mirror.planning import overrides_of
 from condavault.mirror.upstream import Upstream
 from condavault.serving.lookup import Target
 
+if TYPE_CHECKING:
+    from condavault.context import Context
+
 __all__ = ["PassiveFetcher"]
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ CLAIM_SECONDS = 300.0
 
 
 class PassiveFetcher:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._inflight: dict[tuple[int, str, str], asyncio.Future[Target | None]] = {}
         self.downloads = 0  # upstream downloads started by this process
@@ -133,14 +136,14 @@ class PassiveFetcher:
                 timeout=settings.mirror_timeout,
                 retries=settings.mirror_retries,
                 concurrency=1,
-                transport=self.ctx.extensions.get("mirror.transport"),
+                transport=self.ctx.domains.mirror_transport,
             ) as up:
                 received = await up.download(subdir, filename, self.ctx.ingestor.aspool)
                 sha = rec.get("sha256") or None
                 identity = Identity(username=f"mirror:{cfg.name}")
 
                 def store() -> Any:
-                    result = self.ctx.ingestor.ingest(
+                    return self.ctx.ingestor.ingest(
                         channel.name,
                         received,
                         filename,
@@ -152,8 +155,6 @@ class PassiveFetcher:
                         record_overrides=overrides_of(rec),
                         source_url=up.display_url(subdir, filename),
                     )
-                    self.ctx.on_ingested(result, identity)
-                    return result
 
                 await anyio.to_thread.run_sync(store)
         except BaseException as exc:
@@ -163,8 +164,3 @@ class PassiveFetcher:
             raise
         await anyio.to_thread.run_sync(self._settle, item_id, "done", None)
         return await anyio.to_thread.run_sync(self._reload, channel.id, subdir, filename)
-
-
-def fetcher_of(ctx: Any) -> PassiveFetcher | None:
-    ext = ctx.extensions.get("mirror")
-    return getattr(ext, "fetcher", None)

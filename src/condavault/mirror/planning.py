@@ -104,15 +104,12 @@ class Planner:
     # -- plan ----------------------------------------------------------------------------------------
     def _filter_context(self, upstream: dict[str, dict[str, Any]]) -> FilterContext:
         kw: dict[str, Any] = {}
-        vulns = self.ctx.extensions.get("vulns")
-        if vulns is not None:
-            kw["vuln_links"] = vulns.vuln_links
-            if self.cfg.filters.max_dependency_risk is not None:
-                recs = {rec.key: rec.record for rec, _ in iter_records(upstream)}
-                kw["dependency_risk"] = vulns.dependency_risk_for(recs)
-        signing = self.ctx.extensions.get("signing")
-        if signing is not None and hasattr(signing, "is_signed"):
-            kw["is_signed"] = signing.is_signed
+        vulns = self.ctx.domains.vulns.provider
+        kw["vuln_links"] = vulns.vuln_links
+        if self.cfg.filters.max_dependency_risk is not None:
+            recs = {rec.key: rec.record for rec, _ in iter_records(upstream)}
+            kw["dependency_risk"] = vulns.dependency_risk_for(recs)
+        # no signature provider exists yet: an ``only_signed`` filter is refused with a clear error
         return FilterContext(**kw)
 
     def plan(self, fetched: list[Fetched]) -> tuple[Plan, Work]:

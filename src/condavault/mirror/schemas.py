@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Progress(BaseModel):
@@ -30,6 +30,7 @@ class RunOut(BaseModel):
     counts: dict[str, Any]
     failures: list[dict[str, Any]]
     error: str | None = None
+    job_id: int | None = Field(None, description="the job running it (GET /api/jobs/{id})")
 
 
 class MirrorOut(BaseModel):

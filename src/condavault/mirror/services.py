@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -23,17 +20,14 @@ from condavault.channels.services import get_channel
 from condavault.db.base import utcnow
 from condavault.db.session import Database
 from condavault.errors import Busy, Conflict, InvalidRequest, NotFound
+from condavault.jobs.holders import holder_is_dead as _holder_dead
+from condavault.jobs.holders import new_holder  # noqa: F401  (re-exported: the lease API takes holders)
 from condavault.mirror.config import MirrorConfig, MirrorConfigError
 from condavault.mirror.models import Mirror, MirrorItem, MirrorRun
 
 LEASE_SECONDS = 60.0
 ACTIVE = ("pending", "planning", "running")
 SECRET_FIELDS = ("upstream_token", "upstream_password")
-
-
-def new_holder() -> str:
-    """Who holds a lease: ``host:pid:nonce`` (a dead pid on this host frees the lease at once)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def config_hash(cfg: MirrorConfig) -> str:
@@ -129,23 +123,15 @@ def merge_secrets(cfg: MirrorConfig, old: MirrorConfig | None) -> MirrorConfig:
 
 
 # -- the lease ---------------------------------------------------------------------------------------
-def _holder_dead(holder: str | None) -> bool:
-    if not holder:
-        return True
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def check_idle(session: Session, mirror: Mirror, *, busy_job: int | None = None) -> None:
+    """Raise :class:`Busy` (409) when the mirror runs (a live lease) or has a run queued (``busy_job``)."""
+    if mirror.lease_holder and mirror.lease_until > time.time() and not _holder_dead(mirror.lease_holder):
+        raise Busy(f"mirror {mirror.name!r} is already running", code="mirror_running", mirror=mirror.name)
+    if busy_job is not None:
+        raise Busy(
+            f"mirror {mirror.name!r} is already running (job {busy_job})",
+            code="mirror_running", mirror=mirror.name, job=busy_job,
+        )
 
 
 def acquire_lease(db: Database, mirror_id: int, holder: str) -> None:
@@ -216,7 +202,7 @@ def running_channels(db: Database) -> set[int]:
 
 
 # -- runs --------------------------------------------------------------------------------------------
-def create_run(session: Session, mirror: Mirror, *, trigger: str, dry_run: bool, holder: str) -> MirrorRun:
+def create_run(session: Session, mirror: Mirror, *, trigger: str, dry_run: bool, holder: str | None) -> MirrorRun:
     run = MirrorRun(
         mirror_id=mirror.id,
         status="pending",
@@ -260,14 +246,24 @@ def last_run(session: Session, mirror: Mirror, *, real: bool = True) -> MirrorRu
     return session.scalar(q.order_by(MirrorRun.id.desc()).limit(1))
 
 
-def request_cancel(session: Session, mirror: Mirror) -> list[int]:
-    ids = list(
-        session.scalars(select(MirrorRun.id).where(MirrorRun.mirror_id == mirror.id, MirrorRun.status.in_(ACTIVE)))
-    )
-    if not ids:
+def request_cancel(session: Session, mirror: Mirror) -> list[tuple[int, int | None]]:
+    """Flag the mirror's unfinished runs; returns ``(run id, job id)`` of each (the caller cancels the jobs)."""
+    rows = session.execute(
+        select(MirrorRun.id, MirrorRun.job_id).where(MirrorRun.mirror_id == mirror.id, MirrorRun.status.in_(ACTIVE))
+    ).all()
+    if not rows:
         raise InvalidRequest(f"mirror {mirror.name!r} has no run in progress", code="no_run_in_progress")
-    session.execute(update(MirrorRun).where(MirrorRun.id.in_(ids)).values(cancel_requested=True))
-    return ids
+    session.execute(update(MirrorRun).where(MirrorRun.id.in_([r[0] for r in rows])).values(cancel_requested=True))
+    return [(r[0], r[1]) for r in rows]
+
+
+def cancel_queued_run(session: Session, run_id: int) -> None:
+    """A run whose job was cancelled before it started: it never will."""
+    session.execute(
+        update(MirrorRun)
+        .where(MirrorRun.id == run_id, MirrorRun.status == "pending")
+        .values(status="cancelled", phase="done", finished_at=utcnow())
+    )
 
 
 # -- the stored plan ---------------------------------------------------------------------------------
@@ -363,4 +359,5 @@ def run_dict(run: MirrorRun) -> dict[str, Any]:
         "counts": json.loads(run.counts or "{}"),
         "failures": json.loads(run.failures or "[]"),
         "error": run.error,
+        "job_id": run.job_id,
     }

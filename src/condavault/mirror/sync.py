@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -40,6 +40,10 @@ from condavault.mirror.plan import Plan
 from condavault.mirror.planning import Planner, Work, overrides_of, record_hash
 from condavault.mirror.upstream import Upstream
 
+if TYPE_CHECKING:
+    from condavault.context import Context
+    from condavault.jobs.registry import JobRun
+
 __all__ = ["SyncRun", "config_of", "overrides_of", "record_hash"]
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ class SyncRun:
 
     def __init__(
         self,
-        ctx: Any,
+        ctx: Context,
         mirror_id: int,
         run_id: int,
         holder: str,
@@ -59,6 +63,7 @@ class SyncRun:
         full: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        job: JobRun | None = None,
     ) -> None:
         self.ctx = ctx
         self.mirror_id = mirror_id
@@ -66,7 +71,7 @@ class SyncRun:
         self.holder = holder
         self.full = full
         self.transport = transport
-        self.book = RunBook(ctx, mirror_id, run_id, holder, on_progress)
+        self.book = RunBook(ctx, mirror_id, run_id, holder, on_progress, job=job)
         self.exception: CondavaultError | None = None  # why the run failed, if it was our kind of error
 
     # -- entry point ---------------------------------------------------------------------------------
@@ -180,7 +185,7 @@ class SyncRun:
         await loop.run_in_executor(None, applier.publish)
 
 
-def config_of(ctx: Any, mirror_id: int) -> MirrorConfig:
+def config_of(ctx: Context, mirror_id: int) -> MirrorConfig:
     with ctx.db.session() as s:
         mirror = s.get(Mirror, mirror_id)
         assert mirror is not None

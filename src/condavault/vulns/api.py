@@ -21,7 +21,7 @@ from condavault.auth.permissions import Permission
 from condavault.auth.policy import ChannelRef, allowed, authorize
 from condavault.channels.models import Channel, Record
 from condavault.context import Context
-from condavault.errors import InvalidRequest, NotFound
+from condavault.errors import CondavaultError, InvalidRequest, NotFound
 from condavault.vulns import curation, envcheck, reports, store
 from condavault.vulns.models import VulnLinkRow
 from condavault.vulns.schemas import BulkCurateRequest, CheckEnvRequest, CurateRequest, SyncRequest
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/api", tags=["vulnerabilities"])
 
 
 def runtime(ctx: Context) -> VulnRuntime:
-    return ctx.extensions["vulns_runtime"]  # type: ignore[no-any-return]
+    return ctx.domains.vulns
 
 
 def readable(ctx: Context, identity: Identity) -> dict[int, str]:
@@ -107,7 +107,7 @@ async def sync(request: Request, wait: bool = True) -> Any:
     from condavault.auth.deps import get_identity
 
     ctx: Context = request.app.state.ctx
-    identity = get_identity(request)
+    identity = await anyio.to_thread.run_sync(get_identity, request)
     authorize(identity, Permission.SYSTEM_ADMIN)
     rt = runtime(ctx)
     ctype = request.headers.get("content-type", "")
@@ -126,29 +126,41 @@ async def sync(request: Request, wait: bool = True) -> Any:
         fd, upload = tempfile.mkstemp(dir=folder, suffix=suffix)
         with os.fdopen(fd, "wb") as fh:
             async for chunk in request.stream():
-                fh.write(chunk)
+                await anyio.to_thread.run_sync(fh.write, chunk)
         sources = [upload]
     if not sources and not ctx.settings.vulns_sources:
         raise InvalidRequest("no sources given and none configured (vulns_sources)", code="no_vuln_sources")
-    if not wait:
-        from pathlib import Path
+    from pathlib import Path
 
-        job = rt.start_job(sources or None, cleanup=Path(upload) if upload else None)
-        ctx.record_change(identity, "cve:sync", ",".join(job.sources), None, {"job": job.id})
-        return JSONResponse(job.to_dict(), status_code=202)
-    try:
-        report = await anyio.to_thread.run_sync(lambda: rt.sync(sources or None, origin="upload" if upload else None))
-    finally:
-        if upload:
-            os.unlink(upload)
-    ctx.record_change(identity, "cve:sync", ",".join(sources) or "configured", None, report.to_dict())
-    return report.to_dict()
+    cleanup = Path(upload) if upload else None
+    return await anyio.to_thread.run_sync(lambda: _sync_job(ctx, rt, identity, sources, cleanup, wait))
+
+
+def _sync_job(
+    ctx: Context, rt: VulnRuntime, identity: Identity, sources: list[str], cleanup: Any, wait: bool
+) -> Any:
+    """Enqueue the sync job; with ``wait``, run it here (or wait for the worker that took it)."""
+    job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=wait)
+    if not wait:
+        job = rt.job(str(job_id))
+        ctx.record_change(identity, "cve:sync", ",".join(job["sources"]), None, {"job": job_id})
+        return JSONResponse(job, status_code=202)
+    ran = ctx.worker.run_claimed(job_id)
+    if ran.error is not None:
+        raise ran.error
+    done = ctx.jobs.wait(job_id, timeout=3600)
+    if done["state"] != "succeeded":
+        raise CondavaultError(f"vulnerability sync job {job_id} {done['state']}: {done['error']}",
+                              code="vuln_sync_failed")
+    report = done["result"] or {}
+    ctx.record_change(identity, "cve:sync", ",".join(sources) or "configured", None, report)
+    return report
 
 
 @router.get("/cves/sync/jobs/{job_id}", summary="Progress of a sync started with wait=false")
 def sync_job(job_id: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     authorize(identity, Permission.SYSTEM_ADMIN)
-    return runtime(ctx).job(job_id).to_dict()
+    return runtime(ctx).job(job_id)
 
 
 @router.post("/cves/sweep", summary="Match records that were never matched (imports, mirror inserts) now")

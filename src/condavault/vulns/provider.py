@@ -1,4 +1,4 @@
-"""What the mirror CVE filters consult: ``ctx.extensions["vulns"]``.
+"""What the mirror CVE filters consult: ``ctx.domains.vulns.provider``.
 
 ``vuln_links(subdir, filename, record)`` matches an *upstream* record dict on the fly by name + version
 against the stored advisories (indexed by conda name, rebuilt when the vulns generation changes), and
@@ -43,7 +43,7 @@ class _Snapshot:
 
 
 class VulnProvider:
-    """The object published as ``ctx.extensions["vulns"]``."""
+    """The object published as ``ctx.domains.vulns.provider``."""
 
     def __init__(self, db: Database, mapping: Callable[[], NameMapping]) -> None:
         self._db = db

@@ -12,8 +12,6 @@ import json
 import logging
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,26 +37,13 @@ from condavault.vulns.sync import (
 
 if TYPE_CHECKING:
     from condavault.context import Context
+    from condavault.jobs.registry import JobRun
 
 log = logging.getLogger(__name__)
+SYNC_KIND = "vulns.sync"
+SYNC_LOCK = "vulns.sync"  # syncs, scheduled refreshes and drop-folder imports never overlap
 SWEEP_BATCH = 5000
 MATCH_BATCH = 50
-
-
-@dataclass
-class SyncJob:
-    id: str
-    sources: list[str]
-    state: str = "queued"  # queued | running | done | failed
-    phase: str = ""
-    done: int = 0
-    total: int = 0
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class VulnRuntime:
@@ -68,7 +53,6 @@ class VulnRuntime:
         self._mapping_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._sweep_lock = threading.Lock()
-        self.jobs: dict[str, SyncJob] = {}
         self.provider = VulnProvider(ctx.db, self.mapping)
 
     # -- mapping -----------------------------------------------------------------------------------
@@ -132,33 +116,46 @@ class VulnRuntime:
         log.info("vulnerability sync done", extra=report.to_dict())
         return report
 
-    def start_job(self, locations: list[str] | None, cleanup: Path | None = None) -> SyncJob:
-        job = SyncJob(id=uuid.uuid4().hex[:12], sources=list(locations or self.ctx.settings.vulns_sources))
-        self.jobs[job.id] = job
+    # -- as durable jobs (kinds registered by condavault.wiring) ---------------------------------------
+    def start_job(
+        self, locations: list[str] | None, cleanup: Path | None = None, created_by: str | None = None,
+        claim: bool = False,
+    ) -> int:
+        """Enqueue a sync (kind ``vulns.sync``); 409 while another one is queued or running. ``claim``:
+        the caller runs it at once (``JobWorker.run_claimed``)."""
+        busy = self.ctx.jobs.active(SYNC_LOCK)
+        if busy is not None:
+            if cleanup is not None:
+                cleanup.unlink(missing_ok=True)
+            raise Busy(f"a vulnerability sync is already running (job {busy})", code="vuln_sync_running", job=busy)
+        params = {"sources": list(locations or self.ctx.settings.vulns_sources),
+                  "cleanup": str(cleanup) if cleanup else None}
+        return self.ctx.jobs.enqueue(SYNC_KIND, params, lock_key=SYNC_LOCK, created_by=created_by, claim=claim)
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A sync job in the shape ``GET /api/cves/sync/jobs/{id}`` has always answered."""
+        try:
+            job = self.ctx.jobs.get(int(job_id))
+        except (ValueError, NotFound):
+            job = None
+        if job is None or job["kind"] != SYNC_KIND:
+            raise NotFound(f"no sync job {job_id!r}", code="sync_job_not_found")
+        state = {"succeeded": "done", "cancelled": "failed"}.get(job["state"], job["state"])
+        return {"id": str(job["id"]), "sources": job["params"].get("sources", []), "state": state,
+                "phase": job["phase"], "done": job["done"], "total": job["total"] or 0, "result": job["result"],
+                "error": job["error"], "started": job["created_at"].timestamp(), "job_id": job["id"]}
+
+    def run_sync_job(self, run: JobRun) -> dict[str, Any]:
         def progress(phase: str, done: int, total: int) -> None:
-            job.phase, job.done, job.total = phase, done, total
+            run.progress(phase=phase, done=done, total=total)
 
-        def run() -> None:
-            job.state = "running"
-            try:
-                job.result = self.sync(job.sources, progress).to_dict()
-                job.state = "done"
-            except Exception as exc:
-                job.state, job.error = "failed", str(exc)
-                raise
-            finally:
-                if cleanup is not None:
-                    cleanup.unlink(missing_ok=True)
-
-        self.ctx.runner.submit(run, "vulns-sync")
-        return job
-
-    def job(self, job_id: str) -> SyncJob:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFound(f"no sync job {job_id!r} on this server", code="sync_job_not_found")
-        return job
+        cleanup = run.params.get("cleanup")
+        try:
+            origin = "upload" if cleanup else None
+            return self.sync(run.params.get("sources") or None, progress, origin=origin).to_dict()
+        finally:
+            if cleanup:
+                Path(cleanup).unlink(missing_ok=True)
 
     def refresh(self) -> None:
         """The scheduled refresh of ``vulns_sources`` (hourly by default)."""

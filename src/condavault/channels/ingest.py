@@ -1,22 +1,24 @@
 """The one path every package takes into condavault (design.md §1.1).
 
-receive the bytes while hashing (a temp file; or memory, for a mirror's small files) → check size and
-hashes against what the sender expects → validate the archive and read ``info/`` → store the blob under
-its sha256 (durable before its row) → insert the record row (and mark the subdir dirty) in one
-transaction. Any failure before the row insert leaves nothing behind (the temp file is removed).
+receive the bytes while hashing (a temp file; or memory, for small files) → check size and hashes
+against what the sender expects → validate the archive and read ``info/`` (pure: ``packages.spool``)
+→ run the configured checks (``Ingestor.checks``, e.g. a malware scan) → pin and store the blob under
+its sha256 (durable before its row) → insert the record rows in one transaction that also records the
+events (``RecordsChanged``: the index follows; ``PackagesIngested``: durable follow-up work such as CVE
+matching). Any failure before the row insert leaves nothing behind (the temp file is removed; a blob
+written for nothing is deleted unless another ingest uses the same bytes, see ``channels.blobs``).
 
 Two phases, so a batch can share the costly parts: :meth:`Ingestor.check` (CPU only: hashes, archive
-walk) and :meth:`Ingestor.store` (I/O: the blobs of a whole batch made durable with one barrier, the
-rows written in one transaction, each touched subdir marked dirty once). A bad file of a batch is
+walk, checks) and :meth:`Ingestor.store` (I/O: the blobs of a whole batch made durable with one barrier,
+the rows written in one transaction, each touched subdir marked dirty once). A bad file of a batch is
 reported with its own error and the others land. :meth:`Ingestor.ingest_many` is both phases for a
-batch; :meth:`Ingestor.ingest` a batch of one (uploads). The mirror checks each file as it arrives and
-stores batches.
+batch; :meth:`Ingestor.ingest` a batch of one. The mirror checks each file as it arrives and stores
+batches; upload batches (``channels.uploads``) store each request's files as one batch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import copy
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,39 +28,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from condavault.channels.blobs import BlobGuard
+from condavault.channels.events import IngestedFile, PackagesIngested, RecordsChanged
 from condavault.channels.models import Channel, Record
 from condavault.channels.records import NewRecord, Outcome, put_records
 from condavault.channels.services import get_channel
 from condavault.config import Settings
 from condavault.db.session import Database
-from condavault.errors import ChecksumMismatch, Conflict, NotFound, PayloadTooLarge
+from condavault.errors import Conflict, NotFound
+from condavault.events import EventBus
 from condavault.indexing.dirty import get_state
-from condavault.packages.archive import Limits, read_archive
-from condavault.packages.filename import parse_filename
-from condavault.packages.metadata import PackageMetadata, build_metadata
+from condavault.jobs.holders import new_holder
+from condavault.packages import spool as sp
+from condavault.packages.archive import Limits
+from condavault.packages.metadata import PackageMetadata
+from condavault.packages.spool import Received
 from condavault.storage.local import LocalBlobStore, Staged, run_all
 
-CHUNK = 1024 * 1024
-
-
-@dataclass
-class Received:
-    """Received bytes: in a temp file (``path``) or, small ones, in memory (``data``)."""
-
-    path: Path | None
-    size: int
-    md5: str
-    sha256: str
-    data: bytes | None = None
-
-    @classmethod
-    def of_bytes(cls, data: bytes) -> Received:
-        return cls(None, len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest(), data)
-
-    def discard(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-        self.data = None
+__all__ = ["IngestItem", "IngestResult", "Ingested", "Ingestor", "Received"]
 
 
 @dataclass
@@ -71,7 +58,8 @@ class IngestResult:
     size: int
     status: str  # created | unchanged | replaced | skipped
     change_seq: int = 0
-    security: dict | None = None
+    security: dict[str, Any] | None = None
+    follow_up: list[int] = field(default_factory=list)  # jobs of the after-commit work (CVE matching)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -96,7 +84,7 @@ class IngestItem:
     expected_md5: str | None = None
     expected_size: int | None = None
     force: bool = False  # replace other bytes under the same name
-    record_overrides: dict | None = None  # record fields that win over the archive's (a mirror's upstream)
+    record_overrides: dict[str, Any] | None = None  # record fields that win over the archive's (a mirror's upstream)
     source_url: str | None = None
 
 
@@ -122,7 +110,7 @@ class Ingested:
         assert self.meta is not None
         return self.meta.subdir
 
-    def set_result(self, channel: str, outcome: Outcome, seq: int) -> None:
+    def set_result(self, channel: str, outcome: Outcome, seq: int, follow_up: list[int]) -> None:
         received, meta = self.item.received, self.meta
         assert meta is not None
         self.result = IngestResult(
@@ -135,89 +123,48 @@ class Ingested:
             status=outcome.status,
             change_seq=seq,
             security=meta.security,
+            follow_up=follow_up if outcome.status != "unchanged" else [],
         )
 
 
-class _Spool:
-    def __init__(self, blobs: LocalBlobStore, max_bytes: int) -> None:
-        fd, self.path = blobs.temp_file()
-        self.fh = os.fdopen(fd, "wb")
-        self.md5 = hashlib.md5()
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.max = max_bytes
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.max:
-            raise PayloadTooLarge(f"upload exceeds the limit of {self.max} bytes", limit=self.max)
-        self.md5.update(chunk)
-        self.sha.update(chunk)
-        self.fh.write(chunk)
-
-    def finish(self) -> Received:
-        self.fh.close()
-        return Received(self.path, self.size, self.md5.hexdigest(), self.sha.hexdigest())
-
-    def abort(self) -> None:
-        self.fh.close()
-        self.path.unlink(missing_ok=True)
-
-
 class Ingestor:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        blobs: LocalBlobStore,
-        on_change: Callable[[int, str], None] | None = None,
-    ) -> None:
+    """Ingest for one process. ``index`` False (a copy made with :meth:`without_index`): the writer
+    publishes the index itself (a mirror run, an upload batch), so storing asks for no index run.
+    ``checks`` run on each file after its metadata is read (phase one); a check raises an
+    ``InvalidPackage`` subclass to reject the file (the place for a malware scan)."""
+
+    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore, events: EventBus) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        self.on_change = on_change
+        self.events = events
+        self.index = True
+        self.checks: list[Callable[[Ingested], None]] = []
+        self.guard = BlobGuard(db, blobs, new_holder())
         self.limits = Limits(
             max_decompressed_bytes=settings.max_decompressed_bytes,
             max_compression_ratio=settings.max_compression_ratio,
             max_members=settings.max_members,
         )
 
+    def without_index(self) -> Ingestor:
+        other = copy.copy(self)
+        other.index = False
+        return other
+
     # -- receiving bytes -------------------------------------------------------------------------
     def spool(self, chunks: Iterable[bytes]) -> Received:
-        sp = _Spool(self.blobs, self.settings.max_upload_bytes)
-        try:
-            for chunk in chunks:
-                sp.write(chunk)
-        except BaseException:
-            sp.abort()
-            raise
-        return sp.finish()
+        return sp.spool(self.blobs.temp_file, self.settings.max_upload_bytes, chunks)
 
     async def aspool(self, chunks: AsyncIterator[bytes]) -> Received:
-        sp = _Spool(self.blobs, self.settings.max_upload_bytes)
-        try:
-            async for chunk in chunks:
-                sp.write(chunk)
-        except BaseException:
-            sp.abort()
-            raise
-        return sp.finish()
+        return await sp.aspool(self.blobs.temp_file, self.settings.max_upload_bytes, chunks)
 
     def spool_file(self, path: Path) -> Received:
-        def chunks() -> Iterable[bytes]:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
-
-        return self.spool(chunks())
+        return sp.spool_file(self.blobs.temp_file, self.settings.max_upload_bytes, path)
 
     # -- validating and storing ------------------------------------------------------------------
     def inspect(self, received: Received, filename: str, expected_subdir: str | None) -> PackageMetadata:
-        fn = parse_filename(filename)
-        source = received.data if received.data is not None else received.path
-        assert source is not None
-        info = read_archive(source, fn, self.limits)
-        return build_metadata(info, fn, expected_subdir)
+        return sp.inspect(received, filename, self.limits, expected_subdir)
 
     def ingest(
         self,
@@ -231,7 +178,7 @@ class Ingestor:
         expected_size: int | None = None,
         force: bool = False,
         actor: str | None = None,
-        record_overrides: dict | None = None,
+        record_overrides: dict[str, Any] | None = None,
         source_url: str | None = None,
     ) -> IngestResult:
         """Validate and store a received upload (a batch of one). The temp file is consumed in every case."""
@@ -271,7 +218,7 @@ class Ingestor:
 
     def check(self, item: IngestItem) -> Ingested:
         """Phase one, CPU only (no DB, no writes): size and hashes against the expected ones, then the
-        archive walk and its metadata. Errors are kept in the result, never raised."""
+        archive walk, its metadata and the checks. Errors are kept in the result, never raised."""
         b = Ingested(item)
         try:
             self._check_sums(item)
@@ -282,14 +229,16 @@ class Ingestor:
                 record.update(item.record_overrides)  # e.g. a mirror keeps upstream's patched fields
             record.update(md5=received.md5, sha256=received.sha256, size=received.size)
             b.meta, b.record = meta, record
+            for check in self.checks:
+                check(b)
         except Exception as exc:  # reported with this file; the rest of a batch goes on
             b.error = exc
         return b
 
     def stage(self, b: Ingested) -> Ingested:
-        """Optionally, between the phases and as soon as a file is checked: write its blob ahead (the slow
-        file system part, see ``LocalBlobStore.stage``); :meth:`store` then only commits it. Raises on
-        an I/O error (the item is then to be dropped with :meth:`discard`)."""
+        """Between the phases: write the blob ahead (the slow file system part, see
+        ``LocalBlobStore.stage``); :meth:`store` then only commits it. Raises on an I/O error (the item is
+        then to be dropped with :meth:`discard`). Only :meth:`store` calls it, after pinning the blob."""
         if b.ok and b.staged is None:
             received = b.item.received
             source = received.data if received.data is not None else received.path
@@ -305,10 +254,11 @@ class Ingestor:
         b.item.received.discard()
 
     def store(self, channel_name: str, batch: list[Ingested], *, actor: str | None = None) -> list[Ingested]:
-        """Phase two for checked files: refuse other bytes under an existing name (unless ``force``), make
-        the blobs durable with one barrier, write the rows in one transaction, then call ``on_change``
-        once per touched subdir. Returns ``batch``, each with a ``result`` or an ``error``. Every temp file
-        is consumed. An unknown channel raises (nothing lands)."""
+        """Phase two for checked files: refuse other bytes under an existing name (unless ``force``), pin
+        the blobs, make them durable with one barrier, then write the rows and the events in one
+        transaction. Returns ``batch``, each with a ``result`` or an ``error``. Every temp file is
+        consumed. An unknown channel raises (nothing lands)."""
+        pinned: list[str] = []
         try:
             with self.db.session() as s:
                 channel_id = get_channel(s, channel_name).id
@@ -316,38 +266,34 @@ class Ingestor:
             if live:
                 self._precheck_conflicts(channel_id, channel_name, live)  # a 409 must not leave a blob behind
                 live = [b for b in live if b.ok]
+            pinned = [b.item.received.sha256 for b in live]
+            self.guard.pin(pinned)  # from here until the rows commit, no delete takes these blobs
             run_all(self.stage, [(b,) for b in live if b.staged is None])
             staged = [b.staged for b in live]
             for b, is_new in zip(live, self.blobs.commit(staged), strict=True):  # type: ignore[arg-type]
                 b.new_blob = is_new
                 b.staged = None
+        except BaseException:
+            if pinned:
+                self.guard.unpin_now(pinned)
+            raise
         finally:
             for b in batch:
                 self.discard(b)
         if live:
             self._write(channel_id, channel_name, live, actor)
-        changed = {b.result.subdir for b in batch if b.result is not None and b.result.status != "unchanged"}
-        if self.on_change is not None:
-            for subdir in sorted(changed):
-                self.on_change(channel_id, subdir)
         return batch
 
     # -- the steps -------------------------------------------------------------------------------
     @staticmethod
     def _check_sums(item: IngestItem) -> None:
-        received, fn = item.received, item.filename
-        for what, expected, actual in (
-            ("size", item.expected_size, received.size),
-            ("sha256", item.expected_sha256, received.sha256),
-            ("md5", item.expected_md5, received.md5),
-        ):
-            if expected is not None and expected != actual:
-                raise ChecksumMismatch(
-                    f"{fn}: {what} {actual} differs from the expected {expected}",
-                    filename=fn,
-                    expected=expected,
-                    actual=actual,
-                )
+        sp.check_sums(
+            item.received,
+            item.filename,
+            expected_size=item.expected_size,
+            expected_sha256=item.expected_sha256,
+            expected_md5=item.expected_md5,
+        )
 
     def _precheck_conflicts(self, channel_id: int, channel_name: str, live: list[Ingested]) -> None:
         """Refuse other bytes under an existing name (unless ``force``) before storing any blob. The
@@ -377,9 +323,9 @@ class Ingestor:
     def _write(self, channel_id: int, channel_name: str, live: list[Ingested], actor: str | None) -> None:
         """The rows of ``live`` in one transaction; if it fails (a row conflicts with one written meanwhile),
         each row in a transaction of its own, so only the culprit fails. A file whose row could not be
-        written leaves no blob behind (unless another row uses the same bytes)."""
+        written leaves no blob behind (unless something else uses the same bytes)."""
 
-        def write(session: Session, group: list[Ingested]) -> list[tuple[Outcome, int]]:
+        def write(session: Session, group: list[Ingested]) -> list[tuple[Outcome, int, list[int]]]:
             channel = session.get(Channel, channel_id)
             if channel is None:
                 raise NotFound(f"channel {channel_name!r} was deleted meanwhile", code="channel_not_found")
@@ -400,11 +346,13 @@ class Ingestor:
                     )
                 )
             outcomes = put_records(session, channel, entries)
+            self.guard.unpin(session, [b.item.received.sha256 for b in group])
             seqs = {}
             for sd in {b.subdir for b in group}:
                 state = get_state(session, channel_id, sd)
                 seqs[sd] = state.change_seq if state else 0
-            return [(o, seqs[b.subdir]) for o, b in zip(outcomes, group, strict=True)]
+            jobs = self._record_events(session, channel_id, channel_name, group, outcomes, actor)
+            return [(o, seqs[b.subdir], jobs) for o, b in zip(outcomes, group, strict=True)]
 
         try:
             done = self.db.run_write(lambda s: write(s, live))
@@ -414,20 +362,40 @@ class Ingestor:
                 return
             for b in live:  # one row spoiled the batch: each on its own, so only the culprit fails
                 try:
-                    ((outcome, seq),) = self.db.run_write(lambda s, b=b: write(s, [b]))  # type: ignore[misc]
+                    ((outcome, seq, jobs),) = self.db.run_write(lambda s, b=b: write(s, [b]))  # type: ignore[misc]
                 except Exception as exc:
                     self._failed(b, exc)
                 else:
-                    b.set_result(channel_name, outcome, seq)
+                    b.set_result(channel_name, outcome, seq, jobs)
             return
-        for b, (outcome, seq) in zip(live, done, strict=True):
-            b.set_result(channel_name, outcome, seq)
+        for b, (outcome, seq, jobs) in zip(live, done, strict=True):
+            b.set_result(channel_name, outcome, seq, jobs)
+
+    def _record_events(
+        self,
+        session: Session,
+        channel_id: int,
+        channel_name: str,
+        group: list[Ingested],
+        outcomes: list[Outcome],
+        actor: str | None,
+    ) -> list[int]:
+        """The events of a written group; returns the ids of their durable follow-up jobs."""
+        files = []
+        for b, o in zip(group, outcomes, strict=True):
+            if o.status != "unchanged":
+                assert b.meta is not None
+                files.append(IngestedFile(channel_name, b.subdir, b.item.filename, o.status, b.meta.security))
+        if not files:
+            return []
+        subdirs = tuple(sorted({f.subdir for f in files}))
+        self.events.record(session, RecordsChanged(channel_id, subdirs, index=self.index))
+        return self.events.record(session, PackagesIngested(channel_id, channel_name, tuple(files), actor))
 
     def _failed(self, b: Ingested, exc: Exception) -> None:
         b.error = exc
-        if b.new_blob and not self._referenced(b.item.received.sha256):
-            self.blobs.delete(b.item.received.sha256)
-
-    def _referenced(self, sha256: str) -> bool:
-        with self.db.session() as s:
-            return s.scalar(select(Record.id).where(Record.sha256 == sha256).limit(1)) is not None
+        sha = b.item.received.sha256
+        if b.new_blob:
+            self.guard.delete_if_unreferenced(sha)  # also drops our pin
+        else:
+            self.guard.unpin_now([sha])

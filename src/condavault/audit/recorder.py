@@ -145,18 +145,18 @@ class AuditRecorder:
                     s.execute(insert(ChangeEvent), [row])
                 self.dropped -= lost
                 log.error("audit queue overflowed: downloads were not recorded", extra={"downloads_lost": lost})
-            for queue, model in ((self._downloads, DownloadEvent),):
-                while queue:
-                    batch = []
-                    while queue and len(batch) < BATCH:
-                        batch.append(queue.popleft())
-                    try:
-                        with self.db.session() as s:
-                            s.execute(insert(model), batch)
-                    except Exception:
-                        queue.extendleft(reversed(batch))  # put back in order; retried next time
-                        raise
-                    n += len(batch)
+            queue = self._downloads
+            while queue:
+                batch: list[dict[str, Any]] = []
+                while queue and len(batch) < BATCH:
+                    batch.append(queue.popleft())
+                try:
+                    with self.db.session() as s:
+                        s.execute(insert(DownloadEvent), batch)
+                except Exception:
+                    queue.extendleft(reversed(batch))  # put back in order; retried next time
+                    raise
+                n += len(batch)
         self.written += n
         return n
 

@@ -109,12 +109,14 @@ def create_token(body: TokenCreate, ctx: Context = CtxDep, identity: Identity = 
     with ctx.db.write_session() as s:
         if body.user and body.user != identity.username:
             authorize(identity, Permission.USER_MANAGE)
-            user = user_svc.get_user(s, body.user)
-            if user.is_admin:
+            other = user_svc.get_user(s, body.user)
+            if other.is_admin:
                 authorize(identity, Permission.SYSTEM_ADMIN)
+            user = other
         else:
-            user = s.get(User, identity.user_id)
-            assert user is not None
+            me = s.get(User, identity.user_id)
+            assert me is not None
+            user = me
         if user.disabled:
             raise InvalidRequest(f"user {user.username!r} is disabled", code="user_disabled")
         token, row = issue_token(

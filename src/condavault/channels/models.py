@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from condavault.db.base import Base, BigInt, UTCDateTime, utcnow
@@ -90,6 +90,6 @@ class UploadBatch(Base):
     state: Mapped[str] = mapped_column(String(20), default="open")  # open | committed
     subdirs: Mapped[str] = mapped_column(Text, default="")  # space separated: the subdirs it touched
     counts: Mapped[str] = mapped_column(Text, default="{}")
-    expires_at: Mapped[float] = mapped_column(default=0.0)  # unix seconds; renewed by every request
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # unix seconds; renewed by every request
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
-from condavault.db.base import utcnow
+from condavault.db.base import table, utcnow
 from condavault.errors import Conflict, InvalidRequest, NotFound
 from condavault.indexing.dirty import get_state, mark_dirty
 from condavault.indexing.patches import PatchSet
@@ -142,7 +142,7 @@ def put_records(session: Session, channel: Channel, entries: list[NewRecord]) ->
         session.execute(update(Record).where(Record.id.in_(got_blob[i : i + 500])).values(has_blob=True))
     rows = list(inserts.values())
     for i in range(0, len(rows), 5000):
-        session.connection().execute(Record.__table__.insert(), rows[i : i + 5000])
+        session.connection().execute(table(Record).insert(), rows[i : i + 5000])
     for sd, ns in names.items():
         mark_dirty(session, channel.id, sd, ns)
     return outcomes
@@ -245,7 +245,7 @@ def import_repodata(
             counts["created"] += 1
     if rows:
         for i in range(0, len(rows), 5000):
-            session.execute(Record.__table__.insert(), rows[i : i + 5000])
+            session.connection().execute(table(Record).insert(), rows[i : i + 5000])
         mark_dirty(session, channel.id, subdir, names)
     else:
         get_state(session, channel.id, subdir)
@@ -437,7 +437,7 @@ def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str
             if frag != fragment or gone != removed:
                 changed.append({"b_id": rid, "b_fragment": frag, "b_removed": gone})
         if changed:
-            t = Record.__table__
+            t = table(Record)
             stmt = (
                 update(t)
                 .where(t.c.id == bindparam("b_id"))

@@ -81,10 +81,11 @@ def channel_stats(session: Session, channel_id: int) -> dict[str, object]:
         .where(Record.channel_id == channel_id)
         .group_by(Record.subdir)
     ).all()
+    counts = [(str(r[0]), int(r[1] or 0), int(r[2] or 0)) for r in rows]
     return {
-        "subdirs": {r[0]: {"files": r[1], "bytes": int(r[2])} for r in rows},
-        "files": sum(r[1] for r in rows),
-        "bytes": sum(int(r[2]) for r in rows),
+        "subdirs": {sd: {"files": n, "bytes": size} for sd, n, size in counts},
+        "files": sum(n for _, n, _ in counts),
+        "bytes": sum(size for _, _, size in counts),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-def _run(ctx: typer.Context, kind: str, params: dict[str, object], fmt: str, columns: list[str]) -> None:
+def _run(ctx: typer.Context, kind: str, params: dict[str, Any], fmt: str, columns: list[str]) -> None:
     query = {k: v for k, v in params.items() if v is not None}
     if fmt == "csv":
         resp = client_from(ctx).http.get(f"/api/audit/{kind}", params={**query, "format": "csv"})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, MetaData
+from sqlalchemy import BigInteger, DateTime, MetaData, Table
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -43,3 +45,13 @@ BigInt = BigInteger().with_variant(BigInteger(), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a mapped class (``Model.__table__`` is typed as a plain FromClause)."""
+    return cast(Table, model.__table__)
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed (``Session.execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
 from condavault.config import Settings
-from condavault.db.base import utcnow
+from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
 from condavault.indexing import builder, derived
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
@@ -123,8 +123,8 @@ class Indexer:
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
-        self.listeners: list[callable] = []  # type: ignore[valid-type]
-        self.after_publish: list[callable] = []  # type: ignore[valid-type]
+        self.listeners: list[Callable[[int, str | None], None]] = []
+        self.after_publish: list[Callable[[int, str], None]] = []
         self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
         self.last_run: dict[tuple[int, str], RunStats] = {}
 
@@ -209,7 +209,7 @@ class Indexer:
                 .where(*where, or_(SubdirState.lease_until < now, SubdirState.lease_holder == self.holder))
                 .values(lease_holder=self.holder, lease_until=now + LEASE_SECONDS)
             )
-            if res.rowcount:
+            if affected(res):
                 return True
             holder = s.scalar(select(SubdirState.lease_holder).where(*where))
             if holder is None or not holder_is_dead(holder):
@@ -220,7 +220,7 @@ class Indexer:
                 .where(*where, SubdirState.lease_holder == holder)
                 .values(lease_holder=self.holder, lease_until=now + LEASE_SECONDS)
             )
-            return bool(res.rowcount)
+            return bool(affected(res))
 
         return self.db.run_write(take)
 
@@ -317,6 +317,7 @@ class Indexer:
                         shard(n, rows)
                 changed = set(segments) | set(old_heads) if full else set(dirty) | (set(segments) ^ set(old_heads))
             else:
+                assert cached is not None  # not rebuilt: the cache is current
                 segments = dict(cached.segments)
                 old_heads = dict(cached.heads)
                 heads.update(old_heads)
@@ -325,7 +326,7 @@ class Indexer:
                 for r in self._rows(s, channel_id, subdir, changed):
                     rows_by_name[r.name].append(r)
                 for n in changed:
-                    rows = rows_by_name.get(n)
+                    rows = rows_by_name.get(n, [])
                     if rows:
                         rows_read += len(rows)
                         segments[n] = builder.build_segment(rows)
@@ -375,7 +376,7 @@ class Indexer:
             gone = [n for n in old_heads if n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
-                    ShardHead.__table__.delete().where(
+                    table(ShardHead).delete().where(
                         ShardHead.channel_id == channel_id,
                         ShardHead.subdir == subdir,
                         ShardHead.name.in_(gone[i : i + 500]),
@@ -526,11 +527,11 @@ class Indexer:
 
         def drop(s: Session) -> int:
             res = s.execute(
-                ShardBlob.__table__.delete().where(
+                table(ShardBlob).delete().where(
                     ShardBlob.superseded_at.is_not(None), ShardBlob.superseded_at < cutoff
                 )
             )
-            return int(res.rowcount or 0)
+            return affected(res)
 
         return self.db.run_write(drop)
 

@@ -45,14 +45,14 @@ def list_jobs(
 ) -> list[JobOut]:
     _signed_in(identity)
     mine = None if allowed(identity, Permission.SYSTEM_ADMIN) else identity.username
-    rows = ctx.jobs.list(kinds=kind, states=state, created_by=mine, before_id=before, limit=limit)
+    rows = ctx.jobs.list_jobs(kinds=kind, states=state, created_by=mine, before_id=before, limit=limit)
     return [JobOut(**r) for r in rows]
 
 
 @router.get("/schedules", response_model=list[ScheduleOut], summary="Scheduled jobs and when they fire next")
 def list_schedules(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> list[ScheduleOut]:
     authorize(identity, Permission.SYSTEM_ADMIN)
-    return [ScheduleOut(**r) for r in ctx.schedules.list()]
+    return [ScheduleOut(**r) for r in ctx.schedules.list_schedules()]
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job: state, progress, result")

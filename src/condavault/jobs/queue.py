@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from condavault.db.base import utcnow
+from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database, after_commit
 from condavault.errors import Busy, Conflict, NotFound
 from condavault.jobs.holders import holder_is_dead
@@ -150,7 +150,7 @@ class JobQueue:
             "created_at": utcnow(),
             "updated_at": utcnow(),
         }
-        insert_stmt = Job.__table__.insert().returning(Job.id)
+        insert_stmt = table(Job).insert().returning(Job.id)
         if claim:
             values.update(state=RUNNING, worker=self.holder, lease_until=now + LEASE_SECONDS, attempts=1,
                           started_at=utcnow(), dedupe_key=None)
@@ -196,7 +196,7 @@ class JobQueue:
                 raise NotFound(f"job {job_id} not found", code="job_not_found", job=job_id)
             return job_dict(job)
 
-    def list(
+    def list_jobs(
         self,
         *,
         kinds: Iterable[str] = (),
@@ -298,7 +298,7 @@ class JobQueue:
                 update(Job).where(*self._mine(job_id)).values(phase=phase[:200], done=done, total=total,
                                                             updated_at=utcnow())
             )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            return bool(affected(res))
 
         return self.db.run_write(work)
 
@@ -337,7 +337,7 @@ class JobQueue:
                     .values(state=state, result=text, error=None if state == SUCCEEDED else "cancelled",
                             finished_at=utcnow(), updated_at=utcnow(), lease_until=0.0)
                 )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            return bool(affected(res))
 
         done = self.db.run_write(work)
         if not done:
@@ -410,7 +410,7 @@ class JobQueue:
             res = s.execute(
                 delete(Job).where(Job.state.in_(FINISHED), Job.finished_at < datetime.fromtimestamp(cutoff, UTC))
             )
-            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+            return affected(res)
 
         return self.db.run_write(work)
 

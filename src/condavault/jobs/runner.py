@@ -1,9 +1,12 @@
-"""In-process job runner (the embedded default of design.md §5).
+"""In-process coalesced work: index runs (``Context.request_index``) and the index sweep.
 
-``submit`` runs a job on a worker thread; ``submit_coalesced`` merges requests for the same key that
-arrive before the job starts (a burst of uploads becomes one index run); ``every`` runs a function on
-a fixed period and ``cron`` on a cron expression. Jobs raising exceptions are logged, never lost
-silently, and never kill the runner.
+Everything durable -- mirror runs, CVE syncs, reindexing, purges, after-commit events, schedules -- is
+a job of the durable queue (``jobs.queue``, ``jobs.worker``). What stays here is work that is cheap to
+lose and is re-derived from the database anyway: ``submit_coalesced`` merges requests for the same key
+that arrive before the work starts (a burst of uploads becomes one index run), ``every`` runs the index
+sweep, the safety net that picks up whatever is left dirty. Index publishing can move onto the durable
+queue later (kind ``index.publish``, dedupe key ``index:<channel>:<subdir>``) without a new design.
+Exceptions are logged, never lost silently, and never kill the runner.
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-
-from croniter import croniter
+from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,7 @@ class JobRunner:
         with self._lock:
             return bool(self._pending) or self._running > 0
 
-    def submit(self, fn: Callable[[], object], name: str = "job") -> Future[object]:
-        def run() -> object:
-            try:
-                return fn()
-            except Exception:
-                log.exception("job failed", extra={"job": name})
-                raise
-
-        return self._pool.submit(run)
-
-    def submit_coalesced(self, key: Hashable, fn: Callable[[], object]) -> None:
+    def submit_coalesced(self, key: Hashable, fn: Callable[..., object]) -> None:
         with self._lock:
             if key in self._pending:
                 return
@@ -77,24 +67,6 @@ class JobRunner:
                     log.exception("periodic job failed", extra={"job": name})
 
         t = threading.Thread(target=loop, name=f"condavault-{name}", daemon=True)
-        t.start()
-        self._timers.append(t)
-
-    def cron(self, expression: str, fn: Callable[[], object], name: str) -> None:
-        def loop() -> None:
-            it = croniter(expression, datetime.now(UTC))
-            while not self._stop.is_set():
-                nxt = it.get_next(datetime)
-                while not self._stop.is_set():
-                    wait = (nxt - datetime.now(UTC)).total_seconds()
-                    if wait <= 0:
-                        break
-                    self._stop.wait(min(wait, 30))
-                if self._stop.is_set():
-                    return
-                self.submit(fn, name)
-
-        t = threading.Thread(target=loop, name=f"condavault-cron-{name}", daemon=True)
         t.start()
         self._timers.append(t)
 

@@ -23,7 +23,7 @@ from croniter import croniter
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from condavault.db.base import utcnow
+from condavault.db.base import affected, utcnow
 from condavault.db.session import Database
 from condavault.errors import InvalidRequest
 from condavault.jobs.models import JobSchedule
@@ -98,7 +98,7 @@ class Schedules:
     def drop(s: Session, name: str) -> None:
         s.execute(delete(JobSchedule).where(JobSchedule.name == name))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_schedules(self) -> list[dict[str, Any]]:
         with self.db.session() as s:
             return [
                 {"name": r.name, "kind": r.kind, "cron": r.cron, "every_seconds": r.every_seconds,
@@ -128,7 +128,7 @@ class Schedules:
                     .where(JobSchedule.name == name, JobSchedule.next_at == seen)
                     .values(next_at=spec.next_after(now), last_fired_at=now)
                 )
-                if not res.rowcount:  # type: ignore[attr-defined]
+                if not affected(res):
                     return None  # another process fired it
                 key = f"schedule:{name}"
                 job_id = self.queue.enqueue(spec.kind, spec.params, session=s, dedupe_key=key,

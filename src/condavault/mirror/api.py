@@ -6,6 +6,7 @@ show, history, plan, explain) needs ``channel:read`` on its channel.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -201,7 +202,7 @@ def cancel(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -
     runs = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
     for run_id, job_id in runs:
         if job_id is not None and ctx.jobs.cancel(job_id) == "cancelled":  # it had not started
-            ctx.db.run_write(lambda s, run_id=run_id: svc.cancel_queued_run(s, run_id))
+            ctx.db.run_write(functools.partial(svc.cancel_queued_run, run_id=run_id))
     ids = [r for r, _ in runs]
     ctx.record_change(identity, "mirror:cancel", name, None, {"runs": ids})
     return {"cancelling": ids}

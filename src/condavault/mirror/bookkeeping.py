@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from condavault.db.base import utcnow
+from condavault.db.base import table, utcnow
 from condavault.mirror import services as svc
 from condavault.mirror.config import MirrorConfig
 from condavault.mirror.models import MirrorItem, MirrorRun
@@ -124,7 +124,7 @@ class RunBook:
                 batch, self._updates = self._updates, []
             if not batch:
                 return
-            t = MirrorItem.__table__
+            t = table(MirrorItem)
             stmt = (
                 update(t)
                 .where(

@@ -110,9 +110,10 @@ def unsatisfied(records: Iterable[FileRecord], protected: frozenset[FileKey] = f
     queue = list(alive)
     while queue:
         key = queue.pop()
-        rec = alive.get(key)
-        if rec is None or key in result:
+        found = alive.get(key)
+        if found is None or key in result:
             continue
+        rec = found
         bad = _first_unsatisfied(rec, index)
         if bad is None:
             continue

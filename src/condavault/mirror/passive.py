@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from condavault.auth.identity import Identity
 from condavault.auth.policy import ChannelRef
 from condavault.channels.models import Record
+from condavault.db.base import affected
 from condavault.errors import UpstreamError
 from condavault.mirror.config import MirrorConfig
 from condavault.mirror.models import Mirror, MirrorItem
@@ -87,7 +88,7 @@ class PassiveFetcher:
                 .where(MirrorItem.id == item_id, MirrorItem.fetch_until < now)
                 .values(fetch_until=now + CLAIM_SECONDS)
             )
-            return bool(res.rowcount)
+            return bool(affected(res))
 
         return self.ctx.db.run_write(claim)
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
-from condavault.db.base import utcnow
+from condavault.db.base import table, utcnow
 from condavault.indexing.dirty import get_state
 from condavault.mirror.bookkeeping import RunBook, RunInfo
 from condavault.mirror.filters import FilterContext, build_chain
@@ -265,7 +265,7 @@ class Planner:
             for sd in self.cfg.subdirs:  # every mirrored subdir gets a repodata.json, even if empty
                 get_state(s, self.channel_id, sd)
             for i in range(0, len(inserts), 5000):
-                s.execute(MirrorItem.__table__.insert(), inserts[i : i + 5000])
+                s.execute(table(MirrorItem).insert(), inserts[i : i + 5000])
             for i in range(0, len(updates), 5000):
                 s.execute(update(MirrorItem), updates[i : i + 5000])
             for i in range(0, len(delete_ids), 1000):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel
 from condavault.channels.services import get_channel
-from condavault.db.base import utcnow
+from condavault.db.base import affected, utcnow
 from condavault.db.session import Database
 from condavault.errors import Busy, Conflict, InvalidRequest, NotFound
 from condavault.jobs.holders import holder_is_dead as _holder_dead
@@ -154,7 +154,7 @@ def acquire_lease(db: Database, mirror_id: int, holder: str) -> None:
             .where(Mirror.id == mirror_id, or_(Mirror.lease_holder.is_(None), Mirror.lease_holder == old))
             .values(lease_holder=holder, lease_until=now + LEASE_SECONDS)
         )
-        if not res.rowcount:
+        if not affected(res):
             raise Busy(f"mirror {name!r} is already running", code="mirror_running", mirror=name)
         s.execute(
             update(MirrorRun)
@@ -173,7 +173,7 @@ def renew_lease(db: Database, mirror_id: int, holder: str) -> bool:
             .where(Mirror.id == mirror_id, Mirror.lease_holder == holder)
             .values(lease_until=time.time() + LEASE_SECONDS)
         )
-        return bool(res.rowcount)
+        return bool(affected(res))
 
     return db.run_write(renew)
 
@@ -257,7 +257,7 @@ def request_cancel(session: Session, mirror: Mirror) -> list[tuple[int, int | No
     return [(r[0], r[1]) for r in rows]
 
 
-def cancel_queued_run(session: Session, run_id: int) -> None:
+def cancel_queued_run(session: Session, *, run_id: int) -> None:
     """A run whose job was cancelled before it started: it never will."""
     session.execute(
         update(MirrorRun)

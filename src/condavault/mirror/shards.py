@@ -91,8 +91,8 @@ def decode_index(body: bytes, url: str) -> ShardIndex:
         if not isinstance(name, str) or not isinstance(hexed, str) or len(hexed) != 64:
             raise UpstreamError(f"{url}: bad shard entry for {name!r}", code="invalid_upstream_repodata")
         out[name] = hexed
-    info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
-    return ShardIndex(info, out, url)
+    info = obj.get("info")
+    return ShardIndex(info if isinstance(info, dict) else {}, out, url)
 
 
 def decode_shard(body: bytes, digest: str, url: str) -> dict[str, Any]:

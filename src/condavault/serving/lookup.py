@@ -104,7 +104,7 @@ class Lookup:
                 ).first()
                 target = Target(row[0], row[1], row[2], row[3].timestamp(), "index") if row else None
             elif kind == "shard":
-                row = s.execute(
+                srow = s.execute(
                     select(ShardBlob.size, ShardBlob.created_at).where(
                         ShardBlob.channel_id == channel_id,
                         ShardBlob.subdir == subdir,
@@ -112,10 +112,12 @@ class Lookup:
                     )
                 ).first()
                 target = (
-                    Target(str(name), row[0], "application/octet-stream", row[1].timestamp(), "shard") if row else None
+                    Target(str(name), srow[0], "application/octet-stream", srow[1].timestamp(), "shard")
+                    if srow
+                    else None
                 )
             else:
-                row = s.execute(
+                prow = s.execute(
                     select(
                         Record.sha256, Record.size, Record.created_at, Record.has_blob, Record.id, Record.source_url
                     ).where(
@@ -126,17 +128,17 @@ class Lookup:
                 ).first()
                 target = (
                     Target(
-                        row[0] or "",
-                        row[1] or 0,
+                        prow[0] or "",
+                        prow[1] or 0,
                         "application/octet-stream",
-                        row[2].timestamp(),
+                        prow[2].timestamp(),
                         "package",
-                        has_blob=row[3],
-                        record_id=row[4],
-                        source_url=row[5],
+                        has_blob=prow[3],
+                        record_id=prow[4],
+                        source_url=prow[5],
                         filename=str(name),
                     )
-                    if row
+                    if prow
                     else None
                 )
         self.store(key, target, gen)

@@ -123,7 +123,8 @@ def _range_status(rng: Range, v: Version, conv: Callable[[str], str]) -> str | N
             return ""
     status = rng.status
     changes = [(parse_version(conv(at)), st) for at, st in rng.changes]
-    for at, st in sorted((c for c in changes if c[0] is not None), key=lambda c: c[0]):
+    known = [(at, st) for at, st in changes if at is not None]
+    for at, st in sorted(known, key=lambda c: c[0]):
         if v >= at:
             status = st
     return status

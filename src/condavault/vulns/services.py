@@ -95,7 +95,7 @@ def _apply(
                 VulnRecordState.record_id.in_(part), VulnRecordState.security.is_not(None)
             )
         ):
-            record_evidence(session, rec_id, json.loads(security))
+            record_evidence(session, rec_id, json.loads(security or "null"))
 
 
 class _Matcher:

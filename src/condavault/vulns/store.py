@@ -53,7 +53,7 @@ def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]]) ->
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).on_conflict_do_nothing()
+        stmt = sqlite_insert(table).on_conflict_do_nothing()  # type: ignore[assignment]
     for part in chunks(rows, 2000):
         session.execute(stmt, list(part))
 

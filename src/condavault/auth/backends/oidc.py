@@ -359,7 +359,10 @@ class OidcBackend:
     def _post_form(self, url: str, form: dict[str, str]) -> dict[str, Any]:
         body, auth = self._client_auth(form)
         try:
-            response = self._http.post(url, data=body, auth=auth, headers={"Accept": "application/json"})
+            response = self._http.post(
+                url, data=body, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                headers={"Accept": "application/json"},
+            )
         except httpx.HTTPError as exc:
             raise IdentityBackendUnavailable(f"cannot reach identity provider: {exc}")
         return _json(response, url, errors_ok=True)

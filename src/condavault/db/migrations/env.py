@@ -23,6 +23,7 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    assert url is not None
     engine = make_engine(url) if url.startswith("sqlite") else None
     if engine is None:
         from sqlalchemy import create_engine

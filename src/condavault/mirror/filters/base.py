@@ -165,7 +165,7 @@ class FileRecord:
             subdir=self.subdir,
             arch=r.get("arch"),
             platform=r.get("platform"),
-            noarch=noarch or None,
+            noarch=noarch or None,  # type: ignore[arg-type]
             depends=self.depends,
             constrains=list(r.get("constrains") or ()),
             size=r.get("size"),

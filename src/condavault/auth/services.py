@@ -92,6 +92,16 @@ class AuthService:
             raise Unauthenticated("invalid, expired or revoked token", code="invalid_token")
         return ident
 
+    def peek_token(self, token: str) -> tuple[bool, Identity | None]:
+        """``(True, identity or None)`` when the token's answer is cached: no database (the event loop
+        may call this; on a miss, call :meth:`identify_token` on a worker thread)."""
+        if not token or len(token) > 200:
+            return True, None
+        hit = self._cache.get("t:" + tokens.hash_token(token))
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     def identify_session(self, sid_hash: str) -> tuple[Identity, str] | None:
         """Identity and CSRF token of a live web session, or None (expired, logged out, user disabled)."""
         hit = self._cached("s:" + sid_hash, self._load_session)

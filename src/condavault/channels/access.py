@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import anyio
 from sqlalchemy import select
 
 from condavault.auth.identity import Identity
@@ -43,6 +44,20 @@ class ChannelDirectory:
                 self._cache.clear()
             self._cache[name] = (now + TTL, ref)
         return ref
+
+    def peek(self, name: str) -> tuple[bool, ChannelRef | None]:
+        """``(True, channel or None)`` when the lookup is cached: no database (the event loop may call it)."""
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    async def afor_read(self, identity: Identity, name: str) -> ChannelRef:
+        """:meth:`for_read` for async code: a cache miss is looked up on a worker thread."""
+        cached, _ = self.peek(name)
+        if cached:
+            return self.for_read(identity, name)
+        return await anyio.to_thread.run_sync(self.for_read, identity, name)
 
     def for_read(self, identity: Identity, name: str) -> ChannelRef:
         """The channel if ``identity`` may read it; otherwise the same error whether it exists or not."""

@@ -59,6 +59,7 @@ class JobWorker:
     def start(self) -> None:
         if self._threads:
             return
+        self._stop.clear()
         for i in range(self.threads):
             lanes = ("short",) if i == 0 else ("short", "long")
             t = threading.Thread(target=self._loop, args=(lanes,), name=f"condavault-jobs-{i}", daemon=True)

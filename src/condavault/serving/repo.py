@@ -15,7 +15,7 @@ from functools import lru_cache
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from condavault.auth.deps import identify
+from condavault.auth.deps import aidentify
 from condavault.context import Context
 from condavault.errors import CondavaultError, NotFound
 from condavault.packages.filename import is_package_filename, is_subdir
@@ -96,8 +96,8 @@ async def _serve(ctx: Context, request: Request) -> Response:
     token, parts = _split(request.path_params["path"])
     if not parts:
         raise NotFound("no channel in the URL", code="channel_not_found")
-    identity = identify(request, token)
-    channel = ctx.channels.for_read(identity, parts[0])
+    identity = await aidentify(request, token)  # cached: no database; else on a worker thread
+    channel = await ctx.channels.afor_read(identity, parts[0])
     rest = parts[1:]
     key: tuple[object, ...]
     if rest == ["channeldata.json"]:

@@ -250,16 +250,18 @@ class JobQueue:
         if job_id is None:
             known = self.kinds.names()
             busy = select(Job.lock_key).where(Job.state == RUNNING, Job.lock_key.is_not(None))
+            runnable = select(Job.id).where(
+                Job.state == QUEUED,
+                Job.run_after <= now,
+                Job.lane.in_(lanes),
+                Job.kind.in_(known),
+                or_(Job.lock_key.is_(None), Job.lock_key.not_in(busy)),
+            )
+            with self.db.session() as s:  # a read first: an idle poll takes no write lock (SQLite)
+                if s.scalar(runnable.limit(1)) is None:
+                    return None
             pick = (
-                select(Job.id)
-                .where(
-                    Job.state == QUEUED,
-                    Job.run_after <= now,
-                    Job.lane.in_(lanes),
-                    Job.kind.in_(known),
-                    or_(Job.lock_key.is_(None), Job.lock_key.not_in(busy)),
-                )
-                .order_by(Job.priority.desc(), Job.id)
+                runnable.order_by(Job.priority.desc(), Job.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
                 .scalar_subquery()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-IO_THREADS = 4  # file creations and fsyncs of many small blobs overlap
+IO_THREADS = 16  # file creations and fsyncs of many small blobs overlap
 T = TypeVar("T")
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()

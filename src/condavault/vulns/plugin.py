@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from condavault.channels.events import PackagesIngested
 from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import ScheduleSpec
+from condavault.vulns import store
+from condavault.vulns.models import VulnAdvisoryName
 from condavault.vulns.tasks import SYNC_KIND, SYNC_LOCK, VulnRuntime
 
 if TYPE_CHECKING:
@@ -31,8 +35,15 @@ def wire(ctx: Context) -> VulnRuntime:
         return {"records": n} if n else None
 
     def match_ingested(_ctx: Context, event: PackagesIngested) -> dict[str, Any] | None:
+        # one query for the whole batch: which of its names any advisory maps to (most: none)
+        names = sorted({f.filename.rsplit("-", 2)[0] for f in event.files})
+        with ctx.db.session() as s:
+            known = {n for part in store.chunks(names) for n in s.scalars(
+                select(VulnAdvisoryName.name).where(VulnAdvisoryName.name.in_(part)).distinct()
+            )}
         for f in event.files:  # IngestedFile has what the ingest listener reads of a result
-            rt.on_ingested(f, None)
+            if f.security or f.filename.rsplit("-", 2)[0] in known:
+                rt.on_ingested(f, None)
         return None
 
     ctx.kinds.register(JobKind(SYNC_KIND, rt.run_sync_job, max_attempts=1, description="CVE source sync"))

@@ -7,11 +7,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from condavault.auth.backends.ldap import LdapSettings
 from condavault.auth.backends.oidc import OidcSettings
+from condavault.errors import SettingsError
 
 GiB = 1024**3
 MiB = 1024**2
@@ -140,4 +141,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         values.pop(key, None)  # the environment wins over the file
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.pop("config", None)
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid settings: {problems}", problems=[e["msg"] for e in exc.errors()]) from None

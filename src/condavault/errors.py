@@ -5,6 +5,7 @@ Every error has a stable machine-readable ``code`` (used in the JSON error body
 ``{"error": {"code", "message", "details"}}``), an HTTP ``status`` and optional ``details``.
 
     CondavaultError (500)
+    ├── SettingsError (500)             settings that cannot be used: the process refuses to start
     ├── InvalidRequest (400)            malformed input that is not a package
     │   ├── InvalidName (400)           channel/user/group names that break the naming rules
     │   └── InvalidPackage (400)        an uploaded archive that must not be stored
@@ -133,3 +134,9 @@ class RateLimited(CondavaultError):
 class UpstreamError(CondavaultError):
     status = 502
     code = "upstream_error"
+
+
+class SettingsError(CondavaultError):
+    """Invalid settings (environment, TOML file or flags): raised at start-up, before anything runs."""
+
+    code = "invalid_settings"

@@ -6,9 +6,13 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
+import yaml
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -304,20 +308,53 @@ def import_repodata(
     console.print(f"imported: {out}")
 
 
+class ConfigFormat(StrEnum):
+    condarc = "condarc"
+    pixi = "pixi"
+    rattler = "rattler"
+
+
 def client_config(
     ctx: typer.Context,
     channels: list[str] = typer.Argument(..., help="Channels to configure."),
-    token: bool = typer.Option(False, "--with-token", help="Embed the current token in the channel URLs."),
+    fmt: ConfigFormat = typer.Option(
+        ConfigFormat.condarc, "--format", help="condarc (YAML for ~/.condarc), pixi (TOML for pixi.toml) or "
+        "rattler (the JSON of a RATTLER_AUTH_FILE; needs --with-token).",
+    ),
+    with_token: bool = typer.Option(
+        False, "--with-token", help="Issue a new read-only token for these channels and put it in the snippet."
+    ),
+    days: int = typer.Option(90, "--days", min=1, max=3650, help="Lifetime of the token issued by --with-token."),
 ) -> None:
-    """Print the .condarc and pixi/rattler snippets that point clients at this server."""
+    """Print the configuration that points conda/mamba, pixi or rattler at these channels, in one format
+    (so it can be redirected into the file). --with-token never embeds your own token: it issues a read
+    token limited to these channels (printed once, inside the snippet; revoke it with `condavault token
+    revoke`)."""
     obj = ctx.ensure_object(dict)
-    base = obj["url"].rstrip("/") + "/api/repo"
-    tok = obj.get("token") if token else None
-    alias = f"{obj['url'].rstrip('/')}/api/repo/t/{tok}" if tok else base
-    lines = ["# ~/.condarc (conda, mamba)", f"channel_alias: {alias}", "channels:"]
-    lines += [f"  - {c}" for c in channels]
-    lines += ["", "# pixi.toml", "[workspace]", "channels = [" + ", ".join(f'"{alias}/{c}"' for c in channels) + "]"]
-    lines += ["", "# rattler / pixi command line", " ".join(f"-c {alias}/{c}" for c in channels)]
-    if not tok:
-        lines += ["", "# private channels: `pixi auth login <host> --token <TOKEN>` or put /t/<TOKEN>/ in the URL"]
-    print("\n".join(lines))
+    url = obj["url"].rstrip("/")
+    if fmt == ConfigFormat.rattler and not with_token:
+        raise typer.BadParameter("--format rattler prints credentials: add --with-token")
+    tok = None
+    if with_token:
+        expires = (datetime.now(UTC) + timedelta(days=days)).isoformat()
+        out = client_from(ctx).post(
+            "/api/tokens",
+            json={"scopes": [{"scope": "read", "channels": channels}], "expires_at": expires,
+                  "name": f"client-config {' '.join(channels)}"[:200]},
+        )
+        tok = out["token"]
+        err_console.print(
+            f"issued read token {out['prefix']} for {', '.join(channels)}, expires {expires[:10]} "
+            f"(revoke: condavault token revoke {out['prefix']})"
+        )
+    base = f"{url}/api/repo/t/{tok}" if tok else f"{url}/api/repo"
+    if fmt == ConfigFormat.condarc:
+        print("# ~/.condarc (conda, mamba)")
+        print(yaml.safe_dump({"channel_alias": base, "channels": list(channels)}, sort_keys=False), end="")
+    elif fmt == ConfigFormat.pixi:
+        print("# pixi.toml")
+        print("[workspace]")
+        print("channels = [" + ", ".join(json.dumps(f"{base}/{c}") for c in channels) + "]")
+    else:
+        host = urlsplit(url).hostname or ""  # rattler keys credentials by host name, without the port
+        print(json.dumps({host: {"BearerToken": tok}}, indent=2))

@@ -1,0 +1,54 @@
+"""Small things a new user hits: the error shape of unknown paths, one query to list channels, and
+settings that cannot work refused at start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.support.server import Server
+
+
+def test_unknown_paths_and_methods_answer_the_documented_error_shape(shared_server: Server) -> None:
+    with shared_server.client(None) as c:
+        r = c.get("/api/no-such-thing")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+        r = c.get("/not/an/api/path")
+        assert r.status_code == 404 and set(r.json()["error"]) == {"code", "message", "details"}
+        r = c.delete("/healthz")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
+
+
+def test_listing_channels_is_one_query_however_many_there_are(shared_server: Server) -> None:
+    server = shared_server
+    for i in range(25):
+        server.channel(f"sm-many-{i}", "private" if i % 2 else "public")
+    queries: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM channels" in statement:
+            queries.append(statement)
+
+    server.ctx.channels.invalidate()
+    event.listen(server.ctx.db.engine, "before_cursor_execute", before)
+    try:
+        with server.client(None) as c:
+            names = {ch["name"] for ch in c.get("/api/channels").json()}
+    finally:
+        event.remove(server.ctx.db.engine, "before_cursor_execute", before)
+    assert {f"sm-many-{i}" for i in range(0, 25, 2)} <= names and "sm-many-1" not in names
+    assert len(queries) == 1, queries
+
+
+def test_a_blob_store_that_does_not_exist_is_refused_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
+    env["CONDAVAULT_BLOB_STORE"] = "s3"
+    proc = subprocess.run([sys.executable, "-m", "condavault", "serve", "--data-dir", str(tmp_path / "d")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "blob_store" in proc.stderr and "invalid_settings" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()

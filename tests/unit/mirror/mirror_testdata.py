@@ -1,27 +1,25 @@
 """Testdata helpers for the mirror policy tests (real data read in place, never copied).
 
-``CONDAVAULT_TESTDATA`` points at the shared test data (default ``/work/shared/testdata``).
+The data set is found as the whole suite finds it (``tests.conftest.TESTDATA``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))
+from tests.conftest import NOT_RUN, TESTDATA
 
 
 def data_file(rel: str) -> Path:
     """A path inside the shared test data; the test is skipped if it is missing."""
     path = TESTDATA / rel
     if not path.exists():
-        pytest.skip(f"test data {path} not available")
+        pytest.skip(f"{NOT_RUN} ({path})")
     return path
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from tests.conftest import NOT_RUN, TESTDATA
 
 
 def data_path(*parts: str) -> Path:
-    """Path inside the testdata folder (``CONDAVAULT_TESTDATA``, default ``/work/shared/testdata``)."""
-    root = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))
-    path = root.joinpath(*parts)
+    """Path inside the test data set (``tests.conftest.TESTDATA``); the test is not run without it."""
+    path = TESTDATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"testdata not available: {path}")
+        pytest.skip(f"{NOT_RUN} ({path})")
     return path
 
 

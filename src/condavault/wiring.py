@@ -83,6 +83,7 @@ def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
     return {
         "system": [
             *jobs_plugin.schedules(ctx),
+            *channels_plugin.schedules(ctx),
             *auth_plugin.schedules(ctx),
             *audit_plugin.schedules(ctx),
             *vulns_plugin.schedules(ctx),

@@ -38,13 +38,14 @@ def test_a_failed_ingest_keeps_a_blob_another_ingest_is_about_to_use(server: Ser
     sha = hashlib.sha256(data).hexdigest()
     server.channel("race-a")
     server.channel("race-b")
-    b_staged, a_done = threading.Event(), threading.Event()
+    a_stored, b_staged, a_done = threading.Event(), threading.Event(), threading.Event()
     results: dict[str, list[Ingested]] = {}
 
     def a_hook(live: list[Ingested]) -> None:
         assert live[0].new_blob  # A wrote the blob
+        a_stored.set()
         # meanwhile another writer takes A's filename with other bytes: A's row insert will conflict
-        with server.ctx.db.session() as s:
+        with server.ctx.db.write_session() as s:
             put_record(s, get_channel(s, "race-a"), PKG[0], PKG[1],
                        {"name": "dependency", "version": "1.0", "build": "0", "sha256": "0" * 64})
         assert b_staged.wait(30)
@@ -63,6 +64,7 @@ def test_a_failed_ingest_keeps_a_blob_another_ingest_is_about_to_use(server: Ser
 
     ta = threading.Thread(target=run, args=("a", Paused(server, a_hook), "race-a"))
     ta.start()
+    assert a_stored.wait(30)  # B starts once A's blob is on disk
     tb = threading.Thread(target=run, args=("b", Paused(server, b_hook), "race-b"))
     tb.start()
     ta.join(60)
@@ -90,3 +92,24 @@ def test_pins_hold_a_blob_while_their_holder_lives(server: Server) -> None:
     other.unpin_now([sha])
     dead.pin([sha])
     assert guard.delete_if_unreferenced(sha) is True and not server.ctx.blobs.exists(sha)
+
+
+def test_the_same_file_stored_by_two_requests_at_once(server: Server, packages_dir: Path) -> None:
+    """Two ingests of one file into one channel reach their row insert together: one creates the record,
+    the other finds it (on PostgreSQL after a unique violation it retries): nothing fails."""
+    data = packages_dir.joinpath(*PKG).read_bytes()
+    server.channel("race-same")
+    barrier = threading.Barrier(2, timeout=30)
+    results: list[Ingested] = []
+
+    def run() -> None:
+        ing = Paused(server, lambda _live: barrier.wait())
+        results.extend(ing.ingest_many("race-same", [IngestItem(Received.of_bytes(data), PKG[1])], actor="t"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r.error for r in results] == [None, None], [r.error for r in results]
+    assert sorted(r.result.status for r in results if r.result) == ["created", "unchanged"]

@@ -106,9 +106,10 @@ def test_the_documented_py_rattler_snippet_works(shared_server: Server, packages
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RATTLER_", "CONDAVAULT_"))}
     run = subprocess.run([sys.executable, "-c", code], env={**env, "RATTLER_AUTH_FILE": str(tmp_path / "auth.json"),
                          "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    # py-rattler 0.28 sometimes crashes while the interpreter shuts down after HTTP use (SIGSEGV in its
-    # runtime's threads), after the script has done its work: the check is on what the snippet printed
-    assert run.returncode in (0, -11), run.stderr[-3000:]
+    # py-rattler 0.28 sometimes crashes while the interpreter shuts down after HTTP use (SIGSEGV, or
+    # SIGABRT "PyGILState_Release ... finalizing", in its runtime's threads), after the script has done
+    # its work: the check is on what the snippet printed
+    assert run.returncode in (0, -6, -11), run.stderr[-3000:]
     assert "dependent-2.0" in run.stdout and "dependency-" in run.stdout, (run.stdout, run.stderr[-3000:])
     # the same without credentials: the channel answers 401
     env_no = {**env, "RATTLER_AUTH_FILE": str(tmp_path / "missing.json"), "HOME": str(tmp_path)}

@@ -217,7 +217,9 @@ def test_copy_move_remove_and_listing(shared_server: Server, full_channel: str, 
         assert c.get("/api/repo/prod/noarch/repodata.json").json()["packages.conda"] == {}
         assert c.get("/api/repo/prod/noarch/dependency-2.0-0.conda").status_code == 404
     out = shared_server.cli("client-config", "prod").stdout
-    assert f"channel_alias: {shared_server.url}/api/repo" in out and "channels = [" in out
+    assert f"channel_alias: {shared_server.url}/api/repo" in out and "- prod" in out
+    out = shared_server.cli("client-config", "prod", "--format", "pixi").stdout
+    assert f'channels = ["{shared_server.url}/api/repo/prod"]' in out
 
 
 def test_check_and_reindex(shared_server: Server, full_channel: str) -> None:

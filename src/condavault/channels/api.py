@@ -32,6 +32,7 @@ from condavault.channels.uploads import MAX_FILES_PER_REQUEST, UploadService
 from condavault.context import Context
 from condavault.errors import InvalidRequest
 from condavault.packages.multipart import read_files
+from condavault.packages.spool import Received
 from condavault.web.deps import CtxDep, IdentityDep
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
@@ -119,19 +120,11 @@ async def upload(
     identity: Identity = IdentityDep,
 ) -> UploadOut:
     ctx: Context = request.app.state.ctx
-    await anyio.to_thread.run_sync(ctx.channels.require, identity, name, Permission.CHANNEL_WRITE)
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        files = await read_files(ctype, request.stream(), ctx.blobs.temp_file,
-                                 max_bytes=ctx.settings.max_upload_bytes, max_files=1)
-        if not files:
-            raise InvalidRequest("multipart upload needs a 'file' field", code="missing_file")
-        filename, received = filename or files[0][0], files[0][1]
-    else:
-        if not filename:
-            raise InvalidRequest("the 'filename' query parameter is required", code="missing_filename")
-        received = await ctx.ingestor.aspool(request.stream())
-    fn = filename
+    files = await _receive(ctx, request, identity, name, filename, max_files=1)
+    if not files:
+        raise InvalidRequest("multipart upload needs a 'file' field", code="missing_file")
+    fn, received = files[0]
+    fn = filename or fn
     out = await anyio.to_thread.run_sync(
         lambda: UploadService(ctx).upload_one(
             identity, name, received, fn, subdir=subdir, force=force, skip_existing=skip_existing, wait=wait,
@@ -140,6 +133,21 @@ async def upload(
     )
     metrics.UPLOADS.labels(out["status"]).inc()
     return UploadOut(**out)
+
+
+async def _receive(
+    ctx: Context, request: Request, identity: Identity, channel: str, filename: str | None, *, max_files: int
+) -> list[tuple[str, Received]]:
+    """Authorise a write, then receive the body's files: multipart ``file`` fields, or a raw body named by
+    ``?filename=`` (hashed and spooled off the event loop either way)."""
+    await anyio.to_thread.run_sync(ctx.channels.require, identity, channel, Permission.CHANNEL_WRITE)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        return await read_files(ctype, request.stream(), ctx.blobs.temp_file,
+                                max_bytes=ctx.settings.max_upload_bytes, max_files=max_files)
+    if not filename:
+        raise InvalidRequest("the 'filename' query parameter is required for a raw body", code="missing_filename")
+    return [(filename, await ctx.ingestor.aspool(request.stream()))]
 
 
 @router.post("/{name}/uploads", response_model=BatchOut, status_code=201,
@@ -171,15 +179,7 @@ async def batch_files(
     identity: Identity = IdentityDep,
 ) -> BatchFilesOut:
     ctx: Context = request.app.state.ctx
-    await anyio.to_thread.run_sync(ctx.channels.require, identity, name, Permission.CHANNEL_WRITE)
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        files = await read_files(ctype, request.stream(), ctx.blobs.temp_file,
-                                 max_bytes=ctx.settings.max_upload_bytes, max_files=MAX_FILES_PER_REQUEST)
-    elif filename:
-        files = [(filename, await ctx.ingestor.aspool(request.stream()))]
-    else:
-        raise InvalidRequest("send a multipart body, or a raw body with ?filename=", code="missing_filename")
+    files = await _receive(ctx, request, identity, name, filename, max_files=MAX_FILES_PER_REQUEST)
     out = await anyio.to_thread.run_sync(
         lambda: UploadService(ctx).add_files(identity, name, batch, files, force=force, skip_existing=skip_existing)
     )

@@ -356,11 +356,11 @@ class Ingestor:
 
         try:
             done = self.db.run_write(lambda s: write(s, live))
-        except Exception as exc:
-            if len(live) == 1:
-                self._failed(live[0], exc)
-                return
-            for b in live:  # one row spoiled the batch: each on its own, so only the culprit fails
+        except Exception:
+            # One row spoiled the batch -- a conflict, or (PostgreSQL) a unique violation because another
+            # request inserted the same file meanwhile: each on its own, once more, so only a real culprit
+            # fails (the same bytes written meanwhile are then "unchanged").
+            for b in live:
                 try:
                     ((outcome, seq, jobs),) = self.db.run_write(lambda s, b=b: write(s, [b]))  # type: ignore[misc]
                 except Exception as exc:

@@ -21,14 +21,14 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.events import RecordsChanged
 from condavault.channels.ingest import IngestItem, IngestResult
 from condavault.channels.models import Channel, Record, UploadBatch
 from condavault.channels.services import _seqs, get_channel
-from condavault.db.base import utcnow
+from condavault.db.base import affected, utcnow
 from condavault.db.session import Database
 from condavault.errors import CondavaultError, Conflict, NotFound
 from condavault.packages.filename import check_subdir
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BATCH_TTL = 600.0
 MAX_FILES_PER_REQUEST = 1000
+MAX_OPEN_BATCHES = 100  # per user: open batches hold their channel's index
+BATCH_RETENTION_DAYS = 7
 FOLLOW_UP_WAIT = 30.0
 
 
@@ -140,6 +142,15 @@ class UploadService:
     def open_batch(self, identity: Identity, channel: str) -> dict[str, Any]:
         def work(s: Session) -> dict[str, Any]:
             c = get_channel(s, channel)
+            n = s.scalar(
+                select(func.count()).select_from(UploadBatch).where(
+                    UploadBatch.created_by == identity.username, UploadBatch.state == "open",
+                    UploadBatch.expires_at > time.time(),
+                )
+            )
+            if (n or 0) >= MAX_OPEN_BATCHES:
+                raise Conflict(f"{identity.label} has {n} upload batches open: commit some first",
+                               code="too_many_open_batches", limit=MAX_OPEN_BATCHES)
             b = UploadBatch(id=secrets.token_hex(16), channel_id=c.id, created_by=identity.username, state="open",
                             subdirs="", counts="{}", expires_at=time.time() + BATCH_TTL, created_at=utcnow())
             s.add(b)
@@ -235,3 +246,19 @@ class UploadService:
             for sd, seq in seqs.items():
                 indexed = self.ctx.indexer.wait_for(cid, sd, seq, timeout=600) and indexed
         return {**batch, "indexed": indexed}
+
+
+def purge_batches(db: Database, older_than_days: float = BATCH_RETENTION_DAYS) -> int:
+    """Forget batches committed or expired more than ``older_than_days`` ago (their files stay)."""
+    cutoff = time.time() - older_than_days * 86400
+
+    def work(s: Session) -> int:
+        res = s.execute(
+            delete(UploadBatch).where(
+                UploadBatch.expires_at < cutoff,
+                or_(UploadBatch.state == "committed", UploadBatch.expires_at < time.time()),
+            )
+        )
+        return affected(res)
+
+    return db.run_write(work)

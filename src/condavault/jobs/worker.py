@@ -91,9 +91,10 @@ class JobWorker:
         while not self._stop.is_set():
             try:
                 claimed = self.queue.claim(lanes)
-            except Exception:
+            except Exception:  # the database is away: try again a little later, without flooding the log
                 log.exception("claiming a job failed")
-                claimed = None
+                self._stop.wait(5.0)
+                continue
             if claimed is None:
                 self.queue._wake.wait(self.poll)
                 self.queue._wake.clear()

@@ -6,7 +6,6 @@ show, history, plan, explain) needs ``channel:read`` on its channel.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -199,13 +198,7 @@ def get_run(name: str, run_id: int, ctx: Context = CtxDep, identity: Identity = 
 @router.post("/{name}/cancel", summary="Ask the running run to stop")
 def cancel(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     _manage(ctx, identity, name)
-    runs = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
-    for run_id, job_id in runs:
-        if job_id is not None and ctx.jobs.cancel(job_id) == "cancelled":  # it had not started
-            ctx.db.run_write(functools.partial(svc.cancel_queued_run, run_id=run_id))
-    ids = [r for r, _ in runs]
-    ctx.record_change(identity, "mirror:cancel", name, None, {"runs": ids})
-    return {"cancelling": ids}
+    return {"cancelling": tasks.cancel(ctx, identity, name)}
 
 
 @router.get("/{name}/explain", response_model=ExplainOut, summary="Why a file is (not) mirrored")

@@ -9,6 +9,7 @@ channel's index while the run writes, and a run killed with its process is taken
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from condavault.mirror.sync import SyncRun
 if TYPE_CHECKING:
     from condavault.context import Context
 
-__all__ = ["KIND", "cron_specs", "job_kind", "start_run"]
+__all__ = ["KIND", "cancel", "cron_specs", "job_kind", "start_run"]
 
 log = logging.getLogger(__name__)
 KIND = "mirror.run"
@@ -112,6 +113,17 @@ def start_run(
         mirror = s.get(Mirror, mirror_id)
         assert mirror is not None
         return svc.run_dict(svc.get_run(s, mirror, run_id))
+
+
+def cancel(ctx: Context, identity: object, name: str) -> list[int]:
+    """Ask the mirror's unfinished runs to stop; a run still queued is cancelled with its job."""
+    runs = ctx.db.run_write(lambda s: svc.request_cancel(s, svc.get_mirror(s, name)))
+    for run_id, job_id in runs:
+        if job_id is not None and ctx.jobs.cancel(job_id) == "cancelled":  # it had not started
+            ctx.db.run_write(functools.partial(svc.cancel_queued_run, run_id=run_id))
+    ids = [r for r, _ in runs]
+    ctx.record_change(identity, "mirror:cancel", name, None, {"runs": ids})
+    return ids
 
 
 def run_job(run: JobRun) -> JsonDict:

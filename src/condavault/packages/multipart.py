@@ -2,8 +2,8 @@
 
 :class:`FilesReader` is fed the body as it arrives (``feed``, ``close``) and yields one
 :class:`~condavault.packages.spool.Received` per file part, with the part's filename. A part stays in
-memory up to ``memory_limit`` bytes and is spooled to a temp file past it; each file is limited to
-``max_bytes`` and a body to ``max_files`` file parts. Text fields (anything without a filename) are
+memory up to ``memory_limit`` bytes and is spooled to a temp file past it; the files of a body together are
+limited to ``max_bytes``, and a body to ``max_files`` file parts. Text fields (anything without a filename) are
 ignored but may hold at most ``MAX_FIELD`` bytes. Feed it from a worker thread: parsing, hashing and
 writing are CPU and disk work (``read_files`` does that for an async body).
 
@@ -20,11 +20,10 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
 from condavault.errors import InvalidRequest, PayloadTooLarge
-from condavault.packages.spool import Received, Spool, TempFactory
+from condavault.packages.spool import Received, Spool, TempFactory, feed_off_loop
 
 MEMORY_LIMIT = 1024 * 1024
 MAX_FIELD = 64 * 1024
-FEED_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -55,6 +54,7 @@ class FilesReader:
         self.max_files = max_files
         self.memory_limit = memory_limit
         self.files: list[tuple[str, Received]] = []
+        self.total = 0  # bytes of every file part so far: a body is limited to ``max_bytes`` too
         self._part: _Part | None = None
         self._field = b""
         self._value = b""
@@ -129,7 +129,8 @@ class FilesReader:
             if part.size > MAX_FIELD:
                 raise PayloadTooLarge(f"a form field is limited to {MAX_FIELD} bytes", code="field_too_large")
             return
-        if part.size > self.max_bytes:
+        self.total += len(chunk)
+        if part.size > self.max_bytes or self.total > self.max_bytes:
             raise PayloadTooLarge(f"{part.filename}: over the limit of {self.max_bytes} bytes", limit=self.max_bytes)
         if part.spool is not None:
             part.spool.write(chunk)
@@ -162,20 +163,11 @@ async def read_files(
     max_bytes: int,
     max_files: int,
 ) -> list[tuple[str, Received]]:
-    """Every file of a multipart body: the event loop gathers about a MiB of it at a time, a worker thread
-    parses, hashes and spools it."""
+    """Every file of a multipart body: a worker thread parses, hashes and spools it (``feed_off_loop``;
+    the body may exceed the files' limit by the size of its headers, 64 KiB per part at most)."""
     reader = FilesReader(content_type, temp_file, max_bytes=max_bytes, max_files=max_files)
-    pending: list[bytes] = []
-    size = 0
     try:
-        async for chunk in chunks:
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= FEED_CHUNK:
-                buf, pending, size = b"".join(pending), [], 0
-                await anyio.to_thread.run_sync(reader.feed, buf)
-        if pending:
-            await anyio.to_thread.run_sync(reader.feed, b"".join(pending))
+        await feed_off_loop(chunks, reader.feed, max_bytes + (max_files + 1) * (MAX_FIELD + 4096))
         return reader.close()
     except BaseException:
         await anyio.to_thread.run_sync(reader.discard)

@@ -93,24 +93,30 @@ def spool_file(temp_file: TempFactory, max_bytes: int, path: Path) -> Received:
     return spool(temp_file, max_bytes, chunks())
 
 
-async def aspool(temp_file: TempFactory, max_bytes: int, chunks: AsyncIterator[bytes]) -> Received:
-    """:func:`spool` for an async stream: the event loop only gathers chunks; creating the file, hashing
-    and writing run on a worker thread, about one MiB at a time (the size limit is checked as bytes
-    arrive, so an oversized body is refused without being hashed)."""
-    sp = await anyio.to_thread.run_sync(Spool, temp_file, max_bytes)
+async def feed_off_loop(chunks: AsyncIterator[bytes], feed: Callable[[bytes], None], max_bytes: int) -> None:
+    """Hand an async stream to ``feed`` on a worker thread, about one MiB at a time: the event loop only
+    gathers chunks. A stream past ``max_bytes`` is refused as it arrives (before it is fed on)."""
     pending: list[bytes] = []
-    size = 0
+    size = total = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes", limit=max_bytes)
+        if size >= CHUNK:
+            buf, pending, size = b"".join(pending), [], 0
+            await anyio.to_thread.run_sync(feed, buf)
+    if pending:
+        await anyio.to_thread.run_sync(feed, b"".join(pending))
+
+
+async def aspool(temp_file: TempFactory, max_bytes: int, chunks: AsyncIterator[bytes]) -> Received:
+    """:func:`spool` for an async stream: creating the file, hashing and writing run on a worker thread
+    (:func:`feed_off_loop`)."""
+    sp = await anyio.to_thread.run_sync(Spool, temp_file, max_bytes)
     try:
-        async for chunk in chunks:
-            pending.append(chunk)
-            size += len(chunk)
-            if sp.size + size > max_bytes:
-                raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes", limit=max_bytes)
-            if size >= CHUNK:
-                buf, pending, size = b"".join(pending), [], 0
-                await anyio.to_thread.run_sync(sp.write, buf)
-        if pending:
-            await anyio.to_thread.run_sync(sp.write, b"".join(pending))
+        await feed_off_loop(chunks, sp.write, max_bytes)
         return await anyio.to_thread.run_sync(sp.finish)
     except BaseException:
         await anyio.to_thread.run_sync(sp.abort)

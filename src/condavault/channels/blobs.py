@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,12 +35,20 @@ log = logging.getLogger(__name__)
 PIN_MAX_AGE = timedelta(days=1)
 
 
+_LOCK_MANY = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(x, 0)) FROM (SELECT x FROM unnest(CAST(:shas AS text[])) AS t(x) "
+    "ORDER BY x) AS ordered"
+)
+
+
 def _lock(s: Session, shas: Iterable[str]) -> None:
-    """Serialise pins and deletes of these blobs (PostgreSQL; SQLite's write lock does it already)."""
+    """Serialise pins and deletes of these blobs (PostgreSQL; SQLite's write lock does it already). One
+    statement for any number of blobs, taking the locks in sorted order (no deadlock between batches)."""
     if s.get_bind().dialect.name != "postgresql":
         return
-    for sha in sorted(set(shas)):
-        s.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(sha, 0))))
+    wanted = sorted(set(shas))
+    if wanted:
+        s.execute(_LOCK_MANY, {"shas": wanted})
 
 
 class BlobGuard:

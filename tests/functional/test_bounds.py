@@ -51,12 +51,12 @@ def test_the_audit_queue_is_bounded_and_says_what_it_dropped(tmp_path: Path, db_
 
 
 def test_repatching_a_large_subdir_reads_it_in_bounded_batches(tmp_path: Path, db_backend: str) -> None:
-    """20,000 records re-patched: every one is right, and the peak of Python allocations stays far
-    below what holding the subdir's rows would take."""
+    """8,000 records re-patched: every one is right, and the peak of Python allocations stays far below
+    what holding the subdir's rows would take (about 22 MB for these; 56 MB for 20,000)."""
     url, pg = database_url(db_backend, tmp_path)
     migrate.upgrade(url)
     db = Database(url)
-    n = 20_000
+    n = 8_000
     try:
         with db.write_session() as s:
             ch = create_channel(s, "big")
@@ -82,8 +82,8 @@ def test_repatching_a_large_subdir_reads_it_in_bounded_batches(tmp_path: Path, d
             frag0 = json.loads(s.scalar(select(Record.fragment).where(Record.filename == "pkg0-1.0-0.tar.bz2")))
             frag1 = json.loads(s.scalar(select(Record.fragment).where(Record.filename == "pkg1-1.0-0.tar.bz2")))
         assert frag0["depends"] == ["python >=3.9"] and frag1["depends"] == ["python >=3.8", "numpy"]
-        # the patch document itself is ~1 MB; 20,000 rows held at once would be tens of MB
-        assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+        # the patch document itself is ~0.4 MB; the batched read peaks near 3 MB whatever the subdir's size
+        assert peak < 10 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
     finally:
         db.dispose()
         if pg:

@@ -93,17 +93,17 @@ def noop_log(server: Server) -> list[tuple[int, str, int]]:
 
 
 def test_two_worker_processes_run_every_job_once(idle_server: Server) -> None:
-    """200 jobs, two ``condavault worker`` processes: every job runs, none runs twice, both work."""
+    """120 jobs, two ``condavault worker`` processes: every job runs, none runs twice, both work."""
     server = idle_server
     jobs = server.ctx.jobs
 
     def enqueue(s: Any) -> list[int]:
-        return [jobs.enqueue("jobs.noop", {"sleep": 0.02, "log": True}, session=s) for _ in range(200)]
+        return [jobs.enqueue("jobs.noop", {"sleep": 0.03, "log": True}, session=s) for _ in range(120)]
 
     ids = server.ctx.db.run_write(enqueue)
     workers = [start_worker(server), start_worker(server)]
     try:
-        wait_until(lambda: states(server, ids)["succeeded"] == 200, timeout=180, what="200 jobs to succeed")
+        wait_until(lambda: states(server, ids)["succeeded"] == 120, timeout=180, what="120 jobs to succeed")
     finally:
         for w in workers:
             stop(w)

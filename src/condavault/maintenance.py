@@ -15,6 +15,8 @@ from condavault.context import Context
 from condavault.indexing.dirty import mark_dirty
 from condavault.indexing.models import PublishedFile, ShardBlob, SubdirState
 
+ORPHAN_MIN_AGE = 3600.0  # seconds: younger unreferenced blobs may belong to a write still under way
+
 
 def _sha256(path: Any) -> str:
     h = hashlib.sha256()
@@ -77,8 +79,8 @@ def _check(ctx: Context, repair: bool, progress: bool) -> dict[str, Any]:
     orphans = [h for h in ctx.blobs.iter_hashes() if h not in referenced]
     leftovers = ctx.blobs.stale_temp_files()  # temp files of writes a killed process never finished
     if repair:
-        for h in orphans:  # re-checked under the blob lock: an ingest of the same bytes may be under way
-            ctx.ingestor.guard.delete_if_unreferenced(h)
+        for h in orphans:  # re-checked under the blob lock: an ingest of the same bytes may be under way,
+            ctx.ingestor.guard.delete_if_unreferenced(h, min_age=ORPHAN_MIN_AGE)  # or an index being published
         for path in leftovers:
             path.unlink(missing_ok=True)
         for cid in {c for _, c, _, _, _ in states}:

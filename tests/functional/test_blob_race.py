@@ -113,3 +113,26 @@ def test_the_same_file_stored_by_two_requests_at_once(server: Server, packages_d
         t.join(60)
     assert [r.error for r in results] == [None, None], [r.error for r in results]
     assert sorted(r.result.status for r in results if r.result) == ["created", "unchanged"]
+
+
+def test_check_repair_takes_only_old_unpinned_orphans(server: Server) -> None:
+    import os
+    import time
+
+    from condavault.maintenance import run_check
+
+    blobs = server.ctx.blobs
+    made = {}
+    for label in ("old", "fresh", "pinned"):
+        data = f"orphan {label}".encode()
+        sha = hashlib.sha256(data).hexdigest()
+        blobs.put_bytes(data, sha)
+        made[label] = sha
+    for label in ("old", "pinned"):  # written two hours ago
+        os.utime(blobs.path(made[label]), (time.time() - 7200, time.time() - 7200))
+    BlobGuard(server.ctx.db, blobs, new_holder()).pin([made["pinned"]])  # a live ingest is about to use it
+    report = run_check(server.settings, repair=True, progress=False)
+    assert report["orphan_blobs"] >= 3
+    assert not blobs.exists(made["old"])
+    assert blobs.exists(made["fresh"]), "a blob written a moment ago may be an index being published"
+    assert blobs.exists(made["pinned"])

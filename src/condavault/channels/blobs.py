@@ -17,6 +17,7 @@ Pins of a holder that is gone (``kill -9``) are ignored once the holder is dead,
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -82,9 +83,17 @@ class BlobGuard:
     def unpin_now(self, shas: Iterable[str]) -> None:
         self.db.run_write(lambda s: self.unpin(s, shas))
 
-    def delete_if_unreferenced(self, sha256: str) -> bool:
+    def delete_if_unreferenced(self, sha256: str, *, min_age: float = 0.0) -> bool:
         """Delete the blob unless something references it (checked and deleted under the lock). Our own
-        pin of it goes too. Returns True when the blob was deleted."""
+        pin of it goes too. ``min_age``: keep a blob written less than that many seconds ago (a sweep
+        over the whole store must not take an index blob the indexer has written and not yet pointed
+        at). Returns True when the blob was deleted."""
+        if min_age > 0:
+            try:
+                if time.time() - self.blobs.path(sha256).stat().st_mtime < min_age:
+                    return False
+            except FileNotFoundError:
+                return False
 
         def work(s: Session) -> bool:
             _lock(s, [sha256])

@@ -310,17 +310,14 @@ class JobQueue:
             return set(), set()
         now = time.time()
 
-        def work(s: Session) -> tuple[set[int], set[int]]:
-            s.execute(
+        def work(s: Session) -> tuple[set[int], set[int]]:  # one statement: renew, and read the cancel flags
+            rows = s.execute(
                 update(Job)
                 .where(Job.id.in_(job_ids), Job.worker == self.holder, Job.state == RUNNING)
                 .values(lease_until=now + LEASE_SECONDS)
-            )
-            rows = s.execute(
-                select(Job.id, Job.cancel_requested, Job.worker, Job.state).where(Job.id.in_(job_ids))
+                .returning(Job.id, Job.cancel_requested)
             ).all()
-            ours = {r[0] for r in rows if r[2] == self.holder and r[3] == RUNNING}
-            return {r[0] for r in rows if r[1]}, set(job_ids) - ours
+            return {r[0] for r in rows if r[1]}, set(job_ids) - {r[0] for r in rows}
 
         return self.db.run_write(work)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # a job enqueued by this process wakes its workers at once; others' within this
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -102,9 +102,12 @@ class JobWorker:
             self.execute(claimed)
 
     def _housekeeping(self) -> None:
-        while not self._stop.wait(self.heartbeat_every / 2):
+        ticks = 0
+        while not self._stop.wait(1.0):
+            ticks += 1
             try:
-                self.beat()
+                if ticks % max(1, round(self.heartbeat_every)) == 0:
+                    self.beat()
                 self.queue.reap()
                 self.schedules.tick()
             except Exception:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from condavault.cli.client import ApiError, Client, client_from
 from condavault.cli.output import console, err_console, print_json, table
-from condavault.mirror.config import MirrorConfig, MirrorConfigError, _format_errors, load_yaml
+
+if TYPE_CHECKING:
+    from condavault.mirror.config import MirrorConfig
 
 mirror_app = typer.Typer(
     help="Mirror upstream conda channels into a channel through policy filters (plan, run, explain).",
@@ -26,6 +27,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _validate(data: dict[str, Any]) -> MirrorConfig:
+    from pydantic import ValidationError
+
+    from condavault.mirror.config import MirrorConfig, MirrorConfigError, _format_errors
+
     try:
         return MirrorConfig.model_validate(data)
     except ValidationError as exc:
@@ -140,6 +145,8 @@ def apply(
 ) -> None:
     """Create or update a mirror from a YAML file (see `mirror export`)."""
     text = file.read_text()
+    from condavault.mirror.config import load_yaml
+
     load_yaml(text)  # unknown keys and bad values are reported here, before anything is sent
     out = client_from(ctx).post("/api/mirrors/apply", json={"yaml": text})
     console.print(f"applied mirror {out['name']}: {out['upstream']} -> channel {out['channel']} ({out['mode']})")

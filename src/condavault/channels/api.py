@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from condavault import metrics
 from condavault.auth.identity import Identity
@@ -36,6 +36,7 @@ from condavault.packages.spool import Received
 from condavault.web.deps import CtxDep, IdentityDep
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
+BATCH = Path(max_length=64, description="the id POST /uploads answered")
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 RAW_BODY = {"requestBody": {"content": {"application/octet-stream": BINARY}}}
 MULTIPART = {
@@ -158,7 +159,9 @@ def open_batch(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDe
 
 
 @router.get("/{name}/uploads/{batch}", response_model=BatchOut, summary="An upload batch: state and counts")
-def get_batch(name: str, batch: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> BatchOut:
+def get_batch(
+    name: str, batch: str = BATCH, ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> BatchOut:
     ctx.channels.require(identity, name, Permission.CHANNEL_WRITE)
     return BatchOut(**UploadService(ctx).get_batch(identity, name, batch))
 
@@ -172,7 +175,7 @@ def get_batch(name: str, batch: str, ctx: Context = CtxDep, identity: Identity =
 async def batch_files(
     request: Request,
     name: str,
-    batch: str,
+    batch: str = BATCH,
     filename: str | None = Query(None, max_length=255, description="the filename of a raw body"),
     force: bool = False,
     skip_existing: bool = False,
@@ -192,7 +195,7 @@ async def batch_files(
              summary="Close an upload batch and publish the index once")
 def commit_batch(
     name: str,
-    batch: str,
+    batch: str = BATCH,
     wait: bool = Query(True, description="return only once the index includes the batch"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,7 +21,7 @@ from condavault.channels import api as channels_api
 from condavault.config import Settings
 from condavault.context import Context
 from condavault.db import migrate
-from condavault.errors import CondavaultError, Conflict
+from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.serving.repo import repo_endpoint
 from condavault.web import system
 from condavault.web.errors import json_error
@@ -121,6 +121,12 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         log.info("concurrent write conflict", extra={"path": request.url.path, "error": str(exc.orig)[:300]})
         return json_error(Conflict("a concurrent change conflicted with this one; retry", code="concurrent_change"))
 
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # a value the database refuses (a NUL in text on PostgreSQL, a number past a column): the input's fault
+        log.info("value refused by the database", extra={"path": request.url.path, "error": str(exc.orig)[:300]})
+        return json_error(InvalidRequest("a value in the request cannot be stored or searched", code="invalid_value"))
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -168,6 +174,9 @@ class CondavaultApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.body_guard is not None:
             scope["app"] = self
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:  # never part of a valid URL
+                await json_error(InvalidRequest("NUL in the URL", code="invalid_url"))(scope, receive, send)
+                return
             await self.body_guard(scope, receive, send, self._dispatch)
             return
         await self._dispatch(scope, receive, send)

@@ -85,6 +85,11 @@ def _check_upstream(ctx: Context, identity: Identity, cfg: MirrorConfig) -> None
 
 
 def _save(ctx: Context, identity: Identity, cfg: MirrorConfig, *, replace: bool) -> MirrorOut:
+    if replace:
+        with ctx.db.session() as s:
+            exists = svc.find_mirror(s, cfg.name) is not None
+        if exists:  # first the mirror replaced (hidden: 404, as if missing), then the channel named
+            _manage(ctx, identity, cfg.name)
     _can_manage(ctx, identity, cfg.channel)
     _check_upstream(ctx, identity, cfg)
 

@@ -60,7 +60,7 @@ def list_cves(
     q: str | None = Query(None, description="id, alias, summary text or conda package name"),
     package: str | None = Query(None, description="only advisories linked to builds of this package"),
     channel: str | None = Query(None, description="only advisories linked to files of this channel"),
-    min_score: float | None = None,
+    min_score: float | None = Query(None, ge=0.0, le=10.0),
     linked: bool = Query(False, description="only advisories linked to at least one readable file"),
     limit: int = Query(100, ge=1, le=10000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),

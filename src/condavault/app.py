@@ -143,19 +143,22 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     return app
 
 
-def _precheck_body(conn: HTTPConnection, rule: BodyRule, params: dict[str, str]) -> None:
-    """Authorise a large request body before it is read (``web.limits``)."""
+def _precheck_body(conn: HTTPConnection, rule: BodyRule, params: dict[str, str]) -> bool:
+    """Before more than a small body is read (``web.limits``): the caller's credentials (401 if invalid)
+    and the route's permission. Returns whether the caller is authenticated."""
     from condavault.auth.deps import get_identity
     from condavault.auth.permissions import Permission
     from condavault.auth.policy import authorize
 
     ctx: Context = conn.app.state.ctx
     identity = get_identity(conn)
-    perm = Permission(rule.permission)
-    if "name" in params:
-        ctx.channels.require(identity, params["name"], perm)
-    else:
-        authorize(identity, perm)
+    if rule.permission:
+        perm = Permission(rule.permission)
+        if "name" in params:
+            ctx.channels.require(identity, params["name"], perm)
+        else:
+            authorize(identity, perm)
+    return identity.authenticated
 
 
 REPO_PREFIX = "/api/repo/"

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # hostile clients: request bodies, slow clients, proxies (docs/security.md)
     max_body_bytes: int = Field(default=1 * MiB, description="JSON/form bodies of ordinary API calls")
     max_auth_body_bytes: int = Field(default=64 * 1024, description="bodies of login and token calls")
+    max_anonymous_body_bytes: int = Field(
+        default=64 * 1024, description="bodies read before credentials are checked, and of anonymous callers"
+    )
+    max_anonymous_document_bytes: int = Field(
+        default=256 * 1024, description="environment files checked anonymously (POST /api/check-env)"
+    )
     max_metadata_body_bytes: int = Field(
         default=512 * MiB, description="repodata imports and patch instructions (authorised callers only)"
     )

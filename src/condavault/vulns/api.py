@@ -370,7 +370,11 @@ def file_sbom(
 # -- environment check ------------------------------------------------------------------------------
 
 
-@router.post("/check-env", summary="Solve an environment from channels of this server and report its advisories")
+@router.post(
+    "/check-env",
+    summary="Solve an environment from channels of this server and report its advisories",
+    openapi_extra=body_spec("default", anonymous=True),  # lock files of public-channel users
+)
 def check_env(
     body: CheckEnvRequest, request: Request, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> JSONResponse:

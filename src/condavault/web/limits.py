@@ -8,8 +8,13 @@ Every request body gets a limit fitting its route's purpose, enforced while the 
 - ``metadata`` and ``upload``: routes that declare them with ``openapi_extra={BODY_KEY: {...}}``
   (repodata imports, patch instructions; package uploads and CVE feeds): ``max_metadata_body_bytes`` /
   ``max_upload_bytes``. Such a route may also name the ``permission`` its caller needs (on the
-  channel in the path when the path has ``{name}``): a body larger than the default limit is then
-  read only after that check passed, so nobody without it can make the server buffer or spool much.
+  channel in the path when the path has ``{name}``).
+
+More than ``max_anonymous_body_bytes`` (64 KiB) is read only once the caller's credentials were
+checked (invalid ones: 401) and the route's permission too: anonymous callers get that small limit
+everywhere but on routes declared ``anonymous`` (the environment check: ``max_anonymous_document_bytes``,
+256 KiB), so nobody without credentials, or without the permission, can make the server buffer or
+spool much: 20 anonymous clients streaming endless bodies cost the server < 50 MB.
 
 Slow clients: a small body must arrive within ``body_timeout`` seconds; a large one may not stall for
 ``body_timeout`` seconds nor average less than ``min_upload_rate`` bytes/s over any such window.
@@ -50,6 +55,7 @@ class BodyRule:
     kind: str  # auth | default | metadata | upload
     permission: str | None = None
     json_kind: str | None = None  # the class of a JSON body when it differs (CVE sync: options vs a feed)
+    anonymous: bool = False  # anonymous callers may send max_anonymous_document_bytes (else ..._body_bytes)
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,17 @@ def declared_rules(routes: list[Any]) -> list[_Declared]:
     return out
 
 
-def body_spec(kind: str, permission: str | None = None, json_kind: str | None = None) -> dict[str, Any]:
-    """``openapi_extra`` for a route accepting a large body (see the module docstring)."""
+def body_spec(
+    kind: str, permission: str | None = None, json_kind: str | None = None, *, anonymous: bool = False
+) -> dict[str, Any]:
+    """``openapi_extra`` for a route accepting a large body, or a large anonymous one (module docstring)."""
     spec: dict[str, Any] = {"kind": kind}
     if permission:
         spec["permission"] = str(permission)
     if json_kind:
         spec["json_kind"] = json_kind
+    if anonymous:
+        spec["anonymous"] = True
     return {BODY_KEY: spec}
 
 
@@ -127,14 +137,15 @@ class _Body:
 
 
 class BodyGuard:
-    """Wraps the application (see the module docstring). ``precheck(conn, rule, path_params)`` authorises
-    a large body before it is read; it raises a ``CondavaultError`` to refuse."""
+    """Wraps the application (see the module docstring). ``precheck(conn, rule, path_params)`` runs before
+    more than a small body is read: it raises a ``CondavaultError`` for invalid credentials or a missing
+    permission (the rule's) and returns whether the caller is authenticated."""
 
     def __init__(
         self,
         settings: Settings,
         routes: Callable[[], list[Any]],
-        precheck: Callable[[HTTPConnection, BodyRule, dict[str, str]], None],
+        precheck: Callable[[HTTPConnection, BodyRule, dict[str, str]], bool],
     ) -> None:
         self.settings = settings
         self._routes = routes
@@ -174,15 +185,21 @@ class BodyGuard:
             return
         rule, params = self.rule_for(scope["method"], scope["path"], _header(scope, b"content-type") or b"")
         limit = self.limits[rule.kind]
+        small = min(limit, self.settings.max_anonymous_body_bytes)
         if length is not None and length > limit:
             await _refuse(scope, send, _too_large(limit))
             return
-        if rule.permission and (length is None or length > self.limits["default"]):
+        if length is None or length > small:  # more than a small body: only from whom may send it
             try:
-                await anyio.to_thread.run_sync(self._precheck, HTTPConnection(scope), rule, params)
+                authenticated = await anyio.to_thread.run_sync(self._precheck, HTTPConnection(scope), rule, params)
             except CondavaultError as exc:
                 await _refuse(scope, send, exc)
                 return
+            if not authenticated:
+                limit = min(limit, self.settings.max_anonymous_document_bytes) if rule.anonymous else small
+                if length is not None and length > limit:
+                    await _refuse(scope, send, _too_large(limit))
+                    return
         body = _Body(limit, self.settings, rule.kind in ("upload", "metadata"))
         await app(scope, self._receive(scope, receive, send, body), self._send(send, body))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -151,8 +151,10 @@ def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -
                     existing_sha256=cur.sha256,
                 )
             names[e.subdir].add(cur.name)
-            session.delete(cur)
-            session.flush()  # the DELETE before the INSERT (the unit of work would order them the other way)
+            session.flush()  # pending rows first; then the DELETE, before the INSERT
+            if session.execute(delete(Record).where(Record.id == cur.id)).rowcount != 1:
+                raise StaleDataError(f"{e.subdir}/{e.filename} was replaced meanwhile")  # settled by a retry
+            session.expunge(cur)
             del existing[key]
         row = _new_row(channel.id, e, patches[e.subdir])
         session.add(row)

@@ -8,12 +8,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 from condavault.channels.models import Channel, Record
 from condavault.errors import Conflict, InvalidIndexJson, InvalidRequest, NotFound
@@ -152,7 +155,8 @@ def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -
                 )
             names[e.subdir].add(cur.name)
             session.flush()  # pending rows first; then the DELETE, before the INSERT
-            if session.execute(delete(Record).where(Record.id == cur.id)).rowcount != 1:
+            gone = cast("CursorResult[Any]", session.execute(delete(Record).where(Record.id == cur.id)))
+            if gone.rowcount != 1:
                 raise StaleDataError(f"{e.subdir}/{e.filename} was replaced meanwhile")  # settled by a retry
             session.expunge(cur)
             del existing[key]

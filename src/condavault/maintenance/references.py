@@ -9,7 +9,6 @@ blob and committing the row that points at it), and (3) a fresh look at every ta
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy import select
 from condavault.channels.models import Record
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead
-from condavault.storage.local import LocalBlobStore
+from condavault.storage.local import LocalBlobStore, files_older_than
 
 # every column holding the sha256 of a stored blob; a domain that adds one registers it here
 BLOB_COLUMNS: list[Any] = [Record.sha256, PublishedFile.sha256, ShardHead.sha256, ShardBlob.sha256]
@@ -100,14 +99,4 @@ def sweep_temp_files(
 
 
 def _old_files(folder: Path, pattern: str, older_than: float) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    cutoff = time.time() - older_than
-    out = []
-    for p in folder.glob(pattern):
-        try:
-            if p.is_file() and p.stat().st_mtime < cutoff:
-                out.append(p)
-        except OSError:
-            continue
-    return out
+    return files_older_than(folder.glob(pattern), older_than) if folder.is_dir() else []

@@ -90,6 +90,19 @@ def _touch(path: Path) -> None:
         pass
 
 
+def files_older_than(paths: Iterable[Path], seconds: float) -> list[Path]:
+    """The regular files among ``paths`` last modified more than ``seconds`` ago."""
+    cutoff = time.time() - seconds
+    out = []
+    for p in paths:
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                out.append(p)
+        except OSError:
+            continue
+    return out
+
+
 def fsync_all(paths: list[Path]) -> None:
     """fsync every file or directory of ``paths`` (a few at a time when there are many)."""
     run_all(_fsync_path, [(p,) for p in paths])
@@ -263,15 +276,7 @@ class LocalBlobStore:
 
     def stale_temp_files(self, older_than: float = 3600.0) -> list[Path]:
         """Temp files (``.part``) a killed process left behind: in the temp folder and beside blobs."""
-        cutoff = time.time() - older_than
-        out = []
-        for p in [*self.tmp.glob("*.part"), *self.root.glob("??/??/.*.part")]:
-            try:
-                if p.is_file() and p.stat().st_mtime < cutoff:
-                    out.append(p)
-            except OSError:
-                continue
-        return out
+        return files_older_than([*self.tmp.glob("*.part"), *self.root.glob("??/??/.*.part")], older_than)
 
     def temp_file(self) -> tuple[int, Path]:
         """A temp file on the store's filesystem, so ``put_file`` is a rename."""

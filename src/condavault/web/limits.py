@@ -38,6 +38,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from condavault import metrics
 from condavault.config import Settings
 from condavault.errors import CondavaultError, PayloadTooLarge, RequestTimeout
 from condavault.web.errors import json_error
@@ -265,7 +266,11 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def _refuse(scope: Scope, send: Send, exc: CondavaultError, *, logged: bool = False) -> None:
-    if not logged:
+    """Answer ``exc`` and close. ``logged``: refused mid-body (the app's own metrics count the request)."""
+    if not logged:  # the application never saw this request: count it here
+        path = scope["path"]
+        kind = "repo" if path.startswith("/api/repo/") else "api" if path.startswith("/api/") else "other"
+        metrics.REQUESTS.labels(kind, str(exc.status)).inc()
         log.info("request refused before its body was read",
                  extra={"path": scope["path"], "status": exc.status, "code": exc.code})
     response = json_error(exc)

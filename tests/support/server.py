@@ -21,6 +21,7 @@ from condavault.app import create_app
 from condavault.config import Settings, load_settings
 from condavault.context import Context
 from condavault.db import migrate
+from condavault.web.listener import uvicorn_options
 
 PG_ADMIN = os.environ.get("CONDAVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -120,6 +121,9 @@ class Server:
 def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> tuple[Server, str | None]:
     """Migrate a fresh database, build the app and run uvicorn on a free loopback port in a thread."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    # test upstreams (static channels, CVE feeds) listen on loopback: the administrator's allowance the URL
+    # policy needs for that is on in test servers; the tests of the policy itself turn it off
+    overrides.setdefault("upstream_allow_loopback", True)
     url, pg_name = database_url(backend, data_dir)
     settings = load_settings(data_dir=data_dir, database_url=url, log_format="text", log_level="WARNING", **overrides)
     migrate.upgrade(settings.db_url)
@@ -139,7 +143,8 @@ def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> t
         return await app(scope, receive, send_wrapper)
 
     port = free_port()
-    config = uvicorn.Config(logged, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # the listener `condavault serve` uses (header bounds, no forwarded headers trusted, ...)
+    config = uvicorn.Config(logged, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": port}, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -27,8 +27,10 @@ from condavault.context import Context
 from condavault.errors import InvalidRequest
 from condavault.indexing.dirty import get_state, mark_dirty
 from condavault.indexing.patches import PatchSet
-from condavault.packages.filename import check_subdir
-from condavault.web.deps import CtxDep, IdentityDep
+from condavault.packages.filename import check_subdir, parse_filename
+from condavault.packages.ingest import Received
+from condavault.web.deps import MAX_OFFSET, CtxDep, IdentityDep
+from condavault.web.limits import body_spec
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
 
@@ -104,8 +106,8 @@ def list_files(
     subdir: str | None = None,
     package: str | None = Query(None, description="package name"),
     full: bool = False,
-    limit: int = Query(1000, le=100000),
-    offset: int = 0,
+    limit: int = Query(1000, ge=1, le=100000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> list[FileOut]:
@@ -121,7 +123,8 @@ def list_files(
     response_model=UploadOut,
     summary="Upload one package (raw body, or multipart field 'file')",
     openapi_extra={
-        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **body_spec("upload", Permission.CHANNEL_WRITE),
     },
 )
 async def upload(
@@ -132,37 +135,53 @@ async def upload(
     force: bool = False,
     skip_existing: bool = False,
     wait: bool = Query(True, description="return only once the index includes the file"),
-    sha256: str | None = Query(None, description="expected sha256 of the bytes"),
+    sha256: str | None = Query(None, description="expected sha256 of the bytes", pattern="^[0-9a-fA-F]{64}$"),
 ) -> UploadOut:
     ctx: Context = request.app.state.ctx
     from condavault.auth.deps import get_identity
 
     identity = get_identity(request)
     ctx.channels.require(identity, name, Permission.CHANNEL_WRITE)
+    if subdir is not None:  # everything that can be refused without the body is refused before reading it
+        check_subdir(subdir)
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
-        upload_file = form.get("file")
-        if upload_file is None or isinstance(upload_file, str):
-            raise InvalidRequest("multipart upload needs a 'file' field", code="missing_file")
-        filename = filename or upload_file.filename
-        received = await anyio.to_thread.run_sync(
-            ctx.ingestor.spool, iter(lambda: upload_file.file.read(1024 * 1024), b"")
-        )
-    else:
+    multipart = ctype.startswith("multipart/form-data")
+    if not multipart:
         if not filename:
             raise InvalidRequest("the 'filename' query parameter is required", code="missing_filename")
+        parse_filename(filename)
         received = await ctx.ingestor.aspool(request.stream())
-    if subdir is not None:
-        check_subdir(subdir)
+    else:
+        form = await request.form(max_files=1, max_fields=10)
+        try:
+            upload_file = form.get("file")
+            if upload_file is None or isinstance(upload_file, str):
+                raise InvalidRequest("multipart upload needs a 'file' field", code="missing_file")
+            filename = filename or upload_file.filename or ""
+            parse_filename(filename)
+            received = await anyio.to_thread.run_sync(
+                ctx.ingestor.spool, iter(lambda: upload_file.file.read(1024 * 1024), b"")
+            )
+        finally:
+            await form.close()
+    try:
+        return await _store_upload(ctx, identity, name, received, filename or "", subdir, force, skip_existing,
+                                   wait, sha256)
+    finally:
+        received.discard()  # consumed by a successful ingest; removed on every error path
+
+
+async def _store_upload(
+    ctx: Context, identity: Identity, name: str, received: Received, filename: str, subdir: str | None,
+    force: bool, skip_existing: bool, wait: bool, sha256: str | None,
+) -> UploadOut:
     if skip_existing:
         existing = await anyio.to_thread.run_sync(_existing, ctx, name, filename)
         if existing is not None:
-            received.path.unlink(missing_ok=True)
             return UploadOut(
                 channel=name,
                 subdir=existing[0],
-                filename=filename or "",
+                filename=filename,
                 sha256=existing[1] or "",
                 md5=existing[2] or "",
                 size=existing[3] or 0,
@@ -174,11 +193,11 @@ async def upload(
         result = ctx.ingestor.ingest(
             name,
             received,
-            filename or "",
+            filename,
             expected_subdir=subdir,
             force=force,
             actor=identity.username,
-            expected_sha256=sha256,
+            expected_sha256=sha256.lower() if sha256 else None,
         )
         indexed = True
         if wait and result.status != "unchanged":
@@ -253,7 +272,11 @@ def _kick(ctx: Context, channel_id: int, paths: list[str], wait: bool = True) ->
             ctx.indexer.wait_for(channel_id, sd, state.change_seq, timeout=120)
 
 
-@router.post("/{name}/subdirs/{subdir}/import", summary="Import records metadata-only from a repodata.json")
+@router.post(
+    "/{name}/subdirs/{subdir}/import",
+    summary="Import records metadata-only from a repodata.json",
+    openapi_extra=body_spec("metadata", Permission.CHANNEL_WRITE),
+)
 def import_repodata(
     name: str,
     subdir: str,
@@ -282,7 +305,11 @@ def get_patches(name: str, subdir: str, ctx: Context = CtxDep, identity: Identit
         return json.loads(state.patch_instructions) if state and state.patch_instructions else {}
 
 
-@router.put("/{name}/subdirs/{subdir}/patch-instructions", summary="Replace patch_instructions.json")
+@router.put(
+    "/{name}/subdirs/{subdir}/patch-instructions",
+    summary="Replace patch_instructions.json",
+    openapi_extra=body_spec("metadata", Permission.CHANNEL_MANAGE),
+)
 def put_patches(
     name: str, subdir: str, body: dict = Body(...), ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> dict:

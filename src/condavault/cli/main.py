@@ -42,7 +42,8 @@ channels.register(app)
 tokens.register(app)
 worker.register(app)
 
-for _module in ("condavault.cli.mirror", "condavault.cli.cve", "condavault.cli.users", "condavault.cli.audit"):
+_DOMAIN_CLIS = ("mirror", "cve", "users", "audit", "admin")
+for _module in (f"condavault.cli.{name}" for name in _DOMAIN_CLIS):
     try:
         __import__(_module)
         sys.modules[_module].register(app)  # type: ignore[attr-defined]

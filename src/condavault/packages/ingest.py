@@ -36,6 +36,7 @@ from condavault.indexing.dirty import get_state
 from condavault.packages.archive import Limits, read_archive
 from condavault.packages.filename import parse_filename
 from condavault.packages.metadata import PackageMetadata, build_metadata
+from condavault.packages.validation import check_record
 from condavault.storage.local import LocalBlobStore, Staged, run_all
 
 CHUNK = 1024 * 1024
@@ -280,6 +281,7 @@ class Ingestor:
             record = dict(meta.record)
             if item.record_overrides:
                 record.update(item.record_overrides)  # e.g. a mirror keeps upstream's patched fields
+                check_record(record, source="repodata", filename=item.filename)
             record.update(md5=received.md5, sha256=received.sha256, size=received.size)
             b.meta, b.record = meta, record
         except Exception as exc:  # reported with this file; the rest of a batch goes on
@@ -309,23 +311,28 @@ class Ingestor:
         the blobs durable with one barrier, write the rows in one transaction, then call ``on_change``
         once per touched subdir. Returns ``batch``, each with a ``result`` or an ``error``. Every temp file
         is consumed. An unknown channel raises (nothing lands)."""
-        try:
-            with self.db.session() as s:
-                channel_id = get_channel(s, channel_name).id
-            live = [b for b in batch if b.ok]
+        # From relying on a blob (writing it, or finding it present) to committing its row, collection
+        # (``check --repair``) waits: it never deletes a blob a row is about to point at.
+        live: list[Ingested] = []
+        with self.blobs.writing():
+            try:
+                with self.db.session() as s:
+                    channel_id = get_channel(s, channel_name).id
+                live = [b for b in batch if b.ok]
+                if live:
+                    self._precheck_conflicts(channel_id, channel_name, live)  # a 409 must not leave a blob behind
+                    live = [b for b in live if b.ok]
+                run_all(self.stage, [(b,) for b in live if b.staged is None])
+                staged = [b.staged for b in live]
+                for b, is_new in zip(live, self.blobs.commit(staged), strict=True):  # type: ignore[arg-type]
+                    b.new_blob = is_new
+                    b.staged = None
+            finally:
+                for b in batch:
+                    self.discard(b)
             if live:
-                self._precheck_conflicts(channel_id, channel_name, live)  # a 409 must not leave a blob behind
-                live = [b for b in live if b.ok]
-            run_all(self.stage, [(b,) for b in live if b.staged is None])
-            staged = [b.staged for b in live]
-            for b, is_new in zip(live, self.blobs.commit(staged), strict=True):  # type: ignore[arg-type]
-                b.new_blob = is_new
-                b.staged = None
-        finally:
-            for b in batch:
-                self.discard(b)
-        if live:
-            self._write(channel_id, channel_name, live, actor)
+                self._write(channel_id, channel_name, live, actor)
+        self._drop_unused_blobs([b for b in live if b.error is not None and b.new_blob])
         changed = {b.result.subdir for b in batch if b.result is not None and b.result.status != "unchanged"}
         if self.on_change is not None:
             for subdir in sorted(changed):
@@ -423,11 +430,20 @@ class Ingestor:
         for b, (outcome, seq) in zip(live, done, strict=True):
             b.set_result(channel_name, outcome, seq)
 
-    def _failed(self, b: Ingested, exc: Exception) -> None:
+    @staticmethod
+    def _failed(b: Ingested, exc: Exception) -> None:
         b.error = exc
-        if b.new_blob and not self._referenced(b.item.received.sha256):
-            self.blobs.delete(b.item.received.sha256)
 
-    def _referenced(self, sha256: str) -> bool:
-        with self.db.session() as s:
-            return s.scalar(select(Record.id).where(Record.sha256 == sha256).limit(1)) is not None
+    def _drop_unused_blobs(self, failed: list[Ingested]) -> None:
+        """Blobs this call wrote for rows that could not be written: removed unless something points at
+        them by now (looked at under the collection lock; if writers are busy, left for ``check``)."""
+        shas = {b.item.received.sha256 for b in failed}
+        if not shas:
+            return
+        with self.blobs.collecting(wait=False) as locked:
+            if not locked:
+                return
+            with self.db.session() as s:
+                used = set(s.scalars(select(Record.sha256).where(Record.sha256.in_(shas))))
+            for sha in shas - used:
+                self.blobs.delete(sha)

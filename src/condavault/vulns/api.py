@@ -26,7 +26,8 @@ from condavault.vulns import curation, envcheck, reports, store
 from condavault.vulns.models import VulnLinkRow
 from condavault.vulns.schemas import BulkCurateRequest, CheckEnvRequest, CurateRequest, SyncRequest
 from condavault.vulns.tasks import VulnRuntime
-from condavault.web.deps import CtxDep, IdentityDep
+from condavault.web.deps import MAX_OFFSET, CtxDep, IdentityDep
+from condavault.web.limits import body_spec
 
 router = APIRouter(prefix="/api", tags=["vulnerabilities"])
 
@@ -59,10 +60,10 @@ def list_cves(
     q: str | None = Query(None, description="id, alias, summary text or conda package name"),
     package: str | None = Query(None, description="only advisories linked to builds of this package"),
     channel: str | None = Query(None, description="only advisories linked to files of this channel"),
-    min_score: float | None = None,
+    min_score: float | None = Query(None, ge=0.0, le=10.0),
     linked: bool = Query(False, description="only advisories linked to at least one readable file"),
-    limit: int = Query(100, le=10000),
-    offset: int = 0,
+    limit: int = Query(100, ge=1, le=10000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> list[dict[str, Any]]:
@@ -95,14 +96,18 @@ def global_report(
 
 @router.get("/cves/history", summary="Curation history (all advisories)")
 def all_history(
-    limit: int = Query(500, le=10000), ctx: Context = CtxDep, identity: Identity = IdentityDep
+    limit: int = Query(500, ge=1, le=10000), ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> list[dict[str, Any]]:
     ids = readable(ctx, identity)
     with ctx.db.session() as s:
         return reports.history(s, list(ids), None, limit)
 
 
-@router.post("/cves/sync", summary="Fetch sources and match (JSON body, or a zip/JSON feed as the raw body)")
+@router.post(
+    "/cves/sync",
+    summary="Fetch sources and match (JSON body, or a zip/JSON feed as the raw body)",
+    openapi_extra=body_spec("upload", "system:admin", json_kind="default"),
+)
 async def sync(request: Request, wait: bool = True) -> Any:
     from condavault.auth.deps import get_identity
 
@@ -124,9 +129,13 @@ async def sync(request: Request, wait: bool = True) -> Any:
         folder.mkdir(parents=True, exist_ok=True)
         suffix = ".zip" if ("zip" in ctype or "octet-stream" in ctype) else ".json"
         fd, upload = tempfile.mkstemp(dir=folder, suffix=suffix)
-        with os.fdopen(fd, "wb") as fh:
-            async for chunk in request.stream():
-                fh.write(chunk)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in request.stream():
+                    fh.write(chunk)
+        except BaseException:  # a client that went away or was refused leaves nothing behind
+            os.unlink(upload)
+            raise
         sources = [upload]
     if not sources and not ctx.settings.vulns_sources:
         raise InvalidRequest("no sources given and none configured (vulns_sources)", code="no_vuln_sources")
@@ -361,7 +370,11 @@ def file_sbom(
 # -- environment check ------------------------------------------------------------------------------
 
 
-@router.post("/check-env", summary="Solve an environment from channels of this server and report its advisories")
+@router.post(
+    "/check-env",
+    summary="Solve an environment from channels of this server and report its advisories",
+    openapi_extra=body_spec("default", anonymous=True),  # lock files of public-channel users
+)
 def check_env(
     body: CheckEnvRequest, request: Request, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> JSONResponse:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from sqlalchemy import select, update
 
 from condavault.channels.models import Channel, Record
 from condavault.errors import Busy, NotFound
+from condavault.outbound import UrlPolicy, sync_transport
 from condavault.vulns import services, store
 from condavault.vulns.mapping import NameMapping
 from condavault.vulns.models import VulnRecordState
@@ -98,13 +100,19 @@ class VulnRuntime:
         note = progress or (lambda *_: None)
         cache = self.ctx.settings.data_dir / "vulns" / "cache"
         fetched: list[Fetched] = []
-        for i, loc in enumerate(locations):
-            note("fetch", i, len(locations))
+        policy = UrlPolicy.from_settings(self.ctx.settings)  # no source reaches where the server may not
+        for loc in locations:
             if is_url(loc):
-                with self.ctx.db.session() as s:
-                    fetched.append(fetch_url(s, loc, cache, timeout=self.ctx.settings.mirror_timeout))
-            else:
-                fetched.append(resolve_local(loc))
+                policy.check_url(loc, what="vulnerability source")
+        timeout = self.ctx.settings.mirror_timeout
+        with httpx.Client(transport=sync_transport(policy), timeout=timeout, follow_redirects=True) as http:
+            for i, loc in enumerate(locations):
+                note("fetch", i, len(locations))
+                if is_url(loc):
+                    with self.ctx.db.session() as s:
+                        fetched.append(fetch_url(s, loc, cache, client=http, timeout=timeout))
+                else:
+                    fetched.append(resolve_local(loc))
         note("fetch", len(locations), len(locations))
         advisories = load_sources(fetched, note)
         report.advisories = len(advisories)

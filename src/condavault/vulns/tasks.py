@@ -129,7 +129,7 @@ class VulnRuntime:
         self.provider.invalidate()
         report.sources = [{"location": f.location, "status": f.status} for f in fetched]
         report.seconds = round(time.perf_counter() - started, 3)
-        log.info("vulnerability sync done", extra=report.to_dict())
+        log.info("vulnerability sync done", extra={"sync": report.to_dict()})
         return report
 
     def start_job(self, locations: list[str] | None, cleanup: Path | None = None) -> SyncJob:

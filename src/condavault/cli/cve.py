@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -52,12 +53,23 @@ def sync(
         None, "--from", help="URL, or a local folder / zip / JSON file (uploaded). Default: configured sources."
     ),
     server_path: bool = typer.Option(False, "--server-path", help="--from names a path on the server, not here."),
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="Name of an uploaded local source (default: the folder or file name); a later upload of the same "
+        "name replaces that source's versions of the records it carries.",
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fetch advisories (CVE JSON 5, NVD API 2.0, OSV) and match them to package builds."""
+    """Fetch advisories (CVE JSON 5, NVD API 2.0, OSV) or a PyPI <-> conda name mapping (parselmouth JSON or a
+    table like the shipped one) and match them to package builds.
+
+    Each source keeps its own version of every record; the advisories served are merged from all sources
+    by alias, so sources can be synced in any order."""
     client = client_from(ctx)
     local = Path(source) if source and not server_path and "://" not in source else None
     if local is not None and local.exists():
+        label = _source_name(name or local.resolve().name)
         data = _zip_dir(local) if local.is_dir() else local.read_bytes()
         ctype = "application/json" if local.suffix.lower() == ".json" else "application/zip"
         if ctype == "application/json":  # a single JSON feed goes as a one-file zip (the body is the feed)
@@ -73,7 +85,10 @@ def sync(
                     yield data[i : i + 256 * 1024]
 
             job = client.post(
-                "/api/cves/sync", params={"wait": False}, content=chunks(), headers={"Content-Type": ctype}
+                "/api/cves/sync",
+                params={"wait": False, "name": label},
+                content=chunks(),
+                headers={"Content-Type": ctype},
             )
     else:
         job = client.post("/api/cves/sync", json={"sources": [source] if source else [], "wait": False})
@@ -85,12 +100,20 @@ def sync(
     if json_out:
         print_json(result)
         return
+    names = f", {result['names']} name mapping entries" if result.get("names") else ""
     console.print(
-        f"{result.get('advisories', 0)} advisories: {result.get('created', 0)} new, "
-        f"{result.get('updated', 0)} changed, "
-        f"{result.get('unchanged', 0)} unchanged; links +{result.get('links_added', 0)} "
-        f"-{result.get('links_removed', 0)} ({result.get('seconds', 0)} s)"
+        f"{result.get('records', 0)} records ({result.get('records_new', 0)} new, "
+        f"{result.get('records_changed', 0)} changed, {result.get('records_unchanged', 0)} unchanged){names}; "
+        f"advisories: {result.get('created', 0)} new, {result.get('updated', 0)} changed, "
+        f"{result.get('removed', 0)} merged into others; links +{result.get('links_added', 0)} "
+        f"-{result.get('links_removed', 0)} ~{result.get('links_updated', 0)} ({result.get('seconds', 0)} s)"
     )
+
+
+def _source_name(text: str) -> str:
+    """A source name the API accepts (letters, digits, ``._-``; at most 100)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100]
+    return cleaned or "upload"
 
 
 def _zip_single(path: Path) -> bytes:

@@ -4,14 +4,25 @@ Version entries follow the CVE schema: ``version`` is the inclusive start, ``les
 ``lessThanOrEqual`` the end (``*`` = unbounded, ``lessThanOrEqual`` may be a wildcard like ``5.15.*``),
 ``changes`` switch the status inside the range, ``defaultStatus`` covers everything else (``unknown``
 when absent).  GitHub's CNA writes constraints into ``version`` (``">= 2.0.0, < 2.0.7"``); those are
-parsed too.  A degenerate ``version == lessThan`` entry (as the curl CNA writes them:
-``8.4.0 lessThan 8.4.0`` affected plus ``7.69.0 lessThan 7.69.0`` unaffected) is read as "below
-``lessThan``", which together with "unaffected wins" gives the intended 7.69.0 <= v < 8.4.0.
+parsed too.
+
+A degenerate entry ``version X, lessThan X`` covers nothing as written; it is read as what it most
+plausibly means (:func:`resolve_degenerate`), and the range's ``note`` says so (it ends up in the reason
+of a link it decides):
+
+* when the same product also lists ranges with a real lower bound (one range per maintenance line, as
+  the OpenSSL CNA writes them), X is the fix of its own release line: OpenSSL's CVE-2023-2650 lists
+  ``3.1.1 lessThan 3.1.1`` beside ``3.0.0 lessThan 3.0.9`` and ``1.1.1 lessThan 1.1.1u``, so it reads
+  ``>=3.1.0,<3.1.1`` (the line starts at X with its last number set to 0, or without its OpenSSL
+  letters: ``1.1.1u`` -> ``1.1.1``);
+* otherwise (the curl CNA's way: ``8.4.0 lessThan 8.4.0`` affected plus ``7.69.0 lessThan 7.69.0``
+  unaffected) it means "below X", which with "unaffected wins" gives the intended 7.69.0 <= v < 8.4.0.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from condavault.vulns.advisory import Advisory, Affected, Range, Score
@@ -22,6 +33,7 @@ _METRIC_VERSIONS = {"cvssV2_0": "2.0", "cvssV3_0": "3.0", "cvssV3_1": "3.1", "cv
 _OPEN = {"", "*", "0", "unspecified", "n/a"}
 _CONSTRAINT = re.compile(r"^\s*(>=|<=|>|<|=)\s*(\S+)\s*$")
 _PYPI_PROJECT = re.compile(r"pypi\.org/project/([^/]+)", re.IGNORECASE)
+_LETTERS = re.compile(r"^(\d+(?:\.\d+)+)[a-z]{1,2}$")
 
 
 def is_cve5(doc: Any) -> bool:
@@ -49,7 +61,7 @@ def parse_cve5(doc: dict[str, Any], source: str = "cve5") -> Advisory:
             for key, version in _METRIC_VERSIONS.items():
                 data = metric.get(key)
                 if isinstance(data, dict):
-                    score = make_score(data.get("vectorString"), version, name, data.get("baseScore"))
+                    score = make_score(data.get("vectorString"), version, name, data.get("baseScore"), who)
                     if score is not None and score not in scores:
                         scores.append(score)
         for ref in container.get("references") or ():
@@ -80,6 +92,7 @@ def _parse_affected(entry: dict[str, Any]) -> Affected:
     for version in entry.get("versions") or ():
         if isinstance(version, dict):
             ranges.extend(parse_version_entry(version))
+    ranges = resolve_degenerate(ranges)
     vendor = str(entry.get("vendor") or "")
     product = str(entry.get("product") or "")
     package = str(entry.get("packageName") or "")
@@ -118,9 +131,41 @@ def parse_version_entry(entry: dict[str, Any]) -> list[Range]:
     lower = None if version in _OPEN else version
     fixed = None if less_than is None or str(less_than).strip() in _OPEN else str(less_than).strip()
     last = None if less_equal is None or str(less_equal).strip() in _OPEN else str(less_equal).strip()
-    if lower is not None and lower == fixed:
-        lower = None  # curl CNA style "version 8.4.0 lessThan 8.4.0" means "everything below 8.4.0"
     return [Range(introduced=lower, fixed=fixed, last_affected=last, status=status, scheme=scheme, changes=changes)]
+
+
+def _line_start(version: str) -> str | None:
+    """The first release of ``version``'s line: ``3.1.1`` -> ``3.1.0``, ``1.1.1u`` -> ``1.1.1``; ``None``
+    when ``version`` already is one (``3.1.0``) or has no such shape."""
+    letters = _LETTERS.match(version)
+    if letters is not None:
+        return letters.group(1)
+    parts = version.split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts) or int(parts[-1]) == 0:
+        return None
+    return ".".join([*parts[:-1], "0"])
+
+
+def resolve_degenerate(ranges: list[Range]) -> list[Range]:
+    """Read ``version X, lessThan X`` ranges of one product (see the module docstring)."""
+    degenerate = [r for r in ranges if r.introduced is not None and r.introduced == r.fixed]
+    if not degenerate:
+        return ranges
+    lined = any(r.introduced is not None and r.introduced != r.fixed and r.status == "affected" for r in ranges)
+    out = []
+    for r in ranges:
+        if r not in degenerate:
+            out.append(r)
+            continue
+        x = str(r.fixed)
+        start = _line_start(x) if lined and r.status == "affected" else None
+        if start is not None:
+            note = f"CVE 5 entry 'version {x}, lessThan {x}' read as >={start},<{x} (the fix of its release line)"
+            out.append(replace(r, introduced=start, note=note))
+        else:
+            note = f"CVE 5 entry 'version {x}, lessThan {x}' read as <{x}"
+            out.append(replace(r, introduced=None, note=note))
+    return out
 
 
 def _parse_constraint(text: str, status: str, scheme: str) -> Range | None:

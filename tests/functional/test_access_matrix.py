@@ -256,6 +256,9 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     ("GET", "/api/audit/changes"): ("admin", _none),
     # vulnerabilities: evaluate an environment against readable channels only
     ("POST", "/api/check-env"): ("generic", _body(_none, json=lambda w: {"channels": list(w.channels.values())})),
+    # vulnerability sources (where feeds come from) and forgetting one: system administrators only
+    ("GET", "/api/cves/sources"): ("admin", _none),
+    ("DELETE", "/api/cves/sources/{source_id}"): ("admin", _with({"source_id": 999999})),
 }
 
 

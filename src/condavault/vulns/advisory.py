@@ -21,7 +21,7 @@ dataclasses defined here.  The model is deliberately small but expressive enough
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 ScoreVersion = Literal["2.0", "3.0", "3.1", "4.0"]
@@ -146,8 +146,11 @@ class Advisory:
         return max((s.score for s in self.scores), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (tuples become lists)."""
-        return asdict(self)
+        """A JSON-compatible dict (what ``dataclasses.asdict`` gives, built without its deep copies)."""
+        out = dict(self.__dict__)
+        out["scores"] = [dict(s.__dict__) for s in self.scores]
+        out["affected"] = [{**a.__dict__, "ranges": [dict(r.__dict__) for r in a.ranges]} for a in self.affected]
+        return out
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order)."""

@@ -87,11 +87,12 @@ def list_cves(
 def global_report(
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ids = readable(ctx, identity)
-    return _report(ctx, list(ids), format, package, "cves-report")
+    return _report(ctx, list(ids), format, package, "cves-report", risk)
 
 
 @router.get("/cves/history", summary="Curation history (all advisories)")
@@ -314,8 +315,11 @@ def _ensure_risk(ctx: Context, channel_ids: list[int]) -> None:
                 reports.ensure_channel_risk(s, cid, runtime(ctx).mapping())
 
 
-def _report(ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str) -> Response:
-    _ensure_risk(ctx, channel_ids)
+def _report(
+    ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str, with_risk: bool = True
+) -> Response:
+    if with_risk:
+        _ensure_risk(ctx, channel_ids)
     with ctx.db.session() as s:
         rows = reports.link_rows(s, channel_ids, package=package)
     if fmt == "csv":
@@ -332,11 +336,12 @@ def channel_report(
     name: str,
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ref = ctx.channels.for_read(identity, name)
-    return _report(ctx, [ref.id], format, package, f"{name}-cves")
+    return _report(ctx, [ref.id], format, package, f"{name}-cves", risk)
 
 
 def _record(ctx: Context, identity: Identity, name: str, subdir: str, filename: str) -> tuple[ChannelRef, int]:

@@ -14,21 +14,23 @@ no curation decision is lost; the retired id stays an alias (``GET /api/cves/<ol
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.db.base import utcnow
 from condavault.vulns import store
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.mapping import NameMapping
-from condavault.vulns.merge import SourceRecord, best_versions, components, content_hash, idents, merge
+from condavault.vulns.merge import SourceRecord, best_versions, components, idents, merge
 from condavault.vulns.models import (
     VulnAdvisory,
+    VulnAdvisoryName,
     VulnLinkRow,
     VulnNameEntry,
     VulnRecordIdent,
@@ -101,7 +103,7 @@ def store_records(session: Session, src_pk: int, advisories: Iterable[Advisory])
                 .values(
                     content_hash=rec.content_hash,
                     modified=rec.modified[:40],
-                    data=rec.advisory.to_json(),
+                    data=rec.data or rec.advisory.to_json(),
                     updated_at=now,
                 )
             )
@@ -117,7 +119,7 @@ def store_records(session: Session, src_pk: int, advisories: Iterable[Advisory])
                 "record_id": r.record_id[:100],
                 "content_hash": r.content_hash,
                 "modified": r.modified[:40],
-                "data": r.advisory.to_json(),
+                "data": r.data or r.advisory.to_json(),
                 "updated_at": now,
             }
             for r in part
@@ -278,43 +280,65 @@ def remerge(
     comps = components({pk: item.idents for pk, item in loaded.items()})
     merged: list[tuple[set[int], Advisory]] = [(comp, merge(loaded[pk].record for pk in comp)) for comp in comps]
     primaries = {adv.id.upper(): i for i, (_, adv) in enumerate(merged)}
-    rows: dict[str, VulnAdvisory] = {}
+    rows: dict[str, tuple[int, str, str, float | None]] = {}  # upper id -> (pk, id, content hash, score)
     for part in store.chunks(sorted({adv.id for _, adv in merged})):
-        for row in session.scalars(select(VulnAdvisory).where(VulnAdvisory.advisory_id.in_(part))):
-            rows[row.advisory_id.upper()] = row
+        for pk, aid, h, score in session.execute(
+            select(VulnAdvisory.id, VulnAdvisory.advisory_id, VulnAdvisory.content_hash, VulnAdvisory.score).where(
+                VulnAdvisory.advisory_id.in_(part)
+            )
+        ):
+            rows[aid.upper()] = (pk, aid, h, score)
     old_groups = {item.group_pk for item in loaded.values() if item.group_pk is not None} | seed_groups
-    target_of: dict[int, int] = {}  # component index -> merged row pk
     now = utcnow()
-    for i, (comp, adv) in enumerate(merged):
-        row = rows.get(adv.id.upper())
+    creates: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for _, adv in merged:
         values = _row_values(adv, preference, now)
-        if row is None:
-            row = VulnAdvisory(advisory_id=adv.id[:100], created_at=now, **values)
-            session.add(row)
-            session.flush()
-            result.created += 1
-            result.changed_pks.append(row.id)
-        elif row.content_hash != values["content_hash"] or row.score != values["score"] or row.advisory_id != adv.id:
-            old_names = store.names_of(session, row.id)
-            result.names |= old_names
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.advisory_id = adv.id[:100]
-            result.updated += 1
-            result.changed_pks.append(row.id)
+        held = rows.get(adv.id.upper())
+        if held is None:
+            creates.append({"advisory_id": adv.id[:100], "created_at": now, **values})
+        elif (held[1], held[2], held[3]) != (adv.id[:100], values["content_hash"], values["score"]):
+            updates.append({"row_pk": held[0], "advisory_id": adv.id[:100], **values})
         else:
             result.unchanged += 1
-        target_of[i] = row.id
-        moved = [pk for pk in comp if loaded[pk].group_pk != row.id]
-        for part in store.chunks(sorted(moved)):
-            session.execute(update(VulnSourceRecord).where(VulnSourceRecord.id.in_(part)).values(group_pk=row.id))
-    session.flush()
+    table = VulnAdvisory.__table__
+    for part in store.chunks(creates, 1000):
+        session.execute(table.insert(), list(part))  # type: ignore[attr-defined]
+        for pk, aid in session.execute(
+            select(VulnAdvisory.id, VulnAdvisory.advisory_id).where(
+                VulnAdvisory.advisory_id.in_([r["advisory_id"] for r in part])
+            )
+        ):
+            rows[aid.upper()] = (pk, aid, "", None)
+            result.changed_pks.append(pk)
+    result.created = len(creates)
+    if updates:
+        for part in store.chunks([u["row_pk"] for u in updates]):
+            result.names |= set(
+                session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk.in_(part)))
+            )
+        stmt = update(table).where(table.c.id == bindparam("row_pk"))  # type: ignore[attr-defined]
+        for part in store.chunks(updates, 1000):
+            session.connection().execute(stmt, list(part))
+        result.changed_pks.extend(u["row_pk"] for u in updates)
+        result.updated = len(updates)
+    target_of = {i: rows[adv.id.upper()][0] for i, (_, adv) in enumerate(merged)}
+    moves = [
+        {"rec_pk": pk, "target": target_of[i]}
+        for i, (comp, _) in enumerate(merged)
+        for pk in sorted(comp)
+        if loaded[pk].group_pk != target_of[i]
+    ]
+    records = VulnSourceRecord.__table__
+    stmt = update(records).where(records.c.id == bindparam("rec_pk")).values(group_pk=bindparam("target"))  # type: ignore[attr-defined]
+    for part in store.chunks(moves, 2000):
+        session.connection().execute(stmt, list(part))
     targets = set(target_of.values())
     for old in sorted(old_groups - targets):
-        row = session.get(VulnAdvisory, old)
-        if row is None:
+        aid = session.scalar(select(VulnAdvisory.advisory_id).where(VulnAdvisory.id == old))
+        if aid is None:
             continue
-        dest = primaries.get(row.advisory_id.upper())
+        dest = primaries.get(aid.upper())
         if dest is None:  # its id left the graph with its records (a removed source): follow a former record
             dest = next(
                 (i for i, (comp, _) in enumerate(merged) if any(loaded[pk].group_pk == old for pk in comp)), None
@@ -324,9 +348,8 @@ def remerge(
             _retire_into(session, old, target_of[dest])
             if target_of[dest] not in result.changed_pks:  # re-match the links it received
                 result.changed_pks.append(target_of[dest])
-        session.delete(row)
+        session.execute(delete(VulnAdvisory).where(VulnAdvisory.id == old))
         result.removed += 1
-    session.flush()
     by_pk = {target_of[i]: adv for i, (_, adv) in enumerate(merged)}
     changed = {pk: by_pk[pk] for pk in result.changed_pks}
     result.names |= store.index_advisories(session, changed, mapping)
@@ -338,6 +361,7 @@ def remerge(
 
 def _row_values(adv: Advisory, preference: tuple[str, ...], now: Any) -> dict[str, Any]:
     eff = effective_score(adv.scores, preference)
+    data = adv.to_json()
     return {
         "summary": adv.summary[:5000],
         "max_score": adv.max_score,
@@ -347,8 +371,8 @@ def _row_values(adv: Advisory, preference: tuple[str, ...], now: Any) -> dict[st
         "published": (adv.published or None) and adv.published[:40],
         "modified": (adv.modified or None) and adv.modified[:40],
         "withdrawn": bool(adv.withdrawn),
-        "content_hash": content_hash(adv),
-        "data": adv.to_json(),
+        "content_hash": hashlib.sha256(data.encode()).hexdigest(),
+        "data": data,
         "origin": ", ".join(adv.sources)[:500],
         "updated_at": now,
     }

@@ -51,11 +51,14 @@ class SourceRecord:
     content_hash: str
     modified: str
     advisory: Advisory
+    data: str = ""  # the normalised JSON (set by :meth:`of`)
 
     @classmethod
     def of(cls, advisory: Advisory) -> SourceRecord:
         feed = advisory.sources[0] if advisory.sources else ""
-        return cls(feed, advisory.id, content_hash(advisory), advisory.modified or "", advisory)
+        data = advisory.to_json()
+        digest = hashlib.sha256(data.encode()).hexdigest()
+        return cls(feed, advisory.id, digest, advisory.modified or "", advisory, data)
 
     @property
     def key(self) -> tuple[str, str]:

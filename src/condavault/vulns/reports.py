@@ -183,8 +183,11 @@ def link_rows(
         stmt = stmt.where(Record.name == package)
     stmt = stmt.order_by(Channel.name, Record.subdir, Record.filename, VulnAdvisory.advisory_id)
     out = []
+    aliases_of: dict[int, list[str]] = {}  # parse each advisory's JSON once, not once per link
     for link, adv, rec, chan, rsk, via in session.execute(stmt):
-        aliases = [i for i in json.loads(adv.data).get("aliases", [])]
+        aliases = aliases_of.get(adv.id)
+        if aliases is None:
+            aliases = aliases_of[adv.id] = list(json.loads(adv.data).get("aliases", []))
         out.append(
             {
                 "link_id": link.id,

@@ -92,7 +92,7 @@ def _parse_affected(entry: dict[str, Any]) -> Affected:
     for version in entry.get("versions") or ():
         if isinstance(version, dict):
             ranges.extend(parse_version_entry(version))
-    ranges = resolve_degenerate(ranges)
+    ranges = resolve_lines(resolve_degenerate(ranges))
     vendor = str(entry.get("vendor") or "")
     product = str(entry.get("product") or "")
     package = str(entry.get("packageName") or "")
@@ -165,6 +165,47 @@ def resolve_degenerate(ranges: list[Range]) -> list[Range]:
         else:
             note = f"CVE 5 entry 'version {x}, lessThan {x}' read as <{x}"
             out.append(replace(r, introduced=None, note=note))
+    return out
+
+
+def _numbers(version: str) -> tuple[int, ...] | None:
+    parts = version.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def resolve_lines(ranges: list[Range]) -> list[Range]:
+    """Read several affected ranges that all start at 0 as one per release line.
+
+    The protobuf CNA lists ``0 lessThan 4.25.8``, ``0 lessThan 5.29.5`` and ``0 lessThan 6.31.1`` for
+    CVE-2025-4565: read literally, 4.25.8 (fixed) would be "below 5.29.5". They mean one fix per release
+    line, so each range but the lowest starts where its line does: the coarsest version prefix (major,
+    then major.minor ...) that tells the upper bounds apart (``>=5,<5.29.5``, ``>=6,<6.31.1``)."""
+    open_ = [
+        r
+        for r in ranges
+        if r.introduced is None
+        and r.fixed is not None
+        and r.last_affected is None
+        and r.status == "affected"
+        and not r.note
+    ]
+    bounds = [_numbers(str(r.fixed)) for r in open_]
+    if len(open_) < 2 or any(b is None for b in bounds) or len(set(bounds)) < len(bounds):
+        return ranges
+    numbers = [b for b in bounds if b is not None]
+    depth = next((d for d in range(1, max(map(len, numbers)) + 1) if len({n[:d] for n in numbers}) == len(numbers)), 0)
+    if not depth:
+        return ranges
+    lowest = min(numbers)
+    out = []
+    for r in ranges:
+        if r not in open_ or _numbers(str(r.fixed)) == lowest:
+            out.append(r)
+            continue
+        start = ".".join(str(n) for n in _numbers(str(r.fixed))[:depth])  # type: ignore[index]
+        listed = ", ".join(f"<{x.fixed}" for x in open_)
+        note = f"CVE 5 ranges all from 0 ({listed}) read one per release line: >={start},<{r.fixed}"
+        out.append(replace(r, introduced=start, note=note))
     return out
 
 

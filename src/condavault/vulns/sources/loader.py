@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from condavault.errors import InvalidRequest
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.sources.cve5 import is_cve5, parse_cve5
 from condavault.vulns.sources.names import NameEntry, is_name_mapping, parse_name_mapping
@@ -27,6 +28,7 @@ from condavault.vulns.sources.osv import is_osv, parse_osv
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".json", ".yaml", ".yml")
+MAX_MEMBER_BYTES = 512 * 1024**2  # one feed file (NVD's yearly files are < 100 MB, parselmouth's ~2 MB)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -91,12 +93,29 @@ def _files(path: Path) -> Iterator[tuple[bytes, str]]:
             if child.is_file() and (child.suffix.lower() in SUFFIXES or child.suffix.lower() == ".zip"):
                 yield from _files(child)
     elif path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InvalidRequest(f"{path.name} is not a zip archive: {exc}", code="invalid_vuln_source") from exc
+        with archive:
             for member in sorted(archive.namelist()):
                 if member.lower().endswith(SUFFIXES):
-                    yield archive.read(member), f"{path}!{member}"
+                    yield _member(archive, member), f"{path}!{member}"
     elif path.is_file():
         yield path.read_bytes(), str(path)
+
+
+def _member(archive: zipfile.ZipFile, member: str) -> bytes:
+    """One member, refusing what would not fit the limits (a zip bomb answers 400, not a full memory)."""
+    info = archive.getinfo(member)
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise InvalidRequest(
+            f"{member} is {info.file_size} bytes uncompressed (at most {MAX_MEMBER_BYTES})", code="invalid_vuln_source"
+        )
+    try:
+        return archive.read(member)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InvalidRequest(f"cannot read {member}: {exc}", code="invalid_vuln_source") from exc
 
 
 def read_source(path: str | Path) -> SourceContent:

@@ -275,7 +275,7 @@ def _openssl_key(version: str) -> tuple[int, ...]:
     m = re.fullmatch(r"(\d+(?:\.\d+)*)([a-z]*)", version)
     assert m is not None, version
     letters = tuple(ord(c) - 96 for c in m.group(2))
-    return tuple(int(p) for p in m.group(1).split(".")) + ((0,) if not letters else letters)
+    return tuple(int(p) for p in m.group(1).split(".")) + (letters or (0,))
 
 
 def _openssl_affected(version: str, entries: list[dict[str, Any]]) -> bool:
@@ -284,16 +284,17 @@ def _openssl_affected(version: str, entries: list[dict[str, Any]]) -> bool:
     for e in entries:
         if e.get("status") != "affected":
             continue
-        lo, hi = e["version"], e.get("lessThan")
+        lo, hi, le = e["version"], e.get("lessThan"), e.get("lessThanOrEqual")
+        if hi is None and le is None:
+            if key == _openssl_key(lo):
+                return True
+            continue
         if hi is not None and hi == lo:  # "3.1.1 lessThan 3.1.1" beside lines with real starts: X's line
             assert starts, e
-            lo = ".".join(lo.split(".")[:-1] + ["0"])
-        if _openssl_key(lo) <= key and (hi is None or key < _openssl_key(hi)):
-            if e.get("lessThanOrEqual") is None or key <= _openssl_key(e["lessThanOrEqual"]):
-                return True
-        if hi is None and e.get("lessThanOrEqual") is not None:
-            if _openssl_key(lo) <= key <= _openssl_key(e["lessThanOrEqual"]):
-                return True
+            lo = ".".join([*lo.split(".")[:-1], "0"])
+        below = (hi is None or key < _openssl_key(hi)) and (le is None or key <= _openssl_key(le))
+        if _openssl_key(lo) <= key and below:
+            return True
     return False  # defaultStatus is "unaffected" in every OpenSSL record
 
 

@@ -18,6 +18,7 @@ orders on fresh databases.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def test_sync_order_does_not_change_the_data(server: Server, testdata: Path) -> 
             assert not differing, (order, sorted(differing)[:10])
             assert snap[0] == baseline[0], order
         if i == 0:
-            sources = server.cli("cve", "sources").stdout
-            assert "upload:cve5" in sources and "upload:osv-pypi" in sources
+            listed = json.loads(server.cli("cve", "sources", "--json").stdout)
+            assert {s["location"] for s in listed} == {"upload:cve5", "upload:nvd", "upload:osv-pypi"}
+            assert next(s for s in listed if s["location"] == "upload:nvd")["feeds"]["nvd-1.1"] == 669
         _remove_all_sources(server)

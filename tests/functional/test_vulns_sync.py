@@ -154,3 +154,28 @@ def _package_with_security(path: Path, security: dict) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return target
+
+
+def test_advisories_a_killed_sync_left_unmatched_are_matched_by_the_sweep(server: Server, testdata: Path) -> None:
+    """A sync commits records and merged advisories (marked pending) before matching them in small
+    transactions: killed in between, the next sweep matches what was left."""
+    from sqlalchemy import delete, update
+
+    from condavault.vulns.models import VulnAdvisory, VulnLinkRow
+
+    server.channel("crash")
+    with server.client() as c:
+        rec = {"name": "zlib", "version": "1.2.11", "build": "c_0", "build_number": 0, "depends": []}
+        r = c.post("/api/channels/crash/subdirs/linux-64/import", json={"packages": {"zlib-1.2.11-c_0.tar.bz2": rec}})
+        assert r.status_code == 200, r.text
+    _sync(server, str(testdata.joinpath(*ZLIB_NVD)))
+    with server.client() as c:
+        c.post("/api/cves/sweep")
+    assert _linked(server, "crash") == {("CVE-2022-37434", "zlib-1.2.11-c_0.tar.bz2")}
+    with server.ctx.db.write_session() as s:  # the state a kill -9 after the merge, before matching, leaves
+        s.execute(delete(VulnLinkRow))
+        s.execute(update(VulnAdvisory).values(match_pending=True))
+    assert _linked(server, "crash") == set()
+    with server.client() as c:
+        assert c.post("/api/cves/sweep").status_code == 200
+    assert _linked(server, "crash") == {("CVE-2022-37434", "zlib-1.2.11-c_0.tar.bz2")}

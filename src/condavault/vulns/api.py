@@ -127,7 +127,7 @@ async def sync(
     if ctype.startswith("application/json") or not ctype:
         body = await request.body()
         try:
-            req = SyncRequest.model_validate_json(body) if body else SyncRequest()
+            req = SyncRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             raise InvalidRequest(f"invalid sync request: {exc.errors()[0].get('msg')}", code="invalid_request") from exc
         sources, wait = req.sources, req.wait and wait

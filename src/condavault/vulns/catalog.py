@@ -18,9 +18,9 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.db.base import utcnow
@@ -301,9 +301,9 @@ def remerge(
             updates.append({"row_pk": held[0], "advisory_id": adv.id[:100], **values})
         else:
             result.unchanged += 1
-    table = VulnAdvisory.__table__
+    table = cast(Table, VulnAdvisory.__table__)
     for part in store.chunks(creates, 1000):
-        session.execute(table.insert(), list(part))  # type: ignore[attr-defined]
+        session.execute(table.insert(), list(part))
         for pk, aid in session.execute(
             select(VulnAdvisory.id, VulnAdvisory.advisory_id).where(
                 VulnAdvisory.advisory_id.in_([r["advisory_id"] for r in part])
@@ -317,7 +317,7 @@ def remerge(
             result.names |= set(
                 session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk.in_(part)))
             )
-        stmt = update(table).where(table.c.id == bindparam("row_pk"))  # type: ignore[attr-defined]
+        stmt = update(table).where(table.c.id == bindparam("row_pk"))
         for part in store.chunks(updates, 1000):
             session.connection().execute(stmt, list(part))
         result.changed_pks.extend(u["row_pk"] for u in updates)
@@ -329,16 +329,16 @@ def remerge(
         for pk in sorted(comp)
         if loaded[pk].group_pk != target_of[i]
     ]
-    records = VulnSourceRecord.__table__
-    stmt = update(records).where(records.c.id == bindparam("rec_pk")).values(group_pk=bindparam("target"))  # type: ignore[attr-defined]
+    records = cast(Table, VulnSourceRecord.__table__)
+    moved = update(records).where(records.c.id == bindparam("rec_pk")).values(group_pk=bindparam("target"))
     for part in store.chunks(moves, 2000):
-        session.connection().execute(stmt, list(part))
+        session.connection().execute(moved, list(part))
     targets = set(target_of.values())
     for old in sorted(old_groups - targets):
-        aid = session.scalar(select(VulnAdvisory.advisory_id).where(VulnAdvisory.id == old))
-        if aid is None:
+        old_id = session.scalar(select(VulnAdvisory.advisory_id).where(VulnAdvisory.id == old))
+        if old_id is None:
             continue
-        dest = primaries.get(aid.upper())
+        dest = primaries.get(old_id.upper())
         if dest is None:  # its id left the graph with its records (a removed source): follow a former record
             dest = next(
                 (i for i, (comp, _) in enumerate(merged) if any(loaded[pk].group_pk == old for pk in comp)), None

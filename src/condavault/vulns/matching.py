@@ -143,8 +143,8 @@ def _range_status(rng: Range, v: Version, conv: Callable[[str], str]) -> str | N
         if not below:
             return ""
     status = rng.status
-    changes = [(parse_version(conv(at)), st) for at, st in rng.changes]
-    for at, st in sorted((c for c in changes if c[0] is not None), key=lambda c: c[0]):
+    changes = [(at, st) for at, st in ((parse_version(conv(a)), s) for a, s in rng.changes) if at is not None]
+    for at, st in sorted(changes, key=lambda c: c[0]):
         if v >= at:
             status = st
     return status

@@ -20,9 +20,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
@@ -425,7 +425,7 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
     inputs = _RiskInputs.read(session, channel_id)
     info = inputs.info
     result = risk.refine(inputs.upper, inputs.own, inputs.solve_missing(session, channel_id))
-    params = [{"rid": rid, "r_risk": None, "r_via": None} for rid in info]
+    params: list[dict[str, Any]] = [{"rid": rid, "r_risk": None, "r_via": None} for rid in info]
     for p in params:
         r = result.get(p["rid"])
         if r is not None:
@@ -433,7 +433,7 @@ def ensure_channel_risk(session: Session, channel_id: int, mapping: NameMapping,
             if r.unsolvable:
                 via = f"{via} (dependencies not solvable: {r.unsolvable})"
             p["r_risk"], p["r_via"] = r.score, via[:300]
-    table = VulnRecordState.__table__
+    table = cast(Table, VulnRecordState.__table__)
     stmt = (
         update(table)
         .where(table.c.record_id == bindparam("rid"))

@@ -17,9 +17,9 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
@@ -70,7 +70,7 @@ def _apply(
         if k in existing and existing[k][1:] != (m.matched_by[:300], m.reason, m.kind)
     ]
     if refreshed:
-        table = VulnLinkRow.__table__
+        table = cast(Table, VulnLinkRow.__table__)
         stmt = (
             update(table)
             .where(table.c.id == bindparam("link_pk"))
@@ -121,7 +121,8 @@ def _apply(
                 VulnRecordState.record_id.in_(part), VulnRecordState.security.is_not(None)
             )
         ):
-            record_evidence(session, rec_id, json.loads(security))
+            if security is not None:
+                record_evidence(session, rec_id, json.loads(security))
 
 
 class _Matcher:

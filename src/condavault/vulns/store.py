@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from condavault.vulns.advisory import Advisory
@@ -36,6 +36,7 @@ def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]]) ->
     if not rows:
         return
     dialect = session.get_bind().dialect.name
+    stmt: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -141,6 +142,17 @@ def search_pks(session: Session, query: str) -> list[int]:
         )
     )
     return list(session.scalars(stmt))
+
+
+CATALOG_LOCK = 0x63765F76756C6E  # "cv_vuln": the PostgreSQL advisory lock of catalog writes
+
+
+def lock_catalog(session: Session) -> None:
+    """Serialise the writers of per-source records and merged advisories across processes (several
+    ``condavault worker`` or ``serve`` replicas): a transaction-scoped PostgreSQL advisory lock; SQLite's
+    write transactions (``BEGIN IMMEDIATE``) are serial already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CATALOG_LOCK})
 
 
 def get_meta(session: Session, key: str) -> int | None:

@@ -72,6 +72,7 @@ class VulnRuntime:
         self._mapping_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._sweep_lock = threading.Lock()
+        self._match_lock = threading.Lock()
         self.jobs: dict[str, SyncJob] = {}
         self.provider = VulnProvider(ctx.db, self.mapping)
         s = ctx.settings
@@ -111,6 +112,7 @@ class VulnRuntime:
             if store.get_meta(s, "score_preference") == fingerprint:
                 return
         with self.ctx.db.write_session() as s:
+            store.lock_catalog(s)
             changed = catalog.rescore(s, self.preference)
             store.set_meta(s, "score_preference", fingerprint)
         if changed:
@@ -162,6 +164,7 @@ class VulnRuntime:
         advisories they touch (the changed ones are marked for matching, which survives a crash)."""
         content = read_source(f.path) if f.path is not None else SourceContent()
         with self.ctx.db.write_session() as s:
+            store.lock_catalog(s)
             src = catalog.source_pk(s, f.label)
             stored = catalog.store_records(s, src, content.advisories)
             mapping_changed = bool(content.mapping_files) and catalog.store_name_entries(s, src, content.names)
@@ -198,8 +201,17 @@ class VulnRuntime:
             "mapping_changed": mapping_changed,
         }
 
-    def _match_pending(self, report: SyncReport | None = None, note: Progress | None = None) -> int:
-        """Re-match every advisory marked pending, in small transactions; returns how many."""
+    def _match_pending(self, report: SyncReport | None = None, note: Progress | None = None, wait: bool = True) -> int:
+        """Re-match every advisory marked pending, in small transactions; returns how many. ``wait=False``
+        (the periodic sweep) skips the round while a sync of this process is matching."""
+        if not self._match_lock.acquire(blocking=wait):
+            return 0
+        try:
+            return self._match_pending_locked(report, note)
+        finally:
+            self._match_lock.release()
+
+    def _match_pending_locked(self, report: SyncReport | None, note: Progress | None) -> int:
         mapping = self.mapping()
         done = 0
         with self.ctx.db.session() as s:
@@ -230,6 +242,7 @@ class VulnRuntime:
             raise Busy("a vulnerability sync is running; try again when it is done", code="vuln_sync_running")
         try:
             with self.ctx.db.write_session() as s:
+                store.lock_catalog(s)
                 row = s.get(VulnSource, source_id)
                 if row is None:
                     raise NotFound(f"no vulnerability source {source_id}", code="vuln_source_not_found")
@@ -305,11 +318,7 @@ class VulnRuntime:
         if not self._sweep_lock.acquire(blocking=wait):
             return 0
         try:
-            if self._sync_lock.acquire(blocking=False):  # advisories a killed sync left unmatched
-                try:
-                    self._match_pending()
-                finally:
-                    self._sync_lock.release()
+            self._match_pending(wait=wait)  # advisories a killed sync left unmatched
             total = 0
             mapping = self.mapping()
             while True:

@@ -203,10 +203,15 @@ def test_reasons_follow_the_current_match(vd: Server, testdata: Path, tmp_path: 
     assert third["matched_by"] == "cpe:python:urllib3" and "per nvd" in third["reason"], third
 
 
-def test_sources_api_permissions_and_bounds(vd: Server) -> None:
+def test_sources_api_permissions_and_bounds(vd: Server, testdata: Path) -> None:
+    _sync(vd, testdata / "vulns" / "nvd" / "fkie-cad")
     with vd.client(None) as c:
         assert c.get("/api/cves/sources").status_code == 401
         assert c.delete("/api/cves/sources/1").status_code == 401
+        records = c.get("/api/cves/CVE-2022-37434").json()["records"]  # the advisory itself is public ...
+        assert records and all("source" not in r for r in records)  # ... where it came from is not
+    with vd.client() as c:
+        assert any(r["source"].endswith("fkie-cad") for r in c.get("/api/cves/CVE-2022-37434").json()["records"])
     with vd.client() as c:
         assert c.delete("/api/cves/sources/999999").json()["error"]["code"] == "vuln_source_not_found"
         assert c.delete(f"/api/cves/sources/{2**40}").status_code == 422

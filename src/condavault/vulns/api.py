@@ -206,8 +206,9 @@ def curate_bulk(body: BulkCurateRequest, ctx: Context = CtxDep, identity: Identi
 @router.get("/cves/{ident}", summary="One advisory: aliases, scores, affected products and files")
 def show_cve(ident: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ids = readable(ctx, identity)
+    admin = allowed(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.session() as s:
-        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids))
+        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids), with_locations=admin)
 
 
 @router.get("/cves/{ident}/files", summary="Files (in readable channels) linked to an advisory")

@@ -213,20 +213,19 @@ def _direct_match(
 ) -> Match | None:
     """Evaluate the record against the affected entries of one conda name, one feed at a time in
     ``priority`` order: the first feed whose entries can tell (affected or not) decides."""
-    by_feed: dict[str, list[Affected]] = {}
-    for aff in affected:
-        by_feed.setdefault(aff.source, []).append(aff)
     version = str(record["version"])
-    for feed in sorted(by_feed, key=lambda f: (_feed_rank(f, priority), f)):
-        told = False
-        for aff in by_feed[feed]:
-            verdict = explain(aff, version)
-            if verdict.result is True:
-                where = f" (per {feed}: {aff.label})" if feed else ""
-                return Match(advisory.id, record_key(record), aff.label, f"{record['name']} {verdict.reason}{where}")
-            told = told or verdict.result is False
-        if told:
-            return None
+    feed: str | None = None
+    told = False
+    for aff in sorted(affected, key=lambda a: (_feed_rank(a.source, priority), a.source)):  # stable per feed
+        if aff.source != feed:
+            if told:  # the previous feed could tell: not affected
+                return None
+            feed = aff.source
+        verdict = explain(aff, version)
+        if verdict.result is True:
+            where = f" (per {feed}: {aff.label})" if feed else ""
+            return Match(advisory.id, record_key(record), aff.label, f"{record['name']} {verdict.reason}{where}")
+        told = told or verdict.result is False
     return None
 
 

@@ -82,7 +82,11 @@ def advisory_summary(row: VulnAdvisory, adv: Advisory | None = None, files: int 
     return out
 
 
-def advisory_detail(session: Session, row: VulnAdvisory, channel_ids: Collection[int]) -> dict[str, Any]:
+def advisory_detail(
+    session: Session, row: VulnAdvisory, channel_ids: Collection[int], with_locations: bool = False
+) -> dict[str, Any]:
+    """One advisory; ``records`` lists the per-source versions it is merged from, with the source's
+    location only for ``with_locations`` (system administrators: locations may be internal URLs)."""
     adv = Advisory.from_json(row.data)
     links = link_rows(session, channel_ids, advisory_pk=row.id)
     out = advisory_summary(row, adv, len(links))
@@ -103,7 +107,10 @@ def advisory_detail(session: Session, row: VulnAdvisory, channel_ids: Collection
         ],
         references=list(adv.references),
         sources=list(adv.sources),
-        records=catalog.record_versions(session, row.id),
+        records=[
+            r if with_locations else {k: v for k, v in r.items() if k != "source"}
+            for r in catalog.record_versions(session, row.id)
+        ],
         conda_names=sorted(
             session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk == row.id))
         ),

@@ -1,8 +1,9 @@
 """Sync order does not change the data (issue 9, defects 1 and 2), over real HTTP and the real CLI.
 
 The real ``testdata/vulns`` folders ``cve5``, ``nvd`` and ``osv-pypi`` are synced one at a time in each of
-the 6 orders and all in one run, each time into an empty vulnerability database (the previous run's
-sources are removed through ``DELETE /api/cves/sources/{id}``, which must leave nothing behind). The
+the 6 orders and all in one run, each time into an empty vulnerability database (after the first run its
+sources are removed through ``condavault cve sources --remove``, which must leave nothing behind; later
+runs empty the vulnerability tables directly, which is quicker). The
 advisories (ids, aliases, effective scores) and links (advisory, file, matched_by, reason, kind) must be
 the same every time, and the cases seen before the per-source records existed must hold in each run:
 
@@ -22,6 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
+
+from condavault.vulns import store
+from condavault.vulns.models import VulnAdvisory, VulnSource
 from tests.support.server import Server
 
 SOURCES = ("cve5", "nvd", "osv-pypi")
@@ -68,14 +73,29 @@ def _check_known_cases(server: Server, links: list[Any]) -> None:
     assert {r["feed"] for r in shown["records"]} == {"cve5", "nvd", "osv"}  # every source's version is kept
 
 
-def _remove_all_sources(server: Server) -> None:
+def _assert_empty(server: Server) -> None:
     with server.client() as c:
-        for src in c.get("/api/cves/sources").json():
-            r = c.delete(f"/api/cves/sources/{src['id']}")
-            assert r.status_code == 200, r.text
         assert c.get("/api/cves/sources").json() == []
         assert c.get("/api/cves", params={"limit": 10}).json() == []
         assert c.get("/api/channels/ord/cves", params={"risk": False}).json() == []
+
+
+def _remove_all_sources(server: Server) -> None:
+    """Through the product: the CLI forgets every source (records, then advisories and links)."""
+    for src in json.loads(server.cli("cve", "sources", "--json").stdout):
+        server.cli("cve", "sources", "--remove", str(src["id"]))
+    _assert_empty(server)
+
+
+def _empty_tables(server: Server) -> None:
+    """Test isolation only: sources (with their records) and advisories (with links) deleted in the
+    database; the generation counter stays, so the server's caches see a change."""
+    with server.ctx.db.write_session() as s:
+        s.execute(delete(VulnSource))
+        s.execute(delete(VulnAdvisory))
+        store.bump_generation(s)
+    server.ctx.extensions["vulns"].invalidate()
+    _assert_empty(server)
 
 
 def test_sync_order_does_not_change_the_data(server: Server, testdata: Path) -> None:
@@ -115,4 +135,6 @@ def test_sync_order_does_not_change_the_data(server: Server, testdata: Path) -> 
             listed = json.loads(server.cli("cve", "sources", "--json").stdout)
             assert {s["location"] for s in listed} == {"upload:cve5", "upload:nvd", "upload:osv-pypi"}
             assert next(s for s in listed if s["location"] == "upload:nvd")["feeds"]["nvd-1.1"] == 669
-        _remove_all_sources(server)
+            _remove_all_sources(server)
+        else:
+            _empty_tables(server)

@@ -123,7 +123,6 @@ class VulnRuntime:
         self,
         locations: list[str] | None = None,
         progress: Progress | None = None,
-        origin: str | None = None,
         names: dict[str, str] | None = None,
     ) -> SyncReport:
         """Fetch, parse, store, merge and match. ``None`` syncs the configured ``vulns_sources``;
@@ -246,11 +245,11 @@ class VulnRuntime:
                 row = s.get(VulnSource, source_id)
                 if row is None:
                     raise NotFound(f"no vulnerability source {source_id}", code="vuln_source_not_found")
-                location = row.location
+                location, had_names = row.location, row.names > 0
                 merged = catalog.remove_source(s, source_id, self.mapping(), self.preference)
-                mapping = self.build_mapping(s)
-                pks, _names = store.reindex_names(s, mapping)
-                store.mark_pending(s, pks)
+                if had_names:  # the mapping lost entries: re-index the names of every advisory
+                    pks, _names = store.reindex_names(s, self.build_mapping(s))
+                    store.mark_pending(s, pks)
             self._mapping_checked = 0.0
             report = SyncReport(updated=merged.updated, removed=merged.removed, created=merged.created)
             self._match_pending(report)

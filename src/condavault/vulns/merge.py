@@ -34,6 +34,7 @@ from typing import Any
 from condavault.vulns.advisory import Advisory
 
 LEGACY = "legacy"
+MAX_ID = 100  # the width of the id columns
 FEED_ORDER = ("osv", "nvd", "nvd-1.1", "cve5", LEGACY)  # display order only (summary, references)
 
 
@@ -69,8 +70,9 @@ class SourceRecord:
 
 
 def idents(advisory: Advisory) -> set[str]:
-    """The upper-cased ids of a record (its id and aliases): the nodes it joins in the alias graph."""
-    return {i.strip().upper()[:100] for i in advisory.ids if i and i.strip()}
+    """The upper-cased ids of a record (its id and aliases): the nodes it joins in the alias graph (ids
+    longer than 100 characters, which no real scheme has, are left out rather than cut)."""
+    return {i.strip().upper() for i in advisory.ids if i and i.strip() and len(i.strip()) <= MAX_ID}
 
 
 def best_versions(records: Iterable[SourceRecord]) -> list[SourceRecord]:

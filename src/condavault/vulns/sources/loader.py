@@ -45,8 +45,9 @@ def load_document(doc: Any) -> Iterator[Advisory]:
         found = parse_nvd(doc)
     elif is_osv(doc):
         found = (parse_osv(doc),)
-    # records without an id cannot be stored; each record's affected entries and scores carry its feed
-    yield from (adv.tagged(adv.sources[0] if adv.sources else "") for adv in found if adv.id)
+    # records without an id (or with one longer than any real scheme's) cannot be stored; each record's
+    # affected entries and scores carry its feed
+    yield from (adv.tagged(adv.sources[0] if adv.sources else "") for adv in found if 0 < len(adv.id.strip()) <= 100)
 
 
 @dataclass

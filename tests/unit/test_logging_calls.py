@@ -58,3 +58,23 @@ def test_json_formatter_keeps_nested_fields() -> None:
     assert out["msg"] == "sync done" and out["sync"] == {"created": 3, "x": [1]}
     odd = logger.makeRecord("condavault.test", logging.INFO, __file__, 1, "odd", (), None, extra={"m": {(1, 2): 3}})
     assert json.loads(JsonFormatter().format(odd))["m"] == "{(1, 2): 3}"
+
+
+def test_test_servers_log_like_serve_and_catch_logging_errors(tmp_path: Path) -> None:
+    """The test servers' logging is serve's (JSON at INFO) and a broken log call is recorded (the autouse
+    ``_no_logging_errors`` fixture then fails the test), whether it fails in a handler or in makeRecord."""
+    from tests.support.server import LOGGING_ERRORS, production_logging
+
+    from condavault.config import load_settings
+
+    production_logging(load_settings(data_dir=tmp_path))
+    root = logging.getLogger()
+    assert root.level == logging.INFO and isinstance(root.handlers[0].formatter, JsonFormatter)
+    log = logging.getLogger("condavault.test")
+    log.info("two values %s %s", 1)  # the handler's "--- Logging error ---"
+    try:
+        log.info("reserved", extra={"created": 1})
+    except KeyError:
+        log.exception("job failed")  # what the job runner does with it
+    assert len(LOGGING_ERRORS) == 2, LOGGING_ERRORS
+    LOGGING_ERRORS.clear()

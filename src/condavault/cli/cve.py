@@ -176,7 +176,7 @@ def list_cves(
         return
     for r in rows:
         r["aliases"] = " ".join(r["aliases"][:3])
-    table(rows, ["id", "max_score", "files", "aliases", "summary"])
+    table(rows, ["id", "score", "files", "aliases", "summary"])
 
 
 @cve_app.command("show")
@@ -190,9 +190,10 @@ def show(
     if json_out:
         print_json(out)
         return
-    console.print(f"[bold]{out['id']}[/bold]  max score {out['max_score']}  aliases: {', '.join(out['aliases'])}")
+    score = f"score {out['score']} (CVSS {out['score_version']}, {out['score_source']})" if out["score"] else "no score"
+    console.print(f"[bold]{out['id']}[/bold]  {score}  aliases: {', '.join(out['aliases'])}")
     console.print(out.get("summary") or "")
-    table(out["scores"], ["version", "score", "vector", "source"], title="scores")
+    table(out["scores"], ["version", "score", "vector", "source", "type", "feed"], title="scores")
     console.print(f"conda names: {', '.join(out['conda_names'])}")
     table(out["affected_files"], ["channel", "subdir", "filename", "status", "score"], title="affected builds")
 

@@ -160,6 +160,25 @@ class Settings(BaseSettings):
         default=5.0, description="period of the sweep matching records that arrived without an ingest event"
     )
     vulns_policy_threshold: float = Field(default=7.0, description="default CVSS threshold of check-env verdicts")
+    vulns_score_preference: list[str] = Field(
+        default_factory=lambda: ["nvd:3.x", "nvd:4.0", "nvd:2.0", "*:3.x", "*:4.0", "*:2.0"],
+        description="which of an advisory's scores is its effective score (WHO:VERSION, first fit wins); "
+        "every threshold uses it (docs/vulnerabilities.md)",
+    )
+    vulns_feed_priority: list[str] = Field(
+        default_factory=lambda: ["osv", "nvd", "nvd-1.1", "cve5"],
+        description="which feed's affected entries decide a conda name when several describe it",
+    )
+    vulns_match_bundled: bool = Field(
+        default=True, description="link packages that bundle a copy of a PyPI project (labelled, not counting)"
+    )
+
+    @field_validator("vulns_score_preference", mode="after")
+    @classmethod
+    def _score_preference(cls, v: list[str]) -> list[str]:
+        from condavault.vulns.scoring import check_preference
+
+        return list(check_preference(v))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -331,6 +331,9 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     ("POST", "/api/cves/sweep"): ("admin", _none),
     ("POST", "/api/cves/curate/bulk"): ("admin", _body(_none, json={"items": [{**CURATE, "advisory": "CVE-0-0"}]})),
     ("POST", "/api/cves/{ident}/curate"): ("admin", lambda w, who, p: {"ident": "CVE-0-0", "json": CURATE}),
+    # vulnerability sources (where feeds come from) and forgetting one: system administrators only
+    ("GET", "/api/cves/sources"): ("admin", _none),
+    ("DELETE", "/api/cves/sources/{source_id}"): ("admin", _with({"source_id": 999999})),
 }
 
 

@@ -31,7 +31,7 @@ def _startup(ctx: Any) -> None:
 
 def purge(ctx: Any) -> dict[str, int]:
     out = ctx.db.run_write(lambda s: svc.purge(s, ctx.settings.audit_retention_days))
-    log.info("audit purge", extra=out)
+    log.info("audit purge", extra={"purged": out})
     return out  # type: ignore[no-any-return]
 
 

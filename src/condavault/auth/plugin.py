@@ -32,7 +32,7 @@ def _startup(ctx: Any) -> None:
 def _ldap_sync(ctx: Any) -> None:
     out = ctx.extensions["auth.login"].sync_ldap()
     ctx.auth.invalidate()
-    log.info("ldap group sync", extra=out)
+    log.info("ldap group sync", extra={"ldap_sync": out})
 
 
 def _session_identity(conn: Any) -> Any:

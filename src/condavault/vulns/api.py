@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -22,7 +23,7 @@ from condavault.auth.policy import ChannelRef, allowed, authorize
 from condavault.channels.models import Channel, Record
 from condavault.context import Context
 from condavault.errors import InvalidRequest, NotFound
-from condavault.vulns import curation, envcheck, reports, store
+from condavault.vulns import catalog, curation, envcheck, reports, store
 from condavault.vulns.models import VulnLinkRow
 from condavault.vulns.schemas import BulkCurateRequest, CheckEnvRequest, CurateRequest, SyncRequest
 from condavault.vulns.tasks import VulnRuntime
@@ -87,11 +88,12 @@ def list_cves(
 def global_report(
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ids = readable(ctx, identity)
-    return _report(ctx, list(ids), format, package, "cves-report")
+    return _report(ctx, list(ids), format, package, "cves-report", risk)
 
 
 @router.get("/cves/history", summary="Curation history (all advisories)")
@@ -108,7 +110,16 @@ def all_history(
     summary="Fetch sources and match (JSON body, or a zip/JSON feed as the raw body)",
     openapi_extra=body_spec("upload", "system:admin", json_kind="default"),
 )
-async def sync(request: Request, wait: bool = True) -> Any:
+async def sync(
+    request: Request,
+    wait: bool = True,
+    name: str = Query(
+        "upload",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="name of an uploaded source (kept as source 'upload:<name>'; a later upload of the same name "
+        "replaces its versions of the records it carries)",
+    ),
+) -> Any:
     from condavault.auth.deps import get_identity
 
     ctx: Context = request.app.state.ctx
@@ -117,10 +128,11 @@ async def sync(request: Request, wait: bool = True) -> Any:
     rt = runtime(ctx)
     ctype = request.headers.get("content-type", "")
     upload: str | None = None
+    names: dict[str, str] = {}
     if ctype.startswith("application/json") or not ctype:
         body = await request.body()
         try:
-            req = SyncRequest.model_validate_json(body) if body else SyncRequest()
+            req = SyncRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             raise InvalidRequest(f"invalid sync request: {exc.errors()[0].get('msg')}", code="invalid_request") from exc
         sources, wait = req.sources, req.wait and wait
@@ -137,21 +149,39 @@ async def sync(request: Request, wait: bool = True) -> Any:
             os.unlink(upload)
             raise
         sources = [upload]
+        names = {upload: f"upload:{name}"}
     if not sources and not ctx.settings.vulns_sources:
         raise InvalidRequest("no sources given and none configured (vulns_sources)", code="no_vuln_sources")
     if not wait:
         from pathlib import Path
 
-        job = rt.start_job(sources or None, cleanup=Path(upload) if upload else None)
+        job = rt.start_job(sources or None, cleanup=Path(upload) if upload else None, names=names)
         ctx.record_change(identity, "cve:sync", ",".join(job.sources), None, {"job": job.id})
         return JSONResponse(job.to_dict(), status_code=202)
     try:
-        report = await anyio.to_thread.run_sync(lambda: rt.sync(sources or None, origin="upload" if upload else None))
+        report = await anyio.to_thread.run_sync(lambda: rt.sync(sources or None, names=names))
     finally:
         if upload:
             os.unlink(upload)
     ctx.record_change(identity, "cve:sync", ",".join(sources) or "configured", None, report.to_dict())
     return report.to_dict()
+
+
+@router.get("/cves/sources", summary="Synced sources: records per feed, name mapping entries, last outcome")
+def list_sources(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> list[dict[str, Any]]:
+    authorize(identity, Permission.SYSTEM_ADMIN)
+    with ctx.db.session() as s:
+        return catalog.sources_summary(s)
+
+
+@router.delete("/cves/sources/{source_id}", summary="Forget a source: its records and name entries, then re-merge")
+def remove_source(
+    source_id: int = PathParam(..., ge=1, le=2**31 - 1), ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> dict[str, Any]:
+    authorize(identity, Permission.SYSTEM_ADMIN)
+    out = runtime(ctx).remove_source(source_id)
+    ctx.record_change(identity, "cve:source-remove", out["location"], None, out)
+    return out
 
 
 @router.get("/cves/sync/jobs/{job_id}", summary="Progress of a sync started with wait=false")
@@ -185,8 +215,9 @@ def curate_bulk(body: BulkCurateRequest, ctx: Context = CtxDep, identity: Identi
 @router.get("/cves/{ident}", summary="One advisory: aliases, scores, affected products and files")
 def show_cve(ident: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ids = readable(ctx, identity)
+    admin = allowed(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.session() as s:
-        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids))
+        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids), with_locations=admin)
 
 
 @router.get("/cves/{ident}/files", summary="Files (in readable channels) linked to an advisory")
@@ -294,8 +325,11 @@ def _ensure_risk(ctx: Context, channel_ids: list[int]) -> None:
                 reports.ensure_channel_risk(s, cid, runtime(ctx).mapping())
 
 
-def _report(ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str) -> Response:
-    _ensure_risk(ctx, channel_ids)
+def _report(
+    ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str, with_risk: bool = True
+) -> Response:
+    if with_risk:
+        _ensure_risk(ctx, channel_ids)
     with ctx.db.session() as s:
         rows = reports.link_rows(s, channel_ids, package=package)
     if fmt == "csv":
@@ -312,11 +346,12 @@ def channel_report(
     name: str,
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ref = ctx.channels.for_read(identity, name)
-    return _report(ctx, [ref.id], format, package, f"{name}-cves")
+    return _report(ctx, [ref.id], format, package, f"{name}-cves", risk)
 
 
 def _record(ctx: Context, identity: Identity, name: str, subdir: str, filename: str) -> tuple[ChannelRef, int]:

@@ -20,6 +20,7 @@ def setup(ctx: Context) -> None:
     if "vulns_runtime" in ctx.extensions:
         return
     rt = VulnRuntime(ctx)
+    rt.startup()
     ctx.extensions["vulns_runtime"] = rt
     ctx.extensions["vulns"] = rt.provider
     ctx.ingest_listeners.append(rt.on_ingested)

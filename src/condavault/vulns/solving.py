@@ -101,7 +101,8 @@ def empty_repodata(subdir: str) -> str:
 
 def repodata_text(subdir: str, fragments: Iterable[tuple[str, str]]) -> str:
     """A ``repodata.json`` from (filename, record JSON) pairs."""
-    pkgs, conda = [], []
+    pkgs: list[str] = []
+    conda: list[str] = []
     for fn, frag in fragments:
         (conda if fn.endswith(".conda") else pkgs).append(json.dumps(fn) + ":" + frag)
     return (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import Server, start_server, stop_server
+from tests.support.server import LOGGING_ERRORS, Server, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", REPO.parent / "shared" / "testdata")).resolve()
@@ -100,3 +100,14 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory, db_backend: str) -> 
         yield handle
     finally:
         stop_server(handle, pg)
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_errors() -> Iterator[None]:
+    """Fail the test during which a test server's production logging hit an error (a bad ``extra=``,
+    a format string that does not match its arguments ...), including errors of module-scoped servers
+    set up for it; such errors never reach a caller."""
+    yield
+    errors = list(LOGGING_ERRORS)
+    LOGGING_ERRORS.clear()
+    assert not errors, f"logging errors during the test: {errors}"

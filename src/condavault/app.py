@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, HTTPConnection
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,13 +24,14 @@ from condavault.channels import api as channels_api
 from condavault.config import Settings
 from condavault.context import Context
 from condavault.db import migrate
-from condavault.errors import CondavaultError
+from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
 from condavault.serving.repo import repo_endpoint
 from condavault.vulns import api as vulns_api
 from condavault.web import system
 from condavault.web.errors import json_error
+from condavault.web.limits import BodyGuard, BodyRule
 
 log = logging.getLogger(__name__)
 ROUTERS = [
@@ -118,6 +120,23 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
             status_code=422,
         )
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        log.info("client disconnected before its request was read", extra={"path": request.url.path})
+        return Response(status_code=400)  # nobody is listening; uvicorn drops it
+
+    @app.exception_handler(IntegrityError)
+    async def _lost_race(request: Request, exc: IntegrityError) -> JSONResponse:
+        # a unique constraint a concurrent writer won (checks ran before its commit): the caller retries
+        log.info("concurrent write conflict", extra={"path": request.url.path, "error": str(exc.orig)[:300]})
+        return json_error(Conflict("a concurrent change conflicted with this one; retry", code="concurrent_change"))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # a value the database refuses (a NUL in text on PostgreSQL, a number past a column): the input's fault
+        log.info("value refused by the database", extra={"path": request.url.path, "error": str(exc.orig)[:300]})
+        return json_error(InvalidRequest("a value in the request cannot be stored or searched", code="invalid_value"))
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -129,7 +148,26 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(RequestMetrics)
+    app.body_guard = BodyGuard(settings, lambda: app.routes, _precheck_body)
     return app
+
+
+def _precheck_body(conn: HTTPConnection, rule: BodyRule, params: dict[str, str]) -> bool:
+    """Before more than a small body is read (``web.limits``): the caller's credentials (401 if invalid)
+    and the route's permission. Returns whether the caller is authenticated."""
+    from condavault.auth.deps import get_identity
+    from condavault.auth.permissions import Permission
+    from condavault.auth.policy import authorize
+
+    ctx: Context = conn.app.state.ctx
+    identity = get_identity(conn)
+    if rule.permission:
+        perm = Permission(rule.permission)
+        if "name" in params:
+            ctx.channels.require(identity, params["name"], perm)
+        else:
+            authorize(identity, perm)
+    return identity.authenticated
 
 
 REPO_PREFIX = "/api/repo/"
@@ -143,7 +181,19 @@ class CondavaultApp(FastAPI):
     stack. The route stays registered too, so it appears in ``app.routes`` (and the access matrix).
     """
 
+    body_guard: BodyGuard | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.body_guard is not None:
+            scope["app"] = self
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:  # never part of a valid URL
+                await json_error(InvalidRequest("NUL in the URL", code="invalid_url"))(scope, receive, send)
+                return
+            await self.body_guard(scope, receive, send, self._dispatch)
+            return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(REPO_PREFIX):
             scope["app"] = self
             scope["path_params"] = {"path": scope["path"][len(REPO_PREFIX) :]}

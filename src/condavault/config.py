@@ -72,6 +72,46 @@ class Settings(BaseSettings):
     )
     admin_password: str | None = Field(default=None, description="bootstrap first admin password")
 
+    # hostile clients: request bodies, slow clients, proxies (docs/security.md)
+    max_body_bytes: int = Field(default=1 * MiB, description="JSON/form bodies of ordinary API calls")
+    max_auth_body_bytes: int = Field(default=64 * 1024, description="bodies of login and token calls")
+    max_anonymous_body_bytes: int = Field(
+        default=64 * 1024, description="bodies read before credentials are checked, and of anonymous callers"
+    )
+    max_anonymous_document_bytes: int = Field(
+        default=256 * 1024, description="environment files checked anonymously (POST /api/check-env)"
+    )
+    max_metadata_body_bytes: int = Field(
+        default=512 * MiB, description="repodata imports and patch instructions (authorised callers only)"
+    )
+    header_timeout: float = Field(default=20.0, gt=0, description="seconds a client may take to send its headers")
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, description="request line plus headers")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="seconds without body bytes before a request is dropped (408); also the "
+        "deadline of a whole small body"
+    )
+    min_upload_rate: int = Field(
+        default=1024, ge=0, description="bytes/s an upload must average over each body_timeout window"
+    )
+    keep_alive_timeout: float = Field(default=5.0, gt=0, description="idle seconds before a kept-alive connection ends")
+    limit_concurrency: int = Field(default=2048, ge=16, description="open connections + tasks before new ones get 503")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For/-Proto are trusted (addresses or CIDRs); empty trusts none",
+    )
+    # outbound requests: mirror and CVE upstreams (condavault.outbound.policy)
+    upstream_allow_hosts: list[str] = Field(
+        default_factory=list, description="if set, upstreams must match one of these names, *.suffixes or CIDRs"
+    )
+    upstream_deny_hosts: list[str] = Field(default_factory=list, description="names, *.suffixes or CIDRs refused")
+    upstream_allow_loopback: bool = Field(default=False, description="allow 127.0.0.0/8 and ::1 upstreams")
+    upstream_allow_private: bool = Field(default=True, description="allow RFC 1918 / ULA / CGNAT upstreams")
+    # maintenance
+    blob_grace_seconds: int = Field(
+        default=24 * 3600, ge=0, description="unreferenced blobs younger than this are never collected"
+    )
+    temp_grace_seconds: int = Field(default=3600, ge=60, description="temp files younger than this are in flight")
+
     # logging
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -127,6 +167,25 @@ class Settings(BaseSettings):
         default=5.0, description="period of the sweep matching records that arrived without an ingest event"
     )
     vulns_policy_threshold: float = Field(default=7.0, description="default CVSS threshold of check-env verdicts")
+    vulns_score_preference: list[str] = Field(
+        default_factory=lambda: ["nvd:3.x", "nvd:4.0", "nvd:2.0", "*:3.x", "*:4.0", "*:2.0"],
+        description="which of an advisory's scores is its effective score (WHO:VERSION, first fit wins); "
+        "every threshold uses it (docs/vulnerabilities.md)",
+    )
+    vulns_feed_priority: list[str] = Field(
+        default_factory=lambda: ["osv", "nvd", "nvd-1.1", "cve5"],
+        description="which feed's affected entries decide a conda name when several describe it",
+    )
+    vulns_match_bundled: bool = Field(
+        default=True, description="link packages that bundle a copy of a PyPI project (labelled, not counting)"
+    )
+
+    @field_validator("vulns_score_preference", mode="after")
+    @classmethod
+    def _score_preference(cls, v: list[str]) -> list[str]:
+        from condavault.vulns.scoring import check_preference
+
+        return list(check_preference(v))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -81,7 +81,7 @@ class Context:
         """The core services and every domain, wired. ``start_jobs`` (with ``settings.worker``) starts the
         in-process index sweep; :meth:`start` starts the rest of the background work."""
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(settings.db_url)
         blobs = LocalBlobStore(settings.blobs_path)
         indexer = Indexer(settings, db, blobs)
@@ -115,6 +115,7 @@ class Context:
         ctx.domains = wiring.wire(ctx)
         if start_jobs and settings.worker:
             runner.every(1.0, ctx.sweep, "index-sweep")
+            runner.every(600.0, ctx.sweep_temp_files, "temp-sweep")
         return ctx
 
     domains: Domains = field(init=False)
@@ -226,6 +227,15 @@ class Context:
         finally:
             trim()  # the slow lane reads every record of the channel: give that memory back
         self._extras_cost[channel_id] = time.monotonic() - started
+
+    def sweep_temp_files(self) -> int:
+        """Remove temp files that killed or failed writes left behind (older than ``temp_grace_seconds``)."""
+        from condavault.maintenance.references import sweep_temp_files, temp_folders
+
+        removed = sweep_temp_files(self.blobs, self.settings.temp_grace_seconds, temp_folders(self.settings.data_dir))
+        if removed:
+            log.info("removed leftover temp files", extra={"files": removed})
+        return removed
 
     def index_now(self, channel_id: int, subdirs: list[str] | None = None) -> None:
         """Synchronously index (CLI ``reindex``, tests)."""

@@ -8,13 +8,17 @@ Every error has a stable machine-readable ``code`` (used in the JSON error body
     ├── SettingsError (500)             settings that cannot be used: the process refuses to start
     ├── InvalidRequest (400)            malformed input that is not a package
     │   ├── InvalidName (400)           channel/user/group names that break the naming rules
+    │   ├── UpstreamNotAllowed (400)    a mirror/CVE source address the outbound URL policy refuses
     │   └── InvalidPackage (400)        an uploaded archive that must not be stored
     │       └── (one subclass per rejection, each with its own code)
-    ├── PayloadTooLarge (413)           an upload over the configured size limit
+    ├── PayloadTooLarge (413)           a request body (an upload, a JSON call) over its route's limit
+    ├── RequestTimeout (408)            a request body that stalled or trickled in too slowly
     ├── Unauthenticated (401)           missing or invalid credentials
     ├── PermissionDenied (403)          valid credentials without the needed permission
     ├── NotFound (404)                  unknown channel, file, user, ... (also used to hide private names)
-    ├── Conflict (409)                  a name or filename already taken by something else
+    ├── Conflict (409)                  a name or filename already taken by something else (also a
+    │                                   unique constraint a concurrent writer won)
+    │   └── LastAdmin (409)             a change that would leave no enabled administrator
     ├── Busy (409)                      an operation that must not run twice at once (mirror run, ...)
     ├── RateLimited (429)               too many failed logins
     └── UpstreamError (502)             a mirror upstream failed after retries
@@ -52,6 +56,13 @@ class InvalidRequest(CondavaultError):
 
 class InvalidName(InvalidRequest):
     code = "invalid_name"
+
+
+class UpstreamNotAllowed(InvalidRequest):
+    """An upstream URL (mirror, CVE source) that points where this server may not connect: checked when
+    it is configured and again at every connection, after redirects and DNS resolution."""
+
+    code = "upstream_not_allowed"
 
 
 class InvalidPackage(InvalidRequest):
@@ -92,6 +103,13 @@ class DecompressionLimit(InvalidPackage):
     code = "decompression_limit_exceeded"
 
 
+class InvalidIndexJson(InvalidPackage):
+    """``info/index.json`` (or an imported repodata record) with a field of the wrong type, range or
+    syntax; ``details.field`` names it."""
+
+    code = "invalid_index_json"
+
+
 class ChecksumMismatch(InvalidPackage):
     code = "checksum_mismatch"
 
@@ -99,6 +117,11 @@ class ChecksumMismatch(InvalidPackage):
 class PayloadTooLarge(CondavaultError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(CondavaultError):
+    status = 408
+    code = "request_timeout"
 
 
 class Unauthenticated(CondavaultError):
@@ -119,6 +142,10 @@ class NotFound(CondavaultError):
 class Conflict(CondavaultError):
     status = 409
     code = "conflict"
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
 
 
 class Busy(CondavaultError):

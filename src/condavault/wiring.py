@@ -102,6 +102,7 @@ def start(ctx: Context) -> None:
     from condavault.auth.login import apply_admin_password
 
     apply_admin_password(ctx.db, ctx.settings.admin_password)
+    d.vulns.startup()  # re-scores advisories when the score preference changed
     d.audit.start()
     atexit.register(d.audit.close)
     if ctx.settings.worker:

@@ -30,6 +30,7 @@ from tests.support.accounts import (
     repo_paths,
 )
 from tests.support.server import Server
+from tests.support.static_channel import StaticChannel, build_channel
 
 PKG = "noarch/dependency-1.0-0.conda"
 GENERIC_PREFIXES = ("/api/mirrors", "/api/cves")
@@ -43,6 +44,8 @@ class World:
     channels: dict[str, str]
     repo: dict[str, dict[str, str]]
     package: Path
+    upstream: str = ""
+    mirrors: dict[str, str] = field(default_factory=dict)  # privacy -> mirror feeding that channel
     clients: dict[str, httpx.Client] = field(default_factory=dict)
 
     def client(self, who: str) -> httpx.Client:
@@ -63,9 +66,14 @@ class World:
     def admin(self) -> httpx.Client:
         return self.server.client()
 
+    def mirror_config(self, name: str, privacy: str) -> dict[str, Any]:
+        """A mirror that mirrors nothing (its filter matches no package) and removes nothing."""
+        return {"name": name, "upstream": self.upstream, "channel": self.channels[privacy], "subdirs": ["noarch"],
+                "on_remove": "keep", "filters": {"only_specs": ["mx-nothing-matches"]}}
+
 
 @pytest.fixture(scope="module")
-def world(shared_server: Server, packages_dir: Path) -> Iterator[World]:
+def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     srv = shared_server
     acc = make_accounts(srv, "mx")
     channels = {}
@@ -79,8 +87,14 @@ def world(shared_server: Server, packages_dir: Path) -> Iterator[World]:
         ok(c.post("/api/groups", json={"name": "mx-empty"}))
         ok(c.post("/api/roles", json={"name": "mx-custom", "permissions": ["channel:read"]}))
     repo = {p: repo_paths(srv, channels[p], packages_dir / PKG) for p in PRIVACIES}
-    w = World(srv, acc, channels, repo, packages_dir / PKG)
-    yield w
+    root = build_channel(packages_dir, tmp_path_factory.mktemp("mx-up"), subdirs=("noarch",), names={"dependency"})
+    with StaticChannel(root) as upstream:
+        w = World(srv, acc, channels, repo, packages_dir / PKG, upstream=upstream.url)
+        with srv.client() as c:
+            for p in PRIVACIES:
+                w.mirrors[p] = f"mx-m-{p}"
+                ok(c.post("/api/mirrors", json=w.mirror_config(w.mirrors[p], p)))
+        yield w
     for c in w.clients.values():
         c.close()
 
@@ -164,6 +178,40 @@ def _admin_job(w: World) -> int:
         r = c.post(f"/api/channels/{w.channels['public']}/reindex", params={"wait": False})
         ok(r)
         return int(r.json()["job_id"])
+
+
+def _mirror(extra: dict[str, Any] | None = None) -> Build:
+    def build(w: World, _who: str, p: str | None) -> dict[str, Any]:
+        return {"name": w.mirrors[p or "public"], **(extra or {})}
+
+    return build
+
+
+def _mirror_put(w: World, _who: str, p: str | None) -> dict[str, Any]:
+    name = w.mirrors[p or "public"]
+    return {"name": name, "json": w.mirror_config(name, p or "public")}
+
+
+def _mirror_new(w: World, _who: str, p: str | None) -> dict[str, Any]:
+    return {"json": w.mirror_config(w.fresh(), p or "public")}
+
+
+def _mirror_apply(w: World, _who: str, p: str | None) -> dict[str, Any]:
+    import yaml
+
+    return {"json": {"yaml": yaml.safe_dump(w.mirror_config(w.fresh(), p or "public"))}}
+
+
+def _mirror_fresh_if_allowed(w: World, who: str, p: str | None) -> dict[str, Any]:
+    if who != "admin":
+        return {"name": w.mirrors[p or "public"]}
+    name = w.fresh()
+    with w.admin() as c:
+        ok(c.post("/api/mirrors", json=w.mirror_config(name, p or "public")))
+    return {"name": name}
+
+
+CURATE = {"status": "active", "reason": "matrix", "package": "dependency"}
 
 EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     # system
@@ -277,6 +325,36 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     ("GET", "/api/audit/changes"): ("admin", _none),
     # vulnerabilities: evaluate an environment against readable channels only
     ("POST", "/api/check-env"): ("generic", _body(_none, json=lambda w: {"channels": list(w.channels.values())})),
+    # mirrors: readable with their channel (hidden -- 404 -- from anyone else), managed by mirror:manage + write
+    ("GET", "/api/mirrors"): ("any", _none),
+    ("POST", "/api/mirrors"): ("mirror-create", _mirror_new),
+    ("POST", "/api/mirrors/apply"): ("mirror-create", _mirror_apply),
+    ("GET", "/api/mirrors/{name}"): ("mirror-read", _mirror()),
+    ("PUT", "/api/mirrors/{name}"): ("mirror-manage", _mirror_put),
+    ("DELETE", "/api/mirrors/{name}"): ("mirror-manage", _mirror_fresh_if_allowed),
+    ("GET", "/api/mirrors/{name}/export"): ("mirror-read", _mirror()),
+    ("POST", "/api/mirrors/{name}/plan"): ("mirror-manage", _mirror()),
+    ("POST", "/api/mirrors/{name}/runs"): ("mirror-manage", _mirror()),
+    ("GET", "/api/mirrors/{name}/runs"): ("mirror-read", _mirror()),
+    ("GET", "/api/mirrors/{name}/runs/{run_id}"): ("mirror-read", _mirror({"run_id": 1})),
+    ("POST", "/api/mirrors/{name}/cancel"): ("mirror-manage", _mirror()),
+    ("GET", "/api/mirrors/{name}/explain"): ("mirror-read", _mirror({"params": {"q": "dependency"}})),
+    ("GET", "/api/mirrors/{name}/items"): ("mirror-read", _mirror()),
+    # CVE data: read-filtered for everyone, changed by administrators and curators only; sync jobs
+    ("GET", "/api/cves"): ("any", _none),
+    ("GET", "/api/cves/report"): ("any", _none),
+    ("GET", "/api/cves/history"): ("any", _none),
+    ("GET", "/api/cves/{ident}"): ("any", lambda w, who, p: {"ident": "CVE-2022-37434"}),
+    ("GET", "/api/cves/{ident}/files"): ("any", lambda w, who, p: {"ident": "CVE-2022-37434"}),
+    ("GET", "/api/cves/{ident}/history"): ("any", lambda w, who, p: {"ident": "CVE-2022-37434"}),
+    ("POST", "/api/cves/sync"): ("admin", _body(_none, json={"sources": []})),
+    ("GET", "/api/cves/sync/jobs/{job_id}"): ("admin", lambda w, who, p: {"job_id": "mx-no-such-job"}),
+    ("POST", "/api/cves/sweep"): ("admin", _none),
+    ("POST", "/api/cves/curate/bulk"): ("admin", _body(_none, json={"items": [{**CURATE, "advisory": "CVE-0-0"}]})),
+    ("POST", "/api/cves/{ident}/curate"): ("admin", lambda w, who, p: {"ident": "CVE-0-0", "json": CURATE}),
+    # vulnerability sources (where feeds come from) and forgetting one: system administrators only
+    ("GET", "/api/cves/sources"): ("admin", _none),
+    ("DELETE", "/api/cves/sources/{source_id}"): ("admin", _with({"source_id": 999999})),
 }
 
 
@@ -383,6 +461,18 @@ def check(w: World, method: str, path: str, who: str, perm: str, r: httpx.Respon
             assert not denied, f"{where}: {r.status_code} {r.text[:200]}"
         else:
             assert r.status_code == _expected_denial(who), f"{where}: {r.status_code} {r.text[:200]}"
+    elif perm in ("mirror-read", "mirror-manage", "mirror-create"):
+        assert privacy is not None
+        readable = may(who, "read", privacy)
+        if who in INVALID:
+            assert r.status_code == 401, f"{where}: {r.status_code}"
+        elif (perm == "mirror-read" and readable) or (perm != "mirror-read" and who == "admin"):
+            assert not denied and "mirror_not_found" not in r.text, f"{where}: {r.status_code} {r.text[:200]}"
+        elif perm == "mirror-create" or readable:
+            assert r.status_code == _expected_denial(who), f"{where}: {r.status_code} {r.text[:200]}"
+        else:  # a mirror of a channel the caller may not read does not exist for them
+            assert r.status_code == 404 and r.json()["error"]["code"] == "mirror_not_found", f"{where}: {r.text}"
+            assert w.channels[privacy] not in r.text, f"{where}: names the hidden channel"
     elif perm == "generic":
         if who in INVALID:
             assert r.status_code == 401, f"{where}: {r.status_code}"
@@ -414,7 +504,9 @@ def _route_matrix(world: World, who: str) -> None:
         perm, build = spec
         if perm == "repo":
             continue
-        channel_scoped = "{name}" in path and path.startswith("/api/channels/")
+        channel_scoped = ("{name}" in path and path.startswith(("/api/channels/", "/api/mirrors/"))) or (
+            perm.startswith("mirror-")
+        )
         for privacy in PRIVACIES if channel_scoped else (None,):
             r = _call(world, method, path, who, build, privacy)
             check(world, method, path, who, perm, r, privacy)
@@ -492,3 +584,23 @@ def test_all_credential_forms(world: World) -> None:
     assert httpx.get(f"{base}/t/{tok}/{path}").status_code == 200
     assert httpx.get(f"{base}/t/cv-bogus-token/{path}").status_code == 401
     assert httpx.get(f"{base}/{path}", auth=("someone", "wrong")).status_code == 401
+
+
+def test_role_granting_matrix(world: World) -> None:
+    """Who may grant which role on a channel: managers only, and only roles within what they hold."""
+    target = world.acc.users["target"]
+    for who in IDENTITIES:
+        for privacy in PRIVACIES:
+            channel = world.channels[privacy]
+            c = world.client(who)
+            for role in ("viewer", "owner", "admin"):
+                r = c.post(f"/api/channels/{channel}/grants", json={"role": role, "user": target})
+                where = f"grant {role} on a {privacy} channel as {who}"
+                if who == "admin" or (who == "chanadmin" and role != "admin"):
+                    assert r.status_code == 201, f"{where}: {r.status_code} {r.text[:200]}"
+                    with world.admin() as a:
+                        ok(a.delete(f"/api/channels/{channel}/grants", params={"role": role, "user": target}))
+                elif who == "chanadmin":  # manages the channel, but lacks what the admin role carries
+                    assert r.status_code == 403 and r.json()["error"]["code"] == "delegation_denied", where
+                else:
+                    assert r.status_code == _expected_denial(who), f"{where}: {r.status_code}"

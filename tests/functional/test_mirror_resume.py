@@ -40,6 +40,7 @@ def test_kill_9_mid_download_then_rerun_completes(shared_server: Server, upstrea
         CONDAVAULT_DATABASE_URL=server.settings.db_url,
         CONDAVAULT_MIRROR_CONCURRENCY="2",
         CONDAVAULT_LOG_LEVEL="ERROR",
+        CONDAVAULT_UPSTREAM_ALLOW_LOOPBACK="true",  # the test upstream listens on loopback
     )
     upstream.default_delay = 0.3
     proc = subprocess.Popen(

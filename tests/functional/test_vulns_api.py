@@ -481,7 +481,7 @@ def test_cli_list_show_files_curate_report(vs: Server) -> None:
     _import(vs, "clich", "linux-64", {"zlib-1.2.11-c_0.tar.bz2": _rec("zlib", "1.2.11", "c_0")})
     assert "CVE-2022-37434" in _cli(vs, "cve", "list", "--package", "zlib", "--channel", "clich")
     out = _cli(vs, "cve", "show", "CVE-2022-37434")
-    assert "9.8" in out and "zlib" in out
+    assert "score 9.8 (CVSS 3.1, nvd@nist.gov)" in out and "zlib" in out
     assert any(f["channel"] == "clich" for f in json.loads(_cli(vs, "cve", "files", "CVE-2022-37434", "--json")))
     _cli(
         vs,

@@ -51,7 +51,7 @@ def test_incremental_resync_restores_only_changed_advisories(server: Server, tes
     # the ingest listener matched the new record against the advisories indexed under "zlib"
     assert _linked(server, "inc") == {("CVE-2022-37434", "zlib-1.2.11-h1de35cc_3.tar.bz2")}
     again = _sync(server, str(feed))
-    assert (again["unchanged"], again["updated"], again["records_checked"]) == (1, 0, 0)
+    assert (again["records_unchanged"], again["updated"], again["records_checked"]) == (1, 0, 0)
     # the advisory changes (fixed earlier): only it is re-stored and re-matched, only zlib records checked
     (feed / "CVE-2022-37434.json").write_text(json.dumps(doc).replace("1.2.12", "1.2.10"))
     changed = _sync(server, str(feed))
@@ -89,7 +89,7 @@ def test_url_sources_with_validators_and_cli_upload(server: Server, testdata: Pa
     assert first["created"] == 4
     second = _sync(server, f"{base}/zlib.json", f"{base}/flask-osv.zip")
     assert [s["status"] for s in second["sources"]] == ["not-modified", "not-modified"]
-    assert second["unchanged"] == 4 and second["updated"] == 0
+    assert second["records_unchanged"] == 4 and second["updated"] == 0
     with server.client() as c:
         assert c.get("/api/cves/PYSEC-2018-66").json()["id"] == "CVE-2018-1000656"
         bad = c.post("/api/cves/sync", json={"sources": [f"{base}/missing.zip"]})
@@ -100,7 +100,7 @@ def test_url_sources_with_validators_and_cli_upload(server: Server, testdata: Pa
         cli_app, ["cve", "sync", "--from", str(testdata / "vulns" / "cve5" / "openssl")], env=env
     )
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "67 advisories: 67 new" in result.output, result.output
+    assert "67 records (67 new, 0 changed, 0 unchanged); advisories: 67 new" in result.output, result.output
     with server.client() as c:
         assert "openssl" in c.get("/api/cves/CVE-2014-0160").json()["conda_names"]
         assert c.get("/api/cves/CVE-2014-0160/history").json() == []
@@ -154,3 +154,28 @@ def _package_with_security(path: Path, security: dict) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return target
+
+
+def test_advisories_a_killed_sync_left_unmatched_are_matched_by_the_sweep(server: Server, testdata: Path) -> None:
+    """A sync commits records and merged advisories (marked pending) before matching them in small
+    transactions: killed in between, the next sweep matches what was left."""
+    from sqlalchemy import delete, update
+
+    from condavault.vulns.models import VulnAdvisory, VulnLinkRow
+
+    server.channel("crash")
+    with server.client() as c:
+        rec = {"name": "zlib", "version": "1.2.11", "build": "c_0", "build_number": 0, "depends": []}
+        r = c.post("/api/channels/crash/subdirs/linux-64/import", json={"packages": {"zlib-1.2.11-c_0.tar.bz2": rec}})
+        assert r.status_code == 200, r.text
+    _sync(server, str(testdata.joinpath(*ZLIB_NVD)))
+    with server.client() as c:
+        c.post("/api/cves/sweep")
+    assert _linked(server, "crash") == {("CVE-2022-37434", "zlib-1.2.11-c_0.tar.bz2")}
+    with server.ctx.db.write_session() as s:  # the state a kill -9 after the merge, before matching, leaves
+        s.execute(delete(VulnLinkRow))
+        s.execute(update(VulnAdvisory).values(match_pending=True))
+    assert _linked(server, "crash") == set()
+    with server.client() as c:
+        assert c.post("/api/cves/sweep").status_code == 200
+    assert _linked(server, "crash") == {("CVE-2022-37434", "zlib-1.2.11-c_0.tar.bz2")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from condavault.app import create_app
 from condavault.config import Settings, load_settings
 from condavault.context import Context
 from condavault.db import migrate
+from condavault.logging import setup_logging
+from condavault.web.listener import uvicorn_options
 
 PG_ADMIN = os.environ.get("CONDAVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -48,6 +51,42 @@ def create_pg_database() -> tuple[str, str]:
 def drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Problems with log calls seen by the production logging of the test servers (see ``production_logging``);
+# the autouse ``_no_logging_errors`` fixture in tests/conftest.py fails the test that caused one.
+LOGGING_ERRORS: list[str] = []
+
+
+class _LoggingErrorWatch(logging.Filter):
+    """Records log calls that failed: a handler error ("--- Logging error ---") or a ``KeyError`` from
+    ``makeRecord`` (a reserved name in ``extra=``) that a job runner caught and logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyError) and "in LogRecord" in str(exc):
+            LOGGING_ERRORS.append(f"{record.name}: {record.getMessage()}: {exc}")
+        return True
+
+
+def production_logging(settings: Settings) -> None:
+    """The logging ``condavault serve`` sets up (same call: JSON lines at INFO by default), plus a watch
+    that records every logging error instead of only printing it."""
+    setup_logging(settings.log_format, settings.log_level)
+    logging.raiseExceptions = True
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_watched", False):
+            continue
+        original = handler.handleError
+
+        def handle_error(record: logging.LogRecord, _original=original) -> None:  # type: ignore[no-untyped-def]
+            exc = sys.exc_info()[1]
+            LOGGING_ERRORS.append(f"{record.name}: {record.msg!r}: {exc!r}")
+            _original(record)
+
+        handler.handleError = handle_error  # type: ignore[method-assign]
+        handler.addFilter(_LoggingErrorWatch())
+        handler._watched = True  # type: ignore[attr-defined]
 
 
 def database_url(backend: str, data_dir: Path) -> tuple[str, str | None]:
@@ -120,8 +159,12 @@ class Server:
 def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> tuple[Server, str | None]:
     """Migrate a fresh database, build the app and run uvicorn on a free loopback port in a thread."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    # test upstreams (static channels, CVE feeds) listen on loopback: the administrator's allowance the URL
+    # policy needs for that is on in test servers; the tests of the policy itself turn it off
+    overrides.setdefault("upstream_allow_loopback", True)
     url, pg_name = database_url(backend, data_dir)
-    settings = load_settings(data_dir=data_dir, database_url=url, log_format="text", log_level="WARNING", **overrides)
+    settings = load_settings(data_dir=data_dir, database_url=url, **overrides)
+    production_logging(settings)
     migrate.upgrade(settings.db_url)
     ctx = Context.build(settings)
     app = create_app(settings, ctx=ctx)
@@ -139,7 +182,8 @@ def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> t
         return await app(scope, receive, send_wrapper)
 
     port = free_port()
-    config = uvicorn.Config(logged, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # the listener `condavault serve` uses (header bounds, no forwarded headers trusted, ...)
+    config = uvicorn.Config(logged, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": port}, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -26,7 +26,7 @@ def wire(ctx: Context) -> AuditRecorder:
 
     def purge(_run: JobRun) -> dict[str, Any]:
         out = ctx.db.run_write(lambda s: svc.purge(s, ctx.settings.audit_retention_days))
-        log.info("audit purge", extra=out)
+        log.info("audit purge", extra={"purged": out})
         return out
 
     ctx.kinds.register(JobKind("audit.purge", purge, lane="short", description="purge audit rows past retention"))

@@ -18,6 +18,8 @@ from condavault.auth import grants as grant_svc
 from condavault.auth import groups as group_svc
 from condavault.auth import roles as role_svc
 from condavault.auth import users as user_svc
+from condavault.auth.admins import ensure_admin_remains
+from condavault.auth.delegation import check_delegation, grants_of, role_permissions
 from condavault.auth.identity import Identity
 from condavault.auth.login import LoginService
 from condavault.auth.models import Group, Token, User
@@ -113,6 +115,7 @@ def create_token(body: TokenCreate, ctx: Context = CtxDep, identity: Identity = 
             if other.is_admin:
                 authorize(identity, Permission.SYSTEM_ADMIN)
             user = other
+            check_delegation(s, identity, grants_of(s, user_id=user.id))  # a token acts as its owner
         else:
             me = s.get(User, identity.user_id)
             assert me is not None
@@ -155,6 +158,8 @@ def revoke_token(token_or_id: str, ctx: Context = CtxDep, identity: Identity = I
     _authenticated(identity)
     with ctx.db.write_session() as s:
         row = find_token(s, token_or_id)
+        if row.user_id == identity.user_id and row.id != identity.token_id:
+            _full_account(identity)  # a restricted (read/upload) token may revoke itself, not its siblings
         if row.user_id != identity.user_id:
             try:
                 _full_account(identity)
@@ -374,6 +379,8 @@ def update_user(username: str, body: UserUpdate, ctx: Context = CtxDep, identity
         if body.disabled is not None:
             if body.disabled and u.id == identity.user_id:
                 raise InvalidRequest("you cannot disable yourself", code="self_disable")
+            if not body.disabled and u.disabled:  # enabling an account hands its permissions back out
+                check_delegation(s, identity, grants_of(s, user_id=u.id))
             user_svc.set_disabled(s, u, body.disabled)
         if body.is_admin is not None:
             u.is_admin = body.is_admin
@@ -381,7 +388,7 @@ def update_user(username: str, body: UserUpdate, ctx: Context = CtxDep, identity
             u.email = body.email
         if body.display_name is not None:
             u.display_name = body.display_name
-        s.flush()
+        ensure_admin_remains(s)
         out = UserOut(**user_svc.user_view(s, u))
     _change(ctx, identity, "user:update", username, before, out.model_dump(mode="json"))
     return out
@@ -395,8 +402,10 @@ def set_password(username: str, body: PasswordIn, ctx: Context = CtxDep, identit
         if identity.username == username and not identity.granted(Permission.USER_MANAGE, None):
             if not user_svc.verify_password(u.password_hash, body.current_password or ""):
                 raise PermissionDenied("the current password is wrong", code="wrong_password")
-        elif u.is_admin and identity.username != username:
-            authorize(identity, Permission.SYSTEM_ADMIN)
+        elif identity.username != username:
+            if u.is_admin:
+                authorize(identity, Permission.SYSTEM_ADMIN)
+            check_delegation(s, identity, grants_of(s, user_id=u.id))  # a password is the whole account
         user_svc.set_password(s, u, body.password)
     _change(ctx, identity, "user:password", username)
     return Response(status_code=204)
@@ -412,6 +421,7 @@ def delete_user(username: str, ctx: Context = CtxDep, identity: Identity = Ident
         if u.id == identity.user_id:
             raise InvalidRequest("you cannot delete yourself", code="self_delete")
         user_svc.delete_user(s, u)
+        ensure_admin_remains(s)
     _change(ctx, identity, "user:delete", username)
     return Response(status_code=204)
 
@@ -453,6 +463,7 @@ def delete_group(name: str, ctx: Context = CtxDep, identity: Identity = Identity
         g = group_svc.get_group(s, name)
         before = _group_out(s, g).model_dump()
         group_svc.delete_group(s, g)
+        ensure_admin_remains(s)
     _change(ctx, identity, "group:delete", name, before)
     return Response(status_code=204)
 
@@ -462,6 +473,7 @@ def add_member(name: str, username: str, ctx: Context = CtxDep, identity: Identi
     authorize(identity, Permission.USER_MANAGE)
     with ctx.db.write_session() as s:
         g = group_svc.get_group(s, name)
+        check_delegation(s, identity, grants_of(s, group_id=g.id))  # joining a group hands out its grants
         group_svc.add_member(s, g, user_svc.get_user(s, username))
         out = _group_out(s, g)
     _change(ctx, identity, "group:add-member", name, None, {"user": username})
@@ -475,6 +487,7 @@ def remove_member(name: str, username: str, ctx: Context = CtxDep, identity: Ide
         g = group_svc.get_group(s, name)
         if not group_svc.remove_member(s, g, user_svc.get_user(s, username)):
             raise NotFound(f"{username!r} is not a member of {name!r}", code="member_not_found")
+        ensure_admin_remains(s)
         out = _group_out(s, g)
     _change(ctx, identity, "group:remove-member", name, {"user": username}, None)
     return out
@@ -506,6 +519,7 @@ def update_role(name: str, body: RoleUpdate, ctx: Context = CtxDep, identity: Id
         r = role_svc.get_role(s, name)
         before = role_svc.role_view(r)
         out = RoleOut(**role_svc.role_view(role_svc.update_role(s, r, body.permissions, body.description)))  # type: ignore[arg-type]
+        ensure_admin_remains(s)
     _change(ctx, identity, "role:update", name, before, out.model_dump())
     return out
 
@@ -517,6 +531,7 @@ def delete_role(name: str, ctx: Context = CtxDep, identity: Identity = IdentityD
         r = role_svc.get_role(s, name)
         before = role_svc.role_view(r)
         role_svc.delete_role(s, r)
+        ensure_admin_remains(s)
     _change(ctx, identity, "role:delete", name, before)
     return Response(status_code=204)
 
@@ -535,6 +550,7 @@ def channel_grants(name: str, ctx: Context = CtxDep, identity: Identity = Identi
 def channel_grant(name: str, body: GrantIn, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> GrantOut:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_MANAGE)
     with ctx.db.write_session() as s:
+        check_delegation(s, identity, {ref.id: role_permissions(s, body.role)})
         grant_svc.grant(s, body.role, user=body.user, group=body.group, channel_id=ref.id)
         out = _grant_out(s, ref.id, body)
     _change(ctx, identity, "channel:grant", name, None, body.model_dump())
@@ -559,6 +575,7 @@ def channel_revoke(
 ) -> Response:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_MANAGE)
     with ctx.db.write_session() as s:
+        check_delegation(s, identity, {ref.id: role_permissions(s, role)})  # nor take away what it could not give
         grant_svc.revoke(s, role, user=user, group=group, channel_id=ref.id)
     _change(ctx, identity, "channel:revoke", name, {"role": role, "user": user, "group": group}, None)
     return Response(status_code=204)
@@ -575,6 +592,7 @@ def global_grants(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> li
 def global_grant(body: GrantIn, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> GrantOut:
     authorize(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.write_session() as s:
+        check_delegation(s, identity, {None: role_permissions(s, body.role)})
         grant_svc.grant(s, body.role, user=body.user, group=body.group, channel_id=None)
         out = _grant_out(s, None, body)
     _change(ctx, identity, "grant:create", body.role, None, body.model_dump())
@@ -592,5 +610,6 @@ def global_revoke(
     authorize(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.write_session() as s:
         grant_svc.revoke(s, role, user=user, group=group, channel_id=None)
+        ensure_admin_remains(s)
     _change(ctx, identity, "grant:delete", role, {"user": user, "group": group}, None)
     return Response(status_code=204)

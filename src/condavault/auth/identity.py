@@ -35,9 +35,10 @@ class Identity:
         return any(s.permits(perm, channel) for s in self.scopes)
 
     def granted(self, perm: Permission, channel_id: int | None) -> bool:
-        if self.is_admin:
+        global_perms = self.grants.get(None, frozenset())
+        if self.is_admin or Permission.SYSTEM_ADMIN in global_perms:  # system:admin implies everything
             return True
-        if perm in self.grants.get(None, frozenset()):
+        if perm in global_perms:
             return True
         return channel_id is not None and perm in self.grants.get(channel_id, frozenset())
 

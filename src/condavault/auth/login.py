@@ -145,16 +145,19 @@ class LoginService:
 
 
 def apply_admin_password(db: Database, password: str | None) -> bool:
-    """``CONDAVAULT_ADMIN_PASSWORD``: (re)set the password of ``admin`` at start."""
+    """``CONDAVAULT_ADMIN_PASSWORD``: (re)set the password of ``admin`` at start, and make it an enabled
+    administrator again if it is not."""
     if not password:
         return False
 
     def work(s: Session) -> bool:
         admin = system_admin(s)
-        if admin.password_hash and user_svc.verify_password(admin.password_hash, password):
+        usable = admin.is_admin and not admin.disabled
+        if usable and admin.password_hash and user_svc.verify_password(admin.password_hash, password):
             return False
         admin.password_hash = user_svc.hash_password(password)
         admin.disabled = False
+        admin.is_admin = True  # the operator setting it wants an administrator back
         return True
 
     changed = db.run_write(work)

@@ -46,7 +46,7 @@ def wire(ctx: Context) -> AuthDomain:
     def ldap_sync(_run: JobRun) -> dict[str, Any]:
         out = login.sync_ldap()
         ctx.auth.invalidate()
-        log.info("ldap group sync", extra=out)
+        log.info("ldap group sync", extra={"ldap_sync": out})
         return out
 
     def purge(_run: JobRun) -> dict[str, Any] | None:

@@ -31,9 +31,11 @@ from condavault.channels.services import ChannelService
 from condavault.channels.uploads import MAX_FILES_PER_REQUEST, UploadService
 from condavault.context import Context
 from condavault.errors import InvalidRequest
+from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.multipart import read_files
 from condavault.packages.spool import Received
-from condavault.web.deps import CtxDep, IdentityDep
+from condavault.web.deps import MAX_OFFSET, CtxDep, IdentityDep
+from condavault.web.limits import body_spec
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
 BATCH = Path(max_length=64, description="the id POST /uploads answered")
@@ -94,7 +96,7 @@ def list_files(
     package: str | None = Query(None, description="package name"),
     full: bool = False,
     limit: int = Query(1000, ge=1, le=100000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> list[FileOut]:
@@ -107,7 +109,7 @@ def list_files(
     "/{name}/files",
     response_model=UploadOut,
     summary="Upload one package (raw body, or multipart field 'file')",
-    openapi_extra=RAW_BODY,
+    openapi_extra={**RAW_BODY, **body_spec("upload", Permission.CHANNEL_WRITE)},
 )
 async def upload(
     request: Request,
@@ -117,37 +119,46 @@ async def upload(
     force: bool = False,
     skip_existing: bool = False,
     wait: bool = Query(True, description="return only once the index includes the file"),
-    sha256: str | None = Query(None, description="expected sha256 of the bytes"),
+    sha256: str | None = Query(None, description="expected sha256 of the bytes", pattern="^[0-9a-fA-F]{64}$"),
     identity: Identity = IdentityDep,
 ) -> UploadOut:
     ctx: Context = request.app.state.ctx
-    files = await _receive(ctx, request, identity, name, filename, max_files=1)
+    files = await _receive(ctx, request, identity, name, filename, max_files=1, subdir=subdir)
     if not files:
         raise InvalidRequest("multipart upload needs a 'file' field", code="missing_file")
     fn, received = files[0]
     fn = filename or fn
-    out = await anyio.to_thread.run_sync(
-        lambda: UploadService(ctx).upload_one(
-            identity, name, received, fn, subdir=subdir, force=force, skip_existing=skip_existing, wait=wait,
-            sha256=sha256,
+    try:
+        out = await anyio.to_thread.run_sync(
+            lambda: UploadService(ctx).upload_one(
+                identity, name, received, fn, subdir=subdir, force=force, skip_existing=skip_existing, wait=wait,
+                sha256=sha256,
+            )
         )
-    )
+    finally:
+        received.discard()  # consumed by a successful ingest; removed on every error path
     metrics.UPLOADS.labels(out["status"]).inc()
     return UploadOut(**out)
 
 
+
 async def _receive(
-    ctx: Context, request: Request, identity: Identity, channel: str, filename: str | None, *, max_files: int
+    ctx: Context, request: Request, identity: Identity, channel: str, filename: str | None, *, max_files: int,
+    subdir: str | None = None,
 ) -> list[tuple[str, Received]]:
-    """Authorise a write, then receive the body's files: multipart ``file`` fields, or a raw body named by
-    ``?filename=`` (hashed and spooled off the event loop either way)."""
+    """Authorise a write, refuse what can be refused without the body (subdir, a raw body's filename), then
+    receive the body's files: multipart ``file`` fields, or a raw body named by ``?filename=`` (hashed and
+    spooled off the event loop either way)."""
     await anyio.to_thread.run_sync(ctx.channels.require, identity, channel, Permission.CHANNEL_WRITE)
+    if subdir is not None:
+        check_subdir(subdir)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         return await read_files(ctype, request.stream(), ctx.blobs.temp_file,
                                 max_bytes=ctx.settings.max_upload_bytes, max_files=max_files)
     if not filename:
         raise InvalidRequest("the 'filename' query parameter is required for a raw body", code="missing_filename")
+    parse_filename(filename)
     return [(filename, await ctx.ingestor.aspool(request.stream()))]
 
 
@@ -170,7 +181,7 @@ def get_batch(
     "/{name}/uploads/{batch}/files",
     response_model=BatchFilesOut,
     summary="Add files to an upload batch (multipart, any number of 'file' fields; or one raw body)",
-    openapi_extra=MULTIPART,
+    openapi_extra={**MULTIPART, **body_spec("upload", Permission.CHANNEL_WRITE)},
 )
 async def batch_files(
     request: Request,
@@ -219,7 +230,11 @@ def copy_files(name: str, body: CopyRequest, ctx: Context = CtxDep, identity: Id
     return ChannelService(ctx).copy_files(identity, name, body.files, body.to, move=body.move, force=body.force)
 
 
-@router.post("/{name}/subdirs/{subdir}/import", summary="Import records metadata-only from a repodata.json")
+@router.post(
+    "/{name}/subdirs/{subdir}/import",
+    summary="Import records metadata-only from a repodata.json",
+    openapi_extra=body_spec("metadata", Permission.CHANNEL_WRITE),
+)
 def import_repodata(
     name: str,
     subdir: str,
@@ -238,7 +253,11 @@ def get_patches(name: str, subdir: str, ctx: Context = CtxDep, identity: Identit
     return ChannelService(ctx).get_patches(ref.id, subdir)
 
 
-@router.put("/{name}/subdirs/{subdir}/patch-instructions", summary="Replace patch_instructions.json")
+@router.put(
+    "/{name}/subdirs/{subdir}/patch-instructions",
+    summary="Replace patch_instructions.json",
+    openapi_extra=body_spec("metadata", Permission.CHANNEL_MANAGE),
+)
 def put_patches(
     name: str, subdir: str, body: dict[str, Any] = Body(...), ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> dict[str, int]:

@@ -8,8 +8,8 @@ may find the blob present, skip writing it and commit a record pointing at it. S
   writes the blob, and its record transaction removes the pin;
 * a delete runs in one write transaction that takes a lock on the sha256 (PostgreSQL: a transaction
   advisory lock, which pinning takes too; SQLite: the database write lock every write transaction
-  holds), checks that no record, index pointer, shard or live pin references it, and removes the file
-  before it commits.
+  holds), checks that no row of :data:`BLOB_COLUMNS` (records, index pointers, shards) and no live pin
+  references it, and removes the file before it commits.
 
 Pins of a holder that is gone (``kill -9``) are ignored once the holder is dead, or after a day.
 """
@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,12 +29,14 @@ from sqlalchemy.orm import Session
 from condavault.channels.models import BlobPin, Record
 from condavault.db.base import utcnow
 from condavault.db.session import Database
-from condavault.indexing.models import PublishedFile, ShardBlob
+from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead
 from condavault.jobs.holders import holder_is_dead
 from condavault.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 PIN_MAX_AGE = timedelta(days=1)
+# every column holding the sha256 of a stored blob; a domain that adds one registers it here
+BLOB_COLUMNS: list[Any] = [Record.sha256, PublishedFile.sha256, ShardHead.sha256, ShardBlob.sha256]
 
 
 _LOCK_MANY = text(
@@ -98,12 +101,9 @@ class BlobGuard:
         def work(s: Session) -> bool:
             _lock(s, [sha256])
             s.execute(delete(BlobPin).where(BlobPin.sha256 == sha256, BlobPin.holder == self.holder))
-            if s.scalar(select(Record.id).where(Record.sha256 == sha256).limit(1)) is not None:
-                return False
-            if s.scalar(select(PublishedFile.sha256).where(PublishedFile.sha256 == sha256).limit(1)) is not None:
-                return False
-            if s.scalar(select(ShardBlob.sha256).where(ShardBlob.sha256 == sha256).limit(1)) is not None:
-                return False
+            for column in BLOB_COLUMNS:
+                if s.scalar(select(column).where(column == sha256).limit(1)) is not None:
+                    return False
             cutoff = utcnow() - PIN_MAX_AGE
             for holder, created in s.execute(
                 select(BlobPin.holder, BlobPin.created_at).where(BlobPin.sha256 == sha256)

@@ -43,6 +43,7 @@ from condavault.packages import spool as sp
 from condavault.packages.archive import Limits
 from condavault.packages.metadata import PackageMetadata
 from condavault.packages.spool import Received
+from condavault.packages.validation import check_record
 from condavault.storage.local import LocalBlobStore, Staged, run_all
 
 __all__ = ["IngestItem", "IngestResult", "Ingested", "Ingestor", "Received"]
@@ -227,6 +228,7 @@ class Ingestor:
             record = dict(meta.record)
             if item.record_overrides:
                 record.update(item.record_overrides)  # e.g. a mirror keeps upstream's patched fields
+                check_record(record, source="repodata", filename=item.filename)
             record.update(md5=received.md5, sha256=received.sha256, size=received.size)
             b.meta, b.record = meta, record
             for check in self.checks:

@@ -5,20 +5,30 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 from condavault.channels.models import Channel, Record
 from condavault.db.base import table, utcnow
-from condavault.errors import Conflict, InvalidRequest, NotFound
+from condavault.errors import Conflict, InvalidIndexJson, InvalidRequest, NotFound
 from condavault.indexing.dirty import get_state, mark_dirty
 from condavault.indexing.patches import PatchSet
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.metadata import record_json
+from condavault.packages.validation import check_record
+
+T = TypeVar("T")
+RACE_RETRIES = 5
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +100,31 @@ class _Existing:
 def put_records(session: Session, channel: Channel, entries: list[NewRecord]) -> list[Outcome]:
     """Insert records in one go: one lookup of the existing rows, one batched INSERT (Core, executemany),
     and each touched subdir marked dirty once. Same bytes again is a no-op; other bytes are a conflict
-    (raised: nothing of the batch is written) unless ``force``, which replaces the row."""
+    (raised: nothing of the batch is written) unless ``force``, which replaces the row.
+
+    Concurrent writers of the same filename (PostgreSQL lets both pass the lookup) are settled in a
+    savepoint: the loser of the unique constraint looks again and ends as ``unchanged``, a conflict,
+    or (``force``) a replacement -- never a database error."""
+    return _settle_races(session, channel.name, lambda: _put_records(session, channel, entries))
+
+
+def _settle_races(session: Session, channel: str, attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` in a savepoint, again after losing a unique-constraint race (or after the row a
+    ``force`` replaces was replaced by someone else first); a race lost every time is a 409."""
+    for _ in range(RACE_RETRIES):
+        try:
+            with session.begin_nested():
+                return attempt()
+        except (IntegrityError, StaleDataError):
+            session.expire_all()
+    raise Conflict(
+        f"concurrent writers kept changing the same files in channel {channel!r}; retry",
+        code="concurrent_change",
+        channel=channel,
+    )
+
+
+def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -> list[Outcome]:
     by_subdir: dict[str, set[str]] = defaultdict(set)
     for e in entries:
         by_subdir[e.subdir].add(e.filename)
@@ -137,7 +171,10 @@ def put_records(session: Session, channel: Channel, entries: list[NewRecord]) ->
         names[e.subdir].add(row["name"])
         outcomes.append(Outcome(e.subdir, e.filename, "replaced" if cur is not None else "created"))
     for i in range(0, len(replaced), 500):
-        session.execute(delete(Record).where(Record.id.in_(replaced[i : i + 500])))
+        chunk = replaced[i : i + 500]
+        gone = cast("CursorResult[Any]", session.execute(delete(Record).where(Record.id.in_(chunk))))
+        if gone.rowcount != len(chunk):
+            raise StaleDataError("a record this batch replaces was replaced meanwhile")  # settled by a retry
     for i in range(0, len(got_blob), 500):
         session.execute(update(Record).where(Record.id.in_(got_blob[i : i + 500])).values(has_blob=True))
     rows = list(inserts.values())
@@ -187,13 +224,32 @@ def import_repodata(
     *,
     base_url: str | None = None,
     skip_existing: bool = True,
+    skip_invalid: bool = False,
 ) -> dict[str, int]:
     """Metadata-only import: one record per entry of ``packages``/``packages.conda``, no bytes yet.
 
-    ``base_url`` (optional) is where the bytes can be fetched later (passive mirrors).
+    ``base_url`` (optional) is where the bytes can be fetched later (passive mirrors). Every record is
+    validated like an uploaded index.json (``packages.validation``); a bad one is refused with a 400
+    naming its field, or counted as ``invalid`` and left out with ``skip_invalid`` (an upstream's).
     """
     check_subdir(subdir)
-    counts = {"created": 0, "unchanged": 0, "replaced": 0}
+    return _settle_races(
+        session,
+        channel.name,
+        lambda: _import_repodata(session, channel, subdir, repodata, base_url, skip_existing, skip_invalid),
+    )
+
+
+def _import_repodata(
+    session: Session,
+    channel: Channel,
+    subdir: str,
+    repodata: dict[str, Any],
+    base_url: str | None,
+    skip_existing: bool,
+    skip_invalid: bool,
+) -> dict[str, int]:
+    counts = {"created": 0, "unchanged": 0, "replaced": 0, "invalid": 0}
     existing = {
         fn: sha
         for fn, sha in session.execute(
@@ -216,6 +272,13 @@ def import_repodata(
                 counts["unchanged"] += 1
                 continue
             rec = {k: v for k, v in rec.items() if k != "indexed_timestamp"}
+            try:
+                check_record(rec, source="repodata", filename=fn)
+            except InvalidIndexJson:
+                if not skip_invalid:
+                    raise
+                counts["invalid"] += 1
+                continue
             rec.setdefault("subdir", subdir)
             fragment, removed = make_fragment(fn, rec, ts, patches)
             rows.append(

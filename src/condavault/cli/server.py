@@ -58,19 +58,20 @@ def serve(
     from condavault.db import migrate
     from condavault.db.session import Database
     from condavault.logging import setup_logging
+    from condavault.web.listener import uvicorn_options
 
     settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), host=host, port=port,
                              worker=False if no_worker else None)
     setup_logging(settings.log_format, settings.log_level)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.db_url)
     if migrate.current_revision(db.engine) is None and not _has_tables(db):
         migrate.upgrade(settings.db_url)  # a brand-new database: create the schema
     db.dispose()
     console.print(f"condavault serving {settings.data_dir} on http://{settings.host}:{settings.port}")
+    options = uvicorn_options(settings)
     if workers <= 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                    workers=1, proxy_headers=True)
+        uvicorn.run(create_app(settings), workers=1, **options)
         return
     # Several processes: uvicorn imports the app factory in each worker, which reads its Settings from
     # the same CONDAVAULT_* environment. Bootstrap here, once, so the workers don't race to create the
@@ -92,8 +93,8 @@ def serve(
     if token:
         print(f"\ncondavault: created the admin token (shown once; also stored in {settings.admin_token_path}):\n"
               f"  {token}\n", flush=True)
-    uvicorn.run("condavault.cli.server:worker_app", factory=True, host=settings.host, port=settings.port,
-                log_level="warning", workers=workers, proxy_headers=True)
+    options["http"] = "condavault.web.listener:WorkerProtocol"  # built in each worker (a class does not pickle)
+    uvicorn.run("condavault.cli.server:worker_app", factory=True, workers=workers, **options)
 
 
 def worker_app() -> Any:
@@ -123,7 +124,7 @@ def db_upgrade(
     from condavault.db import migrate
 
     settings = _settings(ctx, data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url, revision)
     console.print(f"database at {migrate.head_revision(settings.db_url) if revision == 'head' else revision}")
 
@@ -141,15 +142,22 @@ def db_current(ctx: typer.Context, data_dir: Path = DATA_DIR) -> None:
 
 def check(
     ctx: typer.Context,
-    repair: bool = typer.Option(False, help="Fix what can be fixed: re-index stale subdirs, drop orphan blobs."),
+    repair: bool = typer.Option(
+        False, help="Fix what can be fixed: rebuild stale or damaged indexes (shards included), mark records "
+        "whose bytes are missing or corrupt as metadata-only, drop unreferenced blobs and old temp files.",
+    ),
+    grace: float = typer.Option(
+        None, "--grace", min=0, help="Seconds an unreferenced blob is kept after its last write or use "
+        "(default: blob_grace_seconds, 24 h). Younger blobs may belong to a write in progress.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     data_dir: Path = DATA_DIR,
 ) -> None:
-    """Verify every blob against its record and find stale indexes (runs on the server's data folder)."""
-    from condavault.maintenance import run_check
+    """Verify blobs, index files and shards against the database (safe beside a running server)."""
+    from condavault.maintenance.check import run_check
 
     settings = _settings(ctx, data_dir)
-    report = run_check(settings, repair=repair, progress=not json_out)
+    report = run_check(settings, repair=repair, progress=not json_out, grace=grace)
     if json_out:
         print_json(report)
     else:

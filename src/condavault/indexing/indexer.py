@@ -294,7 +294,8 @@ class Indexer:
                 data = builder.encode_shard(rows, settings.shard_zstd_level)
                 digest = builder.sha256(data)
                 heads[n] = digest
-                if digest != old_heads.get(n):
+                # a full rebuild (reindex, check --repair) also writes back unchanged shards whose blob is gone
+                if digest != old_heads.get(n) or (full and not self.blobs.exists(digest)):
                     new_shards[n] = (digest, data)
 
             if rebuilt:
@@ -361,12 +362,10 @@ class Indexer:
         digests: dict[str, tuple[str, int, str]] = {
             path: (hashes[path].result(), len(data), ctype) for path, (data, ctype) in files.items()
         }
-        self.blobs.put_many(
-            [
-                *((data, digests[path][0]) for path, (data, _) in files.items()),
-                *((data, digest) for digest, data in new_shards.values()),
-            ]
-        )
+        payload = [
+            *((data, digests[path][0]) for path, (data, _) in files.items()),
+            *((data, digest) for digest, data in new_shards.values()),
+        ]
         del repodata, run_exports, shard_index, files
 
         def publish(s: Session) -> None:
@@ -419,7 +418,10 @@ class Indexer:
             )
             clear_dirty(s, channel_id, subdir, seq)
 
-        self.db.run_write(publish)
+        with self.blobs.writing():  # no collection between writing the blobs and pointing at them
+            self.blobs.put_many(payload)
+            del payload
+            self.db.run_write(publish)
         self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
         if rebuilt:
             trim()  # a full rebuild read every record: give the transient memory back
@@ -511,13 +513,14 @@ class Indexer:
                 files.append((sd, "current_repodata.json.zst", builder.zstd(data, self.settings.zstd_level), ZST))
         del rows
         digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
-        self.blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
 
         def publish(s: Session) -> None:
             if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile
                 point_paths(s, channel_id, digests, revision=None)
 
-        self.db.run_write(publish)
+        with self.blobs.writing():  # no collection between writing the blobs and pointing at them
+            self.blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
+            self.db.run_write(publish)
         for fn in self.listeners:
             fn(channel_id, None)
 

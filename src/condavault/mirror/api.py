@@ -1,28 +1,32 @@
 """REST routes under ``/api/mirrors``. Thin: parse, authorise, call one service, shape the result.
 
 Managing a mirror needs ``mirror:manage`` and ``channel:write`` on its channel; reading one (list,
-show, history, plan, explain) needs ``channel:read`` on its channel.
+show, history, plan, explain) needs ``channel:read`` on its channel -- to anyone else it does not exist.
+A server-side path (``file:`` or a local folder) as upstream needs ``system:admin``; URL upstreams and
+proxies must pass the outbound URL policy (``condavault.outbound``).
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlparse
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
-from condavault.auth.policy import allowed, authorize
+from condavault.auth.policy import ChannelRef, allowed, authorize
 from condavault.context import Context
 from condavault.mirror import services as svc
 from condavault.mirror import tasks
 from condavault.mirror.config import MirrorConfig, dump_yaml, load_yaml
 from condavault.mirror.models import Mirror
 from condavault.mirror.schemas import ExplainOut, ItemOut, MirrorOut, RunOut, YamlIn
-from condavault.web.deps import CtxDep, IdentityDep
+from condavault.outbound.policy import PROXY_SCHEMES, UrlPolicy
+from condavault.web.deps import MAX_ID, MAX_OFFSET, CtxDep, IdentityDep
 
 router = APIRouter(prefix="/api/mirrors", tags=["mirrors"])
 
@@ -53,19 +57,42 @@ def _can_manage(ctx: Context, identity: Identity, channel: str) -> None:
 
 
 def _manage(ctx: Context, identity: Identity, name: str) -> None:
-    with ctx.db.session() as s:
-        channel = svc.channel_name(s, svc.get_mirror(s, name))
-    _can_manage(ctx, identity, channel)
+    _can_manage(ctx, identity, _readable_channel(ctx, identity, name).name)
 
 
 def _read(ctx: Context, identity: Identity, name: str) -> None:
+    _readable_channel(ctx, identity, name)
+
+
+def _readable_channel(ctx: Context, identity: Identity, name: str) -> ChannelRef:
+    """The mirror's channel if the caller may read it. A mirror feeding a channel the caller may not
+    read answers exactly like a mirror that does not exist (its channel's name is never echoed)."""
     with ctx.db.session() as s:
         channel = svc.channel_name(s, svc.get_mirror(s, name))
-    ctx.channels.for_read(identity, channel)
+    ref = ctx.channels.lookup(channel)
+    if ref is None or not allowed(identity, Permission.CHANNEL_READ, ref):
+        raise svc.mirror_not_found(name)
+    return ref
+
+
+def _check_upstream(ctx: Context, identity: Identity, cfg: MirrorConfig) -> None:
+    """Reading the server's own disk is for system administrators; URLs must pass the outbound policy."""
+    if urlparse(cfg.upstream).scheme not in ("http", "https"):
+        authorize(identity, Permission.SYSTEM_ADMIN)
+    else:
+        UrlPolicy.from_settings(ctx.settings).check_url(cfg.upstream)
+    if cfg.proxy:
+        UrlPolicy.from_settings(ctx.settings).check_url(cfg.proxy, what="proxy", schemes=PROXY_SCHEMES)
 
 
 def _save(ctx: Context, identity: Identity, cfg: MirrorConfig, *, replace: bool) -> MirrorOut:
+    if replace:
+        with ctx.db.session() as s:
+            exists = svc.find_mirror(s, cfg.name) is not None
+        if exists:  # first the mirror replaced (hidden: 404, as if missing), then the channel named
+            _manage(ctx, identity, cfg.name)
     _can_manage(ctx, identity, cfg.channel)
+    _check_upstream(ctx, identity, cfg)
 
     def work(s: Session) -> MirrorOut:
         old = svc.find_mirror(s, cfg.name)
@@ -181,7 +208,7 @@ def start_run(
 
 @router.get("/{name}/runs", response_model=list[RunOut], summary="Run history, newest first")
 def list_runs(
-    name: str, limit: int = Query(50, le=1000), ctx: Context = CtxDep, identity: Identity = IdentityDep
+    name: str, limit: int = Query(50, ge=1, le=1000), ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> list[RunOut]:
     _read(ctx, identity, name)
     with ctx.db.session() as s:
@@ -189,7 +216,9 @@ def list_runs(
 
 
 @router.get("/{name}/runs/{run_id}", response_model=RunOut, summary="One run: status, progress, counts")
-def get_run(name: str, run_id: int, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> RunOut:
+def get_run(
+    name: str, run_id: int = Path(ge=1, le=MAX_ID), ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> RunOut:
     _read(ctx, identity, name)
     with ctx.db.session() as s:
         return RunOut(**svc.run_dict(svc.get_run(s, svc.get_mirror(s, name), run_id)))
@@ -229,8 +258,8 @@ def items(
     kept: bool | None = None,
     state: str | None = None,
     filter: str | None = Query(None, description="only decisions by this filter"),
-    limit: int = Query(1000, le=100000),
-    offset: int = 0,
+    limit: int = Query(1000, ge=1, le=100000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> list[ItemOut]:

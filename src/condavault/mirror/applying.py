@@ -51,11 +51,13 @@ class Applier:
             total: Counter[str] = Counter()
             for sd, rd in by_subdir.items():
                 base = redact_url(f"{self.upstream.base}/{sd}") if self.upstream.local is None else None
-                total.update(rec_svc.import_repodata(s, channel, sd, rd, base_url=base))
+                total.update(rec_svc.import_repodata(s, channel, sd, rd, base_url=base, skip_invalid=True))
             return dict(total)
 
         got = self.ctx.db.run_write(write)
         self.book.counts["indexed_passive"] += got.get("created", 0)
+        if got.get("invalid"):  # upstream records that would break clients (packages.validation)
+            self.book.counts["invalid_upstream_records"] += got["invalid"]
         self.book.touched.update(by_subdir)
         for key in work.fetch:
             self.book.mark(key, "passive")

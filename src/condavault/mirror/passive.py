@@ -29,6 +29,7 @@ from condavault.mirror.config import MirrorConfig
 from condavault.mirror.models import Mirror, MirrorItem
 from condavault.mirror.planning import overrides_of
 from condavault.mirror.upstream import Upstream
+from condavault.outbound import UrlPolicy
 from condavault.serving.lookup import Target
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class PassiveFetcher:
                 retries=settings.mirror_retries,
                 concurrency=1,
                 transport=self.ctx.domains.mirror_transport,
+                policy=UrlPolicy.from_settings(settings),
             ) as up:
                 received = await up.download(subdir, filename, self.ctx.ingestor.aspool)
                 sha = rec.get("sha256") or None

@@ -50,10 +50,14 @@ def redacted(cfg: MirrorConfig) -> dict[str, Any]:
 
 
 # -- CRUD --------------------------------------------------------------------------------------------
+def mirror_not_found(name: str) -> NotFound:
+    return NotFound(f"mirror {name!r} not found", code="mirror_not_found", mirror=name)
+
+
 def get_mirror(session: Session, name: str) -> Mirror:
     mirror = session.scalar(select(Mirror).where(Mirror.name == name))
     if mirror is None:
-        raise NotFound(f"mirror {name!r} not found", code="mirror_not_found", mirror=name)
+        raise mirror_not_found(name)
     return mirror
 
 

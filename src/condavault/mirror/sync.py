@@ -39,6 +39,7 @@ from condavault.mirror.models import Mirror, MirrorRun
 from condavault.mirror.plan import Plan
 from condavault.mirror.planning import Planner, Work, overrides_of, record_hash
 from condavault.mirror.upstream import Upstream
+from condavault.outbound import UrlPolicy
 
 if TYPE_CHECKING:
     from condavault.context import Context
@@ -140,6 +141,7 @@ class SyncRun:
                     retries=settings.mirror_retries,
                     concurrency=settings.mirror_concurrency,
                     transport=self.transport,
+                    policy=UrlPolicy.from_settings(settings),
                 ) as up:
                     book.phase = "fetching repodata"
                     fetched = await asyncio.gather(*(up.repodata(sd) for sd in info.cfg.subdirs))

@@ -7,7 +7,8 @@ then ``repodata.json``) with an ETag cache on disk, and streams package files. E
 retried with exponential backoff on 5xx, 429, timeouts and connection errors;
 other 4xx answers fail at once. Credentials: ``upstream_token`` is sent as ``Authorization: Bearer``
 (put ``/t/<token>/`` in the URL for the path form), ``upstream_username``/``upstream_password`` as HTTP
-Basic. ``proxy`` and ``verify_tls`` are passed to httpx. Tests inject an ``httpx.AsyncBaseTransport``.
+Basic. ``proxy`` and ``verify_tls`` are passed to httpx. With a ``policy`` (``condavault.outbound``) every
+connection -- redirects included -- goes only where it allows. Tests inject an ``httpx.AsyncBaseTransport``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import zstandard
 from condavault.errors import UpstreamError
 from condavault.mirror import shards
 from condavault.mirror.config import MirrorConfig
+from condavault.outbound import UrlPolicy, async_transport
 
 __all__ = ["Fetched", "Upstream", "redact_url"]
 
@@ -98,8 +100,10 @@ class Upstream:
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
         backoff: float = 0.25,
+        policy: UrlPolicy | None = None,
     ) -> None:
         self.cfg = cfg
+        self.policy = policy if transport is None else None  # an injected transport is the test's upstream
         self.local = _local_root(cfg.upstream)
         self.base = cfg.upstream.rstrip("/")
         self.cache_dir = cache_dir
@@ -128,14 +132,21 @@ class Upstream:
                 "verify": httpx.create_ssl_context(verify=cfg.verify_tls),
                 "follow_redirects": True,
             }
+            guarded = self._transport(limits)
             self._client = httpx.AsyncClient(
                 **self._client_kw,
-                proxy=cfg.proxy if transport is None else None,
-                transport=transport,
+                proxy=cfg.proxy if transport is None and guarded is None else None,
+                transport=transport or guarded,
                 limits=limits,
             )
             self._shared_transport = transport is not None
         self._lanes: dict[int, httpx.AsyncClient] = {}
+
+    def _transport(self, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+        """A transport connecting only where the URL policy allows (None without a policy)."""
+        if self.policy is None:
+            return None
+        return async_transport(self.policy, verify=self._client_kw["verify"], limits=limits, proxy=self.cfg.proxy)
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -157,10 +168,13 @@ class Upstream:
             return self._client
         client = self._lanes.get(lane)
         if client is None:
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            guarded = self._transport(limits)
             client = self._lanes[lane] = httpx.AsyncClient(
                 **self._client_kw,
-                proxy=self.cfg.proxy,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                proxy=self.cfg.proxy if guarded is None else None,
+                transport=guarded,
+                limits=limits,
             )
         return client
 

@@ -78,6 +78,8 @@ class ArchiveInfo:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptArchive(f"{path} is not valid JSON: {exc}", member=path)
+        except RecursionError:
+            raise CorruptArchive(f"{path} is nested too deeply", member=path) from None
 
 
 def check_member_path(name: str, *, root_prefix: str = "") -> str:

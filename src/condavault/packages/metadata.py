@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from condavault.errors import CorruptArchive, FilenameMismatch, InvalidPackage, SubdirMismatch
+from condavault.errors import CorruptArchive, FilenameMismatch, InvalidIndexJson, SubdirMismatch
 from condavault.packages.archive import ArchiveInfo
 from condavault.packages.filename import PackageFilename, is_subdir
+from condavault.packages.validation import check_record, check_run_exports, check_tree, parse_index_json
 
 # index.json keys conda-index drops before publishing (conda-protocol.md §2.3)
 DROPPED_KEYS = {
@@ -102,12 +103,13 @@ def paths_summary(paths: Any) -> dict[str, bool]:
 
 
 def build_metadata(info: ArchiveInfo, fn: PackageFilename, expected_subdir: str | None) -> PackageMetadata:
-    index = info.json("info/index.json")
+    index = parse_index_json(info.files["info/index.json"], fn.filename)
     if not isinstance(index, dict):
         raise CorruptArchive("info/index.json is not a JSON object", filename=fn.filename)
     for key in ("name", "version", "build"):
         if not isinstance(index.get(key), str) or (key != "build" and not index[key]):
-            raise InvalidPackage(f"info/index.json lacks {key!r}", code="invalid_index_json", filename=fn.filename)
+            raise InvalidIndexJson(f"info/index.json lacks {key!r}", field=key, filename=fn.filename)
+    check_record(index, filename=fn.filename)  # types, ranges, sizes, MatchSpecs: nothing that breaks clients
     triple = (index["name"], index["version"], index["build"])
     if triple != (fn.name, fn.version, fn.build):
         raise FilenameMismatch(
@@ -130,18 +132,16 @@ def build_metadata(info: ArchiveInfo, fn: PackageFilename, expected_subdir: str 
     record = {k: v for k, v in index.items() if k not in DROPPED_KEYS}
     record["subdir"] = subdir
     record.setdefault("depends", [])
-    if not isinstance(record.get("build_number"), int):
-        try:
-            record["build_number"] = int(record.get("build_number") or 0)
-        except (TypeError, ValueError):
-            raise InvalidPackage("build_number is not an integer", code="invalid_index_json", filename=fn.filename)
     about = info.json("info/about.json") or {}
+    check_tree(about, "about.json", fn.filename)
+    security = info.json("info/security.json")
+    check_tree(security, "security.json", fn.filename)
     return PackageMetadata(
         record=record,
         about=about if isinstance(about, dict) else {},
-        run_exports=normalise_run_exports(info.json("info/run_exports.json")),
+        run_exports=check_run_exports(normalise_run_exports(info.json("info/run_exports.json")), fn.filename),
         paths_summary=paths_summary(info.json("info/paths.json")),
-        security=info.json("info/security.json"),
+        security=security,
     )
 
 

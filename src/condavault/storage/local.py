@@ -12,12 +12,14 @@ data on a shared disk.)
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -62,6 +64,45 @@ def run_all(fn: Callable[..., T], args: list[tuple[Any, ...]], collect: list[T] 
     return collect
 
 
+class BlobVanished(OSError):
+    """A blob found present at staging was gone at commit (collected meanwhile): the write fails and is
+    retried by its caller; nothing points at a missing blob."""
+
+    def __init__(self, message: str, sha256: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+@contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # read-only store, or gone: commit looks again
+        pass
+
+
+def files_older_than(paths: Iterable[Path], seconds: float) -> list[Path]:
+    """The regular files among ``paths`` last modified more than ``seconds`` ago."""
+    cutoff = time.time() - seconds
+    out = []
+    for p in paths:
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                out.append(p)
+        except OSError:
+            continue
+    return out
+
+
 def fsync_all(paths: list[Path]) -> None:
     """fsync every file or directory of ``paths`` (a few at a time when there are many)."""
     run_all(_fsync_path, [(p,) for p in paths])
@@ -78,11 +119,43 @@ class Staged:
 
 
 class LocalBlobStore:
+    """Blobs under ``root``. Collection (``condavault check --repair``) and writers share a lock file:
+    a writer holds it shared from the moment it relies on a blob (writes it, or finds it present) until
+    the row pointing at the blob is committed (:meth:`writing`); a collector deletes only while holding
+    it exclusively, after looking again that nothing points at the blob (:meth:`collecting`). Blobs a
+    writer finds present get a fresh mtime, so a grace period also protects writes that stage blobs
+    long before their rows (a mirror batch) and stores on several machines."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(exist_ok=True)
+        self._lock_path = self.root / ".collect.lock"
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold off collection while blobs are written and their rows committed (shared, re-entrant
+        across threads: each holder has its own lock)."""
+        with _flock(self._lock_path, fcntl.LOCK_SH):
+            yield
+
+    @contextmanager
+    def collecting(self, *, wait: bool = True) -> Iterator[bool]:
+        """Exclusive: no writer is between relying on a blob and committing its row. Yields False
+        (without the lock) when ``wait`` is off and a writer is busy."""
+        try:
+            with _flock(self._lock_path, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)):
+                yield True
+        except BlockingIOError:
+            yield False
+
+    def age(self, sha256: str) -> float | None:
+        """Seconds since the blob was last written or relied on; None when it does not exist."""
+        try:
+            return time.time() - self.path(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -128,6 +201,7 @@ class LocalBlobStore:
         No temp file is made when the blob exists already."""
         dest = self.path(sha256)
         if dest.is_file():
+            _touch(dest)  # relied on from now: a fresh mtime keeps collection (grace period) away
             if isinstance(src, Path):
                 src.unlink(missing_ok=True)
             return Staged(sha256, dest, None, [])
@@ -159,6 +233,8 @@ class LocalBlobStore:
         dirs: set[Path] = set()
         try:
             for st in staged:
+                if st.tmp is None and not st.dest.is_file():
+                    raise BlobVanished(f"blob {st.sha256} was collected between staging and commit", st.sha256)
                 if st.tmp is None or st.dest.is_file():
                     out.append(False)
                     if st.tmp is not None:
@@ -200,15 +276,7 @@ class LocalBlobStore:
 
     def stale_temp_files(self, older_than: float = 3600.0) -> list[Path]:
         """Temp files (``.part``) a killed process left behind: in the temp folder and beside blobs."""
-        cutoff = time.time() - older_than
-        out = []
-        for p in [*self.tmp.glob("*.part"), *self.root.glob("??/??/.*.part")]:
-            try:
-                if p.is_file() and p.stat().st_mtime < cutoff:
-                    out.append(p)
-            except OSError:
-                continue
-        return out
+        return files_older_than([*self.tmp.glob("*.part"), *self.root.glob("??/??/.*.part")], older_than)
 
     def temp_file(self) -> tuple[int, Path]:
         """A temp file on the store's filesystem, so ``put_file`` is a rename."""

@@ -21,22 +21,30 @@ dataclasses defined here.  The model is deliberately small but expressive enough
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 ScoreVersion = Literal["2.0", "3.0", "3.1", "4.0"]
-AffectedKind = Literal["cpe", "pypi", "conda", "generic"]
+AffectedKind = Literal["cpe", "pypi", "conda", "generic", "other"]
 Status = Literal["affected", "unaffected", "unknown"]
 
 
 @dataclass(frozen=True)
 class Score:
-    """One CVSS score: ``version`` of the CVSS standard, the vector, its base score and who gave it."""
+    """One CVSS score: ``version`` of the CVSS standard, the vector, its base score and who gave it.
+
+    ``source`` is who scored (NVD's ``source`` e-mail, a CVE 5 container's short name, ``osv``),
+    ``type`` what role the scorer has in the record (NVD ``Primary`` / ``Secondary``, CVE 5 ``cna`` /
+    ``adp``) and ``feed`` which record kind carried it (``nvd``, ``nvd-1.1``, ``cve5``, ``osv``; set by
+    the loader). ``scoring.effective_score`` picks one of an advisory's scores by these.
+    """
 
     version: str
     vector: str
     score: float
     source: str = ""
+    type: str = ""
+    feed: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class Range:
     status: str = "affected"
     scheme: str = ""
     changes: tuple[tuple[str, str], ...] = ()
+    note: str = ""  # how an odd source entry was read (shown in the reason of a link it decides)
 
     @classmethod
     def exact(cls, version: str, status: str = "affected", scheme: str = "") -> Range:
@@ -86,9 +95,11 @@ class Affected:
     """One affected product.
 
     ``kind`` says how to map it to conda names: ``cpe`` (``vendor``/``product`` from a CPE), ``pypi``
-    (``package`` is a PyPI name), ``conda`` (``package`` is a conda name) or ``generic`` (CVE 5
-    vendor/product/packageName).  A version is affected when it is in ``versions`` or covered by an
-    ``affected`` range; versions covered by nothing get ``default_status``.
+    (``package`` is a PyPI name), ``conda`` (``package`` is a conda name), ``generic`` (CVE 5
+    vendor/product/packageName, OSV OSS-Fuzz projects) or ``other`` (another ecosystem's package, e.g.
+    an npm or Debian one: never mapped to conda names).  A version is affected when it is in
+    ``versions`` or covered by an ``affected`` range; versions covered by nothing get
+    ``default_status``.
     """
 
     kind: str
@@ -98,6 +109,7 @@ class Affected:
     ranges: tuple[Range, ...] = ()
     versions: tuple[str, ...] = ()
     default_status: str = "unaffected"
+    source: str = ""  # the record kind it came from (``nvd``, ``cve5``, ``osv`` ...), set by the loader
 
     @property
     def label(self) -> str:
@@ -134,12 +146,23 @@ class Advisory:
         return max((s.score for s in self.scores), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (tuples become lists)."""
-        return asdict(self)
+        """A JSON-compatible dict (what ``dataclasses.asdict`` gives, built without its deep copies)."""
+        out = dict(self.__dict__)
+        out["scores"] = [dict(s.__dict__) for s in self.scores]
+        out["affected"] = [{**a.__dict__, "ranges": [dict(r.__dict__) for r in a.ranges]} for a in self.affected]
+        return out
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order)."""
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def tagged(self, feed: str) -> Advisory:
+        """This record with ``feed`` set on every affected entry and score (see :class:`Score`)."""
+        return replace(
+            self,
+            affected=tuple(replace(a, source=feed) for a in self.affected),
+            scores=tuple(replace(s, feed=feed) for s in self.scores),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Advisory:
@@ -153,6 +176,7 @@ class Advisory:
                 ranges=tuple(_range_from_dict(r) for r in a.get("ranges", ())),
                 versions=tuple(a.get("versions", ())),
                 default_status=a.get("default_status", "unaffected"),
+                source=a.get("source", ""),
             )
             for a in data.get("affected", ())
         )

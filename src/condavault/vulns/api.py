@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -22,11 +23,12 @@ from condavault.auth.policy import ChannelRef, allowed, authorize
 from condavault.channels.models import Channel, Record
 from condavault.context import Context
 from condavault.errors import CondavaultError, InvalidRequest, NotFound
-from condavault.vulns import curation, envcheck, reports, store
+from condavault.vulns import catalog, curation, envcheck, reports, store
 from condavault.vulns.models import VulnLinkRow
 from condavault.vulns.schemas import BulkCurateRequest, CheckEnvRequest, CurateRequest, SyncRequest
 from condavault.vulns.tasks import VulnRuntime
-from condavault.web.deps import CtxDep, IdentityDep
+from condavault.web.deps import MAX_OFFSET, CtxDep, IdentityDep
+from condavault.web.limits import body_spec
 
 router = APIRouter(prefix="/api", tags=["vulnerabilities"])
 
@@ -59,10 +61,10 @@ def list_cves(
     q: str | None = Query(None, description="id, alias, summary text or conda package name"),
     package: str | None = Query(None, description="only advisories linked to builds of this package"),
     channel: str | None = Query(None, description="only advisories linked to files of this channel"),
-    min_score: float | None = None,
+    min_score: float | None = Query(None, ge=0.0, le=10.0),
     linked: bool = Query(False, description="only advisories linked to at least one readable file"),
-    limit: int = Query(100, le=10000),
-    offset: int = 0,
+    limit: int = Query(100, ge=1, le=10000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> list[dict[str, Any]]:
@@ -86,24 +88,38 @@ def list_cves(
 def global_report(
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ids = readable(ctx, identity)
-    return _report(ctx, list(ids), format, package, "cves-report")
+    return _report(ctx, list(ids), format, package, "cves-report", risk)
 
 
 @router.get("/cves/history", summary="Curation history (all advisories)")
 def all_history(
-    limit: int = Query(500, le=10000), ctx: Context = CtxDep, identity: Identity = IdentityDep
+    limit: int = Query(500, ge=1, le=10000), ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> list[dict[str, Any]]:
     ids = readable(ctx, identity)
     with ctx.db.session() as s:
         return reports.history(s, list(ids), None, limit)
 
 
-@router.post("/cves/sync", summary="Fetch sources and match (JSON body, or a zip/JSON feed as the raw body)")
-async def sync(request: Request, wait: bool = True) -> Any:
+@router.post(
+    "/cves/sync",
+    summary="Fetch sources and match (JSON body, or a zip/JSON feed as the raw body)",
+    openapi_extra=body_spec("upload", "system:admin", json_kind="default"),
+)
+async def sync(
+    request: Request,
+    wait: bool = True,
+    name: str = Query(
+        "upload",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="name of an uploaded source (kept as source 'upload:<name>'; a later upload of the same name "
+        "replaces its versions of the records it carries)",
+    ),
+) -> Any:
     from condavault.auth.deps import get_identity
 
     ctx: Context = request.app.state.ctx
@@ -112,10 +128,11 @@ async def sync(request: Request, wait: bool = True) -> Any:
     rt = runtime(ctx)
     ctype = request.headers.get("content-type", "")
     upload: str | None = None
+    names: dict[str, str] = {}
     if ctype.startswith("application/json") or not ctype:
         body = await request.body()
         try:
-            req = SyncRequest.model_validate_json(body) if body else SyncRequest()
+            req = SyncRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             raise InvalidRequest(f"invalid sync request: {exc.errors()[0].get('msg')}", code="invalid_request") from exc
         sources, wait = req.sources, req.wait and wait
@@ -124,23 +141,29 @@ async def sync(request: Request, wait: bool = True) -> Any:
         folder.mkdir(parents=True, exist_ok=True)
         suffix = ".zip" if ("zip" in ctype or "octet-stream" in ctype) else ".json"
         fd, upload = tempfile.mkstemp(dir=folder, suffix=suffix)
-        with os.fdopen(fd, "wb") as fh:
-            async for chunk in request.stream():
-                await anyio.to_thread.run_sync(fh.write, chunk)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in request.stream():
+                    await anyio.to_thread.run_sync(fh.write, chunk)
+        except BaseException:  # a client that went away or was refused leaves nothing behind
+            os.unlink(upload)
+            raise
         sources = [upload]
+        names = {upload: f"upload:{name}"}
     if not sources and not ctx.settings.vulns_sources:
         raise InvalidRequest("no sources given and none configured (vulns_sources)", code="no_vuln_sources")
     from pathlib import Path
 
     cleanup = Path(upload) if upload else None
-    return await anyio.to_thread.run_sync(lambda: _sync_job(ctx, rt, identity, sources, cleanup, wait))
+    return await anyio.to_thread.run_sync(lambda: _sync_job(ctx, rt, identity, sources, cleanup, wait, names))
 
 
 def _sync_job(
-    ctx: Context, rt: VulnRuntime, identity: Identity, sources: list[str], cleanup: Any, wait: bool
+    ctx: Context, rt: VulnRuntime, identity: Identity, sources: list[str], cleanup: Any, wait: bool,
+    names: dict[str, str],
 ) -> Any:
     """Enqueue the sync job; with ``wait``, run it here (or wait for the worker that took it)."""
-    job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=wait)
+    job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=wait, names=names)
     if not wait:
         job = rt.job(str(job_id))
         ctx.record_change(identity, "cve:sync", ",".join(job["sources"]), None, {"job": job_id})
@@ -155,6 +178,23 @@ def _sync_job(
     report = done["result"] or {}
     ctx.record_change(identity, "cve:sync", ",".join(sources) or "configured", None, report)
     return report
+
+
+@router.get("/cves/sources", summary="Synced sources: records per feed, name mapping entries, last outcome")
+def list_sources(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> list[dict[str, Any]]:
+    authorize(identity, Permission.SYSTEM_ADMIN)
+    with ctx.db.session() as s:
+        return catalog.sources_summary(s)
+
+
+@router.delete("/cves/sources/{source_id}", summary="Forget a source: its records and name entries, then re-merge")
+def remove_source(
+    source_id: int = PathParam(..., ge=1, le=2**31 - 1), ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> dict[str, Any]:
+    authorize(identity, Permission.SYSTEM_ADMIN)
+    out = runtime(ctx).remove_source(source_id)
+    ctx.record_change(identity, "cve:source-remove", out["location"], None, out)
+    return out
 
 
 @router.get("/cves/sync/jobs/{job_id}", summary="Progress of a sync started with wait=false")
@@ -188,8 +228,9 @@ def curate_bulk(body: BulkCurateRequest, ctx: Context = CtxDep, identity: Identi
 @router.get("/cves/{ident}", summary="One advisory: aliases, scores, affected products and files")
 def show_cve(ident: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ids = readable(ctx, identity)
+    admin = allowed(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.session() as s:
-        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids))
+        return reports.advisory_detail(s, _advisory_or_404(s, ident), list(ids), with_locations=admin)
 
 
 @router.get("/cves/{ident}/files", summary="Files (in readable channels) linked to an advisory")
@@ -297,8 +338,11 @@ def _ensure_risk(ctx: Context, channel_ids: list[int]) -> None:
                 reports.ensure_channel_risk(s, cid, runtime(ctx).mapping())
 
 
-def _report(ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str) -> Response:
-    _ensure_risk(ctx, channel_ids)
+def _report(
+    ctx: Context, channel_ids: list[int], fmt: str, package: str | None, name: str, with_risk: bool = True
+) -> Response:
+    if with_risk:
+        _ensure_risk(ctx, channel_ids)
     with ctx.db.session() as s:
         rows = reports.link_rows(s, channel_ids, package=package)
     if fmt == "csv":
@@ -315,11 +359,12 @@ def channel_report(
     name: str,
     format: str = Query("json", pattern="^(json|csv)$"),
     package: str | None = None,
+    risk: bool = Query(True, description="bring the dependency-tree risk up to date first (false: as cached)"),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> Response:
     ref = ctx.channels.for_read(identity, name)
-    return _report(ctx, [ref.id], format, package, f"{name}-cves")
+    return _report(ctx, [ref.id], format, package, f"{name}-cves", risk)
 
 
 def _record(ctx: Context, identity: Identity, name: str, subdir: str, filename: str) -> tuple[ChannelRef, int]:
@@ -373,7 +418,11 @@ def file_sbom(
 # -- environment check ------------------------------------------------------------------------------
 
 
-@router.post("/check-env", summary="Solve an environment from channels of this server and report its advisories")
+@router.post(
+    "/check-env",
+    summary="Solve an environment from channels of this server and report its advisories",
+    openapi_extra=body_spec("default", anonymous=True),  # lock files of public-channel users
+)
 def check_env(
     body: CheckEnvRequest, request: Request, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> JSONResponse:

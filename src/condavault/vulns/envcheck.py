@@ -56,6 +56,16 @@ def _from_filename(url: str, subdir: str | None = None) -> dict[str, Any]:
 
 
 def parse(content: str, kind: str = "auto") -> Parsed:
+    """Read an environment file; anything malformed is a 400 (``invalid_environment``), never a 500."""
+    try:
+        return _parse(content, kind)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise InvalidRequest(
+            f"cannot read the environment as {kind}: {type(exc).__name__}: {str(exc)[:200]}", code="invalid_environment"
+        ) from None
+
+
+def _parse(content: str, kind: str) -> Parsed:
     text = content.strip()
     if kind == "auto":
         if text.startswith("@EXPLICIT") or "\n@EXPLICIT" in text:

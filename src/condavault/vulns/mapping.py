@@ -1,25 +1,32 @@
 """Map advisory products (CPE vendor:product, PyPI names, CVE 5 vendor/product) to conda names.
 
-Two tables are used:
+* **CPE table**: ``{"vendor:product": [conda names]}``, shipped as ``vulns/data/cpe_mapping.yaml``
+  (``vulns_cpe_mapping_file`` replaces it);
+* **PyPI names**, on by default: a PyPI name is PEP 503 normalised and, unless a mapping entry names
+  its conda packages, matches every conda name spelled like it with ``-``, ``_`` or ``.`` between its
+  words (PyPI ``jupyter-server`` meets conda ``jupyter_server``). Mapping entries come from the shipped
+  table ``vulns/data/pypi_names.yaml`` (renames such as ``torch`` -> ``pytorch``, ``redis`` ->
+  ``redis-py``), from mapping sources synced like the advisories (e.g. parselmouth's
+  ``compressed_mapping.json``; see ``sources/names.py``) and from ``vulns_mapping_file``. Each entry
+  has a relation:
 
-* the CPE table, a YAML mapping ``{"vendor:product": [conda names]}`` shipped as
-  ``condavault/vulns/data/cpe_mapping.yaml`` (operators may pass their own file);
-* an optional PyPI mapping from prefix-dev/parselmouth, either ``compressed_mapping.json``
-  (conda name -> list of PyPI names or ``null``) or ``mapping_as_grayskull.json`` (conda name ->
-  one PyPI name).  It is inverted to PyPI name (PEP 503 normalised) -> conda names.
+  - ``is``: the conda package is that PyPI project: a **direct** target; a PyPI name with ``is``
+    entries maps to exactly those conda names (PyPI ``redis`` is conda ``redis-py``, not the ``redis``
+    server);
+  - ``bundles``: the conda package carries a copy of it (``inkscape`` bundles ``lxml``): a **bundled**
+    target, whose links are labelled and do not count unless a curator confirms them;
+  - ``not-pypi``: the conda package of that name is not the PyPI project (no name fallback to it).
 
-When inverting, conda packages that bundle many PyPI distributions (e.g. ``pyautogui`` also lists
-``pillow``) would produce false positives, so only the candidates with the fewest PyPI names are
-kept (plus a conda package named exactly like the PyPI project).  A PyPI name unknown to the
-mapping is its own candidate conda name, unless the mapping says a conda package of that name is
-not a PyPI package (``null``), e.g. ``zlib``.
+  The shipped table wins over synced entries for the same pair (it is curated), then ``is`` over
+  ``bundles`` over ``not-pypi``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -27,13 +34,23 @@ from pathlib import Path
 import yaml
 
 from condavault.vulns.advisory import Affected
+from condavault.vulns.sources.names import NameEntry, normalize_pypi, parse_name_mapping
 
-_PEP503 = re.compile(r"[-_.]+")
+__all__ = ["NameMapping", "Target", "conda_variants", "load_cpe_table", "normalize_pypi", "shipped_entries"]
+
+SHIPPED = "shipped table"
+FEED_PRIORITY = ("osv", "nvd", "nvd-1.1", "cve5", "legacy")  # which feed decides a conda name (matching.py)
+_RANK = {"is": 0, "bundles": 1, "not-pypi": 2}
+_SEPARATORS = ("-", "_", ".")
+MAX_SPELLED_SEPARATORS = 4  # 3**4 spellings; longer names get the three uniform spellings only
 
 
-def normalize_pypi(name: str) -> str:
-    """PEP 503 normalisation: lower case, runs of ``-_.`` become ``-``."""
-    return _PEP503.sub("-", name).lower().strip()
+@dataclass(frozen=True)
+class Target:
+    """A conda name an affected product maps to: ``kind`` ``direct`` or ``bundled``, and why."""
+
+    kind: str
+    via: str
 
 
 def _key(vendor: str, product: str) -> str:
@@ -55,90 +72,130 @@ def load_cpe_table(path: str | Path | None = None) -> dict[str, tuple[str, ...]]
     return table
 
 
-def load_pypi_mapping(path: str | Path) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
-    """Read a parselmouth mapping; return (PyPI name -> conda names, conda names that are not PyPI)."""
-    raw = json.loads(Path(path).read_text("utf-8"))
-    forward: dict[str, list[str]] = {}
-    not_pypi: set[str] = set()
-    for conda_name, pypi in raw.items():
-        if pypi is None:
-            not_pypi.add(conda_name)
-            continue
-        names = [pypi] if isinstance(pypi, str) else list(pypi)
-        forward[conda_name] = sorted({normalize_pypi(str(n)) for n in names if n})
-    candidates: dict[str, list[str]] = {}
-    for conda_name, names in forward.items():
-        for name in names:
-            candidates.setdefault(name, []).append(conda_name)
-    inverted: dict[str, tuple[str, ...]] = {}
-    for name, conda_names in candidates.items():
-        fewest = min(len(forward[c]) for c in conda_names)
-        keep = {c for c in conda_names if len(forward[c]) == fewest or c == name}
-        inverted[name] = tuple(sorted(keep))
-    return inverted, frozenset(not_pypi)
+@lru_cache(maxsize=1)
+def shipped_entries() -> tuple[NameEntry, ...]:
+    """The shipped PyPI -> conda table (``vulns/data/pypi_names.yaml``)."""
+    text = resources.files("condavault.vulns").joinpath("data/pypi_names.yaml").read_text("utf-8")
+    return tuple(parse_name_mapping(yaml.safe_load(text)))
+
+
+def load_mapping_file(path: str | Path) -> list[NameEntry]:
+    """Entries of a mapping file (parselmouth JSON or a table like the shipped one)."""
+    text = Path(path).read_text("utf-8")
+    doc = yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text)
+    return parse_name_mapping(doc)
+
+
+@lru_cache(maxsize=65536)
+def conda_variants(normalized: str) -> frozenset[str]:
+    """Every spelling of a normalised PyPI name with ``-``, ``_`` or ``.`` between its words."""
+    words = normalized.split("-")
+    if len(words) == 1:
+        return frozenset(words)
+    if len(words) - 1 > MAX_SPELLED_SEPARATORS:
+        return frozenset(sep.join(words) for sep in _SEPARATORS)
+    out = set()
+    for seps in itertools.product(_SEPARATORS, repeat=len(words) - 1):
+        out.add(words[0] + "".join(s + w for s, w in zip(seps, words[1:], strict=True)))
+    return frozenset(out)
 
 
 class NameMapping:
-    """Resolve an :class:`Affected` entry to the set of conda package names it can match."""
+    """Resolve an :class:`Affected` entry to the conda names it can match, each direct or bundled."""
 
     def __init__(
         self,
         cpe_table: Mapping[str, Iterable[str]] | None = None,
-        pypi_to_conda: Mapping[str, Iterable[str]] | None = None,
-        not_pypi: Iterable[str] = (),
+        entries: Iterable[tuple[NameEntry, str]] = (),
+        shipped: bool = True,
+        *,
+        feed_priority: Iterable[str] = FEED_PRIORITY,
+        match_bundled: bool = True,
     ) -> None:
+        """``entries``: (entry, origin) pairs of synced sources; ``shipped`` adds the shipped table.
+
+        ``feed_priority`` and ``match_bundled`` are the matching settings (``vulns_feed_priority``,
+        ``vulns_match_bundled``) that travel with the mapping to every matcher."""
+        self.feed_priority = tuple(feed_priority)
+        self.match_bundled = match_bundled
         self.cpe_table = {
             _key(*k.partition(":")[::2]): tuple(v)
             for k, v in (load_cpe_table() if cpe_table is None else cpe_table).items()
         }
-        self.pypi_to_conda = {normalize_pypi(k): tuple(v) for k, v in (pypi_to_conda or {}).items()}
-        self.not_pypi = frozenset(not_pypi)
         self._by_product: dict[str, set[str]] = {}
         for key, names in self.cpe_table.items():
             self._by_product.setdefault(key.partition(":")[2], set()).update(names)
+        # normalised PyPI name -> conda name -> (relation, origin)
+        self.pypi: dict[str, dict[str, tuple[str, str]]] = {}
+        curated = [(e, SHIPPED) for e in shipped_entries()] if shipped else []
+        for entry, origin in curated:
+            self.pypi.setdefault(entry.name, {})[entry.conda_name] = (entry.relation, origin)
+        pinned = {(e.name, e.conda_name) for e, _ in curated}
+        for entry, origin in sorted(entries, key=lambda eo: (_RANK.get(eo[0].relation, 9), eo[1], eo[0].name)):
+            if entry.ecosystem != "pypi" or (entry.name, entry.conda_name) in pinned:
+                continue
+            self.pypi.setdefault(entry.name, {}).setdefault(entry.conda_name, (entry.relation, origin))
 
     @classmethod
     def load(cls, pypi_mapping_path: str | Path | None = None, cpe_table_path: str | Path | None = None) -> NameMapping:
-        """Build a mapping from files; both paths are optional (configuration passes them in)."""
-        inverted: dict[str, tuple[str, ...]] = {}
-        not_pypi: frozenset[str] = frozenset()
+        """The shipped tables plus an optional mapping file (``vulns_mapping_file``)."""
+        entries = []
         if pypi_mapping_path is not None:
-            inverted, not_pypi = load_pypi_mapping(pypi_mapping_path)
-        return cls(load_cpe_table(cpe_table_path), inverted, not_pypi)
+            entries = [(e, str(pypi_mapping_path)) for e in load_mapping_file(pypi_mapping_path)]
+        return cls(load_cpe_table(cpe_table_path), entries)
 
     @classmethod
     def default(cls) -> NameMapping:
-        """The shipped CPE table only (cached)."""
+        """The shipped tables only (cached)."""
         return _default_mapping()
 
     def cpe_names(self, vendor: str, product: str) -> set[str]:
         """Conda names for a CPE / CNA ``vendor:product``."""
         return set(self.cpe_table.get(_key(vendor, product), ()))
 
-    def pypi_names(self, name: str) -> set[str]:
-        """Conda names for a PyPI project (see module docstring for the fallback rule)."""
+    def pypi_targets(self, name: str) -> dict[str, Target]:
+        """Conda names for a PyPI project (see the module docstring)."""
         normalized = normalize_pypi(name)
         if not normalized:
-            return set()
-        mapped = self.pypi_to_conda.get(normalized)
-        if mapped:
-            return set(mapped)
-        if normalized in self.not_pypi:
-            return set()
-        return {normalized}
+            return {}
+        known = self.pypi.get(normalized, {})
+        out: dict[str, Target] = {}
+        for conda_name, (relation, origin) in sorted(known.items()):
+            if relation == "is":
+                out[conda_name] = Target("direct", f"PyPI {normalized} is conda {conda_name} ({origin})")
+        if not out:
+            not_pypi = {c for c, (relation, _) in known.items() if relation == "not-pypi"}
+            for spelled in sorted(conda_variants(normalized) - not_pypi):
+                out[spelled] = Target("direct", f"PyPI {normalized} (PEP 503 name)")
+        for conda_name, (relation, origin) in sorted(known.items()):
+            if relation == "bundles" and conda_name not in out:
+                out[conda_name] = Target("bundled", f"{conda_name} bundles a copy of PyPI {normalized} ({origin})")
+        return out
 
-    def conda_names_for(self, affected: Affected) -> set[str]:
-        """All conda names ``affected`` may refer to (empty when nothing maps)."""
+    def pypi_names(self, name: str) -> set[str]:
+        """The direct conda names of a PyPI project."""
+        return {n for n, t in self.pypi_targets(name).items() if t.kind == "direct"}
+
+    def targets(self, affected: Affected) -> dict[str, Target]:
+        """Conda name -> :class:`Target` for everything ``affected`` may refer to (empty: nothing maps)."""
         if affected.kind == "conda":
-            return {affected.package} if affected.package else set()
+            return {affected.package: Target("direct", f"conda {affected.package}")} if affected.package else {}
         if affected.kind == "pypi":
-            return self.pypi_names(affected.package or affected.product)
+            return self.pypi_targets(affected.package or affected.product)
+        if affected.kind == "other":
+            return {}
         names = self.cpe_names(affected.vendor, affected.product)
+        via = f"{affected.vendor}:{affected.product} in the CPE table"
         if not names and affected.kind == "generic":
             for candidate in (affected.package, affected.product):
                 if candidate:
                     names |= self._by_product.get(candidate.strip().lower(), set())
-        return names
+            via = f"product {affected.package or affected.product} in the CPE table"
+        return {n: Target("direct", via) for n in sorted(names)}
+
+    def conda_names_for(self, affected: Affected) -> set[str]:
+        """Every conda name ``affected`` may refer to, direct or bundled."""
+        return set(self.targets(affected))
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,17 @@ CVE 5 ``defaultStatus`` of ``unknown``).  Rules, in order:
 4. a version covered by an ``affected`` range is affected;
 5. otherwise ``default_status`` decides (``unaffected`` for OSV and NVD, as given for CVE 5).
 
+A merged advisory may describe one conda name through several feeds (OSV's PyPI entry, NVD's CPE
+configuration, a CNA's CVE 5 entry). They are not unioned: the feeds are asked one at a time in
+``NameMapping.feed_priority`` order (default ``osv``, ``nvd``, ``nvd-1.1``, ``cve5``: ecosystem data
+first, then NIST's analysed CPE configurations, then the CNA's free-form entries) and the first feed
+whose entries can tell (affected *or* not affected) decides. So the CNA's "curl 7.61.1 affected" in
+CVE-2018-14618's CVE 5 record does not override NVD's ``< 7.61.1``, and the link's reason names the feed.
+
+A conda name reached only through a **bundled** copy (``inkscape`` bundles PyPI ``lxml``) is not
+version-tested (the copy's version is not known): it gets a link of kind ``bundled`` whose reason says
+so, which does not count as the package's own vulnerability until a curator sets it ``active``.
+
 OpenSSL letter releases: conda (and rattler) orders ``1.1.1t`` *before* ``1.1.1`` because a
 trailing letter is a pre-release-like string segment (verified with rattler 0.28: ``1.0.2a < 1.0.2u
 < 1.0.2zh < 1.0.2 < 1.0.3`` and ``1.1.1a < 1.1.1w < 1.1.1``).  That is wrong for OpenSSL, where
@@ -23,7 +34,7 @@ the tested version are rewritten before comparing: each trailing letter becomes 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -31,7 +42,7 @@ from typing import Any
 from rattler import Version, VersionSpec
 
 from condavault.vulns.advisory import Advisory, Affected, Range
-from condavault.vulns.mapping import NameMapping
+from condavault.vulns.mapping import FEED_PRIORITY, NameMapping
 
 _LETTER = re.compile(r"^(\d+(?:\.\d+)+)([a-z]{1,2})$")
 _AMBIGUOUS = {"a", "b", "c", "rc"}  # could be pre-release markers outside OpenSSL
@@ -48,12 +59,22 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Match:
-    """An advisory that affects a record."""
+    """An advisory that affects a record; ``kind`` ``bundled`` when found through a bundled copy."""
 
     advisory_id: str
     record_key: str
     matched_by: str
     reason: str
+    kind: str = "direct"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An advisory narrowed to the affected entries of one conda name (:func:`candidates_for`)."""
+
+    advisory: Advisory
+    kind: str = "direct"
+    via: str = ""
 
 
 @lru_cache(maxsize=65536)
@@ -122,9 +143,8 @@ def _range_status(rng: Range, v: Version, conv: Callable[[str], str]) -> str | N
         if not below:
             return ""
     status = rng.status
-    changes = [(parse_version(conv(at)), st) for at, st in rng.changes]
-    known = [(at, st) for at, st in changes if at is not None]
-    for at, st in sorted(known, key=lambda c: c[0]):
+    changes = [(at, st) for at, st in ((parse_version(conv(a)), s) for a, s in rng.changes) if at is not None]
+    for at, st in sorted(changes, key=lambda c: c[0]):
         if v >= at:
             status = st
     return status
@@ -160,7 +180,8 @@ def explain(affected: Affected, version: str) -> Verdict:
         if status == "affected" and affected_by is None:
             affected_by = rng
     if affected_by is not None:
-        return Verdict(True, f"{version} is in affected range {affected_by.describe()}")
+        note = f" ({affected_by.note})" if affected_by.note else ""
+        return Verdict(True, f"{version} is in affected range {affected_by.describe()}{note}")
     if not usable:
         return Verdict(None, "no version information that conda versions can be tested against")
     if affected.default_status == "affected":
@@ -183,12 +204,72 @@ def record_key(record: Mapping[str, Any]) -> str:
     return f"{record.get('subdir', '')}/{record.get('filename', '')}"
 
 
-def _first_match(advisory: Advisory, affected: Iterable[Affected], record: Mapping[str, Any]) -> Match | None:
-    for aff in affected:
-        verdict = explain(aff, str(record["version"]))
+def _feed_rank(feed: str, priority: Sequence[str]) -> int:
+    return priority.index(feed) if feed in priority else len(priority)
+
+
+def _direct_match(
+    advisory: Advisory, affected: Iterable[Affected], record: Mapping[str, Any], priority: Sequence[str]
+) -> Match | None:
+    """Evaluate the record against the affected entries of one conda name, one feed at a time in
+    ``priority`` order: the first feed whose entries can tell (affected or not) decides."""
+    version = str(record["version"])
+    feed: str | None = None
+    told = False
+    for aff in sorted(affected, key=lambda a: (_feed_rank(a.source, priority), a.source)):  # stable per feed
+        if aff.source != feed:
+            if told:  # the previous feed could tell: not affected
+                return None
+            feed = aff.source
+        verdict = explain(aff, version)
         if verdict.result is True:
-            return Match(advisory.id, record_key(record), aff.label, f"{record['name']} {verdict.reason}")
+            where = f" (per {feed}: {aff.label})" if feed else ""
+            return Match(advisory.id, record_key(record), aff.label, f"{record['name']} {verdict.reason}{where}")
+        told = told or verdict.result is False
     return None
+
+
+def _bundled_match(candidate: Candidate, record: Mapping[str, Any]) -> Match:
+    aff = candidate.advisory.affected[0]
+    ranges = "; ".join(
+        dict.fromkeys(r.describe() for a in candidate.advisory.affected for r in a.ranges if r.status == "affected")
+    )
+    reason = (
+        f"{candidate.via}: the version of that copy is not known, so the advisory's affected versions"
+        f"{f' ({ranges})' if ranges else ''} were not tested; not counted as {record['name']}'s own "
+        "vulnerability unless a curator confirms it"
+    )
+    return Match(candidate.advisory.id, record_key(record), f"bundled:{aff.label}", reason, "bundled")
+
+
+def evaluate(candidate: Candidate, record: Mapping[str, Any], priority: Sequence[str] = FEED_PRIORITY) -> Match | None:
+    """The match of one indexed advisory on one record (``name``, ``version``), or ``None``."""
+    if candidate.kind == "bundled":
+        return _bundled_match(candidate, record)
+    return _direct_match(candidate.advisory, candidate.advisory.affected, record, priority)
+
+
+def candidates_for(advisory: Advisory, mapping: NameMapping) -> dict[str, Candidate]:
+    """Conda name -> the advisory narrowed to the affected entries that map to that name.
+
+    A name some entry maps to directly is matched on those entries only; a name reached only through a
+    bundled copy (``bundles`` mapping entries, when ``mapping.match_bundled``) is a bundled candidate.
+    Withdrawn advisories have none."""
+    if advisory.withdrawn:
+        return {}
+    direct: dict[str, list[Affected]] = {}
+    bundled: dict[str, tuple[list[Affected], str]] = {}
+    for aff in advisory.affected:
+        for name, target in mapping.targets(aff).items():
+            if target.kind == "direct":
+                direct.setdefault(name, []).append(aff)
+            elif mapping.match_bundled:
+                bundled.setdefault(name, ([], target.via))[0].append(aff)
+    out = {name: Candidate(replace(advisory, affected=tuple(affs)), "direct") for name, affs in direct.items()}
+    for name, (affs, via) in bundled.items():
+        if name not in out:
+            out[name] = Candidate(replace(advisory, affected=tuple(affs)), "bundled", via)
+    return out
 
 
 def match_advisory(
@@ -196,61 +277,42 @@ def match_advisory(
 ) -> list[Match]:
     """All records (plain mappings with ``name``, ``version``, ...) affected by ``advisory``.
 
-    Withdrawn advisories match nothing.  ``mapping`` defaults to the shipped CPE table only.
+    Withdrawn advisories match nothing.  ``mapping`` defaults to the shipped tables.
     """
-    if advisory.withdrawn:
-        return []
     mapping = mapping or NameMapping.default()
-    by_name: dict[str, list[Affected]] = {}
-    for aff in advisory.affected:
-        for name in mapping.conda_names_for(aff):
-            by_name.setdefault(name, []).append(aff)
+    by_name = candidates_for(advisory, mapping)
     matches: list[Match] = []
     for record in records:
-        candidates = by_name.get(str(record.get("name", "")))
-        if candidates:
-            match = _first_match(advisory, candidates, record)
+        candidate = by_name.get(str(record.get("name", "")))
+        if candidate is not None:
+            match = evaluate(candidate, record, mapping.feed_priority)
             if match is not None:
                 matches.append(match)
     return matches
 
 
-def index_by_conda_name(advisories: Iterable[Advisory], mapping: NameMapping) -> dict[str, list[Advisory]]:
-    """Conda name -> advisories naming it, each narrowed to the affected entries mapping to that name.
+def index_by_conda_name(advisories: Iterable[Advisory], mapping: NameMapping) -> dict[str, list[Candidate]]:
+    """Conda name -> candidates (:func:`candidates_for`) of every advisory naming it.
 
-    Withdrawn advisories are left out.  Feed the result to :func:`match_record` so a new record is
-    tested only against the advisories that can concern it.
+    Feed the result to :func:`match_record` so a new record is tested only against the advisories that
+    can concern it.
     """
-    index: dict[str, list[Advisory]] = {}
+    index: dict[str, list[Candidate]] = {}
     for advisory in advisories:
-        if advisory.withdrawn:
-            continue
-        per_name: dict[str, list[Affected]] = {}
-        for aff in advisory.affected:
-            for name in mapping.conda_names_for(aff):
-                per_name.setdefault(name, []).append(aff)
-        for name, affs in per_name.items():
-            index.setdefault(name, []).append(replace(advisory, affected=tuple(affs)))
+        for name, candidate in candidates_for(advisory, mapping).items():
+            index.setdefault(name, []).append(candidate)
     return index
 
 
 def match_record(
     record: Mapping[str, Any],
-    advisories_by_name: Mapping[str, list[Advisory]],
-    mapping: NameMapping | None = None,
+    candidates_by_name: Mapping[str, list[Candidate]],
+    priority: Sequence[str] = FEED_PRIORITY,
 ) -> list[Match]:
-    """Advisories (from :func:`index_by_conda_name`) that affect one record.
-
-    Pass ``mapping`` when the index holds un-narrowed advisories; affected entries that do not map
-    to the record's name are then skipped.
-    """
-    name = str(record.get("name", ""))
+    """Advisories (from :func:`index_by_conda_name`) that affect one record."""
     matches: list[Match] = []
-    for advisory in advisories_by_name.get(name, ()):
-        affected = advisory.affected
-        if mapping is not None:
-            affected = tuple(a for a in affected if name in mapping.conda_names_for(a))
-        match = _first_match(advisory, affected, record)
+    for candidate in candidates_by_name.get(str(record.get("name", "")), ()):
+        match = evaluate(candidate, record, priority)
         if match is not None:
             matches.append(match)
     return matches

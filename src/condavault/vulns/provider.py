@@ -21,7 +21,7 @@ from condavault.channels.models import Record
 from condavault.mirror.filters.base import VulnLink
 from condavault.vulns import curation, risk, store
 from condavault.vulns.advisory import Advisory
-from condavault.vulns.matching import index_by_conda_name, match_record
+from condavault.vulns.matching import Candidate, index_by_conda_name, match_record
 from condavault.vulns.models import VulnAdvisory, VulnLinkRow
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ FRESHNESS = 1.0  # seconds between generation checks
 @dataclass
 class _Snapshot:
     generation: int
-    index: dict[str, list[Advisory]]
+    index: dict[str, list[Candidate]]
     pk_of: dict[str, int]
     scores: dict[str, float | None]
     rules: dict[tuple[int, str], list[curation.RuleView]]
@@ -67,9 +67,7 @@ class VulnProvider:
                     self._checked = now
                     return self._snap
                 rows = list(
-                    s.execute(
-                        select(VulnAdvisory.id, VulnAdvisory.advisory_id, VulnAdvisory.data, VulnAdvisory.max_score)
-                    )
+                    s.execute(select(VulnAdvisory.id, VulnAdvisory.advisory_id, VulnAdvisory.data, VulnAdvisory.score))
                 )
                 advisories = [Advisory.from_json(data) for _, _, data, _ in rows]
                 pk_of = {aid: pk for pk, aid, _, _ in rows}
@@ -96,21 +94,24 @@ class VulnProvider:
             return []
         out = []
         version = str(record.get("version", ""))
-        by_id = {a.id: a for a in snap.index[name]}
+        by_id = {c.advisory.id: c.advisory for c in snap.index[name]}
         matches = snap.memo.get((name, version))
         if matches is None:
-            matches = snap.memo[(name, version)] = match_record({"name": name, "version": version}, snap.index)
+            priority = self._mapping().feed_priority
+            matches = snap.memo[(name, version)] = match_record(
+                {"name": name, "version": version}, snap.index, priority
+            )
         for m in matches:
             adv = by_id[m.advisory_id]
             status = snap.per_file.get((subdir, filename, adv.id))
             if status is None:
                 rule = curation.rule_for(snap.rules, snap.pk_of.get(adv.id, -1), name, version)
                 status = rule.status if rule else "reported"
-            out.append(VulnLink(adv.id, tuple(adv.aliases), snap.scores.get(adv.id), status))
+            out.append(VulnLink(adv.id, tuple(adv.aliases), snap.scores.get(adv.id), status, m.kind))
         return out
 
     def own_score(self, subdir: str, filename: str, record: dict[str, Any]) -> float | None:
-        """The worst score of the links that count (not cleared / mitigated)."""
+        """The worst effective score of the links that count (not cleared / mitigated, not bundled)."""
         scores = [link.score for link in self.vuln_links(subdir, filename, record) if link.counts and link.score]
         return max(scores, default=None)
 

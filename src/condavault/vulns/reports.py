@@ -29,18 +29,20 @@ from condavault.channels.models import Channel, Record
 from condavault.db.base import table as db_table
 from condavault.db.base import utcnow
 from condavault.indexing.models import SubdirState
-from condavault.vulns import risk, services, solving, store
+from condavault.vulns import catalog, risk, services, solving, store
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.mapping import NameMapping
 from condavault.vulns.models import (
-    NOT_COUNTING,
     VulnAdvisory,
+    VulnAdvisoryId,
     VulnAdvisoryName,
     VulnChannelRisk,
     VulnCurationEvent,
     VulnLinkRow,
     VulnRecordState,
     VulnRule,
+    counting_clause,
+    counts,
 )
 
 REPORT_COLUMNS = [
@@ -54,6 +56,7 @@ REPORT_COLUMNS = [
     "aliases",
     "score",
     "status",
+    "match_kind",
     "curated_by",
     "status_reason",
     "risk",
@@ -67,6 +70,9 @@ def advisory_summary(row: VulnAdvisory, adv: Advisory | None = None, files: int 
         "id": row.advisory_id,
         "aliases": list(adv.aliases),
         "summary": adv.summary,
+        "score": row.score,
+        "score_version": row.score_version,
+        "score_source": row.score_source,
         "max_score": row.max_score,
         "published": row.published,
         "modified": row.modified,
@@ -77,7 +83,11 @@ def advisory_summary(row: VulnAdvisory, adv: Advisory | None = None, files: int 
     return out
 
 
-def advisory_detail(session: Session, row: VulnAdvisory, channel_ids: Collection[int]) -> dict[str, Any]:
+def advisory_detail(
+    session: Session, row: VulnAdvisory, channel_ids: Collection[int], with_locations: bool = False
+) -> dict[str, Any]:
+    """One advisory; ``records`` lists the per-source versions it is merged from, with the source's
+    location only for ``with_locations`` (system administrators: locations may be internal URLs)."""
     adv = Advisory.from_json(row.data)
     links = link_rows(session, channel_ids, advisory_pk=row.id)
     out = advisory_summary(row, adv, len(links))
@@ -98,6 +108,10 @@ def advisory_detail(session: Session, row: VulnAdvisory, channel_ids: Collection
         ],
         references=list(adv.references),
         sources=list(adv.sources),
+        records=[
+            r if with_locations else {k: v for k, v in r.items() if k != "source"}
+            for r in catalog.record_versions(session, row.id)
+        ],
         conda_names=sorted(
             session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk == row.id))
         ),
@@ -147,10 +161,8 @@ def list_advisories(
     if package or channel_id is not None or linked:
         stmt = stmt.where(VulnAdvisory.id.in_(list(counts) or [-1]))
     if min_score is not None:
-        stmt = stmt.where(VulnAdvisory.max_score >= min_score)
-    stmt = (
-        stmt.order_by(VulnAdvisory.max_score.desc().nulls_last(), VulnAdvisory.advisory_id).limit(limit).offset(offset)
-    )
+        stmt = stmt.where(VulnAdvisory.score >= min_score)
+    stmt = stmt.order_by(VulnAdvisory.score.desc().nulls_last(), VulnAdvisory.advisory_id).limit(limit).offset(offset)
     return [advisory_summary(r, files=counts.get(r.id, 0)) for r in session.scalars(stmt)]
 
 
@@ -179,8 +191,11 @@ def link_rows(
         stmt = stmt.where(Record.name == package)
     stmt = stmt.order_by(Channel.name, Record.subdir, Record.filename, VulnAdvisory.advisory_id)
     out = []
+    aliases_of: dict[int, list[str]] = {}  # parse each advisory's JSON once, not once per link
     for link, adv, rec, chan, rsk, via in session.execute(stmt):
-        aliases = [i for i in json.loads(adv.data).get("aliases", [])]
+        aliases = aliases_of.get(adv.id)
+        if aliases is None:
+            aliases = aliases_of[adv.id] = list(json.loads(adv.data).get("aliases", []))
         out.append(
             {
                 "link_id": link.id,
@@ -192,13 +207,15 @@ def link_rows(
                 "build": rec.build,
                 "advisory": adv.advisory_id,
                 "aliases": aliases,
-                "score": adv.max_score,
+                "score": adv.score,
+                "score_version": adv.score_version,
                 "status": link.status,
-                "counts": link.status not in NOT_COUNTING,
+                "counts": counts(link.status, link.match_kind),
                 "curated_by": link.curated_by,
                 "status_reason": link.status_reason,
                 "updated_by": link.updated_by,
                 "matched_by": link.matched_by,
+                "match_kind": link.match_kind,
                 "reason": link.reason,
                 "evidence": json.loads(link.evidence) if link.evidence else None,
                 "risk": rsk,
@@ -212,8 +229,12 @@ def history(
     session: Session, channel_ids: Collection[int], advisory_id: str | None = None, limit: int = 500
 ) -> list[dict[str, Any]]:
     stmt = select(VulnCurationEvent).order_by(VulnCurationEvent.id.desc()).limit(limit)
-    if advisory_id:
-        stmt = stmt.where(VulnCurationEvent.advisory_id == advisory_id)
+    if advisory_id:  # events are kept under the id the advisory had then: any of its ids now
+        ids = {advisory_id}
+        pk = session.scalar(select(VulnAdvisory.id).where(VulnAdvisory.advisory_id == advisory_id))
+        if pk is not None:
+            ids |= set(session.scalars(select(VulnAdvisoryId.ident).where(VulnAdvisoryId.advisory_pk == pk)))
+        stmt = stmt.where(func.upper(VulnCurationEvent.advisory_id).in_(sorted(i.upper() for i in ids)))
     allowed = set(channel_ids)
     out = []
     for e in session.scalars(stmt):
@@ -365,10 +386,10 @@ class _RiskInputs:
             ids[(sd, fn)] = rid
         own: dict[int, float] = {}
         for rid, score in session.execute(
-            select(VulnLinkRow.record_id, func.max(VulnAdvisory.max_score))
+            select(VulnLinkRow.record_id, func.max(VulnAdvisory.score))
             .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
             .join(Record, Record.id == VulnLinkRow.record_id)
-            .where(Record.channel_id == channel_id, VulnLinkRow.status.not_in(NOT_COUNTING))
+            .where(Record.channel_id == channel_id, counting_clause())
             .group_by(VulnLinkRow.record_id)
         ):
             if score is not None:

@@ -7,7 +7,8 @@
   (metadata-only imports and mirror inserts do not fire an ingest event).
 
 Every new link starts as ``reported`` unless a curation rule (advisory x package x version range)
-covers it. A link that no longer matches is deleted (its curation history stays).
+covers it. A link that no longer matches is deleted (its curation history stays); a link that still
+matches takes the current match's ``matched_by``, ``reason`` and ``match_kind`` (its curation stays).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
@@ -26,7 +27,7 @@ from condavault.db.base import utcnow
 from condavault.vulns import curation, store
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.mapping import NameMapping
-from condavault.vulns.matching import Match, index_by_conda_name, match_record
+from condavault.vulns.matching import Candidate, Match, index_by_conda_name, match_record
 from condavault.vulns.models import VulnAdvisory, VulnAdvisoryName, VulnLinkRow, VulnRecordState
 
 RECORD_CHUNK = 500
@@ -38,30 +39,54 @@ class MatchStats:
     records: int = 0
     links_added: int = 0
     links_removed: int = 0
+    links_updated: int = 0  # kept links whose match (reason, matched_by, kind) changed
     names: set[str] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, int]:
-        return {"records": self.records, "links_added": self.links_added, "links_removed": self.links_removed}
+        return {
+            "records": self.records,
+            "links_added": self.links_added,
+            "links_removed": self.links_removed,
+            "links_updated": self.links_updated,
+        }
 
 
 def _apply(
     session: Session,
     desired: dict[tuple[int, int], Match],
-    existing: set[tuple[int, int]],
+    existing: dict[tuple[int, int], tuple[int, str, str, str]],
     versions: dict[int, tuple[str, str]],
     stats: MatchStats,
 ) -> None:
-    """Insert the desired links that are missing and delete existing links no longer desired."""
-    stale = existing - set(desired)
-    for part in store.chunks(sorted(stale)):
-        for adv_pk, rec_id in part:
-            session.execute(
-                delete(VulnLinkRow).where(VulnLinkRow.advisory_pk == adv_pk, VulnLinkRow.record_id == rec_id)
-            )
+    """Insert the desired links that are missing, delete existing links no longer desired, and bring the
+    match (``matched_by``, ``reason``, ``match_kind``) of kept links up to date (their curation stays)."""
+    stale = set(existing) - set(desired)
+    for part in store.chunks(sorted(existing[k][0] for k in stale)):
+        session.execute(delete(VulnLinkRow).where(VulnLinkRow.id.in_(part)))
     stats.links_removed += len(stale)
+    refreshed = [
+        {"link_pk": existing[k][0], "m_by": m.matched_by[:300], "m_reason": m.reason, "m_kind": m.kind}
+        for k, m in desired.items()
+        if k in existing and existing[k][1:] != (m.matched_by[:300], m.reason, m.kind)
+    ]
+    if refreshed:
+        table = cast(Table, VulnLinkRow.__table__)
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("link_pk"))
+            .values(
+                matched_by=bindparam("m_by"),
+                reason=bindparam("m_reason"),
+                match_kind=bindparam("m_kind"),
+                updated_at=utcnow(),
+            )
+        )
+        for part in store.chunks(refreshed, 2000):
+            session.connection().execute(stmt, list(part))
+        stats.links_updated += len(refreshed)
     new = [k for k in desired if k not in existing]
     if not new:
-        if stale:
+        if stale or refreshed:
             store.bump_generation(session)
         return
     rules = curation.load_rules(session, {adv for adv, _ in new})
@@ -79,6 +104,7 @@ def _apply(
                 "curated_by": "rule" if rule else "",
                 "rule_id": rule.id if rule else None,
                 "matched_by": m.matched_by[:300],
+                "match_kind": m.kind,
                 "reason": m.reason,
                 "status_reason": rule.reason if rule else "",
                 "created_at": now,
@@ -95,22 +121,43 @@ def _apply(
                 VulnRecordState.record_id.in_(part), VulnRecordState.security.is_not(None)
             )
         ):
-            record_evidence(session, rec_id, json.loads(security or "null"))
+            if security is not None:
+                record_evidence(session, rec_id, json.loads(security))
 
 
 class _Matcher:
     """``match_record`` memoised by (name, version): builds of one version share their verdicts."""
 
-    def __init__(self, index: dict[str, list[Advisory]]) -> None:
+    def __init__(self, index: dict[str, list[Candidate]], mapping: NameMapping) -> None:
         self.index = index
+        self.priority = mapping.feed_priority
         self.cache: dict[tuple[str, str], list[Match]] = {}
 
     def __call__(self, name: str, version: str) -> list[Match]:
         key = (name, version)
         hit = self.cache.get(key)
         if hit is None:
-            hit = self.cache[key] = match_record({"name": name, "version": version}, self.index)
+            hit = self.cache[key] = match_record({"name": name, "version": version}, self.index, self.priority)
         return hit
+
+
+def _existing(session: Session, column: Any, keys: Iterable[int]) -> dict[tuple[int, int], tuple[int, str, str, str]]:
+    """(advisory pk, record id) -> (link pk, matched_by, reason, match_kind) of the links whose
+    ``column`` is one of ``keys``."""
+    out: dict[tuple[int, int], tuple[int, str, str, str]] = {}
+    for part in store.chunks(sorted(set(keys))):
+        for pk, a, r, by, reason, kind in session.execute(
+            select(
+                VulnLinkRow.id,
+                VulnLinkRow.advisory_pk,
+                VulnLinkRow.record_id,
+                VulnLinkRow.matched_by,
+                VulnLinkRow.reason,
+                VulnLinkRow.match_kind,
+            ).where(column.in_(part))
+        ):
+            out[(a, r)] = (pk, by, reason, kind)
+    return out
 
 
 def match_advisories(session: Session, pks: Iterable[int], mapping: NameMapping) -> MatchStats:
@@ -122,7 +169,7 @@ def match_advisories(session: Session, pks: Iterable[int], mapping: NameMapping)
     advisories = store.load_advisories(session, pks)
     by_id = {adv.id: pk for pk, adv in advisories.items()}
     index = index_by_conda_name(advisories.values(), mapping)
-    matcher = _Matcher(index)
+    matcher = _Matcher(index, mapping)
     names = sorted(index)
     stats.names = set(names)
     desired: dict[tuple[int, int], Match] = {}
@@ -135,15 +182,8 @@ def match_advisories(session: Session, pks: Iterable[int], mapping: NameMapping)
             for m in matcher(name, version):
                 desired[(by_id[m.advisory_id], rec_id)] = m
                 versions[rec_id] = (name, version)
-    existing: set[tuple[int, int]] = set()
-    for part in store.chunks(pks):
-        existing.update(
-            (a, r)
-            for a, r in session.execute(
-                select(VulnLinkRow.advisory_pk, VulnLinkRow.record_id).where(VulnLinkRow.advisory_pk.in_(part))
-            )
-        )
-    _apply(session, desired, existing, versions, stats)
+    _apply(session, desired, _existing(session, VulnLinkRow.advisory_pk, pks), versions, stats)
+    store.mark_pending(session, pks, False)
     return stats
 
 
@@ -164,22 +204,14 @@ def match_records(session: Session, record_ids: Iterable[int], mapping: NameMapp
         pks = store.advisory_pks_for_names(session, names)
         advisories = store.load_advisories(session, pks) if pks else {}
         by_id = {adv.id: pk for pk, adv in advisories.items()}
-        matcher = _Matcher(index_by_conda_name(advisories.values(), mapping))
+        matcher = _Matcher(index_by_conda_name(advisories.values(), mapping), mapping)
         desired: dict[tuple[int, int], Match] = {}
         versions: dict[int, tuple[str, str]] = {}
         for rec_id, name, version, _cid in rows:
             versions[rec_id] = (name, version)
             for m in matcher(name, version):
                 desired[(by_id[m.advisory_id], rec_id)] = m
-        existing = {
-            (a, r)
-            for a, r in session.execute(
-                select(VulnLinkRow.advisory_pk, VulnLinkRow.record_id).where(
-                    VulnLinkRow.record_id.in_([r[0] for r in rows])
-                )
-            )
-        }
-        _apply(session, desired, existing, versions, stats)
+        _apply(session, desired, _existing(session, VulnLinkRow.record_id, [r[0] for r in rows]), versions, stats)
         now = utcnow()
         state_rows = [{"record_id": r[0], "channel_id": r[3], "matched_at": now} for r in rows]
         store.insert_ignore(session, VulnRecordState.__table__, state_rows)  # type: ignore[arg-type]

@@ -1,39 +1,29 @@
-"""Advisory persistence: normalised JSON rows, searchable ids, the conda-name index, the generation.
+"""Merged advisory rows: searchable ids, the conda-name index, look-ups, the generation counter.
 
-An advisory is re-stored only when its content hash (sha256 of ``Advisory.to_json``) changed, and only
-re-stored advisories are re-matched (see ``services.match_advisories``).
+Rows are written by ``catalog.remerge`` (only when their content hash changed; only those are re-matched,
+see ``services.match_advisories``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from condavault.db.base import utcnow
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.mapping import NameMapping
+from condavault.vulns.matching import candidates_for
 from condavault.vulns.models import VulnAdvisory, VulnAdvisoryId, VulnAdvisoryName, VulnMeta
 
 CHUNK = 500
 
 
-def content_hash(advisory: Advisory) -> str:
-    return hashlib.sha256(advisory.to_json().encode()).hexdigest()
-
-
-def conda_names(advisory: Advisory, mapping: NameMapping) -> set[str]:
-    """Every conda name the advisory's affected entries map to (empty for withdrawn advisories)."""
-    if advisory.withdrawn:
-        return set()
-    names: set[str] = set()
-    for aff in advisory.affected:
-        names |= mapping.conda_names_for(aff)
-    return names
+def conda_names(advisory: Advisory, mapping: NameMapping) -> dict[str, str]:
+    """Conda name -> ``direct`` / ``bundled`` for every name the advisory's entries map to (none when
+    withdrawn); what ``vuln_advisory_names`` holds."""
+    return {name: c.kind for name, c in candidates_for(advisory, mapping).items()}
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -46,6 +36,7 @@ def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]]) ->
     if not rows:
         return
     dialect = session.get_bind().dialect.name
+    stmt: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -58,107 +49,54 @@ def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]]) ->
         session.execute(stmt, list(part))
 
 
-@dataclass
-class UpsertResult:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    changed_pks: list[int] | None = None
-    names: set[str] | None = None  # conda names whose matches may have changed
+def names_of(session: Session, advisory_pk: int) -> set[str]:
+    return set(session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk == advisory_pk)))
 
 
-def upsert_advisories(
-    session: Session, advisories: Iterable[Advisory], mapping: NameMapping, origin: str = ""
-) -> UpsertResult:
-    """Store advisories; return which changed (new or different content) and the names they touch."""
-    result = UpsertResult(changed_pks=[], names=set())
-    items = {a.id: a for a in advisories}
-    ids = list(items)
-    existing: dict[str, tuple[int, str]] = {}
-    for part in chunks(ids):
-        for pk, aid, h in session.execute(
-            select(VulnAdvisory.id, VulnAdvisory.advisory_id, VulnAdvisory.content_hash).where(
-                VulnAdvisory.advisory_id.in_(part)
-            )
-        ):
-            existing[aid] = (pk, h)
-    now = utcnow()
-    old_names: dict[int, set[str]] = {}
-    changed: list[tuple[int, Advisory]] = []
-    fresh: list[tuple[dict[str, Any], Advisory]] = []
-    for aid, adv in items.items():
-        h = content_hash(adv)
-        row_values = {
-            "summary": adv.summary[:5000],
-            "max_score": adv.max_score,
-            "published": (adv.published or None) and adv.published[:40],
-            "modified": (adv.modified or None) and adv.modified[:40],
-            "withdrawn": bool(adv.withdrawn),
-            "content_hash": h,
-            "data": adv.to_json(),
-            "updated_at": now,
-        }
-        if aid in existing:
-            pk, old = existing[aid]
-            if old == h:
-                result.unchanged += 1
-                continue
-            session.execute(update(VulnAdvisory).where(VulnAdvisory.id == pk).values(**row_values))
-            result.updated += 1
-            old_names[pk] = set(
-                session.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.advisory_pk == pk))
-            )
-            session.execute(delete(VulnAdvisoryId).where(VulnAdvisoryId.advisory_pk == pk))
-            session.execute(delete(VulnAdvisoryName).where(VulnAdvisoryName.advisory_pk == pk))
-            changed.append((pk, adv))
-        else:
-            fresh.append(({"advisory_id": aid, "origin": origin[:500], "created_at": now, **row_values}, adv))
-    table = VulnAdvisory.__table__
-    for part in chunks(fresh, 1000):
-        session.execute(table.insert(), [row for row, _ in part])  # type: ignore[attr-defined]
-        got = dict(
-            session.execute(
-                select(VulnAdvisory.advisory_id, VulnAdvisory.id).where(
-                    VulnAdvisory.advisory_id.in_([row["advisory_id"] for row, _ in part])
-                )
-            ).all()
-        )
-        changed.extend((got[row["advisory_id"]], adv) for row, adv in part)
-        result.created += len(part)
+def index_advisories(session: Session, advisories: dict[int, Advisory], mapping: NameMapping) -> set[str]:
+    """(Re)write the searchable ids and the conda-name index of merged advisories; returns their names."""
+    names: set[str] = set()
+    pks = sorted(advisories)
+    for part in chunks(pks):
+        session.execute(delete(VulnAdvisoryId).where(VulnAdvisoryId.advisory_pk.in_(part)))
+        session.execute(delete(VulnAdvisoryName).where(VulnAdvisoryName.advisory_pk.in_(part)))
     id_rows: list[dict[str, Any]] = []
     name_rows: list[dict[str, Any]] = []
-    for pk, adv in changed:
-        for ident in {i.upper() for i in adv.ids if i}:
-            id_rows.append({"advisory_pk": pk, "ident": ident[:100]})
-        names = conda_names(adv, mapping)
-        for name in names:
-            name_rows.append({"advisory_pk": pk, "name": name[:100]})
-        result.names |= names | old_names.get(pk, set())  # type: ignore[operator]
-        result.changed_pks.append(pk)  # type: ignore[union-attr]
+    for pk in pks:
+        adv = advisories[pk]
+        for ident in sorted({i.strip().upper()[:100] for i in adv.ids if i and i.strip()}):
+            id_rows.append({"advisory_pk": pk, "ident": ident})
+        for name, kind in sorted(conda_names(adv, mapping).items()):
+            name_rows.append({"advisory_pk": pk, "name": name[:100], "kind": kind})
+            names.add(name)
     insert_ignore(session, VulnAdvisoryId.__table__, id_rows)  # type: ignore[arg-type]
     insert_ignore(session, VulnAdvisoryName.__table__, name_rows)  # type: ignore[arg-type]
-    if changed:
-        bump_generation(session)
-    return result
+    return names
 
 
-def reindex_names(session: Session, mapping: NameMapping) -> set[str]:
-    """Rebuild the conda-name index of every advisory (after the mapping files changed)."""
-    touched: set[str] = set()
-    rows: list[dict[str, Any]] = []
-    old = {(pk, n) for pk, n in session.execute(select(VulnAdvisoryName.advisory_pk, VulnAdvisoryName.name))}
-    new: set[tuple[int, str]] = set()
+def reindex_names(session: Session, mapping: NameMapping) -> tuple[set[int], set[str]]:
+    """Rebuild the conda-name index of every advisory after the name mapping changed; returns the
+    advisories whose names (or their kinds) changed and the names concerned."""
+    old = {
+        (pk, n, k)
+        for pk, n, k in session.execute(
+            select(VulnAdvisoryName.advisory_pk, VulnAdvisoryName.name, VulnAdvisoryName.kind)
+        )
+    }
+    new: set[tuple[int, str, str]] = set()
     for pk, data in session.execute(select(VulnAdvisory.id, VulnAdvisory.data)):
-        for name in conda_names(Advisory.from_json(data), mapping):
-            new.add((pk, name))
-    if new == old:
-        return touched
-    session.execute(delete(VulnAdvisoryName))
-    rows = [{"advisory_pk": pk, "name": n} for pk, n in sorted(new)]
+        for name, kind in conda_names(Advisory.from_json(data), mapping).items():
+            new.add((pk, name[:100], kind))
+    diff = old ^ new
+    if not diff:
+        return set(), set()
+    pks = {pk for pk, _, _ in diff}
+    for part in chunks(sorted(pks)):
+        session.execute(delete(VulnAdvisoryName).where(VulnAdvisoryName.advisory_pk.in_(part)))
+    rows = [{"advisory_pk": pk, "name": n, "kind": k} for pk, n, k in sorted(new) if pk in pks]
     insert_ignore(session, VulnAdvisoryName.__table__, rows)  # type: ignore[arg-type]
-    touched = {n for _, n in old ^ new}
     bump_generation(session)
-    return touched
+    return pks, {n for _, n, _ in diff}
 
 
 def load_advisories(session: Session, pks: Iterable[int] | None = None) -> dict[int, Advisory]:
@@ -206,12 +144,52 @@ def search_pks(session: Session, query: str) -> list[int]:
     return list(session.scalars(stmt))
 
 
+CATALOG_LOCK = 0x63765F76756C6E  # "cv_vuln": the PostgreSQL advisory lock of catalog writes
+
+
+def lock_catalog(session: Session) -> None:
+    """Serialise the writers of per-source records and merged advisories across processes (several
+    ``condavault worker`` or ``serve`` replicas): a transaction-scoped PostgreSQL advisory lock; SQLite's
+    write transactions (``BEGIN IMMEDIATE``) are serial already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CATALOG_LOCK})
+
+
+def get_meta(session: Session, key: str) -> int | None:
+    value = session.scalar(select(VulnMeta.value).where(VulnMeta.key == key))
+    return None if value is None else int(value)
+
+
+def set_meta(session: Session, key: str, value: int) -> None:
+    res = session.execute(update(VulnMeta).where(VulnMeta.key == key).values(value=value))
+    if not res.rowcount:  # type: ignore[attr-defined]
+        insert_ignore(session, VulnMeta.__table__, [{"key": key, "value": value}])  # type: ignore[arg-type]
+
+
+def bump_meta(session: Session, key: str) -> None:
+    res = session.execute(update(VulnMeta).where(VulnMeta.key == key).values(value=VulnMeta.value + 1))
+    if not res.rowcount:  # type: ignore[attr-defined]
+        insert_ignore(session, VulnMeta.__table__, [{"key": key, "value": 1}])  # type: ignore[arg-type]
+
+
 def get_generation(session: Session) -> int:
-    return int(session.scalar(select(VulnMeta.value).where(VulnMeta.key == "generation")) or 0)
+    return get_meta(session, "generation") or 0
 
 
 def bump_generation(session: Session) -> None:
     """Advisories, links or curation changed: caches keyed by the generation are stale."""
-    res = session.execute(update(VulnMeta).where(VulnMeta.key == "generation").values(value=VulnMeta.value + 1))
-    if not res.rowcount:  # type: ignore[attr-defined]
-        insert_ignore(session, VulnMeta.__table__, [{"key": "generation", "value": 1}])  # type: ignore[arg-type]
+    bump_meta(session, "generation")
+
+
+def pending_advisories(session: Session, limit: int = 1000) -> list[int]:
+    """Merged advisories that changed and whose links were not re-matched yet (a sync killed mid-way)."""
+    return list(
+        session.scalars(
+            select(VulnAdvisory.id).where(VulnAdvisory.match_pending.is_(True)).order_by(VulnAdvisory.id).limit(limit)
+        )
+    )
+
+
+def mark_pending(session: Session, pks: Iterable[int], pending: bool = True) -> None:
+    for part in chunks(sorted(set(pks))):
+        session.execute(update(VulnAdvisory).where(VulnAdvisory.id.in_(part)).values(match_pending=pending))

@@ -1,10 +1,10 @@
 """Fetch advisory sources: http(s) URLs (JSON, zip or OSV-style zip; ETag / Last-Modified), local
-directories and zip files (the air-gap path).
+directories and zip files (the air-gap path), uploads.
 
 A URL source is downloaded to ``<data_dir>/vulns/cache/<sha256(url)>`` with the validators of the last
-download; a ``304`` reuses the cached file. The loaded advisories of all sources of one run are merged
-by alias (``merge_aliases``) and upserted; only advisories whose content hash changed are re-stored and
-re-matched (``store.upsert_advisories`` + ``services.match_advisories``).
+download; a ``304`` reuses the cached file. Each source's records are then stored as that source's
+versions (``catalog.store_records``) and only the advisories they touch are re-merged and re-matched
+(``catalog.remerge`` + ``services.match_advisories``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from sqlalchemy.orm import Session
 
 from condavault.db.base import utcnow
 from condavault.errors import InvalidRequest, UpstreamError
-from condavault.vulns.advisory import Advisory
 from condavault.vulns.models import VulnSource
-from condavault.vulns.sources import load_path, merge_aliases
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -39,18 +37,35 @@ class Fetched:
     status: str  # downloaded | not-modified | local
     etag: str | None = None
     last_modified: str | None = None
+    name: str | None = None  # the source's name when it is not its location (an upload: "upload:<name>")
+
+    @property
+    def label(self) -> str:
+        """The source's key in ``vuln_sources``: its URL or server path, or the name of an upload."""
+        return self.name or self.location
 
 
 @dataclass
 class SyncReport:
+    """What a sync did. ``records*`` count per-source records (each source's own version of a record);
+    ``advisories`` the merged advisories recomputed, of which ``created`` are new, ``updated`` changed and
+    ``removed`` merged into another (their ids became aliases); ``names`` the name mapping entries read."""
+
     sources: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0
+    records_new: int = 0
+    records_changed: int = 0
+    records_unchanged: int = 0
+    names: int = 0
     advisories: int = 0
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0
     records_checked: int = 0
     links_added: int = 0
     links_removed: int = 0
+    links_updated: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,11 +128,11 @@ def fetch_url(
             http.close()
 
 
-def resolve_local(location: str) -> Fetched:
+def resolve_local(location: str, name: str | None = None) -> Fetched:
     path = Path(location.removeprefix("file://")).expanduser()
     if not path.exists():
         raise InvalidRequest(f"vulnerability source {location!r} does not exist", code="vuln_source_missing")
-    return Fetched(location, path, "local")
+    return Fetched(location, path, "local", name=name)
 
 
 def file_hash(path: Path) -> str:
@@ -130,30 +145,17 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_sources(fetched: list[Fetched], progress: Progress | None = None) -> list[Advisory]:
-    """Parse every fetched source and merge advisories describing the same vulnerability."""
-    found: list[Advisory] = []
-    for i, f in enumerate(fetched):
-        if f.path is not None:
-            for adv in load_path(f.path):
-                found.append(adv)
-                if progress is not None and len(found) % 50 == 0:
-                    progress("parse", len(found), 0)
-        if progress is not None:
-            progress("parse", len(found), 0)
-        log.info("loaded vulnerability source", extra={"source": f.location, "index": i})
-    return merge_aliases(found)
-
-
-def remember(session: Session, f: Fetched, advisories: int, status: str) -> None:
-    row = session.scalar(select(VulnSource).where(VulnSource.location == f.location))
+def remember(session: Session, f: Fetched, records: int, names: int, status: str) -> None:
+    """Keep a source's validators, content hash and last outcome (its row exists: ``catalog.source_pk``)."""
+    row = session.scalar(select(VulnSource).where(VulnSource.location == f.label[:1000]))
     if row is None:
-        row = VulnSource(location=f.location[:1000], last_status="", advisories=0)
+        row = VulnSource(location=f.label[:1000], last_status="", advisories=0, names=0)
         session.add(row)
     if f.status == "downloaded":
         row.etag, row.last_modified = f.etag, f.last_modified
     row.last_run = utcnow()
     row.last_status = status
-    row.advisories = advisories
+    row.advisories = records
+    row.names = names
     if f.path is not None and f.path.exists():
         row.content_hash = file_hash(f.path)

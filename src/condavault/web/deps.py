@@ -14,6 +14,9 @@ def get_ctx(request: Request) -> Context:
 
 
 CtxDep = Depends(get_ctx)
+# bounds of numeric parameters: beyond them databases overflow (and nobody pages that far)
+MAX_OFFSET = 2**31 - 1
+MAX_ID = 2**31 - 1
 IdentityDep = Depends(get_identity)
 
-__all__ = ["CtxDep", "Identity", "IdentityDep", "get_ctx"]
+__all__ = ["MAX_ID", "MAX_OFFSET", "CtxDep", "Identity", "IdentityDep", "get_ctx"]

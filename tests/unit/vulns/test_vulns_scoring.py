@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from condavault.vulns.scoring import base_score, detect_version, make_score
+from condavault.config import load_settings
+from condavault.vulns.advisory import Score
+from condavault.vulns.scoring import base_score, check_preference, detect_version, effective_score, make_score
 
 
 @pytest.mark.parametrize(
@@ -34,3 +37,32 @@ def test_given_score_is_a_fallback() -> None:
     score = make_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:BOGUS", "3.1", given=7.0)
     assert score is not None and score.score == 7.0
     assert make_score(None, "3.1", given=7.0) is None
+
+
+def _s(version: str, score: float, source: str, type: str, feed: str) -> Score:
+    return Score(version, f"vector-{version}", score, source, type, feed)
+
+
+def test_effective_score_prefers_nvd_v3_then_v4_then_v2_then_others() -> None:
+    nvd_v2 = _s("2.0", 10.0, "nvd@nist.gov", "Primary", "nvd")
+    nvd_v3 = _s("3.0", 9.8, "nvd@nist.gov", "Primary", "nvd")
+    cna_v4 = _s("4.0", 8.2, "Google", "cna", "cve5")
+    cna_v31 = _s("3.1", 7.5, "secalert@redhat.com", "Secondary", "nvd")
+    assert effective_score([nvd_v2, cna_v4, nvd_v3, cna_v31]) == nvd_v3  # not the maximum (10.0)
+    assert effective_score([nvd_v2, cna_v4]) == nvd_v2  # NVD's own v2 before anyone else's v4
+    assert effective_score([cna_v4, cna_v31]) == cna_v31  # others: v3.x first
+    assert effective_score([cna_v4]) == cna_v4
+    assert effective_score([]) is None
+    osv = _s("3.1", 5.0, "osv", "", "osv")
+    assert effective_score([osv, cna_v4], ("osv:*", "*:*")) == osv
+    assert effective_score([osv, cna_v4], ("cna:4.0",)) == cna_v4
+    assert effective_score([osv], ("cna:4.0",)) is None
+
+
+def test_score_preference_is_validated() -> None:
+    assert check_preference(["NVD:3.x", "*:*"]) == ("nvd:3.x", "*:*")
+    for bad in (["nvd"], ["nist:3.1"], ["nvd:5.0"], []):
+        with pytest.raises(ValueError):
+            check_preference(bad)
+    with pytest.raises(ValidationError, match="bad score preference"):
+        load_settings(data_dir="/tmp/x", vulns_score_preference=["nvd:3.9"])

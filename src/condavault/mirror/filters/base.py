@@ -68,12 +68,15 @@ class Decision:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VulnLink:
-    """One advisory linked to one file; ``cleared``/``mitigated`` links do not count against a threshold."""
+    """One advisory linked to one file; ``cleared``/``mitigated`` links do not count against a threshold,
+    nor does a link found through a bundled copy (``match_kind`` ``bundled``) until a curator confirms it
+    (``active``). ``score`` is the advisory's effective score."""
 
     advisory_id: str
     aliases: tuple[str, ...] = ()
     score: float | None = None
     status: str = "reported"
+    match_kind: str = "direct"
 
     @property
     def ids(self) -> frozenset[str]:
@@ -83,6 +86,8 @@ class VulnLink:
     @property
     def counts(self) -> bool:
         """Whether this link still makes the file vulnerable."""
+        if self.match_kind == "bundled":
+            return self.status == "active"
         return self.status not in ("cleared", "mitigated")
 
 

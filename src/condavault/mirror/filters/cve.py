@@ -83,7 +83,7 @@ class CveFilter:
     def _judge(self, rec: FileRecord, link: VulnLink) -> Decision | None:
         if link.status in self.statuses:
             return Decision(False, "exclude_cve_statuses", link.status, _describe(rec, link))
-        if self.non_curated and link.status == "reported":
+        if self.non_curated and link.status == "reported" and link.counts:  # not a bundled copy's link
             return Decision(False, "exclude_non_curated_cve", "reported", _describe(rec, link))
         if (
             self.threshold is not None

@@ -1,7 +1,8 @@
 """Load advisories from files, directories and zip archives, and merge aliases.
 
 Format detection is per document: CVE JSON 5 (``cveMetadata``), NVD (``vulnerabilities``,
-``CVE_Items`` or a bare API 2.0 ``cve`` object) and OSV (``id`` + ``affected`` + ``modified``).
+``CVE_Items`` or a bare API 2.0 ``cve`` object), OSV (``id`` + ``affected`` + ``modified``) and PyPI <->
+conda name mappings (``sources/names.py``).
 Files that cannot be read or recognised are skipped with a warning, never raised.
 """
 
@@ -11,19 +12,23 @@ import json
 import logging
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from condavault.errors import InvalidRequest
 from condavault.vulns.advisory import Advisory
 from condavault.vulns.sources.cve5 import is_cve5, parse_cve5
+from condavault.vulns.sources.names import NameEntry, is_name_mapping, parse_name_mapping
 from condavault.vulns.sources.nvd import is_nvd, parse_nvd
 from condavault.vulns.sources.osv import is_osv, parse_osv
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".json", ".yaml", ".yml")
+MAX_MEMBER_BYTES = 512 * 1024**2  # one feed file (NVD's yearly files are < 100 MB, parselmouth's ~2 MB)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -40,104 +45,103 @@ def load_document(doc: Any) -> Iterator[Advisory]:
         found = parse_nvd(doc)
     elif is_osv(doc):
         found = (parse_osv(doc),)
-    yield from (adv for adv in found if adv.id)  # records without an id cannot be stored
+    # records without an id (or with one longer than any real scheme's) cannot be stored; each record's
+    # affected entries and scores carry its feed
+    yield from (adv.tagged(adv.sources[0] if adv.sources else "") for adv in found if 0 < len(adv.id.strip()) <= 100)
 
 
-def load_bytes(data: bytes, name: str) -> Iterator[Advisory]:
-    """Decode ``data`` (JSON, or YAML for ``.yaml``/``.yml`` names) and yield its advisories."""
+@dataclass
+class SourceContent:
+    """What one source holds: advisory records and name mapping entries."""
+
+    advisories: list[Advisory] = field(default_factory=list)
+    names: list[NameEntry] = field(default_factory=list)
+    mapping_files: int = 0
+
+
+def _decode(data: bytes, name: str) -> Any:
+    """JSON, or YAML for ``.yaml``/``.yml`` names; ``None`` (with a warning) when unreadable."""
     try:
         is_yaml = name.lower().endswith((".yaml", ".yml"))
-        doc = yaml.load(data, Loader=_YAML_LOADER) if is_yaml else json.loads(data)
+        return yaml.load(data, Loader=_YAML_LOADER) if is_yaml else json.loads(data)
+    except (ValueError, yaml.YAMLError) as exc:
+        log.warning("skipping unreadable vulnerability file %s: %s", name, exc)
+        return None
+
+
+def _read_into(out: SourceContent, data: bytes, name: str) -> None:
+    doc = _decode(data, name)
+    if doc is None:
+        return
+    if is_name_mapping(doc):
+        out.names.extend(parse_name_mapping(doc))
+        out.mapping_files += 1
+        return
+    try:
         advisories = list(load_document(doc))
-    except (ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("skipping unreadable vulnerability file %s: %s", name, exc)
         return
     if not advisories:
         log.debug("no advisories recognised in %s", name)
-    yield from advisories
+    out.advisories.extend(advisories)
+
+
+def _files(path: Path) -> Iterator[tuple[bytes, str]]:
+    """(bytes, name) of every JSON/YAML file of a file, a directory (recursive, sorted) or a ``.zip``."""
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.is_file() and (child.suffix.lower() in SUFFIXES or child.suffix.lower() == ".zip"):
+                yield from _files(child)
+    elif path.suffix.lower() == ".zip":
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InvalidRequest(f"{path.name} is not a zip archive: {exc}", code="invalid_vuln_source") from exc
+        with archive:
+            for member in sorted(archive.namelist()):
+                if member.lower().endswith(SUFFIXES):
+                    yield _member(archive, member), f"{path}!{member}"
+    elif path.is_file():
+        yield path.read_bytes(), str(path)
+
+
+def _member(archive: zipfile.ZipFile, member: str) -> bytes:
+    """One member, refusing what would not fit the limits (a zip bomb answers 400, not a full memory)."""
+    info = archive.getinfo(member)
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise InvalidRequest(
+            f"{member} is {info.file_size} bytes uncompressed (at most {MAX_MEMBER_BYTES})", code="invalid_vuln_source"
+        )
+    try:
+        return archive.read(member)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InvalidRequest(f"cannot read {member}: {exc}", code="invalid_vuln_source") from exc
+
+
+def read_source(path: str | Path) -> SourceContent:
+    """Everything a source folder / zip / file holds (advisories of every format, name mappings)."""
+    out = SourceContent()
+    for data, name in _files(Path(path)):
+        _read_into(out, data, name)
+    return out
+
+
+def load_bytes(data: bytes, name: str) -> Iterator[Advisory]:
+    """Decode ``data`` (JSON, or YAML for ``.yaml``/``.yml`` names) and yield its advisories."""
+    out = SourceContent()
+    _read_into(out, data, name)
+    yield from out.advisories
 
 
 def load_path(path: str | Path) -> Iterator[Advisory]:
     """Yield advisories from a file, a directory (recursive, sorted) or a ``.zip`` archive."""
-    path = Path(path)
-    if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file() and (child.suffix.lower() in SUFFIXES or child.suffix.lower() == ".zip"):
-                yield from load_path(child)
-    elif path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            for member in sorted(archive.namelist()):
-                if member.lower().endswith(SUFFIXES):
-                    yield from load_bytes(archive.read(member), f"{path}!{member}")
-    elif path.is_file():
-        yield from load_bytes(path.read_bytes(), str(path))
+    for data, name in _files(Path(path)):
+        yield from load_bytes(data, name)
 
 
 def merge_aliases(advisories: Iterable[Advisory]) -> list[Advisory]:
-    """Merge advisories that share an id or alias (connected components over id + aliases).
+    """Merge loose records that share an id or alias, in memory (``merge.merge_all``)."""
+    from condavault.vulns.merge import merge_all
 
-    The merged advisory takes a CVE id as primary id (the id of a CVE/NVD record if there is one,
-    else the smallest CVE alias, else the first id seen), keeps every other id as an alias, unions
-    affected products, scores, references and sources, and keeps the earliest ``published`` and
-    latest ``modified`` dates.  A lone PYSEC/GHSA record with a CVE alias is re-keyed to that CVE too,
-    so the primary id does not change when the CVE's own record arrives later.  Output order follows
-    the first appearance of each component.
-    """
-    items = list(advisories)
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for adv in items:
-        for other in adv.aliases:
-            ra, rb = find(adv.id), find(other)
-            if ra != rb:
-                parent[rb] = ra
-        find(adv.id)
-    groups: dict[str, list[Advisory]] = {}
-    for adv in items:
-        groups.setdefault(find(adv.id), []).append(adv)
-    return [_merge_group(group) for group in groups.values()]
-
-
-def _merge_group(group: list[Advisory]) -> Advisory:
-    if len(group) == 1 and (group[0].id.startswith("CVE-") or not any(i.startswith("CVE-") for i in group[0].ids)):
-        return group[0]
-    ids: list[str] = []
-    for adv in group:
-        for ident in adv.ids:
-            if ident not in ids:
-                ids.append(ident)
-    own_cves = sorted({a.id for a in group if a.id.startswith("CVE-")})
-    all_cves = sorted(i for i in ids if i.startswith("CVE-"))
-    primary = own_cves[0] if own_cves else all_cves[0] if all_cves else ids[0]
-    ordered = sorted(group, key=lambda a: a.id != primary)  # records of the primary id first
-
-    def union(attr: str) -> tuple[Any, ...]:
-        out: list[Any] = []
-        for adv in ordered:
-            for value in getattr(adv, attr):
-                if value not in out:
-                    out.append(value)
-        return tuple(out)
-
-    published = [a.published for a in group if a.published]
-    modified = [a.modified for a in group if a.modified]
-    return Advisory(
-        id=primary,
-        aliases=tuple(i for i in ids if i != primary),
-        summary=next((a.summary for a in ordered if a.summary), ""),
-        details=max((a.details for a in ordered), key=len, default=""),
-        published=min(published) if published else None,
-        modified=max(modified) if modified else None,
-        scores=union("scores"),
-        affected=union("affected"),
-        references=union("references"),
-        sources=union("sources"),
-        withdrawn=group[0].withdrawn if all(a.withdrawn for a in group) else None,
-    )
+    return merge_all(advisories)

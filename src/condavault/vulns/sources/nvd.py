@@ -76,7 +76,13 @@ def parse_nvd_cve(cve: dict[str, Any]) -> Advisory:
     for key, version in _API_METRICS.items():
         for metric in (cve.get("metrics") or {}).get(key) or ():
             data = metric.get("cvssData") or {}
-            score = make_score(data.get("vectorString"), version, metric.get("source", ""), data.get("baseScore"))
+            score = make_score(
+                data.get("vectorString"),
+                version,
+                metric.get("source", ""),
+                data.get("baseScore"),
+                metric.get("type", ""),
+            )
             if score is not None and score not in scores:
                 scores.append(score)
     matches = [
@@ -107,7 +113,9 @@ def parse_feed11_item(item: dict[str, Any]) -> Advisory:
     scores: list[Score] = []
     for key, inner in (("baseMetricV3", "cvssV3"), ("baseMetricV2", "cvssV2")):
         data = (impact.get(key) or {}).get(inner) or {}
-        score = make_score(data.get("vectorString"), data.get("version"), "nvd@nist.gov", data.get("baseScore"))
+        score = make_score(
+            data.get("vectorString"), data.get("version"), "nvd@nist.gov", data.get("baseScore"), "Primary"
+        )
         if score is not None:
             scores.append(score)
     matches: list[dict[str, Any]] = []

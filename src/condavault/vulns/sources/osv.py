@@ -7,7 +7,10 @@ from typing import Any
 from condavault.vulns.advisory import Advisory, Affected, Range, Score
 from condavault.vulns.scoring import make_score
 
-_KINDS = {"pypi": "pypi", "conda": "conda"}
+# PyPI and conda packages map to conda names; OSS-Fuzz projects are upstream C/C++ projects (matched by
+# name like a CVE 5 product). Every other ecosystem (npm, crates.io, Debian, Alpine ...) names its own
+# packages with its own versions: kind "other", never matched (the crates.io "openssl" is not OpenSSL).
+_KINDS = {"pypi": "pypi", "conda": "conda", "oss-fuzz": "generic"}
 _SEVERITY_VERSIONS = {"CVSS_V2": "2.0", "CVSS_V3": "3.1", "CVSS_V4": "4.0"}
 
 
@@ -60,14 +63,14 @@ def _text(value: Any) -> str | None:
 def _parse_affected(data: dict[str, Any]) -> Affected:
     package = data.get("package") or {}
     ecosystem = str(package.get("ecosystem", "")).split(":")[0].lower()
-    kind = _KINDS.get(ecosystem, "generic")
+    kind = _KINDS.get(ecosystem, "other")
     ranges: list[Range] = []
     for rng in data.get("ranges") or ():
         ranges.extend(events_to_ranges(rng.get("events") or (), str(rng.get("type", ""))))
     return Affected(
         kind=kind,
-        vendor="" if kind != "generic" else ecosystem,
-        product="" if kind != "generic" else str(package.get("name", "")),
+        vendor="" if kind in ("pypi", "conda") else ecosystem,
+        product="" if kind in ("pypi", "conda") else str(package.get("name", "")),
         package=str(package.get("name", "")),
         ranges=tuple(ranges),
         versions=tuple(str(v) for v in data.get("versions") or ()),

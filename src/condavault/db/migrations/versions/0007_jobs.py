@@ -12,7 +12,7 @@ from alembic import op
 from condavault.db.base import BigInt, UTCDateTime
 
 revision = "0007_jobs"
-down_revision = "0004_vulns"
+down_revision = "0005_vuln_sources"
 branch_labels = None
 depends_on = None
 

@@ -119,7 +119,7 @@ def test_check_repair_takes_only_old_unpinned_orphans(server: Server) -> None:
     import os
     import time
 
-    from condavault.maintenance import run_check
+    from condavault.maintenance.check import run_check
 
     blobs = server.ctx.blobs
     made = {}
@@ -131,7 +131,7 @@ def test_check_repair_takes_only_old_unpinned_orphans(server: Server) -> None:
     for label in ("old", "pinned"):  # written two hours ago
         os.utime(blobs.path(made[label]), (time.time() - 7200, time.time() - 7200))
     BlobGuard(server.ctx.db, blobs, new_holder()).pin([made["pinned"]])  # a live ingest is about to use it
-    report = run_check(server.settings, repair=True, progress=False)
+    report = run_check(server.settings, repair=True, progress=False, grace=3600)
     assert report["orphan_blobs"] >= 3
     assert not blobs.exists(made["old"])
     assert blobs.exists(made["fresh"]), "a blob written a moment ago may be an index being published"

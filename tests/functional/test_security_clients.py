@@ -58,9 +58,16 @@ def _routes(serve: ServeProcess) -> list[tuple[str, str]]:
     return out
 
 
-def _temp_files(serve: ServeProcess) -> list[Path]:
+def _temp_files(serve: ServeProcess, settle: float = 5.0) -> list[Path]:
+    """Temp files left behind. The refusal goes out before the refused request's handler has removed its
+    spool (on a worker thread), so wait a moment for that before calling what remains a leftover."""
     blobs = serve.data_dir / "blobs"
-    return [*(blobs / ".tmp").glob("*"), *blobs.glob("??/??/.*.part"), *(serve.data_dir / "vulns").rglob("*.part")]
+    deadline = time.monotonic() + settle
+    while True:
+        left = [*(blobs / ".tmp").glob("*"), *blobs.glob("??/??/.*.part"), *(serve.data_dir / "vulns").rglob("*.part")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("who", ["anonymous", "admin"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "condavault"
 RECORD_WRITES = re.compile(
-    r"(insert|update|delete)\(\s*Record\b|Record\.__table__|table\(\s*Record\s*\)|\bput_records?\(|"
+    r"(insert|update|delete)\(\s*Record\b|\bRecord\.__table__|table\(\s*Record\s*\)|\bput_records?\(|"
     r"\bimport_repodata\(|\bremove_records\(|\bcopy_records\("
 )
 

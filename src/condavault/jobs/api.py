@@ -38,7 +38,7 @@ def _visible(ctx: Context, identity: Identity, job_id: int) -> dict:  # type: ig
 def list_jobs(
     kind: list[str] = Query([], max_length=50, description="only these kinds (repeatable)"),
     state: list[str] = Query([], max_length=5, description=f"only these states: {', '.join(STATES)}"),
-    before: int | None = Query(None, ge=1, description="only jobs with a smaller id (paging)"),
+    before: int | None = Query(None, ge=1, le=2**31 - 1, description="only jobs with a smaller id (paging)"),
     limit: int = Query(100, ge=1, le=1000),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,

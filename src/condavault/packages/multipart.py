@@ -169,6 +169,7 @@ async def read_files(
     try:
         await feed_off_loop(chunks, reader.feed, max_bytes + (max_files + 1) * (MAX_FIELD + 4096))
         return reader.close()
-    except BaseException:
-        await anyio.to_thread.run_sync(reader.discard)
+    except BaseException:  # also a cancellation: shielded, or the temp files stay
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(reader.discard)
         raise

@@ -118,8 +118,9 @@ async def aspool(temp_file: TempFactory, max_bytes: int, chunks: AsyncIterator[b
     try:
         await feed_off_loop(chunks, sp.write, max_bytes)
         return await anyio.to_thread.run_sync(sp.finish)
-    except BaseException:
-        await anyio.to_thread.run_sync(sp.abort)
+    except BaseException:  # also a cancellation (a client gone or refused): shielded, or abort never runs
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sp.abort)
         raise
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from condavault.config import load_settings
+from condavault.errors import SettingsError
 from condavault.vulns.advisory import Score
 from condavault.vulns.scoring import base_score, check_preference, detect_version, effective_score, make_score
 
@@ -64,5 +64,5 @@ def test_score_preference_is_validated() -> None:
     for bad in (["nvd"], ["nist:3.1"], ["nvd:5.0"], []):
         with pytest.raises(ValueError):
             check_preference(bad)
-    with pytest.raises(ValidationError, match="bad score preference"):
+    with pytest.raises(SettingsError, match="bad score preference"):
         load_settings(data_dir="/tmp/x", vulns_score_preference=["nvd:3.9"])

@@ -100,9 +100,22 @@ def test_two_worker_processes_run_every_job_once(idle_server: Server) -> None:
     def enqueue(s: Any) -> list[int]:
         return [jobs.enqueue("jobs.noop", {"sleep": 0.03, "log": True}, session=s) for _ in range(120)]
 
-    ids = server.ctx.db.run_write(enqueue)
-    workers = [start_worker(server), start_worker(server)]
+    def warm_up(s: Any) -> list[int]:
+        return [jobs.enqueue("jobs.noop", {"sleep": 30}, session=s) for _ in range(4)]
+
+    def runners(job_ids: list[int]) -> set[str | None]:
+        with server.ctx.db.session() as s:
+            return set(s.scalars(select(Job.worker).where(Job.id.in_(job_ids), Job.state == "running")))
+
+    # Both processes must be up before the 120 jobs exist (a loaded machine can take seconds to start
+    # one): each worker runs at most two jobs at once, so four long jobs keep both busy until cancelled.
+    warm = server.ctx.db.run_write(warm_up)
+    workers = [start_worker(server, threads=2), start_worker(server, threads=2)]
     try:
+        wait_until(lambda: len(runners(warm)) == 2, timeout=120, what="both workers to start")
+        ids = server.ctx.db.run_write(enqueue)
+        for job_id in warm:
+            jobs.cancel(job_id)
         wait_until(lambda: states(server, ids)["succeeded"] == 120, timeout=180, what="120 jobs to succeed")
     finally:
         for w in workers:

@@ -27,6 +27,7 @@ from condavault.db import migrate
 from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
+from condavault.search import api as search_api
 from condavault.serving.repo import repo_endpoint
 from condavault.vulns import api as vulns_api
 from condavault.web import system
@@ -42,6 +43,7 @@ ROUTERS = [
     mirror_api.router,
     vulns_api.router,
     jobs_api.router,
+    search_api.router,
 ]
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

@@ -29,6 +29,8 @@ from condavault.jobs import plugin as jobs_plugin
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.mirror import plugin as mirror_plugin
 from condavault.mirror.plugin import MirrorDomain
+from condavault.search import plugin as search_plugin
+from condavault.search.plugin import SearchDomain
 from condavault.vulns import plugin as vulns_plugin
 from condavault.vulns.tasks import VulnRuntime
 
@@ -44,6 +46,7 @@ class Domains:
     audit: AuditRecorder
     mirror: MirrorDomain
     vulns: VulnRuntime
+    search: SearchDomain
     # tests inject an ``httpx.MockTransport`` here to fault upstreams (mirror runs, passive fetches)
     mirror_transport: httpx.AsyncBaseTransport | None = None
     started: bool = False
@@ -58,6 +61,7 @@ def wire(ctx: Context) -> Domains:
         audit=audit_plugin.wire(ctx),
         mirror=mirror_plugin.wire(ctx),
         vulns=vulns_plugin.wire(ctx),
+        search=search_plugin.wire(ctx),
     )
 
 
@@ -87,6 +91,7 @@ def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
             *auth_plugin.schedules(ctx),
             *audit_plugin.schedules(ctx),
             *vulns_plugin.schedules(ctx),
+            *search_plugin.schedules(ctx),
         ],
         "mirror": mirror_plugin.schedules(ctx),
     }

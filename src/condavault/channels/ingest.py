@@ -141,6 +141,8 @@ class Ingestor:
         self.events = events
         self.index = True
         self.checks: list[Callable[[Ingested], None]] = []
+        # run in the transaction that writes the rows of a group (``search``: the files inside packages)
+        self.row_hooks: list[Callable[[Session, int, list[Ingested]], None]] = []
         self.guard = BlobGuard(db, blobs, new_holder())
         self.limits = Limits(
             max_decompressed_bytes=settings.max_decompressed_bytes,
@@ -348,6 +350,8 @@ class Ingestor:
                     )
                 )
             outcomes = put_records(session, channel, entries)
+            for hook in self.row_hooks:
+                hook(session, channel_id, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
             seqs = {}
             for sd in {b.subdir for b in group}:

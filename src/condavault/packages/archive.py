@@ -39,6 +39,7 @@ WANTED = {
     "info/about.json",
     "info/run_exports.json",
     "info/paths.json",
+    "info/files",  # the file list of old packages without paths.json (search)
     "info/security.json",
     "info/link.json",
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from condavault.errors import CorruptArchive, FilenameMismatch, InvalidIndexJson, SubdirMismatch
@@ -45,6 +45,8 @@ class PackageMetadata:
     run_exports: dict[str, Any]
     paths_summary: dict[str, bool]
     security: dict[str, Any] | None
+    # (path, sha256, size) of every file inside the package (``search_files``)
+    files: list[tuple[str, str | None, int | None]] = field(default_factory=list)
 
     @property
     def subdir(self) -> str:
@@ -102,6 +104,36 @@ def paths_summary(paths: Any) -> dict[str, bool]:
     return summary
 
 
+MAX_PATH = 1024
+
+
+def file_list(paths: Any, files_txt: bytes | None) -> list[tuple[str, str | None, int | None]]:
+    """(path, sha256, size) of every file of a package: ``info/paths.json`` when present, else the bare
+    path list of ``info/files`` (old packages). Paths longer than ``MAX_PATH`` or with a NUL are left out."""
+    out: dict[str, tuple[str, str | None, int | None]] = {}
+    if isinstance(paths, dict) and isinstance(paths.get("paths"), list):
+        for e in paths["paths"]:
+            if not isinstance(e, dict):
+                continue
+            p = e.get("_path")
+            if not isinstance(p, str) or not p or len(p) > MAX_PATH or "\x00" in p:
+                continue
+            sha = e.get("sha256")
+            size = e.get("size_in_bytes")
+            out[p] = (
+                p,
+                sha.lower() if isinstance(sha, str) and len(sha) == 64 else None,
+                size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**62 else None,
+            )
+        return list(out.values())
+    if files_txt:
+        for line in files_txt.decode("utf-8", "replace").splitlines():
+            p = line.strip()
+            if p and len(p) <= MAX_PATH and "\x00" not in p:
+                out[p] = (p, None, None)
+    return list(out.values())
+
+
 def build_metadata(info: ArchiveInfo, fn: PackageFilename, expected_subdir: str | None) -> PackageMetadata:
     index = parse_index_json(info.files["info/index.json"], fn.filename)
     if not isinstance(index, dict):
@@ -136,12 +168,14 @@ def build_metadata(info: ArchiveInfo, fn: PackageFilename, expected_subdir: str 
     check_tree(about, "about.json", fn.filename)
     security = info.json("info/security.json")
     check_tree(security, "security.json", fn.filename)
+    paths = info.json("info/paths.json")
     return PackageMetadata(
         record=record,
         about=about if isinstance(about, dict) else {},
         run_exports=check_run_exports(normalise_run_exports(info.json("info/run_exports.json")), fn.filename),
-        paths_summary=paths_summary(info.json("info/paths.json")),
+        paths_summary=paths_summary(paths),
         security=security,
+        files=file_list(paths, info.files.get("info/files")),
     )
 
 

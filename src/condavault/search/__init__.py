@@ -1,0 +1,1 @@
+"""Search across every channel a caller may read (docs/search.md)."""

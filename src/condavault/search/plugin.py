@@ -1,0 +1,182 @@
+"""Wire the search domain into a Context (called by ``condavault.wiring``).
+
+How the search tables follow changes:
+
+* an ingest (upload, mirror download, passive fetch) writes the files inside each package and the
+  documents of its names in the transaction that writes the records (``Ingestor.row_hooks``): searchable
+  as soon as the upload is answered;
+* every other change of records (removal, copy, move, mirror run, repodata patch) records a
+  ``RecordsChanged`` or ends in an index run of its subdir: after the commit / the publish, the channel's
+  documents are brought up to date on the job runner (:func:`condavault.search.index.sync_channel`,
+  coalesced per channel);
+* channel privacy needs nothing (queries filter by readable channel ids); a deleted channel's rows go
+  with it (foreign key, cascade);
+* ``search.sweep`` (every few seconds, quiet) refreshes the CVE score bands when links or scores
+  changed and repairs channels whose documents do not add up (e.g. after an upgrade: the backfill);
+* ``search.reindex`` rebuilds everything, and reads the file lists of stored archives that have none.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from condavault.channels.events import ChannelChanged, RecordsChanged
+from condavault.channels.models import Channel, Record
+from condavault.jobs.registry import JobKind, JobRun
+from condavault.jobs.schedule import ScheduleSpec
+from condavault.search import index
+from condavault.search.models import SearchPackage
+from condavault.search.service import SearchService
+
+if TYPE_CHECKING:
+    from condavault.channels.ingest import Ingested
+    from condavault.context import Context
+
+log = logging.getLogger(__name__)
+REINDEX_KIND = "search.reindex"
+SWEEP_KIND = "search.sweep"
+SWEEP_SECONDS = 5.0
+
+
+class SearchDomain(SearchService):
+    """The search service plus the upkeep of its tables."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self._scores_fp: str | None = None
+        self._lock = threading.Lock()
+
+    # -- upkeep ------------------------------------------------------------------------------------
+    def request_sync(self, channel_id: int) -> None:
+        self.ctx.runner.submit_coalesced(("search", channel_id), lambda: self.sync(channel_id))
+
+    def sync(self, channel_id: int, names: list[str] | None = None) -> int:
+        def work(s: Session) -> int:
+            if s.get(Channel, channel_id) is None:
+                return 0
+            return index.sync_channel(s, channel_id, names)
+
+        return self.ctx.db.run_write(work)
+
+    def on_ingest(self, session: Session, channel_id: int, group: list[Ingested]) -> None:
+        """In the ingest transaction: the files inside the new packages, the documents of their names."""
+        for b in group:
+            if b.meta is not None and b.meta.files:
+                index.put_files(session, b.item.received.sha256, b.meta.files)
+        names = sorted({str(b.record.get("name")) for b in group if b.record.get("name")})
+        if names:
+            index.sync_channel(session, channel_id, names)
+
+    def sweep(self) -> dict[str, int]:
+        """Score bands after CVE changes; channels whose documents do not match their records."""
+        out: dict[str, int] = {}
+        with self.ctx.db.session() as s:
+            fp = index.scores_fingerprint(s)
+            want = dict(
+                s.execute(
+                    select(Record.channel_id, func.count()).where(Record.removed.is_(False)).group_by(Record.channel_id)
+                ).tuples()
+            )
+            have = dict(
+                s.execute(
+                    select(SearchPackage.channel_id, func.sum(SearchPackage.records)).group_by(SearchPackage.channel_id)
+                ).tuples()
+            )
+        stale = [cid for cid in set(want) | set(have) if int(want.get(cid) or 0) != int(have.get(cid) or 0)]
+        for cid in stale:
+            out["documents"] = out.get("documents", 0) + self.sync(cid)
+        if fp != self._scores_fp:
+            out["scores"] = self.ctx.db.run_write(index.refresh_scores)
+            self._scores_fp = fp
+        return {k: v for k, v in out.items() if v}
+
+    def reindex(self, run: JobRun | None = None, files: bool = True) -> dict[str, int]:
+        """Rebuild the documents of every channel and the trigrams; read the file lists of stored
+        archives that have none (``files``); drop file lists no record references."""
+        with self.ctx.db.session() as s:
+            channel_ids = list(s.scalars(select(Channel.id).order_by(Channel.id)))
+        done = {"channels": 0, "documents": 0, "packages_read": 0, "files": 0, "unreadable": 0, "orphans": 0}
+        if run is not None:
+            run.progress(phase="documents", done=0, total=len(channel_ids))
+        for i, cid in enumerate(channel_ids):
+            done["documents"] += self.sync(cid)
+            done["channels"] += 1
+            if run is not None:
+                run.progress(done=i + 1)
+        self.ctx.db.run_write(lambda s: index.rebuild_trigrams(s) if s.get_bind().dialect.name == "sqlite" else None)
+        self.ctx.db.run_write(index.refresh_scores)
+        done["orphans"] = self.ctx.db.run_write(lambda s: index.drop_orphan_files(s))
+        if files:
+            self._backfill_files(done, run)
+        return done
+
+    def _backfill_files(self, done: dict[str, int], run: JobRun | None) -> None:
+        from condavault.packages.archive import Limits, read_archive
+        from condavault.packages.filename import parse_filename
+        from condavault.packages.metadata import file_list
+
+        st = self.ctx.settings
+        limits = Limits(st.max_decompressed_bytes, st.max_compression_ratio, st.max_members)
+        after = 0
+        seen: set[str] = set()
+        if run is not None:
+            run.progress(phase="files", done=0, total=None)
+        while True:
+            with self.ctx.db.session() as s:
+                batch = index.records_without_files(s, after, 200)
+            if not batch:
+                return
+            for rid, sha, _sd, filename in batch:
+                after = rid
+                if sha in seen:
+                    continue
+                seen.add(sha)
+                try:
+                    info = read_archive(self.ctx.blobs.path(sha), parse_filename(filename), limits)
+                    rows = file_list(info.json("info/paths.json"), info.files.get("info/files"))
+                except Exception as exc:  # a missing or unreadable blob: no file list, the rest goes on
+                    done["unreadable"] += 1
+                    log.info("no file list for a stored package", extra={"sha256": sha, "error": str(exc)[:200]})
+                    continue
+                done["files"] += self.ctx.db.run_write(lambda s, sha=sha, rows=rows: index.put_files(s, sha, rows))
+                done["packages_read"] += 1
+            if run is not None:
+                run.progress(done=done["packages_read"])
+                if run.cancelled:
+                    return
+
+
+def wire(ctx: Context) -> SearchDomain:
+    dom = SearchDomain(ctx)
+    ctx.ingestor.row_hooks.append(dom.on_ingest)
+
+    def records_changed(event: RecordsChanged) -> None:
+        dom.request_sync(event.channel_id)
+
+    def channel_changed(event: ChannelChanged) -> None:
+        if not event.deleted and event.channel is None:  # its files changed
+            dom.request_sync(event.channel_id)
+
+    ctx.events.on_commit(RecordsChanged, records_changed)
+    ctx.events.on_commit(ChannelChanged, channel_changed)
+    ctx.indexer.listeners.append(lambda cid, _sd: dom.request_sync(cid))
+
+    def reindex_job(run: JobRun) -> dict[str, Any] | None:
+        return dom.reindex(run, files=bool(run.params.get("files", True)))
+
+    def sweep_job(_run: JobRun) -> dict[str, Any] | None:
+        return dom.sweep() or None
+
+    ctx.kinds.register(JobKind(REINDEX_KIND, reindex_job, max_attempts=1, description="rebuild the search tables"))
+    ctx.kinds.register(JobKind(SWEEP_KIND, sweep_job, lane="short", quiet=True,
+                               description="search: CVE score bands, repair stale documents"))
+    return dom
+
+
+def schedules(ctx: Context) -> list[ScheduleSpec]:
+    return [ScheduleSpec(SWEEP_KIND, SWEEP_KIND, every=SWEEP_SECONDS)]

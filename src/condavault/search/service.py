@@ -1,0 +1,622 @@
+"""The search service behind ``GET /api/search``, the CLI and the web UI.
+
+Results are packages, one per (channel, name): for free text from the package documents
+(``search_packages``), for MatchSpecs and field queries from the matching records, grouped. Each result
+shows one record: the newest (conda version order, then build number, then timestamp) of those that
+matched and pass the filters.
+
+Every query is restricted in SQL to the channels the caller may read -- results, totals, facets and
+the "did you mean" suggestion alike. See docs/search.md.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from condavault.auth.identity import Identity
+from condavault.auth.permissions import Permission
+from condavault.auth.policy import ChannelRef, allowed
+from condavault.channels.models import Channel, Record
+from condavault.errors import InvalidRequest, NotFound
+from condavault.packages.filename import is_subdir
+from condavault.packages.specs import version_key
+from condavault.search import query as qp
+from condavault.search.index import chunks, similarity, trigrams
+from condavault.search.models import SearchFile, SearchPackage, SearchTrigram
+from condavault.vulns.models import VulnAdvisory, VulnAdvisoryId, VulnLinkRow, counting_clause
+
+if TYPE_CHECKING:
+    from condavault.context import Context
+
+SORTS = ("relevance", "name", "newest")
+MAX_PAGE = 1000
+MAX_PER_PAGE = 100
+MAX_CANDIDATES = 10000  # packages a text query ranks (the total says "at least" beyond: total_capped)
+MAX_RECORDS = 50000  # records a field query reads
+FUZZY_MIN = 0.3
+SUGGEST_MIN = 0.35
+SCORE_BANDS = (("critical", 9.0), ("high", 7.0), ("medium", 4.0), ("low", 0.0))
+# relevance of a text match (exact name first, then prefix, then substring/text, then fuzzy)
+EXACT, PREFIX, NAME_SUBSTRING, TEXT, FUZZY = 1000.0, 500.0, 300.0, 100.0, 50.0
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search request (raises ``InvalidRequest`` on construction)."""
+
+    q: str
+    channel: str | None = None
+    subdir: str | None = None
+    license: str | None = None
+    sort: str = "relevance"  # relevance|name|newest
+    page: int = 1
+    per_page: int = 20
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.q, str) or len(self.q) > qp.MAX_QUERY:
+            raise InvalidRequest(f"q must be at most {qp.MAX_QUERY} characters", code="invalid_query")
+        if self.sort not in SORTS:
+            raise InvalidRequest(f"sort must be one of {', '.join(SORTS)}", code="invalid_query", sort=self.sort)
+        if not 1 <= self.page <= MAX_PAGE:
+            raise InvalidRequest(f"page must be between 1 and {MAX_PAGE}", code="invalid_query")
+        if not 1 <= self.per_page <= MAX_PER_PAGE:
+            raise InvalidRequest(f"per_page must be between 1 and {MAX_PER_PAGE}", code="invalid_query")
+        if self.subdir is not None and not is_subdir(self.subdir):
+            raise InvalidRequest(f"unknown subdir {self.subdir[:40]!r}", code="invalid_query", subdir=self.subdir[:40])
+        if self.channel is not None and not 0 < len(self.channel) <= 100:
+            raise InvalidRequest("channel must be 1 to 100 characters", code="invalid_query")
+        if self.license is not None and not 0 < len(self.license) <= 200:
+            raise InvalidRequest("license must be 1 to 200 characters", code="invalid_query")
+
+
+@dataclass
+class _Pkg:
+    """One result before paging: a (channel, name) with its relevance and facet values."""
+
+    channel_id: int
+    name: str
+    score: float
+    subdirs: set[str]
+    license: str | None
+    max_score: float | None
+    timestamp: int
+    record_ids: list[int] | None = None  # record-level queries: the matching records
+    matched: str | None = None
+
+
+def band(score: float | None) -> str:
+    if score is None:
+        return "none"
+    for name, low in SCORE_BANDS:
+        if score >= low:
+            return name
+    return "none"
+
+
+def _like_escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _glob_like(s: str) -> str:
+    return _like_escape(s).replace("*", "%")
+
+
+class SearchService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- permissions -------------------------------------------------------------------------------
+    def readable(self, identity: Identity) -> dict[int, str]:
+        """id -> name of every channel ``identity`` may read."""
+        with self.ctx.db.session() as s:
+            rows = s.execute(select(Channel.id, Channel.name, Channel.privacy)).all()
+        return {
+            cid: name for cid, name, p in rows if allowed(identity, Permission.CHANNEL_READ, ChannelRef(cid, name, p))
+        }
+
+    def _scope(self, identity: Identity, channel: str | None) -> dict[int, str]:
+        ids = self.readable(identity)
+        if channel is None:
+            return ids
+        ref = self.ctx.channels.for_read(identity, channel)  # the same 403/404 as every channel route
+        return {ref.id: ref.name} if ref.id in ids else {}
+
+    # -- search ------------------------------------------------------------------------------------
+    def search(self, identity: Identity, query: SearchQuery) -> dict[str, Any]:
+        parsed = qp.parse(query.q)
+        channels = self._scope(identity, query.channel)
+        if parsed.spec_channel is not None:
+            channels = {cid: n for cid, n in channels.items() if n == parsed.spec_channel}
+        out: dict[str, Any] = {
+            "results": [],
+            "total": 0,
+            "total_capped": False,
+            "page": query.page,
+            "per_page": query.per_page,
+            "facets": {"channel": {}, "subdir": {}, "license": {}, "score_band": {}},
+            "suggestion": None,
+            "query_kind": parsed.kind,
+        }
+        if not channels:
+            return out
+        with self.ctx.db.session() as s:
+            if parsed.record_level:
+                pkgs, capped = self._record_candidates(s, parsed, list(channels))
+            else:
+                pkgs, capped = self._text_candidates(s, parsed, list(channels))
+                if parsed.text:
+                    out["suggestion"] = self._suggest(s, parsed.text, list(channels))
+            subdir = query.subdir or parsed.spec_subdir
+            lic = query.license.lower() if query.license else None
+            out["facets"] = self._facets(pkgs, channels, subdir, lic)
+            hits = [p for p in pkgs if _keep(p, subdir, lic)]
+            hits.sort(key=_sort_key(query.sort, channels))
+            out["total"] = len(hits)
+            out["total_capped"] = capped
+            start = (query.page - 1) * query.per_page
+            page = hits[start : start + query.per_page]
+            out["results"] = self._shape(s, page, channels, parsed, subdir, lic)
+        return out
+
+    def _facets(
+        self, pkgs: list[_Pkg], channels: dict[int, str], subdir: str | None, lic: str | None
+    ) -> dict[str, dict[str, int]]:
+        """Counts of packages per value; each facet ignores its own filter (so the others stay choosable)."""
+        ch: Counter[str] = Counter()
+        sd: Counter[str] = Counter()
+        li: Counter[str] = Counter()
+        sb: Counter[str] = Counter()
+        for p in pkgs:
+            in_sd = subdir is None or subdir in p.subdirs
+            in_li = lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
+            if in_sd and in_li:
+                ch[channels[p.channel_id]] += 1
+                sb[band(p.max_score)] += 1
+            if in_li:
+                sd.update(p.subdirs)
+            if in_sd:
+                li[p.license or "unknown"] += 1
+        return {
+            "channel": dict(ch.most_common(100)),
+            "subdir": dict(sorted(sd.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "license": dict(li.most_common(50)),
+            "score_band": {k: sb[k] for k in ("critical", "high", "medium", "low", "none") if sb[k]},
+        }
+
+    # -- free text ---------------------------------------------------------------------------------
+    def _text_candidates(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[list[_Pkg], bool]:
+        P = SearchPackage
+        in_scope = P.channel_id.in_(ids)
+        scores: dict[int, float] = {}
+
+        def add(pk: int, score: float) -> None:
+            if score > scores.get(pk, -1.0):
+                scores[pk] = score
+
+        textq = parsed.text
+        capped = False
+        if not textq:  # no text: every package (browse), by name
+            rows = s.execute(select(P.id).where(in_scope).order_by(P.name, P.channel_id).limit(MAX_CANDIDATES + 1))
+            for (pk,) in rows:
+                add(pk, 0.0)
+        else:
+            dialect = s.get_bind().dialect.name
+            name_q = textq.replace(" ", "-")
+            for (pk,) in s.execute(select(P.id).where(in_scope, P.name.in_({textq, name_q}))):
+                add(pk, EXACT)
+            pattern = _like_escape(name_q) + "%"
+            for pk, name in s.execute(
+                select(P.id, P.name).where(in_scope, P.name.like(pattern, escape="\\")).limit(MAX_CANDIDATES)
+            ):
+                add(pk, PREFIX - min(len(name) - len(name_q), 99))
+            found = (self._fts_sqlite if dialect == "sqlite" else self._fts_pg)(s, parsed, ids)
+            capped = len(found) >= MAX_CANDIDATES
+            for pk, score in found:
+                add(pk, score)
+            for pk, sim in self._fuzzy(s, name_q, ids):
+                add(pk, FUZZY * sim)
+        if not scores:
+            return [], capped
+        return self._load_pkgs(s, scores), capped or len(scores) > MAX_CANDIDATES
+
+    def _load_pkgs(self, s: Session, scores: dict[int, float]) -> list[_Pkg]:
+        P = SearchPackage
+        out = []
+        keys = sorted(scores, key=lambda k: -scores[k])[:MAX_CANDIDATES]
+        for part in chunks(keys):
+            for pk, cid, name, subdirs, lic, mx, ts in s.execute(
+                select(P.id, P.channel_id, P.name, P.subdirs, P.license, P.max_score, P.latest_timestamp).where(
+                    P.id.in_(part)
+                )
+            ):
+                out.append(_Pkg(cid, name, scores[pk], set(subdirs.split()), lic, mx, ts or 0))
+        return out
+
+    def _fts_sqlite(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
+        """FTS5 (trigram tokenizer): every word of 3+ characters as a substring, in any column; shorter
+        words as a name substring. Name matches rank above text-only ones."""
+        long = [w for w in parsed.words if len(w) >= 3]
+        short = [w for w in parsed.words if len(w) < 3]
+        if not long:
+            if not short:
+                return []
+            conds = [SearchPackage.name.like(f"%{_like_escape(w)}%", escape="\\") for w in short]
+            rows = s.execute(
+                select(SearchPackage.id).where(SearchPackage.channel_id.in_(ids), *conds).limit(MAX_CANDIDATES)
+            )
+            return [(pk, NAME_SUBSTRING) for (pk,) in rows]
+        quoted = ['"' + w.replace('"', '""') + '"' for w in long]
+        match = " AND ".join(quoted)
+        name_match = "name : (" + " AND ".join(quoted) + ")"
+        scope = ",".join(str(int(i)) for i in ids)
+        short_sql = "".join(f" AND p.name LIKE :s{i} ESCAPE '\\'" for i in range(len(short)))
+        params: dict[str, Any] = {"m": match, "n": name_match, "lim": MAX_CANDIDATES}
+        params.update({f"s{i}": f"%{_like_escape(w)}%" for i, w in enumerate(short)})
+        out: dict[int, float] = {}
+        sql = (
+            "SELECT p.id, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
+            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND p.channel_id IN ({scope}){short_sql} "
+            "ORDER BY rank LIMIT :lim"
+        )
+        for pk, rank in s.execute(text(sql), {**params, "q": params["n"]}):
+            out[pk] = NAME_SUBSTRING + min(-float(rank), 99.0)
+        for pk, rank in s.execute(text(sql), {**params, "q": params["m"]}):
+            out.setdefault(pk, TEXT + min(-float(rank), 99.0))
+        return list(out.items())
+
+    def _fts_pg(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
+        """PostgreSQL: name substrings through pg_trgm (ILIKE), words (prefixes) through the tsvector."""
+        P = SearchPackage
+        out: dict[int, float] = {}
+        conds = [P.name.ilike(f"%{_like_escape(w)}%", escape="\\") for w in parsed.words]
+        if conds:
+            for (pk,) in s.execute(select(P.id).where(P.channel_id.in_(ids), *conds).limit(MAX_CANDIDATES)):
+                out[pk] = NAME_SUBSTRING
+        terms = qp.words_of(parsed.text)
+        if terms:
+            tsq = " & ".join(f"{t}:*" for t in terms[:16])
+            doc = "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description)"
+            scope = ",".join(str(int(i)) for i in ids)
+            sql = (
+                f"SELECT id, ts_rank({doc}, q) FROM search_packages, to_tsquery('simple', :tsq) q "
+                f"WHERE {doc} @@ q AND channel_id IN ({scope}) ORDER BY 2 DESC LIMIT :lim"
+            )
+            for pk, rank in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
+                out.setdefault(pk, TEXT + min(float(rank) * 100, 99.0))
+        return list(out.items())
+
+    def _fuzzy_names(self, s: Session, word: str, ids: list[int], limit: int = 50) -> list[tuple[str, float]]:
+        """Names in readable channels similar to ``word`` (trigram similarity >= FUZZY_MIN), best first."""
+        if len(word) < 3 or len(word) > 100:
+            return []
+        P = SearchPackage
+        if s.get_bind().dialect.name == "postgresql":
+            sim = func.similarity(P.name, word)
+            rows = s.execute(
+                select(P.name, func.max(sim))
+                .where(P.channel_id.in_(ids), P.name.op("%")(word))
+                .group_by(P.name)
+                .order_by(func.max(sim).desc(), P.name)
+                .limit(limit)
+            ).all()
+            return [(n, float(v)) for n, v in rows if v >= FUZZY_MIN]
+        grams = sorted(trigrams(word))
+        need = max(1, int(len(grams) * FUZZY_MIN) - 1)
+        cand = s.execute(
+            select(SearchTrigram.name)
+            .where(SearchTrigram.trigram.in_(grams))
+            .group_by(SearchTrigram.name)
+            .having(func.count() >= need)
+            .order_by(func.count().desc())
+            .limit(2000)
+        ).scalars().all()
+        scored = sorted(((n, similarity(word, n)) for n in cand), key=lambda x: (-x[1], x[0]))
+        scored = [x for x in scored if x[1] >= FUZZY_MIN][: limit * 4]
+        if not scored:
+            return []
+        visible = set(
+            s.scalars(select(P.name).where(P.channel_id.in_(ids), P.name.in_([n for n, _ in scored])).distinct())
+        )
+        return [x for x in scored if x[0] in visible][:limit]
+
+    def _fuzzy(self, s: Session, word: str, ids: list[int]) -> list[tuple[int, float]]:
+        names = dict(self._fuzzy_names(s, word, ids))
+        if not names:
+            return []
+        P = SearchPackage
+        rows = s.execute(select(P.id, P.name).where(P.channel_id.in_(ids), P.name.in_(list(names))))
+        return [(pk, names[n]) for pk, n in rows]
+
+    def _suggest(self, s: Session, text_q: str, ids: list[int]) -> str | None:
+        """"Did you mean": the most similar other name, when no readable package has exactly this name."""
+        word = text_q.replace(" ", "-")
+        if s.scalar(select(SearchPackage.id).where(SearchPackage.channel_id.in_(ids), SearchPackage.name == word)
+                    .limit(1)) is not None:
+            return None
+        for name, sim in self._fuzzy_names(s, word, ids, limit=5):
+            if name != word and sim >= SUGGEST_MIN:
+                return name
+        return None
+
+    # -- record-level queries ----------------------------------------------------------------------
+    def _record_conditions(self, s: Session, parsed: qp.Parsed) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+        R = Record
+        conds: list[ColumnElement[bool]] = []
+        info: dict[str, Any] = {}
+        if parsed.spec is not None:
+            name = parsed.spec.name
+            conds.append(R.name.like(_glob_like(name), escape="\\") if "*" in name else R.name == name)
+            if parsed.spec_subdir:
+                conds.append(R.subdir == parsed.spec_subdir)
+        for p in parsed.paths:
+            conds.append(R.sha256.in_(select(SearchFile.package_sha256).where(SearchFile.path == p)))
+            info["matched"] = f"path:{p}"
+        for h in parsed.sha256:
+            holders = select(SearchFile.package_sha256).where(SearchFile.sha256 == h)
+            conds.append(or_(R.sha256 == h, R.sha256.in_(holders)))
+            info.setdefault("file_sha", []).append(h)
+        for c in parsed.cves:
+            adv = select(VulnAdvisory.id).where(
+                or_(
+                    VulnAdvisory.advisory_id == c,
+                    VulnAdvisory.id.in_(select(VulnAdvisoryId.advisory_pk).where(VulnAdvisoryId.ident == c)),
+                )
+            )
+            conds.append(
+                R.id.in_(select(VulnLinkRow.record_id).where(VulnLinkRow.advisory_pk.in_(adv), counting_clause()))
+            )
+            info["matched"] = f"cve:{c}"
+        for pu in parsed.purls:
+            conds.append(R.name == pu.name)
+            if pu.version:
+                conds.append(R.version == pu.version)
+            if pu.subdir:
+                conds.append(R.subdir == pu.subdir)
+            if pu.build:
+                conds.append(R.build == pu.build)
+            if pu.channel:
+                info.setdefault("channels", set()).add(pu.channel)
+        for lic in parsed.licenses:
+            conds.append(func.lower(R.license).like(_glob_like(lic.lower()), escape="\\"))
+        for flag in parsed.has:
+            keys = qp.HAS[flag]
+            if keys is None:
+                conds.append(R.id.in_(select(VulnLinkRow.record_id).where(counting_clause())))
+            else:
+                conds.append(or_(*(R.paths_summary.like(f'%"{k}": true%') for k in keys)))
+        return conds, info
+
+    def _record_candidates(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[list[_Pkg], bool]:
+        R = Record
+        conds, info = self._record_conditions(s, parsed)
+        if info.get("channels"):
+            names = dict(s.execute(select(Channel.id, Channel.name).where(Channel.id.in_(ids))).tuples())
+            ids = [cid for cid in ids if names.get(cid) in info["channels"]]
+            if not ids:
+                return [], False
+        if parsed.text:  # free text next to field terms: only packages the text finds
+            text_pkgs, _ = self._text_candidates(s, qp.Parsed(text=parsed.text), ids)
+            keys = {(p.channel_id, p.name) for p in text_pkgs}
+            if not keys:
+                return [], False
+            conds.append(R.name.in_(sorted({n for _, n in keys})))
+        else:
+            keys = None
+        stmt = (
+            select(R.id, R.channel_id, R.name, R.version, R.build, R.subdir, R.license, R.timestamp)
+            .where(R.channel_id.in_(ids), R.removed.is_(False), *conds)
+            .order_by(R.id.desc())
+            .limit(MAX_RECORDS + 1)
+        )
+        rows = s.execute(stmt).all()
+        capped = len(rows) > MAX_RECORDS
+        rows = rows[:MAX_RECORDS]
+        spec = parsed.spec
+        if spec is not None:
+            rows = [r for r in rows if spec.matches(r.version, r.build)]
+        grouped: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        for r in rows:
+            if keys is None or (r.channel_id, r.name) in keys:
+                grouped[(r.channel_id, r.name)].append(r)
+        scores = self._record_scores(s, [r.id for rs in grouped.values() for r in rs])
+        out = []
+        for (cid, name), rs in grouped.items():
+            best = max(rs, key=lambda r: (version_key(r.version), r.timestamp or 0, r.id))
+            mx = max((scores[r.id] for r in rs if r.id in scores), default=None)
+            out.append(
+                _Pkg(cid, name, 0.0, {r.subdir for r in rs}, best.license, mx, best.timestamp or 0,
+                     record_ids=[r.id for r in rs], matched=info.get("matched"))
+            )
+        return out, capped
+
+    def _record_scores(self, s: Session, record_ids: Sequence[int]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for part in chunks(list(record_ids)):
+            for rid, score in s.execute(
+                select(VulnLinkRow.record_id, func.max(VulnAdvisory.score))
+                .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+                .where(VulnLinkRow.record_id.in_(part), counting_clause())
+                .group_by(VulnLinkRow.record_id)
+            ):
+                if score is not None:
+                    out[rid] = float(score)
+        return out
+
+    # -- shaping a page ----------------------------------------------------------------------------
+    def _shape(
+        self, s: Session, page: list[_Pkg], channels: dict[int, str], parsed: qp.Parsed, subdir: str | None,
+        lic: str | None,
+    ) -> list[dict[str, Any]]:
+        if not page:
+            return []
+        R = Record
+        cols = (R.id, R.channel_id, R.name, R.version, R.build, R.build_number, R.subdir, R.license, R.timestamp,
+                R.filename, R.sha256)
+        # the candidate records of each package on the page
+        cand: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        ids = [rid for p in page for rid in (p.record_ids or [])]
+        if ids:
+            for part in chunks(ids):
+                for r in s.execute(select(*cols).where(R.id.in_(part))):
+                    cand[(r.channel_id, r.name)].append(r)
+        text_keys = [(p.channel_id, p.name) for p in page if p.record_ids is None]
+        if text_keys:
+            cond = or_(*(and_(R.channel_id == c, R.name == n) for c, n in text_keys))
+            for r in s.execute(select(*cols).where(cond, R.removed.is_(False))):
+                cand[(r.channel_id, r.name)].append(r)
+        docs = {
+            (c, n): (summ, lic_)
+            for c, n, summ, lic_ in s.execute(
+                select(SearchPackage.channel_id, SearchPackage.name, SearchPackage.summary, SearchPackage.license)
+                .where(or_(*(and_(SearchPackage.channel_id == p.channel_id, SearchPackage.name == p.name)
+                             for p in page)))
+            )
+        }
+        chosen: dict[tuple[int, str], Any] = {}
+        for p in page:
+            rs = cand.get((p.channel_id, p.name), [])
+            keep = [r for r in rs if (subdir is None or r.subdir == subdir)
+                    and (lic is None or fnmatch.fnmatchcase((r.license or "").lower(), lic))] or rs
+            if keep:
+                chosen[(p.channel_id, p.name)] = max(
+                    keep, key=lambda r: (version_key(r.version), r.build_number, r.timestamp or 0, r.id)
+                )
+        rids = [r.id for r in chosen.values()]
+        cves: Counter[int] = Counter()
+        maxes: dict[int, float] = {}
+        for part in chunks(rids):
+            for rid, n, mx in s.execute(
+                select(VulnLinkRow.record_id, func.count(), func.max(VulnAdvisory.score))
+                .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+                .where(VulnLinkRow.record_id.in_(part), counting_clause())
+                .group_by(VulnLinkRow.record_id)
+            ):
+                cves[rid] = int(n)
+                if mx is not None:
+                    maxes[rid] = float(mx)
+        file_hits = self._file_hits(s, [r.sha256 for r in chosen.values() if r.sha256], parsed)
+        out = []
+        for p in page:
+            r = chosen.get((p.channel_id, p.name))
+            summary, doc_lic = docs.get((p.channel_id, p.name), ("", None))
+            if r is None:  # the records went away between the two queries: show the document
+                out.append({"channel": channels[p.channel_id], "name": p.name, "version": None, "build": None,
+                            "subdir": None, "summary": summary, "license": doc_lic, "max_score": None, "cves": 0,
+                            "timestamp": None, "filename": None, "sha256": None, "matched": p.matched,
+                            "score": p.score, "builds": 0})
+                continue
+            matched = p.matched
+            if r.sha256 in file_hits:
+                matched = file_hits[r.sha256]
+            out.append(
+                {
+                    "channel": channels[p.channel_id],
+                    "name": p.name,
+                    "version": r.version,
+                    "build": r.build,
+                    "subdir": r.subdir,
+                    "summary": summary,
+                    "license": r.license or doc_lic,
+                    "max_score": maxes.get(r.id),
+                    "cves": cves.get(r.id, 0),
+                    "timestamp": r.timestamp,
+                    "filename": r.filename,
+                    "sha256": r.sha256,
+                    "matched": matched,
+                    "score": round(p.score, 3),
+                    "builds": len(p.record_ids if p.record_ids is not None else cand.get((p.channel_id, p.name), [])),
+                }
+            )
+        return out
+
+    def _file_hits(self, s: Session, shas: list[str], parsed: qp.Parsed) -> dict[str, str]:
+        """For ``sha256:`` queries: which file of a shown package carries the digest (``sha256:<path>``)."""
+        out: dict[str, str] = {}
+        for h in parsed.sha256:
+            for pkg, path in s.execute(
+                select(SearchFile.package_sha256, SearchFile.path).where(
+                    SearchFile.sha256 == h, SearchFile.package_sha256.in_(shas)
+                )
+            ):
+                out.setdefault(pkg, f"path:{path}")
+        return out
+
+    # -- which package provides a file --------------------------------------------------------------
+    def provides(self, identity: Identity, path: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+        """Every readable file (record) whose package holds ``path`` (exact path inside the package)."""
+        p = qp.parse("path:" + path.strip()).paths[0] if path.strip() else ""
+        if not p:
+            raise InvalidRequest("path must name a file inside a package, e.g. lib/libz.so.1", code="invalid_query")
+        if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+            raise InvalidRequest(f"page must be 1..{MAX_PAGE} and per_page 1..{MAX_PER_PAGE}", code="invalid_query")
+        channels = self.readable(identity)
+        out: dict[str, Any] = {"path": p, "results": [], "total": 0, "page": page, "per_page": per_page}
+        if not channels:
+            return out
+        R, F = Record, SearchFile
+        base = (
+            select(R.channel_id, R.subdir, R.filename, R.name, R.version, R.build, F.size, F.sha256)
+            .join(F, F.package_sha256 == R.sha256)
+            .where(F.path == p, R.channel_id.in_(list(channels)), R.removed.is_(False))
+        )
+        with self.ctx.db.session() as s:
+            out["total"] = int(s.scalar(select(func.count()).select_from(base.subquery())) or 0)
+            rows = s.execute(
+                base.order_by(R.name, R.version.desc(), R.channel_id, R.subdir, R.filename)
+                .limit(per_page)
+                .offset((page - 1) * per_page)
+            ).all()
+        out["results"] = [
+            {"channel": channels[r.channel_id], "subdir": r.subdir, "filename": r.filename, "name": r.name,
+             "version": r.version, "build": r.build, "path": p, "size": r.size, "sha256": r.sha256}
+            for r in rows
+        ]
+        return out
+
+    def files(self, channel_id: int, record_id: int, offset: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The files inside one record's package (the caller has checked read access to the channel)."""
+        if offset < 0 or not 1 <= limit <= 100000:
+            raise InvalidRequest("offset must be >= 0 and limit 1..100000", code="invalid_query")
+        with self.ctx.db.session() as s:
+            sha = s.scalar(select(Record.sha256).where(Record.id == record_id, Record.channel_id == channel_id))
+            if sha is None:
+                exists = s.scalar(select(Record.id).where(Record.id == record_id, Record.channel_id == channel_id))
+                if exists is None:
+                    raise NotFound("no such file in this channel", code="file_not_found")
+                return []
+            rows = s.execute(
+                select(SearchFile.path, SearchFile.size, SearchFile.sha256)
+                .where(SearchFile.package_sha256 == sha)
+                .order_by(SearchFile.path)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        return [{"path": p, "size": z, "sha256": h} for p, z, h in rows]
+
+    def file_count(self, channel_id: int, record_id: int) -> int:
+        with self.ctx.db.session() as s:
+            sha = s.scalar(select(Record.sha256).where(Record.id == record_id, Record.channel_id == channel_id))
+            if sha is None:
+                return 0
+            return int(s.scalar(select(func.count()).where(SearchFile.package_sha256 == sha)) or 0)
+
+
+def _keep(p: _Pkg, subdir: str | None, lic: str | None) -> bool:
+    if subdir is not None and subdir not in p.subdirs:
+        return False
+    return lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
+
+
+def _sort_key(sort: str, channels: dict[int, str]) -> Callable[[_Pkg], Any]:
+    if sort == "name":
+        return lambda p: (p.name, channels[p.channel_id], p.channel_id)
+    if sort == "newest":
+        return lambda p: (-p.timestamp, p.name, channels[p.channel_id], p.channel_id)
+    return lambda p: (-p.score, len(p.name), p.name, channels[p.channel_id], p.channel_id)

@@ -30,7 +30,7 @@ from condavault.mirror import api as mirror_api
 from condavault.search import api as search_api
 from condavault.serving.repo import repo_endpoint
 from condavault.vulns import api as vulns_api
-from condavault.web import system
+from condavault.web import system, ui
 from condavault.web.errors import json_error
 from condavault.web.limits import BodyGuard, BodyRule
 
@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.router.routes.append(Route("/api/repo/{path:path}", repo_endpoint, methods=["GET", "HEAD"]))
     for router in ROUTERS:
         app.include_router(router)
+    ui.mount(app)  # the web UI at / (after the API: it never shadows /api)
     app.add_middleware(RequestMetrics)
     app.body_guard = BodyGuard(settings, lambda: app.routes, _precheck_body)
     return app

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from condavault.web import ui
 from tests.support.accounts import (
     IDENTITIES,
     INVALID,
@@ -35,6 +36,8 @@ from tests.support.static_channel import StaticChannel, build_channel
 PKG = "noarch/dependency-1.0-0.conda"
 GENERIC_PREFIXES = ("/api/mirrors", "/api/cves")
 REPO_ROUTE = "/api/repo/{path:path}"
+# the web UI's pages (HTML; a hidden channel is a 404 page): tests/functional/test_ui_http.py checks each
+UI_PATHS = {r.path for router in ui.ROUTERS for r in router.routes} | {"/static"}  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -396,6 +399,8 @@ def classify(method: str, path: str) -> tuple[str, Build] | None:
         return EXPECT[(method, path)]
     if path == REPO_ROUTE:
         return ("repo", _none)  # test_repo_matrix
+    if path in UI_PATHS:
+        return ("ui", _none)  # test_ui_http.py
     if path.startswith(GENERIC_PREFIXES):
         return ("generic", _none)
     if method == "GET" and path.startswith("/api/channels/{name}/"):
@@ -502,7 +507,7 @@ def _route_matrix(world: World, who: str) -> None:
         spec = classify(method, path)
         assert spec is not None, f"{method} {path} has no expectation"
         perm, build = spec
-        if perm == "repo":
+        if perm in ("repo", "ui"):
             continue
         channel_scoped = ("{name}" in path and path.startswith(("/api/channels/", "/api/mirrors/"))) or (
             perm.startswith("mirror-")

@@ -1,0 +1,119 @@
+"""Read-only data the package and channel pages show that no API route returns in this shape: the package
+names of a channel, the dependants of a package, download counts per day. Every function takes channel
+ids the caller was already allowed to read (``ctx.channels.for_read`` / ``vulns.api.readable``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from condavault.audit.models import DownloadEvent
+from condavault.channels.models import Channel, Record
+from condavault.packages.specs import version_key
+
+DEPENDANT_SCAN = 20000  # records read at most to find dependants (a LIKE prefilter narrows them first)
+_NAME_END = re.compile(r"[\s\[=<>!~,]")
+
+
+def package_names(s: Session, channel_id: int, *, prefix: str = "", limit: int = 100, offset: int = 0) -> tuple[
+        list[dict[str, Any]], int]:
+    """(name, files, latest upload) per package name of a channel, paged; and the number of names."""
+    q = select(Record.name, func.count(), func.max(Record.timestamp)).where(Record.channel_id == channel_id)
+    n = select(func.count(func.distinct(Record.name))).where(Record.channel_id == channel_id)
+    if prefix:
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = q.where(Record.name.like(like, escape="\\"))
+        n = n.where(Record.name.like(like, escape="\\"))
+    rows = s.execute(q.group_by(Record.name).order_by(Record.name).limit(limit).offset(offset)).all()
+    return [{"name": r[0], "files": int(r[1]), "timestamp": r[2]} for r in rows], int(s.scalar(n) or 0)
+
+
+def dep_name(spec: str) -> str:
+    return _NAME_END.split(spec.strip(), maxsplit=1)[0]
+
+
+def dependants(s: Session, channel_ids: Collection[int], name: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Packages (channel, name) in the given channels with a build whose ``depends`` names ``name``."""
+    if not channel_ids:
+        return []
+    like = '%"' + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = (
+        select(Channel.name, Record.name, Record.version, Record.record)
+        .join(Channel, Channel.id == Record.channel_id)
+        .where(Record.channel_id.in_(list(channel_ids)), Record.name != name, Record.record.like(like, escape="\\"))
+        .limit(DEPENDANT_SCAN)
+    )
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for chan, pkg, version, text in s.execute(stmt):
+        try:
+            deps = json.loads(text).get("depends") or []
+        except (ValueError, AttributeError):
+            continue
+        spec = next((d for d in deps if isinstance(d, str) and dep_name(d) == name), None)
+        if spec is None:
+            continue
+        key = (chan, pkg)
+        cur = found.get(key)
+        if cur is None or version_key(version) > version_key(cur["version"]):
+            found[key] = {"channel": chan, "name": pkg, "version": version, "spec": spec}
+    return sorted(found.values(), key=lambda d: (d["name"], d["channel"]))[:limit]
+
+
+def downloads_per_day(s: Session, channel: str, name: str, days: int = 30) -> list[dict[str, Any]]:
+    """Downloads of the package per day over the last ``days`` days (zeros included), oldest first."""
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=days - 1)
+    since = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
+    per_day = func.date(DownloadEvent.at)
+    rows = s.execute(
+        select(per_day, func.count())
+        .where(DownloadEvent.channel == channel, DownloadEvent.package == name, DownloadEvent.at >= since)
+        .group_by(per_day)
+    ).all()
+    counts = {str(d)[:10]: int(n) for d, n in rows}
+    out = []
+    for i in range(days):
+        day = (start + timedelta(days=i)).isoformat()
+        out.append({"day": day, "count": counts.get(day, 0)})
+    return out
+
+
+def chart(points: list[dict[str, Any]], width: int = 300, height: int = 60) -> dict[str, Any]:
+    """Bars of an inline SVG chart (computed here: templates only place them)."""
+    peak = max((p["count"] for p in points), default=0)
+    bar = width / max(1, len(points))
+    bars = []
+    for i, p in enumerate(points):
+        h = 0.0 if peak == 0 else max(1.0, (height - 2) * p["count"] / peak)
+        bars.append({"x": round(i * bar + 0.5, 1), "y": round(height - h, 1), "w": round(max(1.0, bar - 1), 1),
+                     "h": round(h, 1), "day": p["day"], "count": p["count"]})
+    return {"width": width, "height": height, "bars": bars, "peak": peak, "total": sum(p["count"] for p in points)}
+
+
+def about(record: Record) -> dict[str, Any]:
+    try:
+        data = json.loads(record.about) if record.about else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    try:
+        data = json.loads(record.record)
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def since_epoch_ms(ts: int | None) -> str:
+    if not ts:
+        return ""
+    value = ts / 1000 if ts > 10**11 else ts
+    return date.fromtimestamp(value).isoformat()

@@ -1,0 +1,296 @@
+"""The web UI over real HTTP: every page x anonymous / a user without rights / a member / an admin, the same
+permissions as the API (a private channel is a 404 page and its name appears nowhere), CSRF on every form,
+cookie flags, escaping, and precise 4xx pages for bad input (never a 500)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from condavault.web import ui
+from tests.support.accounts import Accounts, grant_channel, make_accounts, ok
+from tests.support.packages import make_conda
+from tests.support.server import Server
+from tests.support.static_channel import StaticChannel, build_channel
+
+WHO = ("anonymous", "outsider", "member", "admin")
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class UIWorld:
+    server: Server
+    acc: Accounts
+    pub: str
+    priv: str
+    mirror: str
+    run_id: int
+    sessions: dict[str, httpx.Client] = field(default_factory=dict)
+
+    def web(self, who: str) -> httpx.Client:
+        return self.sessions[who]
+
+
+def web_login(server: Server, username: str, password: str) -> httpx.Client:
+    """A browser-like client that logged in through the login form."""
+    c = httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
+    page = c.get("/login")
+    assert page.status_code == 200, page.text
+    token = CSRF.search(page.text)
+    assert token is not None
+    r = c.post("/login", data={"username": username, "password": password, "csrf_token": token.group(1),
+                               "next": "/channels"})
+    assert r.status_code == 303 and r.headers["location"] == "/channels", r.text
+    return c
+
+
+def csrf_of(c: httpx.Client, path: str = "/tokens") -> str:
+    m = CSRF.search(c.get(path).text)
+    assert m is not None, f"no form with a CSRF token on {path}"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIWorld]:
+    srv = shared_server
+    tag = uuid.uuid4().hex[:6]
+    acc = make_accounts(srv, f"ui{tag}")
+    pub, priv = f"uipub-{tag}", f"uipriv-{tag}"
+    srv.channel(pub, "public")
+    srv.channel(priv, "private")
+    grant_channel(srv, acc, priv)
+    work = tmp_path_factory.mktemp("uipkgs")
+    ok(srv.upload(pub, make_conda(work, "uilib", "1.0", "0")))
+    ok(srv.upload(pub, make_conda(work, "uitool", "2.0", "0", index_extra={"depends": ["uilib >=1.0"]})))
+    # a private package that depends on the public one: a dependant only its readers may see
+    ok(srv.upload(priv, make_conda(work, f"secret{tag}", "1.0", "0", index_extra={"depends": ["uilib"]})))
+    with srv.client() as c:
+        ok(c.patch(f"/api/channels/{pub}", json={"description": "<script>alert('x')</script> public"}))
+        ok(c.post("/api/users", json={"username": f"ui{tag}-root", "password": acc.password, "is_admin": True}))
+    root = build_channel(packages_dir, tmp_path_factory.mktemp("uiup"), subdirs=("noarch",), names={"dependency"})
+    with StaticChannel(root) as upstream, srv.client() as c:
+        mirror = f"uimirror-{tag}"
+        ok(c.post("/api/mirrors", json={"name": mirror, "upstream": upstream.url, "channel": priv,
+                                        "subdirs": ["noarch"], "on_remove": "keep"}))
+        run = c.post(f"/api/mirrors/{mirror}/runs", params={"wait": True})
+        ok(run, 202)
+        w = UIWorld(srv, acc, pub, priv, mirror, run.json()["id"])
+        w.sessions["anonymous"] = httpx.Client(base_url=srv.url, timeout=60)
+        for who in ("outsider", "member"):
+            w.sessions[who] = web_login(srv, acc.users[who], acc.password)
+        w.sessions["admin"] = web_login(srv, f"ui{tag}-root", acc.password)
+        yield w
+    for c in w.sessions.values():
+        c.close()
+
+
+def pages(w: UIWorld) -> dict[str, str]:
+    """One URL per GET page of the UI (the route pattern -> a concrete URL)."""
+    return {
+        "/": "/",
+        "/search": "/search?q=uilib",
+        "/provides": "/provides?path=share/x.txt",
+        "/login": "/login",
+        "/tokens": "/tokens",
+        "/channels": "/channels",
+        "/channels/{channel}": f"/channels/{w.pub}",
+        "/channels/{channel}/packages/{name}": f"/channels/{w.pub}/packages/uilib",
+        "/mirrors": "/mirrors",
+        "/mirrors/{name}": f"/mirrors/{w.mirror}?q=dependency",
+        "/mirrors/{name}/runs/{run_id}": f"/mirrors/{w.mirror}/runs/{w.run_id}",
+        "/cves": "/cves?linked=false",
+        "/cves/{ident}": "/cves/CVE-1999-0001",
+        "/admin": "/admin",
+        "/admin/users": "/admin/users",
+        "/admin/tokens": "/admin/tokens",
+        "/admin/audit": "/admin/audit",
+    }
+
+
+# expected status per page and identity (303: the login page)
+EXPECTED: dict[str, dict[str, int]] = {
+    "/tokens": {"anonymous": 303},
+    "/mirrors/{name}": {"anonymous": 404, "outsider": 404},  # the mirror feeds the private channel
+    "/mirrors/{name}/runs/{run_id}": {"anonymous": 404, "outsider": 404},
+    "/cves/{ident}": {w: 404 for w in WHO},  # no such advisory
+    "/admin": {"anonymous": 303, "outsider": 403, "member": 403},
+    "/admin/users": {"anonymous": 303, "outsider": 403, "member": 403},
+    "/admin/tokens": {"anonymous": 303, "outsider": 403, "member": 403},
+    "/admin/audit": {"anonymous": 303, "outsider": 403, "member": 403},
+}
+
+
+def test_every_ui_page_is_checked(world: UIWorld) -> None:
+    gets = {r.path for router in ui.ROUTERS for r in router.routes if "GET" in r.methods}  # type: ignore[attr-defined]
+    assert gets == set(pages(world)), gets ^ set(pages(world))
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_pages_per_identity(world: UIWorld, who: str) -> None:
+    c = world.web(who)
+    hidden = who in ("anonymous", "outsider")
+    for route, url in pages(world).items():
+        r = c.get(url)
+        want = EXPECTED.get(route, {}).get(who, 200)
+        assert r.status_code == want, f"{url} as {who}: {r.status_code} {r.text[:300]}"
+        if want == 303:
+            assert r.headers["location"].startswith("/login?next=")
+            continue
+        assert r.headers["content-type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        if hidden:  # the private channel, its package and its mirror are named nowhere
+            assert world.priv not in r.text and f"secret{world.priv[-6:]}" not in r.text, f"{url} leaks to {who}"
+        assert "<script>alert" not in r.text, f"{url} does not escape"
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_private_channel_pages(world: UIWorld, who: str) -> None:
+    c = world.web(who)
+    secret = f"secret{world.priv[-6:]}"
+    urls = [f"/channels/{world.priv}", f"/channels/{world.priv}/packages/{secret}",
+            f"/channels/{world.priv}/packages/nothing-here", "/channels/no-such-channel"]
+    for url in urls:
+        r = c.get(url)
+        readable = who in ("member", "admin") and "nothing" not in url and "no-such" not in url
+        assert r.status_code == (200 if readable else 404), f"{url} as {who}: {r.status_code}"
+        if not readable:
+            assert world.priv not in r.text.replace(url, "")
+    listing = c.get("/channels").text
+    assert (world.priv in listing) == (who in ("member", "admin"))
+    # the public package page lists the private dependant only to the private channel's readers
+    page = c.get(f"/channels/{world.pub}/packages/uilib").text
+    assert (secret in page) == (who in ("member", "admin"))
+    assert "uitool" in page  # the public dependant, for everyone
+
+
+def test_package_page_contents(world: UIWorld) -> None:
+    r = world.web("anonymous").get(f"/channels/{world.pub}/packages/uitool")
+    assert r.status_code == 200
+    html = r.text
+    assert "uilib" in html and "&gt;=1.0" in html  # dependency with its constraint
+    assert f"conda install -c {world.server.url}/api/repo/{world.pub} uitool" in html
+    assert f"pixi workspace channel add {world.server.url}/api/repo/{world.pub}" in html
+    assert "MIT" in html and "noarch" in html
+    assert "<svg" in html and "downloads in 30 days" in html
+
+
+def test_bad_input_is_a_4xx_page(world: UIWorld) -> None:
+    c = world.web("admin")
+    for url, status in [
+        ("/search?q=uilib&page=0", 400),
+        ("/search?q=uilib&sort=evil", 400),
+        ("/search?q=" + "x" * 600, 400),
+        (f"/channels/{world.pub}/packages/uilib?file=" + "a" * 400, 400),
+        (f"/channels/{world.pub}/packages/uilib?file=noarch/nope.conda", 404),
+        (f"/mirrors/{world.mirror}/runs/99999999999", 400),
+        ("/admin/audit?from=yesterday", 400),
+        ("/cves?min_score=11", 400),
+    ]:
+        r = c.get(url)
+        assert r.status_code == status, f"{url}: {r.status_code} {r.text[:200]}"
+        assert r.headers["content-type"].startswith("text/html")
+
+
+def test_login_cookies_and_csrf(world: UIWorld) -> None:
+    srv, acc = world.server, world.acc
+    c = httpx.Client(base_url=srv.url, timeout=60)
+    page = c.get("/login")
+    token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    creds = {"username": acc.users["outsider"], "password": acc.password}
+    # no or another login CSRF token: refused before the password is looked at
+    assert c.post("/login", data={**creds, "csrf_token": "forged"}).status_code == 403
+    fresh = httpx.Client(base_url=srv.url, timeout=60)
+    assert fresh.post("/login", data={**creds, "csrf_token": token}).status_code == 403  # no cookie
+    # a cross-site form post
+    r = c.post("/login", data={**creds, "csrf_token": token}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    # a wrong password: the form again, 401
+    r = c.post("/login", data={**creds, "password": "wrong", "csrf_token": token})
+    assert r.status_code == 401 and "Log in" in r.text
+    r = c.post("/login", data={**creds, "csrf_token": token, "next": "//evil.example/x"})
+    assert r.status_code == 303 and r.headers["location"] == "/"  # no open redirect
+    cookies = r.headers.get_list("set-cookie")
+    session = next(h for h in cookies if h.startswith("condavault_session="))
+    assert "HttpOnly" in session and "samesite=lax" in session.lower()
+    fresh.close()
+    c.close()
+
+
+def test_forms_need_the_session_csrf_token(world: UIWorld) -> None:
+    c = world.web("member")
+    good = csrf_of(c)
+    form = {"channel": world.priv, "days": "7"}
+    for bad in ({}, {"csrf_token": "x" * 43}, {"csrf_token": csrf_of(world.web("outsider"))}):
+        r = c.post("/tokens", data={**form, **bad})
+        assert r.status_code == 403, r.text[:200]
+    # a bearer token instead of the session: refused too (forms are for browsers)
+    r = httpx.post(f"{world.server.url}/tokens", data={**form, "csrf_token": good},
+                   headers={"Authorization": f"Bearer {world.acc.tokens['member']}"})
+    assert r.status_code == 403
+    # JSON bodies are not forms
+    assert c.post("/tokens", json={**form, "csrf_token": good}).status_code == 400
+    # anonymous: log in first
+    assert world.web("anonymous").post("/tokens", data={**form, "csrf_token": good}).status_code == 401
+    # the other forms too
+    for path in (f"/mirrors/{world.mirror}/run", f"/mirrors/{world.mirror}/cancel", "/cves/CVE-1999-0001/curate",
+                 "/tokens/1/revoke", "/logout"):
+        assert c.post(path, data={"csrf_token": "forged"}).status_code == 403, path
+
+
+def test_token_page_issues_a_read_token(world: UIWorld) -> None:
+    c = world.web("member")
+    r = c.post("/tokens", data={"channel": world.priv, "days": "7", "csrf_token": csrf_of(c)})
+    assert r.status_code == 200, r.text[:300]
+    token = re.search(r'id="token-value" class="code">(cv-[A-Za-z0-9-]+)<', r.text).group(1)  # type: ignore[union-attr]
+    assert f"channel_alias: {world.server.url}/api/repo/t/{token}" in r.text
+    assert f'channels = [&#34;{world.server.url}/api/repo/t/{token}/{world.priv}&#34;]' in r.text
+    with httpx.Client(base_url=world.server.url) as raw:
+        assert raw.get(f"/api/repo/t/{token}/{world.priv}/noarch/repodata.json").status_code == 200
+        assert raw.get(f"/api/repo/t/{token}/{world.pub}/noarch/repodata.json").status_code == 403  # scoped
+    # a channel the caller may not read: the same 404 as a missing one
+    out = world.web("outsider")
+    r = out.post("/tokens", data={"channel": world.priv, "days": "7", "csrf_token": csrf_of(out)})
+    assert r.status_code == 404 and world.priv not in r.text
+    r = out.post("/tokens", data={"channel": world.pub, "days": "0", "csrf_token": csrf_of(out)})
+    assert r.status_code == 400
+
+
+def test_forms_apply_the_api_permissions(world: UIWorld) -> None:
+    out, member = world.web("outsider"), world.web("member")
+    # a mirror of a channel the caller may not read does not exist; a reader may not start it
+    assert out.post(f"/mirrors/{world.mirror}/run", data={"csrf_token": csrf_of(out)}).status_code == 404
+    assert member.post(f"/mirrors/{world.mirror}/run", data={"csrf_token": csrf_of(member)}).status_code == 403
+    r = member.post("/cves/CVE-1999-0001/curate", data={"csrf_token": csrf_of(member), "status": "cleared",
+                                                        "package": "uilib"})
+    assert r.status_code == 403
+    # revoking another user's token: not found, as in the API
+    with world.server.client() as c:
+        other = c.post("/api/tokens", json={"scopes": [{"scope": "read"}]}).json()["id"]
+    assert member.post(f"/tokens/{other}/revoke", data={"csrf_token": csrf_of(member)}).status_code == 404
+
+
+def test_admin_audit_log_and_csv(world: UIWorld) -> None:
+    c = world.web("admin")
+    r = c.get("/admin/audit", params={"action": "channel:"})
+    assert r.status_code == 200 and "channel:create" in r.text
+    href = re.search(r'href="([^"]+)" id="csv-export"', r.text).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    csv = c.get(href)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert "channel:create" in csv.text
+    assert world.web("member").get(href).status_code == 403  # the API's own check
+
+
+def test_logout_ends_the_session(world: UIWorld) -> None:
+    c = web_login(world.server, world.acc.users["chanadmin"], world.acc.password)
+    assert c.get("/tokens").status_code == 200
+    r = c.post("/logout", data={"csrf_token": csrf_of(c)})
+    assert r.status_code == 303
+    c.cookies.clear()
+    assert c.get("/tokens").status_code == 303
+    c.close()

@@ -80,7 +80,7 @@ def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None 
             q, d = q.where(Record.name.in_(part)), d.where(SearchPackage.name.in_(part))
         for name, n, mx, sm, ts in session.execute(q.group_by(Record.name)):
             current[name] = f"{n}:{mx}:{sm}:{ts}"
-        stored.update(session.execute(d).tuples())
+        stored.update((n, fp) for n, fp in session.execute(d))
     changed = [n for n, fp in current.items() if stored.get(n) != fp]
     gone = [n for n in stored if n not in current]
     for part in chunks(changed):
@@ -118,14 +118,14 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
             .where(Record.channel_id == channel_id, Record.name.in_(names), _live(), counting_clause())
             .group_by(Record.name)
-        ).tuples()
+        ).all()
     )
     existing = dict(
         session.execute(
             select(SearchPackage.name, SearchPackage.id).where(
                 SearchPackage.channel_id == channel_id, SearchPackage.name.in_(names)
             )
-        ).tuples()
+        ).all()
     )
     for name, recs in by_name.items():
         latest = max(recs, key=lambda r: (version_key(r.version), r.build_number, r.timestamp or 0, r.id))
@@ -217,10 +217,11 @@ def refresh_scores(session: Session) -> int:
 
 
 def scores_fingerprint(session: Session) -> str:
-    """Changes whenever a link or an advisory's score changes (cheap: two aggregates)."""
-    links = session.execute(select(func.count(), func.max(VulnLinkRow.updated_at), func.max(VulnLinkRow.id))).one()
-    advs = session.execute(select(func.count(), func.max(VulnAdvisory.updated_at))).one()
-    return f"{tuple(links)}{tuple(advs)}"
+    """Changes whenever advisories, links or curation change (the vulns catalog generation, which every
+    such writer bumps, and the newest link id): two indexed lookups."""
+    from condavault.vulns import store
+
+    return f"{store.get_generation(session)}:{session.scalar(select(func.max(VulnLinkRow.id)))}"
 
 
 # -- files inside packages ------------------------------------------------------------------------------

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from condavault.auth.identity import Identity
 from condavault.channels.events import ChannelChanged, RecordsChanged
 from condavault.channels.models import Channel, Record
 from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.search import index
 from condavault.search.models import SearchPackage
-from condavault.search.service import SearchService
+from condavault.search.service import SearchQuery, SearchService
 
 if TYPE_CHECKING:
     from condavault.channels.ingest import Ingested
@@ -80,20 +81,37 @@ class SearchDomain(SearchService):
             want = dict(
                 s.execute(
                     select(Record.channel_id, func.count()).where(Record.removed.is_(False)).group_by(Record.channel_id)
-                ).tuples()
+                ).all()
             )
             have = dict(
                 s.execute(
                     select(SearchPackage.channel_id, func.sum(SearchPackage.records)).group_by(SearchPackage.channel_id)
-                ).tuples()
+                ).all()
             )
         stale = [cid for cid in set(want) | set(have) if int(want.get(cid) or 0) != int(have.get(cid) or 0)]
         for cid in stale:
             out["documents"] = out.get("documents", 0) + self.sync(cid)
-        if fp != self._scores_fp:
-            out["scores"] = self.ctx.db.run_write(index.refresh_scores)
-            self._scores_fp = fp
+        out["scores"] = self.refresh_scores(fp)
         return {k: v for k, v in out.items() if v}
+
+    def refresh_scores(self, fp: str | None = None) -> int:
+        """Bring the CVE score bands up to date if advisories, links or curation changed since the last
+        time this process looked (cheap when nothing changed; searches call it first)."""
+        if fp is None:
+            with self.ctx.db.session() as s:
+                fp = index.scores_fingerprint(s)
+        if fp == self._scores_fp:
+            return 0
+        with self._lock:
+            if fp == self._scores_fp:
+                return 0
+            n = self.ctx.db.run_write(index.refresh_scores)
+            self._scores_fp = fp
+        return n
+
+    def search(self, identity: Identity, query: SearchQuery) -> dict[str, Any]:
+        self.refresh_scores()
+        return super().search(identity, query)
 
     def reindex(self, run: JobRun | None = None, files: bool = True) -> dict[str, int]:
         """Rebuild the documents of every channel and the trigrams; read the file lists of stored

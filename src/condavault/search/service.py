@@ -397,7 +397,7 @@ class SearchService:
         R = Record
         conds, info = self._record_conditions(s, parsed)
         if info.get("channels"):
-            names = dict(s.execute(select(Channel.id, Channel.name).where(Channel.id.in_(ids))).tuples())
+            names = {c: n for c, n in s.execute(select(Channel.id, Channel.name).where(Channel.id.in_(ids)))}
             ids = [cid for cid in ids if names.get(cid) in info["channels"]]
             if not ids:
                 return [], False

@@ -163,7 +163,7 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
 def _sync_trigrams(session: Session, added: list[str], gone: list[str]) -> None:
     """SQLite: the trigram rows of names that appeared, and of names no channel has any more."""
     if added:
-        have = set()
+        have: set[str] = set()
         for part in chunks(sorted(set(added))):
             have.update(session.scalars(select(SearchTrigram.name).where(SearchTrigram.name.in_(part)).distinct()))
         rows = [{"trigram": t, "name": n} for n in set(added) - have for t in trigrams(n)]
@@ -208,9 +208,9 @@ def refresh_scores(session: Session) -> int:
             changes[pk] = want.get(key)
     missing = [k for k in want if k not in have]
     for c, n in missing:
-        pk = session.scalar(select(SearchPackage.id).where(SearchPackage.channel_id == c, SearchPackage.name == n))
-        if pk is not None:
-            changes[pk] = want[(c, n)]
+        found = session.scalar(select(SearchPackage.id).where(SearchPackage.channel_id == c, SearchPackage.name == n))
+        if found is not None:
+            changes[found] = want[(c, n)]
     for pk, s in changes.items():
         session.execute(update(SearchPackage).where(SearchPackage.id == pk).values(max_score=s))
     return len(changes)

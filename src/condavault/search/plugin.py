@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -161,7 +162,7 @@ class SearchDomain(SearchService):
                     done["unreadable"] += 1
                     log.info("no file list for a stored package", extra={"sha256": sha, "error": str(exc)[:200]})
                     continue
-                done["files"] += self.ctx.db.run_write(lambda s, sha=sha, rows=rows: index.put_files(s, sha, rows))
+                done["files"] += self.ctx.db.run_write(partial(index.put_files, package_sha256=sha, files=rows))
                 done["packages_read"] += 1
             if run is not None:
                 run.progress(done=done["packages_read"])

@@ -237,7 +237,7 @@ def parse_purl(text: str) -> Purl:
 
 def words_of(text: str) -> list[str]:
     """Alphanumeric runs of ``text`` (PostgreSQL tsquery terms)."""
-    out = []
+    out: list[str] = []
     for w in _WORD.findall(text.lower()):
         out.extend(p for p in re.split(r"[-_.]", w) if p)
     return out

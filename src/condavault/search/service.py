@@ -464,13 +464,13 @@ class SearchService:
         ids = [rid for p in page for rid in (p.record_ids or [])]
         if ids:
             for part in chunks(ids):
-                for r in s.execute(select(*cols).where(R.id.in_(part))):
-                    cand[(r.channel_id, r.name)].append(r)
+                for row in s.execute(select(*cols).where(R.id.in_(part))):
+                    cand[(row.channel_id, row.name)].append(row)
         text_keys = [(p.channel_id, p.name) for p in page if p.record_ids is None]
         if text_keys:
             cond = or_(*(and_(R.channel_id == c, R.name == n) for c, n in text_keys))
-            for r in s.execute(select(*cols).where(cond, R.removed.is_(False))):
-                cand[(r.channel_id, r.name)].append(r)
+            for row in s.execute(select(*cols).where(cond, R.removed.is_(False))):
+                cand[(row.channel_id, row.name)].append(row)
         docs = {
             (c, n): (summ, lic_)
             for c, n, summ, lic_ in s.execute(
@@ -479,7 +479,7 @@ class SearchService:
                              for p in page)))
             )
         }
-        chosen: dict[tuple[int, str], Any] = {}
+        chosen: dict[tuple[int, str], Any] = {}  # Any: a Row of ``cols``
         for p in page:
             rs = cand.get((p.channel_id, p.name), [])
             keep = [r for r in rs if (subdir is None or r.subdir == subdir)

@@ -12,6 +12,7 @@ One backend (SQLite): the browser adds nothing database-specific; ``test_ui_http
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ TIMEOUT = 60_000  # ms: generous upper bounds for waits, never asserted duration
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[tuple[Server, str]]:
+def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[tuple[Server, StaticChannel]]:
     server, _ = start_server(tmp_path_factory.mktemp("data"), "sqlite")
     try:
         server.channel("science", "public")
@@ -56,7 +57,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[t
             with server.client() as c:
                 ok(c.post("/api/mirrors", json={"name": "test-upstream", "upstream": upstream.url,
                                                 "channel": "mirrored", "subdirs": ["noarch"]}), 201)
-            yield server, upstream.url
+            yield server, upstream
     finally:
         stop_server(server, None)
 
@@ -75,8 +76,8 @@ def login(page: Any, base: str, user: str) -> None:
     assert page.locator("header .who").inner_text().startswith(user)
 
 
-def test_ui_end_to_end(site: tuple[Server, str]) -> None:
-    server, _upstream = site
+def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
+    server, upstream = site
     base = server.url
     with chromium() as browser:
         ctx = browser.new_context(viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"])
@@ -141,10 +142,16 @@ def test_ui_end_to_end(site: tuple[Server, str]) -> None:
         assert page.evaluate("navigator.clipboard.readText()") == snippet
         shot(page, "token")
 
-        # a mirror run, watched live to its end
+        # a mirror run, watched live to its end: the upstream holds its package files until the page has
+        # shown the run going, then lets them through; the page follows without a reload
+        upstream.gate = threading.Event()
         page.goto(f"{base}/mirrors/test-upstream")
         page.get_by_role("button", name="Run now").click()
         page.wait_for_url(re.compile(r".*/mirrors/test-upstream/runs/\d+$"))
+        page.locator("#run-live[data-status=running]").wait_for()
+        assert page.locator("#run-done").inner_text() == "0"
+        shot(page, "mirror-run-live")
+        upstream.gate.set()
         page.locator("#run-live[data-status=completed]").wait_for()
         done, total = page.locator("#run-done").inner_text(), page.locator("#run-total").inner_text()
         assert int(done) == int(total) > 0

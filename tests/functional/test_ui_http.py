@@ -295,3 +295,25 @@ def test_logout_ends_the_session(world: UIWorld) -> None:
     c.cookies.clear()
     assert c.get("/tokens").status_code == 303
     c.close()
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_search_pages(world: UIWorld, who: str) -> None:
+    c = world.web(who)
+    secret = f"secret{world.priv[-6:]}"
+    readable = who in ("member", "admin")
+    r = c.get("/search", params={"q": "uilibb"})  # a typo
+    assert r.status_code == 200
+    assert f'href="/channels/{world.pub}/packages/uilib"' in r.text or 'id="did-you-mean">uilib<' in r.text
+    for q in (secret, secret[:-2] + "xx", f"{secret} >=1", "path:share/x.txt"):
+        r = c.get("/search", params={"q": q})
+        assert r.status_code == 200, r.text[:300]
+        assert (f"/packages/{secret}" in r.text) == readable, (q, who)
+        assert (world.priv in r.text) == readable, (q, who)  # facets, results, suggestion
+    r = c.get("/search", params={"q": secret, "channel": world.priv})
+    assert r.status_code in (200, 400, 404) and (f"/packages/{secret}" in r.text) == readable
+    r = c.get("/provides", params={"path": "share/x.txt"})
+    assert r.status_code == 200 and (f"/packages/{secret}" in r.text) == readable
+    assert f"/channels/{world.pub}/packages/uilib" in r.text
+    r = c.get("/search", params={"q": "numpy >=1,<<2"})  # a query that does not parse: the form, saying why
+    assert r.status_code == 400 and 'id="search-error"' in r.text

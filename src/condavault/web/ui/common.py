@@ -201,9 +201,15 @@ class UIRoute(APIRoute):
             try:
                 return await original(request)
             except CondavaultError as exc:
-                return _status_page(request, exc)
+                error = exc
             except RequestValidationError as exc:
                 msgs = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
-                return _status_page(request, InvalidRequest(f"bad parameters: {msgs}"[:500]))
+                error = InvalidRequest(f"bad parameters: {msgs}"[:500])
+            if "condavault.identity" not in request.scope:  # the page header says who is signed in
+                try:
+                    await run_sync(get_identity, request)
+                except CondavaultError:
+                    pass
+            return _status_page(request, error)
 
         return handler

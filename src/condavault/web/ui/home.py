@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from condavault.channels.services import ChannelService
+from condavault.errors import InvalidRequest
 from condavault.search.service import SearchQuery, SearchService
 from condavault.web.ui.common import UIRoute, ctx_of, page_identity, render
 
@@ -39,9 +40,13 @@ def search(
     params = {"q": q, "channel": channel, "subdir": subdir, "license": license, "sort": sort}
     if not q.strip():
         return render(request, "search.html", title="Search", params=params, result=None)
-    query = SearchQuery(q=q, channel=channel or None, subdir=subdir or None, license=license or None,
-                        sort=sort, page=page, per_page=PER_PAGE)
-    result = _search_service(request).search(identity, query)
+    try:
+        query = SearchQuery(q=q, channel=channel or None, subdir=subdir or None, license=license or None,
+                            sort=sort, page=page, per_page=PER_PAGE)
+        result = _search_service(request).search(identity, query)
+    except InvalidRequest as exc:  # a query that does not parse: the form again, saying why
+        return render(request, "search.html", status=400, title="Search", params=params, result=None,
+                      error=exc.message)
     pages = max(1, -(-int(result.get("total", 0)) // PER_PAGE))
     return render(request, "search.html", title=f"Search: {q}", params=params, result=result, page=page,
                   pages=min(pages, MAX_PAGE))

@@ -43,7 +43,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[t
         for pkg in sorted((testdata / "packages").glob("*/zlib-1.2.11-*")):
             ok(server.upload("science", pkg))
         work = tmp_path_factory.mktemp("pkgs")
-        ok(server.upload("science", make_conda(work, "zlib-tools", "1.0", "0", index_extra={"depends": ["zlib >=1.2"]})))
+        tools = make_conda(work, "zlib-tools", "1.0", "0", index_extra={"depends": ["zlib >=1.2"]})
+        ok(server.upload("science", tools))
         ok(server.upload("secret-lab", make_conda(work, "labtool", "0.1", "0", index_extra={"depends": ["zlib"]})))
         with server.client() as c:
             r = c.post("/api/cves/sync", json={"sources": [str(testdata.joinpath(*ZLIB_NVD))]})

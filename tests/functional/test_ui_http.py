@@ -15,12 +15,12 @@ import pytest
 
 from condavault.web import ui
 from tests.support.accounts import Accounts, grant_channel, make_accounts, ok
+from tests.support.browser import CSRF, csrf_of, web_login
 from tests.support.packages import make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel
 
 WHO = ("anonymous", "outsider", "member", "admin")
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass
@@ -35,25 +35,6 @@ class UIWorld:
 
     def web(self, who: str) -> httpx.Client:
         return self.sessions[who]
-
-
-def web_login(server: Server, username: str, password: str) -> httpx.Client:
-    """A browser-like client that logged in through the login form."""
-    c = httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
-    page = c.get("/login")
-    assert page.status_code == 200, page.text
-    token = CSRF.search(page.text)
-    assert token is not None
-    r = c.post("/login", data={"username": username, "password": password, "csrf_token": token.group(1),
-                               "next": "/channels"})
-    assert r.status_code == 303 and r.headers["location"] == "/channels", r.text
-    return c
-
-
-def csrf_of(c: httpx.Client, path: str = "/tokens") -> str:
-    m = CSRF.search(c.get(path).text)
-    assert m is not None, f"no form with a CSRF token on {path}"
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""A real headless Chromium for the web UI tests: Debian's ``chromium`` driven by Playwright.
+"""Web UI test helpers: form logins over plain HTTP, and a real headless Chromium (Debian's ``chromium``
+driven by Playwright).
 
 No browser is downloaded: Playwright starts the system's Chromium (``CONDAVAULT_CHROMIUM``, else
 ``/usr/bin/chromium``), which ``scripts/install-test-services`` installs. Missing, it FAILS the test with a
@@ -8,16 +9,21 @@ message saying what to install; the browser tests are never skipped silently.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from tests.support.server import Server
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')  # the hidden field of every UI form
 
 
 def chromium_path() -> str:
@@ -44,3 +50,25 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+# -- plain HTTP, like a browser without JavaScript ------------------------------------------------
+
+
+def web_login(server: Server, username: str, password: str) -> httpx.Client:
+    """A browser-like client that logged in through the login form."""
+    c = httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
+    page = c.get("/login")
+    assert page.status_code == 200, page.text
+    token = CSRF.search(page.text)
+    assert token is not None
+    r = c.post("/login", data={"username": username, "password": password, "csrf_token": token.group(1),
+                               "next": "/channels"})
+    assert r.status_code == 303 and r.headers["location"] == "/channels", r.text
+    return c
+
+
+def csrf_of(c: httpx.Client, path: str = "/tokens") -> str:
+    m = CSRF.search(c.get(path).text)
+    assert m is not None, f"no form with a CSRF token on {path}"
+    return m.group(1)

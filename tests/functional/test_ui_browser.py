@@ -63,7 +63,33 @@ def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[t
         stop_server(server, None)
 
 
+A11Y = """() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push("html without lang");
+  for (const role of ["main", "header", "nav", "footer"]) {
+    if (document.querySelectorAll(role).length < 1) problems.push("no " + role + " landmark");
+  }
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one h1");
+  for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label")) problems.push("unlabelled " + el.outerHTML);
+  }
+  for (const el of document.querySelectorAll("button, a")) {
+    if (!(el.textContent.trim() || el.getAttribute("aria-label"))) problems.push("nameless " + el.outerHTML);
+  }
+  for (const th of document.querySelectorAll("thead th")) {
+    if (!th.getAttribute("scope")) problems.push("th without scope " + th.outerHTML);
+  }
+  for (const svg of document.querySelectorAll("svg")) {
+    if (svg.getAttribute("role") !== "img" || !svg.getAttribute("aria-labelledby")) problems.push("unlabelled svg");
+  }
+  return problems;
+}"""
+
+
 def shot(page: Any, name: str) -> None:
+    """A screenshot of every main page, which must also pass the basic accessibility checks."""
+    problems = page.evaluate(A11Y)
+    assert not problems, (page.url, problems)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 

@@ -219,10 +219,16 @@ def test_forms_need_the_session_csrf_token(world: UIWorld) -> None:
     assert c.post("/tokens", json={**form, "csrf_token": good}).status_code == 400
     # anonymous: log in first
     assert world.web("anonymous").post("/tokens", data={**form, "csrf_token": good}).status_code == 401
-    # the other forms too
-    for path in (f"/mirrors/{world.mirror}/run", f"/mirrors/{world.mirror}/cancel", "/cves/CVE-1999-0001/curate",
-                 "/tokens/1/revoke", "/logout"):
-        assert c.post(path, data={"csrf_token": "forged"}).status_code == 403, path
+    # every form of the UI (the list comes from the application: a new form is checked too)
+    values = {"name": world.mirror, "ident": "CVE-1999-0001", "token_id": "1", "channel": world.priv,
+              "username": world.acc.users["member"]}
+    posts = sorted(r.path for router in ui.ROUTERS for r in router.routes if "POST" in r.methods)  # type: ignore[attr-defined]
+    assert len(posts) >= 12
+    for route in posts:
+        path = re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: values[m.group(1)], route)
+        for who in ("member", "admin"):
+            r = world.web(who).post(path, data={"csrf_token": "forged", "username": "x", "password": "y"})
+            assert r.status_code == 403, (path, who, r.status_code)
 
 
 def test_token_page_issues_a_read_token(world: UIWorld) -> None:
@@ -298,3 +304,63 @@ def test_search_pages(world: UIWorld, who: str) -> None:
     assert f"/channels/{world.pub}/packages/uilib" in r.text
     r = c.get("/search", params={"q": "numpy >=1,<<2"})  # a query that does not parse: the form, saying why
     assert r.status_code == 400 and 'id="search-error"' in r.text
+
+
+def test_admin_forms(world: UIWorld) -> None:
+    admin, member = world.web("admin"), world.web("member")
+    name = f"new-{uuid.uuid4().hex[:6]}"
+    form = {"username": name, "password": "another-long-password", "csrf_token": csrf_of(member, "/tokens")}
+    assert member.post("/admin/users", data=form).status_code == 403  # user:manage, as in the API
+    form["csrf_token"] = csrf_of(admin, "/admin/users")
+    r = admin.post("/admin/users", data=form)
+    assert r.status_code == 303 and r.headers["location"] == "/admin/users"
+    assert name in admin.get("/admin/users").text
+    assert admin.post("/admin/users", data=form).status_code == 409  # exists: a 409 page
+    r = admin.post(f"/admin/users/{name}/state", data={"disabled": "1", "csrf_token": form["csrf_token"]})
+    assert r.status_code == 303
+    with world.server.client() as c:
+        assert c.get(f"/api/users/{name}").json()["disabled"] is True
+    group = f"grp-{uuid.uuid4().hex[:6]}"
+    assert admin.post("/admin/groups", data={"name": group, "csrf_token": form["csrf_token"]}).status_code == 303
+    r = admin.post("/admin/groups/members", data={"group": group, "username": name, "csrf_token": form["csrf_token"]})
+    assert r.status_code == 303
+    with world.server.client() as c:
+        assert group in c.get(f"/api/users/{name}").json()["groups"]
+        tok = c.post("/api/tokens", json={"user": world.acc.users["target"], "scopes": [{"scope": "read"}]}).json()
+    # another user's token: not found, as in the API
+    assert member.post(f"/admin/tokens/{tok['id']}/revoke", data={"csrf_token": csrf_of(member)}).status_code == 404
+    r = admin.post(f"/admin/tokens/{tok['id']}/revoke", data={"csrf_token": form["csrf_token"]})
+    assert r.status_code == 303
+    with world.server.client() as c:
+        rows = c.get("/api/tokens", params={"all_users": True}).json()
+        assert next(t for t in rows if t["id"] == tok["id"])["revoked_at"] is not None
+
+
+def test_channel_management_forms(world: UIWorld) -> None:
+    srv, acc = world.server, world.acc
+    chan = f"uimanage-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "private")
+    grant_channel(srv, acc, chan)  # chanadmin owns it, member's group views it
+    owner = web_login(srv, acc.users["chanadmin"], acc.password)
+    member, outsider = world.web("member"), world.web("outsider")
+    page = owner.get(f"/channels/{chan}").text
+    assert 'id="manage-title"' in page and "viewer: group" in page
+    assert 'id="manage-title"' not in member.get(f"/channels/{chan}").text  # a viewer sees no manage form
+    form = {"privacy": "private", "description": "managed <b>here</b>", "csrf_token": csrf_of(member)}
+    assert member.post(f"/channels/{chan}/settings", data=form).status_code == 403
+    form["csrf_token"] = csrf_of(outsider)
+    r = outsider.post(f"/channels/{chan}/settings", data=form)
+    assert r.status_code == 404 and chan not in r.text
+    form["csrf_token"] = csrf_of(owner)
+    assert owner.post(f"/channels/{chan}/settings", data=form).status_code == 303
+    assert "managed &lt;b&gt;here&lt;/b&gt;" in owner.get(f"/channels/{chan}").text
+    # the owner lets the outsider read it: it appears for them
+    grant = {"role": "viewer", "kind": "user", "who": acc.users["outsider"], "csrf_token": form["csrf_token"]}
+    assert owner.post(f"/channels/{chan}/grants", data=grant).status_code == 303
+    assert outsider.get(f"/channels/{chan}").status_code == 200
+    assert owner.post(f"/channels/{chan}/grants", data={**grant, "remove": "1"}).status_code == 303
+    assert outsider.get(f"/channels/{chan}").status_code == 404
+    # nobody hands out what they do not hold: an owner cannot grant "admin"
+    r = owner.post(f"/channels/{chan}/grants", data={**grant, "role": "admin"})
+    assert r.status_code == 403
+    owner.close()

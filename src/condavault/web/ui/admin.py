@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import RedirectResponse, Response
 
 from condavault.audit import api as audit_api
 from condavault.audit import services as audit_svc
@@ -16,8 +16,20 @@ from condavault.auth import api as auth_api
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed, authorize
+from condavault.auth.schemas import GroupCreate, UserCreate, UserUpdate
 from condavault.errors import PermissionDenied, Unauthenticated
-from condavault.web.ui.common import UIRoute, ctx_of, page_identity, page_url, render
+from condavault.web.deps import MAX_ID
+from condavault.web.ui.common import (
+    UIRoute,
+    ctx_of,
+    field,
+    form_identity,
+    page_identity,
+    page_url,
+    read_form,
+    render,
+    run_sync,
+)
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 AUDIT_ROWS = 500
@@ -99,3 +111,72 @@ def audit(
     csv_url = page_url(f"/api/audit/{kind}", format="csv", **params)
     return render(request, "admin_audit.html", title="Audit log", kind=kind, rows=rows, total=total, shown=AUDIT_ROWS,
                   params=params, csv_url=csv_url)
+
+
+# -- changes (each one the API route behind it, with the form's session identity) ----------------------
+
+
+def _back(path: str) -> Response:
+    return RedirectResponse(path, status_code=303)
+
+
+def _check(form: dict[str, list[str]], name: str) -> bool:
+    return field(form, name, max_length=10) in ("1", "on", "true")
+
+
+@router.post("/admin/users")
+async def create_user(request: Request) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    body = UserCreate(username=field(form, "username", max_length=200).strip(),
+                      password=field(form, "password", max_length=1000) or None,
+                      is_admin=_check(form, "is_admin"),
+                      display_name=field(form, "display_name", max_length=200) or None,
+                      email=field(form, "email", max_length=300) or None)
+    await run_sync(auth_api.create_user, body, ctx, identity)
+    return _back("/admin/users")
+
+
+@router.post("/admin/users/{username}/state")
+async def user_state(request: Request, username: str) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    disabled = field(form, "disabled", max_length=5) == "1"
+    await run_sync(auth_api.update_user, username, UserUpdate(disabled=disabled), ctx, identity)
+    return _back("/admin/users")
+
+
+@router.post("/admin/groups")
+async def create_group(request: Request) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    body = GroupCreate(name=field(form, "name", max_length=200).strip(),
+                       description=field(form, "description", max_length=2000))
+    await run_sync(auth_api.create_group, body, ctx, identity)
+    return _back("/admin/users")
+
+
+@router.post("/admin/groups/members")
+async def group_member(request: Request) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    name = field(form, "group", max_length=200)
+    username = field(form, "username", max_length=200).strip()
+    if field(form, "remove", max_length=5) == "1":
+        await run_sync(auth_api.remove_member, name, username, ctx, identity)
+    else:
+        await run_sync(auth_api.add_member, name, username, ctx, identity)
+    return _back("/admin/users")
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+async def revoke_token(request: Request, token_id: int = Path(ge=1, le=MAX_ID)) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    await run_sync(auth_api.revoke_token, str(token_id), ctx, identity)
+    return _back("/admin/tokens")

@@ -5,18 +5,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
+from condavault.auth import api as auth_api
+from condavault.auth.permissions import Permission
+from condavault.auth.policy import allowed
+from condavault.auth.schemas import GrantIn
+from condavault.channels import api as channels_api
+from condavault.channels.schemas import ChannelUpdate
 from condavault.channels.services import ChannelService
-from condavault.errors import NotFound
+from condavault.errors import InvalidRequest, NotFound
 from condavault.mirror import api as mirror_api
 from condavault.packages.specs import version_key
 from condavault.vulns import api as vulns_api
 from condavault.vulns import reports
 from condavault.web.ui import data
-from condavault.web.ui.common import UIRoute, base_url, ctx_of, page_identity, render
+from condavault.web.ui.common import (
+    UIRoute,
+    base_url,
+    ctx_of,
+    field,
+    form_identity,
+    page_identity,
+    read_form,
+    render,
+    run_sync,
+)
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 NAMES_PER_PAGE = 100
@@ -47,9 +64,41 @@ def channel_page(
                                           offset=(page - 1) * NAMES_PER_PAGE)
     mirrors = [m for m in mirror_api.list_mirrors(ctx, identity) if m.channel == ref.name]
     pages = max(1, -(-total // NAMES_PER_PAGE))
+    can_manage = allowed(identity, Permission.CHANNEL_MANAGE, ref)
+    grants = auth_api.channel_grants(ref.name, ctx, identity) if can_manage else []
+    roles = auth_api.list_roles(ctx, identity) if can_manage else []
     return render(request, "channel.html", title=f"Channel {c.name}", c=c, stats=stats, names=names, total=total,
                   mirrors=mirrors, prefix=prefix, page=page, pages=pages, repo=f"{base_url(request)}/api/repo/{c.name}",
-                  since=data.since_epoch_ms)
+                  since=data.since_epoch_ms, can_manage=can_manage, grants=grants, roles=roles)
+
+
+@router.post("/channels/{channel}/settings")
+async def channel_settings(request: Request, channel: str) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    body = ChannelUpdate(privacy=field(form, "privacy", max_length=20) or None,
+                         description=field(form, "description", max_length=5000))
+    await run_sync(channels_api.update_channel, channel, body, ctx, identity)
+    return RedirectResponse(f"/channels/{quote(channel, safe='')}", status_code=303)
+
+
+@router.post("/channels/{channel}/grants")
+async def channel_grant(request: Request, channel: str) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = form_identity(request, form)
+    role = field(form, "role", max_length=100)
+    who = field(form, "who", max_length=200).strip()
+    kind = field(form, "kind", "user", max_length=10)
+    if kind not in ("user", "group") or not who or not role:
+        raise InvalidRequest("say which role, and which user or group", code="invalid_form")
+    user, group = (who, None) if kind == "user" else (None, who)
+    if field(form, "remove", max_length=5) == "1":
+        await run_sync(auth_api.channel_revoke, channel, role, user, group, ctx, identity)
+    else:
+        await run_sync(auth_api.channel_grant, channel, GrantIn(role=role, user=user, group=group), ctx, identity)
+    return RedirectResponse(f"/channels/{quote(channel, safe='')}", status_code=303)
 
 
 def _matrix(records: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -364,3 +364,37 @@ def test_channel_management_forms(world: UIWorld) -> None:
     r = owner.post(f"/channels/{chan}/grants", data={**grant, "role": "admin"})
     assert r.status_code == 403
     owner.close()
+
+
+def test_no_database_on_the_event_loop(world: UIWorld) -> None:
+    """Pages and forms query the database on worker threads only (as the API does)."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    blocked: list[str] = []
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        blocked.append(statement[:80])
+
+    engine = world.server.ctx.db.engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        world.server.ctx.auth.invalidate()  # session lookups miss the cache
+        for who in WHO:
+            for url in pages(world).values():
+                world.web(who).get(url)
+        member = web_login(world.server, world.acc.users["member"], world.acc.password)
+        token = csrf_of(member)
+        world.server.ctx.auth.invalidate()
+        member.post("/tokens", data={"channel": world.priv, "days": "1", "csrf_token": token})
+        world.server.ctx.auth.invalidate()
+        member.post("/logout", data={"csrf_token": token})
+        member.close()
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert not blocked, blocked

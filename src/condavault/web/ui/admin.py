@@ -128,7 +128,7 @@ def _check(form: dict[str, list[str]], name: str) -> bool:
 async def create_user(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     body = UserCreate(username=field(form, "username", max_length=200).strip(),
                       password=field(form, "password", max_length=1000) or None,
                       is_admin=_check(form, "is_admin"),
@@ -142,7 +142,7 @@ async def create_user(request: Request) -> Response:
 async def user_state(request: Request, username: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     disabled = field(form, "disabled", max_length=5) == "1"
     await run_sync(auth_api.update_user, username, UserUpdate(disabled=disabled), ctx, identity)
     return _back("/admin/users")
@@ -152,7 +152,7 @@ async def user_state(request: Request, username: str) -> Response:
 async def create_group(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     body = GroupCreate(name=field(form, "name", max_length=200).strip(),
                        description=field(form, "description", max_length=2000))
     await run_sync(auth_api.create_group, body, ctx, identity)
@@ -163,7 +163,7 @@ async def create_group(request: Request) -> Response:
 async def group_member(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     name = field(form, "group", max_length=200)
     username = field(form, "username", max_length=200).strip()
     if field(form, "remove", max_length=5) == "1":
@@ -177,6 +177,6 @@ async def group_member(request: Request) -> Response:
 async def revoke_token(request: Request, token_id: int = Path(ge=1, le=MAX_ID)) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     await run_sync(auth_api.revoke_token, str(token_id), ctx, identity)
     return _back("/admin/tokens")

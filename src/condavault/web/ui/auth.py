@@ -81,7 +81,7 @@ async def logout(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     try:
-        form_identity(request, form)
+        await run_sync(form_identity, request, form)
     except Unauthenticated:
         pass  # already logged out: just clear the cookies
     await run_sync(ctx.domains.auth.sessions.end, request.cookies.get(SESSION_COOKIE))
@@ -119,7 +119,7 @@ def snippets(url: str, token: str, channels: list[str]) -> dict[str, str]:
 async def create_token(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     channels = [c for c in form.get("channel", []) if c][:100]
     if not channels:
         raise InvalidRequest("choose at least one channel", code="invalid_form")
@@ -144,7 +144,7 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(request: Request, token_id: int = Path(ge=1, le=MAX_ID)) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     await run_sync(auth_api.revoke_token, str(token_id), ctx, identity)
     return RedirectResponse("/tokens", status_code=303)
 

@@ -76,7 +76,7 @@ def channel_page(
 async def channel_settings(request: Request, channel: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     body = ChannelUpdate(privacy=field(form, "privacy", max_length=20) or None,
                          description=field(form, "description", max_length=5000))
     await run_sync(channels_api.update_channel, channel, body, ctx, identity)
@@ -87,7 +87,7 @@ async def channel_settings(request: Request, channel: str) -> Response:
 async def channel_grant(request: Request, channel: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     role = field(form, "role", max_length=100)
     who = field(form, "who", max_length=200).strip()
     kind = field(form, "kind", "user", max_length=10)

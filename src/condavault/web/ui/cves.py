@@ -56,7 +56,7 @@ def cve_page(request: Request, ident: str) -> Response:
 async def curate(request: Request, ident: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     status = field(form, "status", max_length=20)
     if status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", code="invalid_form")

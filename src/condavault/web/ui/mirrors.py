@@ -57,7 +57,7 @@ def mirror_page(
 async def start_run(request: Request, name: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     full = form.get("full", [""])[0] == "1"
     run = await run_sync(lambda: mirror_api.start_run(name, full, False, ctx, identity))
     return RedirectResponse(f"/mirrors/{quote(name, safe='')}/runs/{run.id}", status_code=303)
@@ -67,7 +67,7 @@ async def start_run(request: Request, name: str) -> Response:
 async def cancel_run(request: Request, name: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
-    identity = form_identity(request, form)
+    identity = await run_sync(form_identity, request, form)
     await run_sync(mirror_api.cancel, name, ctx, identity)
     return RedirectResponse(f"/mirrors/{quote(name, safe='')}", status_code=303)
 

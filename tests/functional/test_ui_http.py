@@ -336,6 +336,14 @@ def test_admin_forms(world: UIWorld) -> None:
         assert next(t for t in rows if t["id"] == tok["id"])["revoked_at"] is not None
 
 
+def test_search_reindex_button(world: UIWorld) -> None:
+    admin, member = world.web("admin"), world.web("member")
+    r = admin.post("/admin/search/reindex", data={"csrf_token": csrf_of(admin, "/admin")})
+    assert r.status_code == 303 and r.headers["location"].startswith("/admin?queued=")
+    assert "is queued as job" in admin.get(r.headers["location"]).text
+    assert member.post("/admin/search/reindex", data={"csrf_token": csrf_of(member)}).status_code == 403
+
+
 def test_channel_management_forms(world: UIWorld) -> None:
     srv, acc = world.server, world.acc
     chan = f"uimanage-{uuid.uuid4().hex[:6]}"

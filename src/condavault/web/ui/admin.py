@@ -18,6 +18,7 @@ from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed, authorize
 from condavault.auth.schemas import GroupCreate, UserCreate, UserUpdate
 from condavault.errors import PermissionDenied, Unauthenticated
+from condavault.search import api as search_api
 from condavault.web.deps import MAX_ID
 from condavault.web.ui.common import (
     UIRoute,
@@ -43,7 +44,7 @@ def _any_admin(identity: Identity) -> None:
 
 
 @router.get("/admin")
-def overview(request: Request) -> Response:
+def overview(request: Request, queued: int | None = Query(None, ge=1, le=2**62)) -> Response:
     ctx = ctx_of(request)
     identity = page_identity(request)
     _any_admin(identity)
@@ -54,7 +55,8 @@ def overview(request: Request) -> Response:
     oidc = {"issuer": s.oidc.issuer, "client_id": s.oidc.client_id} if s.oidc is not None else None
     return render(request, "admin.html", title="Administration", providers=providers, ldap=ldap, oidc=oidc,
                   can_users=allowed(identity, Permission.USER_MANAGE),
-                  can_audit=allowed(identity, Permission.AUDIT_READ))
+                  can_audit=allowed(identity, Permission.AUDIT_READ),
+                  can_system=allowed(identity, Permission.SYSTEM_ADMIN), queued=queued)
 
 
 @router.get("/admin/users")
@@ -171,6 +173,15 @@ async def group_member(request: Request) -> Response:
     else:
         await run_sync(auth_api.add_member, name, username, ctx, identity)
     return _back("/admin/users")
+
+
+@router.post("/admin/search/reindex")
+async def search_reindex(request: Request) -> Response:
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = await run_sync(form_identity, request, form)
+    out = await run_sync(lambda: search_api.reindex(True, ctx, identity))
+    return _back(f"/admin?queued={int(out['job'])}")
 
 
 @router.post("/admin/tokens/{token_id}/revoke")

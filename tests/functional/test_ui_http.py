@@ -158,7 +158,14 @@ def test_package_page_contents(world: UIWorld) -> None:
     assert f"conda install -c {world.server.url}/api/repo/{world.pub} uitool" in html
     assert f"pixi workspace channel add {world.server.url}/api/repo/{world.pub}" in html
     assert "MIT" in html and "noarch" in html
-    assert "<svg" in html and "downloads in 30 days" in html
+    assert "<svg" in html and "0 downloads in 30 days" in html
+    assert "share/x.txt" in html  # the build's files, with size and sha256
+    with httpx.Client(base_url=world.server.url) as raw:
+        for _ in range(2):
+            assert raw.get(f"/api/repo/{world.pub}/noarch/uitool-2.0-0.conda").status_code == 200
+    html = world.web("anonymous").get(f"/channels/{world.pub}/packages/uitool").text
+    assert "2 downloads in 30 days (peak 2 a day)" in html
+    assert re.search(r'<rect [^>]*><title>\d{4}-\d\d-\d\d: 2</title></rect>', html)  # today's bar
 
 
 def test_bad_input_is_a_4xx_page(world: UIWorld) -> None:

@@ -150,10 +150,10 @@ def package_page(
     more_files = len(files) > FILES_PER_PAGE
     readable = vulns_api.readable(ctx, identity)
     rec = data.record_json(selected)
+    ctx.domains.audit.flush()  # downloads still queued in this process count too (before the read begins)
     with ctx.db.session() as s:
         deps = data.dependants(s, list(readable), name)
         links = reports.link_rows(s, [ref.id], package=name)
-        ctx.domains.audit.flush()
         downloads = data.downloads_per_day(s, ref.name, name)
     about = data.about(selected)
     url = f"{base_url(request)}/api/repo/{ref.name}"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from condavault.web import ui
-from tests.support.accounts import Accounts, grant_channel, make_accounts, ok
+from tests.support.accounts import Accounts, grant_channel, make_accounts, ok, wait_for
 from tests.support.browser import CSRF, csrf_of, web_login
 from tests.support.packages import make_conda
 from tests.support.server import Server
@@ -413,3 +413,29 @@ def test_no_database_on_the_event_loop(world: UIWorld) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", before)
     assert not blocked, blocked
+
+
+def test_search_paging_and_facet_links(world: UIWorld, tmp_path: Path) -> None:
+    srv = world.server
+    chan = f"uipaging-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "public")
+    stem = f"pg{uuid.uuid4().hex[:5]}"
+    for i in range(25):
+        ok(srv.upload(chan, make_conda(tmp_path, f"{stem}-{i:02d}", "1.0", "0"), wait=False))
+    c = world.web("anonymous")
+
+    def names(url: str) -> list[str]:
+        r = c.get(url)
+        assert r.status_code == 200
+        return re.findall(rf'class="hit-name" href="/channels/{chan}/packages/({stem}-\d\d)"', r.text)
+
+    first = wait_for(lambda: len(names(f"/search?q={stem}&sort=name")) == 20 and names(f"/search?q={stem}&sort=name"))
+    page = c.get(f"/search?q={stem}&sort=name").text
+    assert "Page 1 of 2" in page and 'rel="next"' in page
+    second = names(f"/search?q={stem}&sort=name&page=2")
+    assert len(second) == 5 and sorted(first + second) == [f"{stem}-{i:02d}" for i in range(25)]
+    # a facet value is a link that filters; the filter shows with a link that removes it
+    facet = re.search(r'href="(/search\?[^"]*subdir=noarch[^"]*)"', page)
+    assert facet is not None
+    filtered = c.get(facet.group(1).replace("&amp;", "&")).text
+    assert "<strong>noarch</strong>" in filtered and 'aria-label="Remove filter noarch"' in filtered

@@ -101,7 +101,9 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         return json_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and ui.wants_page(request):
+            return await ui.not_found_page(request)  # a browser on an unknown page: the UI's 404 page
         # unknown paths and methods: the same {"error": ...} shape as every other error
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = "no such path" if exc.status_code == 404 else str(exc.detail)

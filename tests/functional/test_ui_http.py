@@ -170,6 +170,13 @@ def test_package_page_contents(world: UIWorld) -> None:
 
 def test_bad_input_is_a_4xx_page(world: UIWorld) -> None:
     c = world.web("admin")
+    # an unknown page: HTML for browsers, the API's JSON error for everyone else (and under /api always)
+    r = c.get("/no/such/page", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "Log out" in r.text
+    assert c.get("/no/such/page").json()["error"]["code"] == "not_found"
+    r = c.get("/api/no/such", headers={"Accept": "text/html"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert c.get("/static/nope.css", headers={"Accept": "text/html"}).status_code == 404
     for url, status in [
         ("/search?q=uilib&page=0", 400),
         ("/search?q=uilib&sort=evil", 400),

@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from condavault.web.ui import admin, auth, channels, cves, home, mirrors
-from condavault.web.ui.common import HERE
+from condavault.web.ui.common import HERE, not_found_page, wants_page
 
+__all__ = ["ROUTERS", "mount", "not_found_page", "wants_page"]
 ROUTERS = [home.router, auth.router, channels.router, mirrors.router, cves.router, admin.router]
 
 

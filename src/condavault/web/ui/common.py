@@ -207,9 +207,23 @@ class UIRoute(APIRoute):
                 error = InvalidRequest(f"bad parameters: {msgs}"[:500])
             if "condavault.identity" not in request.scope:  # the page header says who is signed in
                 try:
-                    await run_sync(get_identity, request)
+                    await run_sync(page_identity, request)
                 except CondavaultError:
                     pass
             return _status_page(request, error)
 
         return handler
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a path outside the API (an unknown page): answer with the UI's 404 page."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+async def not_found_page(request: Request) -> Response:
+    try:
+        await run_sync(page_identity, request)
+    except CondavaultError:
+        pass
+    return render(request, "error.html", status=404, title="Not found",
+                  message="There is nothing here, or you may not see it.")

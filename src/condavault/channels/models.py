@@ -35,6 +35,7 @@ class Record(Base):
         UniqueConstraint("channel_id", "subdir", "filename", name="uq_records_channel_subdir_filename"),
         Index("ix_records_channel_subdir_name", "channel_id", "subdir", "name"),
         Index("ix_records_sha256", "sha256"),
+        Index("ix_records_name", "name"),  # search (migration 0008_search)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

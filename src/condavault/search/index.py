@@ -148,6 +148,7 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             "license": latest.license or _text(about.get("license"), 500) or None,
             "subdirs": " " + " ".join(sorted({r.subdir for r in recs})) + " ",
             "latest_version": latest.version[:100],
+            "latest_id": latest.id,
             "latest_timestamp": latest.timestamp,
             "records": len(recs),
             "fingerprint": fingerprints.get(name, "")[:64],

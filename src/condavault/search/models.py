@@ -50,6 +50,7 @@ class SearchPackage(Base):
     license: Mapped[str | None] = mapped_column(String(500), nullable=True)  # of the latest record
     subdirs: Mapped[str] = mapped_column(String(500), default="")  # " linux-64 noarch " (space-delimited)
     latest_version: Mapped[str] = mapped_column(String(100), default="")
+    latest_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # records.id of the newest build
     latest_timestamp: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     records: Mapped[int] = mapped_column(Integer, default=0)
     fingerprint: Mapped[str] = mapped_column(String(64), default="")  # count:max(id):sum(id) of its records

@@ -89,6 +89,8 @@ class _Pkg:
     timestamp: int
     record_ids: list[int] | None = None  # record-level queries: the matching records
     matched: str | None = None
+    doc_id: int | None = None  # text queries: the search_packages row
+    latest_id: int | None = None  # text queries: the newest record of the package
 
 
 def band(score: float | None) -> str:
@@ -150,9 +152,10 @@ class SearchService:
             if parsed.record_level:
                 pkgs, capped = self._record_candidates(s, parsed, list(channels))
             else:
-                pkgs, capped = self._text_candidates(s, parsed, list(channels))
+                fuzzy: dict[str, float] = {}
+                pkgs, capped = self._text_candidates(s, parsed, list(channels), fuzzy)
                 if parsed.text:
-                    out["suggestion"] = self._suggest(s, parsed.text, list(channels))
+                    out["suggestion"] = self._suggest(parsed.text, pkgs, fuzzy)
             subdir = query.subdir or parsed.spec_subdir
             lic = query.license.lower() if query.license else None
             out["facets"] = self._facets(pkgs, channels, subdir, lic)
@@ -191,7 +194,11 @@ class SearchService:
         }
 
     # -- free text ---------------------------------------------------------------------------------
-    def _text_candidates(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[list[_Pkg], bool]:
+    def _text_candidates(
+        self, s: Session, parsed: qp.Parsed, ids: list[int], fuzzy: dict[str, float] | None = None
+    ) -> tuple[list[_Pkg], bool]:
+        """Packages the free text finds, with their relevance. Typo-tolerant matching runs only when no
+        readable package has exactly the typed name (it then also feeds the suggestion, via ``fuzzy``)."""
         P = SearchPackage
         in_scope = P.channel_id.in_(ids)
         scores: dict[int, float] = {}
@@ -209,19 +216,28 @@ class SearchService:
         else:
             dialect = s.get_bind().dialect.name
             name_q = textq.replace(" ", "-")
+            exact = False
             for (pk,) in s.execute(select(P.id).where(in_scope, P.name.in_({textq, name_q}))):
                 add(pk, EXACT)
-            pattern = _like_escape(name_q) + "%"
-            for pk, name in s.execute(
-                select(P.id, P.name).where(in_scope, P.name.like(pattern, escape="\\")).limit(MAX_CANDIDATES)
-            ):
-                add(pk, PREFIX - min(len(name) - len(name_q), 99))
+                exact = True
+            if dialect == "postgresql":  # the trigram index serves LIKE 'prefix%'
+                prefix = P.name.like(_like_escape(name_q) + "%", escape="\\")
+            else:  # a range on the name index (LIKE is case-insensitive in SQLite: no index)
+                prefix = and_(P.name >= name_q, P.name < name_q + "\uffff")
+            for pk, name in s.execute(select(P.id, P.name).where(in_scope, prefix).limit(MAX_CANDIDATES)):
+                if name.startswith(name_q):
+                    add(pk, PREFIX - min(len(name) - len(name_q), 99))
             found = (self._fts_sqlite if dialect == "sqlite" else self._fts_pg)(s, parsed, ids)
             capped = len(found) >= MAX_CANDIDATES
             for pk, score in found:
                 add(pk, score)
-            for pk, sim in self._fuzzy(s, name_q, ids):
-                add(pk, FUZZY * sim)
+            if not exact:
+                names = dict(self._fuzzy_names(s, name_q, ids))
+                if fuzzy is not None:
+                    fuzzy.update(names)
+                if names:
+                    for pk, n in s.execute(select(P.id, P.name).where(in_scope, P.name.in_(list(names)))):
+                        add(pk, FUZZY * names[n])
         if not scores:
             return [], capped
         return self._load_pkgs(s, scores), capped or len(scores) > MAX_CANDIDATES
@@ -230,13 +246,11 @@ class SearchService:
         P = SearchPackage
         out = []
         keys = sorted(scores, key=lambda k: -scores[k])[:MAX_CANDIDATES]
+        cols = (P.id, P.channel_id, P.name, P.subdirs, P.license, P.max_score, P.latest_timestamp, P.latest_id)
         for part in chunks(keys):
-            for pk, cid, name, subdirs, lic, mx, ts in s.execute(
-                select(P.id, P.channel_id, P.name, P.subdirs, P.license, P.max_score, P.latest_timestamp).where(
-                    P.id.in_(part)
-                )
-            ):
-                out.append(_Pkg(cid, name, scores[pk], set(subdirs.split()), lic, mx, ts or 0))
+            for pk, cid, name, subdirs, lic, mx, ts, latest in s.execute(select(*cols).where(P.id.in_(part))):
+                out.append(_Pkg(cid, name, scores[pk], set(subdirs.split()), lic, mx, ts or 0, doc_id=pk,
+                                latest_id=latest))
         return out
 
     def _fts_sqlite(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
@@ -326,24 +340,14 @@ class SearchService:
         )
         return [x for x in scored if x[0] in visible][:limit]
 
-    def _fuzzy(self, s: Session, word: str, ids: list[int]) -> list[tuple[int, float]]:
-        names = dict(self._fuzzy_names(s, word, ids))
-        if not names:
-            return []
-        P = SearchPackage
-        rows = s.execute(select(P.id, P.name).where(P.channel_id.in_(ids), P.name.in_(list(names))))
-        return [(pk, names[n]) for pk, n in rows]
-
-    def _suggest(self, s: Session, text_q: str, ids: list[int]) -> str | None:
-        """"Did you mean": the most similar other name, when no readable package has exactly this name."""
+    @staticmethod
+    def _suggest(text_q: str, pkgs: list[_Pkg], fuzzy: dict[str, float]) -> str | None:
+        """"Did you mean": the most similar other name, when no readable package has exactly this name
+        (``fuzzy`` holds the readable names the typo-tolerant step found; empty when the name exists)."""
         word = text_q.replace(" ", "-")
-        if s.scalar(select(SearchPackage.id).where(SearchPackage.channel_id.in_(ids), SearchPackage.name == word)
-                    .limit(1)) is not None:
-            return None
-        for name, sim in self._fuzzy_names(s, word, ids, limit=5):
-            if name != word and sim >= SUGGEST_MIN:
-                return name
-        return None
+        best = sorted(((sim, n) for n, sim in fuzzy.items() if n != word and sim >= SUGGEST_MIN),
+                      key=lambda x: (-x[0], x[1]))
+        return best[0][1] if best else None
 
     # -- record-level queries ----------------------------------------------------------------------
     def _record_conditions(self, s: Session, parsed: qp.Parsed) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
@@ -466,19 +470,36 @@ class SearchService:
             for part in chunks(ids):
                 for row in s.execute(select(*cols).where(R.id.in_(part))):
                     cand[(row.channel_id, row.name)].append(row)
-        text_keys = [(p.channel_id, p.name) for p in page if p.record_ids is None]
-        if text_keys:
-            cond = or_(*(and_(R.channel_id == c, R.name == n) for c, n in text_keys))
-            for row in s.execute(select(*cols).where(cond, R.removed.is_(False))):
+        text_pkgs = [p for p in page if p.record_ids is None]
+        if text_pkgs and subdir is None and lic is None:  # the newest build, as the document says
+            latest = [p.latest_id for p in text_pkgs if p.latest_id is not None]
+            for row in s.execute(select(*cols).where(R.id.in_(latest), R.removed.is_(False))):
                 cand[(row.channel_id, row.name)].append(row)
-        docs = {
-            (c, n): (summ, lic_)
+            text_pkgs = [p for p in text_pkgs if (p.channel_id, p.name) not in cand]
+        if text_pkgs:  # filtered (or a stale document): the builds of these packages, chosen below
+            wanted = {(p.channel_id, p.name) for p in text_pkgs}
+            stmt = select(*cols).where(R.name.in_(sorted({n for _, n in wanted})),
+                                       R.channel_id.in_(sorted({c for c, _ in wanted})), R.removed.is_(False))
+            for row in s.execute(stmt):
+                if (row.channel_id, row.name) in wanted:
+                    cand[(row.channel_id, row.name)].append(row)
+        docs: dict[tuple[int, str], tuple[str, str | None]] = {}
+        doc_ids = [p.doc_id for p in page if p.doc_id is not None]
+        if doc_ids:
+            P = SearchPackage
+            for c, n, summ, lic_ in s.execute(select(P.channel_id, P.name, P.summary, P.license)
+                                              .where(P.id.in_(doc_ids))):
+                docs[(c, n)] = (summ, lic_)
+        rec_keys = {(p.channel_id, p.name) for p in page if p.doc_id is None}
+        if rec_keys:
+            P = SearchPackage
             for c, n, summ, lic_ in s.execute(
-                select(SearchPackage.channel_id, SearchPackage.name, SearchPackage.summary, SearchPackage.license)
-                .where(or_(*(and_(SearchPackage.channel_id == p.channel_id, SearchPackage.name == p.name)
-                             for p in page)))
-            )
-        }
+                select(P.channel_id, P.name, P.summary, P.license).where(
+                    P.name.in_(sorted({n for _, n in rec_keys})), P.channel_id.in_(sorted({c for c, _ in rec_keys}))
+                )
+            ):
+                if (c, n) in rec_keys:
+                    docs[(c, n)] = (summ, lic_)
         chosen: dict[tuple[int, str], Any] = {}  # Any: a Row of ``cols``
         for p in page:
             rs = cand.get((p.channel_id, p.name), [])

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("license", sa.String(500), nullable=True),
         sa.Column("subdirs", sa.String(500), nullable=False),
         sa.Column("latest_version", sa.String(100), nullable=False),
+        sa.Column("latest_id", sa.Integer(), nullable=True),
         sa.Column("latest_timestamp", BigInt, nullable=True),
         sa.Column("records", sa.Integer(), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
@@ -61,6 +62,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("channel_id", "name", name="uq_search_packages_channel_name"),
     )
     op.create_index("ix_search_packages_name", "search_packages", ["name"])
+    # MatchSpec, pkg: and package-page lookups go by name across channels
+    op.create_index("ix_records_name", "records", ["name"])
     op.create_table(
         "search_files",
         sa.Column("package_sha256", sa.String(64), nullable=False),
@@ -100,6 +103,7 @@ def downgrade() -> None:
         for t in ("search_packages_ai", "search_packages_ad", "search_packages_au"):
             op.execute(f"DROP TRIGGER IF EXISTS {t}")
         op.execute("DROP TABLE IF EXISTS search_fts")
+    op.drop_index("ix_records_name", table_name="records")
     op.drop_table("search_trigrams")
     op.drop_table("search_files")
     op.drop_table("search_packages")

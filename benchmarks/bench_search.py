@@ -40,16 +40,15 @@ from sqlalchemy import insert, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _synth import make_conda  # noqa: E402
-
-from condavault.auth.identity import ANONYMOUS, Identity  # noqa: E402
-from condavault.channels.models import Channel, Record  # noqa: E402
-from condavault.db import migrate  # noqa: E402
-from condavault.db.base import table  # noqa: E402
-from condavault.db.session import Database  # noqa: E402
-from condavault.search import index  # noqa: E402
-from condavault.search.models import SearchFile  # noqa: E402
-from condavault.search.service import SearchQuery, SearchService  # noqa: E402
+from _synth import make_conda
+from condavault.auth.identity import ANONYMOUS, Identity
+from condavault.channels.models import Channel, Record
+from condavault.db import migrate
+from condavault.db.base import table
+from condavault.db.session import Database
+from condavault.search import index
+from condavault.search.models import SearchFile
+from condavault.search.service import SearchQuery, SearchService
 
 TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))
 REAL = ["repodata/defaults-legacy-index/linux-64/index4.json", "repodata/pytorch/linux-64/repodata.json",
@@ -139,7 +138,8 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
             rows.append({"channel_id": cid, "subdir": subdir, "filename": fn, "name": name, "version": version,
                          "build": build_s, "build_number": b % 3, "sha256": digest, "md5": digest[:32],
                          "size": rec["size"], "timestamp": rec["timestamp"], "license": rec["license"],
-                         "record": json.dumps(rec, sort_keys=True), "fragment": json.dumps(rec, sort_keys=True), "about": json.dumps(about),
+                         "record": json.dumps(rec, sort_keys=True), "fragment": json.dumps(rec, sort_keys=True),
+                         "about": json.dumps(about),
                          "indexed_timestamp": rec["timestamp"], "has_blob": True, "removed": False})
             if ci % 3 != 0 or ci == 0:  # file lists once per distinct package (content-addressed)
                 for p in paths_for(name, version, paths_per):
@@ -191,12 +191,14 @@ def _insert_files(s: Any, files: list[tuple[str, str, str, int]], pg: bool) -> i
 
 def typo(name: str, rng: random.Random) -> str:
     i = rng.randrange(1, max(2, len(name) - 1))
-    return name[:i] + name[i] + name[i:] if rng.random() < 0.5 else name[: i - 1] + name[i] + name[i - 1] + name[i + 1 :]
+    if rng.random() < 0.5:
+        return name[:i] + name[i] + name[i:]  # a doubled letter
+    return name[: i - 1] + name[i] + name[i - 1] + name[i + 1 :]  # two letters swapped
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
     xs = sorted(samples)
-    return statistics.median(xs), xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    return statistics.median(xs), xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
 def measure(fn: Callable[[str], Any], inputs: list[str]) -> tuple[float, float]:
@@ -342,7 +344,8 @@ def print_table(results: dict[str, Any]) -> None:
     backends = [b for b in ("sqlite", "postgresql") if b in results]
     print(f"\n{results['records']:,} records in {results['channels']} channels; "
           + ", ".join(f"{b}: {results[b]['file_rows']:,} path rows" for b in backends))
-    print("| metric | " + " | ".join(f"{b} p50 / p95" for b in backends) + " | peer (LIKE on records) p50 / p95 | goal |")
+    heads = " | ".join(f"{b} p50 / p95" for b in backends)
+    print(f"| metric | {heads} | peer (LIKE on records) p50 / p95 | goal |")
     print("|---|" + "---|" * len(backends) + "---|---|")
 
     def ms(x: float) -> str:

@@ -220,6 +220,7 @@ class SearchService:
             for (pk,) in s.execute(select(P.id).where(in_scope, P.name.in_({textq, name_q}))):
                 add(pk, EXACT)
                 exact = True
+            prefix: ColumnElement[bool]
             if dialect == "postgresql":  # the trigram index serves LIKE 'prefix%'
                 prefix = P.name.like(_like_escape(name_q) + "%", escape="\\")
             else:  # a range on the name index (LIKE is case-insensitive in SQLite: no index)
@@ -513,13 +514,13 @@ class SearchService:
         cves: Counter[int] = Counter()
         maxes: dict[int, float] = {}
         for part in chunks(rids):
-            for rid, n, mx in s.execute(
+            for rid, n_links, mx in s.execute(
                 select(VulnLinkRow.record_id, func.count(), func.max(VulnAdvisory.score))
                 .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
                 .where(VulnLinkRow.record_id.in_(part), counting_clause())
                 .group_by(VulnLinkRow.record_id)
             ):
-                cves[rid] = int(n)
+                cves[rid] = int(n_links)
                 if mx is not None:
                     maxes[rid] = float(mx)
         file_hits = self._file_hits(s, [r.sha256 for r in chosen.values() if r.sha256], parsed)

@@ -360,13 +360,15 @@ class SearchService:
             conds.append(R.name.like(_glob_like(name), escape="\\") if "*" in name else R.name == name)
             if parsed.spec_subdir:
                 conds.append(R.subdir == parsed.spec_subdir)
+        # files resolve to package digests first (their own indexes), then records by digest
         for p in parsed.paths:
-            conds.append(R.sha256.in_(select(SearchFile.package_sha256).where(SearchFile.path == p)))
+            holders = list(s.scalars(select(SearchFile.package_sha256).where(SearchFile.path == p).limit(MAX_RECORDS)))
+            conds.append(R.sha256.in_(holders))
             info["matched"] = f"path:{p}"
         for h in parsed.sha256:
-            holders = select(SearchFile.package_sha256).where(SearchFile.sha256 == h)
-            conds.append(or_(R.sha256 == h, R.sha256.in_(holders)))
-            info.setdefault("file_sha", []).append(h)
+            found = select(SearchFile.package_sha256).where(SearchFile.sha256 == h).limit(MAX_RECORDS)
+            holders = list(s.scalars(found))
+            conds.append(R.sha256.in_([h, *holders]))
         for c in parsed.cves:
             adv = select(VulnAdvisory.id).where(
                 or_(

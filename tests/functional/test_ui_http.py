@@ -15,7 +15,7 @@ import pytest
 
 from condavault.web import ui
 from tests.support.accounts import Accounts, grant_channel, make_accounts, ok, wait_for
-from tests.support.browser import CSRF, csrf_of, web_login
+from tests.support.browser import CSRF, csrf_of, web_client, web_login
 from tests.support.packages import make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel
@@ -62,7 +62,7 @@ def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.Te
         run = c.post(f"/api/mirrors/{mirror}/runs", params={"wait": True})
         ok(run, 202)
         w = UIWorld(srv, acc, pub, priv, mirror, run.json()["id"])
-        w.sessions["anonymous"] = httpx.Client(base_url=srv.url, timeout=60)
+        w.sessions["anonymous"] = web_client(srv)
         for who in ("outsider", "member"):
             w.sessions[who] = web_login(srv, acc.users[who], acc.password)
         w.sessions["admin"] = web_login(srv, f"ui{tag}-root", acc.password)

@@ -55,9 +55,16 @@ def chromium() -> Iterator[Any]:
 # -- plain HTTP, like a browser without JavaScript ------------------------------------------------
 
 
+def web_client(server: Server) -> httpx.Client:
+    """A client that drops idle connections before the server's keep-alive timeout (5 s) can close them
+    under a request (a race that shows as "server disconnected" on a busy machine)."""
+    return httpx.Client(base_url=server.url, timeout=60, follow_redirects=False,
+                        limits=httpx.Limits(keepalive_expiry=2.0))
+
+
 def web_login(server: Server, username: str, password: str) -> httpx.Client:
     """A browser-like client that logged in through the login form."""
-    c = httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
+    c = web_client(server)
     page = c.get("/login")
     assert page.status_code == 200, page.text
     token = CSRF.search(page.text)

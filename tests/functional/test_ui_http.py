@@ -288,6 +288,20 @@ def test_admin_audit_log_and_csv(world: UIWorld) -> None:
     assert world.web("member").get(href).status_code == 403  # the API's own check
 
 
+def test_login_again_ends_the_previous_session(world: UIWorld) -> None:
+    c = web_login(world.server, world.acc.users["chanadmin"], world.acc.password)
+    old = c.cookies.get("condavault_session")
+    page = c.get("/login").text
+    token = CSRF.search(page[page.index('action="/login"'):]).group(1)  # type: ignore[union-attr]  # not log out's
+    r = c.post("/login", data={"username": world.acc.users["chanadmin"], "password": world.acc.password,
+                               "csrf_token": token})
+    assert r.status_code == 303 and c.cookies.get("condavault_session") != old, r.text[-800:]
+    with web_client(world.server) as stale:
+        stale.cookies.set("condavault_session", old or "")
+        assert stale.get("/tokens").status_code == 303  # the old session is over
+    c.close()
+
+
 def test_logout_ends_the_session(world: UIWorld) -> None:
     c = web_login(world.server, world.acc.users["chanadmin"], world.acc.password)
     assert c.get("/tokens").status_code == 200

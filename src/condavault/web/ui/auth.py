@@ -71,6 +71,9 @@ async def login(request: Request) -> Response:
     except (Unauthenticated, RateLimited) as exc:
         return _login_page(request, next_, exc.message, username, status=exc.status)
     response = RedirectResponse(next_, status_code=303)
+    if request.cookies.get(SESSION_COOKIE):  # a session this browser had ends (no session fixation)
+        await run_sync(ctx.domains.auth.sessions.end, request.cookies.get(SESSION_COOKIE))
+        ctx.auth.invalidate()
     await run_sync(lambda: auth_api._finish_login(ctx, request, response, who, False, ""))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
     return response

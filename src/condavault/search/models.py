@@ -29,6 +29,7 @@ UNMANAGED = frozenset(
         "search_fts_docsize",
         "search_fts_config",
         "ix_search_packages_name_trgm",
+        "ix_search_packages_name_prefix",
         "ix_search_packages_tsv",
     }
 )

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, Integer, String, and_, any_, bindparam, func, or_, select, text, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from condavault.auth.identity import Identity
@@ -93,6 +94,35 @@ class _Pkg:
     latest_id: int | None = None  # text queries: the newest record of the package
 
 
+class Ids(list[int]):
+    """Readable channel ids; ``everything``: they are all the channels (no filter needed)."""
+
+    everything: bool = False
+
+
+def within(s: Session, col: Any, ids: list[int]) -> ColumnElement[bool]:
+    """``col`` is one of ``ids``: nothing when they are all channels; one array parameter on PostgreSQL."""
+    if getattr(ids, "everything", False):
+        return true()
+    if s.get_bind().dialect.name == "postgresql":
+        return col == any_(bindparam("scope_ids", list(ids), type_=postgresql.ARRAY(Integer)))  # type: ignore[no-any-return]
+    return col.in_(list(ids))  # type: ignore[no-any-return]
+
+
+def one_of(s: Session, col: Any, values: list[str]) -> ColumnElement[bool]:
+    """``col IN values`` (one array parameter on PostgreSQL: the planner sees one value, not hundreds)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return col == any_(bindparam("names", list(values), type_=postgresql.ARRAY(String)))  # type: ignore[no-any-return]
+    return col.in_(list(values))  # type: ignore[no-any-return]
+
+
+def _scope_sql(ids: list[int], column: str) -> str:
+    """The same, as SQL text (the ids are integers from the database)."""
+    if getattr(ids, "everything", False):
+        return "1=1"
+    return f"{column} IN ({','.join(str(int(i)) for i in ids) or 'NULL'})"
+
+
 def band(score: float | None) -> str:
     if score is None:
         return "none"
@@ -123,19 +153,25 @@ class SearchService:
             cid: name for cid, name, p in rows if allowed(identity, Permission.CHANNEL_READ, ChannelRef(cid, name, p))
         }
 
-    def _scope(self, identity: Identity, channel: str | None) -> dict[int, str]:
-        ids = self.readable(identity)
+    def _scope(self, identity: Identity, channel: str | None) -> tuple[dict[int, str], int]:
+        """The readable channels (only ``channel`` if given) and how many channels exist."""
+        with self.ctx.db.session() as s:
+            rows = s.execute(select(Channel.id, Channel.name, Channel.privacy)).all()
+        read = Permission.CHANNEL_READ
+        ids = {cid: name for cid, name, p in rows if allowed(identity, read, ChannelRef(cid, name, p))}
         if channel is None:
-            return ids
+            return ids, len(rows)
         ref = self.ctx.channels.for_read(identity, channel)  # the same 403/404 as every channel route
-        return {ref.id: ref.name} if ref.id in ids else {}
+        return ({ref.id: ref.name} if ref.id in ids else {}), len(rows)
 
     # -- search ------------------------------------------------------------------------------------
     def search(self, identity: Identity, query: SearchQuery) -> dict[str, Any]:
         parsed = qp.parse(query.q)
-        channels = self._scope(identity, query.channel)
+        channels, n_all = self._scope(identity, query.channel)
         if parsed.spec_channel is not None:
             channels = {cid: n for cid, n in channels.items() if n == parsed.spec_channel}
+        ids = Ids(channels)
+        ids.everything = len(channels) == n_all
         out: dict[str, Any] = {
             "results": [],
             "total": 0,
@@ -150,10 +186,10 @@ class SearchService:
             return out
         with self.ctx.db.session() as s:
             if parsed.record_level:
-                pkgs, capped = self._record_candidates(s, parsed, list(channels))
+                pkgs, capped = self._record_candidates(s, parsed, ids)
             else:
                 fuzzy: dict[str, float] = {}
-                pkgs, capped = self._text_candidates(s, parsed, list(channels), fuzzy)
+                pkgs, capped = self._text_candidates(s, parsed, ids, fuzzy)
                 if parsed.text:
                     out["suggestion"] = self._suggest(parsed.text, pkgs, fuzzy)
             subdir = query.subdir or parsed.spec_subdir
@@ -200,7 +236,7 @@ class SearchService:
         """Packages the free text finds, with their relevance. Typo-tolerant matching runs only when no
         readable package has exactly the typed name (it then also feeds the suggestion, via ``fuzzy``)."""
         P = SearchPackage
-        in_scope = P.channel_id.in_(ids)
+        in_scope = within(s, P.channel_id, ids)
         scores: dict[int, float] = {}
 
         def add(pk: int, score: float) -> None:
@@ -216,18 +252,19 @@ class SearchService:
         else:
             dialect = s.get_bind().dialect.name
             name_q = textq.replace(" ", "-")
-            exact = False
+            exact = False  # an exact (or prefix) name match: no typo-tolerant step
             for (pk,) in s.execute(select(P.id).where(in_scope, P.name.in_({textq, name_q}))):
                 add(pk, EXACT)
                 exact = True
             prefix: ColumnElement[bool]
-            if dialect == "postgresql":  # the trigram index serves LIKE 'prefix%'
-                prefix = P.name.like(_like_escape(name_q) + "%", escape="\\")
+            if dialect == "postgresql":  # the text_pattern_ops index serves LIKE 'prefix%' (backslash escapes)
+                prefix = P.name.like(_like_escape(name_q) + "%")
             else:  # a range on the name index (LIKE is case-insensitive in SQLite: no index)
                 prefix = and_(P.name >= name_q, P.name < name_q + "\uffff")
             for pk, name in s.execute(select(P.id, P.name).where(in_scope, prefix).limit(MAX_CANDIDATES)):
                 if name.startswith(name_q):
                     add(pk, PREFIX - min(len(name) - len(name_q), 99))
+                    exact = True  # a name starts with the text: no typo to tolerate
             found = (self._fts_sqlite if dialect == "sqlite" else self._fts_pg)(s, parsed, ids)
             capped = len(found) >= MAX_CANDIDATES
             for pk, score in found:
@@ -237,7 +274,7 @@ class SearchService:
                 if fuzzy is not None:
                     fuzzy.update(names)
                 if names:
-                    for pk, n in s.execute(select(P.id, P.name).where(in_scope, P.name.in_(list(names)))):
+                    for pk, n in s.execute(select(P.id, P.name).where(in_scope, one_of(s, P.name, list(names)))):
                         add(pk, FUZZY * names[n])
         if not scores:
             return [], capped
@@ -264,20 +301,20 @@ class SearchService:
                 return []
             conds = [SearchPackage.name.like(f"%{_like_escape(w)}%", escape="\\") for w in short]
             rows = s.execute(
-                select(SearchPackage.id).where(SearchPackage.channel_id.in_(ids), *conds).limit(MAX_CANDIDATES)
+                select(SearchPackage.id).where(within(s, SearchPackage.channel_id, ids), *conds).limit(MAX_CANDIDATES)
             )
             return [(pk, NAME_SUBSTRING) for (pk,) in rows]
         quoted = ['"' + w.replace('"', '""') + '"' for w in long]
         match = " AND ".join(quoted)
         name_match = "name : (" + " AND ".join(quoted) + ")"
-        scope = ",".join(str(int(i)) for i in ids)
+        scope = _scope_sql(ids, "p.channel_id")
         short_sql = "".join(f" AND p.name LIKE :s{i} ESCAPE '\\'" for i in range(len(short)))
         params: dict[str, Any] = {"m": match, "n": name_match, "lim": MAX_CANDIDATES}
         params.update({f"s{i}": f"%{_like_escape(w)}%" for i, w in enumerate(short)})
         out: dict[int, float] = {}
         sql = (
             "SELECT p.id, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
-            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND p.channel_id IN ({scope}){short_sql} "
+            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql} "
             "ORDER BY rank LIMIT :lim"
         )
         for pk, rank in s.execute(text(sql), {**params, "q": params["n"]}):
@@ -292,19 +329,19 @@ class SearchService:
         out: dict[int, float] = {}
         conds = [P.name.ilike(f"%{_like_escape(w)}%", escape="\\") for w in parsed.words]
         if conds:
-            for (pk,) in s.execute(select(P.id).where(P.channel_id.in_(ids), *conds).limit(MAX_CANDIDATES)):
+            for (pk,) in s.execute(select(P.id).where(within(s, P.channel_id, ids), *conds).limit(MAX_CANDIDATES)):
                 out[pk] = NAME_SUBSTRING
         terms = qp.words_of(parsed.text)
         if terms:
             tsq = " & ".join(f"{t}:*" for t in terms[:16])
             doc = "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description)"
-            scope = ",".join(str(int(i)) for i in ids)
+            # matched through the GIN index; ranked by name length (ts_rank would re-parse every document)
             sql = (
-                f"SELECT id, ts_rank({doc}, q) FROM search_packages, to_tsquery('simple', :tsq) q "
-                f"WHERE {doc} @@ q AND channel_id IN ({scope}) ORDER BY 2 DESC LIMIT :lim"
+                f"SELECT id, length(name) FROM search_packages WHERE {doc} @@ to_tsquery('simple', :tsq) "
+                f"AND {_scope_sql(ids, 'channel_id')} ORDER BY 2, id LIMIT :lim"
             )
-            for pk, rank in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
-                out.setdefault(pk, TEXT + min(float(rank) * 100, 99.0))
+            for pk, length in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
+                out.setdefault(pk, TEXT + max(0.0, 99.0 - float(length)))
         return list(out.items())
 
     def _fuzzy_names(self, s: Session, word: str, ids: list[int], limit: int = 50) -> list[tuple[str, float]]:
@@ -316,7 +353,7 @@ class SearchService:
             sim = func.similarity(P.name, word)
             rows = s.execute(
                 select(P.name, func.max(sim))
-                .where(P.channel_id.in_(ids), P.name.op("%")(word))
+                .where(within(s, P.channel_id, ids), P.name.op("%")(word))
                 .group_by(P.name)
                 .order_by(func.max(sim).desc(), P.name)
                 .limit(limit)
@@ -337,7 +374,7 @@ class SearchService:
         if not scored:
             return []
         visible = set(
-            s.scalars(select(P.name).where(P.channel_id.in_(ids), P.name.in_([n for n, _ in scored])).distinct())
+            s.scalars(select(P.name).where(within(s, P.channel_id, ids), P.name.in_([n for n, _ in scored])).distinct())
         )
         return [x for x in scored if x[0] in visible][:limit]
 
@@ -418,7 +455,7 @@ class SearchService:
             keys = None
         stmt = (
             select(R.id, R.channel_id, R.name, R.version, R.build, R.subdir, R.license, R.timestamp)
-            .where(R.channel_id.in_(ids), R.removed.is_(False), *conds)
+            .where(within(s, R.channel_id, ids), R.removed.is_(False), *conds)
             .order_by(R.id.desc())
             .limit(MAX_RECORDS + 1)
         )

@@ -91,6 +91,7 @@ def upgrade() -> None:
     else:
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         op.execute("CREATE INDEX ix_search_packages_name_trgm ON search_packages USING gin (name gin_trgm_ops)")
+        op.execute("CREATE INDEX ix_search_packages_name_prefix ON search_packages (name text_pattern_ops)")
         op.execute(
             "CREATE INDEX ix_search_packages_tsv ON search_packages USING gin ("
             "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description))"

@@ -140,7 +140,8 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
                          "size": rec["size"], "timestamp": rec["timestamp"], "license": rec["license"],
                          "record": json.dumps(rec, sort_keys=True), "fragment": json.dumps(rec, sort_keys=True),
                          "about": json.dumps(about),
-                         "indexed_timestamp": rec["timestamp"], "has_blob": True, "removed": False})
+                         "indexed_timestamp": rec["timestamp"], "has_blob": True, "removed": False,
+                         "created_at": "2026-01-01 00:00:00.000000" if not pg else "2026-01-01T00:00:00+00:00"})
             if ci % 3 != 0 or ci == 0:  # file lists once per distinct package (content-addressed)
                 for p in paths_for(name, version, paths_per):
                     files.append((digest, p, sha(digest, p), 1000))
@@ -149,8 +150,8 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
                 info["shas"].append(digest)
                 info["paths"].append(paths_for(name, version, paths_per)[0])
         with db.write_session() as s:
-            for i in range(0, len(rows), 5000):
-                s.execute(insert(table(Record)), rows[i : i + 5000])
+            cols = list(rows[0])
+            _bulk(s, "records", cols, [tuple(r[c] for c in cols) for r in rows], pg)
             file_rows += _insert_files(s, files, pg)
         if ci % 10 == 9:
             print(f"  seeded {ci + 1}/{n_channels} channels ({rid} records, {file_rows} path rows) "
@@ -173,19 +174,22 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
     return info
 
 
-def _insert_files(s: Any, files: list[tuple[str, str, str, int]], pg: bool) -> int:
-    if not files:
-        return 0
+def _bulk(s: Any, name: str, cols: list[str], rows: list[tuple[Any, ...]], pg: bool, ignore: bool = False) -> None:
+    """Bulk insert through the driver: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    raw = s.connection().connection.driver_connection
     if pg:
-        raw = s.connection().connection.driver_connection
-        with raw.cursor() as cur, cur.copy("COPY search_files (package_sha256, path, sha256, size) FROM STDIN") as cp:
-            for row in files:
+        with raw.cursor() as cur, cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as cp:
+            for row in rows:
                 cp.write_row(row)
-        return len(files)
-    keys = ("package_sha256", "path", "sha256", "size")
-    for i in range(0, len(files), 20000):
-        s.execute(insert(table(SearchFile)).prefix_with("OR IGNORE"), [dict(zip(keys, r, strict=True))
-                                                                       for r in files[i : i + 20000]])
+        return
+    verb = "INSERT OR IGNORE" if ignore else "INSERT"
+    raw.executemany(f"{verb} INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+
+
+def _insert_files(s: Any, files: list[tuple[str, str, str, int]], pg: bool) -> int:
+    _bulk(s, "search_files", ["package_sha256", "path", "sha256", "size"], files, pg, ignore=True)
     return len(files)
 
 

@@ -211,9 +211,13 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
 
         phone = browser.new_context(viewport=PHONE, is_mobile=True)
         p2 = phone.new_page()
-        p2.goto(f"{base}/channels/science/packages/zlib")
-        assert p2.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1  # no sideways scrolling
-        shot(p2, "package-phone")
+        for path, name in (("/channels/science/packages/zlib", "package-phone"), ("/search?q=zlib", "search-phone"),
+                           ("/cves/CVE-2022-37434", None), ("/channels/science", None), ("/", None)):
+            p2.goto(base + path)
+            width = p2.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"] + 1, (path, width)  # no sideways scrolling of the page
+            if name:
+                shot(p2, name)
         phone.close()
         ctx.close()
         assert not errors, errors

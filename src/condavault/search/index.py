@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
@@ -155,10 +156,13 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             "max_score": scores.get(name),
         }
         pk = existing.get(name)
-        if pk is None:
-            session.execute(insert(SearchPackage).values(channel_id=channel_id, name=name, **values))
-        else:
+        if pk is not None:
             session.execute(update(SearchPackage).where(SearchPackage.id == pk).values(**values))
+        elif session.get_bind().dialect.name == "postgresql":  # a concurrent upload of the same new name
+            stmt = pg_insert(SearchPackage).values(channel_id=channel_id, name=name, **values)
+            session.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "name"], set_=values))
+        else:  # SQLite write transactions are serial
+            session.execute(insert(SearchPackage).values(channel_id=channel_id, name=name, **values))
 
 
 def _sync_trigrams(session: Session, added: list[str], gone: list[str]) -> None:
@@ -235,8 +239,13 @@ def put_files(session: Session, package_sha256: str, files: list[tuple[str, str 
     ) is not None:
         return 0
     rows = [{"package_sha256": package_sha256, "path": p, "sha256": s, "size": z} for p, s, z in files]
+    # the same bytes ingested concurrently elsewhere write the same rows: keep one
+    if session.get_bind().dialect.name == "postgresql":
+        stmt: Any = pg_insert(SearchFile).on_conflict_do_nothing()
+    else:
+        stmt = insert(table(SearchFile)).prefix_with("OR IGNORE")
     for part in chunks(rows, 2000):
-        session.execute(insert(table(SearchFile)), list(part))
+        session.execute(stmt, list(part))
     return len(rows)
 
 

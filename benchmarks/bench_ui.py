@@ -3,8 +3,10 @@ the other main pages, on SQLite and PostgreSQL.
 
 A real server (uvicorn on loopback, production logging at WARNING) gets one channel with a 5,000-file
 package (``info/paths.json`` lists every file with its sha256 and size) among 200 other packages, some
-depending on it; each page is fetched ``--rounds`` times by one client after a warm-up, and the table shows
-p50 / p95 of the time from request to the last byte. No peer: no other conda server renders such a page.
+depending on it, and 5 channels of the real ``defaults-r`` linux-64 repodata (4,211 records each,
+metadata-only) for the dependants scan; each page is fetched ``--rounds`` times by one client after a
+warm-up, and the table shows p50 / p95 of the time from request to the last byte. No peer: no other
+conda server renders such a page.
 
     python benchmarks/bench_ui.py [--rounds 40] [--db sqlite,postgresql] [--json FILE]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +35,8 @@ from tests.support.packages import _tar, file_member, index_json, info_members, 
 from tests.support.server import start_server, stop_server  # noqa: E402
 
 GOAL_MS = 100.0
+TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", ROOT.parent / "shared" / "testdata"))
+R_CHANNELS = 5
 
 
 def big_package(dest: Path, files: int) -> Path:
@@ -82,14 +87,25 @@ def run(backend: str, rounds: int, work: Path) -> dict[str, list[float]]:
             deps = ["bigpkg >=1"] if i % 10 == 0 else []
             p = make_conda(pkgs, f"other{i:03d}", "1.0", "0", index_extra={"depends": deps})
             assert server.upload("bench", p, wait=False).status_code in (200, 201)
+        rd = json.loads((TESTDATA / "repodata" / "defaults-r" / "linux-64" / "repodata.json").read_text())
+        for i in range(R_CHANNELS):  # metadata-only records of real shapes, for the dependants scan
+            server.channel(f"r{i}")
+            with server.client() as c:
+                assert c.post(f"/api/channels/r{i}/subdirs/linux-64/import", json=rd).status_code == 200
         server.ctx.settle()
         with httpx.Client(base_url=server.url, timeout=60) as c:
             page = c.get("/channels/bench/packages/bigpkg").text
-            assert page.count("site-packages/big/mod") == 500 and "other000" in page
+            assert page.count("site-packages/big/mod") == 500
+            assert "other000" in c.get("/channels/bench/packages/bigpkg/dependants?part=true").text
             urls = {
                 "package page, 5,000-file package (files 1-500)": "/channels/bench/packages/bigpkg",
                 "same, files 4,501-5,000": "/channels/bench/packages/bigpkg?files_page=10",
+                "its dependants (20, among 201 records)": "/channels/bench/packages/bigpkg/dependants?part=true",
                 "package page, small package": "/channels/bench/packages/other001",
+                f"package page r-base ({R_CHANNELS} x 4,211 real records)": "/channels/r0/packages/r-base",
+                f"dependants of r-base (all {R_CHANNELS} channels)":
+                    "/channels/r0/packages/r-base/dependants?part=true",
+                "dependants of r-ggplot2": "/channels/r0/packages/r-ggplot2/dependants?part=true",
                 "channel page (201 packages)": "/channels/bench",
                 "search results (text)": "/search?q=other",
                 "which package provides": "/provides?path=lib/python3.12/site-packages/big/mod04999.py",

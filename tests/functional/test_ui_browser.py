@@ -207,6 +207,7 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
         assert response is not None and response.status == 404
         assert "secret-lab" not in page.locator("main").inner_text()
         page.goto(f"{base}/channels/science/packages/zlib")
+        assert "zlib-tools" in page.locator("#dependants").inner_text()  # loaded after the page
         assert "labtool" not in page.content()  # not even as a dependant
 
         phone = browser.new_context(viewport=PHONE, is_mobile=True)

@@ -82,6 +82,7 @@ def pages(w: UIWorld) -> dict[str, str]:
         "/channels": "/channels",
         "/channels/{channel}": f"/channels/{w.pub}",
         "/channels/{channel}/packages/{name}": f"/channels/{w.pub}/packages/uilib",
+        "/channels/{channel}/packages/{name}/dependants": f"/channels/{w.pub}/packages/uilib/dependants",
         "/mirrors": "/mirrors",
         "/mirrors/{name}": f"/mirrors/{w.mirror}?q=dependency",
         "/mirrors/{name}/runs/{run_id}": f"/mirrors/{w.mirror}/runs/{w.run_id}",
@@ -144,10 +145,17 @@ def test_private_channel_pages(world: UIWorld, who: str) -> None:
             assert world.priv not in r.text.replace(url, "")
     listing = c.get("/channels").text
     assert (world.priv in listing) == (who in ("member", "admin"))
-    # the public package page lists the private dependant only to the private channel's readers
+    # the public package's dependants include the private one only for the private channel's readers
     page = c.get(f"/channels/{world.pub}/packages/uilib").text
-    assert (secret in page) == (who in ("member", "admin"))
-    assert "uitool" in page  # the public dependant, for everyone
+    assert f'data-src="/channels/{world.pub}/packages/uilib/dependants?part=true"' in page
+    for url in (f"/channels/{world.pub}/packages/uilib/dependants?part=true",
+                f"/channels/{world.pub}/packages/uilib/dependants"):
+        part = c.get(url).text
+        assert (secret in part) == (who in ("member", "admin")), (url, who)
+        assert "uitool" in part  # the public dependant, for everyone
+    assert c.get(f"/channels/{world.priv}/packages/{secret}/dependants").status_code == (
+        200 if who in ("member", "admin") else 404)
+    assert c.get(f"/channels/{world.pub}/packages/nothing-here/dependants").status_code == 404
 
 
 def test_package_page_contents(world: UIWorld) -> None:

@@ -148,11 +148,9 @@ def package_page(
     files = ctx.domains.search.files(ref.id, selected.id, offset=(files_page - 1) * FILES_PER_PAGE,
                                      limit=FILES_PER_PAGE + 1)
     more_files = len(files) > FILES_PER_PAGE
-    readable = vulns_api.readable(ctx, identity)
     rec = data.record_json(selected)
     ctx.domains.audit.flush()  # downloads still queued in this process count too (before the read begins)
     with ctx.db.session() as s:
-        deps = data.dependants(s, list(readable), name)
         links = reports.link_rows(s, [ref.id], package=name)
         downloads = data.downloads_per_day(s, ref.name, name)
     about = data.about(selected)
@@ -164,7 +162,23 @@ def package_page(
     return render(
         request, "package.html", title=f"{name} · {ref.name}", channel=ref, name=name, records=records,
         subdirs=subdirs, matrix=matrix, selected=selected, rec=rec, about=about, files=files[:FILES_PER_PAGE],
-        more_files=more_files, files_page=files_page, dependants=deps, cves=_cve_summary(links), links=links,
+        more_files=more_files, files_page=files_page, cves=_cve_summary(links), links=links,
         chart=data.chart(downloads), install=install, since=data.since_epoch_ms,
         dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS,
     )
+
+
+@router.get("/channels/{channel}/packages/{name}/dependants")
+def dependants_page(request: Request, channel: str, name: str, part: bool = False) -> Response:
+    """Packages in channels the caller may read that depend on this one: its own page, or (``part``) the
+    list the package page loads after it is shown (finding them reads many records)."""
+    ctx = ctx_of(request)
+    identity = page_identity(request)
+    ref = ctx.channels.for_read(identity, channel)
+    if not ChannelService(ctx).list_files(ref.name, subdir=None, package=name, limit=1, offset=0):
+        raise NotFound(f"no package {name!r} in channel {channel!r}", code="package_not_found")
+    readable = vulns_api.readable(ctx, identity)
+    with ctx.db.session() as s:
+        deps = data.dependants(s, list(readable), name)
+    return render(request, "_dependants.html" if part else "dependants.html", title=f"Dependants of {name}",
+                  channel=ref, name=name, dependants=deps)

@@ -38,29 +38,43 @@ def dep_name(spec: str) -> str:
     return _NAME_END.split(spec.strip(), maxsplit=1)[0]
 
 
+_DEPENDS = re.compile(r'"depends":\s*(\[[^\]]*\])')
+
+
+def _depends(record_text: str) -> list[str]:
+    """The ``depends`` list of a stored record (only that array is parsed, not the whole record)."""
+    m = _DEPENDS.search(record_text)
+    if m is None:
+        return []
+    try:
+        deps = json.loads(m.group(1))
+    except ValueError:
+        return []
+    return [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+
+
 def dependants(s: Session, channel_ids: Collection[int], name: str, limit: int = 200) -> list[dict[str, Any]]:
     """Packages (channel, name) in the given channels with a build whose ``depends`` names ``name``."""
     if not channel_ids:
         return []
-    like = '%"' + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    # a plain substring test (case-sensitive, no LIKE pattern): far cheaper than LIKE on SQLite
+    needle = '"' + name
+    dialect = s.get_bind().dialect.name
+    found_at = func.strpos(Record.record, needle) if dialect == "postgresql" else func.instr(Record.record, needle)
     stmt = (
         select(Channel.name, Record.name, Record.version, Record.record)
         .join(Channel, Channel.id == Record.channel_id)
-        .where(Record.channel_id.in_(list(channel_ids)), Record.name != name, Record.record.like(like, escape="\\"))
+        .where(Record.channel_id.in_(list(channel_ids)), Record.name != name, found_at > 0)
         .limit(DEPENDANT_SCAN)
     )
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for chan, pkg, version, text in s.execute(stmt):
-        try:
-            deps = json.loads(text).get("depends") or []
-        except (ValueError, AttributeError):
-            continue
-        spec = next((d for d in deps if isinstance(d, str) and dep_name(d) == name), None)
-        if spec is None:
-            continue
         key = (chan, pkg)
         cur = found.get(key)
-        if cur is None or version_key(version) > version_key(cur["version"]):
+        if cur is not None and version_key(version) <= version_key(cur["version"]):
+            continue  # a newer build of that package already depends on it
+        spec = next((d for d in _depends(text) if dep_name(d) == name), None)
+        if spec is not None:
             found[key] = {"channel": chan, "name": pkg, "version": version, "spec": spec}
     return sorted(found.values(), key=lambda d: (d["name"], d["channel"]))[:limit]
 

@@ -55,7 +55,17 @@ function pollRun(box) {
   tick();
 }
 
+// parts of a page that take longer to compute (a package's dependants) load after the page is shown
+async function loadPart(box) {
+  try {
+    const r = await fetch(box.dataset.src, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+    if (r.ok) box.innerHTML = await r.text();  // server-rendered, escaped HTML from this server
+  } catch (e) { /* the link to the full page stays */ }
+  box.setAttribute("aria-busy", "false");
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("run-live");
   if (box) pollRun(box);
+  for (const part of document.querySelectorAll("[data-src]")) loadPart(part);
 });

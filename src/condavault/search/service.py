@@ -305,23 +305,20 @@ class SearchService:
             )
             return [(pk, NAME_SUBSTRING) for (pk,) in rows]
         quoted = ['"' + w.replace('"', '""') + '"' for w in long]
-        match = " AND ".join(quoted)
-        name_match = "name : (" + " AND ".join(quoted) + ")"
         scope = _scope_sql(ids, "p.channel_id")
         short_sql = "".join(f" AND p.name LIKE :s{i} ESCAPE '\\'" for i in range(len(short)))
-        params: dict[str, Any] = {"m": match, "n": name_match, "lim": MAX_CANDIDATES}
+        params: dict[str, Any] = {"q": " AND ".join(quoted), "lim": MAX_CANDIDATES}
         params.update({f"s{i}": f"%{_like_escape(w)}%" for i, w in enumerate(short)})
-        out: dict[int, float] = {}
         sql = (
-            "SELECT p.id, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
+            "SELECT p.id, p.name, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
             f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql} "
             "ORDER BY rank LIMIT :lim"
         )
-        for pk, rank in s.execute(text(sql), {**params, "q": params["n"]}):
-            out[pk] = NAME_SUBSTRING + min(-float(rank), 99.0)
-        for pk, rank in s.execute(text(sql), {**params, "q": params["m"]}):
-            out.setdefault(pk, TEXT + min(-float(rank), 99.0))
-        return list(out.items())
+        out: list[tuple[int, float]] = []
+        for pk, name, rank in s.execute(text(sql), params):
+            tier = NAME_SUBSTRING if all(w in name for w in long) else TEXT  # every word inside the name
+            out.append((pk, tier + min(-float(rank), 99.0)))
+        return out
 
     def _fts_pg(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
         """PostgreSQL: name substrings through pg_trgm (ILIKE), words (prefixes) through the tsvector."""

@@ -358,6 +358,10 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     # vulnerability sources (where feeds come from) and forgetting one: system administrators only
     ("GET", "/api/cves/sources"): ("admin", _none),
     ("DELETE", "/api/cves/sources/{source_id}"): ("admin", _with({"source_id": 999999})),
+    # search: anyone; results, facets and suggestions only from readable channels (the leak check below)
+    ("GET", "/api/search"): ("any", _with({"params": {"q": "dependency"}})),
+    ("GET", "/api/search/provides"): ("any", _with({"params": {"path": "info/index.json"}})),
+    ("POST", "/api/search/reindex"): ("admin", _none),
 }
 
 

@@ -163,11 +163,10 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
         with db.write_session() as s:
             index.sync_channel(s, cid)
     info["timings"]["documents (sync_channel, all channels)"] = time.perf_counter() - t1
-    if not pg:
-        t2 = time.perf_counter()
-        with db.write_session() as s:
-            index.rebuild_trigrams(s)
-        info["timings"]["name trigrams (SQLite)"] = time.perf_counter() - t2
+    t2 = time.perf_counter()
+    with db.write_session() as s:
+        index.rebuild_trigrams(s)
+    info["timings"]["name trigrams"] = time.perf_counter() - t2
     with db.write_session() as s:
         s.execute(text("ANALYZE"))
     info["channels"] = chan_ids

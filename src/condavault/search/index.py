@@ -90,7 +90,7 @@ def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None 
         session.execute(
             delete(SearchPackage).where(SearchPackage.channel_id == channel_id, SearchPackage.name.in_(part))
         )
-    if session.get_bind().dialect.name == "sqlite" and (changed or gone):
+    if changed or gone:
         _sync_trigrams(session, [n for n in changed if n not in stored], gone)
     return len(changed) + len(gone)
 
@@ -166,14 +166,18 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
 
 
 def _sync_trigrams(session: Session, added: list[str], gone: list[str]) -> None:
-    """SQLite: the trigram rows of names that appeared, and of names no channel has any more."""
+    """The trigram rows of names that appeared, and of names no channel has any more."""
     if added:
         have: set[str] = set()
         for part in chunks(sorted(set(added))):
             have.update(session.scalars(select(SearchTrigram.name).where(SearchTrigram.name.in_(part)).distinct()))
         rows = [{"trigram": t, "name": n} for n in set(added) - have for t in trigrams(n)]
+        if session.get_bind().dialect.name == "postgresql":
+            stmt: Any = pg_insert(SearchTrigram).on_conflict_do_nothing()
+        else:
+            stmt = insert(SearchTrigram).prefix_with("OR IGNORE")
         for part in chunks(rows, 2000):
-            session.execute(insert(SearchTrigram).prefix_with("OR IGNORE"), list(part))
+            session.execute(stmt, list(part))
     if gone:
         for part in chunks(sorted(set(gone))):
             still = set(session.scalars(select(SearchPackage.name).where(SearchPackage.name.in_(part)).distinct()))

@@ -127,7 +127,7 @@ class SearchDomain(SearchService):
             done["channels"] += 1
             if run is not None:
                 run.progress(done=i + 1)
-        self.ctx.db.run_write(lambda s: index.rebuild_trigrams(s) if s.get_bind().dialect.name == "sqlite" else None)
+        self.ctx.db.run_write(index.rebuild_trigrams)
         self.ctx.db.run_write(index.refresh_scores)
         done["orphans"] = self.ctx.db.run_write(lambda s: index.drop_orphan_files(s))
         if files:

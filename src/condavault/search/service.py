@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 SORTS = ("relevance", "name", "newest")
 MAX_PAGE = 1000
 MAX_PER_PAGE = 100
-MAX_CANDIDATES = 10000  # packages a text query ranks (the total says "at least" beyond: total_capped)
+MAX_CANDIDATES = 2000  # packages a text query ranks (the total says "at least" beyond: total_capped)
 MAX_RECORDS = 50000  # records a field query reads
 FUZZY_MIN = 0.3
 SUGGEST_MIN = 0.35
@@ -346,16 +346,6 @@ class SearchService:
         if len(word) < 3 or len(word) > 100:
             return []
         P = SearchPackage
-        if s.get_bind().dialect.name == "postgresql":
-            sim = func.similarity(P.name, word)
-            rows = s.execute(
-                select(P.name, func.max(sim))
-                .where(within(s, P.channel_id, ids), P.name.op("%")(word))
-                .group_by(P.name)
-                .order_by(func.max(sim).desc(), P.name)
-                .limit(limit)
-            ).all()
-            return [(n, float(v)) for n, v in rows if v >= FUZZY_MIN]
         grams = sorted(trigrams(word))
         need = max(1, int(len(grams) * FUZZY_MIN) - 1)
         cand = s.execute(

@@ -100,7 +100,8 @@ def run(backend: str, rounds: int, work: Path) -> dict[str, list[float]]:
             urls = {
                 "package page, 5,000-file package (files 1-500)": "/channels/bench/packages/bigpkg",
                 "same, files 4,501-5,000": "/channels/bench/packages/bigpkg?files_page=10",
-                "its dependants (20; every readable record scanned)": "/channels/bench/packages/bigpkg/dependants?part=true",
+                "its dependants (20; every readable record scanned)":
+                    "/channels/bench/packages/bigpkg/dependants?part=true",
                 "package page, small package": "/channels/bench/packages/other001",
                 f"package page r-base ({R_CHANNELS} x 4,211 real records)": "/channels/r0/packages/r-base",
                 f"dependants of r-base (all {R_CHANNELS} channels)":

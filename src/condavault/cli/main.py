@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from condavault.cli import admin, audit, bundle, channels, cve, jobs, mirror, server, tokens, users, worker
+from condavault.cli import admin, audit, bundle, bundle_core, channels, cve, jobs, mirror, server, tokens, users, worker
 from condavault.cli.client import DEFAULT_URL, ApiError
 from condavault.cli.output import err_console
 from condavault.errors import CondavaultError
@@ -42,7 +42,7 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle):
+for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle, bundle_core):
     _module.register(app)
 
 

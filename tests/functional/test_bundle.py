@@ -141,7 +141,7 @@ def test_export_import_incremental_wrong_base_idempotent(pair, packages_dir: Pat
 
 
 def test_split_tar_and_drop_folder(pair, packages_dir: Path, tmp_path: Path) -> None:
-    origin, inside, trusted = pair
+    origin, inside, _trusted = pair
     origin.channel("media")
     upload(origin, "media", packages_dir, LINUX)
     bid = export(origin, tmp_path / "split", "--channel", "media", "--split", "4000")  # small media
@@ -193,3 +193,24 @@ def test_killed_import_resumes_without_reverifying(pair, packages_dir: Path, tmp
     inside.ctx.settle()
     assert repodata(inside, "big", "linux-64") == repodata(origin, "big", "linux-64")
     assert not journal.exists()
+
+
+def test_mirror_reads_a_bundle_folder_through_its_filters(pair, packages_dir: Path, tmp_path: Path) -> None:
+    from tests.support.static_channel import create_mirror, run_mirror
+
+    origin, inside, _trusted = pair
+    origin.channel("src")
+    upload(origin, "src", packages_dir, LINUX)
+    export(origin, tmp_path / "b", "--channel", "src")
+    # the inside network's own policy: dummy-b is not allowed in
+    create_mirror(inside, "frombundle", str(tmp_path / "b" / "channels" / "src"), channel="filtered",
+                  filters={"exclude_specs": ["dummy-b"]})
+    run = run_mirror(inside, "frombundle")
+    assert run["status"] == "completed", run
+    inside.ctx.settle()
+    assert names_in(inside, "filtered") == set(LINUX) - {LINUX[1]}
+    # an altered repodata.json in the bundle: the run fails before reading anything
+    repo = tmp_path / "b" / "channels" / "src" / "linux-64" / "repodata.json"
+    repo.write_bytes(repo.read_bytes().replace(b"dummy-c", b"dummy-z"))
+    bad = run_mirror(inside, "frombundle", full=True)
+    assert bad["status"] == "failed" and "altered" in json.dumps(bad), bad

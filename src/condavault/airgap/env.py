@@ -22,7 +22,6 @@ writes the folder.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -42,8 +41,9 @@ from condavault.airgap.lockfiles import LockedPackage, read_lockfile
 from condavault.channels.models import Channel, Record
 from condavault.channels.naming import KNOWN_SUBDIRS
 from condavault.db.session import Database
-from condavault.errors import Conflict, CondavaultError, InvalidRequest, NotFound
+from condavault.errors import CondavaultError, Conflict, InvalidRequest, NotFound
 from condavault.indexing import builder
+from condavault.indexing.models import PublishedFile, SubdirState
 from condavault.storage.local import LocalBlobStore
 
 CHUNK = 1024 * 1024
@@ -128,16 +128,18 @@ class EnvBundle:
 
 
 # -- planning -----------------------------------------------------------------------------------------
-def plan_env_bundle(db: Database, request: EnvRequest) -> EnvPlan:
-    """The packages of the bundle, or a precise error. Reads the database only."""
+def plan_env_bundle(db: Database, request: EnvRequest, blobs: LocalBlobStore | None = None) -> EnvPlan:
+    """The packages of the bundle, or a precise error. Reads the database (and, with ``blobs``, the published
+    repodata of subdirs whose index is up to date, instead of building it again from the records)."""
     _check_request(request)
+    source: str = "solve"
     with db.session() as s:
         channels = _channels(s, request.channels)
         if request.lockfile is not None:
             fmt, locked = read_lockfile(request.lockfile, request.platform, request.environment)
             packages, source = _from_lockfile(s, channels, locked), fmt
         else:
-            packages, source = _solve(s, channels, request), "solve"
+            packages = _solve(s, channels, request, blobs)
     missing = [p for p in packages if not p.has_blob or not p.sha256]
     if missing:
         names = ", ".join(f"{p.channel}/{p.subdir}/{p.filename}" for p in missing[:20])
@@ -200,7 +202,9 @@ def _package(channel: str, row: Any) -> Package:
                    run_exports, bool(has_blob))
 
 
-def _lookup(s: Session, channel_id: int, channel: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Package]:
+def _lookup(
+    s: Session, channel_id: int, channel: str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Package]:
     """The live (not removed) records of ``keys`` (subdir, filename) in one channel."""
     wanted = sorted(set(keys))
     out: dict[tuple[str, str], Package] = {}
@@ -247,44 +251,76 @@ def _from_lockfile(s: Session, channels: list[tuple[int, str]], locked: list[Loc
 
 
 # -- solving ------------------------------------------------------------------------------------------
-def _solve(s: Session, channels: list[tuple[int, str]], req: EnvRequest) -> list[Package]:
-    import rattler
+def _solve(
+    s: Session, channels: list[tuple[int, str]], req: EnvRequest, blobs: LocalBlobStore | None
+) -> list[Package]:
+    from condavault.airgap.solver import SolveFailed, solve_in_child
 
-    specs = [_match_spec(spec) for spec in req.specs]
-    virtual = virtual_packages(req.platform, req.virtual_packages)
+    for spec in req.specs:
+        _match_spec(spec)
+    virtual = [_virtual_string(v) for v in virtual_packages(req.platform, req.virtual_packages)]
     subdirs = [req.platform, "noarch"]
     with tempfile.TemporaryDirectory(prefix="condavault-env-") as work:
-        sparse = []
+        sources: list[tuple[str, str, str]] = []
         for i, (cid, _name) in enumerate(channels):
             base = Path(work) / f"c{i}"
-            channel = rattler.Channel(base.as_uri() + "/")
             for subdir in subdirs:
-                path = base / subdir / "repodata.json"
-                path.parent.mkdir(parents=True)
-                path.write_bytes(_repodata_from_rows(s, cid, subdir))
-                sparse.append(rattler.SparseRepoData(channel, subdir, path))
+                path = _repodata_file(s, blobs, cid, subdir, base / subdir / "repodata.json")
+                sources.append((base.as_uri() + "/", subdir, str(path)))
         try:
-            records = asyncio.run(
-                rattler.solve_with_sparse_repodata(
-                    specs, sparse, virtual_packages=virtual, channel_priority=rattler.ChannelPriority.Strict,
-                )
-            )
-        except Exception as exc:  # rattler's SolverError and friends: the message says what conflicts
-            raise InvalidRequest(
+            urls = solve_in_child(list(req.specs), sources, virtual)
+        except SolveFailed as exc:
+            raise SolveFailed(
                 f"cannot solve {', '.join(req.specs)} for {req.platform} from channel(s) "
-                f"{', '.join(n for _, n in channels)}: {str(exc).strip()[:4000]}", code="unsolvable",
+                f"{', '.join(n for _, n in channels)}: {exc.message[:4000]}"
             ) from None
     picked: dict[int, list[tuple[str, str]]] = {}
-    for rec in records:
-        parts = str(rec.url).rstrip("/").split("/")
-        index = int(parts[-3][1:])
-        picked.setdefault(index, []).append((parts[-2], parts[-1]))
+    for url in urls:
+        parts = url.rstrip("/").split("/")
+        picked.setdefault(int(parts[-3][1:]), []).append((parts[-2], parts[-1]))
     out: list[Package] = []
     for index, keys in picked.items():
         cid, name = channels[index]
         found = _lookup(s, cid, name, keys)
         out.extend(found[k] for k in keys)
     return out
+
+
+def _virtual_string(v: Any) -> str:
+    return f"{v.name.normalized}={v.version}={v.build_string}"
+
+
+def _repodata_file(s: Session, blobs: LocalBlobStore | None, channel_id: int, subdir: str, path: Path) -> Path:
+    """``path`` holding the subdir's repodata for the solver: its published repodata when that is current
+    (a hard link: it stays readable if a newer index replaces the blob meanwhile), else repodata built from
+    the records table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    published = _current_repodata_blob(s, channel_id, subdir) if blobs is not None else None
+    if published is not None and blobs is not None:
+        try:
+            os.link(blobs.local_path(published), path)
+            return path
+        except FileNotFoundError:
+            pass  # collected since: build it from the rows
+        except OSError:  # another file system: a copy
+            try:
+                shutil.copyfile(blobs.local_path(published), path)
+                return path
+            except FileNotFoundError:
+                pass
+    path.write_bytes(_repodata_from_rows(s, channel_id, subdir))
+    return path
+
+
+def _current_repodata_blob(s: Session, channel_id: int, subdir: str) -> str | None:
+    state = s.execute(
+        select(SubdirState.change_seq, SubdirState.indexed_seq).where(
+            SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
+    ).first()
+    if state is None or state.indexed_seq < state.change_seq:
+        return None
+    return s.scalar(select(PublishedFile.sha256).where(
+        PublishedFile.channel_id == channel_id, PublishedFile.subdir == subdir, PublishedFile.path == "repodata.json"))
 
 
 def _match_spec(spec: str) -> Any:

@@ -67,16 +67,17 @@ def env(
         explicit_hash=explicit_hash,
     )
     db = Database(settings.db_url)
+    blobs = LocalBlobStore(settings.blobs_path)
     try:
         migrate.check(db.engine, settings.db_url)
-        plan = plan_env_bundle(db, request)
+        plan = plan_env_bundle(db, request, blobs)
     finally:
         db.dispose()
     err_console.print(f"{len(plan.packages)} packages ({plan.bytes / 1e6:.1f} MB) from {plan.source}")
     with Progress(TextColumn("copying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("copy", total=plan.bytes)
-        result = write_env_bundle(LocalBlobStore(settings.blobs_path), plan,
+        result = write_env_bundle(blobs, plan,
                                   on_bytes=lambda n: progress.advance(task, n))
     for p in result.packages:
         console.print(f"  {p.subdir}/{p.filename}  ({p.channel})", highlight=False)

@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from condavault.channels.naming import KNOWN_SUBDIRS
 from condavault.errors import InvalidRequest
 
 LockFormat = Literal["pixi", "conda-lock", "explicit"]
 MAX_LOCKFILE_BYTES = 64 * 1024 * 1024  # the largest real lockfiles are a few MB
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FILENAME = re.compile(r"^[A-Za-z0-9_.+!-][A-Za-z0-9_.+!-]*(\.conda|\.tar\.bz2)$")
-_SUBDIR = re.compile(r"^[a-z0-9]+(-[a-z0-9_]+)?$")
+# <name>-<version>-<build>.conda|.tar.bz2 (conda's characters; no separators, no leading dot)
+_FILENAME = re.compile(r"^[A-Za-z0-9_+!][A-Za-z0-9_.+!-]*-[A-Za-z0-9_.+!]+-[A-Za-z0-9_.+!]+(\.conda|\.tar\.bz2)$")
 
 
 class InvalidLockfile(InvalidRequest):
@@ -113,7 +114,7 @@ def package_from_url(url: str, *, sha256: str | None = None, md5: str | None = N
     if parts.scheme not in ("http", "https", "file", ""):
         raise InvalidLockfile(f"unsupported URL scheme in {url!r}")
     segments = [unquote(s) for s in parts.path.split("/") if s]
-    if len(segments) < 2 or not _FILENAME.match(segments[-1]) or not _SUBDIR.match(segments[-2]):
+    if len(segments) < 2 or not _FILENAME.match(segments[-1]) or segments[-2] not in KNOWN_SUBDIRS:
         raise InvalidLockfile(f"not a conda package URL (…/<subdir>/<name>-<version>-<build>.conda|.tar.bz2): {url!r}")
     if sha256 is not None and not _SHA256.match(sha256.lower()):
         raise InvalidLockfile(f"bad sha256 {sha256!r} for {url!r}")

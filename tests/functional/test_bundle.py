@@ -43,8 +43,8 @@ def export(server: Server, out: Path, *args: str) -> str:
     return proc.stdout.split()[-1]  # the bundle id is the last word
 
 
-@pytest.fixture
-def pair(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list[str]]]:
+def two_servers(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list[str]]]:
+    """The connected server (``origin``) and an empty one (``inside``) that trusts its key."""
     origin, pg1 = start_server(tmp_path / "origin", db_backend)
     key = load_or_create(origin.settings).public.text
     inside, pg2 = start_server(tmp_path / "inside", db_backend, trusted_keys=[key])
@@ -53,6 +53,11 @@ def pair(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list
     finally:
         stop_server(inside, pg2)
         stop_server(origin, pg1)
+
+
+@pytest.fixture
+def pair(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list[str]]]:
+    yield from two_servers(tmp_path, db_backend)
 
 
 def upload(server: Server, channel: str, packages: Path, names: list[str]) -> None:

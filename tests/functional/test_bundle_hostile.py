@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,16 @@ from condavault.airgap.importer import Importer
 from condavault.airgap.manifest import sign
 from condavault.errors import Conflict, InvalidRequest
 from condavault.signing.keys import SigningKey, load_or_create
-from tests.functional.test_bundle import LINUX, bundle_cli, export, pair, upload  # noqa: F401
+from tests.functional.test_bundle import LINUX, bundle_cli, export, two_servers, upload
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 
 PKG = f"channels/h/linux-64/{LINUX[0]}"
+
+
+@pytest.fixture
+def pair(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list[str]]]:
+    yield from two_servers(tmp_path, db_backend)
 
 
 def _manifest(b: Path) -> dict:

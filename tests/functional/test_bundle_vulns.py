@@ -5,16 +5,24 @@ including the name mapping and curation; an incremental vulns bundle follows a l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from condavault.airgap.export import export_bundle
 from condavault.airgap.importer import Importer
-from tests.functional.test_bundle import pair  # noqa: F401
+from tests.functional.test_bundle import two_servers
 from tests.support.server import Server
 
 ITEMS = [("openssl", "1.1.1t"), ("openssl", "3.0.8"), ("openssl", "3.1.1"), ("protobuf", "4.25.7"),
          ("curl", "7.61.0"), ("flask", "0.12"), ("django", "2.0"), ("aiohttp", "3.8.0")]
+
+
+@pytest.fixture
+def pair(tmp_path: Path, db_backend: str) -> Iterator[tuple[Server, Server, list[str]]]:
+    yield from two_servers(tmp_path, db_backend)
 
 
 def _import_records(server: Server, channel: str, items: list[tuple[str, str]]) -> None:

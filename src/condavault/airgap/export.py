@@ -176,9 +176,9 @@ def _resolve_channels(session: Session, channels: list[str], mirrors: list[str])
         out[ch.name] = ch
     for m in mirrors:
         mirror = get_mirror(session, m)
-        ch = session.get(Channel, mirror.channel_id)
-        assert ch is not None
-        out[ch.name] = ch
+        mch = session.get(Channel, mirror.channel_id)
+        assert mch is not None
+        out[mch.name] = mch
     return list(out.values())
 
 
@@ -286,7 +286,7 @@ def _write(
                 )
             changed = {k for k, d in toc.items() if not k.startswith("patch:") and (old is None or old.get(k) != d)}
             removed = sorted(k for k in (old or {}) if not k.startswith("patch:") and k not in toc)
-            rows = []
+            rows: list[Any] = []
             q = select(*_COLS).where(Record.channel_id == cid).order_by(Record.subdir, Record.filename)
             if len(changed) < len(toc) // 2 and changed:
                 # few changes (an incremental bundle): fetch only those rows, a subdir at a time

@@ -39,7 +39,7 @@ def env(
     base_url: str = typer.Option(None, "--base-url", help="URL the environment files use for the folder (default: "
                                  "its file:// URL here), e.g. file:///media/usb/env when it is mounted there."),
     explicit_hash: str = typer.Option("sha256", "--explicit-hash", help="Anchor of the explicit file's lines: "
-                                      "sha256, or md5 for conda releases older than 23.x."),
+                                      "sha256, or md5 for older conda releases that only accept md5."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CONDAVAULT_DATA_DIR",
                                   help="Server data folder (default ./condavault-data)."),
 ) -> None:

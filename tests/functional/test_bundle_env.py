@@ -168,13 +168,18 @@ def test_solved_bundle_installs_offline(loaded: Server, tmp_path: Path) -> None:
 def test_spec_constraints_and_several_channels(loaded: Server, tmp_path: Path) -> None:
     out = tmp_path / "env"
     bundle_env(loaded, "-c", CHANNEL, "-c", EXTRA, "-s", "dependent <2", "-s", "dummy-g", "-p", "linux-64",
-               "-o", str(out), "--name", "tools")
+               "-o", str(out), "--name", "tools", "--base-url", "file:///media/usb/tools/", "--explicit-hash", "md5")
     assert folder_files(out) == {"noarch/dependent-1.0-0.conda", "noarch/dependency-1.0-0.conda",
                                  "linux-64/dummy-g-0.1.0-hb0f4dca_0.conda", "linux-64/dummy-b-0.1.0-hb0f4dca_0.conda"}
     summary = json.loads((out / "bundle.json").read_text())
     assert summary["channels"] == [CHANNEL, EXTRA] and summary["source"] == "solve"
     assert {p["filename"]: p["channel"] for p in summary["packages"]}["dummy-g-0.1.0-hb0f4dca_0.conda"] == EXTRA
-    assert "name: tools" in (out / "environment.yml").read_text()
+    env_yml = (out / "environment.yml").read_text()
+    assert "name: tools" in env_yml and "- file:///media/usb/tools/channel\n" in env_yml
+    md5s = {p["filename"]: p["md5"] for p in summary["packages"]}
+    lines = [line for line in (out / "environment-linux-64.txt").read_text().splitlines() if "://" in line]
+    assert sorted(lines) == sorted(f"file:///media/usb/tools/channel/{p['subdir']}/{p['filename']}#{md5s[p['filename']]}"
+                                   for p in summary["packages"])
     assert offline_install(out, tmp_path / "p", specs=("dependent", "dummy-g")) == [
         "dependency-1.0-0", "dependent-1.0-0", "dummy-b-0.1.0-hb0f4dca_0", "dummy-g-0.1.0-hb0f4dca_0"]
 
@@ -329,6 +334,7 @@ def test_plan_from_published_index_or_records(loaded: Server) -> None:
     ({"lockfile": Path("/x/pixi.lock")}, "either --spec"),
     ({"channels": []}, "at least one --channel"),
     ({"base_url": "javascript:alert(1)"}, "--base-url"),
+    ({"base_url": "file:///x\n@EXPLICIT\nhttps://evil.example/noarch/x-1-0.conda"}, "--base-url"),
     ({"explicit_hash": "crc32"}, "--explicit-hash"),
     ({"specs": ["dependent"] * 1001}, "at most"),
 ])

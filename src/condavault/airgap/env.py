@@ -165,8 +165,10 @@ def _check_request(req: EnvRequest) -> None:
         raise InvalidRequest(f"at most {MAX_SPECS} specs", code="invalid_spec")
     if req.explicit_hash not in ("sha256", "md5"):
         raise InvalidRequest("--explicit-hash is sha256 or md5", code="invalid_request")
-    if req.base_url is not None and not req.base_url.startswith(("file://", "http://", "https://")):
-        raise InvalidRequest(f"--base-url must be a file://, http:// or https:// URL: {req.base_url!r}",
+    if req.base_url is not None and (not req.base_url.startswith(("file://", "http://", "https://"))
+                                     or any(c.isspace() or c in "#?" or ord(c) < 32 for c in req.base_url)):
+        raise InvalidRequest(f"--base-url must be a file://, http:// or https:// URL without spaces, '#' or '?': "
+                             f"{req.base_url!r}",
                              code="invalid_request")
     check_output(req.output)
 

@@ -163,6 +163,7 @@ def test_explicit_anchors(tmp_path: Path) -> None:
     (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#nothex\n", "bad md5"),
     (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#sha256:abc\n", "bad sha256"),
     ("@EXPLICIT\n", "pins no conda packages"),
+    (f"# platform: osx-64\n@EXPLICIT\n{URL}/osx-64/tool-1.0-h0_0.conda\n", "pins packages of osx-64, not of linux-64"),
     (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#{MD5_A}\n{URL}/noarch/lib-2.0-0.conda#{MD5_B}\n", "twice"),
     (PIXI_V6.replace("version: 6", "version: 99"), "cannot read pixi lockfile"),
     (PIXI_V6.replace(f"sha256: {SHA_A}", "sha256: zz"), "cannot read pixi lockfile"),

@@ -79,6 +79,12 @@ def read_lockfile(path: Path, platform: str, environment: str = "default") -> tu
             f"lockfile {path} ({fmt}) pins no conda packages for {platform}"
             + (f" in environment {environment!r}" if fmt == "pixi" else ""),
         )
+    foreign = sorted({p.subdir for p in packages} - {platform, "noarch"})
+    if foreign:
+        raise InvalidLockfile(
+            f"lockfile {path} pins packages of {', '.join(foreign)}, not of {platform}: give the platform it was "
+            "locked for (--platform)",
+        )
     return fmt, _dedupe(packages)
 
 

@@ -57,6 +57,7 @@ from condavault.signing.keys import trusted_keys
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 IN_MEMORY = 16 * 1024 * 1024
+KEEP_BYTES = 256 * 1024 * 1024  # verified package bytes kept in memory for the store step (not read twice)
 STORE_BATCH = 256
 HASH_THREADS = 4
 
@@ -79,6 +80,7 @@ class ImportReport:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     vulns: dict[str, Any] | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, store, publish, vulns)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -147,6 +149,7 @@ class Importer:
         self.trusted = trusted_keys(s)
         self.max_files, self.max_bytes = s.airgap_max_files, s.airgap_max_bundle_bytes
         self.pause_after = int(os.environ.get("CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER", "0") or 0)  # tests only
+        self.kept: dict[str, bytes] = {}
 
     # -- opening -----------------------------------------------------------------------------------
     def open(self, path: Path) -> Opened:
@@ -191,14 +194,26 @@ class Importer:
                 f"the bundle needs {report.disk_needed} bytes, {report.disk_free} are free", code="disk_full"
             )
         journal = Journal(self.ctx.settings.data_dir / "bundles" / "journal" / f"{m.bundle_id}.jsonl")
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            report.phases[name] = round(now - clock, 3)
+            clock = now
+
         try:
             datas = self._verify(opened, journal, report)
+            lap("verify")
             plans, vpayload = self._parse(opened, datas)
             self._store(opened, plans, report)
+            lap("store")
             self._publish(opened, plans, path)
+            lap("publish")
             if vpayload is not None:
                 report.vulns = vulns_bundle.apply(self.ctx, m.origin_key, vpayload)
                 self._finish_vulns(opened)
+                lap("vulns")
         except BaseException:
             journal.close()
             raise
@@ -272,16 +287,21 @@ class Importer:
                     err = checked.error
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
-            return f, False, data if is_data else None
+            return f, False, data
 
+        kept = 0
+        self.kept = {}
         with ThreadPoolExecutor(HASH_THREADS) as pool:
             for n, (f, skipped, data) in enumerate(pool.map(one, m.files), 1):
                 if skipped:
                     report.resumed_files += 1
                 else:
                     report.verified_files += 1
-                    if data is not None:
+                    if data is not None and f.path not in pkg_index and not f.path.endswith("/repodata.json"):
                         datas[f.path] = data
+                    elif data is not None and f.path in pkg_index and kept + len(data) <= KEEP_BYTES:
+                        self.kept[f.sha256] = data
+                        kept += len(data)
                     journal.add(f.path, os.lstat(opened.path_of(f)), f.sha256)
                 done_bytes += f.size
                 if n % 200 == 0:
@@ -385,7 +405,10 @@ class Importer:
         total = sum(e.size for e in todo)
         done = 0
 
-        def copy(e: FileEntry) -> tuple[Path, str]:
+        def copy(e: FileEntry) -> tuple[Path | bytes, str]:
+            data = self.kept.pop(e.sha256, None)
+            if data is not None:
+                return data, e.sha256  # verified bytes, still in memory
             fd, tmp = blobs.temp_file()
             h = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, open(opened.path_of(e), "rb") as src:
@@ -400,7 +423,7 @@ class Importer:
         try:
             with ThreadPoolExecutor(HASH_THREADS) as pool:
                 for i in range(0, len(todo), STORE_BATCH):
-                    batch = list(pool.map(copy, todo[i : i + STORE_BATCH]))
+                    batch: list[tuple[Path | bytes, str]] = list(pool.map(copy, todo[i : i + STORE_BATCH]))
                     blobs.put_many(batch)
                     done += sum(e.size for e in todo[i : i + STORE_BATCH])
                     report.stored_blobs += len(batch)

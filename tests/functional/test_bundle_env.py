@@ -117,6 +117,8 @@ def served_records(server: Server, channel: str) -> dict[str, dict[str, Any]]:
     with server.client() as c:
         for sd in ("linux-64", "noarch"):
             r = c.get(f"/api/repo/{channel}/{sd}/repodata.json")
+            if r.status_code == 404 and sd != "noarch":
+                continue  # a channel without packages of that platform
             assert r.status_code == 200, r.text
             data = r.json()
             for key in ("packages", "packages.conda"):
@@ -182,6 +184,31 @@ def test_spec_constraints_and_several_channels(loaded: Server, tmp_path: Path) -
                                    for p in summary["packages"])
     assert offline_install(out, tmp_path / "p", specs=("dependent", "dummy-g")) == [
         "dependency-1.0-0", "dependent-1.0-0", "dummy-b-0.1.0-hb0f4dca_0", "dummy-g-0.1.0-hb0f4dca_0"]
+
+
+def test_patches_and_removals_carry_into_the_bundle(loaded: Server, packages_dir: Path, tmp_path: Path) -> None:
+    """The bundle holds the records as the server serves them: a repodata patch (new depends) and a
+    removal decide the solve, and the folder's repodata carries the patched record."""
+    channel = loaded.channel("envpatched")
+    for fn in ("dependency-1.0-0.conda", "dependency-2.0-0.conda", "dependent-1.0-0.conda", "dependent-2.0-0.conda"):
+        assert loaded.upload(channel, packages_dir / "noarch" / fn).status_code in (200, 201)
+    patch = {"packages.conda": {"dependent-1.0-0.conda": {"depends": ["dependency >=2.0"]}},
+             "remove": ["dependent-2.0-0.conda"]}
+    with loaded.client() as c:
+        r = c.put(f"/api/channels/{channel}/subdirs/noarch/patch-instructions", json=patch)
+        assert r.status_code == 200, r.text
+    out = tmp_path / "env"
+    bundle_env(loaded, "-c", channel, "-s", "dependent", "-p", "linux-64", "-o", str(out))
+    assert folder_files(out) == {"noarch/dependent-1.0-0.conda", "noarch/dependency-2.0-0.conda"}
+    noarch = json.loads((out / "channel" / "noarch" / "repodata.json").read_text())["packages.conda"]
+    assert noarch["dependent-1.0-0.conda"]["depends"] == ["dependency >=2.0"]
+    assert noarch["dependent-1.0-0.conda"] == served_records(loaded, channel)["noarch/dependent-1.0-0.conda"]
+    assert offline_install(out, tmp_path / "p", specs=("dependent",)) == ["dependency-2.0-0", "dependent-1.0-0"]
+    # a lockfile naming the removed file is refused like a missing one
+    lock = tmp_path / "spec.txt"
+    lock.write_text(f"@EXPLICIT\n{loaded.repo}/{channel}/noarch/dependent-2.0-0.conda\n")
+    (tmp_path / "again").mkdir()
+    _fails(loaded, tmp_path / "again", "-c", channel, "-l", str(lock), "-p", "linux-64", expect="dependent-2.0-0.conda")
 
 
 def _pixi_v6(url: str, recs: dict[str, dict[str, Any]]) -> str:

@@ -190,8 +190,17 @@ def test_hostile_bundles_rejected_whole(pair, packages_dir: Path, tmp_path: Path
                 Importer(inside.ctx).run(target)
             assert err.value.code == "bundle_rejected", (attack.__name__, err.value)
         _nothing_imported(inside, shas)
-    # the good bundle still imports (nothing above left state that gets in its way)
-    bundle_cli(inside, "bundle", "import", str(good), trusted=trusted)
+    # the good bundle still imports (nothing above left state that gets in its way), here as a .tar.gz
+    tar = tmp_path / "good.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        for name in ("manifest.json", "manifest.sig"):
+            tf.add(good / name, name)
+        for f in _manifest(good)["files"]:
+            tf.add(good / f["path"], f["path"])
+    assert Importer(inside.ctx).run(tar).status == "imported"
+    assert all(inside.ctx.blobs.exists(s) for s in shas)
+    assert not any((inside.settings.data_dir / "bundles" / "unpacked").iterdir())  # the unpacked copy is gone
+    assert not any((inside.settings.data_dir / "bundles" / "journal").iterdir())
 
 
 def test_replayed_older_bundle_refused(pair, packages_dir: Path, tmp_path: Path) -> None:

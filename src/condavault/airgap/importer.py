@@ -169,6 +169,20 @@ class Importer:
     def run(self, path: Path, *, dry_run: bool = False) -> ImportReport:
         started = time.perf_counter()
         opened = self.open(path)
+        unpacked = opened.root if opened.root != path.expanduser().absolute() else None
+        try:
+            return self._run(path, opened, started, dry_run)
+        except CondavaultError as exc:
+            if unpacked is not None and exc.code == "bundle_rejected":
+                shutil.rmtree(unpacked, ignore_errors=True)
+            raise
+        finally:
+            if unpacked is not None and not dry_run and self._finished:
+                shutil.rmtree(unpacked, ignore_errors=True)  # a tar's unpacked copy, once imported
+
+    _finished = False
+
+    def _run(self, path: Path, opened: Opened, started: float, dry_run: bool) -> ImportReport:
         m = opened.manifest
         report = ImportReport(m.bundle_id, "imported", m.parent_id, m.origin_key, len(m.files), m.total_bytes)
         report.targets = {k: {kk: v.get(kk) for kk in ("records", "removed", "full", "watermark")}
@@ -180,6 +194,7 @@ class Importer:
             if s.scalar(select(BundleImport.id).where(BundleImport.bundle_id == m.bundle_id,
                                                       BundleImport.state == "done")) is not None:
                 report.status = "already-imported"
+                self._finished = True
                 return report
             self._decide(s, opened)
         report.disk_needed = sum(
@@ -214,10 +229,11 @@ class Importer:
                 report.vulns = vulns_bundle.apply(self.ctx, m.origin_key, vpayload)
                 self._finish_vulns(opened)
                 lap("vulns")
-        except BaseException:
-            journal.close()
+        except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
+            journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
             raise
         journal.close(remove=True)
+        self._finished = True
         report.seconds = round(time.perf_counter() - started, 3)
         with self.ctx.db.write_session() as s:
             row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
@@ -325,8 +341,8 @@ class Importer:
             entry = entries.get(rf)
             if entry is None:
                 raise rejected(f"records file {rf} is not listed")
-            sha, _md5, data = _hash_file(opened.path_of(entry))
-            if sha != entry.sha256 or data is None:
+            data = opened.path_of(entry).read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
                 raise rejected(f"{rf}: sha256 differs from the manifest's (altered)", path=rf)
             for line in data.decode().splitlines():
                 doc = json.loads(line)

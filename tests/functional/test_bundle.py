@@ -111,10 +111,13 @@ def test_export_import_incremental_wrong_base_idempotent(pair, packages_dir: Pat
     assert any(p.startswith("dummy-a-0.1.0") for p in got["installed"]) and any(
         p.startswith("dummy-b-0.1.0") for p in got["installed"]), got
 
-    # incremental: two new files, one removed; then one more on top of that
+    # incremental: two new files, one removed, the patch changed; then one more on top of that
     upload(origin, "main", packages_dir, LATER)
     with origin.client() as c:
         r = c.post("/api/channels/main/files/remove", json={"files": [f"linux-64/{LINUX[3]}"]})
+        assert r.status_code == 200, r.text
+        r = c.put("/api/channels/main/subdirs/linux-64/patch-instructions",
+                  json={"packages.conda": {LINUX[1]: {"depends": ["dummy-c"]}}})
         assert r.status_code == 200, r.text
     origin.ctx.settle()
     b2 = export(origin, tmp_path / "b2", "--channel", "main", "--since", b1)

@@ -15,7 +15,6 @@ from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import authorize
 from condavault.context import Context
-from condavault.errors import Busy
 from condavault.signing.keys import load_or_create
 from condavault.web.deps import CtxDep, IdentityDep
 
@@ -53,11 +52,11 @@ def status(
 def scan(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     authorize(identity, Permission.SYSTEM_ADMIN)
     busy = ctx.jobs.active(IMPORT_LOCK)
-    if busy is not None:
-        raise Busy(f"a drop-folder import is already running (job {busy})", code="bundle_import_running", job=busy)
+    if busy is not None:  # a scan queued or running will see what is in the folder: that one is the answer
+        return {"job_id": busy, "already_running": True}
     job = ctx.jobs.enqueue(IMPORT_KIND, {}, lock_key=IMPORT_LOCK, created_by=identity.username)
     ctx.record_change(identity, "bundle:scan", str(ctx.settings.airgap_path))
-    return {"job_id": job}
+    return {"job_id": job, "already_running": False}
 
 
 def _summary(text: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from condavault.airgap.env import BundleBytesMissing, EnvRequest, plan_env_bundle, virtual_packages
 from condavault.errors import CondavaultError
 from tests.support.server import Server, free_port
+from tests.support.static_channel import StaticChannel, build_channel, create_mirror, run_mirror
 
 CHANNEL = "envsrc"
 EXTRA = "envextra"
@@ -170,7 +172,8 @@ def test_solved_bundle_installs_offline(loaded: Server, tmp_path: Path) -> None:
 def test_spec_constraints_and_several_channels(loaded: Server, tmp_path: Path) -> None:
     out = tmp_path / "env"
     bundle_env(loaded, "-c", CHANNEL, "-c", EXTRA, "-s", "dependent <2", "-s", "dummy-g", "-p", "linux-64",
-               "-o", str(out), "--name", "tools", "--base-url", "file:///media/usb/tools/", "--explicit-hash", "md5")
+               "-o", str(out), "--name", "tools", "--base-url", "file:///media/usb/tools/", "--explicit-hash", "md5",
+               "--no-fetch")
     assert folder_files(out) == {"noarch/dependent-1.0-0.conda", "noarch/dependency-1.0-0.conda",
                                  "linux-64/dummy-g-0.1.0-hb0f4dca_0.conda", "linux-64/dummy-b-0.1.0-hb0f4dca_0.conda"}
     summary = json.loads((out / "bundle.json").read_text())
@@ -209,6 +212,60 @@ def test_patches_and_removals_carry_into_the_bundle(loaded: Server, packages_dir
     lock.write_text(f"@EXPLICIT\n{loaded.repo}/{channel}/noarch/dependent-2.0-0.conda\n")
     (tmp_path / "again").mkdir()
     _fails(loaded, tmp_path / "again", "-c", channel, "-l", str(lock), "-p", "linux-64", expect="dependent-2.0-0.conda")
+
+
+@pytest.fixture(scope="module")
+def upstream(packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticChannel]:
+    names = {"another_dependent", "dependent", "dependency"}
+    root = build_channel(packages_dir, tmp_path_factory.mktemp("upstream"), subdirs=("noarch",), names=names)
+    with StaticChannel(root) as chan:
+        yield chan
+
+
+def test_passive_mirror_bytes_are_fetched_for_the_bundle(
+    loaded: Server, upstream: StaticChannel, tmp_path: Path
+) -> None:
+    """A passive mirror indexes records without their bytes: the bundle downloads the ones it needs from the
+    mirror's upstream (verified, stored like a first client request), or refuses with --no-fetch; a failed
+    download writes nothing."""
+    create_mirror(loaded, "envlazy", upstream.url, mode="passive", subdirs=["noarch"],
+                  filters={"only_specs": ["another_dependent"], "include_dependencies": True})
+    run = run_mirror(loaded, "envlazy")
+    assert run["status"] == "completed" and run["counts"]["indexed_passive"] == 6
+    assert upstream.package_hits() == 0
+    env = {"CONDAVAULT_DATABASE_URL": loaded.settings.db_url, "CONDAVAULT_UPSTREAM_ALLOW_LOOPBACK": "true"}
+
+    def bundle(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return loaded.cli("--data-dir", str(loaded.settings.data_dir), "bundle", "env", "-c", "envlazy",
+                          "-s", "another_dependent", "-p", "linux-64", "-o", str(out), *extra, check=False, env=env)
+
+    request = _request(channels=["envlazy"], specs=["another_dependent"])
+    with pytest.raises(BundleBytesMissing, match="have no bytes on this server"):  # --no-fetch
+        plan_env_bundle(loaded.ctx.db, request, loaded.ctx.blobs)
+    (tmp_path / "a").mkdir()
+    upstream.corrupt.add("dependency-2.0-0.conda")  # the upstream serves other bytes than its repodata says
+    try:
+        proc = bundle(tmp_path / "a" / "env")
+    finally:
+        upstream.corrupt.discard("dependency-2.0-0.conda")
+    assert proc.returncode != 0 and "could not be downloaded" in proc.stderr, proc.stderr
+    assert "dependency-2.0-0.conda" in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path / "a") == []
+    out = tmp_path / "b"
+    proc = bundle(out)
+    assert proc.returncode == 0, proc.stderr
+    assert folder_files(out) == {"noarch/another_dependent-2.0-0.conda", "noarch/dependent-2.0-0.conda",
+                                 "noarch/dependency-2.0-0.conda"}
+    for key in folder_files(out):
+        assert (out / "channel" / key).read_bytes() == (upstream.root / key).read_bytes()
+    assert offline_install(out, tmp_path / "p", explicit=out / "environment-linux-64.txt") == [
+        "another_dependent-2.0-0", "dependency-2.0-0", "dependent-2.0-0"]
+    # the bytes are the server's now: served to clients, and a second bundle downloads nothing
+    hits = upstream.package_hits()
+    with loaded.client(None) as c:
+        assert c.get("/api/repo/envlazy/noarch/dependent-2.0-0.conda").status_code == 200
+    assert len(plan_env_bundle(loaded.ctx.db, request, loaded.ctx.blobs).packages) == 3  # --no-fetch
+    assert upstream.package_hits() == hits
 
 
 def _pixi_v6(url: str, recs: dict[str, dict[str, Any]]) -> str:

@@ -22,6 +22,7 @@ writes the folder.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -45,6 +46,10 @@ from condavault.errors import CondavaultError, Conflict, InvalidRequest, NotFoun
 from condavault.indexing import builder
 from condavault.indexing.models import PublishedFile, SubdirState
 from condavault.storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from condavault.config import Settings
+    from condavault.context import Context
 
 CHUNK = 1024 * 1024
 MAX_SPECS = 1000
@@ -128,9 +133,13 @@ class EnvBundle:
 
 
 # -- planning -----------------------------------------------------------------------------------------
-def plan_env_bundle(db: Database, request: EnvRequest, blobs: LocalBlobStore | None = None) -> EnvPlan:
+def plan_env_bundle(
+    db: Database, request: EnvRequest, blobs: LocalBlobStore | None = None, *, fetch: Fetcher | None = None
+) -> EnvPlan:
     """The packages of the bundle, or a precise error. Reads the database (and, with ``blobs``, the published
-    repodata of subdirs whose index is up to date, instead of building it again from the records)."""
+    repodata of subdirs whose index is up to date, instead of building it again from the records). Records
+    whose bytes are not on the server (a passive mirror's) are handed to ``fetch`` (see
+    :func:`passive_fetcher`), then read again; without it, or if they are still missing, it is an error."""
     _check_request(request)
     source: str = "solve"
     with db.session() as s:
@@ -141,12 +150,22 @@ def plan_env_bundle(db: Database, request: EnvRequest, blobs: LocalBlobStore | N
         else:
             packages = _solve(s, channels, request, blobs)
     missing = [p for p in packages if not p.has_blob or not p.sha256]
+    if missing and fetch is not None:
+        failures = fetch(missing)
+        packages = _reread(db, packages, missing, [name for _, name in channels])
+        missing = [p for p in packages if not p.has_blob or not p.sha256]
+        if missing:
+            why = "; ".join(f"{p.subdir}/{p.filename}: {failures.get(p.filename, 'not fetched')}" for p in missing[:20])
+            raise BundleBytesMissing(
+                f"{len(missing)} package(s) of the environment could not be downloaded from their mirror's "
+                f"upstream: {why}", files=[p.filename for p in missing],
+            )
     if missing:
         names = ", ".join(f"{p.channel}/{p.subdir}/{p.filename}" for p in missing[:20])
         raise BundleBytesMissing(
             f"{len(missing)} package(s) of the environment have no bytes on this server (metadata-only records "
-            f"of a passive mirror): {names}; download them first (install them once through the server, or run "
-            "the mirror in active mode)", files=[p.filename for p in missing],
+            f"of a passive mirror): {names}; let the bundle download them (without --no-fetch), or run the mirror in "
+            "active mode", files=[p.filename for p in missing],
         )
     return EnvPlan(request, topological(packages), source, [name for _, name in channels])
 
@@ -250,6 +269,63 @@ def _from_lockfile(s: Session, channels: list[tuple[int, str]], locked: list[Loc
             )
         out.append(pkg)
     return out
+
+
+# -- bytes of passive mirrors -------------------------------------------------------------------------
+Fetcher = Callable[[list["Package"]], dict[str, str]]
+
+
+def _reread(db: Database, packages: list[Package], changed: list[Package], order: list[str]) -> list[Package]:
+    """``packages`` with the records of ``changed`` read again (their bytes may have arrived)."""
+    fresh: dict[tuple[str, str, str], Package] = {}
+    with db.session() as s:
+        for name in order:
+            keys = [(p.subdir, p.filename) for p in changed if p.channel == name]
+            cid = s.scalar(select(Channel.id).where(Channel.name == name)) if keys else None
+            if cid is not None:
+                fresh.update({(name, *k): v for k, v in _lookup(s, cid, name, keys).items()})
+    return [fresh.get((p.channel, p.subdir, p.filename), p) for p in packages]
+
+
+def passive_fetcher(settings: Settings, *, concurrency: int = 4) -> Fetcher:
+    """Downloads metadata-only records' bytes the way a first client request would (the passive mirror's
+    fetcher: from its upstream, verified, stored): ``{filename: error}`` for the ones that failed."""
+
+    def fetch(missing: list[Package]) -> dict[str, str]:
+        from condavault.context import Context
+
+        ctx = Context.build(settings, start_jobs=False)
+        try:
+            return asyncio.run(_fetch_all(ctx, missing, concurrency))
+        finally:
+            ctx.close()
+
+    return fetch
+
+
+async def _fetch_all(ctx: Context, missing: list[Package], concurrency: int) -> dict[str, str]:
+    from condavault.serving.lookup import Target
+
+    failures: dict[str, str] = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(p: Package) -> None:
+        ref = ctx.channels.lookup(p.channel)
+        if ref is None:  # pragma: no cover - deleted meanwhile
+            failures[p.filename] = "channel deleted"
+            return
+        target = Target(sha256=p.sha256, size=p.size, content_type="application/octet-stream", last_modified=0.0,
+                        kind="package", has_blob=False, filename=p.filename)
+        async with gate:
+            try:
+                await ctx.fetch_missing(ref, p.subdir, target)
+            except CondavaultError as exc:
+                failures[p.filename] = exc.message
+            except Exception as exc:  # an upstream's odd failure: reported per file, the bundle is not written
+                failures[p.filename] = f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(one(p) for p in missing))
+    return failures
 
 
 # -- solving ------------------------------------------------------------------------------------------

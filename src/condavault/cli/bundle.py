@@ -40,6 +40,8 @@ def env(
                                  "its file:// URL here), e.g. file:///media/usb/env when it is mounted there."),
     explicit_hash: str = typer.Option("sha256", "--explicit-hash", help="Anchor of the explicit file's lines: "
                                       "sha256, or md5 for older conda releases that only accept md5."),
+    no_fetch: bool = typer.Option(False, "--no-fetch", help="Refuse packages whose bytes are not on the server "
+                                  "(a passive mirror's) instead of downloading them from the mirror's upstream."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CONDAVAULT_DATA_DIR",
                                   help="Server data folder (default ./condavault-data)."),
 ) -> None:
@@ -53,7 +55,7 @@ def env(
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
-    from condavault.airgap.env import EnvRequest, plan_env_bundle, write_env_bundle
+    from condavault.airgap.env import EnvRequest, passive_fetcher, plan_env_bundle, write_env_bundle
     from condavault.cli.output import console, err_console
     from condavault.cli.server import _settings
     from condavault.db import migrate
@@ -70,7 +72,7 @@ def env(
     blobs = LocalBlobStore(settings.blobs_path)
     try:
         migrate.check(db.engine, settings.db_url)
-        plan = plan_env_bundle(db, request, blobs)
+        plan = plan_env_bundle(db, request, blobs, fetch=None if no_fetch else passive_fetcher(settings))
     finally:
         db.dispose()
     err_console.print(f"{len(plan.packages)} packages ({plan.bytes / 1e6:.1f} MB) from {plan.source}")

@@ -38,27 +38,17 @@ from condavault.airgap import vulns as vulns_bundle
 from condavault.airgap.manifest import FileEntry, Opened, open_bundle, rejected, replay_error
 from condavault.airgap.models import BundleChannelState, BundleImport
 from condavault.airgap.unpack import is_archive, unpack
+from condavault.channels import records
 from condavault.channels.blobs import BlobGuard
 from condavault.channels.events import RecordsChanged
 from condavault.channels.ingest import IngestItem
 from condavault.channels.models import Channel, Record
-from condavault.channels.records import (
-    NewRecord,
-    apply_patches,
-    make_fragment,
-    put_records,
-    remove_by_keys,
-    subdir_patches,
-)
 from condavault.channels.services import create_channel, find_channel
 from condavault.context import Context
 from condavault.db.base import utcnow
 from condavault.errors import CondavaultError, Conflict
-from condavault.indexing.dirty import mark_dirty
-from condavault.indexing.models import SubdirState
 from condavault.jobs.holders import new_holder
 from condavault.packages.filename import check_subdir, parse_filename
-from condavault.packages.metadata import record_json
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
 from condavault.signing.keys import trusted_keys
@@ -470,24 +460,8 @@ class Importer:
                     ch = create_channel(s, plan.name, privacy=str(plan.spec.get("privacy") or "private"),
                                         description=str(plan.spec.get("description") or ""),
                                         created_by=f"bundle:{m.origin_key}")
-                subdirs: set[str] = set()
-                states = {st.subdir: st for st in s.scalars(select(SubdirState).where(SubdirState.channel_id == ch.id))}
-                for sd, text in plan.patches.items():
-                    cur = states.get(sd)
-                    if cur is None or (cur.patch_instructions or None) != (text or None):
-                        apply_patches(s, ch.id, sd, json.loads(text) if text else None)
-                        subdirs.add(sd)
-                keys = set(plan.removed)
-                if plan.spec.get("full"):
-                    wanted = {(d["subdir"], d["filename"]) for d in plan.records}
-                    keys = {(sd, fn) for sd, fn in s.execute(select(Record.subdir, Record.filename).where(
-                        Record.channel_id == ch.id)) if (sd, fn) not in wanted}
-                if keys:
-                    remove_by_keys(s, ch, sorted(keys))
-                    subdirs.update(sd for sd, _ in keys)
-                docs = self._refresh_same_bytes(s, ch, plan.records, subdirs)
                 entries = [
-                    NewRecord(
+                    records.NewRecord(
                         d["subdir"], d["filename"], d["record"],
                         about=json.loads(d["about"]) if d.get("about") else None,
                         run_exports=json.loads(d["run_exports"]) if d.get("run_exports") is not None else None,
@@ -495,11 +469,10 @@ class Importer:
                         has_blob=bool(d.get("has_blob")), source_url=d.get("source_url"), force=True,
                         uploaded_by=f"bundle:{m.bundle_id}", indexed_timestamp=int(d["indexed_timestamp"]),
                     )
-                    for d in docs
+                    for d in plan.records
                 ]
-                if entries:
-                    put_records(s, ch, entries)
-                    subdirs.update(e.subdir for e in entries)
+                subdirs = records.sync_records(s, ch, entries, plan.patches, removed=plan.removed,
+                                               full=bool(plan.spec.get("full")))
                 if subdirs:
                     self.ctx.events.record(s, RecordsChanged(ch.id, tuple(sorted(subdirs)), index=True))
                 changed.append((ch.id, subdirs))
@@ -513,45 +486,6 @@ class Importer:
         for cid, subdirs in changed:
             for sd in subdirs:
                 self.ctx.request_index(cid, sd)
-
-    @staticmethod
-    def _refresh_same_bytes(
-        s: Session, ch: Channel, docs: list[dict[str, Any]], subdirs: set[str]
-    ) -> list[dict[str, Any]]:
-        """Records the channel holds with the same bytes but other metadata (a re-patched or refreshed
-        record on the exporting side) are updated in place (their links and curation stay); returns the
-        records still to insert."""
-        by_key = {(d["subdir"], d["filename"]): d for d in docs}
-        rest = dict(by_key)
-        for sd in sorted({k[0] for k in by_key}):
-            fns = sorted(fn for d, fn in by_key if d == sd)
-            patches = subdir_patches(s, ch.id, sd)
-            names: set[str] = set()
-            for i in range(0, len(fns), 500):
-                rows = s.scalars(select(Record).where(
-                    Record.channel_id == ch.id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])))
-                for row in rows:
-                    d = by_key[(sd, row.filename)]
-                    if row.sha256 != d["record"].get("sha256"):
-                        continue  # other bytes: replaced by put_records (force)
-                    del rest[(sd, row.filename)]
-                    text = record_json(d["record"])
-                    new = (text, d.get("about"), d.get("run_exports"), d.get("paths_summary"),
-                           int(d["indexed_timestamp"]), bool(d.get("has_blob")))
-                    if new == (row.record, row.about, row.run_exports, row.paths_summary, row.indexed_timestamp,
-                               row.has_blob):
-                        continue
-                    row.record, row.about, row.run_exports, row.paths_summary, row.indexed_timestamp = new[:5]
-                    row.has_blob = new[5]
-                    row.fragment, row.removed = make_fragment(row.filename, d["record"], row.indexed_timestamp,
-                                                              patches)
-                    row.license = str(d["record"]["license"])[:500] if d["record"].get("license") else None
-                    names.add(row.name)
-            if names:
-                s.flush()
-                mark_dirty(s, ch.id, sd, names)
-                subdirs.add(sd)
-        return list(rest.values())
 
     def _finish_vulns(self, opened: Opened) -> None:
         def work(s: Session) -> None:

@@ -148,8 +148,8 @@ def test_export_import_incremental_wrong_base_idempotent(pair, packages_dir: Pat
     assert {i["bundle_id"] for i in st["imports"]} == {b1, b2, b3}
 
 
-def test_split_tar_and_drop_folder(pair, packages_dir: Path, tmp_path: Path) -> None:
-    origin, inside, _trusted = pair
+def test_split_and_drop_folder(pair, packages_dir: Path, tmp_path: Path) -> None:
+    origin, inside, trusted = pair
     origin.channel("media")
     upload(origin, "media", packages_dir, LINUX)
     bid = export(origin, tmp_path / "split", "--channel", "media", "--split", "4000")  # small media
@@ -172,6 +172,10 @@ def test_split_tar_and_drop_folder(pair, packages_dir: Path, tmp_path: Path) -> 
     assert j["result"]["bundles"] == [{"path": "split", "bundle_id": bid, "status": "imported", "records": 4}]
     inside.ctx.settle()
     assert repodata(inside, "media", "linux-64") == repodata(origin, "media", "linux-64")
+    # the key to trust, as `keys show` prints it; what `bundle status` says on the receiving side
+    assert bundle_cli(origin, "keys", "show").stdout.split() == trusted
+    status = inside.cli("bundle", "status").stdout
+    assert bid in status and "channel:media" in status, status
 
 
 def test_killed_import_resumes_without_reverifying(pair, packages_dir: Path, tmp_path: Path) -> None:

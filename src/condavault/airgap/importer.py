@@ -160,13 +160,15 @@ class Importer:
         if path.is_file() and is_archive(path):
             folder = self.ctx.settings.data_dir / "bundles" / "unpacked" / hashlib.sha256(
                 f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:24]
-            unpack(path, folder, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
+            if not (folder / "manifest.json").is_file():  # unpacked before (an interrupted import): reused
+                unpack(path, folder, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
             path = folder
         return open_bundle(path, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
 
     # -- the whole import --------------------------------------------------------------------------
     def run(self, path: Path, *, dry_run: bool = False) -> ImportReport:
         started = time.perf_counter()
+        self._finished = False
         opened = self.open(path)
         unpacked = opened.root if opened.root != path.expanduser().absolute() else None
         try:

@@ -16,8 +16,9 @@ every package must be on the server with the same hash. Everything is written in
 folder and renamed to ``DIR`` at the end, so a failed or interrupted run leaves no half-written bundle.
 
 :func:`plan_env_bundle` decides the packages (and fails early with a precise error: unknown channel,
-invalid or unsolvable spec, a locked package missing from the server, ...); :func:`write_env_bundle`
-writes the folder.
+invalid or unsolvable spec, a locked package missing from the server, ...); packages of a passive mirror
+whose bytes were never downloaded are fetched from its upstream first (:func:`passive_fetcher`, the same
+path as a client's first request). :func:`write_env_bundle` writes the folder.
 """
 
 from __future__ import annotations

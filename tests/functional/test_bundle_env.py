@@ -259,6 +259,9 @@ def test_passive_mirror_bytes_are_fetched_for_the_bundle(
                                  "noarch/dependency-2.0-0.conda"}
     for key in folder_files(out):
         assert (out / "channel" / key).read_bytes() == (upstream.root / key).read_bytes()
+    # the platform's subdir has no package here: its repodata.json is still there, empty (as conda wants)
+    empty = json.loads((out / "channel" / "linux-64" / "repodata.json").read_text())
+    assert empty["info"] == {"subdir": "linux-64"} and empty["packages"] == empty["packages.conda"] == {}
     assert offline_install(out, tmp_path / "p", explicit=out / "environment-linux-64.txt") == [
         "another_dependent-2.0-0", "dependency-2.0-0", "dependent-2.0-0"]
     # the bytes are the server's now: served to clients, and a second bundle downloads nothing

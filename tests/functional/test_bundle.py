@@ -221,6 +221,11 @@ def test_mirror_reads_a_bundle_folder_through_its_filters(pair, packages_dir: Pa
     assert run["status"] == "completed", run
     inside.ctx.settle()
     assert names_in(inside, "filtered") == set(LINUX) - {LINUX[1]}
+    # and the inside mirror's channel can travel on (--mirror exports the channel it fills)
+    from condavault.airgap.export import export_bundle
+
+    rep = export_bundle(inside.ctx, tmp_path / "onward", mirrors=["frombundle"])
+    assert list(rep.targets) == ["channel:filtered"] and rep.records == len(LINUX) - 1
     # an altered repodata.json in the bundle: the run fails before reading anything
     repo = tmp_path / "b" / "channels" / "src" / "linux-64" / "repodata.json"
     repo.write_bytes(repo.read_bytes().replace(b"dummy-c", b"dummy-z"))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from condavault.airgap import vulns as vulns_bundle
@@ -78,35 +78,39 @@ def parse_size(text: str) -> int:
 
 def row_digest(record: str, about: str | None, run_exports: str | None, paths: str | None, ts: int,
                has_blob: bool) -> str:
-    h = hashlib.sha256(record.encode())
-    h.update(f"\x00{about or ''}\x00{run_exports or ''}\x00{paths or ''}\x00{ts}\x00{int(has_blob)}".encode())
-    return h.hexdigest()[:24]
+    """A change detector of a record's row (not a security hash: the manifest's sha256 are)."""
+    text = f"{record}\x00{about or ''}\x00{run_exports or ''}\x00{paths or ''}\x00{ts}\x00{int(has_blob)}"
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:24]
 
 
 def watermark(toc: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(toc):
-        h.update(f"{k}\x00{toc[k]}\n".encode())
-    return h.hexdigest()[:32]
+    body = "\n".join(f"{k}\x00{toc[k]}" for k in sorted(toc))
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
 _COLS = (Record.subdir, Record.filename, Record.record, Record.about, Record.run_exports, Record.paths_summary,
          Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url)
+_TOC_SQL = text(
+    "SELECT subdir, filename, record, about, run_exports, paths_summary, indexed_timestamp, has_blob "
+    "FROM records WHERE channel_id = :cid"
+)
 
 
 def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict[str, str | None]]:
     """Table of contents of a channel: ``subdir/filename`` -> row digest, and ``patch:<subdir>`` -> digest
-    of its patch instructions; and the patch instructions themselves."""
+    of its patch instructions; and the patch instructions themselves. (Plain SQL, streamed: this reads
+    every row of the channel on each export.)"""
     toc: dict[str, str] = {}
-    q = select(*_COLS[:8]).where(Record.channel_id == channel_id).execution_options(yield_per=5000)
-    for sd, fn, rec, about, rex, paths, ts, has_blob in session.execute(q):
-        toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, has_blob)
+    result = session.connection().execution_options(stream_results=True).execute(_TOC_SQL, {"cid": channel_id})
+    for part in result.partitions(5000):
+        for sd, fn, rec, about, rex, paths, ts, has_blob in part:
+            toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, bool(has_blob))
     patches: dict[str, str | None] = {}
-    for sd, text in session.execute(
+    for sd, instructions in session.execute(
         select(SubdirState.subdir, SubdirState.patch_instructions).where(SubdirState.channel_id == channel_id)
     ):
-        patches[sd] = text
-        toc[f"patch:{sd}"] = hashlib.sha256((text or "").encode()).hexdigest()[:24]
+        patches[sd] = instructions
+        toc[f"patch:{sd}"] = hashlib.sha256((instructions or "").encode()).hexdigest()[:24]
     return toc, patches
 
 

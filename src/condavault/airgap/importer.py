@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -46,7 +47,7 @@ from condavault.channels.models import Channel, Record
 from condavault.channels.services import create_channel, find_channel
 from condavault.context import Context
 from condavault.db.base import utcnow
-from condavault.errors import CondavaultError, Conflict
+from condavault.errors import Busy, CondavaultError, Conflict
 from condavault.jobs.holders import new_holder
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.spool import Received
@@ -167,6 +168,20 @@ class Importer:
 
     # -- the whole import --------------------------------------------------------------------------
     def run(self, path: Path, *, dry_run: bool = False) -> ImportReport:
+        lock_path = self.ctx.settings.data_dir / "bundles" / "import.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if dry_run else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy("another bundle import is running on this server; try again when it is done",
+                           code="bundle_import_running") from None
+            return self._locked_run(path, dry_run)
+        finally:
+            os.close(fd)
+
+    def _locked_run(self, path: Path, dry_run: bool) -> ImportReport:
         started = time.perf_counter()
         self._finished = False
         opened = self.open(path)

@@ -54,7 +54,7 @@ def scan(ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, A
     busy = ctx.jobs.active(IMPORT_LOCK)
     if busy is not None:  # a scan queued or running will see what is in the folder: that one is the answer
         return {"job_id": busy, "already_running": True}
-    job = ctx.jobs.enqueue(IMPORT_KIND, {}, lock_key=IMPORT_LOCK, created_by=identity.username)
+    job = ctx.jobs.enqueue(IMPORT_KIND, {"on_demand": True}, lock_key=IMPORT_LOCK, created_by=identity.username)
     ctx.record_change(identity, "bundle:scan", str(ctx.settings.airgap_path))
     return {"job_id": job, "already_running": False}
 

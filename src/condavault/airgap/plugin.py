@@ -70,7 +70,12 @@ def scan(ctx: Context, run: JobRun | None = None) -> dict[str, Any]:
 
 
 def wire(ctx: Context) -> None:
-    ctx.kinds.register(JobKind(IMPORT_KIND, lambda run: scan(ctx, run), max_attempts=1,
+    def run_scan(run: JobRun) -> dict[str, Any] | None:
+        out = scan(ctx, run)
+        # a scheduled scan of an empty folder leaves no row (quiet); one asked for always answers
+        return out if out["bundles"] or run.params.get("on_demand") else None
+
+    ctx.kinds.register(JobKind(IMPORT_KIND, run_scan, max_attempts=1, quiet=True,
                                description="import the bundles of the air-gap drop folder"))
 
 

@@ -271,6 +271,9 @@ class Importer:
             if state is not None and state.serial > m.serial:
                 raise replay_error(m.bundle_id, m.serial, state.bundle_id, state.serial, target)
             base = spec.get("base_watermark")
+            gone = spec.get("kind") == "channel" and find_channel(s, str(spec.get("channel"))) is None
+            if gone and state is not None:
+                state = None  # the channel was deleted here since: its state no longer holds
             if m.parent_id is not None and (state is None or state.watermark != base):
                 at = f"at bundle {state.bundle_id}" if state is not None else "has no bundle of this origin"
                 raise Conflict(

@@ -22,7 +22,7 @@ from condavault.airgap.importer import Importer
 from condavault.airgap.manifest import sign
 from condavault.errors import Conflict, InvalidRequest
 from condavault.signing.keys import SigningKey, load_or_create
-from tests.functional.test_bundle import LINUX, bundle_cli, export, two_servers, upload
+from tests.functional.test_bundle import LATER, LINUX, bundle_cli, export, two_servers, upload
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 
@@ -218,6 +218,14 @@ def test_replayed_older_bundle_refused(pair, packages_dir: Path, tmp_path: Path)
     with inside.client() as c:
         repo = c.get("/api/repo/h/linux-64/repodata.json").json()
     assert set(repo["packages.conda"]) == set(LINUX)  # the newer state stands
+    # the channel deleted on the receiving side: an incremental bundle cannot apply, a full one is needed
+    with inside.client() as c:
+        assert c.delete("/api/channels/h").status_code == 204
+    upload(origin, "h", packages_dir, LATER[:1])
+    export_bundle(origin.ctx, tmp_path / "inc", channels=["h"], since=newer)
+    with pytest.raises(Conflict) as err:
+        Importer(inside.ctx).run(tmp_path / "inc")
+    assert err.value.code == "bundle_base_mismatch" and newer in err.value.message
 
 
 @pytest.mark.parametrize("what", ["untrusted"])

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from condavault import __version__, metrics
+from condavault.airgap import api as airgap_api
 from condavault.audit import api as audit_api
 from condavault.auth import api as auth_api
 from condavault.auth.identity import Identity
@@ -44,6 +45,7 @@ ROUTERS = [
     vulns_api.router,
     jobs_api.router,
     search_api.router,
+    airgap_api.router,
 ]
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

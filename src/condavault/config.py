@@ -112,6 +112,23 @@ class Settings(BaseSettings):
     )
     temp_grace_seconds: int = Field(default=3600, ge=60, description="temp files younger than this are in flight")
 
+    # air-gap bundles and signing (docs/airgap.md)
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="ed25519 PEM key that signs exported bundles; default <data_dir>/keys/server-ed25519.pem",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="public keys (ed25519:<hex>) whose bundles this server imports, besides its own",
+    )
+    airgap_import_cron: str = Field(
+        default="*/15 * * * *", description="cron of the scan of the drop folder <data_dir>/airgap/ for bundles"
+    )
+    airgap_max_bundle_bytes: int = Field(
+        default=2 * 1024 * GiB, description="a bundle (all its files) larger than this is refused unread"
+    )
+    airgap_max_files: int = Field(default=5_000_000, description="files one bundle may list, at most")
+
     # logging
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -148,6 +165,11 @@ class Settings(BaseSettings):
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def airgap_path(self) -> Path:
+        """The drop folder of air-gap bundles."""
+        return self.data_dir / "airgap"
 
     @property
     def is_sqlite(self) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from condavault.airgap import plugin as airgap_plugin
 from condavault.audit import plugin as audit_plugin
 from condavault.audit.recorder import AuditRecorder
 from condavault.auth import plugin as auth_plugin
@@ -56,6 +57,7 @@ def wire(ctx: Context) -> Domains:
     _core_subscribers(ctx)
     jobs_plugin.wire(ctx)
     channels_plugin.wire(ctx)
+    airgap_plugin.wire(ctx)
     return Domains(
         auth=auth_plugin.wire(ctx),
         audit=audit_plugin.wire(ctx),
@@ -92,6 +94,7 @@ def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
             *audit_plugin.schedules(ctx),
             *vulns_plugin.schedules(ctx),
             *search_plugin.schedules(ctx),
+            *airgap_plugin.schedules(ctx),
         ],
         "mirror": mirror_plugin.schedules(ctx),
     }

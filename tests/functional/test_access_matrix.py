@@ -262,6 +262,8 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     ),
     ("POST", "/api/channels/{name}/uploads/{batch}/commit"): ("write", _with({"batch": "mx-nobatch"})),
     # jobs: every kind, from any process; another user's job is hidden
+    ("GET", "/api/bundles"): ("admin", _none),
+    ("POST", "/api/bundles/scan"): ("admin", _none),
     ("GET", "/api/jobs"): ("auth", _none),
     ("GET", "/api/jobs/schedules"): ("admin", _none),
     ("GET", "/api/jobs/{job_id}"): ("hidden", lambda w, who, p: {"job_id": _admin_job(w)}),

@@ -22,6 +22,7 @@ from condavault.channels.models import Channel, Record
 from condavault.db.base import table, utcnow
 from condavault.errors import Conflict, InvalidIndexJson, InvalidRequest, NotFound
 from condavault.indexing.dirty import get_state, mark_dirty
+from condavault.indexing.models import SubdirState
 from condavault.indexing.patches import PatchSet
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.metadata import record_json
@@ -517,3 +518,81 @@ def mark_blobs_missing(session: Session, record_ids: list[int]) -> None:
     """The bytes of these records are gone (``check --repair``): keep the records, served as absent."""
     for i in range(0, len(record_ids), 500):
         session.execute(update(Record).where(Record.id.in_(record_ids[i : i + 500])).values(has_blob=False))
+
+
+def sync_records(
+    session: Session,
+    channel: Channel,
+    entries: list[NewRecord],
+    patches: dict[str, str | None],
+    *,
+    removed: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    full: bool = False,
+) -> set[str]:
+    """Make a channel hold what another server's channel holds (an air-gap bundle, ``condavault.airgap``):
+    each subdir's patch instructions, ``removed`` keys gone (``full``: every record not in ``entries``
+    gone), ``entries`` written -- a record with the same bytes but other metadata is updated in place (its
+    CVE links and curation stay), other bytes replace the row. Returns the subdirs that changed."""
+    subdirs: set[str] = set()
+    states = {st.subdir: st.patch_instructions for st in session.scalars(
+        select(SubdirState).where(SubdirState.channel_id == channel.id))}
+    for sd, text in patches.items():
+        if sd not in states or (states[sd] or None) != (text or None):
+            apply_patches(session, channel.id, sd, json.loads(text) if text else None)
+            subdirs.add(sd)
+    keys = set(removed)
+    if full:
+        wanted = {(e.subdir, e.filename) for e in entries}
+        keys = {(sd, fn) for sd, fn in session.execute(
+            select(Record.subdir, Record.filename).where(Record.channel_id == channel.id)) if (sd, fn) not in wanted}
+    if keys:
+        remove_by_keys(session, channel, sorted(keys))
+        subdirs.update(sd for sd, _ in keys)
+    rest = _refresh_same_bytes(session, channel, entries, subdirs)
+    if rest:
+        put_records(session, channel, rest)
+        subdirs.update(e.subdir for e in rest)
+    return subdirs
+
+
+def _refresh_same_bytes(
+    session: Session, channel: Channel, entries: list[NewRecord], subdirs: set[str]
+) -> list[NewRecord]:
+    """Update in place the rows that hold the same bytes as an entry but other metadata; returns the
+    entries still to insert (new, or other bytes)."""
+    by_key = {(e.subdir, e.filename): e for e in entries}
+    rest = dict(by_key)
+    for sd in sorted({k[0] for k in by_key}):
+        fns = sorted(fn for d, fn in by_key if d == sd)
+        patches = subdir_patches(session, channel.id, sd)
+        names: set[str] = set()
+        for i in range(0, len(fns), 500):
+            rows = session.scalars(select(Record).where(
+                Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])))
+            for row in rows:
+                e = by_key[(sd, row.filename)]
+                if row.sha256 != e.record.get("sha256"):
+                    continue  # other bytes: put_records replaces the row (force)
+                del rest[(sd, row.filename)]
+                ts = e.indexed_timestamp or row.indexed_timestamp
+                new = (
+                    record_json(e.record),
+                    json.dumps(e.about) if e.about else None,
+                    json.dumps(e.run_exports) if e.run_exports is not None else None,
+                    json.dumps(e.paths_summary) if e.paths_summary else None,
+                    ts,
+                    e.has_blob,
+                )
+                old = (row.record, row.about, row.run_exports, row.paths_summary, row.indexed_timestamp, row.has_blob)
+                if new == old:
+                    continue
+                row.record, row.about, row.run_exports, row.paths_summary, row.indexed_timestamp = new[:5]
+                row.has_blob = new[5]
+                row.fragment, row.removed = make_fragment(row.filename, e.record, ts, patches)
+                row.license = str(e.record["license"])[:500] if e.record.get("license") else None
+                names.add(row.name)
+        if names:
+            session.flush()
+            mark_dirty(session, channel.id, sd, names)
+            subdirs.add(sd)
+    return list(rest.values())

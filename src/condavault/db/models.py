@@ -1,5 +1,6 @@
 """Imports every domain's models so Alembic and ``Base.metadata`` see all tables."""
 
+from condavault.airgap import models as _airgap  # noqa: F401
 from condavault.audit import models as _audit  # noqa: F401
 from condavault.auth import models as _auth  # noqa: F401
 from condavault.channels import models as _channels  # noqa: F401

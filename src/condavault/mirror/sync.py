@@ -133,6 +133,10 @@ class SyncRun:
         beat = asyncio.create_task(self._heartbeat())
         settings = ctx.settings
         try:
+            from condavault.airgap.upstream import verify_upstream
+
+            # a bundle folder as upstream: its signature and repodata verified before anything is read
+            await asyncio.get_running_loop().run_in_executor(None, verify_upstream, settings, info.cfg.upstream)
             with ctx.hold_index(info.channel_id):
                 async with Upstream(
                     info.cfg,

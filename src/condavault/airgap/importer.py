@@ -1,0 +1,538 @@
+"""``condavault bundle import``: verify a bundle whole, then publish it atomically.
+
+1. **Open** (``manifest.open_bundle``): the signature against the trusted keys, then the folder against
+   the manifest (exactly the listed files, regular, of their sizes; no symlink, no path leaving it). A
+   ``.tar``/``.tar.gz`` is unpacked first (``unpack``), member by member against the signed manifest.
+2. **Decide**: a bundle imported before is a no-op; one older than the last bundle of its origin applied
+   to a target is a replay (refused); an incremental bundle whose base watermark is not the target's
+   current one is refused, naming the bundle it needs.
+3. **Verify** every file's sha256 (and, for packages, the archive as an upload is checked:
+   ``Ingestor.check``) -- before anything is stored. Progress goes to a journal
+   (``<data-dir>/bundles/journal/<bundle id>.jsonl``), so an import killed here resumes without reading
+   the verified files again.
+4. **Store** the package blobs through the blob store (pinned; a blob already present is not written
+   again: deduplicated by sha256, and skipped on resume).
+5. **Publish** each channel's records, patches and removals in one transaction with the bundle's
+   bookkeeping, then ask for an index run; vulnerability data is stored, merged and matched as an online
+   sync does (``airgap.vulns``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from condavault.airgap import vulns as vulns_bundle
+from condavault.airgap.manifest import FileEntry, Opened, open_bundle, rejected, replay_error
+from condavault.airgap.models import BundleChannelState, BundleImport
+from condavault.airgap.unpack import is_archive, unpack
+from condavault.channels import records
+from condavault.channels.blobs import BlobGuard
+from condavault.channels.events import RecordsChanged
+from condavault.channels.ingest import IngestItem
+from condavault.channels.models import Channel, Record
+from condavault.channels.services import create_channel, find_channel
+from condavault.context import Context
+from condavault.db.base import utcnow
+from condavault.errors import Busy, CondavaultError, Conflict
+from condavault.jobs.holders import new_holder
+from condavault.packages.filename import check_subdir, parse_filename
+from condavault.packages.spool import Received
+from condavault.packages.validation import check_record
+from condavault.signing.keys import trusted_keys
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+IN_MEMORY = 16 * 1024 * 1024
+KEEP_BYTES = 256 * 1024 * 1024  # verified package bytes kept in memory for the store step (not read twice)
+STORE_BATCH = 256
+HASH_THREADS = 4
+
+
+@dataclass
+class ImportReport:
+    bundle_id: str
+    status: str  # imported | already-imported | dry-run
+    parent_id: str | None = None
+    origin_key: str = ""
+    files: int = 0
+    bytes: int = 0
+    records: int = 0
+    removed: int = 0
+    disk_needed: int = 0
+    disk_free: int = 0
+    resumed_files: int = 0
+    verified_files: int = 0
+    stored_blobs: int = 0
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vulns: dict[str, Any] | None = None
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, store, publish, vulns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _ChannelPlan:
+    target: str
+    name: str
+    spec: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    patches: dict[str, str | None] = field(default_factory=dict)
+
+
+class Journal:
+    """Files verified so far (path, size, mtime, sha256): what a resumed import does not read again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, tuple[int, int, str]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    doc = json.loads(line)
+                    self.done[doc["p"]] = (int(doc["s"]), int(doc["m"]), str(doc["h"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a")  # noqa: SIM115 - closed by close()
+
+    def verified(self, rel: str, st: os.stat_result, sha256: str) -> bool:
+        return self.done.get(rel) == (st.st_size, st.st_mtime_ns, sha256)
+
+    def add(self, rel: str, st: os.stat_result, sha256: str) -> None:
+        self._fh.write(json.dumps({"p": rel, "s": st.st_size, "m": st.st_mtime_ns, "h": sha256}) + "\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self, remove: bool = False) -> None:
+        self._fh.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def _hash_file(path: Path) -> tuple[str, str, bytes | None]:
+    """sha256, md5 and (small files) the bytes."""
+    with open(path, "rb", buffering=0) as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size <= IN_MEMORY:
+            data = fh.read()
+            return hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), data
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        while chunk := fh.read(1024 * 1024):
+            sha.update(chunk)
+            md5.update(chunk)
+        return sha.hexdigest(), md5.hexdigest(), None
+
+
+class Importer:
+    def __init__(self, ctx: Context, progress: Progress | None = None) -> None:
+        self.ctx = ctx
+        self.progress = progress or (lambda *_: None)
+        s = ctx.settings
+        self.trusted = trusted_keys(s)
+        self.max_files, self.max_bytes = s.airgap_max_files, s.airgap_max_bundle_bytes
+        self.pause_after = int(os.environ.get("CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER", "0") or 0)  # tests only
+        self.kept: dict[str, bytes] = {}
+
+    # -- opening -----------------------------------------------------------------------------------
+    def open(self, path: Path) -> Opened:
+        path = path.expanduser().absolute()
+        if not path.exists() and not path.is_symlink():
+            raise rejected(f"{path} does not exist")
+        if path.is_symlink():
+            raise rejected(f"{path} is a symbolic link")
+        if path.is_file() and is_archive(path):
+            folder = self.ctx.settings.data_dir / "bundles" / "unpacked" / hashlib.sha256(
+                f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:24]
+            if not (folder / "manifest.json").is_file():  # unpacked before (an interrupted import): reused
+                unpack(path, folder, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
+            path = folder
+        return open_bundle(path, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
+
+    # -- the whole import --------------------------------------------------------------------------
+    def run(self, path: Path, *, dry_run: bool = False) -> ImportReport:
+        lock_path = self.ctx.settings.data_dir / "bundles" / "import.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if dry_run else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy("another bundle import is running on this server; try again when it is done",
+                           code="bundle_import_running") from None
+            return self._locked_run(path, dry_run)
+        finally:
+            os.close(fd)
+
+    def _locked_run(self, path: Path, dry_run: bool) -> ImportReport:
+        started = time.perf_counter()
+        self._finished = False
+        opened = self.open(path)
+        unpacked = opened.root if opened.root != path.expanduser().absolute() else None
+        try:
+            return self._run(path, opened, started, dry_run)
+        except CondavaultError as exc:
+            if unpacked is not None and exc.code == "bundle_rejected":
+                shutil.rmtree(unpacked, ignore_errors=True)
+            raise
+        finally:
+            if unpacked is not None and not dry_run and self._finished:
+                shutil.rmtree(unpacked, ignore_errors=True)  # a tar's unpacked copy, once imported
+
+    _finished = False
+
+    def _run(self, path: Path, opened: Opened, started: float, dry_run: bool) -> ImportReport:
+        m = opened.manifest
+        report = ImportReport(m.bundle_id, "imported", m.parent_id, m.origin_key, len(m.files), m.total_bytes)
+        report.targets = {k: {kk: v.get(kk) for kk in ("records", "removed", "full", "watermark")}
+                          for k, v in m.targets.items()}
+        for t in m.targets.values():
+            report.records += int(t.get("records") or 0)
+            report.removed += int(t.get("removed") or 0)
+        with self.ctx.db.session() as s:
+            if s.scalar(select(BundleImport.id).where(BundleImport.bundle_id == m.bundle_id,
+                                                      BundleImport.state == "done")) is not None:
+                report.status = "already-imported"
+                self._finished = True
+                return report
+            self._decide(s, opened)
+        report.disk_needed = sum(
+            f.size for f in m.files if not self._is_package(opened, f) or not self.ctx.blobs.exists(f.sha256)
+        )
+        report.disk_free = shutil.disk_usage(self.ctx.settings.blobs_path).free
+        if dry_run:
+            report.status = "dry-run"
+            return report
+        if report.disk_needed > report.disk_free:
+            raise CondavaultError(
+                f"the bundle needs {report.disk_needed} bytes, {report.disk_free} are free", code="disk_full"
+            )
+        journal = Journal(self.ctx.settings.data_dir / "bundles" / "journal" / f"{m.bundle_id}.jsonl")
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            report.phases[name] = round(now - clock, 3)
+            clock = now
+
+        try:
+            datas = self._verify(opened, journal, report)
+            lap("verify")
+            plans, vpayload = self._parse(opened, datas)
+            self._store(opened, plans, report)
+            lap("store")
+            self._publish(opened, plans, path)
+            lap("publish")
+            if vpayload is not None:
+                report.vulns = vulns_bundle.apply(self.ctx, m.origin_key, vpayload)
+                self._finish_vulns(opened)
+                lap("vulns")
+        except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
+            journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
+            raise
+        journal.close(remove=True)
+        self._finished = True
+        report.seconds = round(time.perf_counter() - started, 3)
+        with self.ctx.db.write_session() as s:
+            row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
+            if row is not None:
+                row.summary = json.dumps(report.to_dict(), default=str)
+        log.info("bundle imported", extra={"bundle": m.bundle_id, "records": report.records,
+                                           "bytes": report.bytes, "seconds": report.seconds})
+        return report
+
+    def _is_package(self, opened: Opened, f: FileEntry) -> bool:
+        return f.path.endswith((".conda", ".tar.bz2")) and f.path.startswith("channels/")
+
+    # -- step 2 --------------------------------------------------------------------------------------
+    def _decide(self, s: Session, opened: Opened) -> None:
+        m = opened.manifest
+        for target, spec in sorted(m.targets.items()):
+            state = s.scalar(select(BundleChannelState).where(
+                BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target))
+            if state is not None and state.serial > m.serial:
+                raise replay_error(m.bundle_id, m.serial, state.bundle_id, state.serial, target)
+            base = spec.get("base_watermark")
+            gone = spec.get("kind") == "channel" and find_channel(s, str(spec.get("channel"))) is None
+            if gone and state is not None:
+                state = None  # the channel was deleted here since: its state no longer holds
+            if m.parent_id is not None and (state is None or state.watermark != base):
+                at = f"at bundle {state.bundle_id}" if state is not None else "has no bundle of this origin"
+                raise Conflict(
+                    f"bundle {m.bundle_id} applies on top of bundle {m.parent_id}, but {target} {at}: import "
+                    f"bundle {m.parent_id} first (or a full bundle)",
+                    code="bundle_base_mismatch", needs=m.parent_id, target=target,
+                    current=state.bundle_id if state is not None else None,
+                )
+            if spec.get("kind") == "channel" and m.parent_id is None and state is None:
+                ch = find_channel(s, str(spec.get("channel")))
+                if ch is not None and s.scalar(select(Record.id).where(Record.channel_id == ch.id).limit(1)):
+                    raise Conflict(
+                        f"channel {ch.name!r} has records that no bundle of key {m.origin_key} brought: a bundle "
+                        "fills only an empty channel or one it filled before", code="channel_not_empty",
+                        channel=ch.name,
+                    )
+
+    # -- step 3 --------------------------------------------------------------------------------------
+    def _verify(self, opened: Opened, journal: Journal, report: ImportReport) -> dict[str, bytes]:
+        """Hash every file (packages: and check them as uploads are checked). Returns the bytes of the
+        bundle's own data files (records, patches, vulns)."""
+        m = opened.manifest
+        total = m.total_bytes
+        done_bytes = 0
+        datas: dict[str, bytes] = {}
+        ing = self.ctx.ingestor
+        pkg_index = self._package_index(opened)
+
+        def one(f: FileEntry) -> tuple[FileEntry, bool, bytes | None]:
+            path = opened.path_of(f)
+            st = os.lstat(path)
+            is_data = not self._is_package(opened, f) and not f.path.endswith("/repodata.json")
+            if journal.verified(f.path, st, f.sha256) and not is_data:
+                return f, True, None
+            sha, md5, data = _hash_file(path)
+            if sha != f.sha256 or (data is not None and len(data) != f.size):
+                raise rejected(f"{f.path}: sha256 {sha} differs from the manifest's {f.sha256} (altered)",
+                               path=f.path)
+            if f.path in pkg_index:
+                rec = pkg_index[f.path]
+                received = Received(path if data is None else None, st.st_size, md5, sha, data)
+                item = IngestItem(received, rec["filename"], expected_subdir=rec["subdir"], expected_sha256=f.sha256,
+                                  expected_size=f.size)
+                checked = ing.check(item)
+                if checked.error is not None:
+                    err = checked.error
+                    msg = err.message if isinstance(err, CondavaultError) else str(err)
+                    raise rejected(f"{f.path}: {msg}", path=f.path)
+            return f, False, data
+
+        kept = 0
+        self.kept = {}
+        with ThreadPoolExecutor(HASH_THREADS) as pool:
+            for n, (f, skipped, data) in enumerate(pool.map(one, m.files), 1):
+                if skipped:
+                    report.resumed_files += 1
+                else:
+                    report.verified_files += 1
+                    if data is not None and f.path not in pkg_index and not f.path.endswith("/repodata.json"):
+                        datas[f.path] = data
+                    elif data is not None and f.path in pkg_index and kept + len(data) <= KEEP_BYTES:
+                        self.kept[f.sha256] = data
+                        kept += len(data)
+                    journal.add(f.path, os.lstat(opened.path_of(f)), f.sha256)
+                done_bytes += f.size
+                if n % 200 == 0:
+                    journal.flush()
+                self.progress("verify", done_bytes, total)
+                if self.pause_after and n == self.pause_after:
+                    journal.flush()
+                    log.info("test hook: import paused", extra={"bundle": m.bundle_id, "files": n})
+                    time.sleep(3600)
+        journal.flush()
+        return datas
+
+    def _package_index(self, opened: Opened) -> dict[str, dict[str, Any]]:
+        """Bundle path -> the first record naming it (read from the records files, verified below)."""
+        out: dict[str, dict[str, Any]] = {}
+        entries = {f.path: f for f in opened.manifest.files}
+        for spec in opened.manifest.targets.values():
+            rf = spec.get("records_file")
+            if not rf:
+                continue
+            entry = entries.get(rf)
+            if entry is None:
+                raise rejected(f"records file {rf} is not listed")
+            data = opened.path_of(entry).read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                raise rejected(f"{rf}: sha256 differs from the manifest's (altered)", path=rf)
+            for line in data.decode().splitlines():
+                doc = json.loads(line)
+                if doc.get("file"):
+                    out.setdefault(doc["file"], {"filename": doc["filename"], "subdir": doc["subdir"]})
+        return out
+
+    # -- parsing the verified data files -------------------------------------------------------------
+    def _parse(self, opened: Opened, datas: dict[str, bytes]) -> tuple[list[_ChannelPlan], Any]:
+        m = opened.manifest
+        entries = {f.path: f for f in m.files}
+
+        def read(rel: str) -> bytes:
+            if rel not in entries:
+                raise rejected(f"{rel} is named by the manifest but not listed")
+            if rel in datas:
+                return datas[rel]
+            data = opened.path_of(entries[rel]).read_bytes()  # verified earlier (a resumed run)
+            if hashlib.sha256(data).hexdigest() != entries[rel].sha256:
+                raise rejected(f"{rel}: sha256 differs from the manifest's (altered)", path=rel)
+            return data
+
+        plans: list[_ChannelPlan] = []
+        vpayload = None
+        try:
+            for target, spec in sorted(m.targets.items()):
+                if spec.get("kind") == "vulns":
+                    vpayload = vulns_bundle.parse(spec, read)
+                    continue
+                if spec.get("kind") != "channel":
+                    raise rejected(f"unknown target kind {spec.get('kind')!r}")
+                plan = _ChannelPlan(target, str(spec["channel"]), spec)
+                for line in read(spec["records_file"]).decode().splitlines():
+                    doc = json.loads(line)
+                    sd, fn = check_subdir(str(doc["subdir"])), str(doc["filename"])
+                    parse_filename(fn)
+                    record = json.loads(doc["record"])
+                    check_record(record, source="repodata", filename=fn)
+                    if doc.get("file"):
+                        e = entries.get(doc["file"])
+                        if e is None or e.sha256 != record.get("sha256") or e.size != record.get("size"):
+                            raise rejected(f"{sd}/{fn}: its record does not match the file {doc['file']}")
+                    elif doc.get("has_blob"):
+                        raise rejected(f"{sd}/{fn}: no file for a record with bytes")
+                    doc["record"] = record
+                    plan.records.append(doc)
+                for line in read(spec["removed_file"]).decode().splitlines():
+                    if line:
+                        sd, fn = json.loads(line).split("/", 1)
+                        plan.removed.append((check_subdir(sd), fn))
+                patches = json.loads(read(spec["patches_file"]))
+                plan.patches = {check_subdir(k): (v if v is None else str(v)) for k, v in patches.items()}
+                plans.append(plan)
+        except CondavaultError as exc:
+            if exc.code == "bundle_rejected":
+                raise
+            raise rejected(exc.message) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise rejected(f"malformed data file ({exc!r})") from None
+        return plans, vpayload
+
+    # -- step 4 --------------------------------------------------------------------------------------
+    def _store(self, opened: Opened, plans: list[_ChannelPlan], report: ImportReport) -> None:
+        blobs = self.ctx.blobs
+        wanted: dict[str, FileEntry] = {}
+        entries = {f.path: f for f in opened.manifest.files}
+        for plan in plans:
+            for doc in plan.records:
+                if doc.get("file"):
+                    e = entries[doc["file"]]
+                    wanted.setdefault(e.sha256, e)
+        self.guard = BlobGuard(self.ctx.db, blobs, new_holder())
+        self.pinned = sorted(wanted)
+        self.guard.pin(self.pinned)
+        todo = [e for sha, e in wanted.items() if not blobs.exists(sha)]
+        total = sum(e.size for e in todo)
+        done = 0
+
+        def copy(e: FileEntry) -> tuple[Path | bytes, str]:
+            data = self.kept.pop(e.sha256, None)
+            if data is not None:
+                return data, e.sha256  # verified bytes, still in memory
+            fd, tmp = blobs.temp_file()
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, open(opened.path_of(e), "rb") as src:
+                while chunk := src.read(1024 * 1024):
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != e.sha256:  # changed since it was verified
+                tmp.unlink(missing_ok=True)
+                raise rejected(f"{e.path} changed while it was imported", path=e.path)
+            return tmp, e.sha256
+
+        try:
+            with ThreadPoolExecutor(HASH_THREADS) as pool:
+                for i in range(0, len(todo), STORE_BATCH):
+                    batch: list[tuple[Path | bytes, str]] = list(pool.map(copy, todo[i : i + STORE_BATCH]))
+                    blobs.put_many(batch)
+                    done += sum(e.size for e in todo[i : i + STORE_BATCH])
+                    report.stored_blobs += len(batch)
+                    self.progress("store", done, total)
+        except BaseException:
+            self.guard.unpin_now(self.pinned)
+            raise
+
+    # -- step 5 --------------------------------------------------------------------------------------
+    def _publish(self, opened: Opened, plans: list[_ChannelPlan], source: Path) -> None:
+        m = opened.manifest
+        changed: list[tuple[int, set[str]]] = []
+
+        def work(s: Session) -> None:
+            changed.clear()
+            for plan in plans:
+                ch = find_channel(s, plan.name)
+                if ch is None:
+                    ch = create_channel(s, plan.name, privacy=str(plan.spec.get("privacy") or "private"),
+                                        description=str(plan.spec.get("description") or ""),
+                                        created_by=f"bundle:{m.origin_key}")
+                entries = [
+                    records.NewRecord(
+                        d["subdir"], d["filename"], d["record"],
+                        about=json.loads(d["about"]) if d.get("about") else None,
+                        run_exports=json.loads(d["run_exports"]) if d.get("run_exports") is not None else None,
+                        paths_summary=json.loads(d["paths_summary"]) if d.get("paths_summary") else None,
+                        has_blob=bool(d.get("has_blob")), source_url=d.get("source_url"), force=True,
+                        uploaded_by=f"bundle:{m.bundle_id}", indexed_timestamp=int(d["indexed_timestamp"]),
+                    )
+                    for d in plan.records
+                ]
+                subdirs = records.sync_records(s, ch, entries, plan.patches, removed=plan.removed,
+                                               full=bool(plan.spec.get("full")))
+                if subdirs:
+                    self.ctx.events.record(s, RecordsChanged(ch.id, tuple(sorted(subdirs)), index=True))
+                changed.append((ch.id, subdirs))
+                self._set_state(s, m, plan.target, plan.spec)
+            if getattr(self, "pinned", None):
+                self.guard.unpin(s, self.pinned)
+            if "vulns" not in m.targets:
+                self._mark_done(s, opened, source)
+
+        self.ctx.db.run_write(work)
+        for cid, subdirs in changed:
+            for sd in subdirs:
+                self.ctx.request_index(cid, sd)
+
+    def _finish_vulns(self, opened: Opened) -> None:
+        def work(s: Session) -> None:
+            self._set_state(s, opened.manifest, "vulns", opened.manifest.targets["vulns"])
+            self._mark_done(s, opened, opened.root)
+
+        self.ctx.db.run_write(work)
+
+    def _set_state(self, s: Session, m: Any, target: str, spec: dict[str, Any]) -> None:
+        state = s.scalar(select(BundleChannelState).where(
+            BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target))
+        if state is None:
+            state = BundleChannelState(origin_key=m.origin_key, target=target)
+            s.add(state)
+        state.bundle_id, state.serial, state.watermark = m.bundle_id, m.serial, str(spec["watermark"])[:64]
+        state.updated_at = utcnow()
+
+    def _mark_done(self, s: Session, opened: Opened, source: Path) -> None:
+        m = opened.manifest
+        row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
+        if row is None:
+            row = BundleImport(bundle_id=m.bundle_id, origin_key=m.origin_key)
+            s.add(row)
+        row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", str(source)
+        row.summary = json.dumps({"targets": list(m.targets)})
+        row.finished_at = utcnow()
+
+
+def channel_of(session: Session, name: str) -> Channel | None:
+    return find_channel(session, name)

@@ -1,0 +1,120 @@
+"""The server's ed25519 signing key and the keys it trusts (air-gap bundles, docs/airgap.md).
+
+The key is generated on first use into ``<data-dir>/keys/server-ed25519.pem`` (mode 0600), unless
+``signing_key_file`` names one. A public key is written ``ed25519:<64 hex>``; its **key id** is the first
+16 hex digits of the sha256 of the raw 32-byte public key. A receiving server trusts the keys listed in
+``trusted_keys`` plus its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from condavault.config import Settings
+from condavault.errors import InvalidRequest, SettingsError
+
+PREFIX = "ed25519:"
+
+
+def key_id(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    raw: bytes
+
+    @property
+    def id(self) -> str:
+        return key_id(self.raw)
+
+    @property
+    def text(self) -> str:
+        return PREFIX + self.raw.hex()
+
+    @classmethod
+    def parse(cls, text: str) -> PublicKey:
+        value = text.strip()
+        if not value.startswith(PREFIX):
+            raise InvalidRequest(f"a public key is written ed25519:<64 hex digits>, not {value[:40]!r}",
+                                 code="invalid_public_key")
+        try:
+            raw = bytes.fromhex(value[len(PREFIX):])
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise InvalidRequest("an ed25519 public key is 32 bytes (64 hex digits)", code="invalid_public_key")
+        return cls(raw)
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class SigningKey:
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.public = PublicKey(raw)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._private.sign(data)
+
+
+def key_path(settings: Settings) -> Path:
+    return settings.signing_key_file or settings.data_dir / "keys" / "server-ed25519.pem"
+
+
+def load_or_create(settings: Settings) -> SigningKey:
+    """The server's signing key: read from ``signing_key_file``, or from (and on first use generated into)
+    ``<data-dir>/keys/server-ed25519.pem`` with mode 0600."""
+    path = key_path(settings)
+    if path.is_file():
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise SettingsError(f"{path}: not an ed25519 key")
+        return SigningKey(private)
+    if settings.signing_key_file is not None:
+        raise SettingsError(f"signing_key_file {path} does not exist")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a key another process made meanwhile
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return load_or_create(settings)
+    tmp.unlink(missing_ok=True)
+    return SigningKey(private)
+
+
+def trusted_keys(settings: Settings, own: SigningKey | None = None) -> dict[str, PublicKey]:
+    """Key id -> public key: ``trusted_keys`` plus the server's own key."""
+    out: dict[str, PublicKey] = {}
+    for text in settings.trusted_keys:
+        k = PublicKey.parse(text)
+        out[k.id] = k
+    me = own or load_or_create(settings)
+    out[me.public.id] = me.public
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ def test_listing_channels_is_one_query_however_many_there_are(shared_server: Ser
     queries: list[str] = []
 
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM channels" in statement:
+        # the request's queries only: the server's own threads (index runs, jobs, search sync of the
+        # 25 new channels) share this engine and may still be busy with them
+        if "FROM channels" in statement and not threading.current_thread().name.startswith("condavault-"):
             queries.append(statement)
 
     server.ctx.channels.invalidate()

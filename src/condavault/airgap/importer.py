@@ -41,7 +41,7 @@ from condavault.airgap.models import BundleChannelState, BundleImport
 from condavault.airgap.unpack import is_archive, unpack
 from condavault.channels import records
 from condavault.channels.blobs import BlobGuard
-from condavault.channels.events import RecordsChanged
+from condavault.channels.events import ChannelChanged, RecordsChanged
 from condavault.channels.ingest import IngestItem
 from condavault.channels.models import Channel, Record
 from condavault.channels.services import create_channel, find_channel
@@ -480,6 +480,8 @@ class Importer:
                     ch = create_channel(s, plan.name, privacy=str(plan.spec.get("privacy") or "private"),
                                         description=str(plan.spec.get("description") or ""),
                                         created_by=f"bundle:{m.origin_key}")
+                    # a lookup of this name before the import may be cached as "no such channel"
+                    self.ctx.events.record(s, ChannelChanged(ch.id, ch.name))
                 entries = [
                     records.NewRecord(
                         d["subdir"], d["filename"], d["record"],

@@ -14,7 +14,7 @@ Measured (``SearchService.search`` / ``provides`` in-process, an administrator's
 channels; p50/p95 over many distinct queries): exact name, prefix, typo, free text, MatchSpec, ``path:``,
 ``sha256:``, and an anonymous search (the permission filter). Peer: the query one would write without the
 search tables (``records.name LIKE '%term%'`` grouped by channel and name), same data, same run.
-Then: upload -> searchable (a real ingest into a 10 k-record channel; the documents are written in the
+Then: upload -> searchable (a real ingest into one channel of the catalogue; the documents are written in the
 upload's transaction), remove -> gone (after-commit sync), and the package page's file list for a
 package with 5,000 files.
 """

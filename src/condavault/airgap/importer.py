@@ -283,8 +283,9 @@ class Importer:
                 item = IngestItem(received, rec["filename"], expected_subdir=rec["subdir"], expected_sha256=f.sha256,
                                   expected_size=f.size)
                 checked = ing.check(item)
-                if checked.error is not None:
-                    err = checked.error
+                if checked.error is not None or checked.held is not None:  # a quarantine verdict refuses the bundle
+                    err = checked.error or checked.held
+                    assert err is not None
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
             return f, False, data

@@ -101,6 +101,8 @@ class Ingested:
     result: IngestResult | None = None
     error: Exception | None = None
     new_blob: bool = False
+    held: Exception | None = None  # set by a check (a quarantine verdict): stored by store() via on_hold, not indexed
+    notes: dict[str, Any] = field(default_factory=dict)  # what checks found, for the on_write/on_hold hooks
 
     @property
     def ok(self) -> bool:
@@ -141,6 +143,10 @@ class Ingestor:
         self.events = events
         self.index = True
         self.checks: list[Callable[[Ingested], None]] = []
+        # in the record transaction of each written group (e.g. the scan verdicts)
+        self.on_write: list[Callable[[Session, list[Ingested]], None]] = []
+        # files a check held back (``Ingested.held``), their blobs durable: (session, channel id, files, actor)
+        self.on_hold: list[Callable[[Session, int, list[Ingested], str | None], None]] = []
         self.guard = BlobGuard(db, blobs, new_holder())
         self.limits = Limits(
             max_decompressed_bytes=settings.max_decompressed_bytes,
@@ -282,9 +288,31 @@ class Ingestor:
         finally:
             for b in batch:
                 self.discard(b)
+        held = [b for b in live if b.held is not None]
+        if held:
+            live = [b for b in live if b.held is None]
+            self._hold(channel_id, held, actor)
         if live:
             self._write(channel_id, channel_name, live, actor)
         return batch
+
+    def _hold(self, channel_id: int, held: list[Ingested], actor: str | None) -> None:
+        """Files a check held back (quarantine): their blobs are durable; the ``on_hold`` hooks record
+        them (never as records), then each reports its ``held`` error."""
+
+        def work(s: Session) -> None:
+            for hook in self.on_hold:
+                hook(s, channel_id, held, actor)
+            self.guard.unpin(s, [b.item.received.sha256 for b in held])
+
+        try:
+            self.db.run_write(work)
+        except Exception as exc:
+            for b in held:
+                self._failed(b, exc)
+            return
+        for b in held:
+            b.error = b.held
 
     # -- the steps -------------------------------------------------------------------------------
     @staticmethod
@@ -348,6 +376,8 @@ class Ingestor:
                     )
                 )
             outcomes = put_records(session, channel, entries)
+            for hook in self.on_write:
+                hook(session, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
             seqs = {}
             for sd in {b.subdir for b in group}:

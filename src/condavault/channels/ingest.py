@@ -143,6 +143,8 @@ class Ingestor:
         self.events = events
         self.index = True
         self.checks: list[Callable[[Ingested], None]] = []
+        # before the blobs of checked files are stored, with the channel id: may hold a file back (a channel policy)
+        self.pre_store: list[Callable[[int, list[Ingested]], None]] = []
         # in the record transaction of each written group (e.g. the scan verdicts)
         self.on_write: list[Callable[[Session, list[Ingested]], None]] = []
         # files a check held back (``Ingested.held``), their blobs durable: (session, channel id, files, actor)
@@ -274,6 +276,8 @@ class Ingestor:
             if live:
                 self._precheck_conflicts(channel_id, channel_name, live)  # a 409 must not leave a blob behind
                 live = [b for b in live if b.ok]
+                for hook in self.pre_store:
+                    hook(channel_id, live)
             pinned = [b.item.received.sha256 for b in live]
             self.guard.pin(pinned)  # from here until the rows commit, no delete takes these blobs
             run_all(self.stage, [(b,) for b in live if b.staged is None])

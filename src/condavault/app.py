@@ -29,6 +29,7 @@ from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
 from condavault.serving.repo import repo_endpoint
+from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api
 from condavault.web import system
 from condavault.web.errors import json_error
@@ -44,6 +45,7 @@ ROUTERS = [
     vulns_api.router,
     jobs_api.router,
     airgap_api.router,
+    signing_api.router,
 ]
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

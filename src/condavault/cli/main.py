@@ -8,7 +8,21 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from condavault.cli import admin, audit, bundle, bundle_core, channels, cve, jobs, mirror, server, tokens, users, worker
+from condavault.cli import (
+    admin,
+    audit,
+    bundle,
+    bundle_core,
+    channels,
+    cve,
+    jobs,
+    mirror,
+    server,
+    tokens,
+    users,
+    verify,
+    worker,
+)
 from condavault.cli.client import DEFAULT_URL, ApiError
 from condavault.cli.output import err_console
 from condavault.errors import CondavaultError
@@ -42,7 +56,7 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle, bundle_core):
+for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle, bundle_core, verify):
     _module.register(app)
 
 

@@ -25,6 +25,7 @@ class RecordRow:
     fragment: str  # patched record JSON (with indexed_timestamp)
     removed: bool
     run_exports: str | None  # JSON of the package's run_exports, None = unknown
+    signatures: str | None = None  # JSON of the file's carried ``signatures`` entry (conda-content-trust)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Segment:
     removed: list[str] = field(default_factory=list)
     run_exports_tar: list[bytes] = field(default_factory=list)
     run_exports_conda: list[bytes] = field(default_factory=list)
+    signatures: list[bytes] = field(default_factory=list)  # b'"fn":{"<keyid>":{"signature":...}}'
 
     @property
     def empty(self) -> bool:
@@ -51,6 +53,8 @@ def build_segment(rows: Iterable[RecordRow]) -> Segment:
         key = json.dumps(row.filename)
         entry = f"{key}:{row.fragment}".encode()
         re_entry = f'{key}:{{"run_exports":{row.run_exports if row.run_exports is not None else "{}"}}}'.encode()
+        if row.signatures:
+            seg.signatures.append(f"{key}:{row.signatures}".encode())
         if row.filename.endswith(".conda"):
             seg.conda.append(entry)
             seg.run_exports_conda.append(re_entry)
@@ -75,13 +79,18 @@ def compose_repodata(subdir: str, segments: Mapping[str, Segment], extra_removed
     names = sorted(segments)
     removed = sorted({*extra_removed, *(fn for n in names for fn in segments[n].removed)})
     head = json.dumps({"subdir": subdir})
+    signed = [e for n in names for e in segments[n].signatures]
+    # conda-content-trust's top-level section, only when some file carries signatures (sorted by filename)
+    tail = [b',"signatures":{', *_joined(sorted(signed)), b"}"] if signed else []
     return b"".join(
         [
             f'{{"info":{head},"packages":{{'.encode(),
             *_joined(e for n in names for e in segments[n].tar),
             b'},"packages.conda":{',
             *_joined(e for n in names for e in segments[n].conda),
-            f'}},"removed":{json.dumps(removed)},"repodata_version":1}}'.encode(),
+            f'}},"removed":{json.dumps(removed)},"repodata_version":1'.encode(),
+            *tail,
+            b"}",
         ]
     )
 

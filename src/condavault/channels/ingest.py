@@ -40,7 +40,7 @@ from condavault.events import EventBus
 from condavault.indexing.dirty import get_state
 from condavault.jobs.holders import new_holder
 from condavault.packages import spool as sp
-from condavault.packages.archive import Limits
+from condavault.packages.archive import Limits, Visit
 from condavault.packages.metadata import PackageMetadata
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
@@ -143,6 +143,8 @@ class Ingestor:
         self.events = events
         self.index = True
         self.checks: list[Callable[[Ingested], None]] = []
+        # a visitor of every archive member in the archive walk (the malware scan: one pass, not two)
+        self.visitor: Callable[[Ingested], Visit] | None = None
         # before the blobs of checked files are stored, with the channel id: may hold a file back (a channel policy)
         self.pre_store: list[Callable[[int, list[Ingested]], None]] = []
         # in the record transaction of each written group (e.g. the scan verdicts)
@@ -172,8 +174,10 @@ class Ingestor:
         return sp.spool_file(self.blobs.temp_file, self.settings.max_upload_bytes, path)
 
     # -- validating and storing ------------------------------------------------------------------
-    def inspect(self, received: Received, filename: str, expected_subdir: str | None) -> PackageMetadata:
-        return sp.inspect(received, filename, self.limits, expected_subdir)
+    def inspect(
+        self, received: Received, filename: str, expected_subdir: str | None, visit: Visit | None = None
+    ) -> PackageMetadata:
+        return sp.inspect(received, filename, self.limits, expected_subdir, visit)
 
     def ingest(
         self,
@@ -232,7 +236,8 @@ class Ingestor:
         try:
             self._check_sums(item)
             received = item.received
-            meta = self.inspect(received, item.filename, item.expected_subdir)
+            visit = self.visitor(b) if self.visitor is not None else None
+            meta = self.inspect(received, item.filename, item.expected_subdir, visit)
             record = dict(meta.record)
             if item.record_overrides:
                 record.update(item.record_overrides)  # e.g. a mirror keeps upstream's patched fields

@@ -1,0 +1,287 @@
+"""Signatures and attestations end to end (docs/signing.md): a static loopback upstream whose repodata
+carries a conda-content-trust ``signatures`` section and CEP 50 sidecars, mirrored (active and passive) by a
+real condavault (SQLite and PostgreSQL); the signatures, ``attestations_sha256`` and sidecar bytes come out
+unchanged; ``only_signed`` keeps exactly the files a trusted key signed; admission statements verify with
+the real ``condavault verify`` and stop verifying when a byte changes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from condavault.signing.trust import canonserialize
+from tests.support.server import Server
+from tests.support.static_channel import StaticChannel, build_channel, create_mirror, repodata_files, run_mirror
+
+NAMES = {"another_dependent", "dependent", "dependency", "other_dependent"}
+
+
+def _pub_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def _sign(key: Ed25519PrivateKey, record: dict[str, Any]) -> dict[str, Any]:
+    return {_pub_hex(key): {"signature": key.sign(canonserialize(record)).hex()}}
+
+
+def _sidecar(filename: str, sha256: str) -> bytes:
+    """A CEP 50 sidecar: one Sigstore-bundle-shaped attestation naming the file (odd whitespace on purpose:
+    the mirror must not re-serialise it)."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": filename, "digest": {"sha256": sha256}}],
+        "predicateType": "https://schemas.conda.org/attestations-publish-1.schema.json",
+        "predicate": {"targetChannel": "https://example.invalid/upstream"},
+    }
+    bundle = {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"certificate": {"rawBytes": base64.b64encode(b"not a real cert").decode()}},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [{"sig": base64.b64encode(b"\x01" * 64).decode()}],
+        },
+    }
+    return ("[\n   " + json.dumps(bundle, indent=3) + "\n]\n").encode()
+
+
+@dataclass
+class Upstream:
+    chan: StaticChannel
+    root: Path
+    trusted: Ed25519PrivateKey
+    repodata: dict[str, Any]
+    signed_trusted: set[str] = field(default_factory=set)
+    signed_other: set[str] = field(default_factory=set)
+    tampered: set[str] = field(default_factory=set)
+    sidecars: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def key_hex(self) -> str:
+        return _pub_hex(self.trusted)
+
+
+@pytest.fixture(scope="module")
+def upstream(packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    root = build_channel(packages_dir, tmp_path_factory.mktemp("signed-upstream"), names=NAMES)
+    rd = json.loads((root / "noarch" / "repodata.json").read_text())
+    records = {**rd["packages"], **rd["packages.conda"]}
+    files = sorted(records)
+    assert len(files) >= 7
+    trusted, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    up = Upstream(None, root, trusted, rd)  # type: ignore[arg-type]
+    # sidecars first: attestations_sha256 is part of what the content-trust signature covers
+    for fn in (files[0], files[5]):
+        data = _sidecar(fn, records[fn]["sha256"])
+        sha = hashlib.sha256(data).hexdigest()
+        records[fn]["attestations_sha256"] = sha
+        (root / "noarch" / f"{fn}.sigs").write_bytes(data)
+        (root / "noarch" / f"{fn}.sigs.{sha}").write_bytes(data)
+        up.sidecars[fn] = data
+    sigs: dict[str, Any] = {}
+    for fn in files[:3]:
+        sigs[fn] = _sign(trusted, records[fn])
+        up.signed_trusted.add(fn)
+    sigs[files[3]] = _sign(other, records[files[3]])
+    up.signed_other.add(files[3])
+    forged = dict(records[files[4]], depends=["evil"])  # a trusted key's signature over other metadata
+    sigs[files[4]] = _sign(trusted, forged)
+    up.tampered.add(files[4])
+    rd["signatures"] = sigs
+    (root / "noarch" / "repodata.json").write_text(json.dumps(rd, indent=1, sort_keys=True))
+    with StaticChannel(root) as chan:
+        up.chan = chan
+        yield up
+
+
+def _served(server: Server, channel: str) -> dict[str, Any]:
+    with server.client(None) as c:
+        r = c.get(f"/api/repo/{channel}/noarch/repodata.json")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def _shard_records(server: Server, channel: str, name: str) -> dict[str, Any]:
+    with server.client(None) as c:
+        r = c.get(f"/api/repo/{channel}/noarch/repodata_shards.msgpack.zst")
+        assert r.status_code == 200
+        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(r.content), raw=False)
+        digest = index["shards"][name].hex()
+        s = c.get(f"/api/repo/{channel}/noarch/shards/{digest}.msgpack.zst")
+        assert s.status_code == 200
+        shard = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(s.content), raw=False)
+        return {**shard["packages"], **shard["packages.conda"]}
+
+
+def _check_carried(server: Server, channel: str, up: Upstream, kept: set[str]) -> None:
+    served = _served(server, channel)
+    upstream_sigs = up.repodata["signatures"]
+    # the signatures section: the same entries, every key id and signature byte for byte
+    want = {fn: upstream_sigs[fn] for fn in kept if fn in upstream_sigs}
+    assert served.get("signatures", {}) == want
+    raw = json.dumps(served["signatures"]) if want else ""
+    for entry in want.values():
+        for keyid, sig in entry.items():
+            assert keyid in raw and sig["signature"] in raw
+    records = {**served["packages"], **served["packages.conda"]}
+    assert set(records) == kept
+    upstream_records = {**up.repodata["packages"], **up.repodata["packages.conda"]}
+    with server.client(None) as c:
+        for fn in kept:
+            att = upstream_records[fn].get("attestations_sha256")
+            assert records[fn].get("attestations_sha256") == att
+            if att is None:
+                assert c.get(f"/api/repo/{channel}/noarch/{fn}.sigs").status_code == 404
+                continue
+            # both sidecar URLs: the upstream bytes, unchanged
+            for url in (f"{fn}.sigs", f"{fn}.sigs.{att}"):
+                r = c.get(f"/api/repo/{channel}/noarch/{url}")
+                assert r.status_code == 200, (url, r.text)
+                assert r.content == up.sidecars[fn]
+            immutable = c.get(f"/api/repo/{channel}/noarch/{fn}.sigs.{att}").headers["cache-control"]
+            assert "immutable" in immutable
+            assert "no-cache" in c.get(f"/api/repo/{channel}/noarch/{fn}.sigs").headers["cache-control"]
+            assert c.get(f"/api/repo/{channel}/noarch/{fn}.sigs.{'0' * 64}").status_code == 404
+            name = upstream_records[fn]["name"]
+            assert _shard_records(server, channel, name)[fn]["attestations_sha256"] == att
+
+
+def _trust(server: Server, channel: str, fn: str) -> dict[str, Any]:
+    with server.client() as c:
+        r = c.get(f"/api/channels/{channel}/files/noarch/{fn}/signature")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: Server, upstream: Upstream) -> None:
+    server = shared_server
+    create_mirror(server, "sig-active", upstream.chan.url, filters={"signature_keys": [upstream.key_hex]})
+    run = run_mirror(server, "sig-active")
+    assert run["status"] == "completed", run
+    files = set(repodata_files(server, "sig-active"))
+    _check_carried(server, "sig-active", upstream, files)
+    # the outcome per record: verified by the trusted key, unverified (other key), failed (forged)
+    for fn in upstream.signed_trusted:
+        t = _trust(server, "sig-active", fn)
+        assert t["status"] == "verified" and t["identity"] == f"ed25519:{upstream.key_hex}", t
+        assert t["method"] == "content-trust" and t["checked_at"]
+    (other,) = upstream.signed_other
+    assert _trust(server, "sig-active", other)["status"] == "unverified"
+    (forged,) = upstream.tampered
+    assert _trust(server, "sig-active", forged)["status"] == "failed"
+    only_sidecar = next(fn for fn in upstream.sidecars if fn not in upstream.repodata["signatures"])
+    t = _trust(server, "sig-active", only_sidecar)
+    assert t["method"] == "sigstore" and t["status"] == "unverified" and t["attestations_sha256"]
+    unsigned = next(fn for fn in files if fn not in upstream.repodata["signatures"] and fn not in upstream.sidecars)
+    assert _trust(server, "sig-active", unsigned)["status"] == "none"
+    # the SBOM carries the outcome
+    fn = sorted(upstream.signed_trusted)[0]
+    with server.client() as c:
+        bom = c.get(f"/api/channels/sig-active/files/noarch/{fn}/sbom").json()
+    props = {p["name"]: p["value"] for p in bom["metadata"]["component"]["properties"]}
+    assert props["condavault:signature:status"] == "verified"
+    # a second run changes nothing
+    again = run_mirror(server, "sig-active", full=True)
+    assert again["status"] == "completed" and not again["counts"].get("trust_changed")
+    assert _served(server, "sig-active").get("signatures") == _served(server, "sig-active").get("signatures")
+
+
+def test_passive_mirror_carries_them_before_any_download(shared_server: Server, upstream: Upstream) -> None:
+    server = shared_server
+    create_mirror(server, "sig-passive", upstream.chan.url, mode="passive")
+    assert run_mirror(server, "sig-passive")["status"] == "completed"
+    files = set(repodata_files(server, "sig-passive"))
+    _check_carried(server, "sig-passive", upstream, files)
+    # without trusted keys nothing is verified, but everything is carried
+    assert all(_trust(server, "sig-passive", fn)["status"] == "unverified" for fn in upstream.signed_trusted)
+    # metadata-only: no admission statement until the bytes came in through the ingest
+    fn = sorted(upstream.signed_trusted)[0]
+    with server.client(None) as c:
+        r = c.get(f"/api/repo/sig-passive/noarch/{fn}.admission.json")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_admitted"
+        assert c.get(f"/api/repo/sig-passive/noarch/{fn}").status_code == 200  # the passive fetch
+        assert c.get(f"/api/repo/sig-passive/noarch/{fn}.admission.json").status_code == 200
+
+
+def test_only_signed_keeps_exactly_the_files_a_trusted_key_signed(shared_server: Server, upstream: Upstream) -> None:
+    server = shared_server
+    create_mirror(
+        server, "sig-only", upstream.chan.url, filters={"only_signed": True, "signature_keys": [upstream.key_hex]}
+    )
+    run = run_mirror(server, "sig-only")
+    assert run["status"] == "completed", run
+    assert set(repodata_files(server, "sig-only")) == upstream.signed_trusted
+    _check_carried(server, "sig-only", upstream, upstream.signed_trusted)
+    with server.client() as c:
+        d = c.get("/api/mirrors/sig-only/explain", params={"q": sorted(upstream.tampered)[0]}).json()["decisions"]
+        assert d[-1]["kept"] is False and d[-1]["filter"] == "only_signed"
+        # a key that is not 64 hex digits is refused at once
+        cfg = c.get("/api/mirrors/sig-only").json()["config"]
+        cfg["filters"]["signature_keys"] = ["ed25519:xyz"]
+        r = c.put("/api/mirrors/sig-only", json=cfg)
+        assert r.status_code in (400, 422), r.text
+
+
+def test_admission_statement_verifies_offline_and_fails_after_a_flipped_byte(
+    shared_server: Server, upstream: Upstream, packages_dir: Path, tmp_path: Path
+) -> None:
+    server = shared_server
+    server.channel("admitted")
+    pkg = packages_dir / "noarch" / "dependency-1.0-0.conda"
+    assert server.upload("admitted", pkg).status_code in (200, 201)
+    with server.client(None) as c:
+        st = c.get("/api/repo/admitted/noarch/dependency-1.0-0.conda.admission.json")
+        assert st.status_code == 200, st.text
+        key = c.get("/api/signing/key").json()
+        data = c.get("/api/repo/admitted/noarch/dependency-1.0-0.conda").content
+    with server.client() as c:
+        api = c.get("/api/channels/admitted/files/noarch/dependency-1.0-0.conda/admission")
+        assert api.content == st.content  # the same bytes by API and beside the file
+        assert c.get("/api/channels/admitted/files/noarch/nope-1.0-0.conda/admission").status_code == 404
+        assert c.get("/api/channels/admitted/files/noarch/..%2F..%2Fetc/admission").status_code in (400, 404)
+    env = json.loads(st.content)
+    statement = json.loads(base64.b64decode(env["payload"]))
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"] == [{"name": pkg.name, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}]
+    assert statement["predicateType"] == "https://condavault.dev/admission/v1"
+    assert statement["predicate"]["channel"] == "admitted" and statement["predicate"]["serverKeyId"] == key["id"]
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    (folder / pkg.name).write_bytes(data)
+    (folder / f"{pkg.name}.admission.json").write_bytes(st.content)
+    ok = server.cli("verify", str(folder / pkg.name), "--key", key["public_key"])
+    assert "OK" in ok.stdout and "admitted" in ok.stdout
+    # a flipped byte in the signed payload, in the signature, or in the file: refused, exit 1
+    body = bytearray(base64.b64decode(env["payload"]))
+    body[body.index(b"admitted")] ^= 0x01
+    bad_payload = dict(env, payload=base64.b64encode(bytes(body)).decode())
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[0] ^= 0x01
+    bad_sig = dict(env, signatures=[dict(env["signatures"][0], sig=base64.b64encode(bytes(sig)).decode())])
+    for i, bad in enumerate((bad_payload, bad_sig)):
+        p = tmp_path / f"bad{i}.json"
+        p.write_text(json.dumps(bad))
+        r = server.cli("verify", str(folder / pkg.name), "--statement", str(p), "--key", key["public_key"], check=False)
+        assert r.returncode == 1 and "FAILED" in r.stderr, (r.stdout, r.stderr)
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x01
+    (tmp_path / pkg.name).write_bytes(bytes(flipped))
+    r = server.cli("verify", str(tmp_path / pkg.name), "--statement", str(folder / f"{pkg.name}.admission.json"),
+                   "--key", key["public_key"], check=False)
+    assert r.returncode == 1 and "not this file" in r.stderr
+    # another key: refused; a malformed key: a usage error, not a traceback
+    other = "ed25519:" + _pub_hex(Ed25519PrivateKey.generate())
+    assert server.cli("verify", str(folder / pkg.name), "--key", other, check=False).returncode == 1
+    r = server.cli("verify", str(folder / pkg.name), "--key", "ed25519:zz", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

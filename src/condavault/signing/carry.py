@@ -126,26 +126,32 @@ def trust_of(session: Session, record_ids: Iterable[int]) -> dict[int, RecordTru
     return out
 
 
-def copy_trust(session: Session, pairs: Iterable[tuple[int, int]]) -> int:
-    """Copy the trust rows of source records onto target records (``(source_id, target_id)``): a copy or
-    move of a file keeps its signatures and sidecar. The caller marks the target names dirty."""
-    pairs = list(pairs)
-    rows = trust_of(session, [a for a, _ in pairs])
-    n = 0
-    for src, dst in pairs:
-        row = rows.get(src)
-        if row is None:
+def copy_trust(session: Session, target_channel_id: int, rows: Iterable[Record]) -> int:
+    """Give the copies of ``rows`` in the target channel the trust rows of the originals (a copy or move of a
+    file keeps its signatures and sidecar). Only a target with the same sha256 gets them."""
+    rows = list(rows)
+    found = trust_of(session, [r.id for r in rows])
+    entries = []
+    for r in rows:
+        t = found.get(r.id)
+        if t is None:
             continue
-        session.execute(delete(RecordTrust).where(RecordTrust.record_id == dst))
-        session.add(
-            RecordTrust(
-                record_id=dst, signatures=row.signatures, sidecar_sha256=row.sidecar_sha256,
-                sidecar_size=row.sidecar_size, status=row.status, method=row.method, identity=row.identity,
-                detail=row.detail, checked_at=row.checked_at,
+        e = TrustEntry(r.subdir, r.filename, t.signatures, t.sidecar_sha256, t.sidecar_size,
+                       Outcome(t.status, t.method, t.identity, t.detail))
+        entries.append((r.sha256, e))
+    if not entries:
+        return 0
+    same = {
+        (sd, fn)
+        for sd, fn, sha in session.execute(
+            select(Record.subdir, Record.filename, Record.sha256).where(
+                Record.channel_id == target_channel_id,
+                Record.filename.in_(sorted({e.filename for _, e in entries})),
             )
         )
-        n += 1
-    return n
+        if any(e.subdir == sd and e.filename == fn and src == sha for src, e in entries)
+    }
+    return save(session, target_channel_id, [e for _, e in entries if (e.subdir, e.filename) in same])
 
 
 def upstream_signatures(repodata: Mapping[str, Any]) -> dict[str, Any]:

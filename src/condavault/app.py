@@ -28,6 +28,7 @@ from condavault.db import migrate
 from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
+from condavault.scanning import api as scanning_api
 from condavault.serving.repo import repo_endpoint
 from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api
@@ -46,6 +47,7 @@ ROUTERS = [
     jobs_api.router,
     airgap_api.router,
     signing_api.router,
+    scanning_api.router,
 ]
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

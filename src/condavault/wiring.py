@@ -30,6 +30,8 @@ from condavault.jobs import plugin as jobs_plugin
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.mirror import plugin as mirror_plugin
 from condavault.mirror.plugin import MirrorDomain
+from condavault.scanning import plugin as scanning_plugin
+from condavault.scanning.stage import ScanStage
 from condavault.vulns import plugin as vulns_plugin
 from condavault.vulns.tasks import VulnRuntime
 
@@ -45,6 +47,7 @@ class Domains:
     audit: AuditRecorder
     mirror: MirrorDomain
     vulns: VulnRuntime
+    scanning: ScanStage
     # tests inject an ``httpx.MockTransport`` here to fault upstreams (mirror runs, passive fetches)
     mirror_transport: httpx.AsyncBaseTransport | None = None
     started: bool = False
@@ -60,6 +63,7 @@ def wire(ctx: Context) -> Domains:
         audit=audit_plugin.wire(ctx),
         mirror=mirror_plugin.wire(ctx),
         vulns=vulns_plugin.wire(ctx),
+        scanning=scanning_plugin.wire(ctx),
     )
 
 

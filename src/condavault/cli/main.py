@@ -17,6 +17,7 @@ from condavault.cli import (
     cve,
     jobs,
     mirror,
+    scanning,
     server,
     tokens,
     users,
@@ -56,7 +57,8 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle, bundle_core, verify):
+for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, bundle, bundle_core, verify,
+                scanning):
     _module.register(app)
 
 

@@ -13,9 +13,9 @@ import json
 import posixpath
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from conda_package_streaming import package_streaming

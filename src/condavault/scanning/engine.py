@@ -246,7 +246,8 @@ class ScanPass:
         if blocked is not None:
             hits = blocked({sha256} | {sha for sha, _ in files.values()})
             if sha256 in hits:
-                res.findings.insert(0, Finding("blocklist", "malicious", None, f"the archive's sha256 {sha256} is blocked"))
+                res.findings.insert(0, Finding("blocklist", "malicious", None,
+                                               f"the archive's sha256 {sha256} is blocked"))
             for path, (sha, _size) in files.items():
                 if sha in hits:
                     res.findings.append(Finding("blocklist", "malicious", path, f"file sha256 {sha} is blocked"))

@@ -10,158 +10,19 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import pytest
-import zstandard
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from condavault.signing.trust import canonserialize
 from tests.support.server import Server
-from tests.support.static_channel import StaticChannel, build_channel, create_mirror, repodata_files, run_mirror
-
-NAMES = {"another_dependent", "dependent", "dependency", "other_dependent"}
-
-
-def _pub_hex(key: Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-
-
-def _sign(key: Ed25519PrivateKey, record: dict[str, Any]) -> dict[str, Any]:
-    return {_pub_hex(key): {"signature": key.sign(canonserialize(record)).hex()}}
-
-
-def _sidecar(filename: str, sha256: str) -> bytes:
-    """A CEP 50 sidecar: one Sigstore-bundle-shaped attestation naming the file (odd whitespace on purpose:
-    the mirror must not re-serialise it)."""
-    statement = {
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": filename, "digest": {"sha256": sha256}}],
-        "predicateType": "https://schemas.conda.org/attestations-publish-1.schema.json",
-        "predicate": {"targetChannel": "https://example.invalid/upstream"},
-    }
-    bundle = {
-        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {"certificate": {"rawBytes": base64.b64encode(b"not a real cert").decode()}},
-        "dsseEnvelope": {
-            "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
-            "payloadType": "application/vnd.in-toto+json",
-            "signatures": [{"sig": base64.b64encode(b"\x01" * 64).decode()}],
-        },
-    }
-    return ("[\n   " + json.dumps(bundle, indent=3) + "\n]\n").encode()
-
-
-@dataclass
-class Upstream:
-    chan: StaticChannel
-    root: Path
-    trusted: Ed25519PrivateKey
-    repodata: dict[str, Any]
-    signed_trusted: set[str] = field(default_factory=set)
-    signed_other: set[str] = field(default_factory=set)
-    tampered: set[str] = field(default_factory=set)
-    sidecars: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def key_hex(self) -> str:
-        return _pub_hex(self.trusted)
+from tests.support.signed_upstream import Upstream, check_carried, pub_hex, served, signed_upstream, trust
+from tests.support.static_channel import create_mirror, repodata_files, run_mirror
 
 
 @pytest.fixture(scope="module")
 def upstream(packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    root = build_channel(packages_dir, tmp_path_factory.mktemp("signed-upstream"), names=NAMES)
-    rd = json.loads((root / "noarch" / "repodata.json").read_text())
-    records = {**rd["packages"], **rd["packages.conda"]}
-    files = sorted(records)
-    assert len(files) >= 7
-    trusted, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    up = Upstream(None, root, trusted, rd)  # type: ignore[arg-type]
-    # sidecars first: attestations_sha256 is part of what the content-trust signature covers
-    for fn in (files[0], files[5]):
-        data = _sidecar(fn, records[fn]["sha256"])
-        sha = hashlib.sha256(data).hexdigest()
-        records[fn]["attestations_sha256"] = sha
-        (root / "noarch" / f"{fn}.sigs").write_bytes(data)
-        (root / "noarch" / f"{fn}.sigs.{sha}").write_bytes(data)
-        up.sidecars[fn] = data
-    sigs: dict[str, Any] = {}
-    for fn in files[:3]:
-        sigs[fn] = _sign(trusted, records[fn])
-        up.signed_trusted.add(fn)
-    sigs[files[3]] = _sign(other, records[files[3]])
-    up.signed_other.add(files[3])
-    forged = dict(records[files[4]], depends=["evil"])  # a trusted key's signature over other metadata
-    sigs[files[4]] = _sign(trusted, forged)
-    up.tampered.add(files[4])
-    rd["signatures"] = sigs
-    (root / "noarch" / "repodata.json").write_text(json.dumps(rd, indent=1, sort_keys=True))
-    with StaticChannel(root) as chan:
-        up.chan = chan
-        yield up
-
-
-def _served(server: Server, channel: str) -> dict[str, Any]:
-    with server.client(None) as c:
-        r = c.get(f"/api/repo/{channel}/noarch/repodata.json")
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-
-def _shard_records(server: Server, channel: str, name: str) -> dict[str, Any]:
-    with server.client(None) as c:
-        r = c.get(f"/api/repo/{channel}/noarch/repodata_shards.msgpack.zst")
-        assert r.status_code == 200
-        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(r.content), raw=False)
-        digest = index["shards"][name].hex()
-        s = c.get(f"/api/repo/{channel}/noarch/shards/{digest}.msgpack.zst")
-        assert s.status_code == 200
-        shard = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(s.content), raw=False)
-        return {**shard["packages"], **shard["packages.conda"]}
-
-
-def _check_carried(server: Server, channel: str, up: Upstream, kept: set[str]) -> None:
-    served = _served(server, channel)
-    upstream_sigs = up.repodata["signatures"]
-    # the signatures section: the same entries, every key id and signature byte for byte
-    want = {fn: upstream_sigs[fn] for fn in kept if fn in upstream_sigs}
-    assert served.get("signatures", {}) == want
-    raw = json.dumps(served["signatures"]) if want else ""
-    for entry in want.values():
-        for keyid, sig in entry.items():
-            assert keyid in raw and sig["signature"] in raw
-    records = {**served["packages"], **served["packages.conda"]}
-    assert set(records) == kept
-    upstream_records = {**up.repodata["packages"], **up.repodata["packages.conda"]}
-    with server.client(None) as c:
-        for fn in kept:
-            att = upstream_records[fn].get("attestations_sha256")
-            assert records[fn].get("attestations_sha256") == att
-            if att is None:
-                assert c.get(f"/api/repo/{channel}/noarch/{fn}.sigs").status_code == 404
-                continue
-            # both sidecar URLs: the upstream bytes, unchanged
-            for url in (f"{fn}.sigs", f"{fn}.sigs.{att}"):
-                r = c.get(f"/api/repo/{channel}/noarch/{url}")
-                assert r.status_code == 200, (url, r.text)
-                assert r.content == up.sidecars[fn]
-            immutable = c.get(f"/api/repo/{channel}/noarch/{fn}.sigs.{att}").headers["cache-control"]
-            assert "immutable" in immutable
-            assert "no-cache" in c.get(f"/api/repo/{channel}/noarch/{fn}.sigs").headers["cache-control"]
-            assert c.get(f"/api/repo/{channel}/noarch/{fn}.sigs.{'0' * 64}").status_code == 404
-            name = upstream_records[fn]["name"]
-            assert _shard_records(server, channel, name)[fn]["attestations_sha256"] == att
-
-
-def _trust(server: Server, channel: str, fn: str) -> dict[str, Any]:
-    with server.client() as c:
-        r = c.get(f"/api/channels/{channel}/files/noarch/{fn}/signature")
-        assert r.status_code == 200, r.text
-        return dict(r.json())
+    yield from signed_upstream(packages_dir, tmp_path_factory.mktemp("signed-upstream"))
 
 
 def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: Server, upstream: Upstream) -> None:
@@ -170,21 +31,21 @@ def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: 
     run = run_mirror(server, "sig-active")
     assert run["status"] == "completed", run
     files = set(repodata_files(server, "sig-active"))
-    _check_carried(server, "sig-active", upstream, files)
+    check_carried(server, "sig-active", upstream, files)
     # the outcome per record: verified by the trusted key, unverified (other key), failed (forged)
     for fn in upstream.signed_trusted:
-        t = _trust(server, "sig-active", fn)
+        t = trust(server, "sig-active", fn)
         assert t["status"] == "verified" and t["identity"] == f"ed25519:{upstream.key_hex}", t
         assert t["method"] == "content-trust" and t["checked_at"]
     (other,) = upstream.signed_other
-    assert _trust(server, "sig-active", other)["status"] == "unverified"
+    assert trust(server, "sig-active", other)["status"] == "unverified"
     (forged,) = upstream.tampered
-    assert _trust(server, "sig-active", forged)["status"] == "failed"
+    assert trust(server, "sig-active", forged)["status"] == "failed"
     only_sidecar = next(fn for fn in upstream.sidecars if fn not in upstream.repodata["signatures"])
-    t = _trust(server, "sig-active", only_sidecar)
+    t = trust(server, "sig-active", only_sidecar)
     assert t["method"] == "sigstore" and t["status"] == "unverified" and t["attestations_sha256"]
     unsigned = next(fn for fn in files if fn not in upstream.repodata["signatures"] and fn not in upstream.sidecars)
-    assert _trust(server, "sig-active", unsigned)["status"] == "none"
+    assert trust(server, "sig-active", unsigned)["status"] == "none"
     # the SBOM carries the outcome
     fn = sorted(upstream.signed_trusted)[0]
     with server.client() as c:
@@ -194,7 +55,7 @@ def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: 
     # a second run changes nothing
     again = run_mirror(server, "sig-active", full=True)
     assert again["status"] == "completed" and not again["counts"].get("trust_changed")
-    assert _served(server, "sig-active").get("signatures") == _served(server, "sig-active").get("signatures")
+    assert served(server, "sig-active").get("signatures") == served(server, "sig-active").get("signatures")
 
 
 def test_passive_mirror_carries_them_before_any_download(shared_server: Server, upstream: Upstream) -> None:
@@ -202,9 +63,9 @@ def test_passive_mirror_carries_them_before_any_download(shared_server: Server, 
     create_mirror(server, "sig-passive", upstream.chan.url, mode="passive")
     assert run_mirror(server, "sig-passive")["status"] == "completed"
     files = set(repodata_files(server, "sig-passive"))
-    _check_carried(server, "sig-passive", upstream, files)
+    check_carried(server, "sig-passive", upstream, files)
     # without trusted keys nothing is verified, but everything is carried
-    assert all(_trust(server, "sig-passive", fn)["status"] == "unverified" for fn in upstream.signed_trusted)
+    assert all(trust(server, "sig-passive", fn)["status"] == "unverified" for fn in upstream.signed_trusted)
     # metadata-only: no admission statement until the bytes came in through the ingest
     fn = sorted(upstream.signed_trusted)[0]
     with server.client(None) as c:
@@ -222,7 +83,7 @@ def test_only_signed_keeps_exactly_the_files_a_trusted_key_signed(shared_server:
     run = run_mirror(server, "sig-only")
     assert run["status"] == "completed", run
     assert set(repodata_files(server, "sig-only")) == upstream.signed_trusted
-    _check_carried(server, "sig-only", upstream, upstream.signed_trusted)
+    check_carried(server, "sig-only", upstream, upstream.signed_trusted)
     with server.client() as c:
         d = c.get("/api/mirrors/sig-only/explain", params={"q": sorted(upstream.tampered)[0]}).json()["decisions"]
         assert d[-1]["kept"] is False and d[-1]["filter"] == "only_signed"
@@ -281,7 +142,7 @@ def test_admission_statement_verifies_offline_and_fails_after_a_flipped_byte(
                    "--key", key["public_key"], check=False)
     assert r.returncode == 1 and "not this file" in r.stderr
     # another key: refused; a malformed key: a usage error, not a traceback
-    other = "ed25519:" + _pub_hex(Ed25519PrivateKey.generate())
+    other = "ed25519:" + pub_hex(Ed25519PrivateKey.generate())
     assert server.cli("verify", str(folder / pkg.name), "--key", other, check=False).returncode == 1
     r = server.cli("verify", str(folder / pkg.name), "--key", "ed25519:zz", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr

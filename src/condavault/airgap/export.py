@@ -34,7 +34,9 @@ from condavault.channels.services import get_channel
 from condavault.context import Context
 from condavault.errors import InvalidRequest, NotFound
 from condavault.indexing.models import PublishedFile, SubdirState
+from condavault.signing.carry import trust_of
 from condavault.signing.keys import load_or_create
+from condavault.signing.models import RecordTrust
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): bytes while copying files
 
@@ -77,9 +79,11 @@ def parse_size(text: str) -> int:
 
 
 def row_digest(record: str, about: str | None, run_exports: str | None, paths: str | None, ts: int,
-               has_blob: bool) -> str:
+               has_blob: bool, trust: str = "") -> str:
     h = hashlib.sha256(record.encode())
     h.update(f"\x00{about or ''}\x00{run_exports or ''}\x00{paths or ''}\x00{ts}\x00{int(has_blob)}".encode())
+    if trust:  # carried signatures / sidecar (condavault.signing): a change re-exports the row
+        h.update(f"\x00{trust}".encode())
     return h.hexdigest()[:24]
 
 
@@ -91,16 +95,22 @@ def watermark(toc: dict[str, str]) -> str:
 
 
 _COLS = (Record.subdir, Record.filename, Record.record, Record.about, Record.run_exports, Record.paths_summary,
-         Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url)
+         Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url, Record.id)
 
 
 def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict[str, str | None]]:
     """Table of contents of a channel: ``subdir/filename`` -> row digest, and ``patch:<subdir>`` -> digest
     of its patch instructions; and the patch instructions themselves."""
     toc: dict[str, str] = {}
-    q = select(*_COLS[:8]).where(Record.channel_id == channel_id).execution_options(yield_per=5000)
-    for sd, fn, rec, about, rex, paths, ts, has_blob in session.execute(q):
-        toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, has_blob)
+    q = (
+        select(*_COLS[:8], RecordTrust.signatures, RecordTrust.sidecar_sha256, RecordTrust.status)
+        .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
+        .where(Record.channel_id == channel_id)
+        .execution_options(yield_per=5000)
+    )
+    for sd, fn, rec, about, rex, paths, ts, has_blob, sigs, sidecar, status in session.execute(q):
+        trust = f"{sigs or ''}\x00{sidecar or ''}\x00{status}" if status is not None else ""
+        toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, has_blob, trust)
     patches: dict[str, str | None] = {}
     for sd, text in session.execute(
         select(SubdirState.subdir, SubdirState.patch_instructions).where(SubdirState.channel_id == channel_id)
@@ -312,11 +322,28 @@ def _write(
                 ):
                     published[sd] = (sha, size)
             plans.append((name, privacy, description, toc, old, patches, rows, removed, published))
+        trusts = trust_of(s, [r.id for plan in plans for r in plan[6]])
+        s.expunge_all()
     w = _Writer(root, split, progress, total)
     for name, privacy, description, toc, old, patches, rows, removed, published in plans:
         base = f"channels/{name}"
         lines = []
         for r in rows:
+            trust = trusts.get(r.id)
+            extra: dict[str, Any] = {}
+            if trust is not None:  # carried signatures and the CEP 50 sidecar, byte for byte
+                extra["trust"] = {
+                    "signatures": trust.signatures, "sidecar_sha256": trust.sidecar_sha256, "status": trust.status,
+                    "method": trust.method, "identity": trust.identity, "detail": trust.detail,
+                }
+                if trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256):
+                    spath = placed.get(trust.sidecar_sha256)
+                    if spath is None:
+                        spath = f"{base}/{r.subdir}/{r.filename}.sigs.{trust.sidecar_sha256}"
+                        w.add_blob(spath, ctx.blobs.path(trust.sidecar_sha256), trust.sidecar_sha256,
+                                   int(trust.sidecar_size or ctx.blobs.path(trust.sidecar_sha256).stat().st_size))
+                        placed[trust.sidecar_sha256] = spath
+                    extra["sidecar_file"] = spath
             path = None
             if r.has_blob and r.sha256:
                 path = placed.get(r.sha256)
@@ -328,7 +355,7 @@ def _write(
                 "subdir": r.subdir, "filename": r.filename, "record": r.record, "about": r.about,
                 "run_exports": r.run_exports, "paths_summary": r.paths_summary,
                 "indexed_timestamp": r.indexed_timestamp, "has_blob": bool(r.has_blob), "source_url": r.source_url,
-                "file": path,
+                "file": path, **extra,
             }, separators=(",", ":")))
         records_file = w.add_lines(f"{base}/records.jsonl", iter(lines))
         removed_file = w.add_lines(f"{base}/removed.jsonl", (json.dumps(k) for k in removed))

@@ -52,7 +52,11 @@ from condavault.jobs.holders import new_holder
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
+from condavault.signing.carry import TrustEntry
+from condavault.signing.carry import save as save_trust
 from condavault.signing.keys import trusted_keys
+from condavault.signing.models import STATUSES
+from condavault.signing.trust import Outcome, is_signatures_entry
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -372,6 +376,8 @@ class Importer:
                             raise rejected(f"{sd}/{fn}: its record does not match the file {doc['file']}")
                     elif doc.get("has_blob"):
                         raise rejected(f"{sd}/{fn}: no file for a record with bytes")
+                    if doc.get("trust") is not None:
+                        doc["trust"] = _trust_entry(sd, fn, record, doc, entries)
                     doc["record"] = record
                     plan.records.append(doc)
                 for line in read(spec["removed_file"]).decode().splitlines():
@@ -396,9 +402,10 @@ class Importer:
         entries = {f.path: f for f in opened.manifest.files}
         for plan in plans:
             for doc in plan.records:
-                if doc.get("file"):
-                    e = entries[doc["file"]]
-                    wanted.setdefault(e.sha256, e)
+                for key in ("file", "sidecar_file"):  # the package, and its attestation sidecar if carried
+                    if doc.get(key):
+                        e = entries[doc[key]]
+                        wanted.setdefault(e.sha256, e)
         self.guard = BlobGuard(self.ctx.db, blobs, new_holder())
         self.pinned = sorted(wanted)
         self.guard.pin(self.pinned)
@@ -475,6 +482,9 @@ class Importer:
                 if entries:
                     put_records(s, ch, entries)
                     subdirs.update(e.subdir for e in entries)
+                    # carried signatures and sidecars (an empty entry clears what a file no longer carries)
+                    save_trust(s, ch.id, [d.get("trust") or TrustEntry(d["subdir"], d["filename"])
+                                          for d in plan.records])
                 if subdirs:
                     self.ctx.events.record(s, RecordsChanged(ch.id, tuple(sorted(subdirs)), index=True))
                 changed.append((ch.id, subdirs))
@@ -514,6 +524,31 @@ class Importer:
         row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", str(source)
         row.summary = json.dumps({"targets": list(m.targets)})
         row.finished_at = utcnow()
+
+
+def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
+                 entries: dict[str, FileEntry]) -> TrustEntry:
+    """A record's carried trust from a bundle line, checked: a well-formed signatures entry, and a sidecar
+    listed in the manifest whose sha256 is the record's ``attestations_sha256``."""
+    t = doc["trust"]
+    if not isinstance(t, dict):
+        raise rejected(f"{sd}/{fn}: malformed trust entry")
+    sigs = t.get("signatures")
+    if sigs is not None and (not isinstance(sigs, str) or not is_signatures_entry(json.loads(sigs))):
+        raise rejected(f"{sd}/{fn}: malformed signatures entry")
+    sidecar = t.get("sidecar_sha256")
+    size = None
+    if sidecar is not None:
+        path = doc.get("sidecar_file")
+        e = entries.get(path) if isinstance(path, str) else None
+        if e is None or e.sha256 != sidecar or record.get("attestations_sha256") != sidecar:
+            raise rejected(f"{sd}/{fn}: its attestation sidecar does not match the record")
+        size = e.size
+    status = t.get("status")
+    if status not in STATUSES:
+        raise rejected(f"{sd}/{fn}: unknown signature status {status!r}")
+    text = {k: (str(t[k])[:2000] if t.get(k) is not None else None) for k in ("method", "identity", "detail")}
+    return TrustEntry(sd, fn, sigs, sidecar, size, Outcome(status, text["method"], text["identity"], text["detail"]))
 
 
 def channel_of(session: Session, name: str) -> Channel | None:

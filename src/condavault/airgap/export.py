@@ -332,11 +332,13 @@ def _write(
             trust = trusts.get(r.id)
             extra: dict[str, Any] = {}
             if trust is not None:  # carried signatures and the CEP 50 sidecar, byte for byte
+                has_sidecar = bool(trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256))
                 extra["trust"] = {
-                    "signatures": trust.signatures, "sidecar_sha256": trust.sidecar_sha256, "status": trust.status,
-                    "method": trust.method, "identity": trust.identity, "detail": trust.detail,
+                    "signatures": trust.signatures, "sidecar_sha256": trust.sidecar_sha256 if has_sidecar else None,
+                    "status": trust.status, "method": trust.method, "identity": trust.identity,
+                    "detail": trust.detail,
                 }
-                if trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256):
+                if has_sidecar and trust.sidecar_sha256:
                     spath = placed.get(trust.sidecar_sha256)
                     if spath is None:
                         spath = f"{base}/{r.subdir}/{r.filename}.sigs.{trust.sidecar_sha256}"

@@ -131,7 +131,8 @@ class Lookup:
                 ).first()
                 target = (
                     Target(
-                        crow[0] or "", crow[1] or 0, "application/json", crow[2].timestamp(), "sidecar", filename=str(name)
+                        crow[0] or "", crow[1] or 0, "application/json", crow[2].timestamp(), "sidecar",
+                        filename=str(name),
                     )
                     if crow
                     else None

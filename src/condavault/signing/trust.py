@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -66,6 +67,11 @@ def normalise_key(text: str) -> str:
     return value
 
 
+@lru_cache(maxsize=256)
+def _public(kid: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(kid))
+
+
 def is_signatures_entry(value: Any) -> bool:
     """Whether ``value`` has the shape of one file's ``signatures`` entry."""
     return (
@@ -92,7 +98,7 @@ def verify_content_trust(record: Mapping[str, Any], signatures: Mapping[str, Any
             failed.append(kid)
             continue
         try:
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(kid)).verify(bytes.fromhex(sig), data)
+            _public(kid).verify(bytes.fromhex(sig), data)
         except (InvalidSignature, ValueError):
             failed.append(kid)
             continue

@@ -46,6 +46,10 @@ def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: 
     assert t["method"] == "sigstore" and t["status"] == "unverified" and t["attestations_sha256"]
     unsigned = next(fn for fn in files if fn not in upstream.repodata["signatures"] and fn not in upstream.sidecars)
     assert trust(server, "sig-active", unsigned)["status"] == "none"
+    # the file listing (full=true) carries it too
+    with server.client() as c:
+        listed = {f["filename"]: f for f in c.get("/api/channels/sig-active/files", params={"full": True}).json()}
+    assert {fn for fn, f in listed.items() if f["signature"]["status"] == "verified"} == upstream.signed_trusted
     # the SBOM carries the outcome
     fn = sorted(upstream.signed_trusted)[0]
     with server.client() as c:

@@ -64,3 +64,12 @@ def sbom_properties(session: Any, record_id: int) -> list[dict[str, str]]:
         if t.get(key):
             props.append({"name": f"condavault:signature:{key}", "value": str(t[key])})
     return props
+
+
+def trust_summaries(ctx: Context, record_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """:func:`trust_summary` of each record (``none`` for records without a trust row)."""
+    from condavault.signing.carry import trust_of
+
+    with ctx.db.session() as s:
+        rows = trust_of(s, record_ids)
+        return {rid: trust_summary(rows.get(rid)) for rid in record_ids}

@@ -147,6 +147,17 @@ def test_quarantine_needs_the_review_permission(shared_server: Server, tmp_path:
         r = c.post("/api/scanning/blocklist", content=b"not a hash\n")
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_blocklist"
     assert p.name not in repodata_files(server, ch)
+    # a private channel's verdicts and properties never leak
+    priv = server.channel("scan-private", privacy="private")
+    clean = scan_sample(tmp_path, "perm-private")
+    assert server.upload(priv, clean).status_code == 200
+    for token, status in ((None, 401), (acc.tokens["outsider"], 403)):
+        with server.client(token) as c:
+            assert c.get(f"/api/scanning/channels/{priv}/packages").status_code == status
+            assert c.get(f"/api/scanning/channels/{priv}/noarch/{clean.name}").status_code == status
+            assert c.get(f"/api/scanning/channels/{priv}/policy").status_code == status
+    with server.client() as c:
+        assert c.get(f"/api/scanning/channels/{priv}/noarch/{clean.name}").json()["scan"]["verdict"] == "clean"
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +233,17 @@ def test_version_diff_and_the_channel_policy(shared_server: Server, tmp_path: Pa
     assert server.upload(ch, v3).status_code == 200
     with server.client() as c:
         assert c.get(f"/api/scanning/channels/{ch}/noarch/{v3.name}").json()["scan"]["verdict"] == "clean"
+    # findings are searchable: has:post-link, has:network, by verdict
+    with server.client(None) as c:
+        r = c.get(f"/api/scanning/channels/{ch}/packages", params={"has": "post-link"})
+        assert r.status_code == 200, r.text
+        assert [i["filename"] for i in r.json()["items"]] == [v2.name, v3.name]
+        assert {i["filename"] for i in c.get(f"/api/scanning/channels/{ch}/packages",
+                                             params={"has": "network"}).json()["items"]} == {v2.name, v3.name}
+        r = c.get(f"/api/scanning/channels/{ch}/packages", params={"verdict": "suspicious"})
+        assert [i["filename"] for i in r.json()["items"]] == [v2.name]
+        assert c.get(f"/api/scanning/channels/{ch}/packages", params={"has": "x" * 41}).status_code == 422
+        assert c.get(f"/api/scanning/channels/{ch}/packages", params={"has": "Post_Link"}).status_code == 422
     # the policy on: a suspicious build is quarantined
     out = server.cli("scanning", "policy", ch, "--quarantine-suspicious")
     assert json.loads(out.stdout)["quarantine_suspicious"] is True

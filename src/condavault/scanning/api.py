@@ -4,6 +4,7 @@ the verdict of a package (readers of its channel) and the rescan job (system adm
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,6 +18,8 @@ from condavault.channels.models import Record
 from condavault.context import Context
 from condavault.errors import Busy, NotFound
 from condavault.scanning import services as svc
+from condavault.scanning.engine import has_tags
+from condavault.scanning.models import ScanVerdict
 from condavault.scanning.plugin import RESCAN_KIND, RESCAN_LOCK
 from condavault.web.deps import MAX_ID, CtxDep, IdentityDep
 from condavault.web.limits import body_spec
@@ -102,6 +105,46 @@ def get_policy(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDe
 def put_policy(name: str, body: PolicyIn, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_MANAGE)
     return svc.set_policy(ctx, ref.id, ref.name, body.quarantine_suspicious, identity)
+
+
+@router.get("/api/scanning/channels/{name}/packages",
+            summary="Packages of a channel by install-time code (?has=post-link) or by verdict")
+def find_packages(
+    name: str,
+    has: str | None = Query(None, max_length=40, pattern=r"^[a-z-]+$",
+                            description="a tag: pre-link, post-link, pre-unlink, activate, deactivate, env-vars, "
+                                        "menuinst, entry-points, startup-hook, network, exec"),
+    verdict: str | None = Query(None, pattern=r"^(clean|suspicious|malicious)$"),
+    after: int = Query(0, ge=0, le=MAX_ID),
+    limit: int = Query(100, ge=1, le=1000),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> dict[str, Any]:
+    ref = ctx.channels.require(identity, name, Permission.CHANNEL_READ)
+    items: list[dict[str, Any]] = []
+    cursor = after
+    with ctx.db.session() as s:
+        for _ in range(20):  # at most 20 pages of 500 rows looked at per request
+            q = (select(Record.id, Record.subdir, Record.filename, ScanVerdict.verdict, ScanVerdict.rule,
+                        ScanVerdict.properties)
+                 .join(ScanVerdict, ScanVerdict.sha256 == Record.sha256)
+                 .where(Record.channel_id == ref.id, Record.removed.is_(False), Record.id > cursor)
+                 .order_by(Record.id).limit(500))
+            if verdict:
+                q = q.where(ScanVerdict.verdict == verdict)
+            rows = s.execute(q).all()
+            for rid, subdir, filename, v, rule, props in rows:
+                cursor = rid
+                tags = has_tags(json.loads(props or "{}"))
+                if has is None or has in tags:
+                    items.append({"id": rid, "subdir": subdir, "filename": filename, "verdict": v, "rule": rule,
+                                  "has": tags})
+                    if len(items) >= limit:
+                        break
+            if len(items) >= limit or len(rows) < 500:
+                break
+    done = len(items) < limit and (not rows or len(rows) < 500)
+    return {"channel": ref.name, "items": items, "next_after": None if done else cursor}
 
 
 @router.get("/api/scanning/channels/{name}/{subdir}/{filename}",

@@ -22,6 +22,7 @@ Every error has a stable machine-readable ``code`` (used in the JSON error body
     │   └── LastAdmin (409)             a change that would leave no enabled administrator
     ├── Busy (409)                      an operation that must not run twice at once (mirror run, ...)
     ├── RateLimited (429)               too many failed logins
+    ├── ScannerUnavailable (503)        a configured malware scanner (clamd) did not answer
     └── UpstreamError (502)             a mirror upstream failed after retries
 """
 
@@ -121,6 +122,13 @@ class Quarantined(InvalidPackage):
 
     status = 422
     code = "quarantined"
+
+
+class ScannerUnavailable(CondavaultError):
+    """A configured scanner (clamd) could not scan a file: the file is not stored (never unscanned)."""
+
+    status = 503
+    code = "scanner_unavailable"
 
 
 class PayloadTooLarge(CondavaultError):

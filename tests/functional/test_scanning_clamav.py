@@ -85,3 +85,20 @@ def test_clamd_signature_quarantines_an_upload(clam_server: Server, tmp_path: Pa
     with server.client() as c:
         (row,) = c.get("/api/quarantine", params={"channel": ch}).json()["items"]
     assert row["filename"] == bad.name and row["rule"].startswith("clamav:")
+
+
+def test_unreachable_clamd_refuses_the_file_never_stores_it_unscanned(
+    tmp_path: Path, db_backend: str
+) -> None:
+    server, pg = start_server(tmp_path / "data", db_backend, clamd_socket=str(tmp_path / "no-clamd.sock"))
+    try:
+        ch = server.channel("clam-down")
+        p = scan_sample(tmp_path, "clam-down")
+        r = server.upload(ch, p)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "scanner_unavailable"
+        assert repodata_files(server, ch) == {}
+        with server.client() as c:
+            assert c.get("/api/quarantine", params={"channel": ch}).json()["items"] == []
+    finally:
+        stop_server(server, pg)

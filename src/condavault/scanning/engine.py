@@ -27,6 +27,8 @@ from typing import Any, BinaryIO
 import yara
 from conda_package_streaming import package_streaming
 
+from condavault.errors import ScannerUnavailable
+
 RULES_DIR = Path(__file__).parent / "rules"
 SEVERITY = {"clean": 0, "info": 0, "suspicious": 1, "malicious": 2}
 CHUNK = 1024 * 1024
@@ -298,7 +300,12 @@ class ScanPass:
             data = read()
         if _ENV_VARS.match(name):
             self._env_vars(res, name, data)
-        for m in scanner.ruleset.match(data, name, install_script, startup):
+        try:
+            matches = scanner.ruleset.match(data, name, install_script, startup)
+        except yara.Error as exc:  # e.g. a timeout: the file could not be judged
+            res.findings.append(Finding("scan-error", "suspicious", name, f"YARA: {exc}"[:300]))
+            matches = []
+        for m in matches:
             verdict = str(m.meta.get("verdict", "malicious"))
             cap = m.meta.get("capability")
             if cap:
@@ -308,7 +315,11 @@ class ScanPass:
             if verdict in ("malicious", "suspicious"):
                 res.findings.append(Finding(f"yara:{m.rule}", verdict, name, str(m.meta.get("description", ""))))
         if scanner.clamd is not None and data:
-            sig = scanner.clamd.scan(data)
+            try:
+                sig = scanner.clamd.scan(data)
+            except OSError as exc:
+                raise ScannerUnavailable(f"clamd at {scanner.clamd.address} could not scan {name}: {exc}",
+                                         member=name) from None
             if sig:
                 res.findings.append(Finding(f"clamav:{sig}", "malicious", name, "ClamAV signature"))
         return hashlib.sha256(data).hexdigest(), len(data)

@@ -13,7 +13,7 @@ install-time properties, the shipped YARA rules, the block list) and one with ``
 
 Figures: wall seconds and the server's CPU seconds (user+system, from /proc), per file and per MB, and the
 ratio scan/off (goal <= 1.5x). Each figure is the best of ``--rounds`` fresh channels. Then the false
-positives: every testdata package's stored verdict (``GET /api/scanning/channels/...``) must be
+positives: every testdata package's stored verdict (``GET /api/channels/{c}/scanning/files/...``) must be
 ``clean``, and no upload may be quarantined.
 """
 
@@ -133,7 +133,7 @@ def upload_all(
 def false_positives(server: bench_uploads.Server, channel: str, files: list[Path]) -> dict[str, Any]:
     flagged = {}
     for p in files:
-        r = server.http.get(f"/api/scanning/channels/{channel}/{p.parent.name}/{p.name}")
+        r = server.http.get(f"/api/channels/{channel}/scanning/files/{p.parent.name}/{p.name}")
         if r.status_code != 200:
             continue
         scan = r.json()["scan"] or {}

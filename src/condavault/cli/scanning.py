@@ -105,9 +105,9 @@ def policy(
     """Show or set a channel's scan policy."""
     c = client_from(ctx)
     if quarantine_suspicious is None:
-        out = c.get(f"/api/scanning/channels/{channel}/policy")
+        out = c.get(f"/api/channels/{channel}/scanning/policy")
     else:
-        out = c.request("PUT", f"/api/scanning/channels/{channel}/policy",
+        out = c.request("PUT", f"/api/channels/{channel}/scanning/policy",
                         json={"quarantine_suspicious": quarantine_suspicious})
     _print(out, True)
 
@@ -115,7 +115,7 @@ def policy(
 @scanning_app.command("verdict")
 def verdict(ctx: typer.Context, channel: str, subdir: str, filename: str) -> None:
     """A package's scan verdict and install-time code properties (JSON)."""
-    _print(client_from(ctx).get(f"/api/scanning/channels/{channel}/{subdir}/{filename}"), True)
+    _print(client_from(ctx).get(f"/api/channels/{channel}/scanning/files/{subdir}/{filename}"), True)
 
 
 @scanning_app.command("rescan")

@@ -95,19 +95,19 @@ def remove_blocked(sha256: str, ctx: Context = CtxDep, identity: Identity = Iden
     return {"removed": sha256.lower()}
 
 
-@router.get("/api/scanning/channels/{name}/policy", summary="A channel's scan policy")
+@router.get("/api/channels/{name}/scanning/policy", summary="A channel's scan policy")
 def get_policy(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_MANAGE)
     return {"channel": ref.name, **svc.get_policy(ctx, ref.id)}
 
 
-@router.put("/api/scanning/channels/{name}/policy", summary="Set a channel's scan policy")
+@router.put("/api/channels/{name}/scanning/policy", summary="Set a channel's scan policy")
 def put_policy(name: str, body: PolicyIn, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_MANAGE)
     return svc.set_policy(ctx, ref.id, ref.name, body.quarantine_suspicious, identity)
 
 
-@router.get("/api/scanning/channels/{name}/packages",
+@router.get("/api/channels/{name}/scanning/packages",
             summary="Packages of a channel by install-time code (?has=post-link) or by verdict")
 def find_packages(
     name: str,
@@ -147,7 +147,7 @@ def find_packages(
     return {"channel": ref.name, "items": items, "next_after": None if done else cursor}
 
 
-@router.get("/api/scanning/channels/{name}/{subdir}/{filename}",
+@router.get("/api/channels/{name}/scanning/files/{subdir}/{filename}",
             summary="The scan verdict and install-time code properties of a package")
 def package_verdict(name: str, subdir: str, filename: str, ctx: Context = CtxDep,
                     identity: Identity = IdentityDep) -> dict[str, Any]:

@@ -27,8 +27,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from condavault.channels.events import RecordsChanged
 from condavault.channels.ingest import Ingested
 from condavault.channels.models import Channel, Record
+from condavault.channels.records import remove_by_keys
 from condavault.db.base import utcnow
 from condavault.db.session import Database
 from condavault.errors import Quarantined
@@ -187,11 +189,22 @@ class ScanStage:
             row.findings, row.ruleset = json.dumps(d["findings"]), res.ruleset
             row.source_url, row.uploaded_by, row.state = b.item.source_url, actor, "quarantined"
             row.created_at = utcnow()
+            if channel is not None:
+                self._unlist_metadata_only(s, channel, b)
             target = f"{channel.name if channel else channel_id}/{b.subdir}/{b.item.filename}"
             self.ctx.record_change(SimpleNamespace(username=actor), "quarantine:hold", target, None,
                                    {"verdict": d["verdict"], "rule": d["rule"], "path": d["path"], "sha256": sha},
                                    session=s)
             log.warning("file quarantined", extra={"file": target, "verdict": d["verdict"], "rule": d["rule"]})
+
+
+    def _unlist_metadata_only(self, s: Session, channel: Channel, b: Ingested) -> None:
+        """A passive mirror listed the file before its bytes were known: a quarantined one leaves the index."""
+        rec = s.scalar(select(Record).where(Record.channel_id == channel.id, Record.subdir == b.subdir,
+                                            Record.filename == b.item.filename, Record.has_blob.is_(False)))
+        if rec is not None:
+            remove_by_keys(s, channel, [(b.subdir, b.item.filename)])
+            self.ctx.events.record(s, RecordsChanged(channel.id, (b.subdir,), index=True))
 
 
 def put_verdict(s: Session, sha256: str, res: ScanResult) -> None:

@@ -80,8 +80,8 @@ def compose_repodata(subdir: str, segments: Mapping[str, Segment], extra_removed
     removed = sorted({*extra_removed, *(fn for n in names for fn in segments[n].removed)})
     head = json.dumps({"subdir": subdir})
     signed = [e for n in names for e in segments[n].signatures]
-    # conda-content-trust's top-level section, only when some file carries signatures (sorted by filename)
-    tail = [b',"signatures":{', *_joined(sorted(signed)), b"}"] if signed else []
+    # conda-content-trust's top-level section, only when some file carries signatures (by name, then filename)
+    tail = [b',"signatures":{', *_joined(signed), b"}"] if signed else []
     return b"".join(
         [
             f'{{"info":{head},"packages":{{'.encode(),

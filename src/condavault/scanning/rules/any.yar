@@ -16,14 +16,24 @@ rule crypto_miner
         verdict = "malicious"
         description = "a cryptocurrency miner (pool URL, miner name or options)"
     strings:
-        $pool1 = /stratum\+(tcp|ssl|tls):\/\//
-        $pool2 = /\b(pool\.minexmr\.com|xmr\.nanopool\.org|pool\.supportxmr\.com|xmrpool\.eu|moneroocean\.stream|gulf\.moneroocean|c3pool\.com|hashvault\.pro)\b/
-        $xmrig1 = "xmrig" nocase
-        $xmrig2 = "--donate-level"
-        $xmrig3 = "randomx" nocase
-        $xmrig4 = "cryptonight" nocase
+        $pool1 = "stratum+tcp://"
+        $pool2 = "stratum+ssl://"
+        $pool3 = "stratum+tls://"
+        $pool4 = "pool.minexmr.com"
+        $pool5 = "xmr.nanopool.org"
+        $pool6 = "pool.supportxmr.com"
+        $pool7 = "xmrpool.eu"
+        $pool8 = "moneroocean.stream"
+        $pool9 = "c3pool.com"
+        $pool10 = "hashvault.pro"
+        $xmrig1 = "xmrig"
+        $xmrig2 = "XMRig"
+        $opt1 = "--donate-level"
+        $opt2 = "randomx"
+        $opt3 = "RandomX"
+        $opt4 = "cryptonight"
     condition:
-        any of ($pool*) or (#xmrig1 > 0 and any of ($xmrig2, $xmrig3, $xmrig4))
+        any of ($pool*) or (any of ($xmrig*) and any of ($opt*))
 }
 
 rule eicar_test_file

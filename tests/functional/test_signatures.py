@@ -150,3 +150,56 @@ def test_admission_statement_verifies_offline_and_fails_after_a_flipped_byte(
     assert server.cli("verify", str(folder / pkg.name), "--key", other, check=False).returncode == 1
     r = server.cli("verify", str(folder / pkg.name), "--key", "ed25519:zz", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_private_channel_never_leaks_and_a_corrupted_sidecar_is_not_kept(
+    shared_server: Server, upstream: Upstream
+) -> None:
+    server = shared_server
+    server.channel("sig-private", privacy="private")
+    side_fn = next(fn for fn in upstream.sidecars if fn not in upstream.repodata["signatures"])
+    records = {**upstream.repodata["packages"], **upstream.repodata["packages.conda"]}
+    att = records[side_fn]["attestations_sha256"]
+    names = {f"{side_fn}.sigs", f"{side_fn}.sigs.{att}"}
+    upstream.chan.corrupt.update(names)  # the upstream serves altered sidecar bytes
+    try:
+        create_mirror(server, "sig-private", upstream.chan.url, channel="sig-private")
+        assert run_mirror(server, "sig-private")["status"] == "completed"
+    finally:
+        upstream.chan.corrupt.difference_update(names)
+    t = trust(server, "sig-private", side_fn)
+    assert t["status"] == "failed" and t["attestations_sha256"] is None, t
+    signed_fn = sorted(upstream.signed_trusted)[0]
+    with server.client() as c:
+        # altered bytes are never stored nor served; the signatures still are
+        assert c.get(f"/api/repo/sig-private/noarch/{side_fn}.sigs").status_code == 404
+        assert c.get(f"/api/repo/sig-private/noarch/{signed_fn}.admission.json").status_code == 200
+        assert served_with(c, "sig-private")["signatures"][signed_fn] == upstream.repodata["signatures"][signed_fn]
+    # anonymous callers learn nothing about a private channel: not its sidecars, statements or outcomes
+    other_fn = sorted(upstream.sidecars)[0]
+    with server.client(None) as c:
+        for url in (
+            f"/api/repo/sig-private/noarch/{other_fn}.sigs",
+            f"/api/repo/sig-private/noarch/{signed_fn}.admission.json",
+            f"/api/channels/sig-private/files/noarch/{signed_fn}/signature",
+            f"/api/channels/sig-private/files/noarch/{signed_fn}/admission",
+        ):
+            r = c.get(url)
+            assert r.status_code in (401, 403, 404), (url, r.status_code)
+            assert "signature" not in r.text.lower() or r.status_code != 200
+    # names beside a file that are not ours: plain 404s, never a 500
+    with server.client() as c:
+        for name in (f"{signed_fn}.sigs.XYZ", f"{signed_fn}.sigs.{'A' * 64}", "x.sigs", "../x.conda.sigs",
+                     f"{signed_fn}.admission.json.bak", ".admission.json"):
+            assert c.get(f"/api/repo/sig-private/noarch/{name}").status_code == 404, name
+        assert c.get("/api/channels/sig-private/files/noarch/not-a-package/signature").status_code in (400, 404)
+        assert c.get(f"/api/channels/sig-private/files/bogus-subdir/{signed_fn}/signature").status_code in (400, 404)
+
+
+def served_with(c: object, channel: str) -> dict[str, object]:
+    import httpx
+
+    assert isinstance(c, httpx.Client)
+    r = c.get(f"/api/repo/{channel}/noarch/repodata.json")
+    assert r.status_code == 200
+    return dict(r.json())

@@ -9,6 +9,7 @@ the blob store unchanged (their sha256 is the record's ``attestations_sha256``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -64,7 +65,8 @@ class TrustEntry:
 
     @property
     def empty(self) -> bool:
-        return self.signatures is None and self.sidecar_sha256 is None
+        """Nothing carried and nothing to report (a failed sidecar fetch is kept as an outcome)."""
+        return self.signatures is None and self.sidecar_sha256 is None and self.outcome.status == "none"
 
 
 def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> int:
@@ -254,7 +256,7 @@ async def carry_from_upstream(
             e.outcome = combine(e.outcome, Outcome("failed", "sigstore", None, "advertised sidecar not retrievable"))
             return
         out = check_sidecar(data, att, key[1], rec.get("sha256"))
-        if out.detail and "do not hash" in out.detail:
+        if len(data) > MAX_SIDECAR or hashlib.sha256(data).hexdigest() != att:  # never stored nor served
             failed += 1
             e.sidecar_sha256 = None
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from condavault.signing.trust import verify_content_trust
 from tests.support.server import Server
 from tests.support.signed_upstream import Upstream, check_carried, pub_hex, served, signed_upstream, trust
 from tests.support.static_channel import create_mirror, repodata_files, run_mirror
@@ -46,6 +47,32 @@ def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: 
     assert t["method"] == "sigstore" and t["status"] == "unverified" and t["attestations_sha256"]
     unsigned = next(fn for fn in files if fn not in upstream.repodata["signatures"] and fn not in upstream.sidecars)
     assert trust(server, "sig-active", unsigned)["status"] == "none"
+    # a client checking conda-content-trust signatures against *this* index verifies them: the signed
+    # upstream record is what is published (no indexed_timestamp added, nothing re-derived)
+    doc = served(server, "sig-active")
+    published = {**doc["packages"], **doc["packages.conda"]}
+    for fn in upstream.signed_trusted:
+        got = verify_content_trust(published[fn], doc["signatures"][fn], {upstream.key_hex})
+        assert got.status == "verified", fn
+    # a mirror of this condavault, checking signatures, verifies them too (it reads repodata.json, as
+    # shards carry no signatures) and carries the sidecars again, byte for byte
+    create_mirror(server, "sig-chain", f"{server.repo}/sig-active",
+                  subdirs=["noarch"], filters={"signature_keys": [upstream.key_hex]})
+    assert run_mirror(server, "sig-chain")["status"] == "completed"
+    check_carried(server, "sig-chain", upstream, files)
+    assert all(trust(server, "sig-chain", fn)["status"] == "verified" for fn in upstream.signed_trusted)
+    # a repodata patch of a signed file is published (the admin's word wins; its signature no longer holds)
+    patched_fn = sorted(upstream.signed_trusted)[0]
+    with server.client() as c:
+        r = c.put("/api/channels/sig-chain/subdirs/noarch/patch-instructions",
+                  json={"packages.conda": {patched_fn: {"depends": ["patched-dep"]}}} if patched_fn.endswith(".conda")
+                  else {"packages": {patched_fn: {"depends": ["patched-dep"]}}})
+        assert r.status_code == 200, r.text
+    server.ctx.settle()
+    doc = served(server, "sig-chain")
+    rec = {**doc["packages"], **doc["packages.conda"]}[patched_fn]
+    assert rec["depends"] == ["patched-dep"]
+    assert verify_content_trust(rec, doc["signatures"][patched_fn], {upstream.key_hex}).status == "failed"
     # the file listing (full=true) carries it too
     with server.client() as c:
         listed = {f["filename"]: f for f in c.get("/api/channels/sig-active/files", params={"full": True}).json()}

@@ -334,7 +334,8 @@ def _write(
             if trust is not None:  # carried signatures and the CEP 50 sidecar, byte for byte
                 has_sidecar = bool(trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256))
                 extra["trust"] = {
-                    "signatures": trust.signatures, "sidecar_sha256": trust.sidecar_sha256 if has_sidecar else None,
+                    "signatures": trust.signatures, "signed_record": trust.signed_record,
+                    "sidecar_sha256": trust.sidecar_sha256 if has_sidecar else None,
                     "status": trust.status, "method": trust.method, "identity": trust.identity,
                     "detail": trust.detail,
                 }

@@ -536,6 +536,10 @@ def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
     sigs = t.get("signatures")
     if sigs is not None and (not isinstance(sigs, str) or not is_signatures_entry(json.loads(sigs))):
         raise rejected(f"{sd}/{fn}: malformed signatures entry")
+    signed = t.get("signed_record")
+    if signed is not None and (not isinstance(signed, str) or len(signed) > 1024 * 1024
+                               or not isinstance(json.loads(signed), dict)):
+        raise rejected(f"{sd}/{fn}: malformed signed record")
     sidecar = t.get("sidecar_sha256")
     size = None
     if sidecar is not None:
@@ -548,7 +552,8 @@ def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
     if status not in STATUSES:
         raise rejected(f"{sd}/{fn}: unknown signature status {status!r}")
     text = {k: (str(t[k])[:2000] if t.get(k) is not None else None) for k in ("method", "identity", "detail")}
-    return TrustEntry(sd, fn, sigs, sidecar, size, Outcome(status, text["method"], text["identity"], text["detail"]))
+    return TrustEntry(sd, fn, sigs, sidecar, size, Outcome(status, text["method"], text["identity"], text["detail"]),
+                      signed if sigs is not None else None)
 
 
 def channel_of(session: Session, name: str) -> Channel | None:

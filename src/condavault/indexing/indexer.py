@@ -43,7 +43,8 @@ ZST = "application/zstd"
 MSGPACK_ZST = "application/octet-stream"
 # what builder.RecordRow is made of: the record's published parts and its carried signatures
 _ROW_COLUMNS = (
-    Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports, RecordTrust.signatures
+    Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports, RecordTrust.signatures,
+    RecordTrust.signed_record, RecordTrust.fragment_digest,
 )
 
 

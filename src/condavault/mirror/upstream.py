@@ -262,7 +262,9 @@ class Upstream:
         directory, the file's size and mtime are those of the last read)."""
         if self.local is not None:
             return self._local_repodata(subdir)
-        if self.cfg.use_shards:
+        # CEP 16 shards carry no ``signatures`` section: a mirror that checks signatures reads repodata.json
+        signed = self.cfg.filters.only_signed or bool(self.cfg.filters.signature_keys)
+        if self.cfg.use_shards and not signed:
             sharded = await self._sharded_repodata(subdir)
             if sharded is not None:
                 return sharded

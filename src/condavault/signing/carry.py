@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
 from condavault.db.base import utcnow
+from condavault.indexing.builder import fragment_digest
 from condavault.indexing.dirty import mark_dirty
+from condavault.packages.metadata import record_json
 from condavault.signing.models import RecordTrust
 from condavault.signing.trust import (
     MAX_SIDECAR,
@@ -62,6 +64,7 @@ class TrustEntry:
     sidecar_sha256: str | None = None
     sidecar_size: int | None = None
     outcome: Outcome = NONE
+    signed_record: str | None = None  # the upstream record the signatures cover
 
     @property
     def empty(self) -> bool:
@@ -82,11 +85,11 @@ def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> in
         names = sorted(wanted)
         for i in range(0, len(names), 500):
             q = (
-                select(Record.id, Record.filename, Record.name, RecordTrust)
+                select(Record.id, Record.filename, Record.name, Record.fragment, Record.record, RecordTrust)
                 .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
                 .where(Record.channel_id == channel_id, Record.subdir == sd, Record.filename.in_(names[i : i + 500]))
             )
-            for rid, fn, name, row in session.execute(q).all():
+            for rid, fn, name, fragment, record, row in session.execute(q).all():
                 e = wanted[fn]
                 if e.empty:
                     if row is not None:
@@ -95,16 +98,21 @@ def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> in
                             dirty.add(name)
                         changed += 1
                     continue
+                digest = fragment_digest(fragment) if e.signed_record and _unpatched(fragment, record) else None
+                if row is not None and (row.signatures, row.signed_record, row.fragment_digest, row.sidecar_sha256,
+                                        row.status, row.identity, row.detail) == (
+                    e.signatures, e.signed_record, digest, e.sidecar_sha256, e.outcome.status,
+                    e.outcome.identity, e.outcome.detail
+                ):
+                    continue
                 if row is None:
                     row = RecordTrust(record_id=rid)
                     session.add(row)
-                elif (row.signatures, row.sidecar_sha256, row.status, row.identity, row.detail) == (
-                    e.signatures, e.sidecar_sha256, e.outcome.status, e.outcome.identity, e.outcome.detail
-                ):
-                    continue
-                if row.signatures != e.signatures:
+                if (row.signatures, row.signed_record, row.fragment_digest) != (e.signatures, e.signed_record, digest):
                     dirty.add(name)
                 row.signatures = e.signatures
+                row.signed_record = e.signed_record
+                row.fragment_digest = digest
                 row.sidecar_sha256 = e.sidecar_sha256
                 row.sidecar_size = e.sidecar_size
                 row.status = e.outcome.status
@@ -117,6 +125,13 @@ def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> in
             session.flush()
             mark_dirty(session, channel_id, sd, dirty)
     return changed
+
+
+def _unpatched(fragment: str, record: str) -> bool:
+    """Whether the published fragment is the stored record itself (no repodata patch changed it)."""
+    published = json.loads(fragment)
+    published.pop("indexed_timestamp", None)
+    return bool(published == json.loads(record))
 
 
 def trust_of(session: Session, record_ids: Iterable[int]) -> dict[int, RecordTrust]:
@@ -139,7 +154,7 @@ def copy_trust(session: Session, target_channel_id: int, rows: Iterable[Record])
         if t is None:
             continue
         e = TrustEntry(r.subdir, r.filename, t.signatures, t.sidecar_sha256, t.sidecar_size,
-                       Outcome(t.status, t.method, t.identity, t.detail))
+                       Outcome(t.status, t.method, t.identity, t.detail), t.signed_record)
         entries.append((r.sha256, e))
     if not entries:
         return 0
@@ -219,6 +234,7 @@ async def carry_from_upstream(
         if entry is not None:
             if is_signatures_entry(entry):
                 e.signatures = signatures_json(entry)
+                e.signed_record = record_json(rec)
             outcomes.append(verify_content_trust(rec, entry, trusted))
         if isinstance(att, str) and HEX64.match(att):
             e.sidecar_sha256 = att

@@ -27,6 +27,11 @@ class RecordTrust(Base):
 
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
     signatures: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the upstream record the signatures cover (compact, sorted JSON): published as is while it matches
+    signed_record: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # digest of the record's published fragment when signed_record was saved: a later repodata patch
+    # changes the fragment, and the patched record is published instead
+    fragment_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sidecar_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     sidecar_size: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="none")

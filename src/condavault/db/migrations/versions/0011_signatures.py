@@ -22,6 +22,8 @@ def upgrade() -> None:
         "record_trust",
         sa.Column("record_id", sa.Integer(), sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("signatures", sa.Text(), nullable=True),
+        sa.Column("signed_record", sa.Text(), nullable=True),
+        sa.Column("fragment_digest", sa.String(64), nullable=True),
         sa.Column("sidecar_sha256", sa.String(64), nullable=True),
         sa.Column("sidecar_size", BigInt, nullable=True),
         sa.Column("status", sa.String(20), nullable=False),

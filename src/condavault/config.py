@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     scan_quarantine_suspicious: bool = Field(
         default=False, description="quarantine 'suspicious' verdicts too (a channel's policy may override)"
     )
+    scan_rescan_cron: str = Field(
+        default="23 3 * * *", description="cron of the rescan of verdicts reached under older rules (bounded run)"
+    )
+    scan_rescan_limit: int = Field(default=20_000, ge=1, description="records one scheduled rescan looks at, at most")
     scan_max_file_bytes: int = Field(
         default=64 * MiB, ge=0, description="payload files larger than this are hashed but not matched by rules"
     )

@@ -94,6 +94,7 @@ def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
             *audit_plugin.schedules(ctx),
             *vulns_plugin.schedules(ctx),
             *airgap_plugin.schedules(ctx),
+            *scanning_plugin.schedules(ctx),
         ],
         "mirror": mirror_plugin.schedules(ctx),
     }

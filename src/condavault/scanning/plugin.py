@@ -24,6 +24,7 @@ from condavault.channels.models import Channel, Record
 from condavault.channels.records import remove_by_keys
 from condavault.db.base import utcnow
 from condavault.jobs.registry import JobKind, JobRun
+from condavault.jobs.schedule import ScheduleSpec
 from condavault.scanning.models import QuarantinedFile, ScanChannelPolicy, ScanState, ScanVerdict
 from condavault.scanning.stage import ScanStage, put_verdict
 
@@ -51,6 +52,15 @@ def wire(ctx: Context) -> ScanStage:
     ctx.kinds.register(JobKind(RESCAN_KIND, lambda run: rescan(ctx, stage, run), max_attempts=3,
                                description="rescan stored packages under the current scan rules"))
     return stage
+
+
+def schedules(ctx: Context) -> list[ScheduleSpec]:
+    """The bounded rescan (resumes from its cursor), daily by default: rules shipped with a new version, or
+    added to ``scan_rules_dir``, reach the stored packages without anyone starting it."""
+    if not ctx.settings.scanning:
+        return []
+    return [ScheduleSpec(RESCAN_KIND, RESCAN_KIND, cron=ctx.settings.scan_rescan_cron,
+                         params={"limit": ctx.settings.scan_rescan_limit}, lock_key=RESCAN_LOCK)]
 
 
 def _cursor(ctx: Context) -> int:

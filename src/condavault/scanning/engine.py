@@ -166,6 +166,20 @@ class ClamdClient:
             return sock.recv(64).startswith(b"PONG")
 
 
+SCRIPT_EXTS = frozenset({
+    ".py", ".pyw", ".pyx", ".pth", ".sh", ".bash", ".zsh", ".csh", ".tcsh", ".fish", ".ksh", ".bat", ".cmd", ".ps1",
+    ".psm1", ".vbs", ".js", ".mjs", ".cjs", ".pl", ".pm", ".rb", ".php", ".lua", ".r", ".tcl", ".awk",
+})
+
+
+def is_script(path: str, data: bytes) -> bool:
+    """Code something may run: a script or source by its extension, a file without one (``bin/foo``), or
+    one starting with ``#!``. Documentation and data files are not (the text rules skip them)."""
+    base = path.rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    return data.startswith(b"#!") or dot <= 0 or base[dot:].lower() in SCRIPT_EXTS
+
+
 class RuleSet:
     """The compiled YARA rules and their version: the sha256 of their sources, stored with every verdict,
     so a rescan knows which verdicts predate a rule change.
@@ -173,10 +187,11 @@ class RuleSet:
     The shipped rules come in three files by scope, so each file is matched only against what its rules
     are about (the cost of a scan is mostly the bytes each rule set reads): ``install.yar`` against
     install-time code (link scripts, activate.d/deactivate.d, startup hooks), ``text.yar`` against text
-    files (no NUL byte in their first 8 KiB), ``any.yar`` against every file. Rules in ``extra_dir``
+    scripts and sources (:func:`is_script`, no NUL byte in their first 8 KiB), ``any.yar`` against every
+    file. Rules in ``extra_dir``
     (``scan_rules_dir``) are matched against every file."""
 
-    SCOPES = ("install", "text", "any")
+    SCOPES = ("install", "text", "any")  # text: scripts and sources (is_script), any: every other file
 
     def __init__(self, extra_dir: Path | None = None) -> None:
         h = hashlib.sha256()
@@ -198,10 +213,10 @@ class RuleSet:
     def match(self, data: bytes, path: str, install_script: bool, startup_hook: bool) -> list[Any]:
         if install_script or startup_hook:
             rules = self.rules["install"]
-        elif b"\0" in data[:8192]:
-            rules = self.rules["any"]
-        else:
+        elif b"\0" not in data[:8192] and is_script(path, data):
             rules = self.rules["text"]
+        else:
+            rules = self.rules["any"]
         if rules is None:
             return []
         return list(rules.match(

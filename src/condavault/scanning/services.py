@@ -14,10 +14,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from condavault.channels import records
 from condavault.channels.blobs import BlobGuard
 from condavault.channels.events import IngestedFile, PackagesIngested, RecordsChanged
 from condavault.channels.models import Channel
-from condavault.channels.records import NewRecord, put_records
 from condavault.db.base import utcnow
 from condavault.errors import InvalidRequest, NotFound
 from condavault.jobs.holders import new_holder
@@ -71,12 +71,12 @@ def release(ctx: Context, qid: int, identity: object) -> dict[str, Any]:
     def work(s: Session) -> dict[str, Any]:
         row, channel = get_quarantined(s, qid)
         extra = json.loads(row.extra or "{}")
-        entry = NewRecord(
+        entry = records.NewRecord(
             row.subdir, row.filename, json.loads(row.record), about=extra.get("about"),
             run_exports=extra.get("run_exports"), paths_summary=extra.get("paths_summary"),
             source_url=row.source_url, force=True, uploaded_by=row.uploaded_by,
         )
-        (outcome,) = put_records(s, channel, [entry])
+        (outcome,) = records.put_records(s, channel, [entry])  # the channels domain writes the record
         before = row_dict(row, channel.name)
         s.delete(row)
         ctx.events.record(s, RecordsChanged(channel.id, (row.subdir,), index=True))

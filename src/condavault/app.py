@@ -29,7 +29,9 @@ from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
 from condavault.search import api as search_api
+from condavault.scanning import api as scanning_api
 from condavault.serving.repo import repo_endpoint
+from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api
 from condavault.web import system, ui
 from condavault.web.errors import json_error
@@ -46,6 +48,8 @@ ROUTERS = [
     jobs_api.router,
     search_api.router,
     airgap_api.router,
+    signing_api.router,
+    scanning_api.router,
 ]
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

@@ -129,6 +129,25 @@ class Settings(BaseSettings):
     )
     airgap_max_files: int = Field(default=5_000_000, description="files one bundle may list, at most")
 
+    # malware and suspicious-content scanning (docs/scanning.md)
+    scanning: bool = Field(default=True, description="scan every ingested package (structure, YARA, block list)")
+    clamd_socket: str | None = Field(
+        default=None, description="clamd socket (a path, or host:port) to scan payload files with ClamAV"
+    )
+    scan_rules_dir: Path | None = Field(
+        default=None, description="extra YARA rules (*.yar) scanned besides the shipped rule set"
+    )
+    scan_quarantine_suspicious: bool = Field(
+        default=False, description="quarantine 'suspicious' verdicts too (a channel's policy may override)"
+    )
+    scan_rescan_cron: str = Field(
+        default="23 3 * * *", description="cron of the rescan of verdicts reached under older rules (bounded run)"
+    )
+    scan_rescan_limit: int = Field(default=20_000, ge=1, description="records one scheduled rescan looks at, at most")
+    scan_max_file_bytes: int = Field(
+        default=64 * MiB, ge=0, description="payload files larger than this are hashed but not matched by rules"
+    )
+
     # logging
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

@@ -10,7 +10,8 @@ Every error has a stable machine-readable ``code`` (used in the JSON error body
     │   ├── InvalidName (400)           channel/user/group names that break the naming rules
     │   ├── UpstreamNotAllowed (400)    a mirror/CVE source address the outbound URL policy refuses
     │   └── InvalidPackage (400)        an uploaded archive that must not be stored
-    │       └── (one subclass per rejection, each with its own code)
+    │       ├── (one subclass per rejection, each with its own code)
+    │       └── Quarantined (422)   held back by the scanning stage (stored in quarantine)
     ├── PayloadTooLarge (413)           a request body (an upload, a JSON call) over its route's limit
     ├── RequestTimeout (408)            a request body that stalled or trickled in too slowly
     ├── Unauthenticated (401)           missing or invalid credentials
@@ -21,6 +22,7 @@ Every error has a stable machine-readable ``code`` (used in the JSON error body
     │   └── LastAdmin (409)             a change that would leave no enabled administrator
     ├── Busy (409)                      an operation that must not run twice at once (mirror run, ...)
     ├── RateLimited (429)               too many failed logins
+    ├── ScannerUnavailable (503)        a configured malware scanner (clamd) did not answer
     └── UpstreamError (502)             a mirror upstream failed after retries
 """
 
@@ -112,6 +114,21 @@ class InvalidIndexJson(InvalidPackage):
 
 class ChecksumMismatch(InvalidPackage):
     code = "checksum_mismatch"
+
+
+class Quarantined(InvalidPackage):
+    """A file the scanning stage held back: stored in quarantine (never indexed, never served) until a
+    reviewer releases it; ``details`` name the verdict, the rule and the file that fired."""
+
+    status = 422
+    code = "quarantined"
+
+
+class ScannerUnavailable(CondavaultError):
+    """A configured scanner (clamd) could not scan a file: the file is not stored (never unscanned)."""
+
+    status = 503
+    code = "scanner_unavailable"
 
 
 class PayloadTooLarge(CondavaultError):

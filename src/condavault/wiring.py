@@ -32,6 +32,8 @@ from condavault.mirror import plugin as mirror_plugin
 from condavault.mirror.plugin import MirrorDomain
 from condavault.search import plugin as search_plugin
 from condavault.search.plugin import SearchDomain
+from condavault.scanning import plugin as scanning_plugin
+from condavault.scanning.stage import ScanStage
 from condavault.vulns import plugin as vulns_plugin
 from condavault.vulns.tasks import VulnRuntime
 
@@ -48,6 +50,7 @@ class Domains:
     mirror: MirrorDomain
     vulns: VulnRuntime
     search: SearchDomain
+    scanning: ScanStage
     # tests inject an ``httpx.MockTransport`` here to fault upstreams (mirror runs, passive fetches)
     mirror_transport: httpx.AsyncBaseTransport | None = None
     started: bool = False
@@ -64,6 +67,7 @@ def wire(ctx: Context) -> Domains:
         mirror=mirror_plugin.wire(ctx),
         vulns=vulns_plugin.wire(ctx),
         search=search_plugin.wire(ctx),
+        scanning=scanning_plugin.wire(ctx),
     )
 
 
@@ -95,6 +99,7 @@ def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
             *vulns_plugin.schedules(ctx),
             *search_plugin.schedules(ctx),
             *airgap_plugin.schedules(ctx),
+            *scanning_plugin.schedules(ctx),
         ],
         "mirror": mirror_plugin.schedules(ctx),
     }

@@ -328,6 +328,17 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     # audit
     ("GET", "/api/audit/downloads"): ("admin", _none),
     ("GET", "/api/audit/changes"): ("admin", _none),
+    # scanning: quarantine review (quarantine:review, held by administrators), block list and rescans
+    # (system administrators), a channel's scan policy (its managers); verdicts follow channel reads
+    ("GET", "/api/quarantine"): ("admin", _none),
+    ("GET", "/api/quarantine/{qid}"): ("admin", _with({"qid": 999999})),
+    ("POST", "/api/quarantine/{qid}/release"): ("admin", _with({"qid": 999999})),
+    ("DELETE", "/api/quarantine/{qid}"): ("admin", _with({"qid": 999999})),
+    ("POST", "/api/scanning/blocklist"): ("admin", _body(_none, content=b"# nothing to block\n")),
+    ("DELETE", "/api/scanning/blocklist/{sha256}"): ("admin", _with({"sha256": "0" * 64})),
+    ("POST", "/api/scanning/rescan"): ("admin", _body(_none, json={"limit": 1})),
+    ("GET", "/api/channels/{name}/scanning/policy"): ("manage", _chan),
+    ("PUT", "/api/channels/{name}/scanning/policy"): ("manage", _body(_chan, json={"quarantine_suspicious": False})),
     # vulnerabilities: evaluate an environment against readable channels only
     ("POST", "/api/check-env"): ("generic", _body(_none, json=lambda w: {"channels": list(w.channels.values())})),
     # mirrors: readable with their channel (hidden -- 404 -- from anyone else), managed by mirror:manage + write

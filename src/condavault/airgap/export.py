@@ -34,7 +34,9 @@ from condavault.channels.services import get_channel
 from condavault.context import Context
 from condavault.errors import InvalidRequest, NotFound
 from condavault.indexing.models import PublishedFile, SubdirState
+from condavault.signing.carry import trust_of
 from condavault.signing.keys import load_or_create
+from condavault.signing.models import RecordTrust
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): bytes while copying files
 
@@ -77,9 +79,12 @@ def parse_size(text: str) -> int:
 
 
 def row_digest(record: str, about: str | None, run_exports: str | None, paths: str | None, ts: int,
-               has_blob: bool) -> str:
-    """A change detector of a record's row (not a security hash: the manifest's sha256 are)."""
+               has_blob: bool, trust: str = "") -> str:
+    """A change detector of a record's row (not a security hash: the manifest's sha256 are); ``trust``:
+    carried signatures / sidecar (condavault.signing), a change re-exports the row."""
     text = f"{record}\x00{about or ''}\x00{run_exports or ''}\x00{paths or ''}\x00{ts}\x00{int(has_blob)}"
+    if trust:
+        text += f"\x00{trust}"
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:24]
 
 
@@ -89,11 +94,7 @@ def watermark(toc: dict[str, str]) -> str:
 
 
 _COLS = (Record.subdir, Record.filename, Record.record, Record.about, Record.run_exports, Record.paths_summary,
-         Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url)
-_TOC_SQL = text(
-    "SELECT subdir, filename, record, about, run_exports, paths_summary, indexed_timestamp, has_blob "
-    "FROM records WHERE channel_id = :cid"
-)
+         Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url, Record.id)
 
 
 def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -101,10 +102,15 @@ def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict
     of its patch instructions; and the patch instructions themselves. (Plain SQL, streamed: this reads
     every row of the channel on each export.)"""
     toc: dict[str, str] = {}
-    result = session.connection().execution_options(stream_results=True).execute(_TOC_SQL, {"cid": channel_id})
-    for part in result.partitions(5000):
-        for sd, fn, rec, about, rex, paths, ts, has_blob in part:
-            toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, bool(has_blob))
+    q = (
+        select(*_COLS[:8], RecordTrust.signatures, RecordTrust.sidecar_sha256, RecordTrust.status)
+        .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
+        .where(Record.channel_id == channel_id)
+        .execution_options(yield_per=5000)
+    )
+    for sd, fn, rec, about, rex, paths, ts, has_blob, sigs, sidecar, status in session.execute(q):
+        trust = f"{sigs or ''}\x00{sidecar or ''}\x00{status}" if status is not None else ""
+        toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, has_blob, trust)
     patches: dict[str, str | None] = {}
     for sd, instructions in session.execute(
         select(SubdirState.subdir, SubdirState.patch_instructions).where(SubdirState.channel_id == channel_id)
@@ -316,11 +322,31 @@ def _write(
                 ):
                     published[sd] = (sha, size)
             plans.append((name, privacy, description, toc, old, patches, rows, removed, published))
+        trusts = trust_of(s, [r.id for plan in plans for r in plan[6]])
+        s.expunge_all()
     w = _Writer(root, split, progress, total)
     for name, privacy, description, toc, old, patches, rows, removed, published in plans:
         base = f"channels/{name}"
         lines = []
         for r in rows:
+            trust = trusts.get(r.id)
+            extra: dict[str, Any] = {}
+            if trust is not None:  # carried signatures and the CEP 50 sidecar, byte for byte
+                has_sidecar = bool(trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256))
+                extra["trust"] = {
+                    "signatures": trust.signatures, "signed_record": trust.signed_record,
+                    "sidecar_sha256": trust.sidecar_sha256 if has_sidecar else None,
+                    "status": trust.status, "method": trust.method, "identity": trust.identity,
+                    "detail": trust.detail,
+                }
+                if has_sidecar and trust.sidecar_sha256:
+                    spath = placed.get(trust.sidecar_sha256)
+                    if spath is None:
+                        spath = f"{base}/{r.subdir}/{r.filename}.sigs.{trust.sidecar_sha256}"
+                        w.add_blob(spath, ctx.blobs.path(trust.sidecar_sha256), trust.sidecar_sha256,
+                                   int(trust.sidecar_size or ctx.blobs.path(trust.sidecar_sha256).stat().st_size))
+                        placed[trust.sidecar_sha256] = spath
+                    extra["sidecar_file"] = spath
             path = None
             if r.has_blob and r.sha256:
                 path = placed.get(r.sha256)
@@ -332,7 +358,7 @@ def _write(
                 "subdir": r.subdir, "filename": r.filename, "record": r.record, "about": r.about,
                 "run_exports": r.run_exports, "paths_summary": r.paths_summary,
                 "indexed_timestamp": r.indexed_timestamp, "has_blob": bool(r.has_blob), "source_url": r.source_url,
-                "file": path,
+                "file": path, **extra,
             }, separators=(",", ":")))
         records_file = w.add_lines(f"{base}/records.jsonl", iter(lines))
         removed_file = w.add_lines(f"{base}/removed.jsonl", (json.dumps(k) for k in removed))

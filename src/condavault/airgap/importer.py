@@ -52,7 +52,11 @@ from condavault.jobs.holders import new_holder
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
+from condavault.signing.carry import TrustEntry
+from condavault.signing.carry import save as save_trust
 from condavault.signing.keys import trusted_keys
+from condavault.signing.models import STATUSES
+from condavault.signing.trust import Outcome, is_signatures_entry
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -318,8 +322,9 @@ class Importer:
                 item = IngestItem(received, rec["filename"], expected_subdir=rec["subdir"], expected_sha256=f.sha256,
                                   expected_size=f.size)
                 checked = ing.check(item)
-                if checked.error is not None:
-                    err = checked.error
+                if checked.error is not None or checked.held is not None:  # a quarantine verdict refuses the bundle
+                    err = checked.error or checked.held
+                    assert err is not None
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
             return f, False, data
@@ -406,6 +411,8 @@ class Importer:
                             raise rejected(f"{sd}/{fn}: its record does not match the file {doc['file']}")
                     elif doc.get("has_blob"):
                         raise rejected(f"{sd}/{fn}: no file for a record with bytes")
+                    if doc.get("trust") is not None:
+                        doc["trust"] = _trust_entry(sd, fn, record, doc, entries)
                     doc["record"] = record
                     plan.records.append(doc)
                 for line in read(spec["removed_file"]).decode().splitlines():
@@ -430,9 +437,10 @@ class Importer:
         entries = {f.path: f for f in opened.manifest.files}
         for plan in plans:
             for doc in plan.records:
-                if doc.get("file"):
-                    e = entries[doc["file"]]
-                    wanted.setdefault(e.sha256, e)
+                for key in ("file", "sidecar_file"):  # the package, and its attestation sidecar if carried
+                    if doc.get(key):
+                        e = entries[doc[key]]
+                        wanted.setdefault(e.sha256, e)
         self.guard = BlobGuard(self.ctx.db, blobs, new_holder())
         self.pinned = sorted(wanted)
         self.guard.pin(self.pinned)
@@ -495,6 +503,9 @@ class Importer:
                 ]
                 subdirs = records.sync_records(s, ch, entries, plan.patches, removed=plan.removed,
                                                full=bool(plan.spec.get("full")))
+                # carried signatures and sidecars (an empty entry clears what a file no longer carries)
+                save_trust(s, ch.id, [d.get("trust") or TrustEntry(d["subdir"], d["filename"])
+                                      for d in plan.records])
                 if subdirs:
                     self.ctx.events.record(s, RecordsChanged(ch.id, tuple(sorted(subdirs)), index=True))
                 changed.append((ch.id, subdirs))
@@ -534,6 +545,36 @@ class Importer:
         row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", str(source)
         row.summary = json.dumps({"targets": list(m.targets)})
         row.finished_at = utcnow()
+
+
+def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
+                 entries: dict[str, FileEntry]) -> TrustEntry:
+    """A record's carried trust from a bundle line, checked: a well-formed signatures entry, and a sidecar
+    listed in the manifest whose sha256 is the record's ``attestations_sha256``."""
+    t = doc["trust"]
+    if not isinstance(t, dict):
+        raise rejected(f"{sd}/{fn}: malformed trust entry")
+    sigs = t.get("signatures")
+    if sigs is not None and (not isinstance(sigs, str) or not is_signatures_entry(json.loads(sigs))):
+        raise rejected(f"{sd}/{fn}: malformed signatures entry")
+    signed = t.get("signed_record")
+    if signed is not None and (not isinstance(signed, str) or len(signed) > 1024 * 1024
+                               or not isinstance(json.loads(signed), dict)):
+        raise rejected(f"{sd}/{fn}: malformed signed record")
+    sidecar = t.get("sidecar_sha256")
+    size = None
+    if sidecar is not None:
+        path = doc.get("sidecar_file")
+        e = entries.get(path) if isinstance(path, str) else None
+        if e is None or e.sha256 != sidecar or record.get("attestations_sha256") != sidecar:
+            raise rejected(f"{sd}/{fn}: its attestation sidecar does not match the record")
+        size = e.size
+    status = t.get("status")
+    if status not in STATUSES:
+        raise rejected(f"{sd}/{fn}: unknown signature status {status!r}")
+    text = {k: (str(t[k])[:2000] if t.get(k) is not None else None) for k in ("method", "identity", "detail")}
+    return TrustEntry(sd, fn, sigs, sidecar, size, Outcome(status, text["method"], text["identity"], text["detail"]),
+                      signed if sigs is not None else None)
 
 
 def channel_of(session: Session, name: str) -> Channel | None:

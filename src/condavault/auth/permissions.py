@@ -15,6 +15,7 @@ class Permission(StrEnum):
     MIRROR_MANAGE = "mirror:manage"
     CVE_CURATE = "cve:curate"
     AUDIT_READ = "audit:read"
+    QUARANTINE_REVIEW = "quarantine:review"  # list, release and delete quarantined files (docs/scanning.md)
     USER_MANAGE = "user:manage"
     SYSTEM_ADMIN = "system:admin"
 

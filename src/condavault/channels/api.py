@@ -102,7 +102,14 @@ def list_files(
 ) -> list[FileOut]:
     ctx.channels.for_read(identity, name)
     rows = ChannelService(ctx).list_files(name, subdir=subdir, package=package, limit=limit, offset=offset)
-    return [FileOut.of(r, full) for r in rows]
+    out = [FileOut.of(r, full) for r in rows]
+    if full and rows:
+        from condavault.signing.service import trust_summaries
+
+        summaries = trust_summaries(ctx, [r.id for r in rows])
+        for r, f in zip(rows, out, strict=True):
+            f.signature = summaries[r.id]
+    return out
 
 
 @router.post(

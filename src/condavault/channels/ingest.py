@@ -40,7 +40,7 @@ from condavault.events import EventBus
 from condavault.indexing.dirty import get_state
 from condavault.jobs.holders import new_holder
 from condavault.packages import spool as sp
-from condavault.packages.archive import Limits
+from condavault.packages.archive import Limits, Visit
 from condavault.packages.metadata import PackageMetadata
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
@@ -101,6 +101,8 @@ class Ingested:
     result: IngestResult | None = None
     error: Exception | None = None
     new_blob: bool = False
+    held: Exception | None = None  # set by a check (a quarantine verdict): stored by store() via on_hold, not indexed
+    notes: dict[str, Any] = field(default_factory=dict)  # what checks found, for the on_write/on_hold hooks
 
     @property
     def ok(self) -> bool:
@@ -143,6 +145,14 @@ class Ingestor:
         self.checks: list[Callable[[Ingested], None]] = []
         # run in the transaction that writes the rows of a group (``search``: the files inside packages)
         self.row_hooks: list[Callable[[Session, int, list[Ingested]], None]] = []
+        # a visitor of every archive member in the archive walk (the malware scan: one pass, not two)
+        self.visitor: Callable[[Ingested], Visit] | None = None
+        # before the blobs of checked files are stored, with the channel id: may hold a file back (a channel policy)
+        self.pre_store: list[Callable[[int, list[Ingested]], None]] = []
+        # in the record transaction of each written group (e.g. the scan verdicts)
+        self.on_write: list[Callable[[Session, list[Ingested]], None]] = []
+        # files a check held back (``Ingested.held``), their blobs durable: (session, channel id, files, actor)
+        self.on_hold: list[Callable[[Session, int, list[Ingested], str | None], None]] = []
         self.guard = BlobGuard(db, blobs, new_holder())
         self.limits = Limits(
             max_decompressed_bytes=settings.max_decompressed_bytes,
@@ -166,8 +176,10 @@ class Ingestor:
         return sp.spool_file(self.blobs.temp_file, self.settings.max_upload_bytes, path)
 
     # -- validating and storing ------------------------------------------------------------------
-    def inspect(self, received: Received, filename: str, expected_subdir: str | None) -> PackageMetadata:
-        return sp.inspect(received, filename, self.limits, expected_subdir)
+    def inspect(
+        self, received: Received, filename: str, expected_subdir: str | None, visit: Visit | None = None
+    ) -> PackageMetadata:
+        return sp.inspect(received, filename, self.limits, expected_subdir, visit)
 
     def ingest(
         self,
@@ -226,7 +238,8 @@ class Ingestor:
         try:
             self._check_sums(item)
             received = item.received
-            meta = self.inspect(received, item.filename, item.expected_subdir)
+            visit = self.visitor(b) if self.visitor is not None else None
+            meta = self.inspect(received, item.filename, item.expected_subdir, visit)
             record = dict(meta.record)
             if item.record_overrides:
                 record.update(item.record_overrides)  # e.g. a mirror keeps upstream's patched fields
@@ -270,6 +283,8 @@ class Ingestor:
             if live:
                 self._precheck_conflicts(channel_id, channel_name, live)  # a 409 must not leave a blob behind
                 live = [b for b in live if b.ok]
+                for hook in self.pre_store:
+                    hook(channel_id, live)
             pinned = [b.item.received.sha256 for b in live]
             self.guard.pin(pinned)  # from here until the rows commit, no delete takes these blobs
             run_all(self.stage, [(b,) for b in live if b.staged is None])
@@ -284,9 +299,31 @@ class Ingestor:
         finally:
             for b in batch:
                 self.discard(b)
+        held = [b for b in live if b.held is not None]
+        if held:
+            live = [b for b in live if b.held is None]
+            self._hold(channel_id, held, actor)
         if live:
             self._write(channel_id, channel_name, live, actor)
         return batch
+
+    def _hold(self, channel_id: int, held: list[Ingested], actor: str | None) -> None:
+        """Files a check held back (quarantine): their blobs are durable; the ``on_hold`` hooks record
+        them (never as records), then each reports its ``held`` error."""
+
+        def work(s: Session) -> None:
+            for hook in self.on_hold:
+                hook(s, channel_id, held, actor)
+            self.guard.unpin(s, [b.item.received.sha256 for b in held])
+
+        try:
+            self.db.run_write(work)
+        except Exception as exc:
+            for b in held:
+                self._failed(b, exc)
+            return
+        for b in held:
+            b.error = b.held
 
     # -- the steps -------------------------------------------------------------------------------
     @staticmethod
@@ -352,6 +389,8 @@ class Ingestor:
             outcomes = put_records(session, channel, entries)
             for hook in self.row_hooks:
                 hook(session, channel_id, group)
+            for hook in self.on_write:
+                hook(session, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
             seqs = {}
             for sd in {b.subdir for b in group}:

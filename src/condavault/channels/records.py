@@ -417,6 +417,11 @@ def copy_records(
     outcomes = put_records(session, target, entries) if entries else []
     for row, outcome in zip(rows, outcomes, strict=True):
         done["unchanged" if outcome.status == "unchanged" else "copied"].append(f"{row.subdir}/{row.filename}")
+    if rows and source.id != target.id:
+        from condavault.signing.carry import copy_trust
+
+        session.flush()
+        copy_trust(session, target.id, rows)  # carried signatures and sidecars go with the file
     if move and source.id != target.id:
         remove_records(session, source, rows)
     return done

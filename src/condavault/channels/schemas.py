@@ -52,6 +52,7 @@ class FileOut(BaseModel):
     license: str | None
     uploaded_by: str | None
     record: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None  # with full=true: carried signatures' outcome (docs/signing.md)
 
     @classmethod
     def of(cls, r: Record, full: bool = False) -> FileOut:

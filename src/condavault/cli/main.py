@@ -17,10 +17,12 @@ from condavault.cli import (
     cve,
     jobs,
     mirror,
+    scanning,
     search,
     server,
     tokens,
     users,
+    verify,
     worker,
 )
 from condavault.cli.client import DEFAULT_URL, ApiError
@@ -56,7 +58,8 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, search, bundle, bundle_core):
+for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, search, bundle, bundle_core,
+                verify, scanning):
     _module.register(app)
 
 

@@ -25,6 +25,22 @@ class RecordRow:
     fragment: str  # patched record JSON (with indexed_timestamp)
     removed: bool
     run_exports: str | None  # JSON of the package's run_exports, None = unknown
+    signatures: str | None = None  # JSON of the file's carried ``signatures`` entry (conda-content-trust)
+    signed_record: str | None = None  # the upstream record those signatures cover (compact JSON)
+    fragment_digest: str | None = None  # fragment_digest(fragment) when signed_record was saved
+
+
+def fragment_digest(fragment: str) -> str:
+    return hashlib.sha256(fragment.encode()).hexdigest()
+
+
+def published_fragment(row: RecordRow) -> str:
+    """The record text to publish. For a file carrying signatures, the upstream record they cover, exactly,
+    so clients checking conda-content-trust signatures against this index verify them -- unless the
+    record's fragment changed since (a repodata patch): then the patched fragment."""
+    if row.signatures and row.signed_record and row.fragment_digest == fragment_digest(row.fragment):
+        return row.signed_record
+    return row.fragment
 
 
 @dataclass
@@ -36,6 +52,7 @@ class Segment:
     removed: list[str] = field(default_factory=list)
     run_exports_tar: list[bytes] = field(default_factory=list)
     run_exports_conda: list[bytes] = field(default_factory=list)
+    signatures: list[bytes] = field(default_factory=list)  # b'"fn":{"<keyid>":{"signature":...}}'
 
     @property
     def empty(self) -> bool:
@@ -49,8 +66,10 @@ def build_segment(rows: Iterable[RecordRow]) -> Segment:
             seg.removed.append(row.filename)
             continue
         key = json.dumps(row.filename)
-        entry = f"{key}:{row.fragment}".encode()
+        entry = f"{key}:{published_fragment(row)}".encode()
         re_entry = f'{key}:{{"run_exports":{row.run_exports if row.run_exports is not None else "{}"}}}'.encode()
+        if row.signatures:
+            seg.signatures.append(f"{key}:{row.signatures}".encode())
         if row.filename.endswith(".conda"):
             seg.conda.append(entry)
             seg.run_exports_conda.append(re_entry)
@@ -75,13 +94,18 @@ def compose_repodata(subdir: str, segments: Mapping[str, Segment], extra_removed
     names = sorted(segments)
     removed = sorted({*extra_removed, *(fn for n in names for fn in segments[n].removed)})
     head = json.dumps({"subdir": subdir})
+    signed = [e for n in names for e in segments[n].signatures]
+    # conda-content-trust's top-level section, only when some file carries signatures (by name, then filename)
+    tail = [b',"signatures":{', *_joined(signed), b"}"] if signed else []
     return b"".join(
         [
             f'{{"info":{head},"packages":{{'.encode(),
             *_joined(e for n in names for e in segments[n].tar),
             b'},"packages.conda":{',
             *_joined(e for n in names for e in segments[n].conda),
-            f'}},"removed":{json.dumps(removed)},"repodata_version":1}}'.encode(),
+            f'}},"removed":{json.dumps(removed)},"repodata_version":1'.encode(),
+            *tail,
+            b"}",
         ]
     )
 
@@ -118,7 +142,7 @@ def encode_shard(rows: Iterable[RecordRow], level: int) -> bytes:
             shard["removed"].append(row.filename)
         else:
             key = "packages.conda" if row.filename.endswith(".conda") else "packages"
-            shard[key][row.filename] = _shard_record(row.fragment, row.run_exports)
+            shard[key][row.filename] = _shard_record(published_fragment(row), row.run_exports)
     packed = msgpack.packb(_sorted(shard), use_bin_type=True)
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(packed)
 

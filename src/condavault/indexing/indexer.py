@@ -33,6 +33,7 @@ from condavault.indexing import builder, derived
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
 from condavault.memory import trim
+from condavault.signing.models import RecordTrust
 from condavault.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ LEASE_SECONDS = 120.0
 JSON = "application/json"
 ZST = "application/zstd"
 MSGPACK_ZST = "application/octet-stream"
+# what builder.RecordRow is made of: the record's published parts and its carried signatures
+_ROW_COLUMNS = (
+    Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports, RecordTrust.signatures,
+    RecordTrust.signed_record, RecordTrust.fragment_digest,
+)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -250,8 +256,10 @@ class Indexer:
     # -- one run ---------------------------------------------------------------------------------
     def _rows(self, s: Session, channel_id: int, subdir: str, names: set[str]) -> list[builder.RecordRow]:
         """The records of ``names`` in the subdir."""
-        q = select(Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports).where(
-            Record.channel_id == channel_id, Record.subdir == subdir
+        q = (
+            select(*_ROW_COLUMNS)
+            .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
+            .where(Record.channel_id == channel_id, Record.subdir == subdir)
         )
         out: list[builder.RecordRow] = []
         ordered = sorted(names)
@@ -264,7 +272,8 @@ class Indexer:
     ) -> Iterator[tuple[str, list[builder.RecordRow]]]:
         """Every record of the subdir, one package name at a time (ordered by name, fetched in batches)."""
         q = (
-            select(Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports)
+            select(*_ROW_COLUMNS)
+            .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
             .where(Record.channel_id == channel_id, Record.subdir == subdir)
             .order_by(Record.name)
             .execution_options(yield_per=2000)

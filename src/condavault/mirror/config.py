@@ -138,6 +138,8 @@ class FilterConfig(_Strict):
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     only_signed: bool = False
+    # raw ed25519 public keys (64 hex digits) whose conda-content-trust signatures are trusted
+    signature_keys: list[str] = []
     dedupe_conda_legacy: bool = False
     keep_latest: KeepLatest | None = None
     exclude_prereleases: bool = False
@@ -154,6 +156,15 @@ class FilterConfig(_Strict):
     @classmethod
     def _specs(cls, v: list[str]) -> list[str]:
         return [_check_spec(s) for s in v]
+
+    @field_validator("signature_keys")
+    @classmethod
+    def _signature_keys(cls, v: list[str]) -> list[str]:
+        from condavault.signing.trust import normalise_key
+
+        if len(v) > 100:
+            raise ValueError("at most 100 signature_keys")
+        return sorted({normalise_key(k) for k in v})
 
     @field_validator("include_licenses", "exclude_licenses")
     @classmethod

@@ -109,7 +109,11 @@ class Planner:
         if self.cfg.filters.max_dependency_risk is not None:
             recs = {rec.key: rec.record for rec, _ in iter_records(upstream)}
             kw["dependency_risk"] = vulns.dependency_risk_for(recs)
-        # no signature provider exists yet: an ``only_signed`` filter is refused with a clear error
+        # ``only_signed`` needs keys to verify against: without ``signature_keys`` it is refused clearly
+        if self.cfg.filters.signature_keys:
+            from condavault.signing.carry import signed_provider
+
+            kw["is_signed"] = signed_provider(upstream, self.cfg.filters.signature_keys)
         return FilterContext(**kw)
 
     def plan(self, fetched: list[Fetched]) -> tuple[Plan, Work]:

@@ -162,13 +162,15 @@ class SyncRun:
                         return
                     t1 = time.perf_counter()
                     book.status = "running"
-                    await self._apply(info, up, plan, work)
+                    await self._apply(info, up, plan, work, {f.subdir: f.data for f in fetched})
                     book.apply_seconds = time.perf_counter() - t1
                     book.extra["retries"] = up.retried
         finally:
             beat.cancel()
 
-    async def _apply(self, info: RunInfo, up: Upstream, plan: Plan, work: Work) -> None:
+    async def _apply(
+        self, info: RunInfo, up: Upstream, plan: Plan, work: Work, upstream: dict[str, dict[str, Any]]
+    ) -> None:
         book = self.book
         loop = asyncio.get_running_loop()
         applier = Applier(info, book, up)
@@ -187,6 +189,17 @@ class SyncRun:
                 await loop.run_in_executor(None, applier.remove, work.remove)
             else:
                 book.counts["kept_removed_upstream"] += len(work.remove)
+        if not book.cancelled:
+            # upstream signatures and CEP 50 sidecars of the kept files, saved per record before the publish
+            from condavault.signing.carry import carry_from_upstream
+
+            book.phase = "carrying signatures"
+            carried = await carry_from_upstream(
+                self.ctx.db, self.ctx.blobs, info.channel_id, up, plan, upstream, info.cfg.filters.signature_keys
+            )
+            book.extra.update({k: v for k, v in carried.items() if v})
+            if carried["trust_changed"]:
+                book.touched.update(sd for sd, _ in plan.kept)
         book.phase = "publishing index"
         await loop.run_in_executor(None, applier.publish)
 

@@ -262,7 +262,9 @@ class Upstream:
         directory, the file's size and mtime are those of the last read)."""
         if self.local is not None:
             return self._local_repodata(subdir)
-        if self.cfg.use_shards:
+        # CEP 16 shards carry no ``signatures`` section: a mirror that checks signatures reads repodata.json
+        signed = self.cfg.filters.only_signed or bool(self.cfg.filters.signature_keys)
+        if self.cfg.use_shards and not signed:
             sharded = await self._sharded_repodata(subdir)
             if sharded is not None:
                 return sharded
@@ -416,5 +418,33 @@ class Upstream:
             async with client.stream("GET", url) as resp:
                 self._check(resp, url)
                 return await consume(resp.aiter_bytes(CHUNK))
+
+        return await self._with_retries(url, attempt)
+
+    async def fetch_small(self, subdir: str, name: str, limit: int) -> bytes | None:
+        """A small file beside the packages (an attestation sidecar), or None when upstream has none (404).
+        More than ``limit`` bytes is an error (the body is never read past it)."""
+        url = self.url(subdir, name)
+        if self.local is not None:
+            path = self.local / subdir / name
+            if not path.is_file():
+                return None
+            if path.stat().st_size > limit:
+                raise UpstreamError(f"{name}: larger than {limit} bytes", code="upstream_file_too_large")
+            return path.read_bytes()
+        assert self._client is not None
+        client = self._client
+
+        async def attempt() -> bytes | None:
+            async with client.stream("GET", url) as resp:
+                if resp.status_code == 404:
+                    return None
+                self._check(resp, url)
+                out = bytearray()
+                async for chunk in resp.aiter_bytes(CHUNK):
+                    out += chunk
+                    if len(out) > limit:
+                        raise UpstreamError(f"{name}: larger than {limit} bytes", code="upstream_file_too_large")
+                return bytes(out)
 
         return await self._with_retries(url, attempt)

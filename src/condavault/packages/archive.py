@@ -13,6 +13,7 @@ import json
 import posixpath
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +46,9 @@ WANTED = {
 }
 MAX_META_FILE = 32 * 1024 * 1024
 TAR_HEADER = 512
+# a visitor of every member of the walk (e.g. the malware scan, in the same pass): (component "info" or
+# "pkg", the tar member, a reader: ``read()`` the whole member or ``read(n)`` its next n bytes)
+Visit = Callable[[str, tarfile.TarInfo, Callable[..., bytes]], None]
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     zipfile.BadZipFile,
@@ -109,10 +113,11 @@ def _check_link(member: tarfile.TarInfo) -> None:
 
 
 class _Walker:
-    def __init__(self, info: ArchiveInfo, limits: Limits, compressed_size: int) -> None:
+    def __init__(self, info: ArchiveInfo, limits: Limits, compressed_size: int, visit: Visit | None = None) -> None:
         self.info = info
         self.limits = limits
         self.compressed_size = max(compressed_size, 1)
+        self.visit = visit
 
     def account(self, size: int, where: str) -> None:
         info = self.info
@@ -130,20 +135,37 @@ class _Walker:
                 f"archive decompression ratio exceeds {self.limits.max_compression_ratio:g}", member=where
             )
 
-    def walk(self, stream: Any, *, info_prefix: str = "info/") -> None:
+    def walk(self, stream: Any, *, info_prefix: str = "info/", component: str | None = None) -> None:
         for tar, member in stream:
+            comp = component or ("info" if member.name.startswith("info/") else "pkg")
             name = check_member_path(member.name)
             if member.isdev() or member.isfifo():
                 raise UnsafePath(f"archive member {name!r} is a device or fifo", member=name)
             if member.issym() or member.islnk():
                 _check_link(member)
             self.account(member.size if member.isfile() else 0, name)
+            data: bytes | None = None
             if name in WANTED and member.isfile() and name.startswith(info_prefix):
                 if member.size > MAX_META_FILE:
                     raise DecompressionLimit(f"{name} is larger than {MAX_META_FILE} bytes", member=name)
                 fh = tar.extractfile(member)
                 if fh is not None:
-                    self.info.files[name] = fh.read()
+                    self.info.files[name] = data = fh.read()
+            if self.visit is not None:
+                self.visit(comp, member, _reader(tar, member, data))
+
+
+def _reader(tar: Any, member: tarfile.TarInfo, data: bytes | None) -> Callable[..., bytes]:
+    """``read()``: the whole member; ``read(n)``: its next ``n`` bytes (b"" at its end)."""
+    fh: Any = io.BytesIO(data) if data is not None else None
+
+    def read(n: int = -1) -> bytes:
+        nonlocal fh
+        if fh is None:
+            fh = tar.extractfile(member) or io.BytesIO()
+        return bytes(fh.read(n))
+
+    return read
 
 
 def _sniff(source: Path | bytes) -> str:
@@ -159,9 +181,9 @@ def _sniff(source: Path | bytes) -> str:
     return ""
 
 
-def read_archive(source: Path | bytes, fn: PackageFilename, limits: Limits) -> ArchiveInfo:
+def read_archive(source: Path | bytes, fn: PackageFilename, limits: Limits, visit: Visit | None = None) -> ArchiveInfo:
     """Validate ``source`` (a file, or the bytes of one, named ``fn``) and return its metadata files.
-    Raises ``InvalidPackage`` kinds."""
+    ``visit`` sees every member in the same pass. Raises ``InvalidPackage`` kinds."""
     kind = _sniff(source)
     if not kind:
         raise NotACondaArchive(f"{fn.filename} is neither a .conda (zip) nor a .tar.bz2 archive", filename=fn.filename)
@@ -171,7 +193,7 @@ def read_archive(source: Path | bytes, fn: PackageFilename, limits: Limits) -> A
         )
     info = ArchiveInfo()
     size = len(source) if isinstance(source, bytes) else source.stat().st_size
-    walker = _Walker(info, limits, size)
+    walker = _Walker(info, limits, size, visit)
     try:
         if kind == ".conda":
             _read_conda(io.BytesIO(source) if isinstance(source, bytes) else source, fn, walker)
@@ -220,4 +242,4 @@ def _read_conda(source: Path | BinaryIO, fn: PackageFilename, walker: _Walker) -
                                    filename=fn.filename)
         for component in ("info", "pkg") if pkg_members else ("info",):
             stream = package_streaming.stream_conda_component(fn.filename, component=component, zf=zf)
-            walker.walk(stream, info_prefix="info/" if component == "info" else "\0")
+            walker.walk(stream, info_prefix="info/" if component == "info" else "\0", component=component)

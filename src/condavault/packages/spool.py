@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 
 from condavault.errors import ChecksumMismatch, PayloadTooLarge
-from condavault.packages.archive import Limits, read_archive
+from condavault.packages.archive import Limits, Visit, read_archive
 from condavault.packages.filename import parse_filename
 from condavault.packages.metadata import PackageMetadata, build_metadata
 
@@ -147,9 +147,12 @@ def check_sums(
             )
 
 
-def inspect(received: Received, filename: str, limits: Limits, expected_subdir: str | None = None) -> PackageMetadata:
-    """Validate the archive (name, structure, member paths, limits) and read its metadata."""
+def inspect(
+    received: Received, filename: str, limits: Limits, expected_subdir: str | None = None, visit: Visit | None = None
+) -> PackageMetadata:
+    """Validate the archive (name, structure, member paths, limits) and read its metadata (``visit``: a
+    visitor of every member, in the same pass)."""
     fn = parse_filename(filename)
     source = received.data if received.data is not None else received.path
     assert source is not None
-    return build_metadata(read_archive(source, fn, limits), fn, expected_subdir)
+    return build_metadata(read_archive(source, fn, limits, visit), fn, expected_subdir)

@@ -27,7 +27,7 @@ class Target:
     size: int
     content_type: str
     last_modified: float  # unix seconds
-    kind: str  # index | shard | package
+    kind: str  # index | shard | package | sidecar
     has_blob: bool = True
     record_id: int | None = None
     source_url: str | None = None
@@ -114,6 +114,27 @@ class Lookup:
                 target = (
                     Target(str(name), srow[0], "application/octet-stream", srow[1].timestamp(), "shard")
                     if srow
+                    else None
+                )
+            elif kind == "sidecar":  # a record's CEP 50 attestation sidecar (condavault.signing)
+                from condavault.signing.models import RecordTrust
+
+                crow = s.execute(
+                    select(RecordTrust.sidecar_sha256, RecordTrust.sidecar_size, RecordTrust.checked_at)
+                    .join(Record, Record.id == RecordTrust.record_id)
+                    .where(
+                        Record.channel_id == channel_id,
+                        Record.subdir == subdir,
+                        Record.filename == name,
+                        RecordTrust.sidecar_sha256.is_not(None),
+                    )
+                ).first()
+                target = (
+                    Target(
+                        crow[0] or "", crow[1] or 0, "application/json", crow[2].timestamp(), "sidecar",
+                        filename=str(name),
+                    )
+                    if crow
                     else None
                 )
             else:

@@ -11,6 +11,7 @@ import os
 import re
 from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -30,6 +31,8 @@ INDEX_FILES = {
     "run_exports.json.zst",
 }
 SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
+SIDECAR_RE = re.compile(r"^(.+)\.sigs(?:\.([0-9a-f]{64}))?$")
+ADMISSION_SUFFIX = ".admission.json"
 IMMUTABLE = "max-age=31536000, immutable"
 
 
@@ -108,6 +111,8 @@ async def _serve(ctx: Context, request: Request) -> Response:
         key = ("shard", channel.id, rest[0], rest[2][:64])
     elif len(rest) == 2 and is_subdir(rest[0]) and is_package_filename(rest[1]):
         key = ("package", channel.id, rest[0], rest[1])
+    elif len(rest) == 2 and is_subdir(rest[0]) and (extra := beside_file(rest[1])) is not None:
+        return await _serve_beside(ctx, request, channel, rest[0], *extra)
     else:
         raise NotFound(f"no such file: {'/'.join(rest) or '(channel root)'}", code="file_not_found")
     hit, target = ctx.lookup.cached(key)
@@ -136,3 +141,58 @@ async def _serve(ctx: Context, request: Request) -> Response:
     if target.kind == "package":
         ctx.on_download(request, identity, channel, rest[0], target)
     return _BlobResponse(path, headers=headers, media_type=target.content_type, stat_result=st)
+
+
+def beside_file(name: str) -> tuple[str, str, str | None] | None:
+    """What a name beside a package file asks for: ``(kind, filename, sha256)`` with kind ``sidecar``
+    (``<fn>.sigs``, ``<fn>.sigs.<sha256>``, CEP 50) or ``admission`` (``<fn>.admission.json``); else None.
+    Package filenames end in ``.conda``/``.tar.bz2``, so these never collide with a package URL."""
+    m = SIDECAR_RE.match(name)
+    if m and is_package_filename(m.group(1)):
+        return "sidecar", m.group(1), m.group(2)
+    if name.endswith(ADMISSION_SUFFIX) and is_package_filename(name[: -len(ADMISSION_SUFFIX)]):
+        return "admission", name[: -len(ADMISSION_SUFFIX)], None
+    return None
+
+
+async def _serve_beside(
+    ctx: Context, request: Request, channel: Any, subdir: str, kind: str, filename: str, digest: str | None
+) -> Response:
+    """A CEP 50 sidecar (stored bytes, unchanged) or an admission statement (signed on request)."""
+    cache = "private, " if channel.privacy != "public" else "public, "
+    what = f"{subdir}/{filename}"
+    if kind == "admission":
+        from condavault.signing.service import admission_bytes
+
+        hit, target = ctx.lookup.cached(("package", channel.id, subdir, filename))
+        if not hit:
+            target = await ctx.lookup.aload(("package", channel.id, subdir, filename))
+        if target is None or not target.sha256:
+            raise NotFound(f"{what} not found in channel {channel.name!r}", code="file_not_found")
+        if not target.has_blob:
+            raise NotFound(
+                f"{what} has not been admitted yet (its bytes were never fetched)", code="not_admitted"
+            )
+        body = admission_bytes(ctx, channel.name, subdir, filename, target.sha256, target.last_modified)
+        return Response(body, media_type="application/json", headers={"Cache-Control": cache + "no-cache"})
+    key = ("sidecar", channel.id, subdir, filename)
+    hit, target = ctx.lookup.cached(key)
+    if not hit:
+        target = await ctx.lookup.aload(key)
+    if target is None or (digest is not None and digest != target.sha256):
+        raise NotFound(f"no attestation sidecar for {what}" + (f" with sha256 {digest}" if digest else ""),
+                       code="file_not_found")
+    etag = f'"{target.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": cache + (IMMUTABLE if digest else "no-cache"),
+        "Last-Modified": _http_date(target.last_modified),
+    }
+    if _not_modified(request, etag, target.last_modified):
+        return Response(status_code=304, headers=headers)
+    path = ctx.blobs.local_path(target.sha256)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"the sidecar of {what} is missing from the blob store", code="blob_missing") from None
+    return FileResponse(path, headers=headers, media_type="application/json", stat_result=st)

@@ -1,0 +1,291 @@
+"""Carrying upstream signatures and attestation sidecars into a channel, and reading them back.
+
+A mirror run (active or passive), a bundle import and a copy/move all end here: :func:`save` writes one
+:class:`~condavault.signing.models.RecordTrust` row per record that has something to carry and marks the
+package names whose ``signatures`` changed dirty, so the next index run publishes them. Sidecar bytes go to
+the blob store unchanged (their sha256 is the record's ``attestations_sha256``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from condavault.channels.models import Record
+from condavault.db.base import utcnow
+from condavault.indexing.builder import fragment_digest
+from condavault.indexing.dirty import mark_dirty
+from condavault.packages.metadata import record_json
+from condavault.signing.models import RecordTrust
+from condavault.signing.trust import (
+    MAX_SIDECAR,
+    NONE,
+    Outcome,
+    check_sidecar,
+    combine,
+    is_signatures_entry,
+    normalise_key,
+    verify_content_trust,
+)
+
+if TYPE_CHECKING:
+    from condavault.db.session import Database
+    from condavault.mirror.plan import Plan
+    from condavault.mirror.upstream import Upstream
+    from condavault.storage.local import LocalBlobStore
+
+__all__ = ["TrustEntry", "carry_from_upstream", "copy_trust", "save", "signatures_json", "signed_provider", "trust_of"]
+
+log = logging.getLogger(__name__)
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SIDECAR_FETCHES = 8
+
+
+def signatures_json(entry: Mapping[str, Any]) -> str:
+    """One file's ``signatures`` entry as stored and published: every key and value unchanged."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class TrustEntry:
+    subdir: str
+    filename: str
+    signatures: str | None = None
+    sidecar_sha256: str | None = None
+    sidecar_size: int | None = None
+    outcome: Outcome = NONE
+    signed_record: str | None = None  # the upstream record the signatures cover
+
+    @property
+    def empty(self) -> bool:
+        """Nothing carried and nothing to report (a failed sidecar fetch is kept as an outcome)."""
+        return self.signatures is None and self.sidecar_sha256 is None and self.outcome.status == "none"
+
+
+def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> int:
+    """Write (or clear, for an empty entry) the trust rows of these files; returns how many changed.
+    Files the channel does not hold are skipped."""
+    by_subdir: dict[str, dict[str, TrustEntry]] = defaultdict(dict)
+    for e in entries:
+        by_subdir[e.subdir][e.filename] = e
+    changed = 0
+    now = utcnow()
+    for sd, wanted in by_subdir.items():
+        dirty: set[str] = set()
+        names = sorted(wanted)
+        for i in range(0, len(names), 500):
+            q = (
+                select(Record.id, Record.filename, Record.name, Record.fragment, Record.record, RecordTrust)
+                .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
+                .where(Record.channel_id == channel_id, Record.subdir == sd, Record.filename.in_(names[i : i + 500]))
+            )
+            for rid, fn, name, fragment, record, row in session.execute(q).all():
+                e = wanted[fn]
+                if e.empty:
+                    if row is not None:
+                        session.execute(delete(RecordTrust).where(RecordTrust.record_id == rid))
+                        if row.signatures:
+                            dirty.add(name)
+                        changed += 1
+                    continue
+                digest = fragment_digest(fragment) if e.signed_record and _unpatched(fragment, record) else None
+                if row is not None and (row.signatures, row.signed_record, row.fragment_digest, row.sidecar_sha256,
+                                        row.status, row.identity, row.detail) == (
+                    e.signatures, e.signed_record, digest, e.sidecar_sha256, e.outcome.status,
+                    e.outcome.identity, e.outcome.detail
+                ):
+                    continue
+                if row is None:
+                    row = RecordTrust(record_id=rid)
+                    session.add(row)
+                if (row.signatures, row.signed_record, row.fragment_digest) != (e.signatures, e.signed_record, digest):
+                    dirty.add(name)
+                row.signatures = e.signatures
+                row.signed_record = e.signed_record
+                row.fragment_digest = digest
+                row.sidecar_sha256 = e.sidecar_sha256
+                row.sidecar_size = e.sidecar_size
+                row.status = e.outcome.status
+                row.method = e.outcome.method
+                row.identity = e.outcome.identity
+                row.detail = e.outcome.detail
+                row.checked_at = now
+                changed += 1
+        if dirty:
+            session.flush()
+            mark_dirty(session, channel_id, sd, dirty)
+    return changed
+
+
+def _unpatched(fragment: str, record: str) -> bool:
+    """Whether the published fragment is the stored record itself (no repodata patch changed it)."""
+    published = json.loads(fragment)
+    published.pop("indexed_timestamp", None)
+    return bool(published == json.loads(record))
+
+
+def trust_of(session: Session, record_ids: Iterable[int]) -> dict[int, RecordTrust]:
+    ids = list(record_ids)
+    out: dict[int, RecordTrust] = {}
+    for i in range(0, len(ids), 500):
+        for row in session.scalars(select(RecordTrust).where(RecordTrust.record_id.in_(ids[i : i + 500]))):
+            out[row.record_id] = row
+    return out
+
+
+def copy_trust(session: Session, target_channel_id: int, rows: Iterable[Record]) -> int:
+    """Give the copies of ``rows`` in the target channel the trust rows of the originals (a copy or move of a
+    file keeps its signatures and sidecar). Only a target with the same sha256 gets them."""
+    rows = list(rows)
+    found = trust_of(session, [r.id for r in rows])
+    entries = []
+    for r in rows:
+        t = found.get(r.id)
+        if t is None:
+            continue
+        e = TrustEntry(r.subdir, r.filename, t.signatures, t.sidecar_sha256, t.sidecar_size,
+                       Outcome(t.status, t.method, t.identity, t.detail), t.signed_record)
+        entries.append((r.sha256, e))
+    if not entries:
+        return 0
+    same = {
+        (sd, fn)
+        for sd, fn, sha in session.execute(
+            select(Record.subdir, Record.filename, Record.sha256).where(
+                Record.channel_id == target_channel_id,
+                Record.filename.in_(sorted({e.filename for _, e in entries})),
+            )
+        )
+        if any(e.subdir == sd and e.filename == fn and src == sha for src, e in entries)
+    }
+    return save(session, target_channel_id, [e for _, e in entries if (e.subdir, e.filename) in same])
+
+
+def upstream_signatures(repodata: Mapping[str, Any]) -> dict[str, Any]:
+    sigs = repodata.get("signatures")
+    return sigs if isinstance(sigs, dict) else {}
+
+
+def signed_provider(
+    upstream: Mapping[str, Mapping[str, Any]], keys: Iterable[str]
+) -> Callable[[str, str, dict[str, Any]], bool]:
+    """``is_signed`` for the ``only_signed`` filter: a file counts when a trusted key's conda-content-trust
+    signature over its upstream record verifies."""
+    trusted = {normalise_key(k) for k in keys}
+    sigs = {sd: upstream_signatures(data) for sd, data in upstream.items()}
+
+    def is_signed(subdir: str, filename: str, record: dict[str, Any]) -> bool:
+        entry = sigs.get(subdir, {}).get(filename)
+        return entry is not None and verify_content_trust(record, entry, trusted).status == "verified"
+
+    return is_signed
+
+
+async def carry_from_upstream(
+    db: Database,
+    blobs: LocalBlobStore,
+    channel_id: int,
+    up: Upstream,
+    plan: Plan,
+    upstream: Mapping[str, Mapping[str, Any]],
+    keys: Iterable[str],
+) -> dict[str, int]:
+    """After a mirror run's apply phase: the signatures and sidecars of every kept file, saved per record.
+    A sidecar already held with the same hash is not fetched again."""
+    trusted = {normalise_key(k) for k in keys}
+    sigs = {sd: upstream_signatures(data) for sd, data in upstream.items()}
+    kept = sorted(plan.kept)
+    loop = asyncio.get_running_loop()
+
+    def existing() -> dict[tuple[str, str], RecordTrust]:
+        with db.session() as s:
+            q = (
+                select(Record.subdir, Record.filename, RecordTrust)
+                .join(RecordTrust, RecordTrust.record_id == Record.id)
+                .where(Record.channel_id == channel_id)
+            )
+            out = {(sd, fn): row for sd, fn, row in s.execute(q).all()}
+            s.expunge_all()
+            return out
+
+    have = await loop.run_in_executor(None, existing)
+    entries: list[TrustEntry] = []
+    wanted: dict[tuple[str, str], str] = {}
+    for key in kept:
+        rec = plan.records[key].record
+        entry = sigs.get(key[0], {}).get(key[1])
+        att = rec.get("attestations_sha256")
+        if entry is None and att is None:
+            if key in have:
+                entries.append(TrustEntry(*key))  # no longer signed upstream
+            continue
+        e = TrustEntry(*key)
+        outcomes = []
+        if entry is not None:
+            if is_signatures_entry(entry):
+                e.signatures = signatures_json(entry)
+                e.signed_record = record_json(rec)
+            outcomes.append(verify_content_trust(rec, entry, trusted))
+        if isinstance(att, str) and HEX64.match(att):
+            e.sidecar_sha256 = att
+            old = have.get(key)
+            if old is not None and old.sidecar_sha256 == att and blobs.exists(att):
+                e.sidecar_size = old.sidecar_size
+                outcomes.append(Outcome(old.status, old.method, old.identity, old.detail)
+                                if old.method == "sigstore" else Outcome("unverified", "sigstore"))
+            else:
+                wanted[key] = att
+        elif att is not None:
+            outcomes.append(Outcome("failed", "sigstore", None, "attestations_sha256 is not 64 lowercase hex digits"))
+        e.outcome = combine(*outcomes)
+        entries.append(e)
+
+    limit = asyncio.Semaphore(SIDECAR_FETCHES)
+    by_key = {(e.subdir, e.filename): e for e in entries}
+    fetched = failed = 0
+
+    async def one(key: tuple[str, str], att: str) -> None:
+        nonlocal fetched, failed
+        e = by_key[key]
+        rec = plan.records[key].record
+        async with limit:
+            try:
+                data = await up.fetch_small(key[0], f"{key[1]}.sigs.{att}", MAX_SIDECAR)
+                if data is None:  # an upstream serving only the mutable URL
+                    data = await up.fetch_small(key[0], f"{key[1]}.sigs", MAX_SIDECAR)
+            except Exception as exc:  # recorded as the file's outcome; the run goes on
+                data = None
+                log.info("attestation sidecar not fetched", extra={"file": key[1], "error": str(exc)})
+        if data is None:
+            failed += 1
+            e.sidecar_sha256 = None
+            e.outcome = combine(e.outcome, Outcome("failed", "sigstore", None, "advertised sidecar not retrievable"))
+            return
+        out = check_sidecar(data, att, key[1], rec.get("sha256"))
+        if len(data) > MAX_SIDECAR or hashlib.sha256(data).hexdigest() != att:  # never stored nor served
+            failed += 1
+            e.sidecar_sha256 = None
+        else:
+            await loop.run_in_executor(None, blobs.put_bytes, data, att)
+            e.sidecar_size = len(data)
+            fetched += 1
+        e.outcome = combine(e.outcome, out)
+
+    await asyncio.gather(*(one(k, a) for k, a in wanted.items()))
+
+    def write() -> int:
+        with db.write_session() as s:
+            return save(s, channel_id, entries)
+
+    changed = await loop.run_in_executor(None, write)
+    return {"trust_changed": changed, "sidecars_fetched": fetched, "sidecars_failed": failed}

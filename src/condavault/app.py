@@ -28,8 +28,8 @@ from condavault.db import migrate
 from condavault.errors import CondavaultError, Conflict, InvalidRequest
 from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
-from condavault.search import api as search_api
 from condavault.scanning import api as scanning_api
+from condavault.search import api as search_api
 from condavault.serving.repo import repo_endpoint
 from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api

@@ -30,10 +30,10 @@ from condavault.jobs import plugin as jobs_plugin
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.mirror import plugin as mirror_plugin
 from condavault.mirror.plugin import MirrorDomain
-from condavault.search import plugin as search_plugin
-from condavault.search.plugin import SearchDomain
 from condavault.scanning import plugin as scanning_plugin
 from condavault.scanning.stage import ScanStage
+from condavault.search import plugin as search_plugin
+from condavault.search.plugin import SearchDomain
 from condavault.vulns import plugin as vulns_plugin
 from condavault.vulns.tasks import VulnRuntime
 

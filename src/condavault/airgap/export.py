@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from condavault.airgap import vulns as vulns_bundle

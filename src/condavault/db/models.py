@@ -8,8 +8,8 @@ from condavault.db.base import Base
 from condavault.indexing import models as _indexing  # noqa: F401
 from condavault.jobs import models as _jobs  # noqa: F401
 from condavault.mirror import models as _mirror  # noqa: F401
-from condavault.search import models as _search  # noqa: F401
 from condavault.scanning import models as _scanning  # noqa: F401
+from condavault.search import models as _search  # noqa: F401
 from condavault.signing import models as _signing  # noqa: F401
 from condavault.vulns import models as _vulns  # noqa: F401
 

@@ -29,7 +29,7 @@ from condavault.channels.models import Channel, Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
-from condavault.indexing import builder, derived
+from condavault.indexing import builder, derived, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
 from condavault.memory import trim
@@ -76,14 +76,19 @@ def point_paths(
         )
     }
     ins = _insert(s)
+    superseded = []
     for sd, path, digest, size, ctype in files:
-        if current.get((sd, path)) == digest:
+        old = current.get((sd, path))
+        if old == digest:
             continue
+        if old is not None:
+            superseded.append(old)
         changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
         if revision is not None:
             changes["revision"] = revision
         stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
         s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
+    garbage.record(s, superseded)  # collected after the retention unless pointed at again
 
 
 def holder_is_dead(holder: str) -> bool:
@@ -534,15 +539,15 @@ class Indexer:
             fn(channel_id, None)
 
     def expire_old_shards(self) -> int:
-        """Forget shards superseded longer than the retention (their blobs go at the next ``check``)."""
+        """Forget shards superseded longer than the retention; their blobs are noted as superseded (at
+        their old time), so the next ``index.collect`` deletes them unless pointed at again."""
         cutoff = utcnow() - timedelta(days=self.settings.shard_retention_days)
 
         def drop(s: Session) -> int:
-            res = s.execute(
-                table(ShardBlob).delete().where(
-                    ShardBlob.superseded_at.is_not(None), ShardBlob.superseded_at < cutoff
-                )
-            )
+            old = ShardBlob.superseded_at.is_not(None), ShardBlob.superseded_at < cutoff
+            shas = list(s.scalars(select(ShardBlob.sha256).where(*old).distinct()))
+            res = s.execute(table(ShardBlob).delete().where(*old))
+            garbage.record(s, shas, at=cutoff)
             return affected(res)
 
         return self.db.run_write(drop)

@@ -84,3 +84,15 @@ class DirtyName(Base):
     subdir: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInt)
+
+
+class SupersededBlob(Base):
+    """An index blob (a published file or an expired shard) nothing should point at any more, and since
+    when. Not a reference: the collector (:mod:`condavault.indexing.garbage`) deletes the blob through
+    :meth:`~condavault.channels.blobs.BlobGuard.delete_if_unreferenced` once the retention has passed."""
+
+    __tablename__ = "superseded_blobs"
+    __table_args__ = (Index("ix_superseded_blobs_at", "superseded_at"),)
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    superseded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

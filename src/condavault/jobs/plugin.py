@@ -7,6 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from condavault.indexing import garbage
 from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import ScheduleSpec
 
@@ -22,6 +23,10 @@ def wire(ctx: Context) -> None:
     def expire_shards(_run: JobRun) -> dict[str, Any] | None:
         n = ctx.indexer.expire_old_shards()
         return {"expired": n} if n else None
+
+    def collect_index(_run: JobRun) -> dict[str, Any] | None:
+        deleted, waiting = garbage.collect_superseded(ctx.db, ctx.ingestor.guard, ctx.settings)
+        return {"deleted": deleted, "waiting": waiting} if deleted or waiting else None
 
     def noop(run: JobRun) -> dict[str, Any]:
         """Waits ``sleep`` seconds (stopping early when cancelled); with ``log``, appends one line per run
@@ -43,10 +48,13 @@ def wire(ctx: Context) -> None:
     ctx.kinds.register(JobKind("jobs.purge", purge, lane="short", quiet=True, description="purge finished jobs"))
     ctx.kinds.register(JobKind("index.expire_shards", expire_shards, lane="short", quiet=True,
                                description="forget shards superseded past the retention"))
+    ctx.kinds.register(JobKind("index.collect", collect_index, lane="short", quiet=True,
+                               description="delete index files superseded longer than the retention"))
 
 
 def schedules(ctx: Context) -> list[ScheduleSpec]:
     return [
         ScheduleSpec("jobs.purge", "jobs.purge", cron="41 3 * * *"),
         ScheduleSpec("index.expire_shards", "index.expire_shards", every=3600.0),
+        ScheduleSpec("index.collect", "index.collect", every=garbage.collect_every(ctx.settings)),
     ]

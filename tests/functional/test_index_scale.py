@@ -1,0 +1,113 @@
+"""Issue 15: index files at scale -- superseded index blobs collected by the server itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from condavault.channels.models import Channel
+from condavault.indexing import garbage
+from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SupersededBlob
+from tests.support.accounts import wait_for
+from tests.support.packages import make_conda
+from tests.support.server import Server, start_server, stop_server
+
+
+@pytest.fixture
+def gc_server(tmp_path: Path, db_backend: str) -> Iterator[Server]:
+    # index files may be cached 0 s by clients: the retention is its floor (max-age + 5 s)
+    srv, pg = start_server(tmp_path / "srv", db_backend, index_max_age=0, index_retention_seconds=0)
+    try:
+        yield srv
+    finally:
+        stop_server(srv, pg)
+
+
+def _published(srv: Server, channel: str) -> dict[tuple[str, str], str]:
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == channel))
+        return {
+            (sd, p): h
+            for sd, p, h in s.execute(
+                select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
+                    PublishedFile.channel_id == cid
+                )
+            )
+        }
+
+
+def _lists(srv: Server, channel: str, fn: str) -> bool:
+    with srv.client(None) as c:
+        for path in ("repodata.json", "current_repodata.json"):
+            r = c.get(f"/api/repo/{channel}/noarch/{path}")
+            if r.status_code != 200 or fn not in r.json()["packages.conda"]:
+                return False
+    return True
+
+
+def test_superseded_index_blobs_are_collected_after_the_retention(gc_server: Server, tmp_path: Path) -> None:
+    srv = gc_server
+    srv.channel("gc")
+    a = make_conda(tmp_path, "alpha", "1.0")
+    assert srv.upload("gc", a).status_code == 200
+    wait_for(lambda: _lists(srv, "gc", a.name))
+    first = _published(srv, "gc")
+    b = make_conda(tmp_path, "beta", "1.0")
+    assert srv.upload("gc", b).status_code == 200
+    wait_for(lambda: _lists(srv, "gc", b.name))
+    second = _published(srv, "gc")
+    superseded = {h for key, h in first.items() if second.get(key) != h} - set(second.values())
+    assert {k[1] for k in first if second.get(k) != first[k]} >= {"repodata.json", "repodata.json.zst",
+                                                                  "current_repodata.json"}
+    assert superseded and all(srv.ctx.blobs.exists(h) for h in superseded)
+
+    # within the retention nothing is collected (a run with an hour's retention deletes nothing)
+    longer = srv.settings.model_copy(update={"index_retention_seconds": 3600})
+    assert garbage.collect_superseded(srv.ctx.db, srv.ctx.ingestor.guard, longer) == (0, 0)
+    assert all(srv.ctx.blobs.exists(h) for h in superseded)
+
+    # the server's own schedule collects them after the retention; current files stay and are served
+    wait_for(lambda: not any(srv.ctx.blobs.exists(h) for h in superseded), timeout=60)
+    assert _published(srv, "gc") == second
+    assert all(srv.ctx.blobs.exists(h) for h in second.values())
+    with srv.client(None) as c:
+        for (sd, path), _h in second.items():
+            prefix = f"/api/repo/gc/{sd}/" if sd else "/api/repo/gc/"
+            assert c.get(prefix + path).status_code == 200, path
+    with srv.ctx.db.session() as s:
+        assert not set(s.scalars(select(SupersededBlob.sha256))) & superseded
+
+
+def test_a_blob_published_again_is_kept_and_expired_shards_are_collected(gc_server: Server, tmp_path: Path) -> None:
+    srv = gc_server
+    srv.channel("gc2")
+    for v in ("1.0", "2.0"):
+        assert srv.upload("gc2", make_conda(tmp_path, "gamma", v)).status_code == 200
+    wait_for(lambda: _lists(srv, "gc2", "gamma-2.0-0.conda"))
+    current = _published(srv, "gc2")
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    # a note about a blob that is current again (the same bytes published anew): the blob stays
+    repodata = current[("noarch", "repodata.json")]
+    srv.ctx.db.run_write(lambda s: garbage.record(s, [repodata], at=long_ago))
+    with srv.ctx.db.session() as s:
+        shards = {n: h for n, h in s.execute(select(ShardHead.name, ShardHead.sha256))}
+        old_shards = set(s.scalars(select(ShardBlob.sha256).where(ShardBlob.superseded_at.is_not(None))))
+    assert old_shards and not old_shards & set(shards.values())  # gamma 1.0's shard was superseded by 2.0's
+    assert all(srv.ctx.blobs.exists(h) for h in old_shards)
+    # superseded shards stay shard_retention_days (clients cache shard indexes); then they go too
+    srv.ctx.db.run_write(lambda s: s.execute(update(ShardBlob).where(ShardBlob.superseded_at.is_not(None))
+                                             .values(superseded_at=long_ago)))
+    for h in old_shards:  # and their files are as old (a blob's mtime is when it was last written or relied on)
+        os.utime(srv.ctx.blobs.path(h), (long_ago.timestamp(), long_ago.timestamp()))
+    assert srv.ctx.indexer.expire_old_shards() == len(old_shards)
+    deleted, waiting = garbage.collect_superseded(srv.ctx.db, srv.ctx.ingestor.guard, srv.settings)
+    assert deleted >= len(old_shards) and waiting == 0
+    assert not any(srv.ctx.blobs.exists(h) for h in old_shards)
+    assert srv.ctx.blobs.exists(repodata) and all(srv.ctx.blobs.exists(h) for h in shards.values())
+    with srv.ctx.db.session() as s:
+        assert repodata not in set(s.scalars(select(SupersededBlob.sha256)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,18 @@ def test_a_blob_published_again_is_kept_and_expired_shards_are_collected(gc_serv
     assert srv.ctx.blobs.exists(repodata) and all(srv.ctx.blobs.exists(h) for h in shards.values())
     with srv.ctx.db.session() as s:
         assert repodata not in set(s.scalars(select(SupersededBlob.sha256)))
+
+
+def test_a_deleted_channels_index_files_are_collected_too(gc_server: Server, tmp_path: Path) -> None:
+    srv = gc_server
+    srv.channel("gone")
+    pkg = make_conda(tmp_path, "gone", "1.0")
+    assert srv.upload("gone", pkg).status_code == 200
+    wait_for(lambda: _lists(srv, "gone", pkg.name))
+    published = set(_published(srv, "gone").values())
+    with srv.ctx.db.session() as s:
+        shards = set(s.scalars(select(ShardHead.sha256)))
+    with srv.client() as c:
+        assert c.delete("/api/channels/gone").status_code in (200, 204)
+    wait_for(lambda: not any(srv.ctx.blobs.exists(h) for h in published | shards), timeout=60)
+    assert srv.ctx.blobs.exists(hashlib.sha256(pkg.read_bytes()).hexdigest())  # package bytes: check --repair's

@@ -18,8 +18,9 @@ from condavault.channels.models import Channel, Record
 from condavault.channels.naming import check_channel_name, check_privacy
 from condavault.errors import Conflict, NotFound
 from condavault.events import Actor
+from condavault.indexing import garbage
 from condavault.indexing.dirty import get_state, mark_dirty
-from condavault.indexing.models import SubdirState
+from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
 from condavault.indexing.patches import PatchSet
 from condavault.jobs.registry import JobRun
 from condavault.packages.filename import check_subdir
@@ -67,6 +68,12 @@ def update_channel(
 
 def delete_channel(session: Session, name: str) -> None:
     channel = get_channel(session, name)
+    # its index files and shards: collected by the server after the retention (unless shared)
+    index_blobs: set[str] = set()
+    for column, owner in ((PublishedFile.sha256, PublishedFile.channel_id), (ShardBlob.sha256, ShardBlob.channel_id),
+                          (ShardHead.sha256, ShardHead.channel_id)):
+        index_blobs.update(session.scalars(select(column).where(owner == channel.id)))
+    garbage.record(session, index_blobs)
     session.delete(channel)
     session.flush()
 

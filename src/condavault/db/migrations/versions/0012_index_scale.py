@@ -1,7 +1,7 @@
 """index scale: superseded index blobs, collected by the server after a retention
 
 Revision ID: 0012_index_scale
-Revises: 0007_jobs
+Revises: 0011_signatures
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from condavault.db.base import UTCDateTime
 
 revision = "0012_index_scale"
-down_revision = "0007_jobs"
+down_revision = "0011_signatures"
 branch_labels = None
 depends_on = None
 

@@ -219,6 +219,7 @@ CURATE = {"status": "active", "reason": "matrix", "package": "dependency"}
 EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     # system
     ("GET", "/healthz"): ("public", _none),
+    ("GET", "/api/signing/key"): ("public", _none),  # the server's public key: anyone may verify statements
     ("GET", "/readyz"): ("public", _none),
     ("GET", "/metrics"): ("public", _none),
     ("GET", "/api/openapi.json"): ("public", _none),

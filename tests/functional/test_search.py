@@ -49,11 +49,12 @@ def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.Te
         index_extra={"license": "Secret-License-1.0"},
         pkg_members=[file_member("lib/libtopsecret.so.7", b"classified"),
                      file_member("bin/.topsecret-widget-post-link.sh", b"echo hi")],
-        info_extra=[file_member("info/paths.json", json.dumps({"paths_version": 1, "paths": [
+        paths_json={"paths_version": 1, "paths": [
             {"_path": "lib/libtopsecret.so.7", "path_type": "hardlink", "size_in_bytes": 10,
              "sha256": hashlib.sha256(b"classified").hexdigest()},
-            {"_path": "bin/.topsecret-widget-post-link.sh", "path_type": "hardlink", "size_in_bytes": 7},
-        ]}).encode())],
+            {"_path": "bin/.topsecret-widget-post-link.sh", "path_type": "hardlink", "size_in_bytes": 7,
+             "sha256": hashlib.sha256(b"echo hi").hexdigest()},
+        ]},
     )
     other = make_conda(tmp, "otherchan-tool", "1.0", "0")
     ok(srv.upload(SECRET, secret))

@@ -33,9 +33,8 @@ def test_search_follows_changes(server: Server, tmp_path: Path) -> None:
     srv.channel("up-b")
     pkg = make_conda(tmp_path, "fresh-gadget", "1.0", "0",
                      pkg_members=[file_member("share/fresh-gadget/data.txt", b"x")],
-                     info_extra=[file_member("info/paths.json",
-                                             b'{"paths_version": 1, "paths": [{"_path": "share/fresh-gadget/data.txt",'
-                                             b' "path_type": "hardlink", "size_in_bytes": 1}]}')])
+                     paths_json={"paths_version": 1, "paths": [{"_path": "share/fresh-gadget/data.txt",
+                                                                "path_type": "hardlink", "size_in_bytes": 1}]})
     ok(srv.upload("up-a", pkg))
     # written in the upload's own transaction: searchable as soon as the upload is answered
     assert _where(srv, "fresh-gadget") == {"up-a"}

@@ -387,10 +387,10 @@ class Ingestor:
                     )
                 )
             outcomes = put_records(session, channel, entries)
-            for hook in self.row_hooks:
-                hook(session, channel_id, group)
-            for hook in self.on_write:
-                hook(session, group)
+            for row_hook in self.row_hooks:
+                row_hook(session, channel_id, group)
+            for write_hook in self.on_write:
+                write_hook(session, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
             seqs = {}
             for sd in {b.subdir for b in group}:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -50,8 +50,11 @@ def list_quarantine(
     return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
 
+QID = Path(ge=1, le=2**62)
+
+
 @router.get("/api/quarantine/{qid}", summary="One quarantined file: its verdict, every finding, its record")
-def show_quarantine(qid: int, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
+def show_quarantine(qid: int = QID, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     authorize(identity, Permission.QUARANTINE_REVIEW)
     _check_id(qid)
     with ctx.db.session() as s:
@@ -60,14 +63,14 @@ def show_quarantine(qid: int, ctx: Context = CtxDep, identity: Identity = Identi
 
 
 @router.post("/api/quarantine/{qid}/release", summary="Release a quarantined file into its channel (index runs)")
-def release_quarantine(qid: int, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
+def release_quarantine(qid: int = QID, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     authorize(identity, Permission.QUARANTINE_REVIEW)
     _check_id(qid)
     return svc.release(ctx, qid, identity)
 
 
 @router.delete("/api/quarantine/{qid}", summary="Delete a quarantined file (its blob too, unless shared)")
-def delete_quarantine(qid: int, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
+def delete_quarantine(qid: int = QID, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> dict[str, Any]:
     authorize(identity, Permission.QUARANTINE_REVIEW)
     _check_id(qid)
     return svc.delete_quarantined(ctx, qid, identity)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,34 @@ def test_a_deleted_channels_index_files_are_collected_too(gc_server: Server, tmp
         assert c.delete("/api/channels/gone").status_code in (200, 204)
     wait_for(lambda: not any(srv.ctx.blobs.exists(h) for h in published | shards), timeout=60)
     assert srv.ctx.blobs.exists(hashlib.sha256(pkg.read_bytes()).hexdigest())  # package bytes: check --repair's
+def _records(n: int, start: int = 0, name: str = "imp") -> dict[str, dict[str, object]]:
+    return {
+        f"{name}{i % 50}-1.{i}-0.conda": {"name": f"{name}{i % 50}", "version": f"1.{i}", "build": "0",
+                                          "build_number": 0, "depends": [], "subdir": "noarch",
+                                          "sha256": f"{i:064x}", "md5": f"{i:032x}", "size": 100 + i}
+        for i in range(start, start + n)
+    }
+
+
+def test_a_streamed_import_is_all_or_nothing_and_chunks_index_what_they_add(shared_server: Server) -> None:
+    srv = shared_server
+    srv.channel("stream-imp")
+    url = "/api/channels/stream-imp/subdirs/noarch/import"
+    body = json.dumps({"info": {"subdir": "noarch"}, "packages.conda": _records(4500)}).encode()
+    with srv.client() as c:
+        # broken after more than two insert batches: 400, and not one record was kept
+        for bad in (body[:-2] + b"x}", body[: len(body) // 2], body + b"[]"):
+            r = c.post(url, content=bad, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_repodata", r.text
+        assert c.get("/api/repo/stream-imp/noarch/repodata.json").json()["packages.conda"] == {}
+        # a raw body, streamed: every record, in chunks that each index only what they add
+        assert c.post(url, content=body).json()["created"] == 4500
+        second = json.dumps({"packages.conda": {**_records(100, 4400), **_records(500, 0, "more")}}).encode()
+        assert c.post(url, content=iter([second[:1000], second[1000:]])).json() == {
+            "created": 500, "unchanged": 100, "replaced": 0, "invalid": 0}
+        listed = c.get("/api/repo/stream-imp/noarch/repodata.json").json()["packages.conda"]
+    assert len(listed) == 5000
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == "stream-imp"))
+    stats = srv.ctx.indexer.last_run[(cid, "noarch")]
+    assert not stats.full and stats.names_changed == 50 and stats.rows_read == 500

@@ -159,3 +159,32 @@ def test_a_streamed_import_is_all_or_nothing_and_chunks_index_what_they_add(shar
         cid = s.scalar(select(Channel.id).where(Channel.name == "stream-imp"))
     stats = srv.ctx.indexer.last_run[(cid, "noarch")]
     assert not stats.full and stats.names_changed == 50 and stats.rows_read == 500
+
+
+def test_behind_nginx_blobs_are_handed_over_with_x_accel_redirect(tmp_path: Path, db_backend: str) -> None:
+    srv, pg = start_server(tmp_path / "srv", db_backend, x_accel_redirect_prefix="/_blobs/")
+    try:
+        srv.channel("xa")
+        srv.channel("xa-private", privacy="private")
+        pkg = make_conda(tmp_path, "xa", "1.0")
+        assert srv.upload("xa", pkg).status_code == 200
+        assert srv.upload("xa-private", pkg).status_code == 200
+        sha = hashlib.sha256(pkg.read_bytes()).hexdigest()
+        with srv.client(None) as c:
+            r = c.get(f"/api/repo/xa/noarch/{pkg.name}")
+            assert r.status_code == 200 and r.content == b""
+            assert r.headers["x-accel-redirect"] == f"/_blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+            assert r.headers["etag"] == f'"{sha}"' and r.headers["content-type"] == "application/octet-stream"
+            assert srv.ctx.blobs.path(sha).is_file()  # what the internal location aliases
+            # index files too; a 304 stays a 304; a private channel hands nothing over to a stranger
+            r = c.get("/api/repo/xa/noarch/repodata.json")
+            assert r.status_code == 200 and "x-accel-redirect" in r.headers
+            again = c.get("/api/repo/xa/noarch/repodata.json", headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304 and "x-accel-redirect" not in again.headers
+            assert again.headers["cache-control"] == "public, max-age=30"
+            hidden = c.get(f"/api/repo/xa-private/noarch/{pkg.name}")
+            assert hidden.status_code in (401, 404) and "x-accel-redirect" not in hidden.headers
+        with srv.client() as c:
+            assert "x-accel-redirect" in c.get(f"/api/repo/xa-private/noarch/{pkg.name}").headers
+    finally:
+        stop_server(srv, pg)

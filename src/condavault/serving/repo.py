@@ -55,6 +55,20 @@ class _BlobResponse(FileResponse):
             _streaming -= 1
 
 
+class _NotModified(Response):
+    """A 304 sent as two ASGI messages with the headers encoded once (no Starlette header init)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.status_code = 304
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.body = b""
+        self.background = None
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 304, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
 @lru_cache(maxsize=8192)
 def _http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
@@ -129,7 +143,7 @@ async def _serve(ctx: Context, request: Request) -> Response:
     etag = f'"{target.sha256}"'
     headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": _http_date(target.last_modified)}
     if _not_modified(request, etag, target.last_modified):
-        return Response(status_code=304, headers=headers)
+        return _NotModified(headers)
     path = ctx.blobs.local_path(target.sha256)
     try:
         st = os.stat(path)
@@ -140,6 +154,11 @@ async def _serve(ctx: Context, request: Request) -> Response:
         )
     if target.kind == "package":
         ctx.on_download(request, identity, channel, rest[0], target)
+    prefix = ctx.settings.x_accel_redirect_prefix
+    if prefix:  # nginx sends the file (sendfile), with our headers; the path names only the blob
+        sha = target.sha256
+        headers["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{sha[:2]}/{sha[2:4]}/{sha}"
+        return Response(status_code=200, headers=headers, media_type=target.content_type)
     return _BlobResponse(path, headers=headers, media_type=target.content_type, stat_result=st)
 
 

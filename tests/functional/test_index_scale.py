@@ -188,3 +188,34 @@ def test_behind_nginx_blobs_are_handed_over_with_x_accel_redirect(tmp_path: Path
             assert "x-accel-redirect" in c.get(f"/api/repo/xa-private/noarch/{pkg.name}").headers
     finally:
         stop_server(srv, pg)
+
+
+def test_shards_are_served_from_memory_after_the_first_read_and_never_damaged(shared_server: Server,
+                                                                               tmp_path: Path) -> None:
+    srv = shared_server
+    srv.channel("hot-shards")
+    srv.channel("hot-other")
+    for name in ("hot", "cold"):
+        assert srv.upload("hot-shards", make_conda(tmp_path, name, "1.0")).status_code == 200
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == "hot-shards"))
+        heads = dict(s.execute(select(ShardHead.name, ShardHead.sha256).where(ShardHead.channel_id == cid)).all())
+    hot, cold = heads["hot"], heads["cold"]
+    url = "/api/repo/hot-shards/noarch/shards/{}.msgpack.zst"
+    with srv.client(None) as c:
+        first = c.get(url.format(hot))
+        assert first.status_code == 200 and hashlib.sha256(first.content).hexdigest() == hot
+        again = c.get(url.format(hot))
+        assert again.content == first.content and again.headers["etag"] == f'"{hot}"'
+        assert again.headers["content-type"] == "application/octet-stream"
+        assert again.headers["cache-control"] == "public, max-age=31536000, immutable"
+        head = c.head(url.format(hot))
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(first.content))
+        # a shard damaged on disk is never served (nor kept in memory)
+        path = srv.ctx.blobs.path(cold)
+        path.write_bytes(b"\0" + path.read_bytes()[1:])
+        damaged = c.get(url.format(cold))
+        assert damaged.status_code == 404 and damaged.json()["error"]["code"] == "blob_missing"
+        # another channel's shard is not served through this one, cached or not
+        assert c.get(f"/api/repo/hot-other/noarch/shards/{hot}.msgpack.zst").status_code == 404

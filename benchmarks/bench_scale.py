@@ -89,11 +89,12 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-def import_chunks(cv: Condavault, channel: str, records: list[tuple[str, dict[str, Any]]]) -> list[float]:
+def import_chunks(cv: Condavault, channel: str, records: list[tuple[str, dict[str, Any]]],
+                  chunk: int = CHUNK) -> list[float]:
     cv.channel(channel)
     times = []
-    for i in range(0, len(records), CHUNK):
-        body = json.dumps({"info": {"subdir": SUBDIR}, "packages.conda": dict(records[i : i + CHUNK])}).encode()
+    for i in range(0, len(records), chunk):
+        body = json.dumps({"info": {"subdir": SUBDIR}, "packages.conda": dict(records[i : i + chunk])}).encode()
         t = time.perf_counter()
         r = cv.http.post(f"/api/channels/{channel}/subdirs/{SUBDIR}/import", content=body,
                          headers={"Content-Type": "application/json"})
@@ -126,12 +127,14 @@ def _shard_lists(anon: httpx.Client, cv: Condavault, channel: str, name: str, fn
     return fn in data["packages.conda"]
 
 
-def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int) -> dict[str, Any]:
+def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current: bool = True) -> dict[str, Any]:
     n_names = max(1, n // 20)
     got: dict[str, list[float]] = {"repodata.json": [], "shard": [], "current_repodata.json": []}
+    if not current:
+        del got["current_repodata.json"]
     etag: dict[str, str] = {}
     with httpx.Client(timeout=600) as anon:
-        for what in ("repodata.json", "current_repodata.json"):
+        for what in ("repodata.json", "current_repodata.json")[: 2 if current else 1]:
             _lists(anon, cv.repo(channel, f"{SUBDIR}/{what}"), b"\0", etag)
         _shard_lists(anon, cv, channel, "", "", etag)
         for i in range(uploads):
@@ -154,7 +157,9 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int) -> dict
                 if time.perf_counter() - t0 > 300:
                     raise RuntimeError(f"{fn} never appeared in {sorted(todo)}")
                 time.sleep(0.02)
-    return {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in got.items()}
+    out = {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in got.items()}
+    out.setdefault("current_repodata.json", {"p50": float("nan"), "p95": float("nan")})
+    return out
 
 
 def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str, Any]:
@@ -207,9 +212,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sampler = RssSampler(cv.proc)
             sampler.start()
             try:
-                chunks = import_chunks(cv, "big", synth_records(n))
+                chunks = import_chunks(cv, "big", synth_records(n), args.chunk)
                 log(f"{n:,} records: uploads")
-                lat = upload_latencies(cv, "big", n, args.uploads)
+                lat = upload_latencies(cv, "big", n, args.uploads, current=not args.no_current)
                 row: dict[str, Any] = {"chunks_first": chunks[0], "chunks_last": chunks[-1], "chunks": len(chunks),
                                        "latency": lat}
                 if n == sizes[-1] and not args.skip_serve:
@@ -282,6 +287,8 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=10)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--skip-serve", action="store_true")
+    ap.add_argument("--chunk", type=int, default=CHUNK, help="records per import call")
+    ap.add_argument("--no-current", action="store_true", help="do not wait for current_repodata.json")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()

@@ -227,7 +227,7 @@ class CondavaultApp(FastAPI):
                         status_code=500,
                     )
                     await err(scope, receive, send)
-            metrics.REQUESTS.labels("repo", str(status)).inc()
+            metrics.count_request("repo", status)
             return
         await super().__call__(scope, receive, send)
 
@@ -247,7 +247,7 @@ class RequestMetrics:
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                metrics.REQUESTS.labels(kind, str(message["status"])).inc()
+                metrics.count_request(kind, message["status"])
             await send(message)
 
         await self.app(scope, receive, counting_send)

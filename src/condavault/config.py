@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     zstd_level: int = 3  # level 3 gives nearly level-6 sizes on repodata at a third of the time
     shard_zstd_level: int = 16
     index_max_age: int = 30
+    x_accel_redirect_prefix: str | None = Field(
+        default=None, description="behind nginx: answer blob GETs with an X-Accel-Redirect to <prefix>/ab/cd/<sha256> "
+        "(an internal location aliasing the blob folder) so nginx sends the bytes (sendfile)"
+    )
     index_retention_seconds: int = Field(
         default=600, ge=0, description="superseded index files are deleted by the server this long after they "
         "were replaced (never less than index_max_age + 5 s)"

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter("condavault_http_requests_total", "HTTP requests", ["kind", "status"], registry=REGISTRY)
+_REQUEST_CHILDREN: dict[tuple[str, int], Any] = {}
+
+
+def count_request(kind: str, status: int) -> None:
+    """``REQUESTS.labels(kind, status).inc()`` without the label lookup on every request (the children
+    are few: kinds x statuses; ``labels()`` cost ~9 % of a 304's CPU)."""
+    child = _REQUEST_CHILDREN.get((kind, status))
+    if child is None:
+        child = _REQUEST_CHILDREN[(kind, status)] = REQUESTS.labels(kind, str(status))
+    child.inc()
 DOWNLOADS = Counter("condavault_package_downloads_total", "Package files served", registry=REGISTRY)
 DOWNLOAD_BYTES = Counter("condavault_package_download_bytes_total", "Bytes of package files served", registry=REGISTRY)
 UPLOADS = Counter("condavault_uploads_total", "Package uploads by outcome", ["status"], registry=REGISTRY)

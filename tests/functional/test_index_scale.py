@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,94 @@ def test_a_deleted_channels_index_files_are_collected_too(gc_server: Server, tmp
         assert c.delete("/api/channels/gone").status_code in (200, 204)
     wait_for(lambda: not any(srv.ctx.blobs.exists(h) for h in published | shards), timeout=60)
     assert srv.ctx.blobs.exists(hashlib.sha256(pkg.read_bytes()).hexdigest())  # package bytes: check --repair's
+def _records(n: int, start: int = 0, name: str = "imp") -> dict[str, dict[str, object]]:
+    return {
+        f"{name}{i % 50}-1.{i}-0.conda": {"name": f"{name}{i % 50}", "version": f"1.{i}", "build": "0",
+                                          "build_number": 0, "depends": [], "subdir": "noarch",
+                                          "sha256": f"{i:064x}", "md5": f"{i:032x}", "size": 100 + i}
+        for i in range(start, start + n)
+    }
+
+
+def test_a_streamed_import_is_all_or_nothing_and_chunks_index_what_they_add(shared_server: Server) -> None:
+    srv = shared_server
+    srv.channel("stream-imp")
+    url = "/api/channels/stream-imp/subdirs/noarch/import"
+    body = json.dumps({"info": {"subdir": "noarch"}, "packages.conda": _records(4500)}).encode()
+    with srv.client() as c:
+        # broken after more than two insert batches: 400, and not one record was kept
+        for bad in (body[:-2] + b"x}", body[: len(body) // 2], body + b"[]"):
+            r = c.post(url, content=bad, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_repodata", r.text
+        assert c.get("/api/repo/stream-imp/noarch/repodata.json").json()["packages.conda"] == {}
+        # a raw body, streamed: every record, in chunks that each index only what they add
+        assert c.post(url, content=body).json()["created"] == 4500
+        second = json.dumps({"packages.conda": {**_records(100, 4400), **_records(500, 0, "more")}}).encode()
+        assert c.post(url, content=iter([second[:1000], second[1000:]])).json() == {
+            "created": 500, "unchanged": 100, "replaced": 0, "invalid": 0}
+        listed = c.get("/api/repo/stream-imp/noarch/repodata.json").json()["packages.conda"]
+    assert len(listed) == 5000
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == "stream-imp"))
+    stats = srv.ctx.indexer.last_run[(cid, "noarch")]
+    assert not stats.full and stats.names_changed == 50 and stats.rows_read == 500
+
+
+def test_behind_nginx_blobs_are_handed_over_with_x_accel_redirect(tmp_path: Path, db_backend: str) -> None:
+    srv, pg = start_server(tmp_path / "srv", db_backend, x_accel_redirect_prefix="/_blobs/")
+    try:
+        srv.channel("xa")
+        srv.channel("xa-private", privacy="private")
+        pkg = make_conda(tmp_path, "xa", "1.0")
+        assert srv.upload("xa", pkg).status_code == 200
+        assert srv.upload("xa-private", pkg).status_code == 200
+        sha = hashlib.sha256(pkg.read_bytes()).hexdigest()
+        with srv.client(None) as c:
+            r = c.get(f"/api/repo/xa/noarch/{pkg.name}")
+            assert r.status_code == 200 and r.content == b""
+            assert r.headers["x-accel-redirect"] == f"/_blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+            assert r.headers["etag"] == f'"{sha}"' and r.headers["content-type"] == "application/octet-stream"
+            assert srv.ctx.blobs.path(sha).is_file()  # what the internal location aliases
+            # index files too; a 304 stays a 304; a private channel hands nothing over to a stranger
+            r = c.get("/api/repo/xa/noarch/repodata.json")
+            assert r.status_code == 200 and "x-accel-redirect" in r.headers
+            again = c.get("/api/repo/xa/noarch/repodata.json", headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304 and "x-accel-redirect" not in again.headers
+            assert again.headers["cache-control"] == "public, max-age=30"
+            hidden = c.get(f"/api/repo/xa-private/noarch/{pkg.name}")
+            assert hidden.status_code in (401, 404) and "x-accel-redirect" not in hidden.headers
+        with srv.client() as c:
+            assert "x-accel-redirect" in c.get(f"/api/repo/xa-private/noarch/{pkg.name}").headers
+    finally:
+        stop_server(srv, pg)
+
+
+def test_shards_are_served_from_memory_after_the_first_read_and_never_damaged(shared_server: Server,
+                                                                               tmp_path: Path) -> None:
+    srv = shared_server
+    srv.channel("hot-shards")
+    srv.channel("hot-other")
+    for name in ("hot", "cold"):
+        assert srv.upload("hot-shards", make_conda(tmp_path, name, "1.0")).status_code == 200
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == "hot-shards"))
+        heads = dict(s.execute(select(ShardHead.name, ShardHead.sha256).where(ShardHead.channel_id == cid)).all())
+    hot, cold = heads["hot"], heads["cold"]
+    url = "/api/repo/hot-shards/noarch/shards/{}.msgpack.zst"
+    with srv.client(None) as c:
+        first = c.get(url.format(hot))
+        assert first.status_code == 200 and hashlib.sha256(first.content).hexdigest() == hot
+        again = c.get(url.format(hot))
+        assert again.content == first.content and again.headers["etag"] == f'"{hot}"'
+        assert again.headers["content-type"] == "application/octet-stream"
+        assert again.headers["cache-control"] == "public, max-age=31536000, immutable"
+        head = c.head(url.format(hot))
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(first.content))
+        # a shard damaged on disk is never served (nor kept in memory)
+        path = srv.ctx.blobs.path(cold)
+        path.write_bytes(b"\0" + path.read_bytes()[1:])
+        damaged = c.get(url.format(cold))
+        assert damaged.status_code == 404 and damaged.json()["error"]["code"] == "blob_missing"
+        # another channel's shard is not served through this one, cached or not
+        assert c.get(f"/api/repo/hot-other/noarch/shards/{hot}.msgpack.zst").status_code == 404

@@ -6,6 +6,8 @@ Everything that touches the database or the disk runs on a worker thread (sync r
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -15,6 +17,7 @@ from condavault import metrics
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import authorize
+from condavault.channels.repodata_stream import iter_records
 from condavault.channels.schemas import (
     BatchCommitOut,
     BatchFilesOut,
@@ -31,6 +34,7 @@ from condavault.channels.services import ChannelService
 from condavault.channels.uploads import MAX_FILES_PER_REQUEST, UploadService
 from condavault.context import Context
 from condavault.errors import InvalidRequest
+from condavault.packages import spool
 from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.multipart import read_files
 from condavault.packages.spool import Received
@@ -240,18 +244,45 @@ def copy_files(name: str, body: CopyRequest, ctx: Context = CtxDep, identity: Id
 @router.post(
     "/{name}/subdirs/{subdir}/import",
     summary="Import records metadata-only from a repodata.json",
-    openapi_extra=body_spec("metadata", Permission.CHANNEL_WRITE),
+    openapi_extra={
+        **body_spec("metadata", Permission.CHANNEL_WRITE),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        },
+    },
 )
-def import_repodata(
+async def import_repodata(
+    request: Request,
     name: str,
     subdir: str,
-    repodata: dict[str, Any] = Body(...),
     base_url: str | None = None,
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> dict[str, int]:
-    ctx.channels.require(identity, name, Permission.CHANNEL_WRITE)
-    return ChannelService(ctx).import_repodata(identity, name, subdir, repodata, base_url=base_url)
+    """The body is spooled to a temp file (bounded by ``max_metadata_body_bytes``), then read a record at
+    a time while the records are inserted a batch at a time: memory does not grow with the document."""
+    await anyio.to_thread.run_sync(ctx.channels.require, identity, name, Permission.CHANNEL_WRITE)
+    check_subdir(subdir)
+    received = await spool.aspool(ctx.blobs.temp_file, ctx.settings.max_metadata_body_bytes, request.stream())
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: ChannelService(ctx).import_repodata(identity, name, subdir, _entries(received), base_url=base_url)
+        )
+    finally:
+        if received.path is not None:
+            received.path.unlink(missing_ok=True)
+
+
+def _entries(received: Received) -> Callable[[], Iterator[tuple[str, str, Any]]]:
+    def entries() -> Iterator[tuple[str, str, Any]]:
+        if received.path is None:
+            yield from iter_records(io.BytesIO(received.data or b""))
+            return
+        with open(received.path, "rb") as fh:
+            yield from iter_records(fh)
+
+    return entries
 
 
 @router.get("/{name}/subdirs/{subdir}/patch-instructions", summary="Current patch_instructions.json")

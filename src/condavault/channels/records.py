@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -217,11 +217,15 @@ def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]
     }
 
 
+Entries = Callable[[], Iterable[tuple[str, str, Any]]]  # (section, filename, record); callable again on a retry
+IMPORT_BATCH = 2000
+
+
 def import_repodata(
     session: Session,
     channel: Channel,
     subdir: str,
-    repodata: dict[str, Any],
+    repodata: dict[str, Any] | Entries,
     *,
     base_url: str | None = None,
     skip_existing: bool = True,
@@ -229,43 +233,63 @@ def import_repodata(
 ) -> dict[str, int]:
     """Metadata-only import: one record per entry of ``packages``/``packages.conda``, no bytes yet.
 
-    ``base_url`` (optional) is where the bytes can be fetched later (passive mirrors). Every record is
-    validated like an uploaded index.json (``packages.validation``); a bad one is refused with a 400
-    naming its field, or counted as ``invalid`` and left out with ``skip_invalid`` (an upstream's).
+    ``repodata`` is a parsed document or a callable giving its entries one at a time
+    (:func:`condavault.channels.repodata_stream.iter_records` over a spooled body): records are
+    checked and inserted a batch at a time, so memory does not grow with the document. ``base_url``
+    (optional) is where the bytes can be fetched later (passive mirrors). Every record is validated
+    like an uploaded index.json (``packages.validation``); a bad one is refused with a 400 naming its
+    field, or counted as ``invalid`` and left out with ``skip_invalid`` (an upstream's). All or
+    nothing: the caller's transaction holds every batch.
     """
     check_subdir(subdir)
+    entries = repodata if callable(repodata) else _dict_entries(repodata)
     return _settle_races(
         session,
         channel.name,
-        lambda: _import_repodata(session, channel, subdir, repodata, base_url, skip_existing, skip_invalid),
+        lambda: _import_repodata(session, channel, subdir, entries(), base_url, skip_existing, skip_invalid),
     )
+
+
+def _dict_entries(repodata: dict[str, Any]) -> Entries:
+    def entries() -> Iterator[tuple[str, str, Any]]:
+        for key in ("packages", "packages.conda"):
+            section = repodata.get(key) or {}
+            if not isinstance(section, dict):
+                raise InvalidRequest(f"{key!r} must be an object", code="invalid_repodata")
+            for fn, rec in section.items():
+                yield key, fn, rec
+
+    return entries
 
 
 def _import_repodata(
     session: Session,
     channel: Channel,
     subdir: str,
-    repodata: dict[str, Any],
+    entries: Iterable[tuple[str, str, Any]],
     base_url: str | None,
     skip_existing: bool,
     skip_invalid: bool,
 ) -> dict[str, int]:
     counts = {"created": 0, "unchanged": 0, "replaced": 0, "invalid": 0}
-    existing = {
-        fn: sha
-        for fn, sha in session.execute(
-            select(Record.filename, Record.sha256).where(Record.channel_id == channel.id, Record.subdir == subdir)
-        )
-    }
     patches = subdir_patches(session, channel.id, subdir)
     names: set[str] = set()
     ts = now_ms()
-    rows = []
-    for key in ("packages", "packages.conda"):
-        for fn, rec in (repodata.get(key) or {}).items():
-            parse_filename(fn)
-            if not isinstance(rec, dict) or not all(k in rec for k in ("name", "version", "build")):
-                raise InvalidRequest(f"record {fn!r} lacks name/version/build", code="invalid_repodata", filename=fn)
+    batch: dict[str, dict[str, Any]] = {}
+
+    def flush() -> None:
+        fns = sorted(batch)
+        existing = {
+            fn: sha
+            for fn, sha in session.execute(
+                select(Record.filename, Record.sha256).where(
+                    Record.channel_id == channel.id, Record.subdir == subdir, Record.filename.in_(fns)
+                )
+            )
+        } if fns else {}
+        rows = []
+        for fn in fns:
+            rec = batch[fn]
             if fn in existing:
                 if existing[fn] != rec.get("sha256") and not skip_existing:
                     raise Conflict(f"{subdir}/{fn} already exists with different content", code="filename_conflict",
@@ -307,9 +331,19 @@ def _import_repodata(
             )
             names.add(rec["name"])
             counts["created"] += 1
-    if rows:
-        for i in range(0, len(rows), 5000):
-            session.connection().execute(table(Record).insert(), rows[i : i + 5000])
+        if rows:
+            session.connection().execute(table(Record).insert(), rows)
+        batch.clear()
+
+    for _section, fn, rec in entries:
+        parse_filename(fn)
+        if not isinstance(rec, dict) or not all(k in rec for k in ("name", "version", "build")):
+            raise InvalidRequest(f"record {fn!r} lacks name/version/build", code="invalid_repodata", filename=fn)
+        batch[fn] = rec  # a filename given twice: the last one, as a JSON parser keeps
+        if len(batch) >= IMPORT_BATCH:
+            flush()
+    flush()
+    if names:
         mark_dirty(session, channel.id, subdir, names)
     else:
         get_state(session, channel.id, subdir)

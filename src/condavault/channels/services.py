@@ -222,7 +222,8 @@ class ChannelService:
         return done
 
     def import_repodata(
-        self, identity: Identity, name: str, subdir: str, repodata: dict[str, Any], *, base_url: str | None
+        self, identity: Identity, name: str, subdir: str, repodata: dict[str, Any] | rec_svc.Entries, *,
+        base_url: str | None,
     ) -> dict[str, int]:
         check_subdir(subdir)
 

@@ -298,13 +298,15 @@ def import_repodata(
     repodata: Path = typer.Argument(..., exists=True, dir_okay=False, help="A repodata.json file."),
     base_url: str = typer.Option(None, help="Where the files can be downloaded later."),
 ) -> None:
-    """Import records metadata-only (no package bytes) from a repodata.json."""
-    data = json.loads(repodata.read_text())
-    out = client_from(ctx).post(
-        f"/api/channels/{channel}/subdirs/{subdir}/import",
-        json=data,
-        params={"base_url": base_url} if base_url else None,
-    )
+    """Import records metadata-only (no package bytes) from a repodata.json (sent as is, streamed: the
+    server reads it a record at a time)."""
+    with open(repodata, "rb") as fh:
+        out = client_from(ctx).post(
+            f"/api/channels/{channel}/subdirs/{subdir}/import",
+            content=fh,
+            headers={"Content-Type": "application/json"},
+            params={"base_url": base_url} if base_url else None,
+        )
     console.print(f"imported: {out}")
 
 

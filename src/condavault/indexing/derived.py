@@ -59,6 +59,9 @@ def current_repodata(subdir: str, rows: Iterable[Light], load: Loader) -> dict[s
                 best = max(plain, key=_key)
                 keep[best.filename] = best
                 records[best.filename] = others[best.filename]
+    kept_by_name: dict[str, list[Light]] = defaultdict(list)
+    for r in keep.values():
+        kept_by_name[r.name].append(r)
     todo = list(keep.values())
     while todo:
         added: list[Light] = []
@@ -70,11 +73,15 @@ def current_repodata(subdir: str, rows: Iterable[Light], load: Loader) -> dict[s
                     continue
                 if spec.is_virtual or spec.name not in by_name:
                     continue
+                # satisfied by a kept record: a check of the few kept builds, not of every build of the name
+                if any(spec.matches(k.version, k.build) for k in kept_by_name[spec.name]):
+                    continue
                 candidates = [c for c in by_name[spec.name] if spec.matches(c.version, c.build)]
-                if not candidates or any(c.filename in keep for c in candidates):
+                if not candidates:
                     continue
                 for c in _newest_builds(candidates):
                     keep[c.filename] = c
+                    kept_by_name[c.name].append(c)
                     added.append(c)
         records.update(load([c.filename for c in added]))
         todo = added

@@ -19,6 +19,9 @@ TTL = 1.0
 # other ``serve --workers`` processes only notice when the entry expires, so keep it short (cheap now
 # that concurrent misses share one query).
 INDEX_TTL = 0.25
+# Shards are content-addressed (the key names the bytes): an entry only goes stale when the shard expires
+# after shard_retention_days, and then the blob is gone too (a 404 either way).
+SHARD_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class Lookup:
                 return  # invalidated while loading: the next request reads again
             if len(self._cache) > 50000:
                 self._cache.clear()
-            self._cache[key] = (time.monotonic() + (INDEX_TTL if key[0] == "index" else TTL), value)
+            ttl = INDEX_TTL if key[0] == "index" else SHARD_TTL if key[0] == "shard" and value is not None else TTL
+            self._cache[key] = (time.monotonic() + ttl, value)
 
     async def aload(self, key: tuple[object, ...]) -> Target | None:
         """``load`` on a worker thread, shared by every request that misses the same key meanwhile

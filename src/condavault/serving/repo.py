@@ -7,12 +7,14 @@ database connection held.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -53,6 +55,62 @@ class _BlobResponse(FileResponse):
             await super().__call__(scope, receive, send)
         finally:
             _streaming -= 1
+
+
+class _NotModified(Response):
+    """A 304 sent as two ASGI messages with the headers encoded once (no Starlette header init)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.status_code = 304
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.body = b""
+        self.background = None
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 304, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class _Bytes(Response):
+    """A small body sent as two ASGI messages (no thread hop to read a file, no Starlette header init)."""
+
+    def __init__(self, body: bytes, headers: dict[str, str], content_type: str) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers += [(b"content-type", content_type.encode("latin-1")),
+                             (b"content-length", str(len(body)).encode())]
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else self.body})
+
+
+SMALL_BLOB = 256 * 1024  # shards: kept in memory once read (content-addressed: never stale)
+SMALL_CACHE_BYTES = 64 * 1024 * 1024
+_small: dict[str, bytes] = {}
+_small_bytes = 0
+
+
+def _read_small(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+async def _small_blob(sha: str, path: os.PathLike[str]) -> bytes:
+    global _small_bytes
+    data = _small.get(sha)
+    if data is None:
+        data = await anyio.to_thread.run_sync(_read_small, os.fspath(path))
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise NotFound("the stored shard is damaged; run `condavault check --repair`", code="blob_missing")
+        if _small_bytes + len(data) > SMALL_CACHE_BYTES:
+            _small.clear()
+            _small_bytes = 0
+        _small[sha] = data
+        _small_bytes += len(data)
+    return data
 
 
 @lru_cache(maxsize=8192)
@@ -129,8 +187,12 @@ async def _serve(ctx: Context, request: Request) -> Response:
     etag = f'"{target.sha256}"'
     headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": _http_date(target.last_modified)}
     if _not_modified(request, etag, target.last_modified):
-        return Response(status_code=304, headers=headers)
+        return _NotModified(headers)
     path = ctx.blobs.local_path(target.sha256)
+    if target.kind == "shard" and target.size <= SMALL_BLOB and not ctx.settings.x_accel_redirect_prefix:
+        hot = _small.get(target.sha256)
+        if hot is not None:
+            return _Bytes(hot, headers, target.content_type)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -140,6 +202,13 @@ async def _serve(ctx: Context, request: Request) -> Response:
         )
     if target.kind == "package":
         ctx.on_download(request, identity, channel, rest[0], target)
+    prefix = ctx.settings.x_accel_redirect_prefix
+    if prefix:  # nginx sends the file (sendfile), with our headers; the path names only the blob
+        sha = target.sha256
+        headers["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{sha[:2]}/{sha[2:4]}/{sha}"
+        return Response(status_code=200, headers=headers, media_type=target.content_type)
+    if target.kind == "shard" and st.st_size <= SMALL_BLOB:
+        return _Bytes(await _small_blob(target.sha256, path), headers, target.content_type)
     return _BlobResponse(path, headers=headers, media_type=target.content_type, stat_result=st)
 
 

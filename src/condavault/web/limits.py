@@ -270,7 +270,7 @@ async def _refuse(scope: Scope, send: Send, exc: CondavaultError, *, logged: boo
     if not logged:  # the application never saw this request: count it here
         path = scope["path"]
         kind = "repo" if path.startswith("/api/repo/") else "api" if path.startswith("/api/") else "other"
-        metrics.REQUESTS.labels(kind, str(exc.status)).inc()
+        metrics.count_request(kind, exc.status)
         log.info("request refused before its body was read",
                  extra={"path": scope["path"], "status": exc.status, "code": exc.code})
     response = json_error(exc)

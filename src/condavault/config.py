@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     scan_max_file_bytes: int = Field(
         default=64 * MiB, ge=0, description="payload files larger than this are hashed but not matched by rules"
     )
+    sigstore_trusted_root: Path | None = Field(
+        default=None,
+        description="a Sigstore trusted_root.json: attestation sidecars are verified offline against it",
+    )
 
     # logging
     log_format: Literal["json", "text"] = "json"

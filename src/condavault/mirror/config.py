@@ -125,6 +125,24 @@ class KeepLatest(_Strict):
     per_variant: bool = False
 
 
+class SigstoreIdentity(_Strict):
+    """A signer trusted for CEP 27 attestations: OIDC issuer (exact), the certificate's SAN (a regular
+    expression matched in full) and optionally the source repository (``owner/name``)."""
+
+    issuer: str = Field(min_length=1, max_length=500)
+    identity: str = Field(min_length=1, max_length=500)
+    repository: str | None = Field(default=None, min_length=3, max_length=200, pattern=r"^[\w.-]+/[\w.-]+$")
+
+    @field_validator("identity")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"identity is not a regular expression: {exc}") from None
+        return v
+
+
 class FilterConfig(_Strict):
     """The mirror policy. Every key is optional; an empty config mirrors everything upstream has."""
 
@@ -140,6 +158,8 @@ class FilterConfig(_Strict):
     only_signed: bool = False
     # raw ed25519 public keys (64 hex digits) whose conda-content-trust signatures are trusted
     signature_keys: list[str] = []
+    # signers whose Sigstore attestations (CEP 27, in CEP 50 sidecars) are trusted: any rule matching
+    sigstore_identities: list[SigstoreIdentity] = Field(default=[], max_length=50)
     dedupe_conda_legacy: bool = False
     keep_latest: KeepLatest | None = None
     exclude_prereleases: bool = False

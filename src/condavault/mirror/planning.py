@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -27,6 +27,9 @@ from condavault.mirror.filters import FilterContext, build_chain
 from condavault.mirror.models import MirrorItem, MirrorRun
 from condavault.mirror.plan import Plan, compute_plan, iter_records
 from condavault.mirror.upstream import Fetched
+
+if TYPE_CHECKING:
+    from condavault.signing.carry import SidecarVerifier
 
 __all__ = ["GONE", "NOT_OVERRIDDEN", "Planner", "Work", "overrides_of", "record_hash"]
 
@@ -67,6 +70,9 @@ class Planner:
         self.channel_id = info.channel_id
         self.mirror_id = info.mirror_id
         self.run_id = info.run_id
+        # set by the run when the mirror trusts Sigstore identities: fetches and verifies sidecars for
+        # ``only_signed`` (see condavault.signing.carry.SidecarVerifier)
+        self.sidecars: SidecarVerifier | None = None
 
     def unchanged(self, fetched: list[Fetched]) -> bool:
         """Nothing changed upstream (ETags), in the config, or in the channel since the last clean run."""
@@ -109,11 +115,13 @@ class Planner:
         if self.cfg.filters.max_dependency_risk is not None:
             recs = {rec.key: rec.record for rec, _ in iter_records(upstream)}
             kw["dependency_risk"] = vulns.dependency_risk_for(recs)
-        # ``only_signed`` needs keys to verify against: without ``signature_keys`` it is refused clearly
-        if self.cfg.filters.signature_keys:
+        # ``only_signed`` needs keys or identities to verify against: without them it is refused clearly
+        f = self.cfg.filters
+        if f.signature_keys or f.sigstore_identities:
             from condavault.signing.carry import signed_provider
 
-            kw["is_signed"] = signed_provider(upstream, self.cfg.filters.signature_keys)
+            check = self.sidecars.check if (self.sidecars is not None and f.sigstore_identities) else None
+            kw["is_signed"] = signed_provider(upstream, f.signature_keys, check)
         return FilterContext(**kw)
 
     def plan(self, fetched: list[Fetched]) -> tuple[Plan, Work]:

@@ -151,6 +151,7 @@ class SyncRun:
                     fetched = await asyncio.gather(*(up.repodata(sd) for sd in info.cfg.subdirs))
                     loop = asyncio.get_running_loop()
                     planner = Planner(info, book)
+                    planner.sidecars = _sidecar_verifier(ctx, info, up, loop)
                     t0 = time.perf_counter()
                     if await loop.run_in_executor(None, planner.unchanged, fetched):
                         book.plan_seconds = time.perf_counter() - t0
@@ -162,6 +163,7 @@ class SyncRun:
                         return
                     t1 = time.perf_counter()
                     book.status = "running"
+                    self._prefetched = planner.sidecars.fetched if planner.sidecars is not None else {}
                     await self._apply(info, up, plan, work, {f.subdir: f.data for f in fetched})
                     book.apply_seconds = time.perf_counter() - t1
                     book.extra["retries"] = up.retried
@@ -195,13 +197,30 @@ class SyncRun:
 
             book.phase = "carrying signatures"
             carried = await carry_from_upstream(
-                self.ctx.db, self.ctx.blobs, info.channel_id, up, plan, upstream, info.cfg.filters.signature_keys
+                self.ctx.db, self.ctx.blobs, info.channel_id, up, plan, upstream, info.cfg.filters.signature_keys,
+                self.ctx.settings.sigstore_trusted_root, _identity_rules(info),
+                getattr(self, "_prefetched", None),
             )
             book.extra.update({k: v for k, v in carried.items() if v})
             if carried["trust_changed"]:
                 book.touched.update(sd for sd, _ in plan.kept)
         book.phase = "publishing index"
         await loop.run_in_executor(None, applier.publish)
+
+
+def _identity_rules(info: RunInfo) -> list[Any]:
+    from condavault.signing.sigstore import IdentityRule
+
+    return [IdentityRule(r.issuer, r.identity, r.repository) for r in info.cfg.filters.sigstore_identities]
+
+
+def _sidecar_verifier(ctx: Context, info: RunInfo, up: Upstream, loop: asyncio.AbstractEventLoop) -> Any:
+    """What ``only_signed`` asks about Sigstore attestations during planning (None: no identities trusted)."""
+    if not info.cfg.filters.sigstore_identities:
+        return None
+    from condavault.signing.carry import SidecarVerifier
+
+    return SidecarVerifier(ctx.blobs, up, loop, ctx.settings.sigstore_trusted_root, _identity_rules(info))
 
 
 def config_of(ctx: Context, mirror_id: int) -> MirrorConfig:

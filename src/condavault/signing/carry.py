@@ -14,8 +14,9 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -27,11 +28,11 @@ from condavault.indexing.builder import fragment_digest
 from condavault.indexing.dirty import mark_dirty
 from condavault.packages.metadata import record_json
 from condavault.signing.models import RecordTrust
+from condavault.signing.sigstore import IdentityRule, verify_sidecar
 from condavault.signing.trust import (
     MAX_SIDECAR,
     NONE,
     Outcome,
-    check_sidecar,
     combine,
     is_signatures_entry,
     normalise_key,
@@ -176,19 +177,79 @@ def upstream_signatures(repodata: Mapping[str, Any]) -> dict[str, Any]:
     return sigs if isinstance(sigs, dict) else {}
 
 
+SidecarCheck = Callable[[str, str, dict[str, Any]], Outcome]
+
+
 def signed_provider(
-    upstream: Mapping[str, Mapping[str, Any]], keys: Iterable[str]
+    upstream: Mapping[str, Mapping[str, Any]], keys: Iterable[str], sidecar_check: SidecarCheck | None = None
 ) -> Callable[[str, str, dict[str, Any]], bool]:
     """``is_signed`` for the ``only_signed`` filter: a file counts when a trusted key's conda-content-trust
-    signature over its upstream record verifies."""
+    signature over its upstream record verifies, or (with ``sidecar_check``) when its CEP 50 sidecar holds
+    Sigstore attestations that verify under the mirror's identity rules."""
     trusted = {normalise_key(k) for k in keys}
     sigs = {sd: upstream_signatures(data) for sd, data in upstream.items()}
 
     def is_signed(subdir: str, filename: str, record: dict[str, Any]) -> bool:
         entry = sigs.get(subdir, {}).get(filename)
-        return entry is not None and verify_content_trust(record, entry, trusted).status == "verified"
+        if entry is not None and trusted and verify_content_trust(record, entry, trusted).status == "verified":
+            return True
+        if sidecar_check is None or record.get("attestations_sha256") is None:
+            return False
+        return sidecar_check(subdir, filename, record).status == "verified"
 
     return is_signed
+
+
+@dataclass
+class SidecarVerifier:
+    """Fetches and verifies sidecars for the ``only_signed`` filter while a plan is computed (in a worker
+    thread: fetches run on the event loop), and keeps what it fetched for :func:`carry_from_upstream`, so a
+    run fetches each sidecar once. A sidecar already in the blob store is read from there."""
+
+    blobs: LocalBlobStore
+    up: Upstream | None
+    loop: asyncio.AbstractEventLoop | None
+    root: Path | None
+    rules: Sequence[IdentityRule]
+    fetched: dict[tuple[str, str], tuple[bytes | None, Outcome]] = field(default_factory=dict)
+
+    def check(self, subdir: str, filename: str, record: dict[str, Any]) -> Outcome:
+        key = (subdir, filename)
+        if key in self.fetched:
+            return self.fetched[key][1]
+        att = record.get("attestations_sha256")
+        if not isinstance(att, str) or not HEX64.match(att):
+            out = Outcome("failed", "sigstore", None, "attestations_sha256 is not 64 lowercase hex digits")
+            self.fetched[key] = (None, out)
+            return out
+        data = self.read(subdir, filename, att)
+        if data is None:
+            out = Outcome("failed", "sigstore", None, "advertised sidecar not retrievable")
+        else:
+            out = verify_sidecar(data, att, filename, record.get("sha256"), self.root, self.rules)
+        self.fetched[key] = (data, out)
+        return out
+
+    def read(self, subdir: str, filename: str, att: str) -> bytes | None:
+        if self.blobs.exists(att):
+            path = self.blobs.path(att)
+            if path.stat().st_size <= MAX_SIDECAR:
+                return path.read_bytes()
+        if self.up is None or self.loop is None:
+            return None
+        up = self.up
+
+        async def get() -> bytes | None:
+            data = await up.fetch_small(subdir, f"{filename}.sigs.{att}", MAX_SIDECAR)
+            if data is None:
+                data = await up.fetch_small(subdir, f"{filename}.sigs", MAX_SIDECAR)
+            return data
+
+        try:
+            return asyncio.run_coroutine_threadsafe(get(), self.loop).result(timeout=300)
+        except Exception as exc:
+            log.info("attestation sidecar not fetched", extra={"file": filename, "error": str(exc)[:200]})
+            return None
 
 
 async def carry_from_upstream(
@@ -199,10 +260,15 @@ async def carry_from_upstream(
     plan: Plan,
     upstream: Mapping[str, Mapping[str, Any]],
     keys: Iterable[str],
+    root: Path | None = None,
+    rules: Sequence[IdentityRule] = (),
+    prefetched: Mapping[tuple[str, str], tuple[bytes | None, Outcome]] | None = None,
 ) -> dict[str, int]:
     """After a mirror run's apply phase: the signatures and sidecars of every kept file, saved per record.
-    A sidecar already held with the same hash is not fetched again."""
+    A sidecar already held with the same hash is not fetched again (it is verified again from the blob store
+    when a trust root is configured: the policy may have changed); one the plan fetched is not either."""
     trusted = {normalise_key(k) for k in keys}
+    prefetched = prefetched or {}
     sigs = {sd: upstream_signatures(data) for sd, data in upstream.items()}
     kept = sorted(plan.kept)
     loop = asyncio.get_running_loop()
@@ -221,6 +287,8 @@ async def carry_from_upstream(
     have = await loop.run_in_executor(None, existing)
     entries: list[TrustEntry] = []
     wanted: dict[tuple[str, str], str] = {}
+    wanted_data: dict[tuple[str, str], bytes] = {}
+    reverify: set[tuple[str, str]] = set()
     for key in kept:
         rec = plan.records[key].record
         entry = sigs.get(key[0], {}).get(key[1])
@@ -239,10 +307,18 @@ async def carry_from_upstream(
         if isinstance(att, str) and HEX64.match(att):
             e.sidecar_sha256 = att
             old = have.get(key)
-            if old is not None and old.sidecar_sha256 == att and blobs.exists(att):
+            pre = prefetched.get(key)
+            if pre is not None and pre[0] is not None:
+                wanted_data[key] = pre[0]
+                wanted[key] = att
+            elif old is not None and old.sidecar_sha256 == att and blobs.exists(att):
                 e.sidecar_size = old.sidecar_size
-                outcomes.append(Outcome(old.status, old.method, old.identity, old.detail)
-                                if old.method == "sigstore" else Outcome("unverified", "sigstore"))
+                if root is not None:
+                    wanted[key] = att  # read back from the blob store and verified again
+                    reverify.add(key)
+                else:
+                    outcomes.append(Outcome(old.status, old.method, old.identity, old.detail)
+                                    if old.method == "sigstore" else Outcome("unverified", "sigstore"))
             else:
                 wanted[key] = att
         elif att is not None:
@@ -258,9 +334,13 @@ async def carry_from_upstream(
         nonlocal fetched, failed
         e = by_key[key]
         rec = plan.records[key].record
+        data: bytes | None = wanted_data.get(key)
+        if data is None and key in reverify and blobs.exists(att):
+            data = await loop.run_in_executor(None, blobs.path(att).read_bytes)
         async with limit:
             try:
-                data = await up.fetch_small(key[0], f"{key[1]}.sigs.{att}", MAX_SIDECAR)
+                if data is None:
+                    data = await up.fetch_small(key[0], f"{key[1]}.sigs.{att}", MAX_SIDECAR)
                 if data is None:  # an upstream serving only the mutable URL
                     data = await up.fetch_small(key[0], f"{key[1]}.sigs", MAX_SIDECAR)
             except Exception as exc:  # recorded as the file's outcome; the run goes on
@@ -271,14 +351,19 @@ async def carry_from_upstream(
             e.sidecar_sha256 = None
             e.outcome = combine(e.outcome, Outcome("failed", "sigstore", None, "advertised sidecar not retrievable"))
             return
-        out = check_sidecar(data, att, key[1], rec.get("sha256"))
+        pre = prefetched.get(key)
+        if pre is not None and pre[0] is data:
+            out = pre[1]
+        else:
+            out = await loop.run_in_executor(None, verify_sidecar, data, att, key[1], rec.get("sha256"), root, rules)
         if len(data) > MAX_SIDECAR or hashlib.sha256(data).hexdigest() != att:  # never stored nor served
             failed += 1
             e.sidecar_sha256 = None
         else:
-            await loop.run_in_executor(None, blobs.put_bytes, data, att)
+            if not blobs.exists(att):
+                await loop.run_in_executor(None, blobs.put_bytes, data, att)
+                fetched += 1
             e.sidecar_size = len(data)
-            fetched += 1
         e.outcome = combine(e.outcome, out)
 
     await asyncio.gather(*(one(k, a) for k, a in wanted.items()))

@@ -28,6 +28,7 @@ import yara
 from conda_package_streaming import package_streaming
 
 from condavault.errors import ScannerUnavailable
+from condavault.scanning.prefilter import build_prefilter
 
 RULES_DIR = Path(__file__).parent / "rules"
 SEVERITY = {"clean": 0, "info": 0, "suspicious": 1, "malicious": 2}
@@ -209,16 +210,21 @@ class RuleSet:
         by_scope["install"].update(by_scope["text"])  # install-time code: every rule
         self.rules = {scope: yara.compile(sources=src, externals=ext) if src else None
                       for scope, src in by_scope.items()}
+        # install-time code (small files, rules with external conditions) always goes to YARA
+        self.prefilter = build_prefilter({s: list(by_scope[s].values()) for s in ("text", "any") if by_scope[s]})
 
     def match(self, data: bytes, path: str, install_script: bool, startup_hook: bool) -> list[Any]:
         if install_script or startup_hook:
-            rules = self.rules["install"]
+            scope = "install"
         elif b"\0" not in data[:8192] and is_script(path, data):
-            rules = self.rules["text"]
+            scope = "text"
         else:
-            rules = self.rules["any"]
+            scope = "any"
+        rules = self.rules[scope]
         if rules is None:
             return []
+        if scope != "install" and self.prefilter is not None and not self.prefilter.may_match(scope, data):
+            return []  # no string of any rule of the scope occurs: no rule can match (see prefilter.py)
         return list(rules.match(
             data=data, externals={"filepath": path, "install_script": install_script, "startup_hook": startup_hook},
             timeout=60,

@@ -9,8 +9,9 @@ else ``unverified``.
 
 **CEP 50 sidecars**: a JSON array of Sigstore bundles whose sha256 is the record's ``attestations_sha256``.
 The bytes are checked against that hash and kept unchanged; each bundle's in-toto statement must name
-the file (CEP 27 subject binding: filename and sha256). Verifying the Sigstore signatures themselves
-against a trust root is not done here (see docs/signing.md): such a sidecar is ``unverified``.
+the file (CEP 27 subject binding: filename and sha256). :func:`check_sidecar` checks that shape only (its
+best outcome is ``unverified``); the Sigstore verification itself, against a trust root and the mirror's
+identity rules, is :func:`condavault.signing.sigstore.verify_sidecar`, which starts with this check.
 """
 
 from __future__ import annotations

@@ -207,3 +207,23 @@ def test_without_a_trust_root_attestations_stay_unverified(shared_server: Server
     assert t["status"] == "unverified" and "trust root" in t["detail"], t
     # the structural checks still hold without a root: a statement naming another digest fails
     assert trust(server, "ss-noroot2", upstream.cases["other_digest"])["status"] == "failed"
+
+
+def test_passive_mirror_verifies_before_any_download(sig_server: Server, upstream: Upstream) -> None:
+    server = sig_server
+    create_mirror(
+        server,
+        "ss-passive",
+        upstream.chan.url,
+        mode="passive",
+        subdirs=["noarch"],
+        filters={"only_signed": True, "sigstore_identities": RULES},
+    )
+    assert run_mirror(server, "ss-passive")["status"] == "completed"
+    good = upstream.cases["good"]
+    assert set(repodata_files(server, "ss-passive")) == {good}
+    assert trust(server, "ss-passive", good)["status"] == "verified"
+    with server.client(None) as c:
+        assert c.get(f"/api/repo/ss-passive/noarch/{good}").status_code == 200  # the passive fetch
+        assert c.get(f"/api/repo/ss-passive/noarch/{good}.sigs").content == upstream.sidecars[good]
+    assert trust(server, "ss-passive", good)["status"] == "verified"

@@ -219,7 +219,23 @@ def verify_sidecar(
     root: Path | None,
     rules: Sequence[IdentityRule],
 ) -> Outcome:
-    """The outcome of one file's CEP 50 sidecar (see the module docstring)."""
+    """The outcome of one file's CEP 50 sidecar (see the module docstring). Never raises: whatever the
+    sidecar holds, the answer is an outcome (a mirror run goes on)."""
+    try:
+        return _verify_sidecar(data, expected_sha256, filename, file_sha256, root, rules)
+    except Exception as exc:
+        log.info("sidecar not verifiable", extra={"file": filename, "error": str(exc)[:200]})
+        return Outcome("failed", "sigstore", None, f"sidecar could not be verified: {type(exc).__name__}")
+
+
+def _verify_sidecar(
+    data: bytes,
+    expected_sha256: str,
+    filename: str,
+    file_sha256: str | None,
+    root: Path | None,
+    rules: Sequence[IdentityRule],
+) -> Outcome:
     shape = check_sidecar(data, expected_sha256, filename, file_sha256)
     if shape.status == "failed":
         return shape

@@ -118,7 +118,7 @@ def check_sidecar(data: bytes, expected_sha256: str, filename: str, file_sha256:
         return Outcome("failed", "sigstore", None, "sidecar bytes do not hash to attestations_sha256")
     try:
         bundles = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return Outcome("failed", "sigstore", None, "sidecar is not JSON")
     if not isinstance(bundles, list) or not bundles or not all(isinstance(b, dict) for b in bundles):
         return Outcome("failed", "sigstore", None, "sidecar is not a JSON array of Sigstore bundles")
@@ -128,7 +128,7 @@ def check_sidecar(data: bytes, expected_sha256: str, filename: str, file_sha256:
             continue  # a message-signature bundle: nothing to bind here
         try:
             statement = json.loads(base64.b64decode(env["payload"], validate=True))
-        except ValueError:
+        except (ValueError, RecursionError):
             return Outcome("failed", "sigstore", None, "a bundle's DSSE payload is not base64 JSON")
         subjects = statement.get("subject") if isinstance(statement, dict) else None
         ok = isinstance(subjects, list) and any(

@@ -3,6 +3,7 @@ hostile sidecars (another CA, a partial identity match, a malformed bundle, too 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -87,3 +88,15 @@ def test_an_unusable_trust_root_leaves_it_unverified(inst: SigstoreInstance, tmp
     assert status == "unverified" and "not usable" in (detail or "")
     status, _, detail = check(inst.sidecar(inst.bundle(FN, SHA)), tmp_path / "missing.json", [RULE])
     assert status == "unverified" and "missing.json" in (detail or "")
+
+
+def test_hostile_json_never_raises(inst: SigstoreInstance, root: Path) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    assert check(deep, root, [RULE])[0] == "failed"
+    good = inst.bundle(FN, SHA)
+    nested = json.loads(json.dumps(good))
+    nested["dsseEnvelope"]["payload"] = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    assert check(inst.sidecar(nested), root, [RULE])[0] == "failed"
+    odd = json.loads(json.dumps(good))
+    odd["verificationMaterial"]["tlogEntries"][0]["logIndex"] = {"x": [1] * 10}
+    assert check(inst.sidecar(odd), root, [RULE])[0] == "failed"

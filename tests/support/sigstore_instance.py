@@ -23,6 +23,7 @@ import rfc8785
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 INTOTO = "application/vnd.in-toto+json"
@@ -219,8 +220,10 @@ class SigstoreInstance:
         repository: str | None = "conda-forge/foo-feedstock",
         expired: bool = False,
         payload: dict[str, Any] | None = None,
+        message_signature: bool = False,
     ) -> dict[str, Any]:
-        """A Sigstore bundle v0.3 holding a DSSE envelope of a CEP 27 statement for ``filename``.
+        """A Sigstore bundle v0.3 holding a DSSE envelope of a CEP 27 statement for ``filename``
+        (``message_signature``: a plain signature over the file's sha256, logged as ``hashedrekord``).
         ``expired``: the certificate's validity ended before the log integrated the entry."""
         key = ec.generate_private_key(ec.SECP256R1())
         integrated = self.now - dt.timedelta(hours=1)
@@ -229,10 +232,28 @@ class SigstoreInstance:
         else:
             nb, na = integrated - dt.timedelta(minutes=1), integrated + dt.timedelta(minutes=9)
         cert = self._leaf(key, identity, issuer, repository, nb, na)
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if message_signature:
+            digest = bytes.fromhex(sha256)
+            sig = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+            hashed_body = {
+                "apiVersion": "0.0.1",
+                "kind": "hashedrekord",
+                "spec": {
+                    "data": {"hash": {"algorithm": "sha256", "value": sha256}},
+                    "signature": {"content": _b64(sig), "publicKey": {"content": _b64(pem)}},
+                },
+            }
+            content = {
+                "messageSignature": {
+                    "messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest)},
+                    "signature": _b64(sig),
+                }
+            }
+            return self._logged(cert, hashed_body, "hashedrekord", integrated, content)
         body_stmt = json.dumps(payload if payload is not None else statement(filename, sha256)).encode()
         sig = key.sign(_pae(INTOTO, body_stmt), ec.ECDSA(hashes.SHA256()))
         envelope = {"payload": _b64(body_stmt), "payloadType": INTOTO, "signatures": [{"sig": _b64(sig)}]}
-        pem = cert.public_bytes(serialization.Encoding.PEM)
         entry_body = {
             "apiVersion": "0.0.1",
             "kind": "dsse",
@@ -245,6 +266,17 @@ class SigstoreInstance:
                 "signatures": [{"signature": _b64(sig), "verifier": _b64(pem)}],
             },
         }
+        return self._logged(cert, entry_body, "dsse", integrated, {"dsseEnvelope": envelope})
+
+    def _logged(
+        self,
+        cert: x509.Certificate,
+        entry_body: dict[str, Any],
+        kind: str,
+        integrated: dt.datetime,
+        content: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The bundle of ``content`` with its log entry: inclusion proof, signed checkpoint, SET."""
         body = rfc8785.dumps(entry_body)
         index = self.log_index
         self.log_index += 1
@@ -267,7 +299,7 @@ class SigstoreInstance:
                     {
                         "logIndex": str(index),
                         "logId": {"keyId": _b64(log_id)},
-                        "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                        "kindVersion": {"kind": kind, "version": "0.0.1"},
                         "integratedTime": str(itime),
                         "inclusionPromise": {"signedEntryTimestamp": _b64(set_sig)},
                         "inclusionProof": {
@@ -281,7 +313,7 @@ class SigstoreInstance:
                     }
                 ],
             },
-            "dsseEnvelope": envelope,
+            **content,
         }
 
     def sidecar(self, *bundles: dict[str, Any]) -> bytes:

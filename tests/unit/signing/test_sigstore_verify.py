@@ -100,3 +100,12 @@ def test_hostile_json_never_raises(inst: SigstoreInstance, root: Path) -> None:
     odd = json.loads(json.dumps(good))
     odd["verificationMaterial"]["tlogEntries"][0]["logIndex"] = {"x": [1] * 10}
     assert check(inst.sidecar(odd), root, [RULE])[0] == "failed"
+
+
+def test_message_signature_bundles_sign_the_file_digest(inst: SigstoreInstance, root: Path) -> None:
+    ok = inst.sidecar(inst.bundle(FN, SHA, message_signature=True))
+    status, identity, detail = check(ok, root, [RULE])
+    assert status == "verified" and identity, detail
+    # the same signature presented for another file's digest fails
+    other = verify_sidecar(ok, hashlib.sha256(ok).hexdigest(), FN, "cd" * 32, root, [RULE])
+    assert other.status == "failed", other

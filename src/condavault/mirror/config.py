@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -137,9 +138,11 @@ class SigstoreIdentity(_Strict):
     @classmethod
     def _regex(cls, v: str) -> str:
         try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"identity is not a regular expression: {exc}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. a FutureWarning for "[[": not the caller's business
+                re.compile(v)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise ValueError(f"identity is not a regular expression: {str(exc)[:200]}") from None
         return v
 
 

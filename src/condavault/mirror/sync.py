@@ -197,8 +197,15 @@ class SyncRun:
 
             book.phase = "carrying signatures"
             carried = await carry_from_upstream(
-                self.ctx.db, self.ctx.blobs, info.channel_id, up, plan, upstream, info.cfg.filters.signature_keys,
-                self.ctx.settings.sigstore_trusted_root, _identity_rules(info),
+                self.ctx.db,
+                self.ctx.blobs,
+                info.channel_id,
+                up,
+                plan,
+                upstream,
+                info.cfg.filters.signature_keys,
+                self.ctx.settings.sigstore_trusted_root,
+                _identity_rules(info),
                 getattr(self, "_prefetched", None),
             )
             book.extra.update({k: v for k, v in carried.items() if v})

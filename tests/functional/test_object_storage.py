@@ -256,3 +256,36 @@ def test_two_web_processes_and_a_worker_share_postgresql_and_s3(
         for web in webs:
             web.stop()
         drop_pg_database(pg_name)
+
+
+def test_check_and_repair_on_s3(s3_server: tuple[Server, str], s3: S3Server, packages_dir: Path) -> None:
+    from condavault.maintenance.check import run_check
+
+    srv, bucket = s3_server
+    srv.channel("s3-check")
+    datas = [(packages_dir / p).read_bytes() for p in PACKAGES[:3]]
+    for p in PACKAGES[:3]:
+        assert srv.upload("s3-check", packages_dir / p).status_code == 200
+    key = [f"cv/{_sha(d)[:2]}/{_sha(d)[2:4]}/{_sha(d)}" for d in datas]
+    client = s3.client()
+    client.delete_object(Bucket=bucket, Key=key[0])  # lost
+    client.put_object(Bucket=bucket, Key=key[1], Body=b"not the package")  # damaged
+    orphan = _sha(b"orphan")
+    client.put_object(Bucket=bucket, Key=f"cv/{orphan[:2]}/{orphan[2:4]}/{orphan}", Body=b"orphan")
+    report = run_check(srv.settings, progress=False)
+    assert report["missing_blobs"] == [f"s3-check/{PACKAGES[0]}"]
+    assert report["corrupt_blobs"] == [f"s3-check/{PACKAGES[1]}"]
+    # orphans: ours, and the index files the uploads superseded (collected later by the server itself)
+    assert report["orphan_blobs"] >= 1 and report["problems"] == 2
+    young = run_check(srv.settings, repair=True, progress=False)  # default grace: 24 h, nothing goes
+    assert young["orphan_blobs_deleted"] == 0 and young["orphan_blobs_within_grace"] >= report["orphan_blobs"]
+    assert any(k.endswith(orphan) for k in s3.keys(bucket))
+    report = run_check(srv.settings, repair=True, progress=False, grace=0)
+    assert report["orphan_blobs_deleted"] == report["orphan_blobs"] >= young["orphan_blobs"]
+    keys = set(s3.keys(bucket))
+    assert key[1] not in keys and key[2] in keys and not any(k.endswith(orphan) for k in keys)
+    again = run_check(srv.settings, progress=False)
+    assert again["problems"] == 0, again
+    with srv.client(None) as anon:  # the package whose bytes are intact is still served
+        r = anon.get(f"/api/repo/s3-check/{PACKAGES[2]}", follow_redirects=True)
+        assert r.status_code == 200 and r.content == datas[2]

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from condavault.auth.backends.ldap import LdapSettings
@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     login_block_seconds: int = 900
     cli_login_token_days: int = Field(default=90, description="lifetime of tokens made by `condavault login`")
     audit_downloads: bool = Field(default=True, description="record every package download in the audit log")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store = 's3' needs s3_bucket (CONDAVAULT_S3_BUCKET)")
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod

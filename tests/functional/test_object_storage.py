@@ -129,6 +129,7 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subproces
 def _env(**settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDAVAULT_", "AWS_"))}
     env.update({f"CONDAVAULT_{k.upper()}": str(v) for k, v in settings.items()})
+    env["COLUMNS"] = "400"  # the console wraps at the terminal width: one message, one line
     return env
 
 
@@ -148,6 +149,8 @@ def test_an_unusable_store_stops_the_start(tmp_path: Path, s3: S3Server) -> None
             errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
             assert len(errors) == 1 and says in errors[0], out.stderr
             assert "Traceback" not in out.stderr
+            if command[0] == "serve":
+                assert not (tmp_path / f"d{i}").exists()  # refused before anything was created
 
 
 # -- two web processes + one worker, PostgreSQL + S3, no shared filesystem ------------------------------------

@@ -114,8 +114,7 @@ class S3BlobStore:
             aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self.tmp = tmp_dir
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_dir  # created on first use: a failed start leaves no folder behind
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3BlobStore:
@@ -325,8 +324,9 @@ class S3BlobStore:
 
     # -- local temp files --------------------------------------------------------------------------
     def temp_file(self) -> tuple[int, Path]:
+        self.tmp.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         return fd, Path(name)
 
     def stale_temp_files(self, older_than: float = 3600.0) -> list[Path]:
-        return files_older_than(self.tmp.glob("*.part"), older_than)
+        return files_older_than(self.tmp.glob("*.part"), older_than) if self.tmp.is_dir() else []

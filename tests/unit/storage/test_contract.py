@@ -171,7 +171,7 @@ def test_s3_check_names_the_problem(s3: S3Server, tmp_path: Path) -> None:
     down = Settings(data_dir=tmp_path, **{**s3.settings("b"), "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
     with pytest.raises(SettingsError, match="blob store unusable"):
         open_blob_store(down, check=True)
-    with pytest.raises(SettingsError, match="s3_bucket"):
-        open_blob_store(Settings(data_dir=tmp_path, blob_store="s3"))
+    with pytest.raises(ValueError, match="s3_bucket"):
+        Settings(data_dir=tmp_path, blob_store="s3")
     with pytest.raises(ValueError):
         Settings(data_dir=tmp_path, blob_store="ftp")  # type: ignore[arg-type]

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import String, Text, select
+from sqlalchemy import String, Text, create_engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.pool import NullPool
 
 from condavault.db.base import Base, UTCDateTime, utcnow
 from condavault.db.session import Database
@@ -38,21 +39,41 @@ def database_exists(url: str) -> bool:
     return u.database is not None and u.database != ":memory:" and Path(u.database).is_file()
 
 
+def shared_secret_at(url: str, name: str, make: Callable[[], str]) -> str | None:
+    """:func:`shared_secret` for a caller without a :class:`Database`: a short-lived engine that does not
+    touch the SQLite file itself (``Database`` opens it to set its mode, and closing any descriptor of
+    the file drops every SQLite lock this process holds on it -- fatal beside a running server)."""
+    if not database_exists(url):
+        return None  # no server database here (yet)
+    engine = create_engine(
+        url, poolclass=NullPool, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+    )
+    try:
+        return _shared(lambda: Session(engine), name, make)
+    finally:
+        engine.dispose()
+
+
 def shared_secret(db: Database, name: str, make: Callable[[], str]) -> str | None:
     """The secret ``name``, created with ``make()`` by the first caller of any process. None when the
     database has no ``server_secrets`` table yet (an older schema: callers keep their file)."""
+    return _shared(db._factory, name, make)
+
+
+def _shared(session: Callable[[], Session], name: str, make: Callable[[], str]) -> str | None:
     try:
-        with db.session() as s:
+        with session() as s:
             value = s.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
         if value is not None:
             return value
         candidate = make()
         try:
-            with db.session() as s:
+            with session() as s:
                 s.add(ServerSecret(name=name, value=candidate))
+                s.commit()
             return candidate
         except IntegrityError:  # another process created it first: theirs
-            with db.session() as s:
+            with session() as s:
                 return s.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
     except (OperationalError, ProgrammingError) as exc:
         if "server_secrets" in str(exc):  # no such table: a database not migrated to 0013 yet

@@ -91,20 +91,15 @@ def _generate_pem() -> str:
 
 def _shared_key(settings: Settings) -> SigningKey | None:
     """The key shared through the database (None: a database without the ``server_secrets`` table)."""
-    from condavault.db.secrets import database_exists, shared_secret
-    from condavault.db.session import Database
+    from condavault.db.secrets import shared_secret_at
 
     key = _shared.get(settings.db_url)
     if key is not None:
         return key
     path = key_path(settings)
-    if not database_exists(settings.db_url):
-        return None  # no server database here (yet): the key file alone
-    db = Database(settings.db_url)
-    try:
-        pem = shared_secret(db, "signing-key-ed25519", lambda: path.read_text() if path.is_file() else _generate_pem())
-    finally:
-        db.dispose()
+    pem = shared_secret_at(
+        settings.db_url, "signing-key-ed25519", lambda: path.read_text() if path.is_file() else _generate_pem()
+    )
     if pem is None:
         return None
     try:

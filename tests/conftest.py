@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.s3_server import S3Server, start_s3
 from tests.support.server import LOGGING_ERRORS, Server, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,16 @@ def testdata() -> Path:
 @pytest.fixture(scope="session")
 def packages_dir(testdata: Path) -> Path:
     return testdata / "packages"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's standalone S3 server, one per session (tests make their own buckets)."""
+    handle = start_s3(tmp_path_factory.mktemp("moto"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from condavault.auth.backends.ldap import LdapSettings
@@ -30,10 +30,24 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, description="External URL, used in client config snippets")
 
     # storage
-    blob_store: Literal["local"] = Field(
-        default="local", description="only 'local' (a folder) exists in this version; S3 is planned"
+    blob_store: Literal["local", "s3"] = Field(
+        default="local", description="'local' (a folder, blob_dir) or 's3' (an S3-compatible bucket, s3_*)"
     )
     blob_dir: Path | None = None
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph, moto...); default: AWS for s3_region"
+    )
+    s3_bucket: str | None = Field(default=None, description="bucket of the blobs (must exist)")
+    s3_region: str | None = Field(default=None, description="region of the bucket (also signs presigned URLs)")
+    s3_prefix: str = Field(default="", max_length=200, description="key prefix of every blob, e.g. 'condavault/'")
+    s3_access_key_id: str | None = Field(
+        default=None, description="default: the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)"
+    )
+    s3_secret_access_key: str | None = None
+    s3_serve_mode: Literal["redirect", "stream"] = Field(
+        default="redirect", description="packages: 307 to a presigned URL, or streamed through condavault"
+    )
+    s3_presign_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600, description="lifetime of presigned URLs")
 
     # ingest limits
     max_upload_bytes: int = 4 * GiB
@@ -175,6 +189,12 @@ class Settings(BaseSettings):
     login_block_seconds: int = 900
     cli_login_token_days: int = Field(default=90, description="lifetime of tokens made by `condavault login`")
     audit_downloads: bool = Field(default=True, description="record every package download in the audit log")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store = 's3' needs s3_bucket (CONDAVAULT_S3_BUCKET)")
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod

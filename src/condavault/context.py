@@ -39,7 +39,7 @@ from condavault.jobs.schedule import Schedules
 from condavault.jobs.worker import JobWorker
 from condavault.memory import limit_malloc_arenas, trim
 from condavault.serving.lookup import Lookup, Target
-from condavault.storage.local import LocalBlobStore
+from condavault.storage import BlobStore, open_blob_store
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -58,7 +58,7 @@ MissingFetcher = Callable[[ChannelRef, str, Target], Awaitable[Target | None]]
 class Context:
     settings: Settings
     db: Database
-    blobs: LocalBlobStore
+    blobs: BlobStore
     indexer: Indexer
     ingestor: Ingestor
     runner: JobRunner
@@ -83,7 +83,7 @@ class Context:
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(settings.db_url)
-        blobs = LocalBlobStore(settings.blobs_path)
+        blobs = open_blob_store(settings)
         indexer = Indexer(settings, db, blobs)
         runner = JobRunner(settings.job_threads)
         events = EventBus(db)

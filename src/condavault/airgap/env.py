@@ -46,7 +46,7 @@ from condavault.db.session import Database
 from condavault.errors import CondavaultError, Conflict, InvalidRequest, NotFound
 from condavault.indexing import builder
 from condavault.indexing.models import PublishedFile, SubdirState
-from condavault.storage.local import LocalBlobStore
+from condavault.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
     from condavault.config import Settings
@@ -135,7 +135,7 @@ class EnvBundle:
 
 # -- planning -----------------------------------------------------------------------------------------
 def plan_env_bundle(
-    db: Database, request: EnvRequest, blobs: LocalBlobStore | None = None, *, fetch: Fetcher | None = None
+    db: Database, request: EnvRequest, blobs: BlobStore | None = None, *, fetch: Fetcher | None = None
 ) -> EnvPlan:
     """The packages of the bundle, or a precise error. Reads the database (and, with ``blobs``, the published
     repodata of subdirs whose index is up to date, instead of building it again from the records). Records
@@ -331,7 +331,7 @@ async def _fetch_all(ctx: Context, missing: list[Package], concurrency: int) -> 
 
 # -- solving ------------------------------------------------------------------------------------------
 def _solve(
-    s: Session, channels: list[tuple[int, str]], req: EnvRequest, blobs: LocalBlobStore | None
+    s: Session, channels: list[tuple[int, str]], req: EnvRequest, blobs: BlobStore | None
 ) -> list[Package]:
     from condavault.airgap.solver import SolveFailed, solve_in_child
 
@@ -369,21 +369,26 @@ def _virtual_string(v: Any) -> str:
     return f"{v.name.normalized}={v.version}={v.build_string}"
 
 
-def _repodata_file(s: Session, blobs: LocalBlobStore | None, channel_id: int, subdir: str, path: Path) -> Path:
+def _repodata_file(s: Session, blobs: BlobStore | None, channel_id: int, subdir: str, path: Path) -> Path:
     """``path`` holding the subdir's repodata for the solver: its published repodata when that is current
     (a hard link: it stays readable if a newer index replaces the blob meanwhile), else repodata built from
     the records table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     published = _current_repodata_blob(s, channel_id, subdir) if blobs is not None else None
     if published is not None and blobs is not None:
+        local = blobs.local_path(published)
         try:
-            os.link(blobs.local_path(published), path)
+            if local is None:  # a remote store: a copy
+                with blobs.open(published) as src, open(path, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                return path
+            os.link(local, path)
             return path
         except FileNotFoundError:
             pass  # collected since: build it from the rows
         except OSError:  # another file system: a copy
             try:
-                shutil.copyfile(blobs.local_path(published), path)
+                shutil.copyfile(local, path)  # type: ignore[arg-type]
                 return path
             except FileNotFoundError:
                 pass
@@ -491,7 +496,7 @@ def _deps(pkgs: list[Package]) -> list[str]:
 
 # -- writing ------------------------------------------------------------------------------------------
 def write_env_bundle(
-    blobs: LocalBlobStore, plan: EnvPlan, *, on_bytes: Callable[[int], None] | None = None
+    blobs: BlobStore, plan: EnvPlan, *, on_bytes: Callable[[int], None] | None = None
 ) -> EnvBundle:
     """Write the bundle folder (into a hidden sibling, renamed at the end: all or nothing)."""
     req = plan.request
@@ -530,7 +535,7 @@ def write_env_bundle(
     return EnvBundle(output, plan.packages, plan.bytes, output / explicit.name, output / "environment.yml")
 
 
-def _copy_verified(blobs: LocalBlobStore, p: Package, dest: Path, on_bytes: Callable[[int], None] | None) -> None:
+def _copy_verified(blobs: BlobStore, p: Package, dest: Path, on_bytes: Callable[[int], None] | None) -> None:
     digest = hashlib.sha256()
     n = 0
     try:

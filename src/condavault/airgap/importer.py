@@ -220,7 +220,10 @@ class Importer:
         report.disk_needed = sum(
             f.size for f in m.files if not self._is_package(opened, f) or not self.ctx.blobs.exists(f.sha256)
         )
-        report.disk_free = shutil.disk_usage(self.ctx.settings.blobs_path).free
+        # an object store has no local disk to fill (its own quota answers the write)
+        report.disk_free = (
+            shutil.disk_usage(self.ctx.settings.blobs_path).free if self.ctx.blobs.kind == "local" else 2**62
+        )
         if dry_run:
             report.status = "dry-run"
             return report

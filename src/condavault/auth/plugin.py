@@ -39,7 +39,7 @@ def wire(ctx: Context) -> AuthDomain:
     settings = ctx.settings
     login = LoginService(settings, ctx.db)
     sessions = SessionManager(
-        ctx.db, load_secret(settings.session_secret, settings.data_dir), max_age=settings.session_max_age
+        ctx.db, load_secret(settings.session_secret, settings.data_dir, ctx.db), max_age=settings.session_max_age
     )
     domain = AuthDomain(login, sessions, make_session_identity(sessions))
 

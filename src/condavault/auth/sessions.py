@@ -32,10 +32,21 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-def load_secret(configured: str | None, data_dir: Path) -> str:
-    """``session_secret`` from settings, else a random one generated once into the data dir (0600)."""
+def load_secret(configured: str | None, data_dir: Path, db: Database | None = None) -> str:
+    """``session_secret`` from settings, else the one every process of the server shares through the
+    database (``db``; created once, from the data dir's file when an older version made one), else a
+    random one generated once into the data dir (0600)."""
     if configured:
         return configured
+    if db is not None:
+        from condavault.db.secrets import shared_secret
+
+        path = data_dir / "session-secret"
+        shared = shared_secret(
+            db, "session-secret", lambda: path.read_text().strip() if path.is_file() else secrets.token_urlsafe(48)
+        )
+        if shared is not None:
+            return shared
     path = data_dir / "session-secret"
     try:
         return path.read_text().strip()

@@ -17,7 +17,6 @@ Pins of a holder that is gone (``kill -9``) are ignored once the holder is dead,
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -31,7 +30,7 @@ from condavault.db.base import utcnow
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead
 from condavault.jobs.holders import holder_is_dead
-from condavault.storage.local import LocalBlobStore
+from condavault.storage.interfaces import BlobStore
 
 log = logging.getLogger(__name__)
 PIN_MAX_AGE = timedelta(days=1)
@@ -56,7 +55,7 @@ def _lock(s: Session, shas: Iterable[str]) -> None:
 
 
 class BlobGuard:
-    def __init__(self, db: Database, blobs: LocalBlobStore, holder: str) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, holder: str) -> None:
         self.db = db
         self.blobs = blobs
         self.holder = holder
@@ -92,10 +91,8 @@ class BlobGuard:
         over the whole store must not take an index blob the indexer has written and not yet pointed
         at). Returns True when the blob was deleted."""
         if min_age > 0:
-            try:
-                if time.time() - self.blobs.path(sha256).stat().st_mtime < min_age:
-                    return False
-            except FileNotFoundError:
+            age = self.blobs.age(sha256)
+            if age is None or age < min_age:
                 return False
 
         def work(s: Session) -> bool:

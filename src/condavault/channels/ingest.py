@@ -44,7 +44,8 @@ from condavault.packages.archive import Limits, Visit
 from condavault.packages.metadata import PackageMetadata
 from condavault.packages.spool import Received
 from condavault.packages.validation import check_record
-from condavault.storage.local import LocalBlobStore, Staged, run_all
+from condavault.storage.interfaces import BlobStore
+from condavault.storage.local import run_all
 
 __all__ = ["IngestItem", "IngestResult", "Ingested", "Ingestor", "Received"]
 
@@ -97,7 +98,7 @@ class Ingested:
     item: IngestItem
     meta: PackageMetadata | None = None
     record: dict[str, Any] = field(default_factory=dict)
-    staged: Staged | None = None  # the blob written ahead (Ingestor.stage), to be committed by store()
+    staged: Any = None  # the blob written ahead (Ingestor.stage), to be committed by store()
     result: IngestResult | None = None
     error: Exception | None = None
     new_blob: bool = False
@@ -136,7 +137,7 @@ class Ingestor:
     ``checks`` run on each file after its metadata is read (phase one); a check raises an
     ``InvalidPackage`` subclass to reject the file (the place for a malware scan)."""
 
-    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore, events: EventBus) -> None:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, events: EventBus) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
@@ -254,7 +255,7 @@ class Ingestor:
 
     def stage(self, b: Ingested) -> Ingested:
         """Between the phases: write the blob ahead (the slow file system part, see
-        ``LocalBlobStore.stage``); :meth:`store` then only commits it. Raises on an I/O error (the item is
+        ``BlobStore.stage``); :meth:`store` then only commits it. Raises on an I/O error (the item is
         then to be dropped with :meth:`discard`). Only :meth:`store` calls it, after pinning the blob."""
         if b.ok and b.staged is None:
             received = b.item.received

@@ -60,7 +60,7 @@ def env(
     from condavault.cli.server import _settings
     from condavault.db import migrate
     from condavault.db.session import Database
-    from condavault.storage.local import LocalBlobStore
+    from condavault.storage import open_blob_store
 
     settings = _settings(ctx, data_dir)
     request = EnvRequest(
@@ -69,7 +69,7 @@ def env(
         explicit_hash=explicit_hash,
     )
     db = Database(settings.db_url)
-    blobs = LocalBlobStore(settings.blobs_path)
+    blobs = open_blob_store(settings, check=True)
     try:
         migrate.check(db.engine, settings.db_url)
         plan = plan_env_bundle(db, request, blobs, fetch=None if no_fetch else passive_fetcher(settings))

@@ -63,6 +63,10 @@ def serve(
     settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), host=host, port=port,
                              worker=False if no_worker else None)
     setup_logging(settings.log_format, settings.log_level)
+    from condavault.storage import open_blob_store
+
+    if settings.blob_store != "local":  # an unusable store stops the start here, with one line
+        open_blob_store(settings, check=True)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.db_url)
     if migrate.current_revision(db.engine) is None and not _has_tables(db):

@@ -33,6 +33,9 @@ def worker(
 
     settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), worker=True, job_threads=threads)
     setup_logging(settings.log_format, settings.log_level)
+    from condavault.storage import open_blob_store
+
+    open_blob_store(settings, check=True)  # an unusable store stops the start here, with one line
     context = Context.build(settings)
     try:
         migrate.check(context.db.engine, settings.db_url)

@@ -4,6 +4,7 @@ from condavault.airgap import models as _airgap  # noqa: F401
 from condavault.audit import models as _audit  # noqa: F401
 from condavault.auth import models as _auth  # noqa: F401
 from condavault.channels import models as _channels  # noqa: F401
+from condavault.db import secrets as _secrets  # noqa: F401
 from condavault.db.base import Base
 from condavault.indexing import models as _indexing  # noqa: F401
 from condavault.jobs import models as _jobs  # noqa: F401

@@ -34,7 +34,7 @@ from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
 from condavault.memory import trim
 from condavault.signing.models import RecordTrust
-from condavault.storage.local import LocalBlobStore
+from condavault.storage.interfaces import BlobStore
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 120.0
@@ -125,7 +125,7 @@ class _Cache:
 
 
 class Indexer:
-    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore) -> None:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
@@ -354,7 +354,7 @@ class Indexer:
 
         # The big zstd compressions (and hashes) release the GIL: run them on the pool while this thread
         # composes the rest. Same bytes as a sequential run. Then every blob is written with one
-        # durability barrier for all of them (LocalBlobStore.put_many) before the one transaction flips
+        # durability barrier for all of them (BlobStore.put_many) before the one transaction flips
         # the pointers.
         pool = _pool()
         repodata = builder.compose_repodata(subdir, segments)

@@ -43,7 +43,10 @@ def run_check(
 
 def _quarantine(ctx: Context, sha: str) -> None:
     path = ctx.blobs.local_path(sha)
-    folder = ctx.blobs.root / ".corrupt"
+    if path is None:  # a remote store has no side folder: the damaged object goes (re-fetch or re-upload)
+        ctx.blobs.delete(sha)
+        return
+    folder = path.parents[2] / ".corrupt"
     folder.mkdir(exist_ok=True)
     try:
         os.replace(path, folder / sha)

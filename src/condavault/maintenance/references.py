@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from condavault.channels.blobs import BLOB_COLUMNS, BlobGuard
 from condavault.db.session import Database
-from condavault.storage.local import LocalBlobStore, files_older_than
+from condavault.storage.interfaces import BlobStore
+from condavault.storage.local import files_older_than
 
 BATCH = 500
 
@@ -75,7 +76,7 @@ def temp_folders(data_dir: Path) -> list[tuple[Path, str]]:
 
 
 def sweep_temp_files(
-    blobs: LocalBlobStore, older_than: float, extra: Iterable[tuple[Path, str]] = (), *, dry_run: bool = False
+    blobs: BlobStore, older_than: float, extra: Iterable[tuple[Path, str]] = (), *, dry_run: bool = False
 ) -> int:
     """Remove temp files older than ``older_than`` seconds that killed or failed writes left behind:
     upload spools and staged blobs (``*.part``), CVE feed uploads and downloads. Younger ones may be in

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from condavault.channels.models import Channel, Record
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardHead, SubdirState
-from condavault.storage.local import LocalBlobStore
+from condavault.storage.interfaces import BlobStore
 
 
 def sha256_of(path: Path) -> str:
@@ -23,15 +23,18 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def blob_state(blobs: LocalBlobStore, sha: str | None, size: int | None) -> str:
+def blob_state(blobs: BlobStore, sha: str | None, size: int | None) -> str:
     """``ok``, ``missing`` or ``corrupt`` (size or sha256 differ)."""
     if not sha:
         return "missing"
-    path = blobs.local_path(sha)
     try:
-        if size is not None and path.stat().st_size != size:
+        if size is not None and blobs.size(sha) != size:
             return "corrupt"
-        return "ok" if sha256_of(path) == sha else "corrupt"
+        h = hashlib.sha256()
+        with blobs.open(sha) as fh:
+            while chunk := fh.read(1024 * 1024):
+                h.update(chunk)
+        return "ok" if h.hexdigest() == sha else "corrupt"
     except FileNotFoundError:
         return "missing"
 
@@ -51,7 +54,7 @@ class IndexReport:
         return len(self.missing) + len(self.corrupt) + len(self.mismatched)
 
 
-def check_index(db: Database, blobs: LocalBlobStore) -> IndexReport:
+def check_index(db: Database, blobs: BlobStore) -> IndexReport:
     """Every published file and current shard has its blob, intact; every subdir indexed up to date
     has exactly one shard per package name of its records."""
     out = IndexReport()

@@ -109,7 +109,8 @@ def rescan(ctx: Context, stage: ScanStage, run: JobRun | None = None, *, limit: 
             if not sha or not ctx.blobs.exists(sha):
                 counts["missing_blob"] += 1
                 continue
-            res = stage.scanner.scan(ctx.blobs.path(sha), filename, sha, stage.blocked)
+            with ctx.blobs.materialize(sha) as blob_path:
+                res = stage.scanner.scan(blob_path, filename, sha, stage.blocked)
             counts["rescanned"] += 1
             hold = _should_hold(ctx, channel_id, res.verdict)
             if hold:

@@ -156,7 +156,8 @@ class SearchDomain(SearchService):
                     continue
                 seen.add(sha)
                 try:
-                    info = read_archive(self.ctx.blobs.path(sha), parse_filename(filename), limits)
+                    with self.ctx.blobs.materialize(sha) as blob_path:
+                        info = read_archive(blob_path, parse_filename(filename), limits)
                     rows = file_list(info.json("info/paths.json"), info.files.get("info/files"))
                 except Exception as exc:  # a missing or unreadable blob: no file list, the rest goes on
                     done["unreadable"] += 1

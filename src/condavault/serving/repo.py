@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from email.utils import formatdate, parsedate_to_datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import anyio
@@ -98,11 +99,16 @@ def _read_small(path: str) -> bytes:
         return fh.read()
 
 
-async def _small_blob(sha: str, path: os.PathLike[str]) -> bytes:
+async def _small_blob(sha: str, path: os.PathLike[str] | None, load: Callable[[], bytes] | None = None) -> bytes:
+    """A small blob's bytes (shards), verified, from memory once read: from ``path``, else ``load()``."""
     global _small_bytes
     data = _small.get(sha)
     if data is None:
-        data = await anyio.to_thread.run_sync(_read_small, os.fspath(path))
+        if path is not None:
+            data = await anyio.to_thread.run_sync(_read_small, os.fspath(path))
+        else:
+            assert load is not None
+            data = await anyio.to_thread.run_sync(load)
         if hashlib.sha256(data).hexdigest() != sha:
             raise NotFound("the stored shard is damaged; run `condavault check --repair`", code="blob_missing")
         if _small_bytes + len(data) > SMALL_CACHE_BYTES:
@@ -193,6 +199,15 @@ async def _serve(ctx: Context, request: Request) -> Response:
         hot = _small.get(target.sha256)
         if hot is not None:
             return _Bytes(hot, headers, target.content_type)
+    if path is None:  # an object store: a presigned redirect, or streamed through (serving.remote)
+        from condavault.serving import remote
+
+        if target.kind == "package":
+            ctx.on_download(request, identity, channel, rest[0], target)
+        if target.kind == "shard" and 0 < target.size <= SMALL_BLOB:
+            data = await _small_blob(target.sha256, None, partial(remote.read_all, ctx.blobs, target.sha256))
+            return _Bytes(data, headers, target.content_type)
+        return await remote.respond(ctx, request, target, headers, rest[-1])
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -260,6 +275,10 @@ async def _serve_beside(
     if _not_modified(request, etag, target.last_modified):
         return Response(status_code=304, headers=headers)
     path = ctx.blobs.local_path(target.sha256)
+    if path is None:
+        from condavault.serving import remote
+
+        return await remote.respond(ctx, request, target, headers, filename + ".sigs", redirect=False)
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from condavault.db.session import Database
     from condavault.mirror.plan import Plan
     from condavault.mirror.upstream import Upstream
-    from condavault.storage.local import LocalBlobStore
+    from condavault.storage.interfaces import BlobStore
 
 __all__ = ["TrustEntry", "carry_from_upstream", "copy_trust", "save", "signatures_json", "signed_provider", "trust_of"]
 
@@ -254,7 +254,7 @@ class SidecarVerifier:
 
 async def carry_from_upstream(
     db: Database,
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     channel_id: int,
     up: Upstream,
     plan: Plan,

@@ -1,7 +1,10 @@
 """The server's ed25519 signing key and the keys it trusts (air-gap bundles, docs/airgap.md).
 
-The key is generated on first use into ``<data-dir>/keys/server-ed25519.pem`` (mode 0600), unless
-``signing_key_file`` names one. A public key is written ``ed25519:<64 hex>``; its **key id** is the first
+Unless ``signing_key_file`` names one, the key is generated on first use and kept in the database
+(``server_secrets``), so every web and worker process of a server -- on any machine -- signs with the
+same key; a copy is written to ``<data-dir>/keys/server-ed25519.pem`` (mode 0600). A key file that an
+older version generated there is moved into the database by the first process that starts.
+A public key is written ``ed25519:<64 hex>``; its **key id** is the first
 16 hex digits of the sha256 of the raw 32-byte public key. A receiving server trusts the keys listed in
 ``trusted_keys`` plus its own.
 """
@@ -75,10 +78,69 @@ def key_path(settings: Settings) -> Path:
     return settings.signing_key_file or settings.data_dir / "keys" / "server-ed25519.pem"
 
 
+_shared: dict[str, SigningKey] = {}  # database URL -> its key (never changes once created)
+
+
+def _generate_pem() -> str:
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
+def _shared_key(settings: Settings) -> SigningKey | None:
+    """The key shared through the database (None: a database without the ``server_secrets`` table)."""
+    from condavault.db.secrets import shared_secret_at
+
+    key = _shared.get(settings.db_url)
+    if key is not None:
+        return key
+    path = key_path(settings)
+    pem = shared_secret_at(
+        settings.db_url, "signing-key-ed25519", lambda: path.read_text() if path.is_file() else _generate_pem()
+    )
+    if pem is None:
+        return None
+    try:
+        private = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"the signing key in the database is not a PEM private key ({exc})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise SettingsError("the signing key in the database is not an ed25519 key")
+    if not path.is_file():  # a local copy, for the tools that read the file
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_new(path, pem.encode())
+    key = _shared[settings.db_url] = SigningKey(private)
+    return key
+
+
+def _write_new(path: Path, pem: bytes) -> bool:
+    """Write ``pem`` to ``path`` (0600) unless it exists; False when another process made it first."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a key another process made meanwhile
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_or_create(settings: Settings) -> SigningKey:
-    """The server's signing key: read from ``signing_key_file``, or from (and on first use generated into)
+    """The server's signing key: read from ``signing_key_file``, else the one shared through the database
+    (created on first use), else -- a database not migrated yet -- from (and on first use generated into)
     ``<data-dir>/keys/server-ed25519.pem`` with mode 0600."""
     path = key_path(settings)
+    if settings.signing_key_file is None:
+        shared = _shared_key(settings)
+        if shared is not None:
+            return shared
     if path.is_file():
         try:
             private = serialization.load_pem_private_key(path.read_bytes(), password=None)

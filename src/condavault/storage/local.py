@@ -126,6 +126,8 @@ class LocalBlobStore:
     writer finds present get a fresh mtime, so a grace period also protects writes that stage blobs
     long before their rows (a mirror batch) and stores on several machines."""
 
+    kind = "local"
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -263,6 +265,11 @@ class LocalBlobStore:
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")
 
+    def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        fh = open(self.path(sha256), "rb")  # noqa: SIM115 - the caller closes it
+        fh.seek(start)
+        return fh
+
     def size(self, sha256: str) -> int:
         return self.path(sha256).stat().st_size
 
@@ -282,3 +289,22 @@ class LocalBlobStore:
         """A temp file on the store's filesystem, so ``put_file`` is a rename."""
         fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         return fd, Path(name)
+
+    # -- the rest of the BlobStore protocol ------------------------------------------------------------
+    @contextmanager
+    def materialize(self, sha256: str) -> Iterator[Path]:
+        """The blob file itself (it never changes; collection leaves referenced blobs alone)."""
+        path = self.path(sha256)
+        if not path.is_file():
+            raise FileNotFoundError(f"blob {sha256} is missing")
+        yield path
+
+    def check(self) -> None:
+        """The folder is there (a write to it fails loudly anyway)."""
+        if not self.root.is_dir():
+            from condavault.errors import SettingsError
+
+            raise SettingsError(f"blob store folder {self.root} is missing", code="blob_store_unusable")
+
+    def presigned_url(self, sha256: str, *, filename: str | None = None) -> str | None:
+        return None

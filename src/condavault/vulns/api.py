@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from typing import Any
 
 import anyio
@@ -162,9 +163,15 @@ def _sync_job(
     ctx: Context, rt: VulnRuntime, identity: Identity, sources: list[str], cleanup: Any, wait: bool,
     names: dict[str, str],
 ) -> Any:
-    """Enqueue the sync job; with ``wait``, run it here (or wait for the worker that took it)."""
-    job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=wait, names=names)
+    """Enqueue the sync job; with ``wait``, run it here (or wait for the worker that took it). An uploaded
+    feed is spooled on this machine's disk: its job always runs in this process (in the background without
+    ``wait``), never on a worker of another machine that could not read the file."""
+    here = wait or cleanup is not None
+    job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=here, names=names)
     if not wait:
+        if here:
+            threading.Thread(target=ctx.worker.run_claimed, args=(job_id,), name=f"condavault-cve-sync-{job_id}",
+                             daemon=True).start()
         job = rt.job(str(job_id))
         ctx.record_change(identity, "cve:sync", ",".join(job["sources"]), None, {"job": job_id})
         return JSONResponse(job, status_code=202)

@@ -26,8 +26,10 @@ async def readyz(ctx: Context = CtxDep) -> Response:
         await anyio.to_thread.run_sync(ctx.db.ping)
     except Exception as exc:  # pragma: no cover - depends on a broken database
         problems.append(f"database: {exc}")
-    if not ctx.blobs.root.is_dir():
-        problems.append("blob store folder missing")
+    try:
+        await anyio.to_thread.run_sync(ctx.blobs.check)
+    except Exception as exc:
+        problems.append(f"blob store: {exc}")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready"})

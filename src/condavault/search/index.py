@@ -128,6 +128,8 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             )
         ).all()
     )
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
     for name, recs in by_name.items():
         latest = max(recs, key=lambda r: (version_key(r.version), r.build_number, r.timestamp or 0, r.id))
         about: dict[str, Any] = {}
@@ -157,12 +159,23 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
         }
         pk = existing.get(name)
         if pk is not None:
-            session.execute(update(SearchPackage).where(SearchPackage.id == pk).values(**values))
-        elif session.get_bind().dialect.name == "postgresql":  # a concurrent upload of the same new name
-            stmt = pg_insert(SearchPackage).values(channel_id=channel_id, name=name, **values)
-            session.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "name"], set_=values))
-        else:  # SQLite write transactions are serial
-            session.execute(insert(SearchPackage).values(channel_id=channel_id, name=name, **values))
+            updates.append({"id": pk, **values})
+        else:
+            inserts.append({"channel_id": channel_id, "name": name, **values})
+    # one statement each (executemany: a bulk upload of 1,000 new names is not 1,000 round trips)
+    if updates:
+        session.execute(update(SearchPackage), updates)  # by primary key
+    if inserts and session.get_bind().dialect.name == "postgresql":  # a concurrent upload of the same new name
+        stmt = pg_insert(SearchPackage)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["channel_id", "name"],
+                set_={k: getattr(stmt.excluded, k) for k in inserts[0] if k not in ("channel_id", "name")},
+            ),
+            inserts,
+        )
+    elif inserts:  # SQLite write transactions are serial
+        session.execute(insert(SearchPackage), inserts)
 
 
 def _sync_trigrams(session: Session, added: list[str], gone: list[str]) -> None:

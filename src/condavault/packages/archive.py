@@ -290,7 +290,7 @@ def _small_component(zf: zipfile.ZipFile, name: str, limits: Limits) -> _Members
     except _zstd.ZstdError:
         return None
     tar = _InMemoryTar(buf)
-    out = []
+    out: _Members = []
     pos = 0
     while pos + TAR_HEADER <= len(buf):
         block = buf[pos : pos + TAR_HEADER]

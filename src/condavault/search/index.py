@@ -63,6 +63,29 @@ def _live() -> Any:
 def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None = None) -> int:
     """Bring the documents of ``channel_id`` up to date (only ``names``, if given). Returns how many
     documents were written or deleted."""
+    current, stored, changed, gone = _out_of_date(session, channel_id, names)
+    for part in chunks(changed):
+        refresh_names(session, channel_id, part, current)
+    for part in chunks(gone):
+        session.execute(
+            delete(SearchPackage).where(SearchPackage.channel_id == channel_id, SearchPackage.name.in_(part))
+        )
+    if changed or gone:
+        _sync_trigrams(session, [n for n in changed if n not in stored], gone)
+    return len(changed) + len(gone)
+
+
+def is_up_to_date(session: Session, channel_id: int, names: Iterable[str] | None = None) -> bool:
+    """Whether :func:`sync_channel` would write nothing (a read: callers look before taking a write lock)."""
+    _, _, changed, gone = _out_of_date(session, channel_id, names)
+    return not changed and not gone
+
+
+def _out_of_date(
+    session: Session, channel_id: int, names: Iterable[str] | None
+) -> tuple[dict[str, str], dict[str, str], list[str], list[str]]:
+    """The fingerprints of the live records and of the documents; the names whose document differs, and
+    the documents of names without live records."""
     wanted = sorted(set(names)) if names is not None else None
     fps = select(
         Record.name,
@@ -84,15 +107,7 @@ def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None 
         stored.update((n, fp) for n, fp in session.execute(d))
     changed = [n for n, fp in current.items() if stored.get(n) != fp]
     gone = [n for n in stored if n not in current]
-    for part in chunks(changed):
-        refresh_names(session, channel_id, part, current)
-    for part in chunks(gone):
-        session.execute(
-            delete(SearchPackage).where(SearchPackage.channel_id == channel_id, SearchPackage.name.in_(part))
-        )
-    if changed or gone:
-        _sync_trigrams(session, [n for n in changed if n not in stored], gone)
-    return len(changed) + len(gone)
+    return current, stored, changed, gone
 
 
 def _text(value: Any, limit: int) -> str:

@@ -138,7 +138,9 @@ def upload(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip files already in the channel."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for the index to include the files."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Requests in flight at once (many files)."),
-    batch_files: int = typer.Option(64, "--batch-files", min=1, max=1000, help="Files per request (many files)."),
+    batch_files: int = typer.Option(
+        256, "--batch-files", min=1, max=1000, help="Files per request (many files; at most 32 MiB a request)."
+    ),
 ) -> None:
     """Upload package files into CHANNEL, with a progress bar.
 

@@ -46,6 +46,11 @@ def test_cli_uploads_a_folder_as_one_batch_with_one_index_publish(shared_server:
     assert _publishes(server, "bulk-cli", "linux-64") - before == 1, "one index publish for the whole batch"
     again = server.cli("upload", "bulk-cli", str(folder), "--skip-existing")
     assert f"{len(files)} skipped" in again.stdout
+    # a path that is not there: a usage error naming it, before anything is sent
+    gone = folder / "no-such-1.0-0.conda"
+    refused = server.cli("upload", "bulk-cli", str(files[0]), str(gone), check=False)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr and gone.name in refused.stderr
+    assert _publishes(server, "bulk-cli", "linux-64") - before == 1
 
 
 def test_parallel_requests_into_one_batch_and_a_bad_file(shared_server: Server, tmp_path: Path) -> None:

@@ -395,24 +395,30 @@ class Indexer:
                         ShardHead.name.in_(gone[i : i + 500]),
                     )
                 )
-            for n, (digest, data) in new_shards.items():
-                stmt = ins(ShardHead).values(channel_id=channel_id, subdir=subdir, name=n, sha256=digest)
+            # every new shard in two statements (executemany: SQLAlchemy sends multi-row upserts), not two
+            # statements a shard: a new subdir of 1,000 names was 2,000 round trips in the publish
+            if new_shards:
+                head = ins(ShardHead)
                 s.execute(
-                    stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "name"], set_={"sha256": digest})
+                    head.on_conflict_do_update(
+                        index_elements=["channel_id", "subdir", "name"], set_={"sha256": head.excluded.sha256}
+                    ),
+                    [
+                        {"channel_id": channel_id, "subdir": subdir, "name": n, "sha256": digest}
+                        for n, (digest, _) in sorted(new_shards.items())
+                    ],
                 )
+                blobs_rows: dict[str, dict[str, Any]] = {}
+                for n, (digest, data) in sorted(new_shards.items()):
+                    blobs_rows.setdefault(digest, {
+                        "channel_id": channel_id, "subdir": subdir, "sha256": digest, "name": n,
+                        "size": len(data), "created_at": now,
+                    })  # one row per digest: a multi-row upsert may not touch a row twice (PostgreSQL)
                 s.execute(
-                    ins(ShardBlob)
-                    .values(
-                        channel_id=channel_id,
-                        subdir=subdir,
-                        sha256=digest,
-                        name=n,
-                        size=len(data),
-                        created_at=now,
-                    )
-                    .on_conflict_do_update(
+                    ins(ShardBlob).on_conflict_do_update(
                         index_elements=["channel_id", "subdir", "sha256"], set_={"superseded_at": None}
-                    )
+                    ),
+                    list(blobs_rows.values()),
                 )
             superseded = [old_heads[n] for n in old_heads if heads.get(n) != old_heads[n]]
             for i in range(0, len(superseded), 500):

@@ -241,5 +241,74 @@ def _read_conda(source: Path | BinaryIO, fn: PackageFilename, walker: _Walker) -
             raise NotACondaArchive(f"{fn.filename}: unsupported conda_pkg_format_version {version!r}",
                                    filename=fn.filename)
         for component in ("info", "pkg") if pkg_members else ("info",):
-            stream = package_streaming.stream_conda_component(fn.filename, component=component, zf=zf)
+            member = info_members[0] if component == "info" else pkg_members[0]
+            stream: Any = _small_component(zf, member, walker.limits)
+            if stream is None:  # large, or anything unusual: the streaming reader (which also names errors)
+                stream = package_streaming.stream_conda_component(fn.filename, component=component, zf=zf)
             walker.walk(stream, info_prefix="info/" if component == "info" else "\0", component=component)
+
+
+SMALL_COMPONENT = 1024 * 1024  # bytes of a component's tar read whole into memory (small packages: most uploads)
+_PLAIN_TYPES = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE))
+_ZERO_BLOCK = bytes(TAR_HEADER)
+
+
+class _InMemoryTar:
+    """What the walk uses of a ``TarFile`` (``extractfile``), over a tar held in memory."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+
+    def extractfile(self, member: tarfile.TarInfo) -> io.BytesIO:
+        return io.BytesIO(self.buf[member.offset_data : member.offset_data + member.size])
+
+
+_Members = list[tuple[_InMemoryTar, tarfile.TarInfo]]
+
+
+def _small_component(zf: zipfile.ZipFile, name: str, limits: Limits) -> _Members | None:
+    """The members of a small component without the streaming machinery of ``tarfile`` (most of the cost
+    of checking a small package): the zstd frame must declare its size, at most ``SMALL_COMPONENT`` (and
+    within the limits), and the tar must hold only plain members (files, folders, links) with ustar/v7
+    headers. Anything else -- pax or GNU long-name headers, devices, a bad header, a truncated tar, a
+    frame that is not what it declares -- returns None: the caller then streams the component with
+    ``tarfile``, as for big packages, which checks (and reports) it as before. The limits are checked
+    by the walk for each member, as in the streaming path."""
+    zinfo = zf.getinfo(name)
+    bound = min(SMALL_COMPONENT, limits.max_decompressed_bytes)
+    if zinfo.file_size > bound:
+        return None
+    raw = zf.read(zinfo)
+    try:
+        size = _zstd.get_frame_info(raw).decompressed_size
+        if size is None or size > bound or _zstd.get_frame_size(raw) != len(raw):
+            return None  # unknown size, too big, or more than one frame
+        d = _zstd.ZstdDecompressor()
+        buf = d.decompress(raw, max_length=size)
+        if not d.eof or len(buf) != size:
+            return None
+    except _zstd.ZstdError:
+        return None
+    tar = _InMemoryTar(buf)
+    out: _Members = []
+    pos = 0
+    while pos + TAR_HEADER <= len(buf):
+        block = buf[pos : pos + TAR_HEADER]
+        if block == _ZERO_BLOCK:
+            return out  # the end of the archive (what follows is padding, as for tarfile)
+        try:
+            ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError:
+            return None
+        if ti.type not in _PLAIN_TYPES or ti.size < 0:
+            return None
+        ti.offset, ti.offset_data = pos, pos + TAR_HEADER
+        if ti.isdir():
+            ti.name = ti.name.rstrip("/")
+        pos += TAR_HEADER
+        if ti.isreg():
+            pos += -(-ti.size // TAR_HEADER) * TAR_HEADER
+            if ti.offset_data + ti.size > len(buf):
+                return None  # truncated
+        out.append((tar, ti))
+    return None  # no end-of-archive marker: let tarfile decide

@@ -156,10 +156,8 @@ class ScanStage:
                                         f"gains {', '.join(gained)} that {row[0]} lacked"))
 
     def on_write(self, s: Session, group: list[Ingested]) -> None:
-        for b in group:
-            res = b.notes.get("scan")
-            if isinstance(res, ScanResult):
-                put_verdict(s, b.item.received.sha256, res)
+        put_verdicts(s, [(b.item.received.sha256, b.notes["scan"]) for b in group
+                         if isinstance(b.notes.get("scan"), ScanResult)])
 
     def on_hold(self, s: Session, channel_id: int, held: list[Ingested], actor: str | None) -> None:
         channel = s.get(Channel, channel_id)
@@ -209,10 +207,23 @@ class ScanStage:
 
 def put_verdict(s: Session, sha256: str, res: ScanResult) -> None:
     """Insert or update the verdict of a blob (an upsert: concurrent ingests of the same bytes agree)."""
-    d = res.to_dict()
-    values = {"sha256": sha256, "verdict": d["verdict"], "rule": d["rule"], "path": d["path"],
-              "ruleset": res.ruleset, "properties": json.dumps(res.properties, sort_keys=True),
-              "findings": json.dumps(d["findings"]), "scanned_at": utcnow()}
+    put_verdicts(s, [(sha256, res)])
+
+
+def put_verdicts(s: Session, verdicts: list[tuple[str, ScanResult]]) -> None:
+    """:func:`put_verdict` for many blobs: multi-row upserts (the last verdict of a sha256 listed twice wins)."""
+    rows: dict[str, dict[str, Any]] = {}
+    now = utcnow()
+    for sha256, res in verdicts:
+        d = res.to_dict()
+        rows[sha256] = {"sha256": sha256, "verdict": d["verdict"], "rule": d["rule"], "path": d["path"],
+                        "ruleset": res.ruleset, "properties": json.dumps(res.properties, sort_keys=True),
+                        "findings": json.dumps(d["findings"]), "scanned_at": now}
+    if not rows:
+        return
     ins = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(ScanVerdict)
-    s.execute(ins.values(values).on_conflict_do_update(
-        index_elements=["sha256"], set_={k: v for k, v in values.items() if k != "sha256"}))
+    values = [rows[k] for k in sorted(rows)]  # sorted: concurrent batches lock rows in one order
+    # executemany: SQLAlchemy sends it as multi-row statements ("insertmanyvalues"), one cached compile
+    s.execute(ins.on_conflict_do_update(
+        index_elements=["sha256"], set_={k: getattr(ins.excluded, k) for k in values[0] if k != "sha256"}
+    ), values)

@@ -63,6 +63,29 @@ def _live() -> Any:
 def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None = None) -> int:
     """Bring the documents of ``channel_id`` up to date (only ``names``, if given). Returns how many
     documents were written or deleted."""
+    current, stored, changed, gone = _out_of_date(session, channel_id, names)
+    for part in chunks(changed):
+        refresh_names(session, channel_id, part, current)
+    for part in chunks(gone):
+        session.execute(
+            delete(SearchPackage).where(SearchPackage.channel_id == channel_id, SearchPackage.name.in_(part))
+        )
+    if changed or gone:
+        _sync_trigrams(session, [n for n in changed if n not in stored], gone)
+    return len(changed) + len(gone)
+
+
+def is_up_to_date(session: Session, channel_id: int, names: Iterable[str] | None = None) -> bool:
+    """Whether :func:`sync_channel` would write nothing (a read: callers look before taking a write lock)."""
+    _, _, changed, gone = _out_of_date(session, channel_id, names)
+    return not changed and not gone
+
+
+def _out_of_date(
+    session: Session, channel_id: int, names: Iterable[str] | None
+) -> tuple[dict[str, str], dict[str, str], list[str], list[str]]:
+    """The fingerprints of the live records and of the documents; the names whose document differs, and
+    the documents of names without live records."""
     wanted = sorted(set(names)) if names is not None else None
     fps = select(
         Record.name,
@@ -84,15 +107,7 @@ def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None 
         stored.update((n, fp) for n, fp in session.execute(d))
     changed = [n for n, fp in current.items() if stored.get(n) != fp]
     gone = [n for n in stored if n not in current]
-    for part in chunks(changed):
-        refresh_names(session, channel_id, part, current)
-    for part in chunks(gone):
-        session.execute(
-            delete(SearchPackage).where(SearchPackage.channel_id == channel_id, SearchPackage.name.in_(part))
-        )
-    if changed or gone:
-        _sync_trigrams(session, [n for n in changed if n not in stored], gone)
-    return len(changed) + len(gone)
+    return current, stored, changed, gone
 
 
 def _text(value: Any, limit: int) -> str:
@@ -128,6 +143,8 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             )
         ).all()
     )
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
     for name, recs in by_name.items():
         latest = max(recs, key=lambda r: (version_key(r.version), r.build_number, r.timestamp or 0, r.id))
         about: dict[str, Any] = {}
@@ -157,12 +174,23 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
         }
         pk = existing.get(name)
         if pk is not None:
-            session.execute(update(SearchPackage).where(SearchPackage.id == pk).values(**values))
-        elif session.get_bind().dialect.name == "postgresql":  # a concurrent upload of the same new name
-            stmt = pg_insert(SearchPackage).values(channel_id=channel_id, name=name, **values)
-            session.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "name"], set_=values))
-        else:  # SQLite write transactions are serial
-            session.execute(insert(SearchPackage).values(channel_id=channel_id, name=name, **values))
+            updates.append({"id": pk, **values})
+        else:
+            inserts.append({"channel_id": channel_id, "name": name, **values})
+    # one statement each (executemany: a bulk upload of 1,000 new names is not 1,000 round trips)
+    if updates:
+        session.execute(update(SearchPackage), updates)  # by primary key
+    if inserts and session.get_bind().dialect.name == "postgresql":  # a concurrent upload of the same new name
+        stmt = pg_insert(SearchPackage)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["channel_id", "name"],
+                set_={k: getattr(stmt.excluded, k) for k in inserts[0] if k not in ("channel_id", "name")},
+            ),
+            inserts,
+        )
+    elif inserts:  # SQLite write transactions are serial
+        session.execute(insert(SearchPackage), inserts)
 
 
 def _sync_trigrams(session: Session, added: list[str], gone: list[str]) -> None:

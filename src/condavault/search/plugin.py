@@ -58,6 +58,12 @@ class SearchDomain(SearchService):
         self.ctx.runner.submit_coalesced(("search", channel_id), lambda: self.sync(channel_id))
 
     def sync(self, channel_id: int, names: list[str] | None = None) -> int:
+        # a read first: after an upload (whose transaction wrote its documents already) there is usually
+        # nothing to do, and a sync that writes nothing must not queue for SQLite's write lock
+        with self.ctx.db.session() as s:
+            if s.get(Channel, channel_id) is None or index.is_up_to_date(s, channel_id, names):
+                return 0
+
         def work(s: Session) -> int:
             if s.get(Channel, channel_id) is None:
                 return 0

@@ -6,14 +6,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 from tests.conftest import TESTDATA
-from tests.support.packages import file_member, make_conda
+from tests.support.packages import file_member, link_member, make_conda
 
-from condavault.errors import InvalidRequest, PayloadTooLarge, UnsafePath
+from condavault.errors import CorruptArchive, DecompressionLimit, InvalidRequest, PayloadTooLarge, UnsafePath
+from condavault.packages import archive
 from condavault.packages.archive import Limits
+from condavault.packages.filename import parse_filename
 from condavault.packages.multipart import FilesReader
 from condavault.packages.spool import Received, check_sums, inspect, spool
 
@@ -133,3 +139,77 @@ def test_multipart_limits_and_malformed_bodies(tmp_path: Path) -> None:
     unfinished.feed(b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.conda\"\r\n\r\nab")
     with pytest.raises(InvalidRequest, match="ended early"):
         unfinished.close()
+
+
+def _walk_log(data: bytes, filename: str) -> tuple[list[tuple[object, ...]], dict[str, bytes]]:
+    """Everything a visitor of the walk sees (every member, its data), and the metadata files read."""
+    seen: list[tuple[object, ...]] = []
+
+    def visit(component: str, m: tarfile.TarInfo, read: Callable[..., bytes]) -> None:
+        first = read(7) if m.isfile() else b""
+        seen.append((component, m.name, m.type, m.size if m.isfile() else 0, m.linkname, m.mode, m.mtime,
+                     first + (read() if m.isfile() else b"")))
+
+    info = archive.read_archive(data, parse_filename(filename), LIMITS, visit)
+    return seen, info.files
+
+
+@pytest.mark.needs_testdata
+def test_the_in_memory_walk_of_small_components_sees_what_the_streaming_walk_sees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small components are read whole and their tar headers walked without ``tarfile``'s streaming
+    machinery; every .conda of the data set gives the same members, data and metadata both ways."""
+    fast_hits = 0
+    real = archive._small_component
+
+    def counting(*a: object) -> object:
+        nonlocal fast_hits
+        got = real(*a)  # type: ignore[arg-type]
+        fast_hits += got is not None
+        return got
+
+    for path in sorted((TESTDATA / "packages").glob("*/*.conda")):
+        data = path.read_bytes()
+        monkeypatch.setattr(archive, "_small_component", counting)
+        fast = _walk_log(data, path.name)
+        monkeypatch.setattr(archive, "_small_component", lambda *a: None)
+        assert fast == _walk_log(data, path.name), path
+    assert fast_hits >= 300  # most components of real packages take the in-memory walk
+
+
+def test_the_in_memory_walk_leaves_unusual_tars_to_tarfile(tmp_path: Path) -> None:
+    """Long names (pax headers), devices, unsafe paths and damaged components: the in-memory walk steps
+    aside (or finds the same thing) and the result is what the streaming walk says."""
+    long_name = "share/" + "d" * 120 + "/x.txt"
+    ok = make_conda(tmp_path, "longname", pkg_members=[file_member(long_name, b"x" * 3), link_member("a", "share")])
+    names = [m[1] for m in _walk_log(ok.read_bytes(), ok.name)[0]]
+    assert long_name in names and "a" in names
+    dev = tarfile.TarInfo("dev/sda")
+    dev.type = tarfile.BLKTYPE
+    bad = make_conda(tmp_path, "device", pkg_members=[(dev, None)])
+    with pytest.raises(UnsafePath, match="device"):
+        inspect(Received.of_bytes(bad.read_bytes()), bad.name, LIMITS)
+    evil = make_conda(tmp_path, "dotdot", pkg_members=[file_member("a/../../x", b"x")])
+    with pytest.raises(UnsafePath):
+        inspect(Received.of_bytes(evil.read_bytes()), evil.name, LIMITS)
+    escape = make_conda(tmp_path, "symlink", pkg_members=[link_member("lib/x", "../../../etc/passwd")])
+    with pytest.raises(UnsafePath):
+        inspect(Received.of_bytes(escape.read_bytes()), escape.name, LIMITS)
+    # a pkg tar cut short inside a member's data, compressed whole (so the zstd frame itself is sound)
+    good = make_conda(tmp_path, "cut", pkg_members=[file_member("share/big.bin", bytes(5000))])
+    with zipfile.ZipFile(good) as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    pkg_name = next(n for n in parts if n.startswith("pkg-"))
+    tar = zstandard.ZstdDecompressor().decompress(parts[pkg_name])
+    parts[pkg_name] = zstandard.ZstdCompressor().compress(tar[:2048])
+    cut = tmp_path / "cut2-1.0-0.conda"
+    with zipfile.ZipFile(cut, "w") as zf:
+        for n, raw in parts.items():
+            zf.writestr(n.replace("cut-", "cut2-"), raw)
+    with pytest.raises(CorruptArchive):
+        inspect(Received.of_bytes(cut.read_bytes()), cut.name, LIMITS)
+    # a tar bigger than the decompression limit is refused, whichever walk reads it
+    tight = Limits(max_decompressed_bytes=4096, max_compression_ratio=250.0, max_members=100)
+    with pytest.raises(DecompressionLimit):
+        archive.read_archive(good.read_bytes(), parse_filename(good.name), tight)

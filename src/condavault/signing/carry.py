@@ -52,6 +52,12 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SIDECAR_FETCHES = 8
 
 
+def _read_blob(blobs: BlobStore, sha256: str) -> bytes:
+    """The bytes of a small stored blob (a sidecar), from any backend."""
+    with blobs.open(sha256) as f:
+        return f.read(MAX_SIDECAR + 1)
+
+
 def signatures_json(entry: Mapping[str, Any]) -> str:
     """One file's ``signatures`` entry as stored and published: every key and value unchanged."""
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -206,7 +212,7 @@ class SidecarVerifier:
     thread: fetches run on the event loop), and keeps what it fetched for :func:`carry_from_upstream`, so a
     run fetches each sidecar once. A sidecar already in the blob store is read from there."""
 
-    blobs: LocalBlobStore
+    blobs: BlobStore
     up: Upstream | None
     loop: asyncio.AbstractEventLoop | None
     root: Path | None
@@ -231,10 +237,8 @@ class SidecarVerifier:
         return out
 
     def read(self, subdir: str, filename: str, att: str) -> bytes | None:
-        if self.blobs.exists(att):
-            path = self.blobs.path(att)
-            if path.stat().st_size <= MAX_SIDECAR:
-                return path.read_bytes()
+        if self.blobs.exists(att) and self.blobs.size(att) <= MAX_SIDECAR:
+            return _read_blob(self.blobs, att)
         if self.up is None or self.loop is None:
             return None
         up = self.up
@@ -336,7 +340,7 @@ async def carry_from_upstream(
         rec = plan.records[key].record
         data: bytes | None = wanted_data.get(key)
         if data is None and key in reverify and blobs.exists(att):
-            data = await loop.run_in_executor(None, blobs.path(att).read_bytes)
+            data = await loop.run_in_executor(None, _read_blob, blobs, att)
         async with limit:
             try:
                 if data is None:

@@ -26,6 +26,8 @@ from condavault.channels.schemas import (
     ChannelOut,
     ChannelUpdate,
     CopyRequest,
+    DependantOut,
+    DependantsOut,
     FileOut,
     FilesRequest,
     UploadOut,
@@ -114,6 +116,21 @@ def list_files(
         for r, f in zip(rows, out, strict=True):
             f.signature = summaries[r.id]
     return out
+
+
+@router.get("/{name}/packages/{package}/dependants", response_model=DependantsOut,
+            summary="Packages (of the channels the caller may read) that depend on a package of this channel")
+def list_dependants(
+    name: str,
+    package: str = Path(max_length=100),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> DependantsOut:
+    found, total = ChannelService(ctx).dependants(identity, name, package, limit=limit, offset=offset)
+    return DependantsOut(package=package, dependants=[DependantOut(**d) for d in found], total=total, limit=limit,
+                         offset=offset)
 
 
 @router.post(

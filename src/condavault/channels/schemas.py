@@ -128,3 +128,18 @@ class BatchFilesOut(BaseModel):
 
 class BatchCommitOut(BatchOut):
     indexed: bool
+
+
+class DependantOut(BaseModel):
+    channel: str
+    name: str
+    version: str  # of the newest build that depends on the package
+    spec: str  # that build's ``depends`` entry naming the package
+
+
+class DependantsOut(BaseModel):
+    package: str
+    dependants: list[DependantOut]
+    total: int
+    limit: int
+    offset: int

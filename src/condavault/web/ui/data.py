@@ -1,12 +1,11 @@
 """Read-only data the package and channel pages show that no API route returns in this shape: the package
-names of a channel, the dependants of a package, download counts per day. Every function takes channel
+names of a channel, download counts per day. Every function takes channel
 ids the caller was already allowed to read (``ctx.channels.for_read`` / ``vulns.api.readable``)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,10 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from condavault.audit.models import DownloadEvent
-from condavault.channels.models import Channel, Record
-from condavault.packages.specs import version_key
+from condavault.channels.models import Record
 
-DEPENDANT_SCAN = 20000  # records read at most to find dependants (a LIKE prefilter narrows them first)
 _NAME_END = re.compile(r"[\s\[=<>!~,]")
 
 
@@ -36,47 +33,6 @@ def package_names(s: Session, channel_id: int, *, prefix: str = "", limit: int =
 
 def dep_name(spec: str) -> str:
     return _NAME_END.split(spec.strip(), maxsplit=1)[0]
-
-
-_DEPENDS = re.compile(r'"depends":\s*(\[[^\]]*\])')
-
-
-def _depends(record_text: str) -> list[str]:
-    """The ``depends`` list of a stored record (only that array is parsed, not the whole record)."""
-    m = _DEPENDS.search(record_text)
-    if m is None:
-        return []
-    try:
-        deps = json.loads(m.group(1))
-    except ValueError:
-        return []
-    return [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
-
-
-def dependants(s: Session, channel_ids: Collection[int], name: str, limit: int = 200) -> list[dict[str, Any]]:
-    """Packages (channel, name) in the given channels with a build whose ``depends`` names ``name``."""
-    if not channel_ids:
-        return []
-    # a plain substring test (case-sensitive, no LIKE pattern): far cheaper than LIKE on SQLite
-    needle = '"' + name
-    dialect = s.get_bind().dialect.name
-    found_at = func.strpos(Record.record, needle) if dialect == "postgresql" else func.instr(Record.record, needle)
-    stmt = (
-        select(Channel.name, Record.name, Record.version, Record.record)
-        .join(Channel, Channel.id == Record.channel_id)
-        .where(Record.channel_id.in_(list(channel_ids)), Record.name != name, found_at > 0)
-        .limit(DEPENDANT_SCAN)
-    )
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for chan, pkg, version, text in s.execute(stmt):
-        key = (chan, pkg)
-        cur = found.get(key)
-        if cur is not None and version_key(version) <= version_key(cur["version"]):
-            continue  # a newer build of that package already depends on it
-        spec = next((d for d in _depends(text) if dep_name(d) == name), None)
-        if spec is not None:
-            found[key] = {"channel": chan, "name": pkg, "version": version, "spec": spec}
-    return sorted(found.values(), key=lambda d: (d["name"], d["channel"]))[:limit]
 
 
 def downloads_per_day(s: Session, channel: str, name: str, days: int = 30) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ MAX_RECORDS = 50000  # records a field query reads
 FUZZY_MIN = 0.3
 SUGGEST_MIN = 0.35
 SCORE_BANDS = (("critical", 9.0), ("high", 7.0), ("medium", 4.0), ("low", 0.0))
+BAND_NAMES = ("critical", "high", "medium", "low", "none")
 # relevance of a text match (exact name first, then prefix, then substring/text, then fuzzy)
 EXACT, PREFIX, NAME_SUBSTRING, TEXT, FUZZY = 1000.0, 500.0, 300.0, 100.0, 50.0
 
@@ -56,6 +57,7 @@ class SearchQuery:
     channel: str | None = None
     subdir: str | None = None
     license: str | None = None
+    score: str | None = None  # a CVE score band (``BAND_NAMES``): packages whose worst score falls in it
     sort: str = "relevance"  # relevance|name|newest
     page: int = 1
     per_page: int = 20
@@ -75,6 +77,8 @@ class SearchQuery:
             raise InvalidRequest("channel must be 1 to 100 characters", code="invalid_query")
         if self.license is not None and not 0 < len(self.license) <= 200:
             raise InvalidRequest("license must be 1 to 200 characters", code="invalid_query")
+        if self.score is not None and self.score not in BAND_NAMES:
+            raise InvalidRequest(f"score must be one of {', '.join(BAND_NAMES)}", code="invalid_query")
 
 
 @dataclass
@@ -207,8 +211,8 @@ class SearchService:
                     out["suggestion"] = self._suggest(parsed.text, pkgs, fuzzy)
             subdir = query.subdir or parsed.spec_subdir
             lic = query.license.lower() if query.license else None
-            out["facets"] = self._facets(pkgs, channels, subdir, lic)
-            hits = [p for p in pkgs if _keep(p, subdir, lic)]
+            out["facets"] = self._facets(pkgs, channels, subdir, lic, query.score)
+            hits = [p for p in pkgs if _keep(p, subdir, lic, query.score)]
             hits.sort(key=_sort_key(query.sort, channels))
             out["total"] = len(hits)
             out["total_capped"] = capped
@@ -218,7 +222,7 @@ class SearchService:
         return out
 
     def _facets(
-        self, pkgs: list[_Pkg], channels: dict[int, str], subdir: str | None, lic: str | None
+        self, pkgs: list[_Pkg], channels: dict[int, str], subdir: str | None, lic: str | None, score: str | None
     ) -> dict[str, dict[str, int]]:
         """Counts of packages per value; each facet ignores its own filter (so the others stay choosable)."""
         ch: Counter[str] = Counter()
@@ -228,18 +232,21 @@ class SearchService:
         for p in pkgs:
             in_sd = subdir is None or subdir in p.subdirs
             in_li = lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
-            if in_sd and in_li:
+            p_band = band(p.max_score)
+            in_sb = score is None or p_band == score
+            if in_sd and in_li and in_sb:
                 ch[channels[p.channel_id]] += 1
-                sb[band(p.max_score)] += 1
-            if in_li:
+            if in_sd and in_li:
+                sb[p_band] += 1
+            if in_li and in_sb:
                 sd.update(p.subdirs)
-            if in_sd:
+            if in_sd and in_sb:
                 li[p.license or "unknown"] += 1
         return {
             "channel": dict(ch.most_common(100)),
             "subdir": dict(sorted(sd.items(), key=lambda kv: (-kv[1], kv[0]))),
             "license": dict(li.most_common(50)),
-            "score_band": {k: sb[k] for k in ("critical", "high", "medium", "low", "none") if sb[k]},
+            "score_band": {k: sb[k] for k in BAND_NAMES if sb[k]},
         }
 
     # -- free text ---------------------------------------------------------------------------------
@@ -663,8 +670,10 @@ class SearchService:
             return int(s.scalar(select(func.count()).where(SearchFile.package_sha256 == sha)) or 0)
 
 
-def _keep(p: _Pkg, subdir: str | None, lic: str | None) -> bool:
+def _keep(p: _Pkg, subdir: str | None, lic: str | None, score: str | None = None) -> bool:
     if subdir is not None and subdir not in p.subdirs:
+        return False
+    if score is not None and band(p.max_score) != score:
         return False
     return lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
 

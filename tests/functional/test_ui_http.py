@@ -4,6 +4,7 @@ cookie flags, escaping, and precise 4xx pages for bad input (never a 500)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -370,6 +371,69 @@ def test_admin_forms(world: UIWorld) -> None:
     with world.server.client() as c:
         rows = c.get("/api/tokens", params={"all_users": True}).json()
         assert next(t for t in rows if t["id"] == tok["id"])["revoked_at"] is not None
+
+
+def test_admin_role_and_grant_forms(world: UIWorld) -> None:
+    """Roles and global grants are editable in the UI with the API's permission (``system:admin``) and
+    audit; a ``user:manage`` holder sees them but may not change them."""
+    srv, acc = world.server, world.acc
+    admin, member = world.web("admin"), world.web("member")
+    role, user = f"uirole-{uuid.uuid4().hex[:6]}", f"uimgr-{uuid.uuid4().hex[:6]}"
+    tok = csrf_of(admin, "/admin/users")
+    r = admin.post("/admin/roles", data={"name": role, "permissions": ["user:manage"], "description": "managers",
+                                         "csrf_token": tok})
+    assert r.status_code == 303, r.text[:300]
+    page = admin.get("/admin/users").text
+    assert f'id="role-{role}"' in page and 'id="grant-form"' in page
+    r = admin.post(f"/admin/roles/{role}", data={"permissions": ["user:manage", "audit:read"],
+                                                 "description": "managers and auditors", "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        roles = {x["name"]: x for x in c.get("/api/roles").json()}
+        assert sorted(roles[role]["permissions"]) == ["audit:read", "user:manage"]
+        assert roles[role]["description"] == "managers and auditors"
+        ok(c.post("/api/users", json={"username": user, "password": acc.password}))
+    # bad input: a precise 4xx page, never a 500
+    for bad in ({"name": f"{role}x", "permissions": ["no:such"]}, {"name": "", "permissions": ["user:manage"]}):
+        assert admin.post("/admin/roles", data={**bad, "csrf_token": tok}).status_code in (400, 422)
+    builtin = admin.post("/admin/roles/viewer", data={"permissions": ["user:manage"], "csrf_token": tok})
+    assert builtin.status_code == 400
+    assert admin.post("/admin/grants", data={"role": role, "kind": "robot", "who": user,
+                                             "csrf_token": tok}).status_code == 400
+    # a global grant from the form makes the user a user manager
+    r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        assert any(g["role"] == role and g["user"] == user for g in c.get("/api/grants").json())
+    mgr = web_login(srv, user, acc.password)
+    try:
+        page = mgr.get("/admin/users")
+        assert page.status_code == 200 and 'id="grant-form"' not in page.text
+        assert "needs <code>system:admin" in page.text
+        mtok = csrf_of(mgr, "/admin/users")
+        # what the API refuses to a user manager, the forms refuse too
+        assert mgr.post("/admin/grants", data={"role": "admin", "kind": "user", "who": user,
+                                               "csrf_token": mtok}).status_code == 403
+        assert mgr.post("/admin/roles", data={"name": f"{role}-2", "permissions": ["system:admin"],
+                                              "csrf_token": mtok}).status_code == 403
+        assert mgr.post(f"/admin/roles/{role}", data={"permissions": ["system:admin"],
+                                                      "csrf_token": mtok}).status_code == 403
+        assert member.post("/admin/grants", data={"role": "admin", "kind": "user", "who": acc.users["member"],
+                                                  "csrf_token": csrf_of(member)}).status_code == 403
+        # revoked from the form: the page is closed to them again
+        r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "remove": "1",
+                                              "csrf_token": tok})
+        assert r.status_code == 303
+        assert mgr.get("/admin/users").status_code == 403
+    finally:
+        mgr.close()
+    assert admin.post(f"/admin/roles/{role}", data={"delete": "1", "csrf_token": tok}).status_code == 303
+    with srv.client() as c:
+        assert role not in {x["name"] for x in c.get("/api/roles").json()}
+        audit = c.get("/api/audit/changes", params={"from": "2000-01-01"}).json()
+    actions = {(e["action"], e["target"]) for e in audit if role in json.dumps(e)}
+    assert {("role:create", role), ("role:update", role), ("grant:create", role), ("grant:delete", role),
+            ("role:delete", role)} <= actions, actions
 
 
 def test_search_reindex_button(world: UIWorld) -> None:

@@ -436,6 +436,61 @@ def test_admin_role_and_grant_forms(world: UIWorld) -> None:
             ("role:delete", role)} <= actions, actions
 
 
+def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
+    """A mirror created and re-configured from the UI goes through the API's service: same permissions
+    (``mirror:manage`` + ``channel:write``), same validation (a 400 page naming the field), same audit."""
+    srv, acc = world.server, world.acc
+    admin, member, outsider = world.web("admin"), world.web("member"), world.web("outsider")
+    chan, name = f"uimchan-{uuid.uuid4().hex[:6]}", f"uimform-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "private")
+    grant_channel(srv, acc, chan)  # the member's group may read it, not write
+    page = admin.get("/mirrors").text
+    assert 'id="mirror-form"' in page and f'<option value="{chan}">' in page
+    assert 'id="mirror-form"' not in member.get("/mirrors").text  # nothing the member could create
+    tok = csrf_of(admin, "/mirrors")
+    form = {"name": name, "upstream": "http://127.0.0.1:9/upstream", "channel": chan, "subdir": ["noarch", "linux-64"],
+            "mode": "active", "on_remove": "keep", "only_specs": "zlib >=1.2\nnumpy", "include_dependencies": "1",
+            "exclude_licenses": "GPL-3.0-only", "keep_latest": "2", "max_size": "50MB", "exclude_prereleases": "1",
+            "csrf_token": tok}
+    for bad, word in (({"only_specs": "numpy >=<1"}, "only_specs"), ({"cron": "every day"}, "cron"),
+                      ({"name": "bad name!"}, "name"), ({"keep_latest": "-3"}, "keep_latest"),
+                      ({"channel": world.priv + "-nope"}, "")):
+        r = admin.post("/mirrors", data={**form, **bad})
+        assert r.status_code in (400, 404), (bad, r.status_code)
+        assert word in r.text, (bad, r.text[:500])
+    # the API's permissions: a reader of the channel may not, an outsider does not even see it
+    r = member.post("/mirrors", data={**form, "csrf_token": csrf_of(member)})
+    assert r.status_code == 403, r.text[-1500:]
+    r = outsider.post("/mirrors", data={**form, "csrf_token": csrf_of(outsider)})
+    assert r.status_code == 404 and chan not in r.text
+    r = admin.post("/mirrors", data=form)
+    assert r.status_code == 303 and r.headers["location"] == f"/mirrors/{name}"
+    assert admin.post("/mirrors", data=form).status_code == 409  # exists
+    with srv.client() as c:
+        cfg = c.get(f"/api/mirrors/{name}").json()
+        assert cfg["channel"] == chan and sorted(cfg["subdirs"]) == ["linux-64", "noarch"]
+        exported = c.get(f"/api/mirrors/{name}/export").text
+    for piece in ("zlib >=1.2", "numpy", "include_dependencies: true", "GPL-3.0-only", "count: 2",
+                  "max_size: 50000000", "exclude_prereleases: true", "on_remove: keep"):
+        assert piece in exported, (piece, exported)
+    # edit: the mirror page offers its YAML to managers only
+    page = admin.get(f"/mirrors/{name}").text
+    assert 'id="mirror-config-form"' in page and "zlib &gt;=1.2" in page
+    assert 'id="mirror-config-form"' not in member.get(f"/mirrors/{name}").text
+    edited = exported.replace("on_remove: keep", "on_remove: keep\ncron: 0 3 * * *")
+    mtok = csrf_of(member)
+    assert member.post(f"/mirrors/{name}/config", data={"yaml": edited, "csrf_token": mtok}).status_code == 403
+    for bad in (edited.replace(f"name: {name}", "name: another"), "name: [unclosed", edited + "\nbogus_key: 1"):
+        r = admin.post(f"/mirrors/{name}/config", data={"yaml": bad, "csrf_token": tok})
+        assert r.status_code == 400, (bad, r.text[:300])
+    r = admin.post(f"/mirrors/{name}/config", data={"yaml": edited, "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        assert c.get(f"/api/mirrors/{name}").json()["cron"] == "0 3 * * *"
+        audit = c.get("/api/audit/changes", params={"from": "2000-01-01", "action": "mirror:"}).json()
+    assert {e["action"] for e in audit if e["target"] == name} == {"mirror:create", "mirror:update"}
+
+
 def test_search_reindex_button(world: UIWorld) -> None:
     admin, member = world.web("admin"), world.web("member")
     r = admin.post("/admin/search/reindex", data={"csrf_token": csrf_of(admin, "/admin")})

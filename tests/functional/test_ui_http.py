@@ -17,7 +17,7 @@ import pytest
 from condavault.web import ui
 from tests.support.accounts import Accounts, grant_channel, make_accounts, ok, wait_for
 from tests.support.browser import CSRF, csrf_of, web_client, web_login
-from tests.support.packages import make_conda
+from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel
 
@@ -489,6 +489,34 @@ def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
         assert c.get(f"/api/mirrors/{name}").json()["cron"] == "0 3 * * *"
         audit = c.get("/api/audit/changes", params={"from": "2000-01-01", "action": "mirror:"}).json()
     assert {e["action"] for e in audit if e["target"] == name} == {"mirror:create", "mirror:update"}
+
+
+def test_package_page_shows_scan_findings_and_signature_outcome(world: UIWorld, tmp_path: Path) -> None:
+    srv = world.server
+    chan = f"uichecks-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "public")
+    pkg = make_conda(tmp_path, "uichecked", "1.0", "0", pkg_members=[
+        file_member("bin/.uichecked-post-link.sh", b"echo linked"),
+        file_member("etc/conda/env_vars.d/uichecked.json", b"this is not json"),
+    ])
+    ok(srv.upload(chan, pkg))
+    with srv.client() as c:
+        scan = c.get(f"/api/channels/{chan}/scanning/files/noarch/{pkg.name}").json()["scan"]
+        trust = c.get(f"/api/channels/{chan}/files/noarch/{pkg.name}/signature").json()
+    assert scan["verdict"] == "suspicious"
+    c = world.web("anonymous")
+    html = c.get(f"/channels/{chan}/packages/uichecked").text
+    checks = html[html.index('id="build-checks"'):html.index("<h3>Dependencies</h3>")]
+    assert "verdict-suspicious" in checks and scan["ruleset"] in checks
+    for f in scan["findings"]:  # every finding, with its rule and file
+        assert f["rule"] in checks and (f["path"] or "") in checks
+    assert "env-vars-invalid" in checks and "etc/conda/env_vars.d/uichecked.json" in checks
+    assert "post-link" in checks and "env-vars" in checks  # install-time code, linked to has: searches
+    assert f'id="trust-status">{trust["status"]}' in checks
+    admission = re.search(r'href="([^"]+\.admission\.json)" id="admission-link"', checks)
+    assert admission is not None
+    r = c.get(admission.group(1))
+    assert r.status_code == 200 and r.json()["payloadType"] == "application/vnd.in-toto+json"
 
 
 def test_search_reindex_button(world: UIWorld) -> None:

@@ -154,6 +154,7 @@ def package_page(
     with ctx.db.session() as s:
         links = reports.link_rows(s, [ref.id], package=name)
         downloads = data.downloads_per_day(s, ref.name, name)
+        checks = data.build_checks(s, ref.name, selected)
     dependants, dependants_total = ChannelService(ctx).dependants(identity, ref.name, name, limit=DEPENDANTS_SHOWN)
     about = data.about(selected)
     url = f"{base_url(request)}/api/repo/{ref.name}"
@@ -167,7 +168,7 @@ def package_page(
         more_files=more_files, files_page=files_page, cves=_cve_summary(links), links=links,
         chart=data.chart(downloads), install=install, since=data.since_epoch_ms,
         dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS, dependants=dependants,
-        dependants_total=dependants_total,
+        dependants_total=dependants_total, checks=checks,
     )
 
 

@@ -8,6 +8,7 @@ import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -33,6 +34,32 @@ def package_names(s: Session, channel_id: int, *, prefix: str = "", limit: int =
 
 def dep_name(spec: str) -> str:
     return _NAME_END.split(spec.strip(), maxsplit=1)[0]
+
+
+FINDINGS_SHOWN = 50
+
+
+def build_checks(s: Session, channel: str, record: Record) -> dict[str, Any]:
+    """What the server found out about one build's file: its scan verdict with each finding and the
+    install-time code it carries (``scanning``), and its signatures / attestations outcome with the links
+    to the sidecar and the server's admission statement (``signing``). Read from the stored rows only."""
+    from condavault.scanning.engine import has_tags
+    from condavault.scanning.services import verdict_of
+    from condavault.signing.models import RecordTrust
+    from condavault.signing.service import trust_summary
+
+    scan = verdict_of(s, record.sha256)
+    if scan is not None:
+        findings = [f for f in scan["findings"] if isinstance(f, dict)]
+        scan["findings"], scan["more_findings"] = findings[:FINDINGS_SHOWN], max(0, len(findings) - FINDINGS_SHOWN)
+        scan["has"] = has_tags(scan["properties"]) if isinstance(scan["properties"], dict) else []
+    trust = trust_summary(s.get(RecordTrust, record.id))
+    base = f"/api/repo/{quote(channel, safe='')}/{record.subdir}/{quote(record.filename, safe='')}"
+    trust["sidecar_url"] = f"{base}.sigs.{trust['attestations_sha256']}" if trust.get("attestations_sha256") else None
+    trust["admission_url"] = f"{base}.admission.json" if record.has_blob else None
+    trust["api_url"] = (f"/api/channels/{quote(channel, safe='')}/files/{record.subdir}/"
+                        f"{quote(record.filename, safe='')}/signature")
+    return {"scan": scan, "trust": trust}
 
 
 def downloads_per_day(s: Session, channel: str, name: str, days: int = 30) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from condavault import metrics
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import authorize
+from condavault.channels.depends import COUNT_CAP
 from condavault.channels.repodata_stream import iter_records
 from condavault.channels.schemas import (
     BatchCommitOut,
@@ -129,8 +130,8 @@ def list_dependants(
     identity: Identity = IdentityDep,
 ) -> DependantsOut:
     found, total = ChannelService(ctx).dependants(identity, name, package, limit=limit, offset=offset)
-    return DependantsOut(package=package, dependants=[DependantOut(**d) for d in found], total=total, limit=limit,
-                         offset=offset)
+    return DependantsOut(package=package, dependants=[DependantOut(**d) for d in found], total=min(total, COUNT_CAP),
+                         total_capped=total > COUNT_CAP, limit=limit, offset=offset)
 
 
 @router.post(

@@ -23,6 +23,7 @@ from condavault.packages.specs import version_key
 MAX_NAME = 100
 MAX_SPEC = 500
 MAX_LIMIT = 1000
+COUNT_CAP = 1000  # packages counted at most (``python`` has a dependant in nearly every package)
 _NAME_END = re.compile(r"[\s\[=<>!~,]")
 
 
@@ -73,23 +74,29 @@ def record_dict(text: str) -> dict[str, Any]:
 
 
 def dependants(
-    s: Session, channel_ids: Collection[int], name: str, *, limit: int = 200, offset: int = 0
+    s: Session, channel_ids: Collection[int], name: str, *, limit: int = 200, offset: int = 0, count: bool = True
 ) -> tuple[list[dict[str, Any]], int]:
     """Packages (channel, name) in ``channel_ids`` with a build whose ``depends`` names ``name``, by name
     then channel, paged; each with the newest such build's version and its spec. Also the number of such
-    packages. Two index range reads: the packages of the page, then the builds of those packages only."""
+    packages, counted up to ``COUNT_CAP`` + 1 (more: "over COUNT_CAP"); without ``count``, only whether
+    there are more than this page (``offset + len(page) + 1`` then). Index range reads only: the count, the
+    packages of the page, then the builds of those packages."""
     ids = sorted(set(channel_ids))
     if not ids:
         return [], 0
     limit = max(1, min(limit, MAX_LIMIT))
     d = RecordDepends
-    where = (d.name == name, d.channel_id.in_(ids), d.dependant != name)
-    total = int(s.scalar(select(func.count()).select_from(
-        select(d.dependant, d.channel_id).where(*where).group_by(d.dependant, d.channel_id).subquery())) or 0)
-    page = s.execute(
-        select(d.dependant, d.channel_id).where(*where).group_by(d.dependant, d.channel_id)
-        .order_by(d.dependant, d.channel_id).limit(limit).offset(offset)
-    ).all()
+    where = [d.name == name, d.dependant != name]
+    if len(ids) < int(s.scalar(select(func.count()).select_from(Channel)) or 0):
+        where.append(d.channel_id.in_(ids))  # not every channel readable: filter (else the filter only costs)
+    groups = select(d.dependant, d.channel_id).where(*where).group_by(d.dependant, d.channel_id)
+    page = s.execute(groups.order_by(d.dependant, d.channel_id).limit(limit + 1).offset(offset)).all()
+    more = len(page) > limit
+    page = page[:limit]
+    if count:
+        total = int(s.scalar(select(func.count()).select_from(groups.limit(COUNT_CAP + 1).subquery())) or 0)
+    else:
+        total = offset + len(page) + (1 if more else 0)
     if not page:
         return [], total
     keys = [(p, c) for p, c in page]

@@ -140,6 +140,7 @@ class DependantOut(BaseModel):
 class DependantsOut(BaseModel):
     package: str
     dependants: list[DependantOut]
-    total: int
+    total: int  # packages; at most COUNT_CAP (1,000)
+    total_capped: bool  # there are more than ``total``
     limit: int
     offset: int

@@ -140,7 +140,7 @@ class ChannelService:
         return [c for c in rows if allowed(identity, Permission.CHANNEL_READ, ChannelRef(c.id, c.name, c.privacy))]
 
     def dependants(
-        self, identity: Identity, name: str, package: str, *, limit: int = 100, offset: int = 0
+        self, identity: Identity, name: str, package: str, *, limit: int = 100, offset: int = 0, count: bool = True
     ) -> tuple[list[dict[str, Any]], int]:
         """Packages of every channel ``identity`` may read with a build whose ``depends`` names ``package``
         of channel ``name`` (read permission on it; a package it does not hold: 404), paged; and their
@@ -152,7 +152,7 @@ class ChannelService:
             if held is None:
                 raise NotFound(f"no package {package!r} in channel {ref.name!r}", code="package_not_found",
                                channel=ref.name, package=package)
-            return depends.dependants(s, readable, package, limit=limit, offset=offset)
+            return depends.dependants(s, readable, package, limit=limit, offset=offset, count=count)
 
     def create(self, identity: Identity, name: str, *, privacy: str, description: str) -> Channel:
         def work(s: Session) -> Channel:

@@ -15,6 +15,7 @@ from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed
 from condavault.auth.schemas import GrantIn
 from condavault.channels import api as channels_api
+from condavault.channels.depends import COUNT_CAP
 from condavault.channels.schemas import ChannelUpdate
 from condavault.channels.services import ChannelService
 from condavault.errors import InvalidRequest, NotFound
@@ -155,7 +156,8 @@ def package_page(
         links = reports.link_rows(s, [ref.id], package=name)
         downloads = data.downloads_per_day(s, ref.name, name)
         checks = data.build_checks(s, ref.name, selected)
-    dependants, dependants_total = ChannelService(ctx).dependants(identity, ref.name, name, limit=DEPENDANTS_SHOWN)
+    dependants, dependants_more = ChannelService(ctx).dependants(identity, ref.name, name, limit=DEPENDANTS_SHOWN,
+                                                                 count=False)
     about = data.about(selected)
     url = f"{base_url(request)}/api/repo/{ref.name}"
     install = {
@@ -168,7 +170,7 @@ def package_page(
         more_files=more_files, files_page=files_page, cves=_cve_summary(links), links=links,
         chart=data.chart(downloads), install=install, since=data.since_epoch_ms,
         dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS, dependants=dependants,
-        dependants_total=dependants_total, checks=checks,
+        dependants_more=dependants_more > len(dependants), checks=checks,
     )
 
 
@@ -183,6 +185,11 @@ def dependants_page(
     found, total = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
                                                   offset=(page - 1) * DEPENDANTS_PER_PAGE)
     ref = ctx.channels.for_read(identity, channel)
-    pages = max(1, -(-total // DEPENDANTS_PER_PAGE))
+    pages = max(1, -(-min(total, COUNT_CAP) // DEPENDANTS_PER_PAGE))
+    if total > COUNT_CAP:  # counted up to the cap: one page more while there are more
+        _, more = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
+                                                 offset=page * DEPENDANTS_PER_PAGE, count=False)
+        pages = max(pages, page + (1 if more > page * DEPENDANTS_PER_PAGE else 0))
     return render(request, "_dependants.html" if part else "dependants.html", title=f"Dependants of {name}",
-                  channel=ref, name=name, dependants=found, dependants_total=total, page=page, pages=pages)
+                  channel=ref, name=name, dependants=found, dependants_total=total, capped=total > COUNT_CAP,
+                  page=page, pages=pages)

@@ -163,7 +163,8 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
                 info["shas"].append(digest)
                 info["paths"].append(paths_for(name, version, paths_per)[0])
         with db.write_session() as s:
-            s.execute(text("SET LOCAL synchronous_commit = off" if pg else "PRAGMA synchronous = OFF"))
+            if pg:
+                s.execute(text("SET LOCAL synchronous_commit = off"))
             cols = list(rows[0])
             _bulk(s, "records", cols, [tuple(r[c] for c in cols) for r in rows], pg)
             # the dependency-name index (channels.depends) as ingest writes it: every record depends on

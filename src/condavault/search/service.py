@@ -327,18 +327,23 @@ class SearchService:
         quoted = ['"' + w.replace('"', '""') + '"' for w in long]
         scope = _scope_sql(ids, "p.channel_id")
         short_sql = "".join(f" AND p.name LIKE :s{i} ESCAPE '\\'" for i in range(len(short)))
-        params: dict[str, Any] = {"q": " AND ".join(quoted), "lim": MAX_CANDIDATES}
+        params: dict[str, Any] = {"lim": MAX_CANDIDATES}
         params.update({f"s{i}": f"%{_like_escape(w)}%" for i, w in enumerate(short)})
-        sql = (
+        base = (
             "SELECT p.id, p.name, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
-            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql} "
-            "ORDER BY rank LIMIT :lim"
+            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql}"
         )
-        out: list[tuple[int, float]] = []
-        for pk, name, rank in s.execute(text(sql), params):
-            tier = NAME_SUBSTRING if all(w in name for w in long) else TEXT  # every word inside the name
-            out.append((pk, tier + min(-float(rank), 99.0)))
-        return out
+        out: dict[int, float] = {}
+        # 1. every word inside the name (the higher tier), ranked: few documents, all of them scored
+        for pk, _name, rank in s.execute(text(base + " ORDER BY rank LIMIT :lim"),
+                                        {**params, "q": " AND ".join(f"name : {q}" for q in quoted)}):
+            out[pk] = NAME_SUBSTRING + min(-float(rank), 99.0)
+        # 2. anywhere in the text: the first MAX_CANDIDATES matches, scored as they come (ranking every
+        # match of common words costs time in proportion to the catalogue; beyond it the total is capped)
+        for pk, name, rank in s.execute(text(base + " LIMIT :lim"), {**params, "q": " AND ".join(quoted)}):
+            tier = NAME_SUBSTRING if all(w in name for w in long) else TEXT
+            out.setdefault(pk, tier + min(-float(rank), 99.0))
+        return list(out.items())
 
     def _fts_pg(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
         """PostgreSQL: name substrings through pg_trgm (ILIKE), words (prefixes) through the tsvector."""
@@ -353,9 +358,11 @@ class SearchService:
             tsq = " & ".join(f"{t}:*" for t in terms[:16])
             doc = "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description)"
             # matched through the GIN index; ranked by name length (ts_rank would re-parse every document)
+            # the first MAX_CANDIDATES matches (no ORDER BY: sorting every match of common words costs time in
+            # proportion to the catalogue), ranked here by name length; beyond them the total is capped
             sql = (
                 f"SELECT id, length(name) FROM search_packages WHERE {doc} @@ to_tsquery('simple', :tsq) "
-                f"AND {_scope_sql(ids, 'channel_id')} ORDER BY 2, id LIMIT :lim"
+                f"AND {_scope_sql(ids, 'channel_id')} LIMIT :lim"
             )
             for pk, length in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
                 out.setdefault(pk, TEXT + max(0.0, 99.0 - float(length)))

@@ -62,7 +62,7 @@ def test_only_readable_channels(world: tuple[Server, Accounts, dict[str, str]], 
         if who in ("member", "admin"):
             want.add((ch["private"], secret))
         assert pairs(body) == want
-        assert body["total"] == len(want)
+        assert body["total"] == len(want) and body["total_capped"] is False
         assert ch["private"] not in json.dumps(body) or who in ("member", "admin")
         tool = next(d for d in body["dependants"] if d["name"] == "dptool")
         assert tool == {"channel": ch["public"], "name": "dptool", "version": "2.0", "spec": "dplib >=2.0"}
@@ -176,3 +176,25 @@ def test_migration_backfills(tmp_path: Path, db_backend: str) -> None:
     finally:
         if pg_name:
             drop_pg_database(pg_name)
+
+
+def test_count_is_capped_and_paging_knows_about_more(world: tuple[Server, Accounts, dict[str, str]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count stops at COUNT_CAP + 1 (``python`` has a dependant in nearly every package); without a
+    count the caller learns only whether there is more than the page."""
+    from condavault.auth.identity import Identity
+    from condavault.channels import depends
+    from condavault.channels.services import ChannelService
+
+    srv, _acc, ch = world
+    admin = Identity(user_id=1, username="admin", is_admin=True)
+    svc = ChannelService(srv.ctx)
+    found, total = svc.dependants(admin, ch["public"], "dplib", limit=10)
+    assert total == 3 and len(found) == 3
+    monkeypatch.setattr(depends, "COUNT_CAP", 1)
+    found, total = svc.dependants(admin, ch["public"], "dplib", limit=10)
+    assert total == 2 and len(found) == 3  # "more than 1"
+    found, more = svc.dependants(admin, ch["public"], "dplib", limit=2, count=False)
+    assert len(found) == 2 and more == 3  # there is more than this page
+    found, more = svc.dependants(admin, ch["public"], "dplib", limit=2, offset=2, count=False)
+    assert len(found) == 1 and more == 3  # the last page

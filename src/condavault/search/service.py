@@ -354,8 +354,12 @@ class SearchService:
             for (pk,) in s.execute(select(P.id).where(within(s, P.channel_id, ids), *conds).limit(MAX_CANDIDATES)):
                 out[pk] = NAME_SUBSTRING
         terms = qp.words_of(parsed.text)
+        if any(len(t) >= 3 for t in terms):
+            # a prefix of 1-2 characters (the ``r`` of ``r-base``, a half-typed word) would read a large part
+            # of the GIN index: such words are left to the name match above, as the trigram FTS5 does
+            terms = [t for t in terms if len(t) >= 3]
         if terms:
-            tsq = " & ".join(f"{t}:*" for t in terms[:16])
+            tsq = " & ".join(f"{t}:*" if len(t) >= 3 else t for t in terms[:16])
             doc = "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description)"
             # matched through the GIN index; ranked by name length (ts_rank would re-parse every document)
             # the first MAX_CANDIDATES matches (no ORDER BY: sorting every match of common words costs time in

@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record, RecordDepends
@@ -105,9 +105,14 @@ def dependants(
     rows = s.execute(
         select(d.dependant, d.channel_id, d.spec, Record.version, Record.build_number, Record.timestamp)
         .join(Record, Record.id == d.record_id)
-        .where(d.name == name, tuple_(d.dependant, d.channel_id).in_(keys))
+        # two plain INs (an index range per pair; SQLite reads every row of ``name`` for a row-value IN)
+        .where(d.name == name, d.dependant.in_(sorted({p for p, _ in keys})),
+               d.channel_id.in_(sorted({c for _, c in keys})))
     )
+    wanted = set(keys)
     for pkg, cid, spec, version, build_number, ts in rows:
+        if (pkg, cid) not in wanted:
+            continue
         rank = (version_key(version), build_number or 0, ts or 0)
         cur = best.get((pkg, cid))
         if cur is None or rank > cur["_rank"]:

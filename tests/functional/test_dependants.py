@@ -198,3 +198,27 @@ def test_count_is_capped_and_paging_knows_about_more(world: tuple[Server, Accoun
     assert len(found) == 2 and more == 3  # there is more than this page
     found, more = svc.dependants(admin, ch["public"], "dplib", limit=2, offset=2, count=False)
     assert len(found) == 1 and more == 3  # the last page
+
+
+def test_metadata_refresh_rewrites_the_rows(world: tuple[Server, Accounts, dict[str, str]],
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Same bytes, new upstream metadata (a mirror's repodata patch, an air-gap sync): the record's
+    dependency rows follow its new ``depends``."""
+    from sqlalchemy import select
+
+    from condavault.channels import depends, records
+    from condavault.channels.models import Channel
+
+    srv, _acc, _ch = world
+    chan = srv.channel(f"dpr-{uuid.uuid4().hex[:6]}")
+    work = tmp_path_factory.mktemp("dpr")
+    ok(srv.upload(chan, make_conda(work, "dprefreshed", "1.0", "0", index_extra={"depends": ["dpold >=1"]})))
+    with srv.ctx.db.write_session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == chan))
+        assert cid is not None
+        n = records.refresh_records(s, cid, {("noarch", "dprefreshed-1.0-0.conda"): {"depends": ["dpnew 2.*"]}})
+        assert n == 1
+    with srv.ctx.db.session() as s:
+        assert depends.dependants(s, [cid], "dpold")[1] == 0
+        found, total = depends.dependants(s, [cid], "dpnew")
+    assert total == 1 and found[0]["spec"] == "dpnew 2.*" and found[0]["name"] == "dprefreshed"

@@ -232,6 +232,7 @@ EXPECT: dict[tuple[str, str], tuple[str, Build]] = {
     ("PATCH", "/api/channels/{name}"): ("manage", _body(_chan, json={"description": "matrix"})),
     ("DELETE", "/api/channels/{name}"): ("manage", _fresh_if_allowed("channel")),
     ("GET", "/api/channels/{name}/files"): ("read", _chan),
+    ("GET", "/api/channels/{name}/packages/{package}/dependants"): ("read", _with({"package": "dependency"})),
     ("POST", "/api/channels/{name}/files"): (
         "write",
         _body(_chan, params={"filename": Path(PKG).name}, content=lambda w: w.package.read_bytes()),

@@ -146,6 +146,31 @@ def test_results_carry_the_contract_fields(world: dict[str, Any]) -> None:
     assert set(res["facets"]["subdir"]) >= {"linux-64", "osx-64", "win-32", "win-64"}  # ignores its own filter
 
 
+def test_score_band_filter(world: dict[str, Any]) -> None:
+    everything = search(world, "", channel=ALL, per_page=100)
+    bands = everything["facets"]["score_band"]
+    assert bands.get("critical", 0) >= 1 and bands.get("none", 0) >= 1
+    critical = search(world, "", channel=ALL, score="critical", per_page=100)
+    assert critical["total"] == bands["critical"]
+    assert critical["results"] and all(r["max_score"] >= 9.0 for r in critical["results"])
+    assert "zlib" in names(critical)
+    assert critical["facets"]["score_band"] == bands  # the facet ignores its own filter
+    assert sum(critical["facets"]["channel"].values()) == critical["total"]  # the others honour it
+    unaffected = search(world, "", channel=ALL, score="none", per_page=100)
+    assert "zlib" not in names(unaffected) and unaffected["total"] == bands["none"]
+    assert all(r["max_score"] is None for r in unaffected["results"])
+    with _client(world) as c:
+        r = c.get("/api/search", params={"q": "zlib", "score": "severe"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+        # the UI: every facet value, the score band included, is a link that filters
+        page = c.get("/search", params={"q": "zlib", "channel": ALL})
+        assert page.status_code == 200
+        assert f'href="/search?q=zlib&amp;channel={ALL}&amp;score=critical' in page.text
+        filtered = c.get("/search", params={"q": "zlib", "channel": ALL, "score": "critical"})
+        assert filtered.status_code == 200 and 'aria-label="Remove filter critical"' in filtered.text
+        assert c.get("/search", params={"q": "zlib", "score": "severe"}).status_code in (400, 422)
+
+
 def test_stable_paging(world: dict[str, Any]) -> None:
     full = names(search(world, "clobber", channel=ALL, per_page=100))
     assert len(full) > 10

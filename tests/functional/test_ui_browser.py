@@ -2,7 +2,8 @@
 
 An administrator logs in through the form, searches with a typo and finds the package, opens its page and
 sees its CVE, changes the CVE's curation status, creates a read token and copies the ``.condarc`` snippet,
-starts a mirror run and watches its progress to the end; then a user without rights fails to see a private
+starts a mirror run and watches its progress to the end, creates a filtered mirror from the form and runs
+it; then a user without rights fails to see a private
 channel anywhere (search, channel list, the package page's URL answers 404). Screenshots of the main pages
 are written to ``docs/screenshots/`` (desktop width, and the package page at phone width).
 
@@ -55,6 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[t
                              names={"dependency", "dependent", "another_dependent"})
         with StaticChannel(root) as upstream:
             server.channel("mirrored", "public")
+            server.channel("picked", "public")  # filled by a mirror created in the browser
             with server.client() as c:
                 ok(c.post("/api/mirrors", json={"name": "test-upstream", "upstream": upstream.url,
                                                 "channel": "mirrored", "subdirs": ["noarch"]}), 201)
@@ -134,6 +136,12 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
             page.locator("#did-you-mean").click()
             hit = page.locator("a.hit-name", has_text=re.compile(r"^zlib$"))
         shot(page, "search")
+        # every facet filters, the CVE score band too
+        page.locator("#facet-score a", has_text="critical").click()
+        page.wait_for_url(re.compile(r".*/search\?.*score=critical.*"))
+        assert page.locator("a.hit-name", has_text=re.compile(r"^zlib$")).count() == 1
+        assert page.locator("a.hit-name", has_text="zlib-tools").count() == 0  # no CVE: not in that band
+        hit = page.locator("a.hit-name", has_text=re.compile(r"^zlib$"))
         hit.first.click()
         page.wait_for_url(f"{base}/channels/science/packages/zlib")
         assert page.locator("#pkg-name").inner_text().startswith("zlib")
@@ -188,6 +196,27 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
         assert "kept" in page.locator("#explain-table").inner_text()
         shot(page, "mirror")
 
+        # a new mirror from the form, with a filter: one package and its dependencies
+        page.goto(f"{base}/mirrors")
+        page.locator("#create-mirror summary").click()
+        page.get_by_label("Name").fill("picked-deps")
+        page.get_by_label("Upstream channel URL").fill(upstream.url)
+        page.get_by_label("Into channel").select_option("picked")
+        page.get_by_label("Only these packages").fill("dependent")
+        page.get_by_label("and their dependencies").check()
+        page.get_by_label("When upstream removes a file").select_option("keep")
+        shot(page, "mirror-create")
+        page.get_by_role("button", name="Create mirror").click()
+        page.wait_for_url(f"{base}/mirrors/picked-deps")
+        page.get_by_role("button", name="Run now").click()
+        page.wait_for_url(re.compile(r".*/mirrors/picked-deps/runs/\d+$"))
+        page.locator("#run-live[data-status=completed]").wait_for()
+        with server.client() as c:
+            got = {f["name"] for f in c.get("/api/channels/picked/files").json()}
+            exported = c.get("/api/mirrors/picked-deps/export").text
+        assert got == {"dependent", "dependency"}, got  # another_dependent filtered out
+        assert "include_dependencies: true" in exported and "on_remove: keep" in exported
+
         for path, name in (("/channels/science", "channel"), ("/admin", "admin"), ("/admin/users", "admin-users"),
                            ("/admin/audit", "audit"), ("/provides?path=include/zlib.h", "provides")):
             page.goto(base + path)
@@ -207,7 +236,7 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
         assert response is not None and response.status == 404
         assert "secret-lab" not in page.locator("main").inner_text()
         page.goto(f"{base}/channels/science/packages/zlib")
-        assert "zlib-tools" in page.locator("#dependants").inner_text()  # loaded after the page
+        assert "zlib-tools" in page.locator("#dependants").inner_text()  # from the dependency index
         assert "labtool" not in page.content()  # not even as a dependant
 
         phone = browser.new_context(viewport=PHONE, is_mobile=True)

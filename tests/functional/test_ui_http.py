@@ -4,6 +4,7 @@ cookie flags, escaping, and precise 4xx pages for bad input (never a 500)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from condavault.web import ui
 from tests.support.accounts import Accounts, grant_channel, make_accounts, ok, wait_for
 from tests.support.browser import CSRF, csrf_of, web_client, web_login
-from tests.support.packages import make_conda
+from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel
 
@@ -147,7 +148,7 @@ def test_private_channel_pages(world: UIWorld, who: str) -> None:
     assert (world.priv in listing) == (who in ("member", "admin"))
     # the public package's dependants include the private one only for the private channel's readers
     page = c.get(f"/channels/{world.pub}/packages/uilib").text
-    assert f'data-src="/channels/{world.pub}/packages/uilib/dependants?part=true"' in page
+    assert ("uitool" in page) and ((secret in page) == (who in ("member", "admin")))  # listed on the page itself
     for url in (f"/channels/{world.pub}/packages/uilib/dependants?part=true",
                 f"/channels/{world.pub}/packages/uilib/dependants"):
         part = c.get(url).text
@@ -370,6 +371,152 @@ def test_admin_forms(world: UIWorld) -> None:
     with world.server.client() as c:
         rows = c.get("/api/tokens", params={"all_users": True}).json()
         assert next(t for t in rows if t["id"] == tok["id"])["revoked_at"] is not None
+
+
+def test_admin_role_and_grant_forms(world: UIWorld) -> None:
+    """Roles and global grants are editable in the UI with the API's permission (``system:admin``) and
+    audit; a ``user:manage`` holder sees them but may not change them."""
+    srv, acc = world.server, world.acc
+    admin, member = world.web("admin"), world.web("member")
+    role, user = f"uirole-{uuid.uuid4().hex[:6]}", f"uimgr-{uuid.uuid4().hex[:6]}"
+    tok = csrf_of(admin, "/admin/users")
+    r = admin.post("/admin/roles", data={"name": role, "permissions": ["user:manage"], "description": "managers",
+                                         "csrf_token": tok})
+    assert r.status_code == 303, r.text[:300]
+    page = admin.get("/admin/users").text
+    assert f'id="role-{role}"' in page and 'id="grant-form"' in page
+    r = admin.post(f"/admin/roles/{role}", data={"permissions": ["user:manage", "audit:read"],
+                                                 "description": "managers and auditors", "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        roles = {x["name"]: x for x in c.get("/api/roles").json()}
+        assert sorted(roles[role]["permissions"]) == ["audit:read", "user:manage"]
+        assert roles[role]["description"] == "managers and auditors"
+        ok(c.post("/api/users", json={"username": user, "password": acc.password}))
+    # bad input: a precise 4xx page, never a 500
+    for bad in ({"name": f"{role}x", "permissions": ["no:such"]}, {"name": "", "permissions": ["user:manage"]}):
+        assert admin.post("/admin/roles", data={**bad, "csrf_token": tok}).status_code in (400, 422)
+    builtin = admin.post("/admin/roles/viewer", data={"permissions": ["user:manage"], "csrf_token": tok})
+    assert builtin.status_code == 400
+    assert admin.post("/admin/grants", data={"role": role, "kind": "robot", "who": user,
+                                             "csrf_token": tok}).status_code == 400
+    # a global grant from the form makes the user a user manager
+    r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        assert any(g["role"] == role and g["user"] == user for g in c.get("/api/grants").json())
+    mgr = web_login(srv, user, acc.password)
+    try:
+        page = mgr.get("/admin/users")
+        assert page.status_code == 200 and 'id="grant-form"' not in page.text
+        assert "needs <code>system:admin" in page.text
+        mtok = csrf_of(mgr, "/admin/users")
+        # what the API refuses to a user manager, the forms refuse too
+        assert mgr.post("/admin/grants", data={"role": "admin", "kind": "user", "who": user,
+                                               "csrf_token": mtok}).status_code == 403
+        assert mgr.post("/admin/roles", data={"name": f"{role}-2", "permissions": ["system:admin"],
+                                              "csrf_token": mtok}).status_code == 403
+        assert mgr.post(f"/admin/roles/{role}", data={"permissions": ["system:admin"],
+                                                      "csrf_token": mtok}).status_code == 403
+        assert member.post("/admin/grants", data={"role": "admin", "kind": "user", "who": acc.users["member"],
+                                                  "csrf_token": csrf_of(member)}).status_code == 403
+        # revoked from the form: the page is closed to them again
+        r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "remove": "1",
+                                              "csrf_token": tok})
+        assert r.status_code == 303
+        assert mgr.get("/admin/users").status_code == 403
+    finally:
+        mgr.close()
+    assert admin.post(f"/admin/roles/{role}", data={"delete": "1", "csrf_token": tok}).status_code == 303
+    with srv.client() as c:
+        assert role not in {x["name"] for x in c.get("/api/roles").json()}
+        audit = c.get("/api/audit/changes", params={"from": "2000-01-01"}).json()
+    actions = {(e["action"], e["target"]) for e in audit if role in json.dumps(e)}
+    assert {("role:create", role), ("role:update", role), ("grant:create", role), ("grant:delete", role),
+            ("role:delete", role)} <= actions, actions
+
+
+def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
+    """A mirror created and re-configured from the UI goes through the API's service: same permissions
+    (``mirror:manage`` + ``channel:write``), same validation (a 400 page naming the field), same audit."""
+    srv, acc = world.server, world.acc
+    admin, member, outsider = world.web("admin"), world.web("member"), world.web("outsider")
+    chan, name = f"uimchan-{uuid.uuid4().hex[:6]}", f"uimform-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "private")
+    grant_channel(srv, acc, chan)  # the member's group may read it, not write
+    page = admin.get("/mirrors").text
+    assert 'id="mirror-form"' in page and f'<option value="{chan}">' in page
+    assert 'id="mirror-form"' not in member.get("/mirrors").text  # nothing the member could create
+    tok = csrf_of(admin, "/mirrors")
+    form = {"name": name, "upstream": "http://127.0.0.1:9/upstream", "channel": chan, "subdir": ["noarch", "linux-64"],
+            "mode": "active", "on_remove": "keep", "only_specs": "zlib >=1.2\nnumpy", "include_dependencies": "1",
+            "exclude_licenses": "GPL-3.0-only", "keep_latest": "2", "max_size": "50MB", "exclude_prereleases": "1",
+            "csrf_token": tok}
+    for bad, word in (({"only_specs": "numpy >=<1"}, "only_specs"), ({"cron": "every day"}, "cron"),
+                      ({"name": "bad name!"}, "name"), ({"keep_latest": "-3"}, "keep_latest"),
+                      ({"channel": world.priv + "-nope"}, "")):
+        r = admin.post("/mirrors", data={**form, **bad})
+        assert r.status_code in (400, 404), (bad, r.status_code)
+        assert word in r.text, (bad, r.text[:500])
+    # the API's permissions: a reader of the channel may not, an outsider does not even see it
+    r = member.post("/mirrors", data={**form, "csrf_token": csrf_of(member)})
+    assert r.status_code == 403, r.text[-1500:]
+    r = outsider.post("/mirrors", data={**form, "csrf_token": csrf_of(outsider)})
+    assert r.status_code == 404 and chan not in r.text
+    r = admin.post("/mirrors", data=form)
+    assert r.status_code == 303 and r.headers["location"] == f"/mirrors/{name}"
+    assert admin.post("/mirrors", data=form).status_code == 409  # exists
+    with srv.client() as c:
+        cfg = c.get(f"/api/mirrors/{name}").json()
+        assert cfg["channel"] == chan and sorted(cfg["subdirs"]) == ["linux-64", "noarch"]
+        exported = c.get(f"/api/mirrors/{name}/export").text
+    for piece in ("zlib >=1.2", "numpy", "include_dependencies: true", "GPL-3.0-only", "count: 2",
+                  "max_size: 50000000", "exclude_prereleases: true", "on_remove: keep"):
+        assert piece in exported, (piece, exported)
+    # edit: the mirror page offers its YAML to managers only
+    page = admin.get(f"/mirrors/{name}").text
+    assert 'id="mirror-config-form"' in page and "zlib &gt;=1.2" in page
+    assert 'id="mirror-config-form"' not in member.get(f"/mirrors/{name}").text
+    edited = exported.replace("on_remove: keep", "on_remove: keep\ncron: 0 3 * * *")
+    mtok = csrf_of(member)
+    assert member.post(f"/mirrors/{name}/config", data={"yaml": edited, "csrf_token": mtok}).status_code == 403
+    for bad in (edited.replace(f"name: {name}", "name: another"), "name: [unclosed", edited + "\nbogus_key: 1"):
+        r = admin.post(f"/mirrors/{name}/config", data={"yaml": bad, "csrf_token": tok})
+        assert r.status_code == 400, (bad, r.text[:300])
+    r = admin.post(f"/mirrors/{name}/config", data={"yaml": edited, "csrf_token": tok})
+    assert r.status_code == 303
+    with srv.client() as c:
+        assert c.get(f"/api/mirrors/{name}").json()["cron"] == "0 3 * * *"
+        audit = c.get("/api/audit/changes", params={"from": "2000-01-01", "action": "mirror:"}).json()
+    assert {e["action"] for e in audit if e["target"] == name} == {"mirror:create", "mirror:update"}
+
+
+def test_package_page_shows_scan_findings_and_signature_outcome(world: UIWorld, tmp_path: Path) -> None:
+    srv = world.server
+    chan = f"uichecks-{uuid.uuid4().hex[:6]}"
+    srv.channel(chan, "public")
+    pkg = make_conda(tmp_path, "uichecked", "1.0", "0", pkg_members=[
+        file_member("bin/.uichecked-post-link.sh", b"echo linked"),
+        file_member("etc/conda/env_vars.d/uichecked.json", b"this is not json"),
+    ])
+    ok(srv.upload(chan, pkg))
+    with srv.client() as c:
+        scan = c.get(f"/api/channels/{chan}/scanning/files/noarch/{pkg.name}").json()["scan"]
+        trust = c.get(f"/api/channels/{chan}/files/noarch/{pkg.name}/signature").json()
+    assert scan["verdict"] == "suspicious"
+    c = world.web("anonymous")
+    html = c.get(f"/channels/{chan}/packages/uichecked").text
+    checks = html[html.index('id="build-checks"'):html.index("<h3>Dependencies</h3>")]
+    assert "verdict-suspicious" in checks and scan["ruleset"] in checks
+    for f in scan["findings"]:  # every finding, with its rule and file
+        assert f["rule"] in checks and (f["path"] or "") in checks
+    assert "env-vars-invalid" in checks and "etc/conda/env_vars.d/uichecked.json" in checks
+    assert "post-link" in checks and "env-vars" in checks  # install-time code, linked to has: searches
+    assert f'id="trust-status">{trust["status"]}' in checks
+    admission = re.search(r'href="([^"]+\.admission\.json)" id="admission-link"', checks)
+    assert admission is not None
+    r = c.get(admission.group(1))
+    assert r.status_code == 200 and r.json()["payloadType"] == "application/vnd.in-toto+json"
 
 
 def test_search_reindex_button(world: UIWorld) -> None:

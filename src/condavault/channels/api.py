@@ -17,6 +17,7 @@ from condavault import metrics
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import authorize
+from condavault.channels.depends import COUNT_CAP
 from condavault.channels.repodata_stream import iter_records
 from condavault.channels.schemas import (
     BatchCommitOut,
@@ -26,6 +27,8 @@ from condavault.channels.schemas import (
     ChannelOut,
     ChannelUpdate,
     CopyRequest,
+    DependantOut,
+    DependantsOut,
     FileOut,
     FilesRequest,
     UploadOut,
@@ -114,6 +117,21 @@ def list_files(
         for r, f in zip(rows, out, strict=True):
             f.signature = summaries[r.id]
     return out
+
+
+@router.get("/{name}/packages/{package}/dependants", response_model=DependantsOut,
+            summary="Packages (of the channels the caller may read) that depend on a package of this channel")
+def list_dependants(
+    name: str,
+    package: str = Path(max_length=100),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    ctx: Context = CtxDep,
+    identity: Identity = IdentityDep,
+) -> DependantsOut:
+    found, total = ChannelService(ctx).dependants(identity, name, package, limit=limit, offset=offset)
+    return DependantsOut(package=package, dependants=[DependantOut(**d) for d in found], total=min(total, COUNT_CAP),
+                         total_capped=total > COUNT_CAP, limit=limit, offset=offset)
 
 
 @router.post(

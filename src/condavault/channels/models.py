@@ -94,3 +94,19 @@ class UploadBatch(Base):
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # unix seconds; renewed by every request
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RecordDepends(Base):
+    """The package names a record's ``depends`` names (one row per record and name): the index behind a
+    package's *dependants* (``channels.depends``). Written with the record by ``channels.records`` (the only
+    writer of records), gone with it (cascade). ``channel_id`` and ``dependant`` (the record's own name)
+    are copies of the record's, so "who depends on X in these channels" is one index range."""
+
+    __tablename__ = "record_depends"
+    __table_args__ = (Index("ix_record_depends_name", "name", "dependant", "channel_id"),)
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(Integer)
+    dependant: Mapped[str] = mapped_column(String(100))
+    spec: Mapped[str] = mapped_column(String(500))

@@ -18,6 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 if TYPE_CHECKING:
     from sqlalchemy.engine import CursorResult
 
+from condavault.channels import depends
 from condavault.channels.models import Channel, Record
 from condavault.db.base import table, utcnow
 from condavault.errors import Conflict, InvalidIndexJson, InvalidRequest, NotFound
@@ -140,6 +141,7 @@ def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -
                 existing[(sd, fn)] = _Existing(rid, sha, has_blob, name)
     patches = {sd: subdir_patches(session, channel.id, sd) for sd in by_subdir}
     inserts: dict[tuple[str, str], dict[str, Any]] = {}
+    inserted: dict[tuple[str, str], dict[str, Any]] = {}  # the parsed record of each insert
     replaced: list[int] = []
     got_blob: list[int] = []
     names: dict[str, set[str]] = defaultdict(set)
@@ -168,6 +170,7 @@ def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -
                 replaced.append(cur.id)
         row = _new_row(channel.id, e, patches[e.subdir])
         inserts[key] = row
+        inserted[key] = e.record
         existing[key] = _Existing(None, sha256, e.has_blob, row["name"])
         names[e.subdir].add(row["name"])
         outcomes.append(Outcome(e.subdir, e.filename, "replaced" if cur is not None else "created"))
@@ -178,12 +181,26 @@ def _put_records(session: Session, channel: Channel, entries: list[NewRecord]) -
             raise StaleDataError("a record this batch replaces was replaced meanwhile")  # settled by a retry
     for i in range(0, len(got_blob), 500):
         session.execute(update(Record).where(Record.id.in_(got_blob[i : i + 500])).values(has_blob=True))
-    rows = list(inserts.values())
-    for i in range(0, len(rows), 5000):
-        session.connection().execute(table(Record).insert(), rows[i : i + 5000])
+    _insert(session, list(inserts.values()), list(inserted.values()))
     for sd, ns in names.items():
         mark_dirty(session, channel.id, sd, ns)
     return outcomes
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str, Any]] | None = None) -> None:
+    """INSERT record rows (batched) and their dependency names (``channels.depends``); ``records``: the
+    parsed record of each row when the caller has it (else the row's ``record`` text is parsed)."""
+    t = table(Record)
+    stmt = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+    for i in range(0, len(rows), 5000):
+        chunk = rows[i : i + 5000]
+        ids = session.connection().execute(stmt, chunk).scalars().all()
+        parsed = records[i : i + 5000] if records is not None else [depends.record_dict(r["record"]) for r in chunk]
+        depends.write(session, (
+            d
+            for rid, row, rec in zip(ids, chunk, parsed, strict=True)
+            for d in depends.depends_rows(rid, row["channel_id"], row["name"], rec)
+        ))
 
 
 def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]:
@@ -288,6 +305,7 @@ def _import_repodata(
             )
         } if fns else {}
         rows = []
+        recs: list[dict[str, Any]] = []
         for fn in fns:
             rec = batch[fn]
             if fn in existing:
@@ -329,10 +347,11 @@ def _import_repodata(
                     "removed": removed,
                 }
             )
+            recs.append(rec)
             names.add(rec["name"])
             counts["created"] += 1
         if rows:
-            session.connection().execute(table(Record).insert(), rows)
+            _insert(session, rows, recs)
         batch.clear()
 
     for _section, fn, rec in entries:
@@ -490,6 +509,7 @@ def refresh_records(
     for sd, fns in by_subdir.items():
         patches = subdir_patches(session, channel_id, sd)
         names = set()
+        deps: dict[int, list[dict[str, Any]]] = {}
         for i in range(0, len(fns), 500):
             rows = session.scalars(
                 select(Record).where(
@@ -500,11 +520,13 @@ def refresh_records(
                 rec = json.loads(row.record)
                 rec.update(updates[(sd, row.filename)])
                 row.record = record_json(rec)
+                deps[row.id] = depends.depends_rows(row.id, channel_id, row.name, rec)
                 row.fragment, row.removed = make_fragment(row.filename, rec, row.indexed_timestamp, patches)
                 row.license = str(rec["license"])[:500] if rec.get("license") else None
                 names.add(row.name)
                 n += 1
         session.flush()
+        depends.write(session, (d for ds in deps.values() for d in ds), replace=deps)
         if names:
             mark_dirty(session, channel_id, sd, names)
     return n
@@ -605,6 +627,7 @@ def _refresh_same_bytes(
         fns = sorted(fn for d, fn in by_key if d == sd)
         patches = subdir_patches(session, channel.id, sd)
         names: set[str] = set()
+        deps: dict[int, list[dict[str, Any]]] = {}
         for i in range(0, len(fns), 500):
             rows = session.scalars(select(Record).where(
                 Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])))
@@ -630,8 +653,10 @@ def _refresh_same_bytes(
                 row.fragment, row.removed = make_fragment(row.filename, e.record, ts, patches)
                 row.license = str(e.record["license"])[:500] if e.record.get("license") else None
                 names.add(row.name)
+                deps[row.id] = depends.depends_rows(row.id, channel.id, row.name, e.record)
         if names:
             session.flush()
+            depends.write(session, (d for ds in deps.values() for d in ds), replace=deps)
             mark_dirty(session, channel.id, sd, names)
             subdirs.add(sd)
     return list(rest.values())

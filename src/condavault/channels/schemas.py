@@ -128,3 +128,19 @@ class BatchFilesOut(BaseModel):
 
 class BatchCommitOut(BatchOut):
     indexed: bool
+
+
+class DependantOut(BaseModel):
+    channel: str
+    name: str
+    version: str  # of the newest build that depends on the package
+    spec: str  # that build's ``depends`` entry naming the package
+
+
+class DependantsOut(BaseModel):
+    package: str
+    dependants: list[DependantOut]
+    total: int  # packages; at most COUNT_CAP (1,000)
+    total_capped: bool  # there are more than ``total``
+    limit: int
+    offset: int

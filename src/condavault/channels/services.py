@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import ChannelRef, allowed
+from condavault.channels import depends
 from condavault.channels import records as rec_svc
 from condavault.channels.events import ChannelChanged, ChannelCreated, RecordsChanged
 from condavault.channels.models import Channel, Record
@@ -137,6 +138,21 @@ class ChannelService:
         with self.ctx.db.session() as s:
             rows = list_channels(s)
         return [c for c in rows if allowed(identity, Permission.CHANNEL_READ, ChannelRef(c.id, c.name, c.privacy))]
+
+    def dependants(
+        self, identity: Identity, name: str, package: str, *, limit: int = 100, offset: int = 0, count: bool = True
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Packages of every channel ``identity`` may read with a build whose ``depends`` names ``package``
+        of channel ``name`` (read permission on it; a package it does not hold: 404), paged; and their
+        number. A lookup in the dependency-name index (``channels.depends``)."""
+        ref = self.ctx.channels.for_read(identity, name)
+        readable = [c.id for c in self.list_readable(identity)]
+        with self.ctx.db.session() as s:
+            held = s.scalar(select(Record.id).where(Record.channel_id == ref.id, Record.name == package).limit(1))
+            if held is None:
+                raise NotFound(f"no package {package!r} in channel {ref.name!r}", code="package_not_found",
+                               channel=ref.name, package=package)
+            return depends.dependants(s, readable, package, limit=limit, offset=offset, count=count)
 
     def create(self, identity: Identity, name: str, *, privacy: str, description: str) -> Channel:
         def work(s: Session) -> Channel:

@@ -29,6 +29,8 @@ def search(
     channel: str = typer.Option(None, "--channel", "-c", help="Only this channel."),
     subdir: str = typer.Option(None, "--subdir", help="Only packages with files for this subdir (e.g. linux-64)."),
     license: str = typer.Option(None, "--license", help="Only this license (* wildcards)."),
+    score: str = typer.Option(None, "--score", help="Only packages whose worst CVE score is in this band: "
+                              "critical | high | medium | low | none."),
     sort: str = typer.Option("relevance", "--sort", help="relevance | name | newest."),
     page: int = typer.Option(1, "--page", min=1, max=1000, help="Page number."),
     per_page: int = typer.Option(20, "--per-page", min=1, max=100, help="Results per page."),
@@ -50,7 +52,7 @@ def search(
                 raise typer.Exit(1)
         return
     params: dict[str, Any] = {"q": query, "sort": sort, "page": page, "per_page": per_page}
-    for key, value in (("channel", channel), ("subdir", subdir), ("license", license)):
+    for key, value in (("channel", channel), ("subdir", subdir), ("license", license), ("score", score)):
         if value:
             params[key] = value
     body = client.get("/api/search", params=params)

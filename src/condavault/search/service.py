@@ -44,6 +44,7 @@ MAX_RECORDS = 50000  # records a field query reads
 FUZZY_MIN = 0.3
 SUGGEST_MIN = 0.35
 SCORE_BANDS = (("critical", 9.0), ("high", 7.0), ("medium", 4.0), ("low", 0.0))
+BAND_NAMES = ("critical", "high", "medium", "low", "none")
 # relevance of a text match (exact name first, then prefix, then substring/text, then fuzzy)
 EXACT, PREFIX, NAME_SUBSTRING, TEXT, FUZZY = 1000.0, 500.0, 300.0, 100.0, 50.0
 
@@ -56,6 +57,7 @@ class SearchQuery:
     channel: str | None = None
     subdir: str | None = None
     license: str | None = None
+    score: str | None = None  # a CVE score band (``BAND_NAMES``): packages whose worst score falls in it
     sort: str = "relevance"  # relevance|name|newest
     page: int = 1
     per_page: int = 20
@@ -75,6 +77,8 @@ class SearchQuery:
             raise InvalidRequest("channel must be 1 to 100 characters", code="invalid_query")
         if self.license is not None and not 0 < len(self.license) <= 200:
             raise InvalidRequest("license must be 1 to 200 characters", code="invalid_query")
+        if self.score is not None and self.score not in BAND_NAMES:
+            raise InvalidRequest(f"score must be one of {', '.join(BAND_NAMES)}", code="invalid_query")
 
 
 @dataclass
@@ -207,8 +211,8 @@ class SearchService:
                     out["suggestion"] = self._suggest(parsed.text, pkgs, fuzzy)
             subdir = query.subdir or parsed.spec_subdir
             lic = query.license.lower() if query.license else None
-            out["facets"] = self._facets(pkgs, channels, subdir, lic)
-            hits = [p for p in pkgs if _keep(p, subdir, lic)]
+            out["facets"] = self._facets(pkgs, channels, subdir, lic, query.score)
+            hits = [p for p in pkgs if _keep(p, subdir, lic, query.score)]
             hits.sort(key=_sort_key(query.sort, channels))
             out["total"] = len(hits)
             out["total_capped"] = capped
@@ -218,7 +222,7 @@ class SearchService:
         return out
 
     def _facets(
-        self, pkgs: list[_Pkg], channels: dict[int, str], subdir: str | None, lic: str | None
+        self, pkgs: list[_Pkg], channels: dict[int, str], subdir: str | None, lic: str | None, score: str | None
     ) -> dict[str, dict[str, int]]:
         """Counts of packages per value; each facet ignores its own filter (so the others stay choosable)."""
         ch: Counter[str] = Counter()
@@ -228,18 +232,21 @@ class SearchService:
         for p in pkgs:
             in_sd = subdir is None or subdir in p.subdirs
             in_li = lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
-            if in_sd and in_li:
+            p_band = band(p.max_score)
+            in_sb = score is None or p_band == score
+            if in_sd and in_li and in_sb:
                 ch[channels[p.channel_id]] += 1
-                sb[band(p.max_score)] += 1
-            if in_li:
+            if in_sd and in_li:
+                sb[p_band] += 1
+            if in_li and in_sb:
                 sd.update(p.subdirs)
-            if in_sd:
+            if in_sd and in_sb:
                 li[p.license or "unknown"] += 1
         return {
             "channel": dict(ch.most_common(100)),
             "subdir": dict(sorted(sd.items(), key=lambda kv: (-kv[1], kv[0]))),
             "license": dict(li.most_common(50)),
-            "score_band": {k: sb[k] for k in ("critical", "high", "medium", "low", "none") if sb[k]},
+            "score_band": {k: sb[k] for k in BAND_NAMES if sb[k]},
         }
 
     # -- free text ---------------------------------------------------------------------------------
@@ -320,18 +327,23 @@ class SearchService:
         quoted = ['"' + w.replace('"', '""') + '"' for w in long]
         scope = _scope_sql(ids, "p.channel_id")
         short_sql = "".join(f" AND p.name LIKE :s{i} ESCAPE '\\'" for i in range(len(short)))
-        params: dict[str, Any] = {"q": " AND ".join(quoted), "lim": MAX_CANDIDATES}
+        params: dict[str, Any] = {"lim": MAX_CANDIDATES}
         params.update({f"s{i}": f"%{_like_escape(w)}%" for i, w in enumerate(short)})
-        sql = (
+        base = (
             "SELECT p.id, p.name, bm25(search_fts, 10.0, 4.0, 1.0, 3.0) FROM search_fts JOIN search_packages p "
-            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql} "
-            "ORDER BY rank LIMIT :lim"
+            f"ON p.id = search_fts.rowid WHERE search_fts MATCH :q AND {scope}{short_sql}"
         )
-        out: list[tuple[int, float]] = []
-        for pk, name, rank in s.execute(text(sql), params):
-            tier = NAME_SUBSTRING if all(w in name for w in long) else TEXT  # every word inside the name
-            out.append((pk, tier + min(-float(rank), 99.0)))
-        return out
+        out: dict[int, float] = {}
+        # 1. every word inside the name (the higher tier), ranked: few documents, all of them scored
+        for pk, _name, rank in s.execute(text(base + " ORDER BY rank LIMIT :lim"),
+                                        {**params, "q": " AND ".join(f"name : {q}" for q in quoted)}):
+            out[pk] = NAME_SUBSTRING + min(-float(rank), 99.0)
+        # 2. anywhere in the text: the first MAX_CANDIDATES matches, scored as they come (ranking every
+        # match of common words costs time in proportion to the catalogue; beyond it the total is capped)
+        for pk, name, rank in s.execute(text(base + " LIMIT :lim"), {**params, "q": " AND ".join(quoted)}):
+            tier = NAME_SUBSTRING if all(w in name for w in long) else TEXT
+            out.setdefault(pk, tier + min(-float(rank), 99.0))
+        return list(out.items())
 
     def _fts_pg(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
         """PostgreSQL: name substrings through pg_trgm (ILIKE), words (prefixes) through the tsvector."""
@@ -342,13 +354,19 @@ class SearchService:
             for (pk,) in s.execute(select(P.id).where(within(s, P.channel_id, ids), *conds).limit(MAX_CANDIDATES)):
                 out[pk] = NAME_SUBSTRING
         terms = qp.words_of(parsed.text)
+        if any(len(t) >= 3 for t in terms):
+            # a prefix of 1-2 characters (the ``r`` of ``r-base``, a half-typed word) would read a large part
+            # of the GIN index: such words are left to the name match above, as the trigram FTS5 does
+            terms = [t for t in terms if len(t) >= 3]
         if terms:
-            tsq = " & ".join(f"{t}:*" for t in terms[:16])
+            tsq = " & ".join(f"{t}:*" if len(t) >= 3 else t for t in terms[:16])
             doc = "to_tsvector('simple', name || ' ' || summary || ' ' || keywords || ' ' || description)"
             # matched through the GIN index; ranked by name length (ts_rank would re-parse every document)
+            # the first MAX_CANDIDATES matches (no ORDER BY: sorting every match of common words costs time in
+            # proportion to the catalogue), ranked here by name length; beyond them the total is capped
             sql = (
                 f"SELECT id, length(name) FROM search_packages WHERE {doc} @@ to_tsquery('simple', :tsq) "
-                f"AND {_scope_sql(ids, 'channel_id')} ORDER BY 2, id LIMIT :lim"
+                f"AND {_scope_sql(ids, 'channel_id')} LIMIT :lim"
             )
             for pk, length in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
                 out.setdefault(pk, TEXT + max(0.0, 99.0 - float(length)))
@@ -663,8 +681,10 @@ class SearchService:
             return int(s.scalar(select(func.count()).where(SearchFile.package_sha256 == sha)) or 0)
 
 
-def _keep(p: _Pkg, subdir: str | None, lic: str | None) -> bool:
+def _keep(p: _Pkg, subdir: str | None, lic: str | None, score: str | None = None) -> bool:
     if subdir is not None and subdir not in p.subdirs:
+        return False
+    if score is not None and band(p.max_score) != score:
         return False
     return lic is None or fnmatch.fnmatchcase((p.license or "").lower(), lic)
 

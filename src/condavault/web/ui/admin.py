@@ -16,8 +16,8 @@ from condavault.auth import api as auth_api
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed, authorize
-from condavault.auth.schemas import GroupCreate, UserCreate, UserUpdate
-from condavault.errors import PermissionDenied, Unauthenticated
+from condavault.auth.schemas import GrantIn, GroupCreate, RoleCreate, RoleUpdate, UserCreate, UserUpdate
+from condavault.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from condavault.search import api as search_api
 from condavault.web.deps import MAX_ID
 from condavault.web.ui.common import (
@@ -68,7 +68,8 @@ def users(request: Request) -> Response:
     roles = auth_api.list_roles(ctx, identity)
     grants = auth_api.global_grants(ctx, identity)
     return render(request, "admin_users.html", title="Users and groups", users=rows, groups=groups, roles=roles,
-                  grants=grants)
+                  grants=grants, permissions=[p.value for p in Permission],
+                  can_system=allowed(identity, Permission.SYSTEM_ADMIN))
 
 
 @router.get("/admin/tokens")
@@ -173,6 +174,60 @@ async def group_member(request: Request) -> Response:
     else:
         await run_sync(auth_api.add_member, name, username, ctx, identity)
     return _back("/admin/users")
+
+
+def _permissions(form: dict[str, list[str]]) -> list[str]:
+    values = form.get("permissions") or []
+    if len(values) > 50 or any(len(v) > 100 for v in values):
+        raise InvalidRequest("too many or too long permissions", code="invalid_form")
+    return values
+
+
+@router.post("/admin/roles")
+async def create_role(request: Request) -> Response:
+    """A custom role (``POST /api/roles``: ``system:admin``, audited as ``role:create``)."""
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = await run_sync(form_identity, request, form)
+    body = RoleCreate(name=field(form, "name", max_length=100).strip(), permissions=_permissions(form),
+                      description=field(form, "description", max_length=2000))
+    await run_sync(auth_api.create_role, body, ctx, identity)
+    return _back("/admin/users#roles-title")
+
+
+@router.post("/admin/roles/{name}")
+async def change_role(request: Request, name: str = Path(max_length=100)) -> Response:
+    """Change a custom role's permissions and description, or delete it (``delete=1``): ``PATCH`` /
+    ``DELETE /api/roles/<name>``, same permission (``system:admin``), same audit."""
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = await run_sync(form_identity, request, form)
+    if field(form, "delete", max_length=5) == "1":
+        await run_sync(auth_api.delete_role, name, ctx, identity)
+    else:
+        body = RoleUpdate(permissions=_permissions(form), description=field(form, "description", max_length=2000))
+        await run_sync(auth_api.update_role, name, body, ctx, identity)
+    return _back("/admin/users#roles-title")
+
+
+@router.post("/admin/grants")
+async def global_grant(request: Request) -> Response:
+    """Grant or revoke (``remove=1``) a role on every channel / the whole server: ``POST`` / ``DELETE
+    /api/grants`` (``system:admin``; the last administrator cannot be removed; audited)."""
+    ctx = ctx_of(request)
+    form = await read_form(request)
+    identity = await run_sync(form_identity, request, form)
+    role = field(form, "role", max_length=100)
+    who = field(form, "who", max_length=200).strip()
+    kind = field(form, "kind", "user", max_length=10)
+    if kind not in ("user", "group") or not who or not role:
+        raise InvalidRequest("say which role, and which user or group", code="invalid_form")
+    user, group = (who, None) if kind == "user" else (None, who)
+    if field(form, "remove", max_length=5) == "1":
+        await run_sync(auth_api.global_revoke, role, user, group, ctx, identity)
+    else:
+        await run_sync(auth_api.global_grant, GrantIn(role=role, user=user, group=group), ctx, identity)
+    return _back("/admin/users#grants-title")
 
 
 @router.post("/admin/search/reindex")

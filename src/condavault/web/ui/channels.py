@@ -15,12 +15,12 @@ from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed
 from condavault.auth.schemas import GrantIn
 from condavault.channels import api as channels_api
+from condavault.channels.depends import COUNT_CAP
 from condavault.channels.schemas import ChannelUpdate
 from condavault.channels.services import ChannelService
 from condavault.errors import InvalidRequest, NotFound
 from condavault.mirror import api as mirror_api
 from condavault.packages.specs import version_key
-from condavault.vulns import api as vulns_api
 from condavault.vulns import reports
 from condavault.web.ui import data
 from condavault.web.ui.common import (
@@ -39,6 +39,8 @@ router = APIRouter(route_class=UIRoute, include_in_schema=False)
 NAMES_PER_PAGE = 100
 MAX_RECORDS = 5000  # builds shown on one package page
 FILES_PER_PAGE = 500
+DEPENDANTS_SHOWN = 50  # on the package page; all of them, paged, on .../dependants
+DEPENDANTS_PER_PAGE = 200
 
 
 @router.get("/channels")
@@ -153,6 +155,9 @@ def package_page(
     with ctx.db.session() as s:
         links = reports.link_rows(s, [ref.id], package=name)
         downloads = data.downloads_per_day(s, ref.name, name)
+        checks = data.build_checks(s, ref.name, selected)
+    dependants, dependants_more = ChannelService(ctx).dependants(identity, ref.name, name, limit=DEPENDANTS_SHOWN,
+                                                                 count=False)
     about = data.about(selected)
     url = f"{base_url(request)}/api/repo/{ref.name}"
     install = {
@@ -164,21 +169,27 @@ def package_page(
         subdirs=subdirs, matrix=matrix, selected=selected, rec=rec, about=about, files=files[:FILES_PER_PAGE],
         more_files=more_files, files_page=files_page, cves=_cve_summary(links), links=links,
         chart=data.chart(downloads), install=install, since=data.since_epoch_ms,
-        dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS,
+        dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS, dependants=dependants,
+        dependants_more=dependants_more > len(dependants), checks=checks,
     )
 
 
 @router.get("/channels/{channel}/packages/{name}/dependants")
-def dependants_page(request: Request, channel: str, name: str, part: bool = False) -> Response:
-    """Packages in channels the caller may read that depend on this one: its own page, or (``part``) the
-    list the package page loads after it is shown (finding them reads many records)."""
+def dependants_page(
+    request: Request, channel: str, name: str, part: bool = False, page: int = Query(1, ge=1, le=100000)
+) -> Response:
+    """Packages in channels the caller may read that depend on this one, paged (``part``: only the list,
+    as earlier versions of the package page loaded it)."""
     ctx = ctx_of(request)
     identity = page_identity(request)
+    found, total = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
+                                                  offset=(page - 1) * DEPENDANTS_PER_PAGE)
     ref = ctx.channels.for_read(identity, channel)
-    if not ChannelService(ctx).list_files(ref.name, subdir=None, package=name, limit=1, offset=0):
-        raise NotFound(f"no package {name!r} in channel {channel!r}", code="package_not_found")
-    readable = vulns_api.readable(ctx, identity)
-    with ctx.db.session() as s:
-        deps = data.dependants(s, list(readable), name)
+    pages = max(1, -(-min(total, COUNT_CAP) // DEPENDANTS_PER_PAGE))
+    if total > COUNT_CAP:  # counted up to the cap: one page more while there are more
+        _, more = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
+                                                 offset=page * DEPENDANTS_PER_PAGE, count=False)
+        pages = max(pages, page + (1 if more > page * DEPENDANTS_PER_PAGE else 0))
     return render(request, "_dependants.html" if part else "dependants.html", title=f"Dependants of {name}",
-                  channel=ref, name=name, dependants=deps)
+                  channel=ref, name=name, dependants=found, dependants_total=total, capped=total > COUNT_CAP,
+                  page=page, pages=pages)

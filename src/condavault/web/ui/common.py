@@ -23,6 +23,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from condavault import __version__
@@ -202,7 +203,7 @@ class UIRoute(APIRoute):
                 return await original(request)
             except CondavaultError as exc:
                 error = exc
-            except RequestValidationError as exc:
+            except (RequestValidationError, ValidationError) as exc:  # query parameters, or a form's model
                 msgs = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
                 error = InvalidRequest(f"bad parameters: {msgs}"[:500])
             if "condavault.identity" not in request.scope:  # the page header says who is signed in

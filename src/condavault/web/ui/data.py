@@ -1,23 +1,21 @@
 """Read-only data the package and channel pages show that no API route returns in this shape: the package
-names of a channel, the dependants of a package, download counts per day. Every function takes channel
+names of a channel, download counts per day. Every function takes channel
 ids the caller was already allowed to read (``ctx.channels.for_read`` / ``vulns.api.readable``)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from condavault.audit.models import DownloadEvent
-from condavault.channels.models import Channel, Record
-from condavault.packages.specs import version_key
+from condavault.channels.models import Record
 
-DEPENDANT_SCAN = 20000  # records read at most to find dependants (a LIKE prefilter narrows them first)
 _NAME_END = re.compile(r"[\s\[=<>!~,]")
 
 
@@ -38,45 +36,30 @@ def dep_name(spec: str) -> str:
     return _NAME_END.split(spec.strip(), maxsplit=1)[0]
 
 
-_DEPENDS = re.compile(r'"depends":\s*(\[[^\]]*\])')
+FINDINGS_SHOWN = 50
 
 
-def _depends(record_text: str) -> list[str]:
-    """The ``depends`` list of a stored record (only that array is parsed, not the whole record)."""
-    m = _DEPENDS.search(record_text)
-    if m is None:
-        return []
-    try:
-        deps = json.loads(m.group(1))
-    except ValueError:
-        return []
-    return [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+def build_checks(s: Session, channel: str, record: Record) -> dict[str, Any]:
+    """What the server found out about one build's file: its scan verdict with each finding and the
+    install-time code it carries (``scanning``), and its signatures / attestations outcome with the links
+    to the sidecar and the server's admission statement (``signing``). Read from the stored rows only."""
+    from condavault.scanning.engine import has_tags
+    from condavault.scanning.services import verdict_of
+    from condavault.signing.models import RecordTrust
+    from condavault.signing.service import trust_summary
 
-
-def dependants(s: Session, channel_ids: Collection[int], name: str, limit: int = 200) -> list[dict[str, Any]]:
-    """Packages (channel, name) in the given channels with a build whose ``depends`` names ``name``."""
-    if not channel_ids:
-        return []
-    # a plain substring test (case-sensitive, no LIKE pattern): far cheaper than LIKE on SQLite
-    needle = '"' + name
-    dialect = s.get_bind().dialect.name
-    found_at = func.strpos(Record.record, needle) if dialect == "postgresql" else func.instr(Record.record, needle)
-    stmt = (
-        select(Channel.name, Record.name, Record.version, Record.record)
-        .join(Channel, Channel.id == Record.channel_id)
-        .where(Record.channel_id.in_(list(channel_ids)), Record.name != name, found_at > 0)
-        .limit(DEPENDANT_SCAN)
-    )
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for chan, pkg, version, text in s.execute(stmt):
-        key = (chan, pkg)
-        cur = found.get(key)
-        if cur is not None and version_key(version) <= version_key(cur["version"]):
-            continue  # a newer build of that package already depends on it
-        spec = next((d for d in _depends(text) if dep_name(d) == name), None)
-        if spec is not None:
-            found[key] = {"channel": chan, "name": pkg, "version": version, "spec": spec}
-    return sorted(found.values(), key=lambda d: (d["name"], d["channel"]))[:limit]
+    scan = verdict_of(s, record.sha256)
+    if scan is not None:
+        findings = [f for f in scan["findings"] if isinstance(f, dict)]
+        scan["findings"], scan["more_findings"] = findings[:FINDINGS_SHOWN], max(0, len(findings) - FINDINGS_SHOWN)
+        scan["has"] = has_tags(scan["properties"]) if isinstance(scan["properties"], dict) else []
+    trust = trust_summary(s.get(RecordTrust, record.id))
+    base = f"/api/repo/{quote(channel, safe='')}/{record.subdir}/{quote(record.filename, safe='')}"
+    trust["sidecar_url"] = f"{base}.sigs.{trust['attestations_sha256']}" if trust.get("attestations_sha256") else None
+    trust["admission_url"] = f"{base}.admission.json" if record.has_blob else None
+    trust["api_url"] = (f"/api/channels/{quote(channel, safe='')}/files/{record.subdir}/"
+                        f"{quote(record.filename, safe='')}/signature")
+    return {"scan": scan, "trust": trust}
 
 
 def downloads_per_day(s: Session, channel: str, name: str, days: int = 30) -> list[dict[str, Any]]:

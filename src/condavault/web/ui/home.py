@@ -33,16 +33,17 @@ def search(
     channel: str | None = Query(None, max_length=100),
     subdir: str | None = Query(None, max_length=32),
     license: str | None = Query(None, max_length=200),
+    score: str | None = Query(None, pattern="^(critical|high|medium|low|none)?$"),
     sort: str = Query("relevance", pattern="^(relevance|name|newest)$"),
     page: int = Query(1, ge=1, le=MAX_PAGE),
 ) -> Response:
     identity = page_identity(request)
-    params = {"q": q, "channel": channel, "subdir": subdir, "license": license, "sort": sort}
+    params = {"q": q, "channel": channel, "subdir": subdir, "license": license, "score": score, "sort": sort}
     if not q.strip():
         return render(request, "search.html", title="Search", params=params, result=None)
     try:
         query = SearchQuery(q=q, channel=channel or None, subdir=subdir or None, license=license or None,
-                            sort=sort, page=page, per_page=PER_PAGE)
+                            score=score or None, sort=sort, page=page, per_page=PER_PAGE)
         result = _search_service(request).search(identity, query)
     except InvalidRequest as exc:  # a query that does not parse: the form again, saying why
         return render(request, "search.html", status=400, title="Search", params=params, result=None,

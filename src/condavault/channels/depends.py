@@ -1,7 +1,7 @@
 """The dependency-name index (``record_depends``): which records name a package in their ``depends``.
 
 Rows are written by ``channels.records`` in the transaction that writes the records (inserts, in-place
-metadata refreshes) and deleted with them (foreign key, cascade). The migration ``0013_dependants``
+metadata refreshes) and deleted with them (foreign key, cascade). The migration ``0014_dependants``
 fills it for records stored before it existed. Queries take channel ids the caller was already allowed
 to read (``vulns.api.readable``): nothing here checks permissions.
 """

@@ -4,8 +4,8 @@ The package page's and ``GET /api/channels/{name}/packages/{package}/dependants`
 is a lookup in this table instead of a scan of every record. The upgrade reads the stored records in
 batches of 5,000 (by id) and writes their rows; new records get theirs when they are written.
 
-Revision ID: 0013_dependants
-Revises: 0012_index_scale
+Revision ID: 0014_dependants
+Revises: 0013_object_storage
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_dependants"
-down_revision = "0012_index_scale"
+revision = "0014_dependants"
+down_revision = "0013_object_storage"
 branch_labels = None
 depends_on = None
 

@@ -27,6 +27,7 @@ from condavault.auth.services import AuthService
 from condavault.channels.access import ChannelDirectory
 from condavault.channels.ingest import Ingestor
 from condavault.config import Settings
+from condavault.db.notify import CacheBroadcast
 from condavault.db.session import Database
 from condavault.errors import NotFound
 from condavault.events import Actor, AdminChange, EventBus
@@ -88,7 +89,7 @@ class Context:
         runner = JobRunner(settings.job_threads)
         events = EventBus(db)
         kinds = JobKinds()
-        jobs = JobQueue(db, kinds, new_holder())
+        jobs = JobQueue(db, kinds, new_holder(), lease_seconds=settings.job_lease_seconds)
         events.queue = jobs
         schedules = Schedules(db, jobs)
         ctx = cls(
@@ -113,12 +114,14 @@ class Context:
         from condavault import wiring
 
         ctx.domains = wiring.wire(ctx)
+        ctx.broadcast = wiring.broadcast(ctx)
         if start_jobs and settings.worker:
             runner.every(1.0, ctx.sweep, "index-sweep")
             runner.every(600.0, ctx.sweep_temp_files, "temp-sweep")
         return ctx
 
     domains: Domains = field(init=False)
+    broadcast: CacheBroadcast = field(init=False)  # cache invalidation across processes (condavault.db.notify)
 
     def start(self) -> None:
         """Background work of a serving or worker process (idempotent)."""

@@ -24,7 +24,7 @@ from condavault.db.session import Database
 from condavault.errors import NotFound, Unauthenticated
 
 log = logging.getLogger(__name__)
-CACHE_TTL = 2.0
+CACHE_TTL = 1.0  # also the bound across processes on SQLite (PostgreSQL: condavault.db.notify)
 SYSTEM_ADMIN = "admin"
 
 

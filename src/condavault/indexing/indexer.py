@@ -29,6 +29,7 @@ from condavault.channels.models import Channel, Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
+from condavault.errors import LeaseLost
 from condavault.indexing import builder, derived, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
@@ -162,6 +163,9 @@ class Indexer:
                     try:
                         while self._run_once(channel_id, subdir):
                             published = True
+                    except LeaseLost:
+                        log.warning("index lease lost: the other process publishes", extra={"subdir": subdir})
+                        return published
                     finally:
                         self._release_lease(channel_id, subdir)
                     if self._pending(channel_id, subdir):
@@ -383,6 +387,20 @@ class Indexer:
         del repodata, run_exports, shard_index, files
 
         def publish(s: Session) -> None:
+            # The fence: publish only while this process still holds the subdir's lease. The update takes the
+            # row's lock until the commit (PostgreSQL), so no other process can take the lease in between;
+            # a run whose lease expired and was taken over publishes nothing (the new holder does).
+            fenced = s.execute(
+                update(SubdirState)
+                .where(
+                    SubdirState.channel_id == channel_id,
+                    SubdirState.subdir == subdir,
+                    SubdirState.lease_holder == self.holder,
+                )
+                .values(indexed_seq=seq, lease_until=time.time() + LEASE_SECONDS)
+            )
+            if not affected(fenced):
+                raise LeaseLost(f"index lease of {subdir} lost to another process", code="index_lease_lost")
             now = utcnow()
             ins = _insert(s)
             point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
@@ -425,11 +443,6 @@ class Indexer:
                     )
                     .values(superseded_at=now)
                 )
-            s.execute(
-                update(SubdirState)
-                .where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
-                .values(indexed_seq=seq, lease_until=time.time() + LEASE_SECONDS)
-            )
             clear_dirty(s, channel_id, subdir, seq)
 
         with self.blobs.writing():  # no collection between writing the blobs and pointing at them

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import text
 
+from condavault import metrics
 from condavault.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class CacheBroadcast:
             else:
                 fn(arg)
             self.received += 1
+            metrics.CACHE_INVALIDATIONS_RECEIVED.inc()
         except Exception:
             log.warning("bad cache invalidation message ignored", exc_info=True)
 

@@ -85,6 +85,7 @@ def job_dict(job: Job) -> JsonDict:
         "created_by": job.created_by,
         "schedule": job.schedule,
         "worker": job.worker,
+        "heartbeat_at": job.heartbeat_at,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
@@ -276,6 +277,7 @@ class JobQueue:
                 state=RUNNING,
                 worker=self.holder,
                 lease_until=now + self.lease_seconds,
+                heartbeat_at=now,
                 attempts=Job.attempts + 1,
                 started_at=utcnow(),
                 updated_at=utcnow(),
@@ -315,7 +317,7 @@ class JobQueue:
             rows = s.execute(
                 update(Job)
                 .where(Job.id.in_(job_ids), Job.worker == self.holder, Job.state == RUNNING)
-                .values(lease_until=now + self.lease_seconds)
+                .values(lease_until=now + self.lease_seconds, heartbeat_at=now)
                 .returning(Job.id, Job.cancel_requested)
             ).all()
             return {r[0] for r in rows if r[1]}, set(job_ids) - {r[0] for r in rows}

@@ -112,8 +112,10 @@ def old_cluster(tmp_path: Path, db_backend: str) -> Iterator[Cluster]:
 def _replace(cluster: Cluster, kind: str, i: int) -> ServeProcess:
     """Stop one old process gracefully (SIGTERM) and start the new version in its place."""
     old = (cluster.webs if kind == "web" else cluster.workers)[i]
+    t0 = time.monotonic()
     old.proc.terminate()
     old.proc.wait(timeout=60)
+    print(f"{kind} {i}: the old process stopped {time.monotonic() - t0:.2f} s after SIGTERM")
     assert old.proc.returncode in (0, -15), old.log_text()[-2000:]
     cluster.python_path = None  # this checkout: the new version
     if kind == "web":

@@ -80,8 +80,11 @@ class Cluster:
             drop_pg_database(self.pg_name)
 
 
-def start_cluster(root: Path, backend: str, *, webs: int = 2, workers: int = 1, **settings: Any) -> Cluster:
-    """``webs`` web processes and ``workers`` workers on a new database of ``backend``, nginx in front."""
+def start_cluster(
+    root: Path, backend: str, *, webs: int = 2, workers: int = 1, python_path: str | None = None, **settings: Any
+) -> Cluster:
+    """``webs`` web processes and ``workers`` workers on a new database of ``backend``, nginx in front.
+    ``python_path``: run that condavault code (another version's ``src``) instead of this checkout's."""
     db_url, pg_name = (None, None) if backend == "sqlite" else create_pg_database()
     nginx_port = free_port()
     base = {
@@ -91,7 +94,7 @@ def start_cluster(root: Path, backend: str, *, webs: int = 2, workers: int = 1, 
         "job_lease_seconds": 5,
         "upstream_allow_loopback": True,  # the tests' upstreams listen on loopback
     }
-    cluster = Cluster(root, db_url, pg_name, {**base, **settings})
+    cluster = Cluster(root, db_url, pg_name, {**base, **settings}, python_path=python_path)
     try:
         for i in range(webs):  # one at a time: the first creates the schema and the admin token
             cluster.start_web(i)

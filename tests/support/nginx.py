@@ -36,7 +36,7 @@ def nginx_config(
     """The nginx.conf of docs/operations.md, with the test's ports and folders. ``static_file``: also serve
     that file at ``/static/<name>`` (the benchmark's reference: nginx alone answering 304s)."""
     user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read the (0700) blob folder
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstreams)
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in upstreams)
     temp = "\n".join(f"    {k}_temp_path {root}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     static = ""
     if static_file is not None:

@@ -15,7 +15,7 @@ from condavault.channels.models import Channel
 from condavault.db.session import Database
 from condavault.errors import NotFound
 
-TTL = 1.0  # also the bound across processes on SQLite (PostgreSQL: condavault.db.notify)
+TTL = 0.5  # also the bound across processes on SQLite (PostgreSQL: condavault.db.notify)
 
 
 class ChannelDirectory:

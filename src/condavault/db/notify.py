@@ -11,7 +11,7 @@ have committed. :class:`CacheBroadcast` tells the other processes too:
   listener's connection breaks it reconnects (1 s, 2 s, ... at most 10 s apart) and, since it may have
   missed messages meanwhile, invalidates every cache once connected again.
 * **SQLite** (one machine; ``serve --workers N`` shares the file): nothing is sent; every cache of the list
-  above lives at most 1 s (``CACHE_TTL``/``TTL``/``FRESHNESS``), which is the same bound.
+  above lives at most 1 s (token identities and channels 0.5 s; ``CACHE_TTL``/``TTL``/``FRESHNESS``).
 
 A message carries the sending process's id, so a process ignores its own (it has invalidated already).
 """

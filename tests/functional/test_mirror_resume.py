@@ -97,6 +97,10 @@ def test_kill_9_mid_download_then_rerun_completes(shared_server: Server, upstrea
     fetched = {p.rsplit("/", 1)[-1]: n - before.get(p, 0) for p, n in upstream.hits.items()}
     assert all(fetched[name] == 1 for name in stored), fetched
     assert check_served_files(server, "killme") == 29
-    # a manual run afterwards has nothing left to do
+    # a manual run afterwards has nothing left to do (once the taken-over job has ended, just after its run)
+    with server.client() as c:
+        while c.get("/api/jobs", params={"kind": "mirror.run", "state": "running"}).json():
+            assert time.monotonic() < deadline + 30
+            time.sleep(0.1)
     assert run_mirror(server, "killme")["status"] == "completed"
     assert not os.environ.get("CONDAVAULT_DATABASE_URL")  # the worker's settings did not leak into ours

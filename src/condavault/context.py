@@ -32,7 +32,7 @@ from condavault.db.session import Database
 from condavault.errors import NotFound
 from condavault.events import Actor, AdminChange, EventBus
 from condavault.indexing.indexer import Indexer
-from condavault.jobs.holders import new_holder
+from condavault.jobs.holders import new_holder, set_node_name
 from condavault.jobs.queue import JobQueue
 from condavault.jobs.registry import JobKinds
 from condavault.jobs.runner import JobRunner
@@ -82,6 +82,7 @@ class Context:
         """The core services and every domain, wired. ``start_jobs`` (with ``settings.worker``) starts the
         in-process index sweep; :meth:`start` starts the rest of the background work."""
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
+        set_node_name(settings.node_name)  # before any lease holder id is made
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(settings.db_url)
         blobs = LocalBlobStore(settings.blobs_path)

@@ -62,8 +62,11 @@ class Cluster:
             self.webs.append(web)
         return web
 
-    def start_worker(self, i: int) -> ServeProcess:
-        w = start_worker(self.data_dir, self.db_url, name=f"worker{i}", python_path=self.python_path, **self.settings)
+    def start_worker(self, i: int, **extra: Any) -> ServeProcess:
+        """Start worker ``i`` (``extra``: settings of this worker only, e.g. ``node_name``)."""
+        w = start_worker(
+            self.data_dir, self.db_url, name=f"worker{i}", python_path=self.python_path, **{**self.settings, **extra}
+        )
         if i < len(self.workers):
             self.workers[i] = w
         else:

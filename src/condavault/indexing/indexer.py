@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -33,6 +31,7 @@ from condavault.errors import LeaseLost
 from condavault.indexing import builder, derived, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.jobs.holders import holder_is_dead, new_holder
 from condavault.memory import trim
 from condavault.signing.models import RecordTrust
 from condavault.storage.local import LocalBlobStore
@@ -92,21 +91,6 @@ def point_paths(
     garbage.record(s, superseded)  # collected after the retention unless pointed at again
 
 
-def holder_is_dead(holder: str) -> bool:
-    """A lease holder (``host:pid:id``) on this machine whose process is gone (e.g. after ``kill -9``)."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine: wait for the lease to expire
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 @dataclass(frozen=True)
 class RunStats:
     """What the last published run of a subdir did (for metrics, logs and tests)."""
@@ -130,7 +114,7 @@ class Indexer:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.holder = new_holder()
         self._cache: dict[tuple[int, str], _Cache] = {}
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()

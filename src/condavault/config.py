@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     # jobs
     worker: bool = True
     job_threads: int = Field(default=4, ge=2, le=64, description="threads running durable jobs in a worker")
+    node_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="this machine's name in job and index leases (default: the host name); unique per machine",
+    )
+    job_lease_seconds: float = Field(
+        default=60.0, ge=5, le=3600,
+        description="a job whose worker stopped renewing its lease (a lost machine) is taken over after this",
+    )
     jobs_retention_days: float = Field(default=30.0, gt=0, description="finished jobs are kept this long")
 
     # mirror downloads

@@ -27,11 +27,12 @@ from condavault.auth.services import AuthService
 from condavault.channels.access import ChannelDirectory
 from condavault.channels.ingest import Ingestor
 from condavault.config import Settings
+from condavault.db.notify import CacheBroadcast
 from condavault.db.session import Database
 from condavault.errors import NotFound
 from condavault.events import Actor, AdminChange, EventBus
 from condavault.indexing.indexer import Indexer
-from condavault.jobs.holders import new_holder
+from condavault.jobs.holders import new_holder, set_node_name
 from condavault.jobs.queue import JobQueue
 from condavault.jobs.registry import JobKinds
 from condavault.jobs.runner import JobRunner
@@ -81,6 +82,7 @@ class Context:
         """The core services and every domain, wired. ``start_jobs`` (with ``settings.worker``) starts the
         in-process index sweep; :meth:`start` starts the rest of the background work."""
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
+        set_node_name(settings.node_name)  # before any lease holder id is made
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(settings.db_url)
         blobs = open_blob_store(settings)
@@ -88,7 +90,7 @@ class Context:
         runner = JobRunner(settings.job_threads)
         events = EventBus(db)
         kinds = JobKinds()
-        jobs = JobQueue(db, kinds, new_holder())
+        jobs = JobQueue(db, kinds, new_holder(), lease_seconds=settings.job_lease_seconds)
         events.queue = jobs
         schedules = Schedules(db, jobs)
         ctx = cls(
@@ -113,12 +115,14 @@ class Context:
         from condavault import wiring
 
         ctx.domains = wiring.wire(ctx)
+        ctx.broadcast = wiring.broadcast(ctx)
         if start_jobs and settings.worker:
             runner.every(1.0, ctx.sweep, "index-sweep")
             runner.every(600.0, ctx.sweep_temp_files, "temp-sweep")
         return ctx
 
     domains: Domains = field(init=False)
+    broadcast: CacheBroadcast = field(init=False)  # cache invalidation across processes (condavault.db.notify)
 
     def start(self) -> None:
         """Background work of a serving or worker process (idempotent)."""

@@ -170,6 +170,13 @@ class Busy(CondavaultError):
     code = "busy"
 
 
+class LeaseLost(Busy):
+    """A process's lease (an index run's subdir, a job) was taken over by another process: its work is not
+    published; the new holder does it."""
+
+    code = "lease_lost"
+
+
 class RateLimited(CondavaultError):
     status = 429
     code = "rate_limited"

@@ -32,3 +32,8 @@ AUDIT_DROPPED = Counter(
     "condavault_audit_dropped_total", "Downloads not audited because the audit queue was full", registry=REGISTRY
 )
 JOBS = Counter("condavault_jobs_total", "Durable jobs finished by this process", ["kind", "state"], registry=REGISTRY)
+CACHE_INVALIDATIONS_RECEIVED = Counter(
+    "condavault_cache_invalidations_received_total",
+    "Cache invalidations of other processes applied here (PostgreSQL LISTEN/NOTIFY)",
+    registry=REGISTRY,
+)

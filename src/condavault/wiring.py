@@ -26,6 +26,7 @@ from condavault.auth import plugin as auth_plugin
 from condavault.auth.plugin import AuthDomain
 from condavault.channels import plugin as channels_plugin
 from condavault.channels.events import ChannelChanged, RecordsChanged
+from condavault.db.notify import CacheBroadcast
 from condavault.jobs import plugin as jobs_plugin
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.mirror import plugin as mirror_plugin
@@ -88,6 +89,18 @@ def _core_subscribers(ctx: Context) -> None:
     ctx.events.on_commit(ChannelChanged, channel_changed)
 
 
+def broadcast(ctx: Context) -> CacheBroadcast:
+    """The caches every other process must drop when this one changes what they hold (PostgreSQL
+    LISTEN/NOTIFY; see condavault.db.notify)."""
+    b = CacheBroadcast(ctx.db)
+    b.attach("auth", ctx.auth)
+    b.attach("channels", ctx.channels)
+    b.attach("lookup", ctx.lookup)
+    b.attach("vulns", ctx.domains.vulns.provider)
+    b.attach("blocked", ctx.domains.scanning.blocked)
+    return b
+
+
 def schedules(ctx: Context) -> dict[str, list[ScheduleSpec]]:
     """The schedules each owner declares at start (``system``: from the settings; ``mirror``: crons)."""
     return {
@@ -118,6 +131,7 @@ def start(ctx: Context) -> None:
     d.vulns.startup()  # re-scores advisories when the score preference changed
     d.audit.start()
     atexit.register(d.audit.close)
+    ctx.broadcast.start()
     if ctx.settings.worker:
         for owner, specs in schedules(ctx).items():
             ctx.schedules.declare(specs, owner=owner)
@@ -128,5 +142,8 @@ def stop(ctx: Context) -> None:
     """Stop the job worker (running jobs are asked to stop) and drain the audit queue."""
     d: Any = getattr(ctx, "domains", None)
     ctx.worker.stop()
+    b: CacheBroadcast | None = getattr(ctx, "broadcast", None)
+    if b is not None:
+        b.stop()
     if d is not None:
         d.audit.close()

@@ -67,21 +67,42 @@ class ServeProcess:
             drop_pg_database(self.pg_name)
 
 
-def start_serve(data_dir: Path, backend: str = "sqlite", **settings: Any) -> ServeProcess:
-    """Start ``condavault serve`` on a free port with ``settings`` as ``CONDAVAULT_*`` variables."""
-    data_dir.parent.mkdir(parents=True, exist_ok=True)  # serve creates the data folder itself
-    db_url, pg_name = (None, None) if backend == "sqlite" else create_pg_database()
-    port = free_port()
+def _env(db_url: str | None, settings: dict[str, Any], python_path: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
     env.update({"CONDAVAULT_LOG_FORMAT": "json", "CONDAVAULT_LOG_LEVEL": "INFO"})
     if db_url:
         env["CONDAVAULT_DATABASE_URL"] = db_url
+    if python_path:  # another version of condavault (a rolling upgrade's old code)
+        env["PYTHONPATH"] = python_path
     for key, value in settings.items():
         env[f"CONDAVAULT_{key.upper()}"] = json.dumps(value) if isinstance(value, list | bool) else str(value)
-    log_path = data_dir.parent / f"{data_dir.name}-serve.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - the child writes it for its whole life
+    return env
+
+
+def start_serve(
+    data_dir: Path,
+    backend: str = "sqlite",
+    *,
+    db_url: str | None = None,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
+    name: str = "serve",
+    python_path: str | None = None,
+    **settings: Any,
+) -> ServeProcess:
+    """Start ``condavault serve`` on a free port (or ``port``) with ``settings`` as ``CONDAVAULT_*``
+    variables. ``db_url``: share that database (another process's; not dropped by :meth:`stop`), else a
+    new one of ``backend``. ``args``: more options (``--no-worker``)."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)  # serve creates the data folder itself
+    pg_name = None
+    if db_url is None and backend != "sqlite":
+        db_url, pg_name = create_pg_database()
+    port = port or free_port()
+    env = _env(db_url, settings, python_path)
+    log_path = data_dir.parent / f"{data_dir.name}-{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - the child writes it for its whole life
     proc = subprocess.Popen(
-        [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data_dir), "--port", str(port), *args],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
@@ -100,5 +121,30 @@ def start_serve(data_dir: Path, backend: str = "sqlite", **settings: Any) -> Ser
     else:
         handle.stop()
         raise RuntimeError("condavault serve did not become ready")
+    handle.token = (data_dir / "admin-token").read_text().strip()
+    return handle
+
+
+def start_worker(
+    data_dir: Path, db_url: str | None, *, name: str = "worker", python_path: str | None = None, **settings: Any
+) -> ServeProcess:
+    """Start ``condavault worker`` on the data folder and database of a running server; returns once it
+    runs jobs (its ``port`` is 0: it serves no HTTP)."""
+    env = _env(db_url, settings, python_path)
+    log_path = data_dir.parent / f"{data_dir.name}-{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - the child writes it for its whole life
+    start = log.tell()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condavault", "worker", "--data-dir", str(data_dir)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    handle = ServeProcess(data_dir, 0, proc, log_path, db_url, None, env=env)
+    deadline = time.monotonic() + 60
+    while "condavault worker running" not in log_path.read_bytes()[start:].decode(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"condavault worker did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
     handle.token = (data_dir / "admin-token").read_text().strip()
     return handle

@@ -24,7 +24,7 @@ from condavault.db.session import Database
 from condavault.errors import NotFound, Unauthenticated
 
 log = logging.getLogger(__name__)
-CACHE_TTL = 2.0
+CACHE_TTL = 0.5  # also the bound across processes on SQLite (PostgreSQL: condavault.db.notify)
 SYSTEM_ADMIN = "admin"
 
 
@@ -71,7 +71,8 @@ class AuthService:
     """Resolves credentials to identities, with a short in-process cache on the serving path.
 
     Any change to users, groups, grants or tokens made through this process calls ``invalidate`` so
-    the next request sees it; other processes see it within ``CACHE_TTL`` seconds.
+    the next request sees it; other processes at once on PostgreSQL (``condavault.db.notify``), else within
+    ``CACHE_TTL`` seconds.
     """
 
     def __init__(self, db: Database) -> None:

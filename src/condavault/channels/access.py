@@ -15,7 +15,7 @@ from condavault.channels.models import Channel
 from condavault.db.session import Database
 from condavault.errors import NotFound
 
-TTL = 2.0
+TTL = 0.5  # also the bound across processes on SQLite (PostgreSQL: condavault.db.notify)
 
 
 class ChannelDirectory:

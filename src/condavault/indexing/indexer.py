@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -29,9 +27,11 @@ from condavault.channels.models import Channel, Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
+from condavault.errors import LeaseLost
 from condavault.indexing import builder, derived, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.jobs.holders import holder_is_dead, new_holder
 from condavault.memory import trim
 from condavault.signing.models import RecordTrust
 from condavault.storage.interfaces import BlobStore
@@ -91,21 +91,6 @@ def point_paths(
     garbage.record(s, superseded)  # collected after the retention unless pointed at again
 
 
-def holder_is_dead(holder: str) -> bool:
-    """A lease holder (``host:pid:id``) on this machine whose process is gone (e.g. after ``kill -9``)."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine: wait for the lease to expire
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 @dataclass(frozen=True)
 class RunStats:
     """What the last published run of a subdir did (for metrics, logs and tests)."""
@@ -129,7 +114,7 @@ class Indexer:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.holder = new_holder()
         self._cache: dict[tuple[int, str], _Cache] = {}
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()
@@ -162,6 +147,9 @@ class Indexer:
                     try:
                         while self._run_once(channel_id, subdir):
                             published = True
+                    except LeaseLost:
+                        log.warning("index lease lost: the other process publishes", extra={"subdir": subdir})
+                        return published
                     finally:
                         self._release_lease(channel_id, subdir)
                     if self._pending(channel_id, subdir):
@@ -383,6 +371,20 @@ class Indexer:
         del repodata, run_exports, shard_index, files
 
         def publish(s: Session) -> None:
+            # The fence: publish only while this process still holds the subdir's lease. The update takes the
+            # row's lock until the commit (PostgreSQL), so no other process can take the lease in between;
+            # a run whose lease expired and was taken over publishes nothing (the new holder does).
+            fenced = s.execute(
+                update(SubdirState)
+                .where(
+                    SubdirState.channel_id == channel_id,
+                    SubdirState.subdir == subdir,
+                    SubdirState.lease_holder == self.holder,
+                )
+                .values(indexed_seq=seq, lease_until=time.time() + LEASE_SECONDS)
+            )
+            if not affected(fenced):
+                raise LeaseLost(f"index lease of {subdir} lost to another process", code="index_lease_lost")
             now = utcnow()
             ins = _insert(s)
             point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
@@ -431,11 +433,6 @@ class Indexer:
                     )
                     .values(superseded_at=now)
                 )
-            s.execute(
-                update(SubdirState)
-                .where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
-                .values(indexed_seq=seq, lease_until=time.time() + LEASE_SECONDS)
-            )
             clear_dirty(s, channel_id, subdir, seq)
 
         with self.blobs.writing():  # no collection between writing the blobs and pointing at them

@@ -7,9 +7,22 @@ import os
 import socket
 import uuid
 
+_node: str | None = None
+
+
+def set_node_name(name: str | None) -> None:
+    """This machine's name in leases (``node_name`` setting; default: the host name). Two machines must not
+    share one: a holder of this node whose process is gone is taken for dead at once."""
+    global _node
+    _node = name or None
+
+
+def node_name() -> str:
+    return _node or socket.gethostname()
+
 
 def new_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{node_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def holder_is_dead(holder: str | None) -> bool:
@@ -18,7 +31,7 @@ def holder_is_dead(holder: str | None) -> bool:
         return True
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != node_name() or not pid_text.isdigit():
         return False  # another machine: wait for the lease to expire
     pid = int(pid_text)
     if pid == os.getpid():

@@ -62,6 +62,8 @@ class Job(Base):
     run_after: Mapped[float] = mapped_column(Float, default=0.0)  # unix seconds
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)  # host:pid:nonce of the runner
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    # unix seconds of the last lease renewal (0015_rolling; NULL for rows of the previous version)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     phase: Mapped[str] = mapped_column(String(200), default="")
     done: Mapped[int] = mapped_column(BigInt, default=0)

@@ -85,6 +85,7 @@ def job_dict(job: Job) -> JsonDict:
         "created_by": job.created_by,
         "schedule": job.schedule,
         "worker": job.worker,
+        "heartbeat_at": job.heartbeat_at,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
@@ -95,10 +96,11 @@ def job_dict(job: Job) -> JsonDict:
 class JobQueue:
     """Enqueue, inspect and cancel jobs; claim, heartbeat and finish them (for :class:`JobWorker`)."""
 
-    def __init__(self, db: Database, kinds: JobKinds, holder: str) -> None:
+    def __init__(self, db: Database, kinds: JobKinds, holder: str, lease_seconds: float = LEASE_SECONDS) -> None:
         self.db = db
         self.kinds = kinds
         self.holder = holder
+        self.lease_seconds = lease_seconds  # job_lease_seconds: how long another host waits for a silent worker
         self._wake = threading.Event()  # set when this process enqueued something: workers look at once
 
     # -- enqueue ---------------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ class JobQueue:
         }
         insert_stmt = table(Job).insert().returning(Job.id)
         if claim:
-            values.update(state=RUNNING, worker=self.holder, lease_until=now + LEASE_SECONDS, attempts=1,
+            values.update(state=RUNNING, worker=self.holder, lease_until=now + self.lease_seconds, attempts=1,
                           started_at=utcnow(), dedupe_key=None)
             dedupe_key = None
         if claim:
@@ -274,7 +276,8 @@ class JobQueue:
             .values(
                 state=RUNNING,
                 worker=self.holder,
-                lease_until=now + LEASE_SECONDS,
+                lease_until=now + self.lease_seconds,
+                heartbeat_at=now,
                 attempts=Job.attempts + 1,
                 started_at=utcnow(),
                 updated_at=utcnow(),
@@ -314,7 +317,7 @@ class JobQueue:
             rows = s.execute(
                 update(Job)
                 .where(Job.id.in_(job_ids), Job.worker == self.holder, Job.state == RUNNING)
-                .values(lease_until=now + LEASE_SECONDS)
+                .values(lease_until=now + self.lease_seconds, heartbeat_at=now)
                 .returning(Job.id, Job.cancel_requested)
             ).all()
             return {r[0] for r in rows if r[1]}, set(job_ids) - {r[0] for r in rows}
@@ -386,7 +389,9 @@ class JobQueue:
                 if job is None:
                     return False
                 msg = f"the worker running it ({worker}) stopped"
-                if job.attempts < job.max_attempts and not self._queued_twin(s, job):
+                spec = self.kinds.get(job.kind)
+                allowed = job.max_attempts + (spec.takeovers if spec is not None else 0)
+                if job.attempts < allowed and not self._queued_twin(s, job):
                     job.state, job.worker, job.lease_until, job.run_after = QUEUED, None, 0.0, now
                     job.error = msg + "; queued again"
                 else:

@@ -32,6 +32,9 @@ class JobKind:
     max_attempts: int = 3
     priority: int = 0
     quiet: bool = False  # a run that succeeds without a result leaves no row (frequent housekeeping)
+    # times a job whose worker died (kill -9, a lost machine) is queued again on top of max_attempts: a
+    # resumable handler (a mirror run) continues from its persisted state instead of failing
+    takeovers: int = 0
     description: str = ""
 
 

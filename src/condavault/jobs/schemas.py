@@ -24,6 +24,7 @@ class JobOut(BaseModel):
     created_by: str | None
     schedule: str | None = Field(description="the schedule that fired it, if any")
     worker: str | None = Field(description="host:pid:id of the process that ran it last")
+    heartbeat_at: float | None = Field(None, description="unix time its worker last renewed its lease")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

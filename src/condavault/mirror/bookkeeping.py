@@ -150,9 +150,9 @@ class RunBook:
         try:
             if self.ctx.db.run_write(progress) or (self.job is not None and self.job.cancelled):
                 self.cancelled = True
-            if time.monotonic() - self._last_renew > LEASE_RENEW_SECONDS:
+            if time.monotonic() - self._last_renew > min(LEASE_RENEW_SECONDS, self.ctx.settings.job_lease_seconds / 4):
                 self._last_renew = time.monotonic()
-                if not svc.renew_lease(self.ctx.db, self.mirror_id, self.holder):
+                if not svc.renew_lease(self.ctx.db, self.mirror_id, self.holder, self.ctx.settings.job_lease_seconds):
                     self.lost_lease = self.cancelled = True
         except Exception:  # pragma: no cover - a DB hiccup must not kill the run
             log.exception("mirror heartbeat failed")

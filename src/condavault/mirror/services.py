@@ -138,7 +138,7 @@ def check_idle(session: Session, mirror: Mirror, *, busy_job: int | None = None)
         )
 
 
-def acquire_lease(db: Database, mirror_id: int, holder: str) -> None:
+def acquire_lease(db: Database, mirror_id: int, holder: str, lease_seconds: float = LEASE_SECONDS) -> None:
     """Take the mirror's run lease or raise :class:`Busy` (409). Works across processes and hosts:
     the lease is a row update; an expired lease, or one held by a dead process on this host, is taken
     over (and that holder's unfinished runs are marked failed)."""
@@ -156,7 +156,7 @@ def acquire_lease(db: Database, mirror_id: int, holder: str) -> None:
         res = s.execute(
             update(Mirror)
             .where(Mirror.id == mirror_id, or_(Mirror.lease_holder.is_(None), Mirror.lease_holder == old))
-            .values(lease_holder=holder, lease_until=now + LEASE_SECONDS)
+            .values(lease_holder=holder, lease_until=now + lease_seconds)
         )
         if not affected(res):
             raise Busy(f"mirror {name!r} is already running", code="mirror_running", mirror=name)
@@ -170,12 +170,12 @@ def acquire_lease(db: Database, mirror_id: int, holder: str) -> None:
     db.run_write(take)
 
 
-def renew_lease(db: Database, mirror_id: int, holder: str) -> bool:
+def renew_lease(db: Database, mirror_id: int, holder: str, lease_seconds: float = LEASE_SECONDS) -> bool:
     def renew(s: Session) -> bool:
         res = s.execute(
             update(Mirror)
             .where(Mirror.id == mirror_id, Mirror.lease_holder == holder)
-            .values(lease_until=time.time() + LEASE_SECONDS)
+            .values(lease_until=time.time() + lease_seconds)
         )
         return bool(affected(res))
 

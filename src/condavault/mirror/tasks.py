@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +145,13 @@ def run_job(run: JobRun) -> JsonDict:
             return r.id
 
         run_id = ctx.db.run_write(create)
+    elif run.attempt > 1:  # its worker died (kill -9, a lost machine): a new run resumes the old one's work
+        run_id = ctx.db.run_write(functools.partial(_resume, mirror_id=mirror_id, old_id=int(run_id), job_id=run.id,
+                                                    holder=holder))
     else:
         ctx.db.run_write(lambda s: s.execute(update(MirrorRun).where(MirrorRun.id == run_id).values(holder=holder)))
     try:
-        svc.acquire_lease(ctx.db, mirror_id, holder)
+        _acquire(ctx, mirror_id, holder, takeover=run.attempt > 1)
     except Busy as exc:
         _give_up(ctx, int(run_id), f"{exc.message} [{exc.code}]")
         if run.params.get("trigger") == "cron":
@@ -165,6 +169,39 @@ def run_job(run: JobRun) -> JsonDict:
     return {"run_id": run_id, "status": status}
 
 
+def _acquire(ctx: Context, mirror_id: int, holder: str, *, takeover: bool) -> None:
+    """The mirror's run lease. Taking over a dead worker's run, its mirror lease (renewed more often than
+    the job's) may outlive the job's by a moment on another machine: wait for it, at most one lease."""
+    lease = ctx.settings.job_lease_seconds
+    deadline = time.monotonic() + (lease + 5 if takeover else 0)
+    while True:
+        try:
+            svc.acquire_lease(ctx.db, mirror_id, holder, lease)
+            return
+        except Busy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _resume(s: Session, *, mirror_id: int, old_id: int, job_id: int, holder: str) -> int:
+    """The run ``old_id`` was interrupted with its worker: close it and open the run that takes over. The
+    new run plans again and skips every file already in the channel with its sha256 (verified before it
+    was ingested), so nothing verified is downloaded twice."""
+    from condavault.db.base import utcnow
+
+    mirror = s.get(Mirror, mirror_id)
+    old = s.get(MirrorRun, old_id)
+    if mirror is None or old is None:
+        raise InvalidRequest(f"mirror {mirror_id} no longer exists", code="mirror_not_found")
+    new = svc.create_run(s, mirror, trigger=old.trigger, dry_run=old.dry_run, holder=holder)
+    new.job_id = job_id
+    if old.status in ("pending", "running"):
+        old.status, old.finished_at = "failed", utcnow()
+        old.error = f"interrupted: the worker running it stopped; resumed by run {new.id}"
+    return new.id
+
+
 def _give_up(ctx: Context, run_id: int, error: str) -> None:
     from condavault.db.base import utcnow
 
@@ -175,4 +212,5 @@ def _give_up(ctx: Context, run_id: int, error: str) -> None:
 
 
 def job_kind() -> JobKind:
-    return JobKind(KIND, run_job, lane="long", max_attempts=1, description="a mirror run (plan, download, index)")
+    return JobKind(KIND, run_job, lane="long", max_attempts=1, takeovers=3,
+                   description="a mirror run (plan, download, index)")

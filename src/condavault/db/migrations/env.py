@@ -30,6 +30,9 @@ def run_migrations_online() -> None:
 
         engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        # SQLite: take the write lock at BEGIN (BEGIN IMMEDIATE). Running servers write meanwhile (a rolling
+        # upgrade); a deferred transaction that read first could not upgrade to a writer after their commits.
+        connection.info["write"] = connection.dialect.name == "sqlite"
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=connection.dialect.name == "sqlite"
         )

@@ -26,6 +26,7 @@ import zstandard
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from condavault.airgap import scanning as scanning_bundle
 from condavault.airgap import vulns as vulns_bundle
 from condavault.airgap.manifest import MANIFEST, SIGNATURE, FileEntry, Manifest, sign
 from condavault.airgap.models import BundleExport
@@ -211,10 +212,12 @@ def export_bundle(
     split: int | None = None,
     actor: str | None = None,
     progress: Progress | None = None,
+    scanning: bool = False,
 ) -> ExportReport:
     started = time.perf_counter()
-    if not channels and not mirrors and not vulns:
-        raise InvalidRequest("nothing to export: give --channel, --mirror or --vulns", code="nothing_to_export")
+    if not channels and not mirrors and not vulns and not scanning:
+        raise InvalidRequest("nothing to export: give --channel, --mirror, --vulns or --scanning",
+                             code="nothing_to_export")
     output = output.expanduser().absolute()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InvalidRequest(f"{output} exists and is not an empty folder", code="output_exists")
@@ -227,7 +230,7 @@ def export_bundle(
     tmp.mkdir(parents=True)
     report = ExportReport(bundle_id, output, since)
     try:
-        manifest, new_toc = _write(ctx, tmp, chans, vulns, base_row, base_toc, split, progress, report)
+        manifest, new_toc = _write(ctx, tmp, chans, vulns, base_row, base_toc, split, progress, report, scanning)
         # reserve the serial (this server's export count) and keep the table of contents for --since
         row = BundleExport(
             bundle_id=bundle_id, parent_id=since, serial=0, kinds=" ".join(manifest.kinds),
@@ -276,6 +279,7 @@ def _write(
     split: int | None,
     progress: Progress | None,
     report: ExportReport,
+    scanning: bool = False,
 ) -> tuple[Manifest, dict[str, Any]]:
     incremental = base_row is not None
     parent = base_row.bundle_id if base_row else None
@@ -382,6 +386,11 @@ def _write(
         new_toc["vulns"] = vtoc
         manifest.targets["vulns"] = target
         manifest.kinds.append("vulns")
+    if scanning:  # the whole block list (and ClamAV database) every time: small, and applied additively
+        target, stoc = scanning_bundle.export(ctx, w)
+        new_toc["scanning"] = stoc
+        manifest.targets["scanning"] = target
+        manifest.kinds.append("scanning")
     manifest.files = w.entries
     manifest.parts = w.part if split else 0
     return manifest, new_toc

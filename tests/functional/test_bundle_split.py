@@ -70,6 +70,10 @@ def test_parts_from_several_places_missing_part_named(pair, packages_dir: Path, 
     together.mkdir()
     for p in other_parts:
         shutil.copytree(p, together / p.name)
+    (together / "stray.txt").write_text("not a part")  # the folder of a split bundle holds its parts only
+    stray = bundle_cli(inside, "bundle", "import", str(together), check=False, trusted=trusted)
+    assert stray.returncode == 2 and "stray.txt" in stray.stderr, stray.stderr
+    (together / "stray.txt").unlink()
     first = bundle_cli(inside, "bundle", "import", str(together / "part-001"), "--json", trusted=trusted)
     rep = json.loads(first.stdout)
     assert rep["bundle_id"] == other_bid and rep["status"] == "imported" and rep["records"] == len(LINUX), rep

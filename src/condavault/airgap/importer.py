@@ -287,6 +287,7 @@ class Importer:
                 self._finish_target(opened, "vulns", path)
                 lap("vulns")
         except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
+            self._discard_staged()  # blobs written ahead that were not committed (e.g. a malformed records file)
             journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
             raise
         journal.close(remove=True)

@@ -246,6 +246,9 @@ def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, ma
         parts = part_dirs_in(root)
         if not parts:
             raise rejected(f"{root} holds no manifest.json (not a bundle folder)")
+        stray = sorted(p.name for p in root.iterdir() if p not in parts)
+        if stray:  # the folder of a split bundle holds its parts and nothing else
+            raise rejected(f"{stray[0]} in {root} is not a part of the bundle", path=stray[0])
         return open_parts(parts, trusted, max_files=max_files, max_bytes=max_bytes, root=root)
     raw, manifest, key = _signed_manifest(root, trusted, max_files, max_bytes)
     if manifest.parts:

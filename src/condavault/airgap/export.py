@@ -38,6 +38,7 @@ from condavault.indexing.models import PublishedFile, SubdirState
 from condavault.signing.carry import trust_of
 from condavault.signing.keys import load_or_create
 from condavault.signing.models import RecordTrust
+from condavault.storage.interfaces import BlobStore
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): bytes while copying files
 
@@ -168,10 +169,16 @@ class _Writer:
     def add_lines(self, rel: str, lines: Iterator[str]) -> FileEntry:
         return self.add_bytes(rel, "".join(f"{line}\n" for line in lines).encode())
 
-    def add_blob(self, rel: str, src: Path, sha256: str, size: int) -> FileEntry:
-        """A stored blob, copied as is (content-addressed: its sha256 is its name)."""
+    def add_blob(self, rel: str, blobs: BlobStore, sha256: str, size: int) -> FileEntry:
+        """A stored blob, copied as is (content-addressed: its sha256 is its name): from its file when the
+        store has local paths (a kernel copy), else streamed through the store's ``open``."""
         dest = self._place(rel, size)
-        shutil.copyfile(src, dest)
+        src = blobs.local_path(sha256)
+        if src is not None:
+            shutil.copyfile(src, dest)
+        else:
+            with blobs.open(sha256) as fh, open(dest, "wb") as out:  # type: ignore[attr-defined]
+                shutil.copyfileobj(fh, out, 1024 * 1024)
         e = FileEntry(rel, sha256, size, self.part)
         self.entries.append(e)
         self._tick(size)
@@ -347,8 +354,8 @@ def _write(
                     spath = placed.get(trust.sidecar_sha256)
                     if spath is None:
                         spath = f"{base}/{r.subdir}/{r.filename}.sigs.{trust.sidecar_sha256}"
-                        w.add_blob(spath, ctx.blobs.path(trust.sidecar_sha256), trust.sidecar_sha256,
-                                   int(trust.sidecar_size or ctx.blobs.path(trust.sidecar_sha256).stat().st_size))
+                        w.add_blob(spath, ctx.blobs, trust.sidecar_sha256,
+                                   int(trust.sidecar_size or ctx.blobs.size(trust.sidecar_sha256)))
                         placed[trust.sidecar_sha256] = spath
                     extra["sidecar_file"] = spath
             path = None
@@ -356,7 +363,7 @@ def _write(
                 path = placed.get(r.sha256)
                 if path is None:
                     path = f"{base}/{r.subdir}/{r.filename}"
-                    w.add_blob(path, ctx.blobs.path(r.sha256), r.sha256, int(r.size or 0))
+                    w.add_blob(path, ctx.blobs, r.sha256, int(r.size or 0))
                     placed[r.sha256] = path
             lines.append(json.dumps({
                 "subdir": r.subdir, "filename": r.filename, "record": r.record, "about": r.about,
@@ -368,7 +375,7 @@ def _write(
         removed_file = w.add_lines(f"{base}/removed.jsonl", (json.dumps(k) for k in removed))
         patches_file = w.add_bytes(f"{base}/patches.json", json.dumps(patches, sort_keys=True).encode())
         for sd, (sha, size) in sorted(published.items()):
-            w.add_blob(f"{base}/{sd}/repodata.json", ctx.blobs.path(sha), sha, size)
+            w.add_blob(f"{base}/{sd}/repodata.json", ctx.blobs, sha, size)
         manifest.targets[f"channel:{name}"] = {
             "kind": "channel", "channel": name, "privacy": privacy, "description": description,
             "watermark": watermark(toc), "base_watermark": watermark(old) if old is not None else None,

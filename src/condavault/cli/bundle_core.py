@@ -119,7 +119,7 @@ def import_(
     paths: list[Path] = typer.Argument(..., help="Bundle folder (or its .tar / .tar.gz). A split bundle: the "
                                        "folder holding its parts, or every part folder (part-001 part-002 ..., or a "
                                        "quoted glob such as '/media/*/part-*'), or its first part with the others "
-                                       "beside it.", show_default=False),
+                                       "beside it.", show_default=False, metavar="PATH"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the signature and the file list; print records, "
                                  "bytes and disk needed; import nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),

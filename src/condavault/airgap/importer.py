@@ -97,7 +97,7 @@ class ImportReport:
     vulns: dict[str, Any] | None = None
     scanning: dict[str, Any] | None = None
     seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, store, publish, vulns)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, parse, store, publish, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -274,6 +274,7 @@ class Importer:
             datas = self._verify(opened, journal, report)
             lap("verify")
             plans, vpayload, spayload = self._parse(opened, datas)
+            lap("parse")
             self._store(opened, plans, report)
             lap("store")
             self._publish(opened, plans, path)
@@ -288,6 +289,7 @@ class Importer:
                 lap("vulns")
         except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
             self._discard_staged()  # blobs written ahead that were not committed (e.g. a malformed records file)
+            self._request_index()  # channels published before a later step failed are indexed all the same
             journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
             raise
         journal.close(remove=True)
@@ -297,6 +299,7 @@ class Importer:
             row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
             if row is not None:
                 row.summary = json.dumps(report.to_dict(), default=str)
+        self._request_index()
         log.info("bundle imported", extra={"bundle": m.bundle_id, "records": report.records,
                                            "bytes": report.bytes, "seconds": report.seconds})
         return report
@@ -593,9 +596,16 @@ class Importer:
                 self._mark_done(s, opened, source)
 
         self.ctx.db.run_write(work)
-        for cid, subdirs in changed:
-            for sd in subdirs:
-                self.ctx.request_index(cid, sd)
+        self._to_index = [(cid, sd) for cid, subdirs in changed for sd in sorted(subdirs)]
+
+    _to_index: list[tuple[int, str]] = []
+
+    def _request_index(self) -> None:
+        """Index runs for the published subdirs: asked for once the import's own writes are done (an index
+        run of a large subdir in this process would otherwise slow the import's last steps)."""
+        todo, self._to_index = self._to_index, []
+        for cid, sd in todo:
+            self.ctx.request_index(cid, sd)
 
     @staticmethod
     def _later_targets(m: Any) -> list[str]:

@@ -28,7 +28,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,8 @@ IN_MEMORY = 16 * 1024 * 1024
 STORE_BATCH = 2048
 STORE_BATCH_BYTES = 512 * 1024 * 1024
 HASH_THREADS = 4
+STAGE_THREADS = 16  # blob writes (each fsynced) overlap: their latency, not the disk, is the limit
+STAGE_PENDING = 256  # verified files waiting to be written, at most (bounds the memory)
 
 
 @dataclass
@@ -368,23 +370,47 @@ class Importer:
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
                 if data is not None and not blobs.exists(f.sha256):
-                    staged = blobs.stage(data, f.sha256)  # not visible before the commit in the store step
-                    with self._staged_lock:
-                        if f.sha256 in self.staged:  # the same bytes listed twice
-                            blobs.discard_staged([staged])
-                        else:
-                            self.staged[f.sha256] = staged
+                    self._stage(f.sha256, data)  # written ahead on the I/O threads; the checks go on meanwhile
                 data = None
             return f, False, data
 
         blobs = self.ctx.blobs
         self.staged = {}
+        self._stage_futures: list[Future[None]] = []
+        self._stage_slots = threading.BoundedSemaphore(STAGE_PENDING)
+        self._io = ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="bundle-stage")
         try:
-            self._verify_all(opened, one, journal, report, datas, pkg_index)
+            try:
+                self._verify_all(opened, one, journal, report, datas, pkg_index)
+            finally:
+                self._io.shutdown(wait=True)  # every write ahead finished (or failed)
+            for fut in self._stage_futures:
+                fut.result()  # the first write error, if any
         except BaseException:
             self._discard_staged()
             raise
         return datas
+
+    def _stage(self, sha256: str, data: bytes) -> None:
+        self._stage_slots.acquire()  # bounded: the bytes waiting to be written stay few
+        try:
+            fut = self._io.submit(self._stage_now, sha256, data)
+        except BaseException:
+            self._stage_slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._stage_slots.release())
+        with self._staged_lock:
+            self._stage_futures.append(fut)
+
+    def _stage_now(self, sha256: str, data: bytes) -> None:
+        """Verified package bytes durable under a temp name: not visible before the commit in the store step."""
+        blobs = self.ctx.blobs
+        staged = blobs.stage(data, sha256)
+        with self._staged_lock:
+            if sha256 in self.staged:  # the same bytes listed twice
+                blobs.discard_staged([staged])
+            else:
+                self.staged[sha256] = staged
 
     def _discard_staged(self) -> None:
         with self._staged_lock:

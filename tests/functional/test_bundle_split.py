@@ -51,8 +51,9 @@ def test_parts_from_several_places_missing_part_named(pair, packages_dir: Path, 
 
     # a part of another bundle in place of one of ours: refused
     other_bid, other_parts = _split(origin, packages_dir, tmp_path / "o", "other")
-    mixed = bundle_cli(inside, "bundle", "import", *map(str, media[:-1]), str(other_parts[-1]), check=False,
-                       trusted=trusted)
+    mixed = bundle_cli(
+        inside, "bundle", "import", *map(str, media[:-1]), str(other_parts[-1]), check=False, trusted=trusted
+    )
     assert mixed.returncode == 2 and "another bundle" in mixed.stderr, mixed.stderr
 
     # every part, in any order, from several places
@@ -117,8 +118,13 @@ def test_mirror_reads_a_split_bundle(pair, packages_dir: Path, tmp_path: Path) -
 
     origin, inside, _trusted = pair
     _bid, parts = _split(origin, packages_dir, tmp_path, "src")
-    create_mirror(inside, "fromsplit", str(parts[0] / "channels" / "src"), channel="filtered",
-                  filters={"exclude_specs": ["dummy-b"]})
+    create_mirror(
+        inside,
+        "fromsplit",
+        str(parts[0] / "channels" / "src"),
+        channel="filtered",
+        filters={"exclude_specs": ["dummy-b"]},
+    )
     run = run_mirror(inside, "fromsplit")
     assert run["status"] == "completed", run
     inside.ctx.settle()

@@ -70,13 +70,21 @@ def export(ctx: Context, w: _Writer) -> tuple[dict[str, Any], dict[str, str]]:
             st = os.lstat(p)
             if stat.S_ISREG(st.st_mode) and CLAMAV_NAME.match(p.name):
                 if len(clam) >= MAX_CLAMAV_FILES:
-                    raise InvalidRequest(f"{folder} holds more than {MAX_CLAMAV_FILES} database files",
-                                         code="clamav_dir_too_large")
+                    raise InvalidRequest(
+                        f"{folder} holds more than {MAX_CLAMAV_FILES} database files", code="clamav_dir_too_large"
+                    )
                 e = w.add_bytes(f"{PREFIX}/clamav/{p.name}", p.read_bytes())
                 clam.append(e.path)
     digest = hashlib.sha256(block.sha256.encode() + "".join(clam).encode()).hexdigest()[:32]
-    target = {"kind": "scanning", "watermark": digest, "base_watermark": None, "full": True,
-              "entries": len(lines), "blocklist_file": block.path, "clamav_files": clam}
+    target = {
+        "kind": "scanning",
+        "watermark": digest,
+        "base_watermark": None,
+        "full": True,
+        "entries": len(lines),
+        "blocklist_file": block.path,
+        "clamav_files": clam,
+    }
     return target, {"watermark": digest}
 
 
@@ -106,11 +114,17 @@ def apply(ctx: Context, origin_key: str, bundle_id: str, payload: Payload) -> di
     """The block list as ``blocklist import`` applies it; the ClamAV files installed (see the module)."""
     from condavault.scanning.services import import_blocklist
 
-    out: dict[str, Any] = {"entries": len(payload.entries), "added": 0, "clamav_files": len(payload.clamav),
-                           "clamav_installed": 0, "clamav_note": None}
+    out: dict[str, Any] = {
+        "entries": len(payload.entries),
+        "added": 0,
+        "clamav_files": len(payload.clamav),
+        "clamav_installed": 0,
+        "clamav_note": None,
+    }
     if payload.entries:
-        res = import_blocklist(ctx, payload.entries, f"bundle:{origin_key}",
-                               SimpleNamespace(username=f"bundle:{bundle_id}"))
+        res = import_blocklist(
+            ctx, payload.entries, f"bundle:{origin_key}", SimpleNamespace(username=f"bundle:{bundle_id}")
+        )
         out["added"] = res["added"]
     if payload.clamav:
         folder = ctx.settings.clamav_database_dir
@@ -166,5 +180,3 @@ def reload_clamd(address: str | None) -> str | None:
         log.warning("clamd reload failed", extra={"clamd": address, "error": str(exc)})
         return f"clamd at {address} could not be asked to reload: {exc}"
     return None if reply.startswith("RELOADING") else f"clamd answered {reply!r} to RELOAD"
-
-

@@ -115,6 +115,7 @@ def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
     total = seed_files(origin, "bench", pkgs, files, payload)
     mb = total / 1e6
     subprocess.run("sync", shell=True, check=False)
+    load_start = round(os.getloadavg()[0], 1)
     # the peer: tar + sha256sum of the same files
     peer_export = run("tar -cf ../peer.tar linux-64", root / "pkgs")
     peer_export += run("find linux-64 -type f -print0 | xargs -0 sha256sum > ../peer.sha256", root / "pkgs")
@@ -144,6 +145,7 @@ def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
         "export_mb_s": round(mb / t_export, 1), "import_mb_s": round(mb / t_import, 1),
         "peer_export_mb_s": round(mb / peer_export, 1), "peer_import_mb_s": round(mb / peer_import, 1),
         "export_ratio": round(peer_export / t_export, 2), "import_ratio": round(peer_import / t_import, 2),
+        "import_phases": irep.phases, "load_start": load_start, "load_end": round(os.getloadavg()[0], 1),
     }
 
 
@@ -220,6 +222,7 @@ def _print_throughput(tp: dict[str, Any]) -> None:
     print(f"{'export':10}{tp['export_mb_s']:>10} MB/s{tp['peer_export_mb_s']:>12} MB/s{tp['export_ratio']:>8}")
     print(f"{'import':10}{tp['import_mb_s']:>10} MB/s{tp['peer_import_mb_s']:>12} MB/s{tp['import_ratio']:>8}")
     print(f"(import then indexed the {tp['files']} records in {tp['index_after_import_s']} s)")
+    print(f"import phases (s): {tp['import_phases']}; load {tp['load_start']} -> {tp['load_end']}")
 
 
 def _print_incremental(inc: dict[str, Any]) -> None:

@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     scan_rules_dir: Path | None = Field(
         default=None, description="extra YARA rules (*.yar) scanned besides the shipped rule set"
     )
+    clamav_database_dir: Path | None = Field(
+        default=None, description="ClamAV signature database folder (clamd's DatabaseDirectory): `bundle export "
+        "--scanning` carries its files, `bundle import` installs them there (air-gapped networks)"
+    )
     scan_quarantine_suspicious: bool = Field(
         default=False, description="quarantine 'suspicious' verdicts too (a channel's policy may override)"
     )

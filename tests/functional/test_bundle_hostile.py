@@ -164,6 +164,8 @@ def _nothing_imported(inside: Server, shas: set[str]) -> None:
         assert c.get("/api/channels/h").status_code == 404
         assert c.get("/api/bundles").json()["imports"] == []
     assert not any(inside.ctx.blobs.exists(s) for s in shas)
+    # nor a blob written ahead while verifying (staged files of the packages checked before the refusal)
+    assert not list(inside.settings.blobs_path.glob("??/??/.*.part")), "staged blobs left behind"
     assert not list(inside.settings.data_dir.parent.glob("escaped.txt"))
 
 

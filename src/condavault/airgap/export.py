@@ -26,6 +26,7 @@ import zstandard
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from condavault.airgap import scanning as scanning_bundle
 from condavault.airgap import vulns as vulns_bundle
 from condavault.airgap.manifest import MANIFEST, SIGNATURE, FileEntry, Manifest, sign
 from condavault.airgap.models import BundleExport
@@ -169,10 +170,15 @@ class _Writer:
         return self.add_bytes(rel, "".join(f"{line}\n" for line in lines).encode())
 
     def add_blob(self, rel: str, blobs: BlobStore, sha256: str, size: int) -> FileEntry:
-        """A stored blob, copied as is (content-addressed: its sha256 is its name)."""
+        """A stored blob, copied as is (content-addressed: its sha256 is its name): from its file when the
+        store has local paths (a kernel copy), else streamed through the store's ``open``."""
         dest = self._place(rel, size)
-        with blobs.open(sha256) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, 1024 * 1024)
+        src = blobs.local_path(sha256)
+        if src is not None:
+            shutil.copyfile(src, dest)
+        else:
+            with blobs.open(sha256) as fh, open(dest, "wb") as out:
+                shutil.copyfileobj(fh, out, 1024 * 1024)
         e = FileEntry(rel, sha256, size, self.part)
         self.entries.append(e)
         self._tick(size)
@@ -213,10 +219,12 @@ def export_bundle(
     split: int | None = None,
     actor: str | None = None,
     progress: Progress | None = None,
+    scanning: bool = False,
 ) -> ExportReport:
     started = time.perf_counter()
-    if not channels and not mirrors and not vulns:
-        raise InvalidRequest("nothing to export: give --channel, --mirror or --vulns", code="nothing_to_export")
+    if not channels and not mirrors and not vulns and not scanning:
+        raise InvalidRequest("nothing to export: give --channel, --mirror, --vulns or --scanning",
+                             code="nothing_to_export")
     output = output.expanduser().absolute()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InvalidRequest(f"{output} exists and is not an empty folder", code="output_exists")
@@ -229,7 +237,7 @@ def export_bundle(
     tmp.mkdir(parents=True)
     report = ExportReport(bundle_id, output, since)
     try:
-        manifest, new_toc = _write(ctx, tmp, chans, vulns, base_row, base_toc, split, progress, report)
+        manifest, new_toc = _write(ctx, tmp, chans, vulns, base_row, base_toc, split, progress, report, scanning)
         # reserve the serial (this server's export count) and keep the table of contents for --since
         row = BundleExport(
             bundle_id=bundle_id, parent_id=since, serial=0, kinds=" ".join(manifest.kinds),
@@ -278,6 +286,7 @@ def _write(
     split: int | None,
     progress: Progress | None,
     report: ExportReport,
+    scanning: bool = False,
 ) -> tuple[Manifest, dict[str, Any]]:
     incremental = base_row is not None
     parent = base_row.bundle_id if base_row else None
@@ -384,6 +393,11 @@ def _write(
         new_toc["vulns"] = vtoc
         manifest.targets["vulns"] = target
         manifest.kinds.append("vulns")
+    if scanning:  # the whole block list (and ClamAV database) every time: small, and applied additively
+        target, stoc = scanning_bundle.export(ctx, w)
+        new_toc["scanning"] = stoc
+        manifest.targets["scanning"] = target
+        manifest.kinds.append("scanning")
     manifest.files = w.entries
     manifest.parts = w.part if split else 0
     return manifest, new_toc

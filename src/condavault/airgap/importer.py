@@ -25,9 +25,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from condavault.airgap import scanning as scanning_bundle
 from condavault.airgap import vulns as vulns_bundle
-from condavault.airgap.manifest import FileEntry, Opened, open_bundle, rejected, replay_error
+from condavault.airgap.manifest import (
+    MANIFEST,
+    FileEntry,
+    Opened,
+    is_part_dir,
+    open_bundle,
+    open_parts,
+    part_dirs_in,
+    rejected,
+    replay_error,
+)
 from condavault.airgap.models import BundleChannelState, BundleImport
 from condavault.airgap.unpack import is_archive, unpack
 from condavault.channels import records
@@ -61,9 +73,11 @@ from condavault.signing.trust import Outcome, is_signatures_entry
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 IN_MEMORY = 16 * 1024 * 1024
-KEEP_BYTES = 256 * 1024 * 1024  # verified package bytes kept in memory for the store step (not read twice)
-STORE_BATCH = 256
+STORE_BATCH = 2048
+STORE_BATCH_BYTES = 512 * 1024 * 1024
 HASH_THREADS = 4
+STAGE_THREADS = 16  # blob writes (each fsynced) overlap: their latency, not the disk, is the limit
+STAGE_PENDING = 256  # verified files waiting to be written, at most (bounds the memory)
 
 
 @dataclass
@@ -83,8 +97,9 @@ class ImportReport:
     stored_blobs: int = 0
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     vulns: dict[str, Any] | None = None
+    scanning: dict[str, Any] | None = None
     seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, store, publish, vulns)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step (verify, parse, store, publish, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -153,11 +168,25 @@ class Importer:
         self.trusted = trusted_keys(s)
         self.max_files, self.max_bytes = s.airgap_max_files, s.airgap_max_bundle_bytes
         self.pause_after = int(os.environ.get("CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER", "0") or 0)  # tests only
-        self.kept: dict[str, bytes] = {}
+        # package blobs written ahead while verifying (durable, not yet visible under their names): the bundle
+        # is read once, and the writes overlap the checks; committed after the whole bundle verified
+        self.staged: dict[str, Any] = {}
+        self._staged_lock = threading.Lock()
 
     # -- opening -----------------------------------------------------------------------------------
-    def open(self, path: Path) -> Opened:
-        path = path.expanduser().absolute()
+    def open(self, source: Path | list[Path]) -> Opened:
+        """A bundle: a folder, a ``.tar``/``.tar.gz``, or a split bundle -- the folder holding its parts, the
+        part folders (a list, in any order, wherever each one is), or one part with its siblings beside it."""
+        self.unpacked = None
+        paths = [p.expanduser().absolute() for p in source] if isinstance(source, list) else [source]
+        if len(paths) > 1:
+            for p in paths:
+                if not p.exists() or p.is_symlink():
+                    raise rejected(f"{p} does not exist" if not p.exists() else f"{p} is a symbolic link")
+            return open_parts(paths, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
+        if not paths:
+            raise rejected("no bundle given")
+        path = paths[0].expanduser().absolute()
         if not path.exists() and not path.is_symlink():
             raise rejected(f"{path} does not exist")
         if path.is_symlink():
@@ -167,11 +196,17 @@ class Importer:
                 f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:24]
             if not (folder / "manifest.json").is_file():  # unpacked before (an interrupted import): reused
                 unpack(path, folder, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
+            self.unpacked = folder
             path = folder
+        if is_part_dir(path) and (path / MANIFEST).is_file():  # one part given: its siblings are the others
+            return open_parts(part_dirs_in(path.parent), self.trusted, max_files=self.max_files,
+                              max_bytes=self.max_bytes)
         return open_bundle(path, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
 
+    unpacked: Path | None = None
+
     # -- the whole import --------------------------------------------------------------------------
-    def run(self, path: Path, *, dry_run: bool = False) -> ImportReport:
+    def run(self, path: Path | list[Path], *, dry_run: bool = False) -> ImportReport:
         lock_path = self.ctx.settings.data_dir / "bundles" / "import.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -185,13 +220,13 @@ class Importer:
         finally:
             os.close(fd)
 
-    def _locked_run(self, path: Path, dry_run: bool) -> ImportReport:
+    def _locked_run(self, path: Path | list[Path], dry_run: bool) -> ImportReport:
         started = time.perf_counter()
         self._finished = False
         opened = self.open(path)
-        unpacked = opened.root if opened.root != path.expanduser().absolute() else None
+        unpacked = self.unpacked
         try:
-            return self._run(path, opened, started, dry_run)
+            return self._run(opened.source if unpacked is None else str(path), opened, started, dry_run)
         except CondavaultError as exc:
             if unpacked is not None and exc.code == "bundle_rejected":
                 shutil.rmtree(unpacked, ignore_errors=True)
@@ -202,7 +237,7 @@ class Importer:
 
     _finished = False
 
-    def _run(self, path: Path, opened: Opened, started: float, dry_run: bool) -> ImportReport:
+    def _run(self, path: str, opened: Opened, started: float, dry_run: bool) -> ImportReport:
         m = opened.manifest
         report = ImportReport(m.bundle_id, "imported", m.parent_id, m.origin_key, len(m.files), m.total_bytes)
         report.targets = {k: {kk: v.get(kk) for kk in ("records", "removed", "full", "watermark")}
@@ -243,16 +278,23 @@ class Importer:
         try:
             datas = self._verify(opened, journal, report)
             lap("verify")
-            plans, vpayload = self._parse(opened, datas)
+            plans, vpayload, spayload = self._parse(opened, datas)
+            lap("parse")
             self._store(opened, plans, report)
             lap("store")
             self._publish(opened, plans, path)
             lap("publish")
+            if spayload is not None:  # additive, like `blocklist import`: applying it twice changes nothing
+                report.scanning = scanning_bundle.apply(self.ctx, m.origin_key, m.bundle_id, spayload)
+                self._finish_target(opened, "scanning", path)
+                lap("scanning")
             if vpayload is not None:
                 report.vulns = vulns_bundle.apply(self.ctx, m.origin_key, vpayload)
-                self._finish_vulns(opened)
+                self._finish_target(opened, "vulns", path)
                 lap("vulns")
         except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
+            self._discard_staged()  # blobs written ahead that were not committed (e.g. a malformed records file)
+            self._request_index()  # channels published before a later step failed are indexed all the same
             journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
             raise
         journal.close(remove=True)
@@ -262,6 +304,7 @@ class Importer:
             row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
             if row is not None:
                 row.summary = json.dumps(report.to_dict(), default=str)
+        self._request_index()
         log.info("bundle imported", extra={"bundle": m.bundle_id, "records": report.records,
                                            "bytes": report.bytes, "seconds": report.seconds})
         return report
@@ -278,6 +321,8 @@ class Importer:
             if state is not None and state.serial > m.serial:
                 raise replay_error(m.bundle_id, m.serial, state.bundle_id, state.serial, target)
             base = spec.get("base_watermark")
+            if spec.get("kind") == "scanning":
+                continue  # always whole (the block list is small and applied additively): no base to match
             gone = spec.get("kind") == "channel" and find_channel(s, str(spec.get("channel"))) is None
             if gone and state is not None:
                 state = None  # the channel was deleted here since: its state no longer holds
@@ -302,9 +347,6 @@ class Importer:
     def _verify(self, opened: Opened, journal: Journal, report: ImportReport) -> dict[str, bytes]:
         """Hash every file (packages: and check them as uploads are checked). Returns the bytes of the
         bundle's own data files (records, patches, vulns)."""
-        m = opened.manifest
-        total = m.total_bytes
-        done_bytes = 0
         datas: dict[str, bytes] = {}
         ing = self.ctx.ingestor
         pkg_index = self._package_index(opened)
@@ -330,11 +372,61 @@ class Importer:
                     assert err is not None
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
+                if data is not None and not blobs.exists(f.sha256):
+                    self._stage(f.sha256, data)  # written ahead on the I/O threads; the checks go on meanwhile
+                data = None
             return f, False, data
 
-        kept = 0
-        self.kept = {}
-        with ThreadPoolExecutor(HASH_THREADS) as pool:
+        blobs = self.ctx.blobs
+        self.staged = {}
+        self._stage_futures: list[Future[None]] = []
+        self._stage_slots = threading.BoundedSemaphore(STAGE_PENDING)
+        self._io = ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="bundle-stage")
+        try:
+            try:
+                self._verify_all(opened, one, journal, report, datas, pkg_index)
+            finally:
+                self._io.shutdown(wait=True)  # every write ahead finished (or failed)
+            for fut in self._stage_futures:
+                fut.result()  # the first write error, if any
+        except BaseException:
+            self._discard_staged()
+            raise
+        return datas
+
+    def _stage(self, sha256: str, data: bytes) -> None:
+        self._stage_slots.acquire()  # bounded: the bytes waiting to be written stay few
+        try:
+            fut = self._io.submit(self._stage_now, sha256, data)
+        except BaseException:
+            self._stage_slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._stage_slots.release())
+        with self._staged_lock:
+            self._stage_futures.append(fut)
+
+    def _stage_now(self, sha256: str, data: bytes) -> None:
+        """Verified package bytes durable under a temp name: not visible before the commit in the store step."""
+        blobs = self.ctx.blobs
+        staged = blobs.stage(data, sha256)
+        with self._staged_lock:
+            if sha256 in self.staged:  # the same bytes listed twice
+                blobs.discard_staged([staged])
+            else:
+                self.staged[sha256] = staged
+
+    def _discard_staged(self) -> None:
+        with self._staged_lock:
+            staged, self.staged = list(self.staged.values()), {}
+        self.ctx.blobs.discard_staged(staged)
+
+    def _verify_all(self, opened: Opened, one: Callable[[FileEntry], tuple[FileEntry, bool, bytes | None]],
+                    journal: Journal, report: ImportReport, datas: dict[str, bytes], pkg_index: dict[str, Any]) -> None:
+        m = opened.manifest
+        total = m.total_bytes
+        done_bytes = 0
+        pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bundle-verify")
+        try:
             for n, (f, skipped, data) in enumerate(pool.map(one, m.files), 1):
                 if skipped:
                     report.resumed_files += 1
@@ -342,9 +434,6 @@ class Importer:
                     report.verified_files += 1
                     if data is not None and f.path not in pkg_index and not f.path.endswith("/repodata.json"):
                         datas[f.path] = data
-                    elif data is not None and f.path in pkg_index and kept + len(data) <= KEEP_BYTES:
-                        self.kept[f.sha256] = data
-                        kept += len(data)
                     journal.add(f.path, os.lstat(opened.path_of(f)), f.sha256)
                 done_bytes += f.size
                 if n % 200 == 0:
@@ -354,8 +443,9 @@ class Importer:
                     journal.flush()
                     log.info("test hook: import paused", extra={"bundle": m.bundle_id, "files": n})
                     time.sleep(3600)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a refused file stops the rest at once
         journal.flush()
-        return datas
 
     def _package_index(self, opened: Opened) -> dict[str, dict[str, Any]]:
         """Bundle path -> the first record naming it (read from the records files, verified below)."""
@@ -378,7 +468,7 @@ class Importer:
         return out
 
     # -- parsing the verified data files -------------------------------------------------------------
-    def _parse(self, opened: Opened, datas: dict[str, bytes]) -> tuple[list[_ChannelPlan], Any]:
+    def _parse(self, opened: Opened, datas: dict[str, bytes]) -> tuple[list[_ChannelPlan], Any, Any]:
         m = opened.manifest
         entries = {f.path: f for f in m.files}
 
@@ -393,11 +483,14 @@ class Importer:
             return data
 
         plans: list[_ChannelPlan] = []
-        vpayload = None
+        vpayload = spayload = None
         try:
             for target, spec in sorted(m.targets.items()):
                 if spec.get("kind") == "vulns":
                     vpayload = vulns_bundle.parse(spec, read)
+                    continue
+                if spec.get("kind") == "scanning":
+                    spayload = scanning_bundle.parse(spec, read)
                     continue
                 if spec.get("kind") != "channel":
                     raise rejected(f"unknown target kind {spec.get('kind')!r}")
@@ -431,7 +524,7 @@ class Importer:
             raise rejected(exc.message) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise rejected(f"malformed data file ({exc!r})") from None
-        return plans, vpayload
+        return plans, vpayload, spayload
 
     # -- step 4 --------------------------------------------------------------------------------------
     def _store(self, opened: Opened, plans: list[_ChannelPlan], report: ImportReport) -> None:
@@ -446,15 +539,23 @@ class Importer:
                         wanted.setdefault(e.sha256, e)
         self.guard = BlobGuard(self.ctx.db, blobs, new_holder())
         self.pinned = sorted(wanted)
-        self.guard.pin(self.pinned)
-        todo = [e for sha, e in wanted.items() if not blobs.exists(sha)]
+        try:
+            self.guard.pin(self.pinned)
+            with self._staged_lock:
+                ready = [self.staged.pop(sha) for sha in list(self.staged) if sha in wanted]
+            self._discard_staged()  # staged bytes no record names (none in a well-formed bundle)
+            staged_shas = {st.sha256 for st in ready}
+            # the blobs written ahead while verifying get their names: one durability barrier for all
+            report.stored_blobs += sum(1 for new in blobs.commit(ready) if new)
+        except BaseException:
+            self._discard_staged()
+            self.guard.unpin_now(self.pinned)
+            raise
+        todo = [e for sha, e in wanted.items() if sha not in staged_shas and not blobs.exists(sha)]
         total = sum(e.size for e in todo)
         done = 0
 
         def copy(e: FileEntry) -> tuple[Path | bytes, str]:
-            data = self.kept.pop(e.sha256, None)
-            if data is not None:
-                return data, e.sha256  # verified bytes, still in memory
             fd, tmp = blobs.temp_file()
             h = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, open(opened.path_of(e), "rb") as src:
@@ -467,19 +568,24 @@ class Importer:
             return tmp, e.sha256
 
         try:
-            with ThreadPoolExecutor(HASH_THREADS) as pool:
-                for i in range(0, len(todo), STORE_BATCH):
-                    batch: list[tuple[Path | bytes, str]] = list(pool.map(copy, todo[i : i + STORE_BATCH]))
-                    blobs.put_many(batch)
-                    done += sum(e.size for e in todo[i : i + STORE_BATCH])
-                    report.stored_blobs += len(batch)
+            with ThreadPoolExecutor(HASH_THREADS) as pool:  # large files, and those verified before a resume
+                i = 0
+                while i < len(todo):
+                    j, size = i, 0  # a batch: up to STORE_BATCH files or STORE_BATCH_BYTES, one barrier
+                    while j < len(todo) and j - i < STORE_BATCH and (size < STORE_BATCH_BYTES or j == i):
+                        size += todo[j].size
+                        j += 1
+                    batch: list[tuple[Path | bytes, str]] = list(pool.map(copy, todo[i:j]))
+                    report.stored_blobs += sum(1 for new in blobs.put_many(batch) if new)
+                    done += size
                     self.progress("store", done, total)
+                    i = j
         except BaseException:
             self.guard.unpin_now(self.pinned)
             raise
 
     # -- step 5 --------------------------------------------------------------------------------------
-    def _publish(self, opened: Opened, plans: list[_ChannelPlan], source: Path) -> None:
+    def _publish(self, opened: Opened, plans: list[_ChannelPlan], source: str) -> None:
         m = opened.manifest
         changed: list[tuple[int, set[str]]] = []
 
@@ -515,18 +621,31 @@ class Importer:
                 self._set_state(s, m, plan.target, plan.spec)
             if getattr(self, "pinned", None):
                 self.guard.unpin(s, self.pinned)
-            if "vulns" not in m.targets:
+            if not self._later_targets(m):
                 self._mark_done(s, opened, source)
 
         self.ctx.db.run_write(work)
-        for cid, subdirs in changed:
-            for sd in subdirs:
-                self.ctx.request_index(cid, sd)
+        self._to_index = [(cid, sd) for cid, subdirs in changed for sd in sorted(subdirs)]
 
-    def _finish_vulns(self, opened: Opened) -> None:
+    _to_index: list[tuple[int, str]] = []
+
+    def _request_index(self) -> None:
+        """Index runs for the published subdirs: asked for once the import's own writes are done (an index
+        run of a large subdir in this process would otherwise slow the import's last steps)."""
+        todo, self._to_index = self._to_index, []
+        for cid, sd in todo:
+            self.ctx.request_index(cid, sd)
+
+    @staticmethod
+    def _later_targets(m: Any) -> list[str]:
+        """Targets applied after the channels' transaction, in this order (the bundle is done after the last)."""
+        return [t for t in ("scanning", "vulns") if t in m.targets]
+
+    def _finish_target(self, opened: Opened, target: str, source: str) -> None:
         def work(s: Session) -> None:
-            self._set_state(s, opened.manifest, "vulns", opened.manifest.targets["vulns"])
-            self._mark_done(s, opened, opened.root)
+            self._set_state(s, opened.manifest, target, opened.manifest.targets[target])
+            if self._later_targets(opened.manifest)[-1] == target:
+                self._mark_done(s, opened, source)
 
         self.ctx.db.run_write(work)
 
@@ -539,13 +658,13 @@ class Importer:
         state.bundle_id, state.serial, state.watermark = m.bundle_id, m.serial, str(spec["watermark"])[:64]
         state.updated_at = utcnow()
 
-    def _mark_done(self, s: Session, opened: Opened, source: Path) -> None:
+    def _mark_done(self, s: Session, opened: Opened, source: str) -> None:
         m = opened.manifest
         row = s.scalar(select(BundleImport).where(BundleImport.bundle_id == m.bundle_id))
         if row is None:
             row = BundleImport(bundle_id=m.bundle_id, origin_key=m.origin_key)
             s.add(row)
-        row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", str(source)
+        row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", source[:2000]
         row.summary = json.dumps({"targets": list(m.targets)})
         row.finished_at = utcnow()
 

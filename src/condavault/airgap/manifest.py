@@ -13,8 +13,9 @@
 ```
 
 With ``--split SIZE`` the payload is spread over ``part-001/``, ``part-002/`` ... (each at most SIZE,
-each holding a copy of the manifest and its signature): copy every part onto the receiving machine into
-one folder and import that folder.
+each holding a copy of the manifest and its signature). The receiving side takes the parts wherever they
+are (:func:`open_parts`: a folder holding them, the part folders themselves, or one of them with its
+siblings beside it); every part must be present and carry the same signed manifest.
 
 Everything is checked before anything is stored (:func:`scan`): the signature against the trusted keys,
 then that the folder holds exactly the listed files -- regular files, no symlinks, no path leaving the
@@ -197,27 +198,33 @@ class Opened:
     manifest: Manifest
     manifest_bytes: bytes
     key: PublicKey
+    part_dirs: dict[int, Path] = field(default_factory=dict)  # a split bundle: part number -> its folder
 
     def path_of(self, entry: FileEntry) -> Path:
-        base = self.root / f"part-{entry.part:03d}" if entry.part else self.root
-        return base / entry.path
+        if not entry.part:
+            return self.root / entry.path
+        return self.part_dirs.get(entry.part, self.root / f"part-{entry.part:03d}") / entry.path
+
+    @property
+    def source(self) -> str:
+        """Where it was read from (the parts' folders of a split bundle given one by one)."""
+        dirs = sorted({p.parent for p in self.part_dirs.values()})
+        return str(self.root) if not self.part_dirs or dirs == [self.root] else ", ".join(
+            str(self.part_dirs[n]) for n in sorted(self.part_dirs))
 
 
-def _manifest_dir(root: Path) -> Path:
-    if (root / MANIFEST).exists() or (root / SIGNATURE).exists():
-        return root
-    parts = sorted(p for p in root.iterdir() if _PART_RE.match(p.name)) if root.is_dir() else []
-    if parts:
-        return parts[0]
-    raise rejected(f"{root} holds no manifest.json (not a bundle folder)")
+def is_part_dir(path: Path) -> bool:
+    """A ``part-NNN`` folder of a split bundle (by its name; its content is checked when opened)."""
+    return bool(_PART_RE.match(path.name)) and path.is_dir() and not path.is_symlink()
 
 
-def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, max_bytes: int) -> Opened:
-    """Verify the signature, then walk the folder: exactly the listed files, regular, of their sizes."""
-    st = os.lstat(root)
-    if not stat.S_ISDIR(st.st_mode):
-        raise rejected(f"{root} is not a folder")
-    mdir = _manifest_dir(root)
+def part_dirs_in(root: Path) -> list[Path]:
+    """The ``part-NNN`` folders directly inside ``root`` (a folder the parts were copied into)."""
+    return sorted(p for p in root.iterdir() if is_part_dir(p)) if root.is_dir() and not root.is_symlink() else []
+
+
+def _signed_manifest(mdir: Path, trusted: dict[str, PublicKey], max_files: int, max_bytes: int,
+                     ) -> tuple[bytes, Manifest, PublicKey]:
     raw = _read_small(mdir / MANIFEST, MAX_MANIFEST_BYTES)
     sig = _read_small(mdir / SIGNATURE, 64 * 1024)
     key = verify(raw, sig, trusted)  # nothing of the manifest is trusted before this
@@ -226,13 +233,84 @@ def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, ma
         raise rejected(f"the manifest names origin key {manifest.origin_key} but is signed by {key.id}")
     if manifest.total_bytes > max_bytes:
         raise rejected(f"the bundle holds {manifest.total_bytes} bytes, over airgap_max_bundle_bytes ({max_bytes})")
-    expected: dict[str, FileEntry] = {}
-    for f in manifest.files:
-        key_path = f"part-{f.part:03d}/{f.path}" if f.part else f.path
-        expected[key_path] = f
-    control = {MANIFEST, SIGNATURE}
+    return raw, manifest, key
+
+
+def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, max_bytes: int) -> Opened:
+    """Verify the signature, then walk the folder: exactly the listed files, regular, of their sizes. A
+    folder without a manifest that holds ``part-NNN`` folders is a split bundle (:func:`open_parts`)."""
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode):
+        raise rejected(f"{root} is not a folder")
+    if not (root / MANIFEST).exists() and not (root / SIGNATURE).exists():
+        parts = part_dirs_in(root)
+        if not parts:
+            raise rejected(f"{root} holds no manifest.json (not a bundle folder)")
+        stray = sorted(p.name for p in root.iterdir() if p not in parts)
+        if stray:  # the folder of a split bundle holds its parts and nothing else
+            raise rejected(f"{stray[0]} in {root} is not a part of the bundle", path=stray[0])
+        return open_parts(parts, trusted, max_files=max_files, max_bytes=max_bytes, root=root)
+    raw, manifest, key = _signed_manifest(root, trusted, max_files, max_bytes)
     if manifest.parts:
-        control = {f"part-{i:03d}/{n}" for i in range(1, manifest.parts + 1) for n in (MANIFEST, SIGNATURE)}
+        raise rejected(f"{root} is one part of a split bundle of {manifest.parts} parts: give every part")
+    _walk(root, {f.path: f for f in manifest.files}, raw)
+    return Opened(root, manifest, raw, key)
+
+
+def open_parts(dirs: list[Path], trusted: dict[str, PublicKey], *, max_files: int, max_bytes: int,
+               root: Path | None = None) -> Opened:
+    """A split bundle from its part folders, wherever each one is (e.g. one per removable medium): each
+    must carry the same signed manifest and exactly the files the manifest lists for its part; every part
+    must be there. Which part a folder is comes from its name (``part-NNN``) or, for a renamed folder,
+    from the files it holds. A missing part refuses the bundle (``missing_parts`` in the details)."""
+    if not dirs:
+        raise rejected("no part folders given")
+    for d in dirs:
+        if not stat.S_ISDIR(os.lstat(d).st_mode):
+            raise rejected(f"{d} is not a folder")
+        if not (d / MANIFEST).is_file() or not (d / SIGNATURE).is_file():
+            raise rejected(f"{d} holds no manifest.json and manifest.sig (still being copied?)", path=str(d))
+    raw, manifest, key = _signed_manifest(dirs[0], trusted, max_files, max_bytes)
+    if not manifest.parts:
+        raise rejected(f"{dirs[0]} is a whole bundle, not a part of a split one: give it alone")
+    by_part: dict[int, dict[str, FileEntry]] = {n: {} for n in range(1, manifest.parts + 1)}
+    for f in manifest.files:
+        if f.part not in by_part:
+            raise rejected(f"{f.path} is in part {f.part}, but the bundle has {manifest.parts} parts")
+        by_part[f.part][f.path] = f
+    assigned: dict[int, Path] = {}
+    for d in dirs:
+        if _read_small(d / MANIFEST, MAX_MANIFEST_BYTES) != raw:
+            raise rejected(f"{d} holds the manifest of another bundle (or an altered one)", path=str(d))
+        m = _PART_RE.match(d.name)
+        if m:
+            n = int(d.name.split("-", 1)[1])
+        else:  # renamed on the way: the part whose files it holds
+            n = next((n for n, files in by_part.items() if any((d / rel).exists() for rel in files)), 0)
+        if n not in by_part:
+            raise rejected(f"{d}: the bundle has no part {n}", path=str(d))
+        if n in assigned:
+            raise rejected(f"part {n} given twice: {assigned[n]} and {d}", path=str(d))
+        assigned[n] = d
+    missing = sorted(set(by_part) - set(assigned))
+    if missing:
+        raise rejected(
+            f"bundle {manifest.bundle_id} has {manifest.parts} parts; {len(missing)} missing: "
+            + ", ".join(f"part-{n:03d}" for n in missing[:10]) + (" ..." if len(missing) > 10 else ""),
+            missing_parts=missing, parts=manifest.parts,
+        )
+    for n, d in sorted(assigned.items()):
+        _walk(d, by_part[n], raw)
+    if root is None:
+        parents = {d.parent for d in assigned.values()}
+        root = parents.pop() if len(parents) == 1 else assigned[1]
+    return Opened(root, manifest, raw, key, assigned)
+
+
+def _walk(root: Path, expected: dict[str, FileEntry], raw: bytes) -> None:
+    """``root`` holds exactly ``expected`` (and the manifest and its signature): regular files of their
+    listed sizes; no symlink, device or unlisted file."""
+    control = {MANIFEST, SIGNATURE}
     found: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
@@ -247,8 +325,8 @@ def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, ma
             if not stat.S_ISREG(lst.st_mode):
                 raise rejected(f"{rel} is not a regular file", path=rel)
             if rel in control:
-                if manifest.parts and (rel.endswith(MANIFEST) and _read_small(Path(full), MAX_MANIFEST_BYTES) != raw):
-                    raise rejected(f"{rel} differs from the first part's manifest", path=rel)
+                if rel == MANIFEST and _read_small(Path(full), MAX_MANIFEST_BYTES) != raw:
+                    raise rejected(f"{root / rel} differs from the verified manifest", path=rel)
                 continue
             entry = expected.get(rel)
             if entry is None:
@@ -259,7 +337,6 @@ def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, ma
     missing = sorted(set(expected) - found)
     if missing:
         raise rejected(f"{len(missing)} listed file(s) are missing, e.g. {missing[0]}", path=missing[0])
-    return Opened(root, manifest, raw, key)
 
 
 def replay_error(bundle_id: str, serial: int, last_id: str, last_serial: int, target: str) -> Conflict:

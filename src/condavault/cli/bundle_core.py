@@ -88,19 +88,22 @@ def export(
     mirror: list[str] = typer.Option(None, "--mirror", "-m", help="Mirror whose channel to export (repeat)."),
     vulns: bool = typer.Option(False, "--vulns", help="Export the vulnerability data (advisories per source, "
                                "name mappings, curation)."),
+    scanning: bool = typer.Option(False, "--scanning", help="Export the scanning data: the sha256 block list, and "
+                                  "the ClamAV database files of clamav_database_dir when it is set."),
     since: str = typer.Option(None, "--since", help="Incremental: only what changed since this earlier bundle."),
     split: str = typer.Option(None, "--split", help="Spread the bundle over part-NNN folders of at most this "
                               "size (e.g. 4G) for removable media."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (the bundle id stays last)."),
     data_dir: Path = DATA_DIR,
 ) -> None:
-    """Write a signed bundle of channels, mirrors and/or vulnerability data; prints its bundle id last."""
+    """Write a signed bundle of channels, mirrors, vulnerability data and/or scanning data (block list,
+    ClamAV signatures); prints its bundle id last."""
     from condavault.airgap.export import export_bundle, parse_size
 
     size = parse_size(split) if split else None
     with _local(ctx, data_dir) as cv, _bars(json_out) as bar:
         rep = export_bundle(cv, output, channels=channel or [], mirrors=mirror or [], vulns=vulns, since=since,
-                            split=size, actor="cli", progress=bar)
+                            split=size, actor="cli", progress=bar, scanning=scanning)
     if json_out:
         print_json(rep.to_dict())
     else:
@@ -113,7 +116,10 @@ def export(
 @bundle_app.command("import")
 def import_(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="Bundle folder (or its .tar / .tar.gz)."),
+    paths: list[Path] = typer.Argument(..., help="Bundle folder (or its .tar / .tar.gz). A split bundle: the "
+                                       "folder holding its parts, or every part folder (part-001 part-002 ..., or a "
+                                       "quoted glob such as '/media/*/part-*'), or its first part with the others "
+                                       "beside it.", show_default=False, metavar="PATH"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the signature and the file list; print records, "
                                  "bytes and disk needed; import nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -123,12 +129,13 @@ def import_(
 
     Idempotent (a bundle imported before is a no-op); an interrupted import resumes where it stopped;
     an incremental bundle whose base is not the receiving side's state is refused naming the bundle it
-    needs."""
+    needs. A split bundle is imported only when every part is given (a missing one is named)."""
     from condavault.airgap.importer import Importer
 
+    source = _expand(paths)
     with _local(ctx, data_dir) as cv:
         with _bars(json_out or dry_run) as bar:
-            rep = Importer(cv, bar).run(path, dry_run=dry_run)
+            rep = Importer(cv, bar).run(source[0] if len(source) == 1 else source, dry_run=dry_run)
         if rep.status == "imported":
             cv.settle(timeout=3600)  # the index is published when the command returns
     if json_out:
@@ -147,10 +154,34 @@ def import_(
     resumed = f", {rep.resumed_files} verified before (resumed)" if rep.resumed_files else ""
     console.print(f"imported bundle {rep.bundle_id}: {rep.records} records, {rep.removed} removals, {rep.files} "
                   f"files verified{resumed}, {rep.stored_blobs} new blobs in {rep.seconds}s")
+    if rep.scanning:
+        sc = rep.scanning
+        console.print(f"block list: {sc['entries']} entries ({sc['added']} new); ClamAV database: "
+                      f"{sc['clamav_installed']} of {sc['clamav_files']} files installed"
+                      + (f" ({sc['clamav_note']})" if sc.get("clamav_note") else ""), highlight=False)
     if rep.vulns:
         v = rep.vulns
         console.print(f"vulnerability data: {v['records']} records ({v['records_new']} new), advisories "
                       f"{v['created']} new, {v['updated']} updated; links +{v['links_added']} -{v['links_removed']}")
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Arguments as given; one that does not exist and holds a glob pattern (quoted, so the shell left it)
+    is expanded. Each path once."""
+    import glob
+
+    out: list[Path] = []
+    for p in paths:
+        text = str(p.expanduser())
+        if not p.exists() and glob.has_magic(text):
+            matches = sorted(Path(m) for m in glob.glob(text))
+            if not matches:
+                raise typer.BadParameter(f"{text} matches nothing", param_hint="PATHS")
+            out.extend(matches)
+        else:
+            out.append(p)
+    seen: set[Path] = set()
+    return [p for p in out if not (p.absolute() in seen or seen.add(p.absolute()))]  # type: ignore[func-returns-value]
 
 
 @bundle_app.command("status")

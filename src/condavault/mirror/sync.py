@@ -136,10 +136,12 @@ class SyncRun:
             from condavault.airgap.upstream import verify_upstream
 
             # a bundle folder as upstream: its signature and repodata verified before anything is read
-            await asyncio.get_running_loop().run_in_executor(None, verify_upstream, settings, info.cfg.upstream)
+            # (a split bundle's channel is read through a view of its parts)
+            local = await asyncio.get_running_loop().run_in_executor(None, verify_upstream, settings, info.cfg.upstream)
+            cfg = info.cfg if local is None else info.cfg.model_copy(update={"upstream": str(local)})
             with ctx.hold_index(info.channel_id):
                 async with Upstream(
-                    info.cfg,
+                    cfg,
                     cache_dir=settings.data_dir / "mirror-cache" / str(self.mirror_id),
                     timeout=settings.mirror_timeout,
                     retries=settings.mirror_retries,

@@ -292,3 +292,40 @@ def test_check_and_repair_on_s3(s3_server: tuple[Server, str], s3: S3Server, pac
     with srv.client(None) as anon:  # the package whose bytes are intact is still served
         r = anon.get(f"/api/repo/s3-check/{PACKAGES[2]}", follow_redirects=True)
         assert r.status_code == 200 and r.content == datas[2]
+
+
+def test_moving_a_local_server_to_s3(tmp_path: Path, s3: S3Server, packages_dir: Path) -> None:
+    from condavault.maintenance.check import run_check
+
+    bucket = s3.new_bucket()
+    data_dir = tmp_path / "data"
+    srv, _ = start_server(data_dir, "sqlite")
+    try:
+        srv.channel("moving")
+        for p in PACKAGES[:2]:
+            assert srv.upload("moving", packages_dir / p).status_code == 200
+        srv.ctx.settle()
+        local = set(srv.ctx.blobs.iter_hashes())
+    finally:
+        stop_server(srv, None)
+    env = _env(**{**s3.settings(bucket, s3_prefix="moved/"), "blob_store": "local"})
+    first = _cli(["blobs", "copy", "--to", "s3", "--json", "--data-dir", str(data_dir)], env)
+    assert first.returncode == 0, first.stderr
+    counts = json.loads(first.stdout)
+    assert counts["copied"] == len(local) and counts["already_there"] == 0 and counts["damaged"] == 0
+    assert {k.removeprefix("moved/").rsplit("/", 1)[-1] for k in s3.keys(bucket)} == local
+    again = json.loads(_cli(["blobs", "copy", "--json", "--data-dir", str(data_dir)], env).stdout)
+    assert again["copied"] == 0 and again["already_there"] == len(local)
+    assert all((data_dir / "blobs" / h[:2] / h[2:4] / h).is_file() for h in local)  # the folder is left alone
+    # the same database on the bucket: everything served, nothing missing
+    moved, _ = start_server(data_dir, "sqlite", **s3.settings(bucket, s3_prefix="moved/"))
+    try:
+        assert run_check(moved.settings, progress=False)["problems"] == 0
+        with moved.client(None) as anon:
+            r = anon.get(f"/api/repo/moving/{PACKAGES[0]}")
+            assert r.status_code == 307
+            assert httpx.get(r.headers["location"]).content == (packages_dir / PACKAGES[0]).read_bytes()
+    finally:
+        stop_server(moved, None)
+    bad = _cli(["blobs", "copy", "--data-dir", str(data_dir)], _env())
+    assert bad.returncode == 1 and "s3_bucket" in bad.stderr

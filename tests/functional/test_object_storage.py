@@ -187,7 +187,13 @@ def test_two_web_processes_and_a_worker_share_postgresql_and_s3(
 ) -> None:
     db_url, pg_name = create_pg_database()
     bucket = s3.new_bucket()
-    common: dict[str, Any] = {"database_url": db_url, "upstream_allow_loopback": True, **s3.settings(bucket)}
+    password = "S3-proof-admin-Passw0rd!"
+    common: dict[str, Any] = {
+        "database_url": db_url,
+        "upstream_allow_loopback": True,
+        "admin_password": password,
+        **s3.settings(bucket),
+    }
     upstream_root = build_channel(packages_dir, tmp_path / "upstream", names={"dummy-a", "dummy-b", "dummy-c"})
     webs: list[ServeProcess] = []
     worker: subprocess.Popen[bytes] | None = None
@@ -243,6 +249,16 @@ def test_two_web_processes_and_a_worker_share_postgresql_and_s3(
                 assert r.status_code == 200, r.text
                 keys.append(r.json())
         assert keys[0] == keys[1]
+        # a browser session opened on web 1 is valid on web 2 (the session secret is shared through the database)
+        with httpx.Client(base_url=web1.url) as browser:
+            r = browser.post("/api/auth/login", json={"username": "admin", "password": password})
+            assert r.status_code == 200, r.text
+            cookies = browser.cookies
+        with httpx.Client(base_url=web2.url, cookies=cookies) as browser:
+            r = browser.get("/api/whoami")
+            assert r.status_code == 200 and r.json()["username"] == "admin", r.text
+        with httpx.Client(base_url=web2.url) as stranger:
+            assert stranger.get("/api/whoami").json().get("username") != "admin"
         # no package bytes on any local disk: every blob is in the bucket
         shas = {_sha((packages_dir / p).read_bytes()) for p in PACKAGES}
         shas |= {_sha(p.read_bytes()) for p in upstream_root.rglob("*") if p.name.endswith((".conda", ".tar.bz2"))}

@@ -187,7 +187,13 @@ def test_two_web_processes_and_a_worker_share_postgresql_and_s3(
 ) -> None:
     db_url, pg_name = create_pg_database()
     bucket = s3.new_bucket()
-    common: dict[str, Any] = {"database_url": db_url, "upstream_allow_loopback": True, **s3.settings(bucket)}
+    password = "S3-proof-admin-Passw0rd!"
+    common: dict[str, Any] = {
+        "database_url": db_url,
+        "upstream_allow_loopback": True,
+        "admin_password": password,
+        **s3.settings(bucket),
+    }
     upstream_root = build_channel(packages_dir, tmp_path / "upstream", names={"dummy-a", "dummy-b", "dummy-c"})
     webs: list[ServeProcess] = []
     worker: subprocess.Popen[bytes] | None = None
@@ -243,6 +249,16 @@ def test_two_web_processes_and_a_worker_share_postgresql_and_s3(
                 assert r.status_code == 200, r.text
                 keys.append(r.json())
         assert keys[0] == keys[1]
+        # a browser session opened on web 1 is valid on web 2 (the session secret is shared through the database)
+        with httpx.Client(base_url=web1.url) as browser:
+            r = browser.post("/api/auth/login", json={"username": "admin", "password": password})
+            assert r.status_code == 200, r.text
+            cookies = browser.cookies
+        with httpx.Client(base_url=web2.url, cookies=cookies) as browser:
+            r = browser.get("/api/whoami")
+            assert r.status_code == 200 and r.json()["username"] == "admin", r.text
+        with httpx.Client(base_url=web2.url) as stranger:
+            assert stranger.get("/api/whoami").json().get("username") != "admin"
         # no package bytes on any local disk: every blob is in the bucket
         shas = {_sha((packages_dir / p).read_bytes()) for p in PACKAGES}
         shas |= {_sha(p.read_bytes()) for p in upstream_root.rglob("*") if p.name.endswith((".conda", ".tar.bz2"))}
@@ -292,3 +308,40 @@ def test_check_and_repair_on_s3(s3_server: tuple[Server, str], s3: S3Server, pac
     with srv.client(None) as anon:  # the package whose bytes are intact is still served
         r = anon.get(f"/api/repo/s3-check/{PACKAGES[2]}", follow_redirects=True)
         assert r.status_code == 200 and r.content == datas[2]
+
+
+def test_moving_a_local_server_to_s3(tmp_path: Path, s3: S3Server, packages_dir: Path) -> None:
+    from condavault.maintenance.check import run_check
+
+    bucket = s3.new_bucket()
+    data_dir = tmp_path / "data"
+    srv, _ = start_server(data_dir, "sqlite")
+    try:
+        srv.channel("moving")
+        for p in PACKAGES[:2]:
+            assert srv.upload("moving", packages_dir / p).status_code == 200
+        srv.ctx.settle()
+        local = set(srv.ctx.blobs.iter_hashes())
+    finally:
+        stop_server(srv, None)
+    env = _env(**{**s3.settings(bucket, s3_prefix="moved/"), "blob_store": "local"})
+    first = _cli(["blobs", "copy", "--to", "s3", "--json", "--data-dir", str(data_dir)], env)
+    assert first.returncode == 0, first.stderr
+    counts = json.loads(first.stdout)
+    assert counts["copied"] == len(local) and counts["already_there"] == 0 and counts["damaged"] == 0
+    assert {k.removeprefix("moved/").rsplit("/", 1)[-1] for k in s3.keys(bucket)} == local
+    again = json.loads(_cli(["blobs", "copy", "--json", "--data-dir", str(data_dir)], env).stdout)
+    assert again["copied"] == 0 and again["already_there"] == len(local)
+    assert all((data_dir / "blobs" / h[:2] / h[2:4] / h).is_file() for h in local)  # the folder is left alone
+    # the same database on the bucket: everything served, nothing missing
+    moved, _ = start_server(data_dir, "sqlite", **s3.settings(bucket, s3_prefix="moved/"))
+    try:
+        assert run_check(moved.settings, progress=False)["problems"] == 0
+        with moved.client(None) as anon:
+            r = anon.get(f"/api/repo/moving/{PACKAGES[0]}")
+            assert r.status_code == 307
+            assert httpx.get(r.headers["location"]).content == (packages_dir / PACKAGES[0]).read_bytes()
+    finally:
+        stop_server(moved, None)
+    bad = _cli(["blobs", "copy", "--data-dir", str(data_dir)], _env())
+    assert bad.returncode == 1 and "s3_bucket" in bad.stderr

@@ -50,3 +50,17 @@ def test_packages_is_pure() -> None:
                 continue
             assert not mod.startswith(("sqlalchemy", "fastapi", "starlette", "condavault.db", "condavault.channels",
                                        "condavault.context")), f"{path.name} imports {mod}"
+
+
+def test_callers_use_the_blob_store_protocol() -> None:
+    """Every caller gets its store from ``storage.open_blob_store`` and types it as ``BlobStore``: the local
+    folder's class (and its file paths) stay inside ``storage/``, so an S3 store works everywhere."""
+    offenders = []
+    for path in _modules(SRC):
+        rel = path.relative_to(SRC)
+        if rel.parts[0] == "storage":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "LocalBlobStore" in line or re.search(r"\bblobs\.(path|root)\b", line):
+                offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == [], "use the BlobStore protocol (materialize/open/local_path):\n" + "\n".join(offenders)

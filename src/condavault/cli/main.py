@@ -11,6 +11,7 @@ from rich.markup import escape
 from condavault.cli import (
     admin,
     audit,
+    blobs,
     bundle,
     bundle_core,
     channels,
@@ -59,7 +60,7 @@ def root(
 
 
 for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, search, bundle, bundle_core,
-                verify, scanning):
+                verify, scanning, blobs):
     _module.register(app)
 
 

@@ -40,9 +40,8 @@ def database_exists(url: str) -> bool:
 
 
 def shared_secret_at(url: str, name: str, make: Callable[[], str]) -> str | None:
-    """:func:`shared_secret` for a caller without a :class:`Database`: a short-lived engine that does not
-    touch the SQLite file itself (``Database`` opens it to set its mode, and closing any descriptor of
-    the file drops every SQLite lock this process holds on it -- fatal beside a running server)."""
+    """:func:`shared_secret` for a caller without a :class:`Database`: a short-lived engine, disposed of
+    at once (no pool kept beside the server's own)."""
     if not database_exists(url):
         return None  # no server database here (yet)
     engine = create_engine(

@@ -46,8 +46,13 @@ def make_engine(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             # the database holds password hashes and token digests: owner-only (SQLite gives its -wal
-            # and -shm files the database file's mode)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # and -shm files the database file's mode). Never open an existing file here: closing any
+            # descriptor of it drops every SQLite (POSIX) lock this process holds on it.
+            if not os.path.exists(path):
+                try:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                except FileExistsError:
+                    pass
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 60},

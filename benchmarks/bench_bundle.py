@@ -87,9 +87,19 @@ def seed_metadata(ctx: Any, channel: str, n: int) -> None:
         ch = create_channel(s, channel)
         batch = []
         for name, version, build, deps in synth_names(n):
-            rec = {"name": name, "version": version, "build": build, "build_number": 0, "depends": deps,
-                   "subdir": "linux-64", "license": "BSD-3-Clause", "timestamp": 1_700_000_000_000,
-                   "sha256": os.urandom(32).hex(), "md5": os.urandom(16).hex(), "size": 12345}
+            rec = {
+                "name": name,
+                "version": version,
+                "build": build,
+                "build_number": 0,
+                "depends": deps,
+                "subdir": "linux-64",
+                "license": "BSD-3-Clause",
+                "timestamp": 1_700_000_000_000,
+                "sha256": os.urandom(32).hex(),
+                "md5": os.urandom(16).hex(),
+                "size": 12345,
+            }
             batch.append(NewRecord("linux-64", f"{name}-{version}-{build}.tar.bz2", rec, has_blob=False))
             if len(batch) == 5000:
                 put_records(s, ch, batch)
@@ -139,13 +149,23 @@ def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
     origin.close()
     inside.close()
     return {
-        "files": files, "mb": round(mb, 1), "bundle_files": rep.files,
-        "export_s": round(t_export, 2), "import_s": round(t_import, 2), "index_after_import_s": round(t_index, 2),
-        "peer_export_s": round(peer_export, 2), "peer_import_s": round(peer_import, 2),
-        "export_mb_s": round(mb / t_export, 1), "import_mb_s": round(mb / t_import, 1),
-        "peer_export_mb_s": round(mb / peer_export, 1), "peer_import_mb_s": round(mb / peer_import, 1),
-        "export_ratio": round(peer_export / t_export, 2), "import_ratio": round(peer_import / t_import, 2),
-        "import_phases": irep.phases, "load_start": load_start, "load_end": round(os.getloadavg()[0], 1),
+        "files": files,
+        "mb": round(mb, 1),
+        "bundle_files": rep.files,
+        "export_s": round(t_export, 2),
+        "import_s": round(t_import, 2),
+        "index_after_import_s": round(t_index, 2),
+        "peer_export_s": round(peer_export, 2),
+        "peer_import_s": round(peer_import, 2),
+        "export_mb_s": round(mb / t_export, 1),
+        "import_mb_s": round(mb / t_import, 1),
+        "peer_export_mb_s": round(mb / peer_export, 1),
+        "peer_import_mb_s": round(mb / peer_import, 1),
+        "export_ratio": round(peer_export / t_export, 2),
+        "import_ratio": round(peer_import / t_import, 2),
+        "import_phases": irep.phases,
+        "load_start": load_start,
+        "load_end": round(os.getloadavg()[0], 1),
     }
 
 
@@ -184,10 +204,15 @@ def incremental(root: Path, records: int, new: int, payload: int) -> dict[str, A
     origin.close()
     inside.close()
     return {
-        "records": records, "new": new, "seed_s": round(t_seed, 1),
-        "full_export_s": round(t_full_export, 2), "full_import_s": round(t_full_import, 2),
-        "inc_export_s": round(t_inc_export, 2), "inc_import_s": round(t_inc_import, 2),
-        "index_after_inc_s": round(t_index, 2), "inc_bundle_bytes": inc.bytes,
+        "records": records,
+        "new": new,
+        "seed_s": round(t_seed, 1),
+        "full_export_s": round(t_full_export, 2),
+        "full_import_s": round(t_full_import, 2),
+        "inc_export_s": round(t_inc_export, 2),
+        "inc_import_s": round(t_inc_import, 2),
+        "index_after_inc_s": round(t_index, 2),
+        "inc_bundle_bytes": inc.bytes,
     }
 
 
@@ -230,8 +255,10 @@ def _print_incremental(inc: dict[str, Any]) -> None:
     print(f"{'':18}{'seconds':>10}{'goal':>8}")
     print(f"{'export --since':18}{inc['inc_export_s']:>10}{'<= 5':>8}")
     print(f"{'import':18}{inc['inc_import_s']:>10}{'<= 5':>8}")
-    print(f"(set-up: full export {inc['full_export_s']} s, full import {inc['full_import_s']} s; index after the "
-          f"incremental {inc['index_after_inc_s']} s)")
+    print(
+        f"(set-up: full export {inc['full_export_s']} s, full import {inc['full_import_s']} s; index after the "
+        f"incremental {inc['index_after_inc_s']} s)"
+    )
 
 
 if __name__ == "__main__":

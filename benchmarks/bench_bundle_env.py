@@ -46,8 +46,18 @@ def _blobs(root: Path, n: int, size: int) -> tuple[LocalBlobStore, list[Package]
         sha = hashlib.sha256(data).hexdigest()
         store.put_bytes(data, sha)
         name, fn = f"pkg{i:05d}", f"pkg{i:05d}-1.0-h0_0.conda"
-        frag = json.dumps({"name": name, "version": "1.0", "build": "h0_0", "build_number": 0, "depends": [],
-                           "subdir": "linux-64", "sha256": sha, "size": size})
+        frag = json.dumps(
+            {
+                "name": name,
+                "version": "1.0",
+                "build": "h0_0",
+                "build_number": 0,
+                "depends": [],
+                "subdir": "linux-64",
+                "sha256": sha,
+                "size": size,
+            }
+        )
         packages.append(Package("bench", "linux-64", fn, name, "1.0", "h0_0", sha, None, size, frag, None, True))
     return store, packages
 
@@ -58,8 +68,9 @@ def bench_copy(work: Path, n: int, size: int, repeat: int) -> dict[str, float]:
     ours, floor = [], []
     for r in range(repeat):
         out = work / f"env{r}"
-        plan = EnvPlan(EnvRequest(channels=["bench"], platform="linux-64", output=out, specs=["x"]), packages,
-                       "solve", ["bench"])
+        plan = EnvPlan(
+            EnvRequest(channels=["bench"], platform="linux-64", output=out, specs=["x"]), packages, "solve", ["bench"]
+        )
         t = time.perf_counter()
         write_env_bundle(store, plan)
         ours.append(time.perf_counter() - t)
@@ -68,23 +79,42 @@ def bench_copy(work: Path, n: int, size: int, repeat: int) -> dict[str, float]:
         files = [str(store.local_path(p.sha256)) for p in packages]
         t = time.perf_counter()
         subprocess.run(["cp", *files, str(dest)], check=True)
-        subprocess.run(["sha256sum", *[str(dest / Path(f).name) for f in files]], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["sha256sum", *[str(dest / Path(f).name) for f in files]], check=True, stdout=subprocess.DEVNULL)
         floor.append(time.perf_counter() - t)
-    return {"mb": total / 1e6, "ours_s": min(ours), "floor_s": min(floor),
-            "ours_mbs": total / 1e6 / min(ours), "floor_mbs": total / 1e6 / min(floor)}
+    return {
+        "mb": total / 1e6,
+        "ours_s": min(ours),
+        "floor_s": min(floor),
+        "ours_mbs": total / 1e6 / min(ours),
+        "floor_mbs": total / 1e6 / min(floor),
+    }
 
 
 def _repodata(path: Path, n_records: int) -> None:
     packages: dict[str, Any] = {}
     for name, version, build, deps in synth_names(n_records):
         packages[f"{name}-{version}-{build}.conda"] = {
-            "name": name, "version": version, "build": build, "build_number": 0, "depends": deps,
-            "subdir": "linux-64", "sha256": "0" * 64, "md5": "0" * 32, "size": 1000, "timestamp": 1700000000000,
+            "name": name,
+            "version": version,
+            "build": build,
+            "build_number": 0,
+            "depends": deps,
+            "subdir": "linux-64",
+            "sha256": "0" * 64,
+            "md5": "0" * 32,
+            "size": 1000,
+            "timestamp": 1700000000000,
         }
-    packages["libgcc-ng-13.2.0-h0_0.conda"] = {"name": "libgcc-ng", "version": "13.2.0", "build": "h0_0",
-                                               "build_number": 0, "depends": [], "subdir": "linux-64",
-                                               "sha256": "1" * 64, "size": 1000}
+    packages["libgcc-ng-13.2.0-h0_0.conda"] = {
+        "name": "libgcc-ng",
+        "version": "13.2.0",
+        "build": "h0_0",
+        "build_number": 0,
+        "depends": [],
+        "subdir": "linux-64",
+        "sha256": "1" * 64,
+        "size": 1000,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": packages}))
     noarch = path.parent.parent / "noarch" / "repodata.json"
@@ -132,10 +162,22 @@ def main() -> None:
         copy = bench_copy(Path(d), files, args.size_kb * 1024, args.repeat)
         solve = bench_solve(Path(d), records, args.repeat)
     rows = [
-        (f"copy {files} files, {copy['mb']:.0f} MB (MB/s)", f"{copy['ours_mbs']:.0f}", f"{copy['floor_mbs']:.0f}",
-         copy["ours_mbs"] / copy["floor_mbs"], ">= 0.7x", copy["ours_mbs"] / copy["floor_mbs"] >= 0.7),
-        (f"solve {solve['solved']} of {records} records (s)", f"{solve['ours_s']:.2f}", f"{solve['peer_s']:.2f}",
-         solve["ours_s"] / solve["peer_s"], "<= +1 s", solve["ours_s"] - solve["peer_s"] <= 1.0),
+        (
+            f"copy {files} files, {copy['mb']:.0f} MB (MB/s)",
+            f"{copy['ours_mbs']:.0f}",
+            f"{copy['floor_mbs']:.0f}",
+            copy["ours_mbs"] / copy["floor_mbs"],
+            ">= 0.7x",
+            copy["ours_mbs"] / copy["floor_mbs"] >= 0.7,
+        ),
+        (
+            f"solve {solve['solved']} of {records} records (s)",
+            f"{solve['ours_s']:.2f}",
+            f"{solve['peer_s']:.2f}",
+            solve["ours_s"] / solve["peer_s"],
+            "<= +1 s",
+            solve["ours_s"] - solve["peer_s"] <= 1.0,
+        ),
     ]
     print("| metric | condavault | peer | ratio | goal | met? |")
     print("|---|---|---|---|---|---|")

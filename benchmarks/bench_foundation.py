@@ -81,8 +81,11 @@ def raise_nofile() -> int:
 
 def ensure_debs() -> None:
     """wrk and nginx from Debian, installed here when missing (the benchmark runs as root)."""
-    missing = [pkg for tool, pkg in (("wrk", "wrk"), ("nginx", "nginx-light")) if not shutil.which(tool)
-               and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        pkg
+        for tool, pkg in (("wrk", "wrk"), ("nginx", "nginx-light"))
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if not missing:
         return
     log(f"installing {' '.join(missing)} with apt-get")
@@ -487,35 +490,70 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
         cv, rt = r["condavault"], r["rattler"]
         ratio = rt["p50"] / cv["p50"]
         label = f"{int(size) // 1000} k"
-        rows.append([f"index update after 1 upload, {label} records: p50 (p95)",
-                     f"{fmt_s(cv['p50'])} ({fmt_s(cv['p95'])})",
-                     f"rattler-index {fmt_s(rt['p50'])} ({fmt_s(rt['p95'])})",
-                     f"{ratio:.1f}× faster",
-                     "≤ 1 s p50 at 100 k; ≥ 30× rattler" if int(size) >= 100_000 else "≥ 30× rattler",
-                     ("yes" if ratio >= 30 and (int(size) < 100_000 or cv["p50"] <= 1.0) else "no")])
+        rows.append(
+            [
+                f"index update after 1 upload, {label} records: p50 (p95)",
+                f"{fmt_s(cv['p50'])} ({fmt_s(cv['p95'])})",
+                f"rattler-index {fmt_s(rt['p50'])} ({fmt_s(rt['p95'])})",
+                f"{ratio:.1f}× faster",
+                "≤ 1 s p50 at 100 k; ≥ 30× rattler" if int(size) >= 100_000 else "≥ 30× rattler",
+                ("yes" if ratio >= 30 and (int(size) < 100_000 or cv["p50"] <= 1.0) else "no"),
+            ]
+        )
     serve = res.get("serve") or {}
     for key in sorted(k for k in serve if k.startswith("workers=")):
         s, w = serve[key], key.split("=")[1]
         a, b = s["revalidate"]["condavault"], s["revalidate"]["nginx"]
         ratio = a["rps"] / b["rps"]
-        rows.append([f"repodata.json.zst 304 revalidations, req/s (serve --workers {w})", f"{a['rps']:,.0f}",
-                     f"nginx {b['rps']:,.0f}", f"{ratio:.2f}×", "≥ 0.2× nginx", "yes" if ratio >= 0.2 else "no"])
+        rows.append(
+            [
+                f"repodata.json.zst 304 revalidations, req/s (serve --workers {w})",
+                f"{a['rps']:,.0f}",
+                f"nginx {b['rps']:,.0f}",
+                f"{ratio:.2f}×",
+                "≥ 0.2× nginx",
+                "yes" if ratio >= 0.2 else "no",
+            ]
+        )
         a, b = s["download"]["condavault"], s["download"]["nginx"]
         ratio = a["mbps"] / b["mbps"]
-        rows.append([f"{serve['big_mb']} MB package download, MB/s (serve --workers {w})", f"{a['mbps']:,.0f}",
-                     f"nginx {b['mbps']:,.0f}", f"{ratio:.2f}×", "≥ 0.3× nginx", "yes" if ratio >= 0.3 else "no"])
+        rows.append(
+            [
+                f"{serve['big_mb']} MB package download, MB/s (serve --workers {w})",
+                f"{a['mbps']:,.0f}",
+                f"nginx {b['mbps']:,.0f}",
+                f"{ratio:.2f}×",
+                "≥ 0.3× nginx",
+                "yes" if ratio >= 0.3 else "no",
+            ]
+        )
         a, b = s["crowd"]["condavault"], s["crowd"]["nginx"]
-        rows.append([f"{a['clients']:,} concurrent clients downloading {serve['crowd_mb']} MB: errors, wall "
-                     f"(serve --workers {w})",
-                     f"{a['errors']} errors, {a['wall_s']:.1f} s", f"nginx {b['errors']} errors, {b['wall_s']:.1f} s",
-                     f"{b['wall_s'] / a['wall_s']:.2f}× speed", "0 errors", "yes" if a["errors"] == 0 else "no"])
+        rows.append(
+            [
+                f"{a['clients']:,} concurrent clients downloading {serve['crowd_mb']} MB: errors, wall "
+                f"(serve --workers {w})",
+                f"{a['errors']} errors, {a['wall_s']:.1f} s",
+                f"nginx {b['errors']} errors, {b['wall_s']:.1f} s",
+                f"{b['wall_s'] / a['wall_s']:.2f}× speed",
+                "0 errors",
+                "yes" if a["errors"] == 0 else "no",
+            ]
+        )
     for key in sorted(res.get("memory") or {}):
         m, w = res["memory"][key], key.split("=")[1]
         mb = m["hwm_kb"] / 1024
         what = "indexing + serving" if w == "1" else "serving"
-        rows.append([f"peak server RSS (VmHWM, {m['processes']} processes summed), {what} "
-                     f"{m['records'] // 1000} k records (serve --workers {w})",
-                     f"{mb:,.0f} MB", "—", "—", "< 500 MB", "yes" if mb < 500 else "no"])
+        rows.append(
+            [
+                f"peak server RSS (VmHWM, {m['processes']} processes summed), {what} "
+                f"{m['records'] // 1000} k records (serve --workers {w})",
+                f"{mb:,.0f} MB",
+                "—",
+                "—",
+                "< 500 MB",
+                "yes" if mb < 500 else "no",
+            ]
+        )
     return rows
 
 
@@ -530,13 +568,17 @@ def write_doc(table: str, res: dict[str, Any], command: str) -> None:
     extra = []
     for size, r in res["index"].items():
         cv = r["condavault"]
-        extra.append(f"- {int(size) // 1000} k records: upload request {fmt_s(cv['post_p50'])} p50 + fetching "
-                     f"repodata.json ({cv['repodata_bytes'] / 1e6:.1f} MB) {fmt_s(cv['fetch_p50'])} p50; seeding "
-                     f"metadata-only import {r['seed_s']:.1f} s; rattler-index first full index "
-                     f"{r['rattler_full_s']:.1f} s.")
+        extra.append(
+            f"- {int(size) // 1000} k records: upload request {fmt_s(cv['post_p50'])} p50 + fetching "
+            f"repodata.json ({cv['repodata_bytes'] / 1e6:.1f} MB) {fmt_s(cv['fetch_p50'])} p50; seeding "
+            f"metadata-only import {r['seed_s']:.1f} s; rattler-index first full index "
+            f"{r['rattler_full_s']:.1f} s."
+        )
     for key, m in (res.get("memory") or {}).items():
-        extra.append(f"- sampled RSS peaks by phase, {key} (MB): " + ", ".join(
-            f"{k} {v / 1024:.0f}" for k, v in m["phase_peaks_kb"].items()))
+        extra.append(
+            f"- sampled RSS peaks by phase, {key} (MB): "
+            + ", ".join(f"{k} {v / 1024:.0f}" for k, v in m["phase_peaks_kb"].items())
+        )
     body = (
         f"{SECTION}\n\n"
         f"Measured {res['date']} on {res['machine']}; condavault on SQLite (index latency with the default "
@@ -582,8 +624,9 @@ def prepare_serving(cv: Condavault, big_chan: str, root: Path, big_mb: int, crow
     return files
 
 
-def measure_serving(cv_url: str, nginx_url: str, files: dict[str, Any], work: Path, wrk_s: int,
-                    clients: int) -> dict[str, Any]:
+def measure_serving(
+    cv_url: str, nginx_url: str, files: dict[str, Any], work: Path, wrk_s: int, clients: int
+) -> dict[str, Any]:
     """304s, big download and the crowd, condavault and nginx alternately (best of two rounds each)."""
     out: dict[str, Any] = {"revalidate": {}, "download": {}, "crowd": {}}
     peers = (("condavault", cv_url), ("nginx", nginx_url))
@@ -620,8 +663,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (1 k / 10 k records, shorter runs)")
     ap.add_argument("--json", type=Path, help="also dump every measurement as JSON here")
     ap.add_argument("--uploads", type=int, default=None, help="uploads per size (default 20; quick 10)")
-    ap.add_argument("--serve-workers", default="1,2",
-                    help="comma-separated `serve --workers N` configurations to measure serving with (default 1,2)")
+    ap.add_argument(
+        "--serve-workers",
+        default="1,2",
+        help="comma-separated `serve --workers N` configurations to measure serving with (default 1,2)",
+    )
     ap.add_argument("--wrk-seconds", type=int, default=None, help="seconds per wrk run (default 10; quick 5)")
     ap.add_argument("--clients", type=int, default=1000, help="concurrent downloading clients (default 1000)")
     ap.add_argument("--big-mb", type=int, default=50, help="size of the big package (default 50 MB)")

@@ -76,8 +76,13 @@ def start(src: Path, work: Path, db_url: str | None) -> Server:
     if db_url:
         env["CONDAVAULT_DATABASE_URL"] = db_url
     log = open(work / "serve.log", "wb")  # noqa: SIM115 - the child writes it
-    proc = subprocess.Popen([sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port",
-                             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=work,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -119,8 +124,10 @@ def attacker(port: int, targets: list[tuple[str, str]], stop: threading.Event, o
     while not stop.is_set():
         method, path = targets[i % len(targets)]
         i += 1
-        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n").encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
         sent, status = 0, "none"
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -146,9 +153,14 @@ def normal_client(url: str, stop: threading.Event, latencies: list[float], failu
         while not stop.is_set():
             started = time.monotonic()
             try:
-                for r in (c.get("/api/repo/bench/noarch/repodata.json"), c.get("/api/channels"),
-                          c.post("/api/auth/login", json={"username": "normal", "password": "normal-password",
-                                                          "issue_token": False})):
+                for r in (
+                    c.get("/api/repo/bench/noarch/repodata.json"),
+                    c.get("/api/channels"),
+                    c.post(
+                        "/api/auth/login",
+                        json={"username": "normal", "password": "normal-password", "issue_token": False},
+                    ),
+                ):
                     if r.status_code != 200:
                         failures.append(f"{r.request.url.path}: {r.status_code}")
             except httpx.HTTPError as exc:
@@ -182,8 +194,10 @@ def measure(label: str, src: Path, args: argparse.Namespace, db_url: str | None)
         stop = threading.Event()
         latencies: list[float] = []
         failures: list[str] = []
-        threads = [threading.Thread(target=attacker, args=(server.port, targets, stop, attack, i * 7), daemon=True)
-                   for i in range(args.clients)]
+        threads = [
+            threading.Thread(target=attacker, args=(server.port, targets, stop, attack, i * 7), daemon=True)
+            for i in range(args.clients)
+        ]
         threads.append(threading.Thread(target=normal_client, args=(server.url, stop, latencies, failures)))
         load_before = load()
         for th in threads:
@@ -201,14 +215,23 @@ def measure(label: str, src: Path, args: argparse.Namespace, db_url: str | None)
             th.join(timeout=30)
         after = rss_kib(server.proc.pid)
         return {
-            "label": label, "idle_mb": idle / 1024, "peak_mb": peak / 1024, "peak_over_idle_mb": (peak - idle) / 1024,
-            "after_mb": after / 1024, "capped": capped, "attack_requests": attack.requests,
-            "attack_gb_sent": attack.bytes_sent / 1e9, "statuses": attack.statuses,
-            "normal_requests": len(latencies), "normal_failures": len(failures), "failure_kinds": sorted(set(failures)),
+            "label": label,
+            "idle_mb": idle / 1024,
+            "peak_mb": peak / 1024,
+            "peak_over_idle_mb": (peak - idle) / 1024,
+            "after_mb": after / 1024,
+            "capped": capped,
+            "attack_requests": attack.requests,
+            "attack_gb_sent": attack.bytes_sent / 1e9,
+            "statuses": attack.statuses,
+            "normal_requests": len(latencies),
+            "normal_failures": len(failures),
+            "failure_kinds": sorted(set(failures)),
             "normal_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
             "normal_max_ms": 1000 * max(latencies) if latencies else None,
             "idle_p50_ms": 1000 * statistics.median(base_lat) if base_lat else None,
-            "load_before": load_before, "load_after": load(),
+            "load_before": load_before,
+            "load_after": load(),
         }
     finally:
         server.proc.kill()
@@ -273,8 +296,11 @@ def main() -> None:
         b = base[key] if base else None
         ratio = f"{b / c:.1f}x" if base and isinstance(c, int | float) and c and b is not None else "–"
         cs = fmt.format(c) if c is not None else "–"
-        bs = (fmt.format(b) + (" (stopped at cap)" if base and base["capped"] and key.startswith("peak") else "")
-              if b is not None else "–")
+        bs = (
+            fmt.format(b) + (" (stopped at cap)" if base and base["capped"] and key.startswith("peak") else "")
+            if b is not None
+            else "–"
+        )
         print(f"| {name} | {cs} | {bs} | {ratio} | {goal} | {'yes' if ok else 'no' if ok is not None else '–'} |")
 
     row("peak RSS over idle (MB)", "peak_over_idle_mb", "< 50", cur["peak_over_idle_mb"] < 50)
@@ -285,8 +311,10 @@ def main() -> None:
     row("normal client p50 (ms)", "normal_p50_ms", "", None)
     row("normal client max (ms)", "normal_max_ms", "< 5000", (cur["normal_max_ms"] or 0) < 5000)
     row("normal client failures", "normal_failures", "0", cur["normal_failures"] == 0, "{:d}")
-    print(f"\nload (1 min) before/after: condavault {cur['load_before']}/{cur['load_after']}"
-          + (f", peer {base['load_before']}/{base['load_after']}" if base else ""))
+    print(
+        f"\nload (1 min) before/after: condavault {cur['load_before']}/{cur['load_after']}"
+        + (f", peer {base['load_before']}/{base['load_after']}" if base else "")
+    )
     print("attack answers:", cur["statuses"], "| peer:", base["statuses"] if base else "–")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))

@@ -64,12 +64,17 @@ def run(db: str, n: int, threads: int, root: Path) -> dict[str, Any]:
         ids = ctx.db.run_write(lambda s: [ctx.jobs.enqueue("jobs.noop", {"log": True}, session=s) for _ in range(n)])
         enqueue = time.perf_counter() - t
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-        env.update(CONDAVAULT_DATA_DIR=str(data), CONDAVAULT_DATABASE_URL=settings.db_url,
-                   CONDAVAULT_LOG_LEVEL="WARNING")
+        env.update(
+            CONDAVAULT_DATA_DIR=str(data), CONDAVAULT_DATABASE_URL=settings.db_url, CONDAVAULT_LOG_LEVEL="WARNING"
+        )
         t = time.perf_counter()
         workers = [
-            subprocess.Popen([sys.executable, "-m", "condavault", "worker", "--threads", str(threads)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [sys.executable, "-m", "condavault", "worker", "--threads", str(threads)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for _ in range(2)
         ]
         deadline = time.monotonic() + 1800
@@ -130,13 +135,17 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.jobs} jobs.noop jobs, 2 condavault worker processes x {args.threads} threads\n")
-    print("| database | enqueue (1 transaction) | run: first claim to last finish | jobs/s | wall incl. worker start "
-          "| lost | run twice | split between workers | load |")
+    print(
+        "| database | enqueue (1 transaction) | run: first claim to last finish | jobs/s | wall incl. worker start "
+        "| lost | run twice | split between workers | load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['db']} | {r['enqueue_seconds']:.2f} s | {r['queue_seconds']:.2f} s | {r['jobs_per_second']:.0f} | "
-              f"{r['wall_seconds']:.2f} s | {r['lost']} | {r['run_twice']} | {' / '.join(map(str, r['per_worker']))} | "
-              f"{r['load']:.1f} |")
+        print(
+            f"| {r['db']} | {r['enqueue_seconds']:.2f} s | {r['queue_seconds']:.2f} s | {r['jobs_per_second']:.0f} | "
+            f"{r['wall_seconds']:.2f} s | {r['lost']} | {r['run_twice']} | {' / '.join(map(str, r['per_worker']))} | "
+            f"{r['load']:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

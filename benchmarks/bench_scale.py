@@ -69,11 +69,25 @@ def synth_records(n: int) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for i, (name, version, build, deps) in enumerate(synth_names(n)):
         fn = f"{name}-{version}-{build}.conda"
-        out.append((fn, {
-            "name": name, "version": version, "build": build, "build_number": 0, "depends": deps,
-            "constrains": [], "license": "MIT", "subdir": SUBDIR, "timestamp": 1700000000000 + i,
-            "sha256": f"{i:064x}", "md5": f"{i:032x}", "size": 1000 + i,
-        }))
+        out.append(
+            (
+                fn,
+                {
+                    "name": name,
+                    "version": version,
+                    "build": build,
+                    "build_number": 0,
+                    "depends": deps,
+                    "constrains": [],
+                    "license": "MIT",
+                    "subdir": SUBDIR,
+                    "timestamp": 1700000000000 + i,
+                    "sha256": f"{i:064x}",
+                    "md5": f"{i:032x}",
+                    "size": 1000 + i,
+                },
+            )
+        )
     return out
 
 
@@ -89,15 +103,19 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-def import_chunks(cv: Condavault, channel: str, records: list[tuple[str, dict[str, Any]]],
-                  chunk: int = CHUNK) -> list[float]:
+def import_chunks(
+    cv: Condavault, channel: str, records: list[tuple[str, dict[str, Any]]], chunk: int = CHUNK
+) -> list[float]:
     cv.channel(channel)
     times = []
     for i in range(0, len(records), chunk):
         body = json.dumps({"info": {"subdir": SUBDIR}, "packages.conda": dict(records[i : i + chunk])}).encode()
         t = time.perf_counter()
-        r = cv.http.post(f"/api/channels/{channel}/subdirs/{SUBDIR}/import", content=body,
-                         headers={"Content-Type": "application/json"})
+        r = cv.http.post(
+            f"/api/channels/{channel}/subdirs/{SUBDIR}/import",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
         r.raise_for_status()
         times.append(time.perf_counter() - t)
     return times
@@ -168,8 +186,12 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
     (root / SUBDIR / "shards").mkdir(parents=True, exist_ok=True)
     zst = httpx.get(cv.repo(channel, f"{SUBDIR}/repodata.json.zst"), timeout=600)
     (root / SUBDIR / "repodata.json.zst").write_bytes(zst.content)
-    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(
-        httpx.get(cv.repo(channel, f"{SUBDIR}/repodata_shards.msgpack.zst"), timeout=60).content), raw=False)
+    index = msgpack.unpackb(
+        zstandard.ZstdDecompressor().decompress(
+            httpx.get(cv.repo(channel, f"{SUBDIR}/repodata_shards.msgpack.zst"), timeout=60).content
+        ),
+        raw=False,
+    )
     sha = index["shards"]["pkg00001"].hex()
     shard_path = f"{SUBDIR}/shards/{sha}.msgpack.zst"
     (root / shard_path).write_bytes(httpx.get(cv.repo(channel, shard_path), timeout=60).content)
@@ -179,8 +201,10 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
     try:
         for label, path in (("304 repodata.json.zst", f"{SUBDIR}/repodata.json.zst"), ("cached shard GET", shard_path)):
             row: dict[str, Any] = {}
-            for who, base, pids in (("condavault", cv.repo(channel, ""), cv.proc.pids),
-                                    ("nginx", ngx.url + "/", ngx.proc.pids)):
+            for who, base, pids in (
+                ("condavault", cv.repo(channel, ""), cv.proc.pids),
+                ("nginx", ngx.url + "/", ngx.proc.pids),
+            ):
                 url = base + path
                 script = None
                 if label.startswith("304"):
@@ -200,8 +224,11 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(x) for x in args.sizes.split(",")]
-    res: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "sizes": {}}
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sizes": {},
+    }
     base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
         for n in sizes:
@@ -215,8 +242,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 chunks = import_chunks(cv, "big", synth_records(n), args.chunk)
                 log(f"{n:,} records: uploads")
                 lat = upload_latencies(cv, "big", n, args.uploads, current=not args.no_current)
-                row: dict[str, Any] = {"chunks_first": chunks[0], "chunks_last": chunks[-1], "chunks": len(chunks),
-                                       "latency": lat}
+                row: dict[str, Any] = {
+                    "chunks_first": chunks[0],
+                    "chunks_last": chunks[-1],
+                    "chunks": len(chunks),
+                    "latency": lat,
+                }
                 if n == sizes[-1] and not args.skip_serve:
                     log(f"{n:,} records: serving vs nginx")
                     row["serving"] = serving(cv, "big", work, args.seconds)
@@ -239,10 +270,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = [f"Measured {res['when']} on {res['machine']}.", "",
-             "| records | import 10 k chunk first / last | repodata.json p50 | shard p50 | current_repodata p50 "
-             "| rattler-index p50 | ratio (repodata.json) | peak RSS |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {res['when']} on {res['machine']}.",
+        "",
+        "| records | import 10 k chunk first / last | repodata.json p50 | shard p50 | current_repodata p50 "
+        "| rattler-index p50 | ratio (repodata.json) | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, r in res["sizes"].items():
         lat = r["latency"]
         rt = r.get("rattler", {}).get("p50")
@@ -256,15 +290,20 @@ def table(res: dict[str, Any]) -> str:
     for n, r in res["sizes"].items():
         if "serving" not in r:
             continue
-        lines += ["", f"Serving at {int(n):,} records, one worker each (wrk, 16 connections):", "",
-                  "| request | condavault req/s | nginx req/s | ratio | condavault CPU/req | nginx CPU/req "
-                  "| CPU ratio |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Serving at {int(n):,} records, one worker each (wrk, 16 connections):",
+            "",
+            "| request | condavault req/s | nginx req/s | ratio | condavault CPU/req | nginx CPU/req | CPU ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for label, row in r["serving"].items():
             a, b = row["condavault"], row["nginx"]
-            lines.append(f"| {label} | {a['rps']:,.0f} | {b['rps']:,.0f} | {a['rps'] / b['rps']:.2f}x "
-                         f"| {a['cpu_us']:.0f} us | {b['cpu_us']:.0f} us "
-                         f"| {a['cpu_us'] / max(b['cpu_us'], 0.01):.1f}x |")
+            lines.append(
+                f"| {label} | {a['rps']:,.0f} | {b['rps']:,.0f} | {a['rps'] / b['rps']:.2f}x "
+                f"| {a['cpu_us']:.0f} us | {b['cpu_us']:.0f} us "
+                f"| {a['cpu_us'] / max(b['cpu_us'], 0.01):.1f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -82,14 +82,27 @@ def big_packages(folder: Path, n: int, mb: int) -> list[Path]:
             files[name] = data
             size += len(data)
             j += 1
-        idx = {"name": f"bigpkg{i}", "version": "1.0", "build": "0", "build_number": 0, "depends": [],
-               "subdir": "linux-64", "license": "MIT", "timestamp": 1700000000000}
-        paths = {"paths_version": 1, "paths": [
-            {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(d).hexdigest(), "size_in_bytes": len(d)}
-            for p, d in files.items()]}
+        idx = {
+            "name": f"bigpkg{i}",
+            "version": "1.0",
+            "build": "0",
+            "build_number": 0,
+            "depends": [],
+            "subdir": "linux-64",
+            "license": "MIT",
+            "timestamp": 1700000000000,
+        }
+        paths = {
+            "paths_version": 1,
+            "paths": [
+                {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(d).hexdigest(), "size_in_bytes": len(d)}
+                for p, d in files.items()
+            ],
+        }
         cctx = zstandard.ZstdCompressor(level=3)
-        info = cctx.compress(_tar({"info/index.json": json.dumps(idx).encode(),
-                                   "info/paths.json": json.dumps(paths).encode()}))
+        info = cctx.compress(
+            _tar({"info/index.json": json.dumps(idx).encode(), "info/paths.json": json.dumps(paths).encode()})
+        )
         pkg = cctx.compress(_tar(files))
         stem = f"bigpkg{i}-1.0-0"
         path = folder / f"{stem}.conda"
@@ -183,15 +196,23 @@ def main() -> None:
     for metric, (unit, n) in {"files": ("ms/file", len(real)), "mb": ("ms/MB", big_mb)}.items():
         for i, what in enumerate(("wall", "server CPU")):
             scan, off = best["scan"][metric][i] * 1000 / n, best["off"][metric][i] * 1000 / n
-            rows.append((f"upload {what} {unit}" + (" (testdata)" if metric == "files" else " (synthetic)"),
-                         scan, off, scan / off))
+            rows.append(
+                (
+                    f"upload {what} {unit}" + (" (testdata)" if metric == "files" else " (synthetic)"),
+                    scan,
+                    off,
+                    scan / off,
+                )
+            )
     print("| metric | scanning on | scanning off | ratio | goal | met? |")
     print("|---|---|---|---|---|---|")
     for name, scan, off, ratio in rows:
         print(f"| {name} | {scan:.1f} | {off:.1f} | {ratio:.2f}x | <= 1.5x | {'yes' if ratio <= 1.5 else 'no'} |")
     quarantined = sum(v for k, v in codes.get("scan", {}).items() if "quarantined" in k)
-    print(f"| false positives on {len(real)} testdata packages (not clean / quarantined) | {len(fp)} / {quarantined}"
-          f" | - | - | 0 | {'yes' if not fp and not quarantined else 'no'} |")
+    print(
+        f"| false positives on {len(real)} testdata packages (not clean / quarantined) | {len(fp)} / {quarantined}"
+        f" | - | - | 0 | {'yes' if not fp and not quarantined else 'no'} |"
+    )
     if fp:
         print("flagged:", json.dumps(fp, indent=1))
     if args.json:

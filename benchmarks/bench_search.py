@@ -52,12 +52,33 @@ from condavault.search.models import SearchFile
 from condavault.search.service import SearchQuery, SearchService
 
 TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))
-REAL = ["repodata/defaults-legacy-index/linux-64/index4.json", "repodata/pytorch/linux-64/repodata.json",
-        "repodata/defaults-r/linux-64/repodata.json"]
+REAL = [
+    "repodata/defaults-legacy-index/linux-64/index4.json",
+    "repodata/pytorch/linux-64/repodata.json",
+    "repodata/defaults-r/linux-64/repodata.json",
+]
 SUBDIRS = ["linux-64", "osx-64", "win-64", "osx-arm64", "noarch"]
 LICENSES = ["MIT", "BSD-3-Clause", "Apache-2.0", "GPL-3.0-or-later", "LGPL-2.1", "MPL-2.0", "Zlib", "PSF-2.0"]
-WORDS = ["fast", "library", "bindings", "numerical", "parser", "toolkit", "compression", "plotting", "async",
-         "client", "server", "image", "statistics", "data", "network", "testing", "database", "cloud"]
+WORDS = [
+    "fast",
+    "library",
+    "bindings",
+    "numerical",
+    "parser",
+    "toolkit",
+    "compression",
+    "plotting",
+    "async",
+    "client",
+    "server",
+    "image",
+    "statistics",
+    "data",
+    "network",
+    "testing",
+    "database",
+    "cloud",
+]
 GOALS = {"text": 0.050, "path": 0.100}
 DEFERRED_INDEXES = [  # name, then "table (columns)": exactly the migrations' indexes
     "ix_search_files_path search_files (path)",
@@ -100,9 +121,18 @@ def sha(*parts: object) -> str:
 
 def paths_for(name: str, version: str, k: int) -> list[str]:
     major = version.split(".")[0] or "0"
-    base = [f"lib/lib{name}.so.{major}", f"lib/lib{name}.so", f"lib/lib{name}.a", f"include/{name}/{name}.h",
-            f"include/{name}/config.h", f"bin/{name}", f"share/doc/{name}/README.md", f"share/licenses/{name}/LICENSE",
-            f"lib/pkgconfig/{name}.pc", f"lib/cmake/{name}/{name}Config.cmake"]
+    base = [
+        f"lib/lib{name}.so.{major}",
+        f"lib/lib{name}.so",
+        f"lib/lib{name}.a",
+        f"include/{name}/{name}.h",
+        f"include/{name}/config.h",
+        f"bin/{name}",
+        f"share/doc/{name}/README.md",
+        f"share/licenses/{name}/LICENSE",
+        f"lib/pkgconfig/{name}.pc",
+        f"lib/cmake/{name}/{name}Config.cmake",
+    ]
     extra = [f"lib/python3.11/site-packages/{name.replace('-', '_')}/mod{i}.py" for i in range(max(0, k - len(base)))]
     return (base + extra)[:k]
 
@@ -116,8 +146,13 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
     info: dict[str, Any] = {"names": [], "paths": [], "shas": [], "timings": {}}
     t0 = time.perf_counter()
     with db.write_session() as s:
-        s.execute(insert(Channel), [{"name": f"ch{c:03d}", "privacy": "public" if c % 10 else "private",
-                                     "description": ""} for c in range(n_channels)])
+        s.execute(
+            insert(Channel),
+            [
+                {"name": f"ch{c:03d}", "privacy": "public" if c % 10 else "private", "description": ""}
+                for c in range(n_channels)
+            ],
+        )
     with db.session() as s:
         chan_ids = list(s.scalars(select(Channel.id).order_by(Channel.id)))
     pg = url.startswith("postgresql")
@@ -140,21 +175,47 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
             fn = f"{name}-{version}-{build_s}.conda"
             # a third of the channels mirror channel 0's bytes for their common names (shared sha256)
             digest = sha(name, version, build_s, subdir, 0 if ci % 3 == 0 else ci)
-            rec = {"name": name, "version": version, "build": build_s, "build_number": b % 3, "subdir": subdir,
-                   "depends": [f"python >=3.{8 + b % 4}"] + (["zlib >=1.2"] if rid % 10 == 9 else []),
-                   "license": LICENSES[hash(name) % len(LICENSES)],
-                   "timestamp": 1_600_000_000_000 + j * 1000, "sha256": digest, "size": 10_000 + j}
-            about = {"summary": f"{name}: {rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(WORDS)}",
-                     "description": f"The {name} package provides {' '.join(rng.sample(WORDS, 6))}.",
-                     "keywords": rng.sample(WORDS, 2)}
+            rec = {
+                "name": name,
+                "version": version,
+                "build": build_s,
+                "build_number": b % 3,
+                "subdir": subdir,
+                "depends": [f"python >=3.{8 + b % 4}"] + (["zlib >=1.2"] if rid % 10 == 9 else []),
+                "license": LICENSES[hash(name) % len(LICENSES)],
+                "timestamp": 1_600_000_000_000 + j * 1000,
+                "sha256": digest,
+                "size": 10_000 + j,
+            }
+            about = {
+                "summary": f"{name}: {rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(WORDS)}",
+                "description": f"The {name} package provides {' '.join(rng.sample(WORDS, 6))}.",
+                "keywords": rng.sample(WORDS, 2),
+            }
             rid += 1
-            rows.append({"channel_id": cid, "subdir": subdir, "filename": fn, "name": name, "version": version,
-                         "build": build_s, "build_number": b % 3, "sha256": digest, "md5": digest[:32],
-                         "size": rec["size"], "timestamp": rec["timestamp"], "license": rec["license"],
-                         "record": json.dumps(rec, sort_keys=True), "fragment": json.dumps(rec, sort_keys=True),
-                         "about": json.dumps(about),
-                         "indexed_timestamp": rec["timestamp"], "has_blob": True, "removed": False,
-                         "created_at": "2026-01-01 00:00:00.000000" if not pg else "2026-01-01T00:00:00+00:00"})
+            rows.append(
+                {
+                    "channel_id": cid,
+                    "subdir": subdir,
+                    "filename": fn,
+                    "name": name,
+                    "version": version,
+                    "build": build_s,
+                    "build_number": b % 3,
+                    "sha256": digest,
+                    "md5": digest[:32],
+                    "size": rec["size"],
+                    "timestamp": rec["timestamp"],
+                    "license": rec["license"],
+                    "record": json.dumps(rec, sort_keys=True),
+                    "fragment": json.dumps(rec, sort_keys=True),
+                    "about": json.dumps(about),
+                    "indexed_timestamp": rec["timestamp"],
+                    "has_blob": True,
+                    "removed": False,
+                    "created_at": "2026-01-01 00:00:00.000000" if not pg else "2026-01-01T00:00:00+00:00",
+                }
+            )
             if ci % 3 != 0 or ci == 0:  # file lists once per distinct package (content-addressed)
                 for p in paths_for(name, version, paths_per):
                     files.append((digest, p, sha(digest, p), 1000))
@@ -169,16 +230,29 @@ def build(db: Database, url: str, n_records: int, n_channels: int, paths_per: in
             _bulk(s, "records", cols, [tuple(r[c] for c in cols) for r in rows], pg)
             # the dependency-name index (channels.depends) as ingest writes it: every record depends on
             # python, every tenth also on zlib (what the records' depends say)
-            s.execute(text("INSERT INTO record_depends (record_id, name, channel_id, dependant, spec) "
-                           "SELECT id, 'python', channel_id, name, 'python >=3.8' FROM records WHERE channel_id = :c"),
-                      {"c": cid})
-            s.execute(text("INSERT INTO record_depends (record_id, name, channel_id, dependant, spec) "
-                           "SELECT id, 'zlib', channel_id, name, 'zlib >=1.2' FROM records "
-                           "WHERE channel_id = :c AND id % 10 = 0 AND name <> 'zlib'"), {"c": cid})
+            s.execute(
+                text(
+                    "INSERT INTO record_depends (record_id, name, channel_id, dependant, spec) "
+                    "SELECT id, 'python', channel_id, name, 'python >=3.8' FROM records WHERE channel_id = :c"
+                ),
+                {"c": cid},
+            )
+            s.execute(
+                text(
+                    "INSERT INTO record_depends (record_id, name, channel_id, dependant, spec) "
+                    "SELECT id, 'zlib', channel_id, name, 'zlib >=1.2' FROM records "
+                    "WHERE channel_id = :c AND id % 10 = 0 AND name <> 'zlib'"
+                ),
+                {"c": cid},
+            )
             file_rows += _insert_files(s, files, pg)
         if ci % 10 == 9:
-            print(f"  seeded {ci + 1}/{n_channels} channels ({rid} records, {file_rows} path rows) "
-                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  seeded {ci + 1}/{n_channels} channels ({rid} records, {file_rows} path rows) "
+                f"{time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     info["timings"]["seed records + path rows"] = time.perf_counter() - t0
     tix = time.perf_counter()
     for ix in DEFERRED_INDEXES:
@@ -261,9 +335,13 @@ def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def peer(term: str) -> Any:
         with db.session() as s:
-            return s.execute(text(
-                f"SELECT channel_id, name, count(*) FROM records WHERE name LIKE :p AND channel_id IN ({ch_ids}) "
-                "GROUP BY channel_id, name ORDER BY name LIMIT 20"), {"p": f"%{term}%"}).all()
+            return s.execute(
+                text(
+                    f"SELECT channel_id, name, count(*) FROM records WHERE name LIKE :p AND channel_id IN ({ch_ids}) "
+                    "GROUP BY channel_id, name ORDER BY name LIMIT 20"
+                ),
+                {"p": f"%{term}%"},
+            ).all()
 
     cases = {
         "exact name": (q(), names, peer),
@@ -285,6 +363,7 @@ def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {label}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms", file=sys.stderr, flush=True)
     all_ids = list(info["channels"])
     for dep, label in (("python", "dependants of python (every record)"), ("zlib", "dependants of zlib (1 in 10)")):
+
         def indexed(name: str) -> Any:
             with db.session() as s:
                 return depends.dependants(s, all_ids, name, limit=50)
@@ -293,18 +372,26 @@ def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
             needle = '"' + name
             found = "strpos(record, :n)" if url.startswith("postgresql") else "instr(record, :n)"
             with db.session() as s:
-                rows = s.execute(text(f"SELECT channel_id, name, version, record FROM records WHERE channel_id IN "
-                                      f"({ch_ids}) AND name <> :m AND {found} > 0 LIMIT 20000"),
-                                 {"n": needle, "m": name}).all()
+                rows = s.execute(
+                    text(
+                        f"SELECT channel_id, name, version, record FROM records WHERE channel_id IN "
+                        f"({ch_ids}) AND name <> :m AND {found} > 0 LIMIT 20000"
+                    ),
+                    {"n": needle, "m": name},
+                ).all()
             return {(r[0], r[1]) for r in rows if any(d.split()[0] == name for d in json.loads(r[3])["depends"])}
 
         p50, p95 = measure(indexed, [dep] * 20)
         peer50, peer95 = measure(scan, [dep] * 5)
         res["queries"][label] = {"p50": p50, "p95": p95, "peer_p50": peer50, "peer_p95": peer95}
-        print(f"  {label}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms (scan: p50 {peer50 * 1000:.0f} ms)",
-              file=sys.stderr, flush=True)
-    res["provides"] = dict(zip(("p50", "p95"), measure(lambda p: svc.provides(admin, p), info["paths"][:50]),
-                               strict=True))
+        print(
+            f"  {label}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms (scan: p50 {peer50 * 1000:.0f} ms)",
+            file=sys.stderr,
+            flush=True,
+        )
+    res["provides"] = dict(
+        zip(("p50", "p95"), measure(lambda p: svc.provides(admin, p), info["paths"][:50]), strict=True)
+    )
     res.update(updates(url, db, info, svc, admin))
     db.dispose()
     return res
@@ -333,8 +420,9 @@ def updates(url: str, db: Database, info: dict[str, Any], svc: SearchService, ad
             lat.append(time.perf_counter() - t)
             assert found == 1, found
             t = time.perf_counter()
-            ChannelService(ctx).remove_files(Identity(user_id=1, username="admin", is_admin=True), channel,
-                                             [f"noarch/{path.name}"])
+            ChannelService(ctx).remove_files(
+                Identity(user_id=1, username="admin", is_admin=True), channel, [f"noarch/{path.name}"]
+            )
             while svc.search(admin, SearchQuery(q=f"freshpkg-bench{i}"))["total"]:
                 time.sleep(0.005)
             gone.append(time.perf_counter() - t)
@@ -344,9 +432,18 @@ def updates(url: str, db: Database, info: dict[str, Any], svc: SearchService, ad
         with db.write_session() as s:
             rid, cid, digest = s.execute(select(Record.id, Record.channel_id, Record.sha256).limit(1)).one()
             s.execute(text("DELETE FROM search_files WHERE package_sha256 = :d"), {"d": digest})
-            s.execute(insert(table(SearchFile)), [
-                {"package_sha256": digest, "path": f"lib/python3.11/site-packages/big/m{i:05d}.py",
-                 "sha256": sha(i), "size": i} for i in range(5000)])
+            s.execute(
+                insert(table(SearchFile)),
+                [
+                    {
+                        "package_sha256": digest,
+                        "path": f"lib/python3.11/site-packages/big/m{i:05d}.py",
+                        "sha256": sha(i),
+                        "size": i,
+                    }
+                    for i in range(5000)
+                ],
+            )
         samples = []
         for _ in range(30):
             t = time.perf_counter()
@@ -371,8 +468,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.records, args.paths_per_record = 20_000, 10
-    results: dict[str, Any] = {"records": args.records, "channels": args.channels,
-                               "paths_per_record": args.paths_per_record}
+    results: dict[str, Any] = {
+        "records": args.records,
+        "channels": args.channels,
+        "paths_per_record": args.paths_per_record,
+    }
     for backend in [b.strip() for b in args.db.split(",") if b.strip()]:
         print(f"== {backend}: {args.records} records in {args.channels} channels", file=sys.stderr, flush=True)
         if backend == "sqlite":
@@ -395,8 +495,10 @@ def main() -> int:
 
 def print_table(results: dict[str, Any]) -> None:
     backends = [b for b in ("sqlite", "postgresql") if b in results]
-    print(f"\n{results['records']:,} records in {results['channels']} channels; "
-          + ", ".join(f"{b}: {results[b]['file_rows']:,} path rows" for b in backends))
+    print(
+        f"\n{results['records']:,} records in {results['channels']} channels; "
+        + ", ".join(f"{b}: {results[b]['file_rows']:,} path rows" for b in backends)
+    )
     heads = " | ".join(f"{b} p50 / p95" for b in backends)
     print(f"| metric | {heads} | peer (LIKE on records) p50 / p95 | goal |")
     print("|---|" + "---|" * len(backends) + "---|---|")
@@ -405,17 +507,33 @@ def print_table(results: dict[str, Any]) -> None:
         return f"{x * 1000:.1f} ms"
 
     for label in results[backends[0]]["queries"]:
-        cells = [f"{ms(results[b]['queries'][label]['p50'])} / {ms(results[b]['queries'][label]['p95'])}"
-                 for b in backends]
+        cells = [
+            f"{ms(results[b]['queries'][label]['p50'])} / {ms(results[b]['queries'][label]['p95'])}" for b in backends
+        ]
         r0 = results[backends[0]]["queries"][label]
-        peer = " ; ".join(f"{ms(results[b]['queries'][label]['peer_p50'])} / "
-                          f"{ms(results[b]['queries'][label]['peer_p95'])}"
-                          for b in backends if "peer_p50" in results[b]['queries'][label]) if "peer_p50" in r0 else "—"
-        goal = ("p95 <= 100 ms" if label.startswith(("path", "sha")) else "—" if label.startswith("dependants")
-                else "p95 <= 50 ms")
+        peer = (
+            " ; ".join(
+                f"{ms(results[b]['queries'][label]['peer_p50'])} / {ms(results[b]['queries'][label]['peer_p95'])}"
+                for b in backends
+                if "peer_p50" in results[b]["queries"][label]
+            )
+            if "peer_p50" in r0
+            else "—"
+        )
+        goal = (
+            "p95 <= 100 ms"
+            if label.startswith(("path", "sha"))
+            else "—"
+            if label.startswith("dependants")
+            else "p95 <= 50 ms"
+        )
         print(f"| {label} | " + " | ".join(cells) + f" | {peer} | {goal} |")
-    for label, goal in (("provides", "—"), ("upload -> searchable", "<= 1 s"), ("remove -> gone", "<= 1 s"),
-                        ("package page files (5,000)", "<= 100 ms")):
+    for label, goal in (
+        ("provides", "—"),
+        ("upload -> searchable", "<= 1 s"),
+        ("remove -> gone", "<= 1 s"),
+        ("package page files (5,000)", "<= 100 ms"),
+    ):
         cells = [f"{ms(results[b][label]['p50'])} / {ms(results[b][label]['p95'])}" for b in backends]
         print(f"| {label} | " + " | ".join(cells) + f" | — | {goal} |")
     for b in backends:

@@ -37,10 +37,17 @@ def _records(n: int) -> dict[str, dict[str, Any]]:
         name = f"pkg{i // 20}"
         fn = f"{name}-1.{i % 20}-h{i:07x}_0.conda"
         out[fn] = {
-            "name": name, "version": f"1.{i % 20}", "build": f"h{i:07x}_0", "build_number": 0,
-            "depends": ["python >=3.9,<3.13", "numpy >=1.23", f"lib{i % 7} >=2"], "license": "MIT",
-            "md5": hashlib.md5(fn.encode()).hexdigest(), "sha256": hashlib.sha256(fn.encode()).hexdigest(),
-            "size": 12345 + i, "subdir": "linux-64", "timestamp": 1700000000000 + i,
+            "name": name,
+            "version": f"1.{i % 20}",
+            "build": f"h{i:07x}_0",
+            "build_number": 0,
+            "depends": ["python >=3.9,<3.13", "numpy >=1.23", f"lib{i % 7} >=2"],
+            "license": "MIT",
+            "md5": hashlib.md5(fn.encode()).hexdigest(),
+            "sha256": hashlib.sha256(fn.encode()).hexdigest(),
+            "size": 12345 + i,
+            "subdir": "linux-64",
+            "timestamp": 1700000000000 + i,
         }
     return out
 
@@ -68,8 +75,14 @@ def main() -> None:
     def segments(signed: bool) -> dict[str, builder.Segment]:
         by_name: dict[str, list[builder.RecordRow]] = {}
         for fn, r in recs.items():
-            row = builder.RecordRow(fn, r["name"], json.dumps(r, sort_keys=True, separators=(",", ":")), False, None,
-                                    signatures_json(sigs[fn]) if signed else None)
+            row = builder.RecordRow(
+                fn,
+                r["name"],
+                json.dumps(r, sort_keys=True, separators=(",", ":")),
+                False,
+                None,
+                signatures_json(sigs[fn]) if signed else None,
+            )
             by_name.setdefault(r["name"], []).append(row)
         return {k: builder.build_segment(v) for k, v in by_name.items()}
 
@@ -95,11 +108,15 @@ def main() -> None:
 
     rows = [
         (f"compose repodata.json, {n} records (ms)", t_signed * 1e3, t_plain * 1e3, "signed vs unsigned", "—"),
-        (f"build segments, {n} records (ms)", t_seg_signed * 1e3, t_seg_plain * 1e3, "signed vs unsigned",
-         "<= 2x"),
+        (f"build segments, {n} records (ms)", t_seg_signed * 1e3, t_seg_plain * 1e3, "signed vs unsigned", "<= 2x"),
         ("repodata.json size (MB)", size_signed / 1e6, size_plain / 1e6, "signed vs unsigned", "—"),
-        ("compose cost per output MB (ms)", t_signed * 1e9 / size_signed, t_plain * 1e9 / size_plain,
-         "signed vs unsigned", "<= 1.5x"),
+        (
+            "compose cost per output MB (ms)",
+            t_signed * 1e9 / size_signed,
+            t_plain * 1e9 / size_plain,
+            "signed vs unsigned",
+            "<= 1.5x",
+        ),
         ("content-trust check per record (µs)", t_verify * 1e6, t_roundtrip * 1e6, "vs JSON round trip", "—"),
         ("admission statement, sign one (µs)", t_env * 1e6, t_hash * 1e6, "vs sha256 of 1 MiB", "<= 1x"),
     ]

@@ -41,11 +41,21 @@ R_CHANNELS = 5
 
 def big_package(dest: Path, files: int) -> Path:
     """A .conda whose paths.json lists ``files`` files (all present in the pkg tar)."""
-    members = [file_member(f"lib/python3.12/site-packages/big/mod{i:05d}.py", f"x = {i}\n".encode())
-               for i in range(files)]
-    paths = {"paths_version": 1, "paths": [
-        {"_path": m[0].name, "path_type": "hardlink", "sha256": hashlib.sha256(m[1]).hexdigest(),
-         "size_in_bytes": len(m[1])} for m in members]}
+    members = [
+        file_member(f"lib/python3.12/site-packages/big/mod{i:05d}.py", f"x = {i}\n".encode()) for i in range(files)
+    ]
+    paths = {
+        "paths_version": 1,
+        "paths": [
+            {
+                "_path": m[0].name,
+                "path_type": "hardlink",
+                "sha256": hashlib.sha256(m[1]).hexdigest(),
+                "size_in_bytes": len(m[1]),
+            }
+            for m in members
+        ],
+    }
     idx = index_json("bigpkg", "1.0", "0", "noarch", depends=["python"])
     info = [m for m in info_members(idx) if m[0].name != "info/paths.json"]
     info.append(file_member("info/paths.json", json.dumps(paths).encode()))
@@ -100,12 +110,14 @@ def run(backend: str, rounds: int, work: Path) -> dict[str, list[float]]:
             urls = {
                 "package page, 5,000-file package (files 1-500)": "/channels/bench/packages/bigpkg",
                 "same, files 4,501-5,000": "/channels/bench/packages/bigpkg?files_page=10",
-                "its dependants (20; every readable record scanned)":
-                    "/channels/bench/packages/bigpkg/dependants?part=true",
+                "its dependants (20; every readable record scanned)": (
+                    "/channels/bench/packages/bigpkg/dependants?part=true"
+                ),
                 "package page, small package": "/channels/bench/packages/other001",
                 f"package page r-base ({R_CHANNELS} x 4,211 real records)": "/channels/r0/packages/r-base",
-                f"dependants of r-base (all {R_CHANNELS} channels)":
-                    "/channels/r0/packages/r-base/dependants?part=true",
+                f"dependants of r-base (all {R_CHANNELS} channels)": (
+                    "/channels/r0/packages/r-base/dependants?part=true"
+                ),
                 "dependants of r-ggplot2": "/channels/r0/packages/r-ggplot2/dependants?part=true",
                 "channel page (201 packages)": "/channels/bench",
                 "search results (text)": "/search?q=other",

@@ -95,8 +95,12 @@ class Server:
             env["CONDAVAULT_DATABASE_URL"] = f"{base}/{self.pg}"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([*CLI, "serve", "--data-dir", str(self.data), "--port", str(port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--data-dir", str(self.data), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -237,8 +241,10 @@ def main() -> None:
         for db in [d.strip() for d in args.db.split(",") if d.strip()]:
             server = Server(root, db)
             try:
-                for label, fn in (("serial CLI", lambda s=server: run_cli(s, files)),
-                                  ("8 parallel API clients", lambda s=server: run_api_clients(s, files, 8))):
+                for label, fn in (
+                    ("serial CLI", lambda s=server: run_cli(s, files)),
+                    ("8 parallel API clients", lambda s=server: run_api_clients(s, files, 8)),
+                ):
                     ours: list[Timing] = []
                     peer: list[Timing] = []
                     loads = []
@@ -248,13 +254,23 @@ def main() -> None:
                         o = fn()
                         ours.append(o)
                         peer.append(p)
-                        log(f"{db} {label} round {r + 1}: condavault {o[0]:.2f} s (cpu {o[1]:.2f} s), "
-                            f"peer {p[0]:.2f} s (cpu {p[1]:.2f} s): {o[0] / p[0]:.2f}x")
-                        results["rounds"].append({"db": db, "case": label, "condavault": o, "peer": p,
-                                                  "load": loads[-1]})
-                    rows.append((db, label, min(ours), min(peer),
-                                 statistics.median(o[0] / p[0] for o, p in zip(ours, peer, strict=True)),
-                                 statistics.median(loads)))
+                        log(
+                            f"{db} {label} round {r + 1}: condavault {o[0]:.2f} s (cpu {o[1]:.2f} s), "
+                            f"peer {p[0]:.2f} s (cpu {p[1]:.2f} s): {o[0] / p[0]:.2f}x"
+                        )
+                        results["rounds"].append(
+                            {"db": db, "case": label, "condavault": o, "peer": p, "load": loads[-1]}
+                        )
+                    rows.append(
+                        (
+                            db,
+                            label,
+                            min(ours),
+                            min(peer),
+                            statistics.median(o[0] / p[0] for o, p in zip(ours, peer, strict=True)),
+                            statistics.median(loads),
+                        )
+                    )
                 if args.per_file:
                     took = run_per_file(server, files[: args.per_file], 8)
                     log(f"{db} one request per file: {args.per_file} files in {took:.2f} s")
@@ -264,17 +280,23 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{len(files)} small .conda files, uploaded and served (best of {args.rounds})\n")
-    print("| database | case | condavault: wall (CPU) | copy + rattler-index: wall (CPU) | ratio | median ratio "
-          "| CPU ratio | goal <= 1.5x (bar 3x) | load |")
+    print(
+        "| database | case | condavault: wall (CPU) | copy + rattler-index: wall (CPU) | ratio | median ratio "
+        "| CPU ratio | goal <= 1.5x (bar 3x) | load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for db, label, o, p, med, load in rows:
         ratio = o[0] / p[0]
         goal = "met" if ratio <= 1.5 else ("missed; under the bar" if ratio <= 3 else "missed")
-        print(f"| {db} | {label} | {o[0]:.2f} s ({o[1]:.2f} s) | {p[0]:.2f} s ({p[1]:.2f} s) | {ratio:.2f}x | "
-              f"{med:.2f}x | {o[1] / p[1]:.2f}x | {goal} | {load:.1f} |")
+        print(
+            f"| {db} | {label} | {o[0]:.2f} s ({o[1]:.2f} s) | {p[0]:.2f} s ({p[1]:.2f} s) | {ratio:.2f}x | "
+            f"{med:.2f}x | {o[1] / p[1]:.2f}x | {goal} | {load:.1f} |"
+        )
     for db, pf in results.get("per_file", {}).items():
-        print(f"\none request per file ({db}, 8 clients): {pf['files']} files in {pf['seconds']:.2f} s "
-              f"({pf['files'] / pf['seconds']:.0f} files/s)")
+        print(
+            f"\none request per file ({db}, 8 clients): {pf['files']} files in {pf['seconds']:.2f} s "
+            f"({pf['files'] / pf['seconds']:.0f} files/s)"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

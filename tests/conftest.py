@@ -27,7 +27,8 @@ NOT_RUN = f"not run: needs the test data set, missing at {TESTDATA} (set CONDAVA
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--db", default=os.environ.get("CONDAVAULT_TEST_DB", "sqlite,postgresql"),
+        "--db",
+        default=os.environ.get("CONDAVAULT_TEST_DB", "sqlite,postgresql"),
         help="database backends for server tests (comma separated: sqlite,postgresql)",
     )
 
@@ -39,8 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if not HAVE_TESTDATA and reporter is not None and not hasattr(session.config, "workerinput"):
-        reporter.write_line(f"the test data set is MISSING at {TESTDATA}: the tests that need it are not run "
-                            "(set CONDAVAULT_TESTDATA; README: Test data)", yellow=True, bold=True)
+        reporter.write_line(
+            f"the test data set is MISSING at {TESTDATA}: the tests that need it are not run "
+            "(set CONDAVAULT_TESTDATA; README: Test data)",
+            yellow=True,
+            bold=True,
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -61,8 +66,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if HAVE_TESTDATA:
         return
     not_run = [r for r in terminalreporter.stats.get("skipped", []) if "test data" in str(r.longrepr)]
-    terminalreporter.write_sep("=", f"{len(not_run)} tests NOT RUN: the test data set is missing at {TESTDATA}",
-                               yellow=True, bold=True)
+    terminalreporter.write_sep(
+        "=", f"{len(not_run)} tests NOT RUN: the test data set is missing at {TESTDATA}", yellow=True, bold=True
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

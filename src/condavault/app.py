@@ -113,8 +113,11 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         # unknown paths and methods: the same {"error": ...} shape as every other error
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = "no such path" if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "details": {}}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -60,12 +60,15 @@ class Settings(BaseSettings):
     shard_zstd_level: int = 16
     index_max_age: int = 30
     x_accel_redirect_prefix: str | None = Field(
-        default=None, description="behind nginx: answer blob GETs with an X-Accel-Redirect to <prefix>/ab/cd/<sha256> "
-        "(an internal location aliasing the blob folder) so nginx sends the bytes (sendfile)"
+        default=None,
+        description="behind nginx: answer blob GETs with an X-Accel-Redirect to <prefix>/ab/cd/<sha256> "
+        "(an internal location aliasing the blob folder) so nginx sends the bytes (sendfile)",
     )
     index_retention_seconds: int = Field(
-        default=600, ge=0, description="superseded index files are deleted by the server this long after they "
-        "were replaced (never less than index_max_age + 5 s)"
+        default=600,
+        ge=0,
+        description="superseded index files are deleted by the server this long after they "
+        "were replaced (never less than index_max_age + 5 s)",
     )
     shard_retention_days: int = 7
     current_repodata: bool = True
@@ -74,11 +77,14 @@ class Settings(BaseSettings):
     worker: bool = True
     job_threads: int = Field(default=4, ge=2, le=64, description="threads running durable jobs in a worker")
     node_name: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
         description="this machine's name in job and index leases (default: the host name); unique per machine",
     )
     job_lease_seconds: float = Field(
-        default=60.0, ge=5, le=3600,
+        default=60.0,
+        ge=5,
+        le=3600,
         description="a job whose worker stopped renewing its lease (a lost machine) is taken over after this",
     )
     jobs_retention_days: float = Field(default=30.0, gt=0, description="finished jobs are kept this long")
@@ -117,8 +123,10 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=20.0, gt=0, description="seconds a client may take to send its headers")
     max_header_bytes: int = Field(default=64 * 1024, ge=4096, description="request line plus headers")
     body_timeout: float = Field(
-        default=30.0, gt=0, description="seconds without body bytes before a request is dropped (408); also the "
-        "deadline of a whole small body"
+        default=30.0,
+        gt=0,
+        description="seconds without body bytes before a request is dropped (408); also the "
+        "deadline of a whole small body",
     )
     min_upload_rate: int = Field(
         default=1024, ge=0, description="bytes/s an upload must average over each body_timeout window"
@@ -168,8 +176,9 @@ class Settings(BaseSettings):
         default=None, description="extra YARA rules (*.yar) scanned besides the shipped rule set"
     )
     clamav_database_dir: Path | None = Field(
-        default=None, description="ClamAV signature database folder (clamd's DatabaseDirectory): `bundle export "
-        "--scanning` carries its files, `bundle import` installs them there (air-gapped networks)"
+        default=None,
+        description="ClamAV signature database folder (clamd's DatabaseDirectory): `bundle export "
+        "--scanning` carries its files, `bundle import` installs them there (air-gapped networks)",
     )
     scan_quarantine_suspicious: bool = Field(
         default=False, description="quarantine 'suspicious' verdicts too (a channel's policy may override)"

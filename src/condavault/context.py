@@ -138,8 +138,14 @@ class Context:
     index_holds: list[Callable[[], Collection[int]]] = field(default_factory=list)
 
     def record_change(
-        self, identity: object, action: str, target: str, before: object = None, after: object = None,
-        *, session: Session | None = None,
+        self,
+        identity: object,
+        action: str,
+        target: str,
+        before: object = None,
+        after: object = None,
+        *,
+        session: Session | None = None,
     ) -> None:
         """An administrative change happened: an :class:`AdminChange` event (the audit domain writes it in
         the same transaction as ``session``, else in one of its own)."""

@@ -107,8 +107,14 @@ class EventBus:
         def handler(run: JobRun) -> JsonDict | None:
             return fn(run.ctx, etype.from_params(run.params))
 
-        return JobKind(kind_name, handler, lane="short", max_attempts=5, priority=10,
-                       description=f"after-commit work of {etype.__name__}")
+        return JobKind(
+            kind_name,
+            handler,
+            lane="short",
+            max_attempts=5,
+            priority=10,
+            description=f"after-commit work of {etype.__name__}",
+        )
 
     # -- recording -------------------------------------------------------------------------------------
     def record(self, session: Session, event: Event) -> list[int]:

@@ -19,6 +19,8 @@ def count_request(kind: str, status: int) -> None:
     if child is None:
         child = _REQUEST_CHILDREN[(kind, status)] = REQUESTS.labels(kind, str(status))
     child.inc()
+
+
 DOWNLOADS = Counter("condavault_package_downloads_total", "Package files served", registry=REGISTRY)
 DOWNLOAD_BYTES = Counter("condavault_package_download_bytes_total", "Bytes of package files served", registry=REGISTRY)
 UPLOADS = Counter("condavault_uploads_total", "Package uploads by outcome", ["status"], registry=REGISTRY)

@@ -71,8 +71,14 @@ class World:
 
     def mirror_config(self, name: str, privacy: str) -> dict[str, Any]:
         """A mirror that mirrors nothing (its filter matches no package) and removes nothing."""
-        return {"name": name, "upstream": self.upstream, "channel": self.channels[privacy], "subdirs": ["noarch"],
-                "on_remove": "keep", "filters": {"only_specs": ["mx-nothing-matches"]}}
+        return {
+            "name": name,
+            "upstream": self.upstream,
+            "channel": self.channels[privacy],
+            "subdirs": ["noarch"],
+            "on_remove": "keep",
+            "filters": {"only_specs": ["mx-nothing-matches"]},
+        }
 
 
 @pytest.fixture(scope="module")

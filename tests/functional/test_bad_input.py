@@ -143,8 +143,13 @@ CASES: list[tuple[str, Callable[[Path], Path], dict[str, str], int, str]] = [
     ("filename-vs-index-name", _name_mismatch, {}, 400, "filename_mismatch"),
     ("filename-vs-index-version", _version_mismatch_bz2, {}, 400, "filename_mismatch"),
     ("noarch-declaring-linux", _noarch_in_linux, {}, 400, "subdir_mismatch"),
-    ("expected-subdir", lambda d: make_conda(d, "subdirpkg", "1.0", "0", "noarch"), {"subdir": "linux-64"},
-     400, "subdir_mismatch"),
+    (
+        "expected-subdir",
+        lambda d: make_conda(d, "subdirpkg", "1.0", "0", "noarch"),
+        {"subdir": "linux-64"},
+        400,
+        "subdir_mismatch",
+    ),
     ("absolute-member", _absolute_member, {}, 400, "unsafe_path"),
     ("dotdot-member", _dotdot_member, {}, 400, "unsafe_path"),
     ("symlink-outside", _symlink_outside, {}, 400, "unsafe_path"),
@@ -180,8 +185,13 @@ def _state(server: Server) -> tuple[int, int, str]:
 
 @pytest.mark.parametrize(("label", "build", "params", "status", "code"), CASES, ids=[c[0] for c in CASES])
 def test_bad_upload_is_rejected_and_leaves_nothing(
-    limited_server: Server, tmp_path: Path, label: str, build: Callable[[Path], Path], params: dict[str, str],
-    status: int, code: str,
+    limited_server: Server,
+    tmp_path: Path,
+    label: str,
+    build: Callable[[Path], Path],
+    params: dict[str, str],
+    status: int,
+    code: str,
 ) -> None:
     path = build(tmp_path)
     before = _state(limited_server)

@@ -46,8 +46,13 @@ def test_a_failed_ingest_keeps_a_blob_another_ingest_is_about_to_use(server: Ser
         a_stored.set()
         # meanwhile another writer takes A's filename with other bytes: A's row insert will conflict
         with server.ctx.db.write_session() as s:
-            put_record(s, get_channel(s, "race-a"), PKG[0], PKG[1],
-                       {"name": "dependency", "version": "1.0", "build": "0", "sha256": "0" * 64})
+            put_record(
+                s,
+                get_channel(s, "race-a"),
+                PKG[0],
+                PKG[1],
+                {"name": "dependency", "version": "1.0", "build": "0", "sha256": "0" * 64},
+            )
         assert b_staged.wait(30)
 
     def b_hook(live: list[Ingested]) -> None:

@@ -61,15 +61,25 @@ def test_repatching_a_large_subdir_reads_it_in_bounded_batches(tmp_path: Path, d
         with db.write_session() as s:
             ch = create_channel(s, "big")
             pkgs = {
-                f"pkg{i}-1.0-0.tar.bz2": {"name": f"pkg{i}", "version": "1.0", "build": "0", "build_number": 0,
-                                          "depends": ["python >=3.8", "numpy"], "license": "BSD-3-Clause",
-                                          "sha256": f"{i:064x}", "size": 1000 + i}
+                f"pkg{i}-1.0-0.tar.bz2": {
+                    "name": f"pkg{i}",
+                    "version": "1.0",
+                    "build": "0",
+                    "build_number": 0,
+                    "depends": ["python >=3.8", "numpy"],
+                    "license": "BSD-3-Clause",
+                    "sha256": f"{i:064x}",
+                    "size": 1000 + i,
+                }
                 for i in range(n)
             }
             records.import_repodata(s, ch, "linux-64", {"packages": pkgs})
             cid = ch.id
-        patch = {"patch_instructions_version": 1, "remove": [],
-                 "packages": {f"pkg{i}-1.0-0.tar.bz2": {"depends": ["python >=3.9"]} for i in range(0, n, 2)}}
+        patch = {
+            "patch_instructions_version": 1,
+            "remove": [],
+            "packages": {f"pkg{i}-1.0-0.tar.bz2": {"depends": ["python >=3.9"]} for i in range(0, n, 2)},
+        }
         tracemalloc.start()
         try:
             with db.write_session() as s:

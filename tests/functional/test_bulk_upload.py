@@ -65,8 +65,10 @@ def test_parallel_requests_into_one_batch_and_a_bad_file(shared_server: Server, 
         batch = opened.json()["id"]
 
         def send(group: list[Path]) -> dict:  # type: ignore[type-arg]
-            r = c.post(f"/api/channels/bulk-par/uploads/{batch}/files",
-                       files=[("file", (p.name, p.read_bytes())) for p in group])
+            r = c.post(
+                f"/api/channels/bulk-par/uploads/{batch}/files",
+                files=[("file", (p.name, p.read_bytes())) for p in group],
+            )
             assert r.status_code == 200, r.text
             return r.json()  # type: ignore[no-any-return]
 

@@ -38,7 +38,9 @@ def test_kill_9_during_a_bulk_upload_loses_and_half_writes_nothing(tmp_path: Pat
         env = {**first.env, "CONDAVAULT_URL": first.url, "CONDAVAULT_TOKEN": first.token, "COLUMNS": "200"}
         up = subprocess.Popen(
             [sys.executable, "-m", "condavault", "upload", "kill9", str(pkgs), "--batch-files", "8", "--parallel", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         stored = 0
         deadline = time.monotonic() + 120
@@ -67,7 +69,10 @@ def test_kill_9_during_a_bulk_upload_loses_and_half_writes_nothing(tmp_path: Pat
         env2 = {**second.env, "CONDAVAULT_URL": second.url, "CONDAVAULT_TOKEN": second.token, "COLUMNS": "200"}
         again = subprocess.run(
             [sys.executable, "-m", "condavault", "upload", "kill9", str(pkgs), "--skip-existing"],
-            env=env2, capture_output=True, text=True, timeout=300,
+            env=env2,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"{len(after_kill)} skipped" in again.stdout or len(after_kill) == FILES, again.stdout
@@ -76,7 +81,10 @@ def test_kill_9_during_a_bulk_upload_loses_and_half_writes_nothing(tmp_path: Pat
         assert {fn: r["sha256"] for fn, r in listed.items()} == sums
         check = subprocess.run(
             [sys.executable, "-m", "condavault", "check", "--json", "--data-dir", str(second.data_dir)],
-            env={k: v for k, v in second.env.items()}, capture_output=True, text=True, timeout=300,
+            env={k: v for k, v in second.env.items()},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         report = json.loads(check.stdout)
         assert report["problems"] == 0, report

@@ -19,20 +19,31 @@ import pytest
 from condavault.signing.keys import load_or_create
 from tests.support.server import Server, start_server, stop_server
 
-LINUX = ["dummy-a-0.1.0-hb0f4dca_0.conda", "dummy-b-0.1.0-hb0f4dca_0.conda", "dummy-c-0.1.0-hb0f4dca_0.conda",
-         "dummy-d-0.1.0-hb0f4dca_0.conda"]
+LINUX = [
+    "dummy-a-0.1.0-hb0f4dca_0.conda",
+    "dummy-b-0.1.0-hb0f4dca_0.conda",
+    "dummy-c-0.1.0-hb0f4dca_0.conda",
+    "dummy-d-0.1.0-hb0f4dca_0.conda",
+]
 LATER = ["dummy-f-0.1.0-hb0f4dca_0.conda", "dummy-g-0.1.0-hb0f4dca_0.conda"]
 LAST = ["dummy-x-0.1.0-hb0f4dca_0.conda"]
 
 
-def bundle_cli(server: Server, *args: str, check: bool = True, env: dict[str, str] | None = None,
-               trusted: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def bundle_cli(
+    server: Server, *args: str, check: bool = True, env: dict[str, str] | None = None, trusted: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real ``condavault`` CLI on ``server``'s data folder and database."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-    e.update(CONDAVAULT_DATA_DIR=str(server.settings.data_dir), CONDAVAULT_DATABASE_URL=server.settings.db_url,
-             CONDAVAULT_TRUSTED_KEYS=json.dumps(trusted or []), COLUMNS="200", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "condavault", *args], env=e, capture_output=True, text=True,
-                          timeout=600)
+    e.update(
+        CONDAVAULT_DATA_DIR=str(server.settings.data_dir),
+        CONDAVAULT_DATABASE_URL=server.settings.db_url,
+        CONDAVAULT_TRUSTED_KEYS=json.dumps(trusted or []),
+        COLUMNS="200",
+        **(env or {}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "condavault", *args], env=e, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"condavault {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -83,8 +94,10 @@ def test_export_import_incremental_wrong_base_idempotent(pair, packages_dir: Pat
     origin.channel("main")
     upload(origin, "main", packages_dir, LINUX)
     with origin.client() as c:  # a patch rides along: the published records are the patched ones
-        r = c.put("/api/channels/main/subdirs/linux-64/patch-instructions",
-                  json={"packages.conda": {LINUX[0]: {"depends": ["dummy-b"]}}})
+        r = c.put(
+            "/api/channels/main/subdirs/linux-64/patch-instructions",
+            json={"packages.conda": {LINUX[0]: {"depends": ["dummy-b"]}}},
+        )
         assert r.status_code == 200, r.text
     origin.ctx.settle()
     b1 = export(origin, tmp_path / "b1", "--channel", "main")
@@ -104,20 +117,27 @@ def test_export_import_incremental_wrong_base_idempotent(pair, packages_dir: Pat
 
     # py-rattler solves and installs from the receiving server, with no other channel
     prefix = tmp_path / "rattler"
-    proc = subprocess.run([sys.executable, "-m", "tests.support.rattler_client", f"{inside.repo}/main", str(prefix),
-                           "dummy-a"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.rattler_client", f"{inside.repo}/main", str(prefix), "dummy-a"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "error" not in got, got
     assert any(p.startswith("dummy-a-0.1.0") for p in got["installed"]) and any(
-        p.startswith("dummy-b-0.1.0") for p in got["installed"]), got
+        p.startswith("dummy-b-0.1.0") for p in got["installed"]
+    ), got
 
     # incremental: two new files, one removed, the patch changed; then one more on top of that
     upload(origin, "main", packages_dir, LATER)
     with origin.client() as c:
         r = c.post("/api/channels/main/files/remove", json={"files": [f"linux-64/{LINUX[3]}"]})
         assert r.status_code == 200, r.text
-        r = c.put("/api/channels/main/subdirs/linux-64/patch-instructions",
-                  json={"packages.conda": {LINUX[1]: {"depends": ["dummy-c"]}}})
+        r = c.put(
+            "/api/channels/main/subdirs/linux-64/patch-instructions",
+            json={"packages.conda": {LINUX[1]: {"depends": ["dummy-c"]}}},
+        )
         assert r.status_code == 200, r.text
     origin.ctx.settle()
     b2 = export(origin, tmp_path / "b2", "--channel", "main", "--since", b1)
@@ -184,10 +204,18 @@ def test_killed_import_resumes_without_reverifying(pair, packages_dir: Path, tmp
     upload(origin, "big", packages_dir, LINUX + LATER + LAST)
     bid = export(origin, tmp_path / "b", "--channel", "big")
     e = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-    e.update(CONDAVAULT_DATA_DIR=str(inside.settings.data_dir), CONDAVAULT_DATABASE_URL=inside.settings.db_url,
-             CONDAVAULT_TRUSTED_KEYS=json.dumps(trusted), CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER="4")
-    proc = subprocess.Popen([sys.executable, "-m", "condavault", "bundle", "import", str(tmp_path / "b")], env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    e.update(
+        CONDAVAULT_DATA_DIR=str(inside.settings.data_dir),
+        CONDAVAULT_DATABASE_URL=inside.settings.db_url,
+        CONDAVAULT_TRUSTED_KEYS=json.dumps(trusted),
+        CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER="4",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condavault", "bundle", "import", str(tmp_path / "b")],
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     journal = inside.settings.data_dir / "bundles" / "journal" / f"{bid}.jsonl"
     for _ in range(1200):  # the test hook holds the import after 4 verified files (journal flushed)
         if journal.is_file() and len(journal.read_text().splitlines()) >= 4:
@@ -215,8 +243,13 @@ def test_mirror_reads_a_bundle_folder_through_its_filters(pair, packages_dir: Pa
     upload(origin, "src", packages_dir, LINUX)
     export(origin, tmp_path / "b", "--channel", "src")
     # the inside network's own policy: dummy-b is not allowed in
-    create_mirror(inside, "frombundle", str(tmp_path / "b" / "channels" / "src"), channel="filtered",
-                  filters={"exclude_specs": ["dummy-b"]})
+    create_mirror(
+        inside,
+        "frombundle",
+        str(tmp_path / "b" / "channels" / "src"),
+        channel="filtered",
+        filters={"exclude_specs": ["dummy-b"]},
+    )
     run = run_mirror(inside, "frombundle")
     assert run["status"] == "completed", run
     inside.ctx.settle()

@@ -26,13 +26,26 @@ from tests.support.static_channel import StaticChannel, build_channel, create_mi
 
 CHANNEL = "envsrc"
 EXTRA = "envextra"
-NOARCH = ["dependency-1.0-0.conda", "dependency-2.0-0.conda", "dependent-1.0-0.conda", "dependent-2.0-0.conda",
-          "another_dependent-1.0-0.conda", "another_dependent-2.0-0.conda", "unsatisfiable-1.0-0.conda",
-          "versioned-1.0-0.conda", "versioned-2.0-0.conda"]
+NOARCH = [
+    "dependency-1.0-0.conda",
+    "dependency-2.0-0.conda",
+    "dependent-1.0-0.conda",
+    "dependent-2.0-0.conda",
+    "another_dependent-1.0-0.conda",
+    "another_dependent-2.0-0.conda",
+    "unsatisfiable-1.0-0.conda",
+    "versioned-1.0-0.conda",
+    "versioned-2.0-0.conda",
+]
 LINUX = ["dummy-a-0.1.0-hb0f4dca_0.conda", "dummy-c-0.1.0-hb0f4dca_0.conda", "cuda-0.1.0-h055459d_0.conda"]
 EXTRA_LINUX = ["dummy-g-0.1.0-hb0f4dca_0.conda", "dummy-b-0.1.0-hb0f4dca_0.conda"]
-SOLVED = {"noarch/another_dependent-2.0-0.conda", "noarch/dependent-2.0-0.conda", "noarch/dependency-2.0-0.conda",
-          "linux-64/dummy-a-0.1.0-hb0f4dca_0.conda", "linux-64/dummy-c-0.1.0-hb0f4dca_0.conda"}
+SOLVED = {
+    "noarch/another_dependent-2.0-0.conda",
+    "noarch/dependent-2.0-0.conda",
+    "noarch/dependency-2.0-0.conda",
+    "linux-64/dummy-a-0.1.0-hb0f4dca_0.conda",
+    "linux-64/dummy-c-0.1.0-hb0f4dca_0.conda",
+}
 
 # Solve (or take the records of an explicit file) and install from the bundle folder only, offline.
 INSTALL = r"""
@@ -86,7 +99,12 @@ def loaded(shared_server: Server, packages_dir: Path) -> Iterator[Server]:
 
 def bundle_env(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return server.cli(
-        "--data-dir", str(server.settings.data_dir), "bundle", "env", *args, check=check,
+        "--data-dir",
+        str(server.settings.data_dir),
+        "bundle",
+        "env",
+        *args,
+        check=check,
         env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
     )
 
@@ -95,11 +113,22 @@ def offline_install(
     folder: Path, prefix: Path, *, explicit: Path | None = None, specs: tuple[str, ...] = ()
 ) -> list[str]:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: any HTTP(S) request fails
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(prefix), "HTTP_PROXY": dead, "HTTPS_PROXY": dead,
-           "http_proxy": dead, "https_proxy": dead, "ALL_PROXY": dead, "NO_PROXY": ""}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(prefix),
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "ALL_PROXY": dead,
+        "NO_PROXY": "",
+    }
     proc = subprocess.run(
         [sys.executable, "-c", INSTALL, str(folder), str(prefix), str(explicit) if explicit else "-", *specs],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     names: list[str] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -131,8 +160,19 @@ def served_records(server: Server, channel: str) -> dict[str, dict[str, Any]]:
 
 def test_solved_bundle_installs_offline(loaded: Server, tmp_path: Path) -> None:
     out = tmp_path / "env"
-    proc = bundle_env(loaded, "--channel", CHANNEL, "--spec", "another_dependent", "--spec", "dummy-a",
-                      "--platform", "linux-64", "--output", str(out))
+    proc = bundle_env(
+        loaded,
+        "--channel",
+        CHANNEL,
+        "--spec",
+        "another_dependent",
+        "--spec",
+        "dummy-a",
+        "--platform",
+        "linux-64",
+        "--output",
+        str(out),
+    )
     assert "wrote" in proc.stdout
     assert folder_files(out) == SOLVED
     # the files are the server's bytes, and each subdir's repodata lists exactly them, as served
@@ -151,19 +191,27 @@ def test_solved_bundle_installs_offline(loaded: Server, tmp_path: Path) -> None:
     urls = [line for line in lines if line.startswith("file://")]
     assert len(urls) == len(SOLVED)
     order = [u.split("#")[0].rsplit("/", 1)[1] for u in urls]
-    assert order.index("dependency-2.0-0.conda") < order.index("dependent-2.0-0.conda") < order.index(
-        "another_dependent-2.0-0.conda")
+    assert (
+        order.index("dependency-2.0-0.conda")
+        < order.index("dependent-2.0-0.conda")
+        < order.index("another_dependent-2.0-0.conda")
+    )
     assert order.index("dummy-c-0.1.0-hb0f4dca_0.conda") < order.index("dummy-a-0.1.0-hb0f4dca_0.conda")
     for url in urls:
         path, anchor = url.split("#")
         assert path.startswith((out / "channel").as_uri() + "/")
-        assert hashlib.sha256(Path(path[len("file://"):]).read_bytes()).hexdigest() == anchor
+        assert hashlib.sha256(Path(path[len("file://") :]).read_bytes()).hexdigest() == anchor
     env_yml = (out / "environment.yml").read_text()
     assert (out / "channel").as_uri() in env_yml and "nodefaults" in env_yml
     assert "dummy-a=0.1.0=hb0f4dca_0" in env_yml
     # a real client installs from the folder alone: solving again, and from the explicit file
-    expected = ["another_dependent-2.0-0", "dependency-2.0-0", "dependent-2.0-0", "dummy-a-0.1.0-hb0f4dca_0",
-                "dummy-c-0.1.0-hb0f4dca_0"]
+    expected = [
+        "another_dependent-2.0-0",
+        "dependency-2.0-0",
+        "dependent-2.0-0",
+        "dummy-a-0.1.0-hb0f4dca_0",
+        "dummy-c-0.1.0-hb0f4dca_0",
+    ]
     assert offline_install(out, tmp_path / "p1", specs=("another_dependent", "dummy-a")) == expected
     assert offline_install(out, tmp_path / "p2", explicit=explicit) == expected
     assert leftovers(tmp_path) == []
@@ -171,11 +219,34 @@ def test_solved_bundle_installs_offline(loaded: Server, tmp_path: Path) -> None:
 
 def test_spec_constraints_and_several_channels(loaded: Server, tmp_path: Path) -> None:
     out = tmp_path / "env"
-    bundle_env(loaded, "-c", CHANNEL, "-c", EXTRA, "-s", "dependent <2", "-s", "dummy-g", "-p", "linux-64",
-               "-o", str(out), "--name", "tools", "--base-url", "file:///media/usb/tools/", "--explicit-hash", "md5",
-               "--no-fetch")
-    assert folder_files(out) == {"noarch/dependent-1.0-0.conda", "noarch/dependency-1.0-0.conda",
-                                 "linux-64/dummy-g-0.1.0-hb0f4dca_0.conda", "linux-64/dummy-b-0.1.0-hb0f4dca_0.conda"}
+    bundle_env(
+        loaded,
+        "-c",
+        CHANNEL,
+        "-c",
+        EXTRA,
+        "-s",
+        "dependent <2",
+        "-s",
+        "dummy-g",
+        "-p",
+        "linux-64",
+        "-o",
+        str(out),
+        "--name",
+        "tools",
+        "--base-url",
+        "file:///media/usb/tools/",
+        "--explicit-hash",
+        "md5",
+        "--no-fetch",
+    )
+    assert folder_files(out) == {
+        "noarch/dependent-1.0-0.conda",
+        "noarch/dependency-1.0-0.conda",
+        "linux-64/dummy-g-0.1.0-hb0f4dca_0.conda",
+        "linux-64/dummy-b-0.1.0-hb0f4dca_0.conda",
+    }
     summary = json.loads((out / "bundle.json").read_text())
     assert summary["channels"] == [CHANNEL, EXTRA] and summary["source"] == "solve"
     assert {p["filename"]: p["channel"] for p in summary["packages"]}["dummy-g-0.1.0-hb0f4dca_0.conda"] == EXTRA
@@ -183,10 +254,16 @@ def test_spec_constraints_and_several_channels(loaded: Server, tmp_path: Path) -
     assert "name: tools" in env_yml and "- file:///media/usb/tools/channel\n" in env_yml
     md5s = {p["filename"]: p["md5"] for p in summary["packages"]}
     lines = [line for line in (out / "environment-linux-64.txt").read_text().splitlines() if "://" in line]
-    assert sorted(lines) == sorted(f"file:///media/usb/tools/channel/{p['subdir']}/{p['filename']}#{md5s[p['filename']]}"
-                                   for p in summary["packages"])
+    assert sorted(lines) == sorted(
+        f"file:///media/usb/tools/channel/{p['subdir']}/{p['filename']}#{md5s[p['filename']]}"
+        for p in summary["packages"]
+    )
     assert offline_install(out, tmp_path / "p", specs=("dependent", "dummy-g")) == [
-        "dependency-1.0-0", "dependent-1.0-0", "dummy-b-0.1.0-hb0f4dca_0", "dummy-g-0.1.0-hb0f4dca_0"]
+        "dependency-1.0-0",
+        "dependent-1.0-0",
+        "dummy-b-0.1.0-hb0f4dca_0",
+        "dummy-g-0.1.0-hb0f4dca_0",
+    ]
 
 
 def test_patches_and_removals_carry_into_the_bundle(loaded: Server, packages_dir: Path, tmp_path: Path) -> None:
@@ -195,8 +272,10 @@ def test_patches_and_removals_carry_into_the_bundle(loaded: Server, packages_dir
     channel = loaded.channel("envpatched")
     for fn in ("dependency-1.0-0.conda", "dependency-2.0-0.conda", "dependent-1.0-0.conda", "dependent-2.0-0.conda"):
         assert loaded.upload(channel, packages_dir / "noarch" / fn).status_code in (200, 201)
-    patch = {"packages.conda": {"dependent-1.0-0.conda": {"depends": ["dependency >=2.0"]}},
-             "remove": ["dependent-2.0-0.conda"]}
+    patch = {
+        "packages.conda": {"dependent-1.0-0.conda": {"depends": ["dependency >=2.0"]}},
+        "remove": ["dependent-2.0-0.conda"],
+    }
     with loaded.client() as c:
         r = c.put(f"/api/channels/{channel}/subdirs/noarch/patch-instructions", json=patch)
         assert r.status_code == 200, r.text
@@ -229,16 +308,37 @@ def test_passive_mirror_bytes_are_fetched_for_the_bundle(
     mirror's upstream (verified, stored like a first client request), or refuses with --no-fetch; a failed
     download writes nothing."""
     start = upstream.package_hits()  # the upstream serves the test on each database
-    create_mirror(loaded, "envlazy", upstream.url, mode="passive", subdirs=["noarch"],
-                  filters={"only_specs": ["another_dependent"], "include_dependencies": True})
+    create_mirror(
+        loaded,
+        "envlazy",
+        upstream.url,
+        mode="passive",
+        subdirs=["noarch"],
+        filters={"only_specs": ["another_dependent"], "include_dependencies": True},
+    )
     run = run_mirror(loaded, "envlazy")
     assert run["status"] == "completed" and run["counts"]["indexed_passive"] == 6
     assert upstream.package_hits() == start
     env = {"CONDAVAULT_DATABASE_URL": loaded.settings.db_url, "CONDAVAULT_UPSTREAM_ALLOW_LOOPBACK": "true"}
 
     def bundle(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        return loaded.cli("--data-dir", str(loaded.settings.data_dir), "bundle", "env", "-c", "envlazy",
-                          "-s", "another_dependent", "-p", "linux-64", "-o", str(out), *extra, check=False, env=env)
+        return loaded.cli(
+            "--data-dir",
+            str(loaded.settings.data_dir),
+            "bundle",
+            "env",
+            "-c",
+            "envlazy",
+            "-s",
+            "another_dependent",
+            "-p",
+            "linux-64",
+            "-o",
+            str(out),
+            *extra,
+            check=False,
+            env=env,
+        )
 
     request = _request(channels=["envlazy"], specs=["another_dependent"])
     with pytest.raises(BundleBytesMissing, match="have no bytes on this server"):  # --no-fetch
@@ -255,15 +355,21 @@ def test_passive_mirror_bytes_are_fetched_for_the_bundle(
     out = tmp_path / "b"
     proc = bundle(out)
     assert proc.returncode == 0, proc.stderr
-    assert folder_files(out) == {"noarch/another_dependent-2.0-0.conda", "noarch/dependent-2.0-0.conda",
-                                 "noarch/dependency-2.0-0.conda"}
+    assert folder_files(out) == {
+        "noarch/another_dependent-2.0-0.conda",
+        "noarch/dependent-2.0-0.conda",
+        "noarch/dependency-2.0-0.conda",
+    }
     for key in folder_files(out):
         assert (out / "channel" / key).read_bytes() == (upstream.root / key).read_bytes()
     # the platform's subdir has no package here: its repodata.json is still there, empty (as conda wants)
     empty = json.loads((out / "channel" / "linux-64" / "repodata.json").read_text())
     assert empty["info"] == {"subdir": "linux-64"} and empty["packages"] == empty["packages.conda"] == {}
     assert offline_install(out, tmp_path / "p", explicit=out / "environment-linux-64.txt") == [
-        "another_dependent-2.0-0", "dependency-2.0-0", "dependent-2.0-0"]
+        "another_dependent-2.0-0",
+        "dependency-2.0-0",
+        "dependent-2.0-0",
+    ]
     # the bytes are the server's now: served to clients, and a second bundle downloads nothing
     hits = upstream.package_hits()
     with loaded.client(None) as c:
@@ -273,8 +379,15 @@ def test_passive_mirror_bytes_are_fetched_for_the_bundle(
 
 
 def _pixi_v6(url: str, recs: dict[str, dict[str, Any]]) -> str:
-    lines = ["version: 6", "environments:", "  default:", "    channels:", f"    - url: {url}/", "    packages:",
-             "      linux-64:"]
+    lines = [
+        "version: 6",
+        "environments:",
+        "  default:",
+        "    channels:",
+        f"    - url: {url}/",
+        "    packages:",
+        "      linux-64:",
+    ]
     lines += [f"      - conda: {url}/{key}" for key in sorted(recs)]
     lines.append("packages:")
     for key, rec in sorted(recs.items()):
@@ -287,14 +400,28 @@ def _pixi_v6(url: str, recs: dict[str, dict[str, Any]]) -> str:
 
 
 def _pixi_v5(url: str, recs: dict[str, dict[str, Any]]) -> str:
-    lines = ["version: 5", "environments:", "  default:", "    channels:", f"    - url: {url}/", "    packages:",
-             "      linux-64:"]
+    lines = [
+        "version: 5",
+        "environments:",
+        "  default:",
+        "    channels:",
+        f"    - url: {url}/",
+        "    packages:",
+        "      linux-64:",
+    ]
     lines += [f"      - conda: {url}/{key}" for key in sorted(recs)]
     lines.append("packages:")
     for key, rec in sorted(recs.items()):
-        lines += ["- kind: conda", f"  name: {rec['name']}", f"  version: '{rec['version']}'",
-                  f"  build: '{rec['build']}'", f"  subdir: {key.split('/')[0]}", f"  url: {url}/{key}",
-                  f"  sha256: {rec['sha256']}", f"  md5: {rec['md5']}"]
+        lines += [
+            "- kind: conda",
+            f"  name: {rec['name']}",
+            f"  version: '{rec['version']}'",
+            f"  build: '{rec['build']}'",
+            f"  subdir: {key.split('/')[0]}",
+            f"  url: {url}/{key}",
+            f"  sha256: {rec['sha256']}",
+            f"  md5: {rec['md5']}",
+        ]
         if rec.get("depends"):
             lines.append("  depends:")
             lines += [f"  - {d}" for d in rec["depends"]]
@@ -307,18 +434,38 @@ def _conda_lock(url: str, recs: dict[str, dict[str, Any]]) -> str:
 
     doc = {
         "version": 1,
-        "metadata": {"content_hash": {"linux-64": "0" * 64}, "channels": [{"url": url, "used_env_vars": []}],
-                     "platforms": ["linux-64", "osx-64"], "sources": ["environment.yml"]},
+        "metadata": {
+            "content_hash": {"linux-64": "0" * 64},
+            "channels": [{"url": url, "used_env_vars": []}],
+            "platforms": ["linux-64", "osx-64"],
+            "sources": ["environment.yml"],
+        },
         "package": [
-            {"name": rec["name"], "version": rec["version"], "manager": "conda", "platform": "linux-64",
-             "dependencies": {d.split()[0]: (d.split(maxsplit=1)[1:] or ["*"])[0] for d in rec.get("depends", [])},
-             "url": f"{url}/{key}", "hash": {"md5": rec["md5"], "sha256": rec["sha256"]}, "category": "main",
-             "optional": False}
+            {
+                "name": rec["name"],
+                "version": rec["version"],
+                "manager": "conda",
+                "platform": "linux-64",
+                "dependencies": {d.split()[0]: (d.split(maxsplit=1)[1:] or ["*"])[0] for d in rec.get("depends", [])},
+                "url": f"{url}/{key}",
+                "hash": {"md5": rec["md5"], "sha256": rec["sha256"]},
+                "category": "main",
+                "optional": False,
+            }
             for key, rec in sorted(recs.items())
-        ] + [  # another platform's package, which the linux-64 bundle leaves out
-            {"name": "zlib", "version": "1.2.11", "manager": "conda", "platform": "osx-64", "dependencies": {},
-             "url": f"{url}/osx-64/zlib-1.2.11-h1de35cc_3.conda", "hash": {"md5": "0" * 32, "sha256": "0" * 64},
-             "category": "main", "optional": False}
+        ]
+        + [  # another platform's package, which the linux-64 bundle leaves out
+            {
+                "name": "zlib",
+                "version": "1.2.11",
+                "manager": "conda",
+                "platform": "osx-64",
+                "dependencies": {},
+                "url": f"{url}/osx-64/zlib-1.2.11-h1de35cc_3.conda",
+                "hash": {"md5": "0" * 32, "sha256": "0" * 64},
+                "category": "main",
+                "optional": False,
+            }
         ],
     }
     return yaml.safe_dump(doc, sort_keys=False)
@@ -333,21 +480,35 @@ def _explicit(url: str, recs: dict[str, dict[str, Any]]) -> str:
 @pytest.mark.parametrize("form", ["pixi-v6", "pixi-v5", "conda-lock", "explicit"])
 def test_bundle_from_lockfile(loaded: Server, tmp_path: Path, form: str) -> None:
     served = served_records(loaded, CHANNEL)
-    locked = {k: served[k] for k in ("noarch/dependency-1.0-0.conda", "noarch/dependent-1.0-0.conda",
-                                     "linux-64/dummy-c-0.1.0-hb0f4dca_0.conda")}
+    locked = {
+        k: served[k]
+        for k in (
+            "noarch/dependency-1.0-0.conda",
+            "noarch/dependent-1.0-0.conda",
+            "linux-64/dummy-c-0.1.0-hb0f4dca_0.conda",
+        )
+    }
     url = f"{loaded.repo}/{CHANNEL}"
-    writer, name = {"pixi-v6": (_pixi_v6, "pixi.lock"), "pixi-v5": (_pixi_v5, "pixi.lock"),
-                    "conda-lock": (_conda_lock, "conda-lock.yml"), "explicit": (_explicit, "spec.txt")}[form]
+    writer, name = {
+        "pixi-v6": (_pixi_v6, "pixi.lock"),
+        "pixi-v5": (_pixi_v5, "pixi.lock"),
+        "conda-lock": (_conda_lock, "conda-lock.yml"),
+        "explicit": (_explicit, "spec.txt"),
+    }[form]
     lockfile = tmp_path / name
     lockfile.write_text(writer(url, locked))
     out = tmp_path / "env"
-    proc = bundle_env(loaded, "--channel", CHANNEL, "--lockfile", str(lockfile), "--platform", "linux-64",
-                      "--output", str(out))
+    proc = bundle_env(
+        loaded, "--channel", CHANNEL, "--lockfile", str(lockfile), "--platform", "linux-64", "--output", str(out)
+    )
     assert "wrote" in proc.stdout
     assert folder_files(out) == set(locked)
     assert json.loads((out / "bundle.json").read_text())["source"] == form.split("-v")[0]
     assert offline_install(out, tmp_path / "p", explicit=out / "environment-linux-64.txt") == [
-        "dependency-1.0-0", "dependent-1.0-0", "dummy-c-0.1.0-hb0f4dca_0"]
+        "dependency-1.0-0",
+        "dependent-1.0-0",
+        "dummy-c-0.1.0-hb0f4dca_0",
+    ]
 
 
 def _fails(server: Server, tmp_path: Path, *args: str, expect: str) -> str:
@@ -386,8 +547,10 @@ def test_bad_lockfiles_are_refused(loaded: Server, tmp_path: Path) -> None:
 
     # a package the server does not have: named in the error
     dependent = served["noarch/dependent-1.0-0.conda"]
-    absent = {"noarch/dependent-1.0-0.conda": dependent,
-              "noarch/ghost-9.9-0.conda": {**dependent, "name": "ghost", "version": "9.9"}}
+    absent = {
+        "noarch/dependent-1.0-0.conda": dependent,
+        "noarch/ghost-9.9-0.conda": {**dependent, "name": "ghost", "version": "9.9"},
+    }
     err = refused(_pixi_v6(url, absent), "not in channel")
     assert "noarch/ghost-9.9-0.conda" in err and "dependent-1.0" not in err
     # a package the server has under that name, but with other bytes (rebuilt upstream)
@@ -396,8 +559,12 @@ def test_bad_lockfiles_are_refused(loaded: Server, tmp_path: Path) -> None:
 
 
 def _request(**kw: Any) -> EnvRequest:
-    args: dict[str, Any] = {"channels": [CHANNEL], "platform": "linux-64", "output": Path("/nonexistent/out"),
-                            "specs": ["another_dependent", "dummy-a"]}
+    args: dict[str, Any] = {
+        "channels": [CHANNEL],
+        "platform": "linux-64",
+        "output": Path("/nonexistent/out"),
+        "specs": ["another_dependent", "dummy-a"],
+    }
     return EnvRequest(**{**args, **kw})
 
 
@@ -412,21 +579,24 @@ def test_plan_from_published_index_or_records(loaded: Server) -> None:
     assert {f"{p.subdir}/{p.filename}" for p in fast.packages} == SOLVED
 
 
-@pytest.mark.parametrize(("change", "expect"), [
-    ({"specs": ["dependent >>=1["]}, "invalid spec"),
-    ({"channels": [CHANNEL, "no-such-channel"]}, "'no-such-channel' does not exist"),
-    ({"platform": "../etc"}, "unknown platform"),
-    ({"platform": "noarch"}, "unknown platform"),
-    ({"virtual_packages": ["glibc=2.17"]}, "--virtual-package"),
-    ({"virtual_packages": ["__glibc"]}, "--virtual-package"),
-    ({"specs": []}, "either --spec"),
-    ({"lockfile": Path("/x/pixi.lock")}, "either --spec"),
-    ({"channels": []}, "at least one --channel"),
-    ({"base_url": "javascript:alert(1)"}, "--base-url"),
-    ({"base_url": "file:///x\n@EXPLICIT\nhttps://evil.example/noarch/x-1-0.conda"}, "--base-url"),
-    ({"explicit_hash": "crc32"}, "--explicit-hash"),
-    ({"specs": ["dependent"] * 1001}, "at most"),
-])
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"specs": ["dependent >>=1["]}, "invalid spec"),
+        ({"channels": [CHANNEL, "no-such-channel"]}, "'no-such-channel' does not exist"),
+        ({"platform": "../etc"}, "unknown platform"),
+        ({"platform": "noarch"}, "unknown platform"),
+        ({"virtual_packages": ["glibc=2.17"]}, "--virtual-package"),
+        ({"virtual_packages": ["__glibc"]}, "--virtual-package"),
+        ({"specs": []}, "either --spec"),
+        ({"lockfile": Path("/x/pixi.lock")}, "either --spec"),
+        ({"channels": []}, "at least one --channel"),
+        ({"base_url": "javascript:alert(1)"}, "--base-url"),
+        ({"base_url": "file:///x\n@EXPLICIT\nhttps://evil.example/noarch/x-1-0.conda"}, "--base-url"),
+        ({"explicit_hash": "crc32"}, "--explicit-hash"),
+        ({"specs": ["dependent"] * 1001}, "at most"),
+    ],
+)
 def test_request_checks(loaded: Server, change: dict[str, Any], expect: str) -> None:
     with pytest.raises(CondavaultError) as info:
         plan_env_bundle(loaded.ctx.db, _request(**change))
@@ -472,7 +642,8 @@ def test_corrupt_stored_bytes_abort_the_bundle(loaded: Server, tmp_path: Path) -
     saved = path.read_bytes()
     path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
     try:
-        _fails(loaded, tmp_path, "-c", EXTRA, "-s", "dummy-b", "--platform", "linux-64",
-               expect="do not match their sha256")
+        _fails(
+            loaded, tmp_path, "-c", EXTRA, "-s", "dummy-b", "--platform", "linux-64", expect="do not match their sha256"
+        )
     finally:
         path.write_bytes(saved)

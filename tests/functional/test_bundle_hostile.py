@@ -84,8 +84,15 @@ def symlink(b: Path, key: SigningKey, tmp: Path) -> None:
 
 def package_bomb(b: Path, key: SigningKey, tmp: Path) -> None:
     # a well-formed, correctly hashed and signed .conda whose payload expands 80 MB from a few KB
-    bomb = make_conda(tmp, "dummy-a", "0.1.0", "hb0f4dca_0", "linux-64",
-                      pkg_members=[file_member("share/zeros", b"\0" * (80 * 1024 * 1024))], level=19)
+    bomb = make_conda(
+        tmp,
+        "dummy-a",
+        "0.1.0",
+        "hb0f4dca_0",
+        "linux-64",
+        pkg_members=[file_member("share/zeros", b"\0" * (80 * 1024 * 1024))],
+        level=19,
+    )
     data = bomb.read_bytes()
     doc = _manifest(b)
     _rewrite(b, doc, PKG, data)
@@ -155,8 +162,19 @@ def tar_symlink(b: Path, key: SigningKey, tmp: Path) -> Path:
     return _tar_of(b, link)
 
 
-ATTACKS = [tampered_byte, extra_file, missing_file, path_traversal, symlink, package_bomb, wrong_signature,
-           unknown_key, tar_traversal, tar_bomb, tar_symlink]
+ATTACKS = [
+    tampered_byte,
+    extra_file,
+    missing_file,
+    path_traversal,
+    symlink,
+    package_bomb,
+    wrong_signature,
+    unknown_key,
+    tar_traversal,
+    tar_bomb,
+    tar_symlink,
+]
 
 
 def _nothing_imported(inside: Server, shas: set[str]) -> None:

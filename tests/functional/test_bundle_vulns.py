@@ -16,8 +16,16 @@ from condavault.airgap.importer import Importer
 from tests.functional.test_bundle import two_servers
 from tests.support.server import Server
 
-ITEMS = [("openssl", "1.1.1t"), ("openssl", "3.0.8"), ("openssl", "3.1.1"), ("protobuf", "4.25.7"),
-         ("curl", "7.61.0"), ("flask", "0.12"), ("django", "2.0"), ("aiohttp", "3.8.0")]
+ITEMS = [
+    ("openssl", "1.1.1t"),
+    ("openssl", "3.0.8"),
+    ("openssl", "3.1.1"),
+    ("protobuf", "4.25.7"),
+    ("curl", "7.61.0"),
+    ("flask", "0.12"),
+    ("django", "2.0"),
+    ("aiohttp", "3.8.0"),
+]
 
 
 @pytest.fixture
@@ -29,8 +37,10 @@ def _import_records(server: Server, channel: str, items: list[tuple[str, str]]) 
     with server.client() as c:
         if c.get(f"/api/channels/{channel}").status_code == 404:
             server.channel(channel)
-        packages = {f"{n}-{v}-0.tar.bz2": {"name": n, "version": v, "build": "0", "build_number": 0, "depends": []}
-                    for n, v in items}
+        packages = {
+            f"{n}-{v}-0.tar.bz2": {"name": n, "version": v, "build": "0", "build_number": 0, "depends": []}
+            for n, v in items
+        }
         r = c.post(f"/api/channels/{channel}/subdirs/noarch/import", json={"packages": packages})
         assert r.status_code == 200, r.text
         assert c.post("/api/cves/sweep").status_code == 200
@@ -56,28 +66,46 @@ def _advisories(server: Server) -> dict[str, str]:
     with server.client() as c:
         rows = c.get("/api/cves", params={"limit": 1000}).json()
     assert rows
-    return {a["id"]: json.dumps({k: v for k, v in a.items() if not k.endswith(("_at", "updated", "created"))},
-                                sort_keys=True) for a in rows}
+    return {
+        a["id"]: json.dumps(
+            {k: v for k, v in a.items() if not k.endswith(("_at", "updated", "created"))}, sort_keys=True
+        )
+        for a in rows
+    }
 
 
 def test_vulns_bundle_gives_the_links_of_an_online_sync(pair, testdata: Path, tmp_path: Path) -> None:
     origin, inside, _trusted = pair
     v = testdata / "vulns"
     _import_records(origin, "v", ITEMS)
-    _sync(origin, v / "cve5" / "openssl", v / "nvd" / "api-2.0-multi", v / "cve5" / "osv.dev-cve5",
-          v / "osv-pypi" / "flask", v / "osv-pypi" / "django",
-          testdata / "mappings" / "parselmouth" / "v0" / "conda-forge" / "compressed_mapping.json")
+    _sync(
+        origin,
+        v / "cve5" / "openssl",
+        v / "nvd" / "api-2.0-multi",
+        v / "cve5" / "osv.dev-cve5",
+        v / "osv-pypi" / "flask",
+        v / "osv-pypi" / "django",
+        testdata / "mappings" / "parselmouth" / "v0" / "conda-forge" / "compressed_mapping.json",
+    )
     online = _links(origin, "v")
     assert len(online) >= 5, online
     # curation on the connected side travels too: one link decision and one version-range rule
     adv, fn = sorted((a, f) for a, f, _s, _k in online if f.startswith("openssl-3.0.8"))[0]
     with origin.client() as c:
-        r = c.post(f"/api/cves/{adv}/curate", json={"status": "mitigated", "reason": "patched build",
-                                                    "files": [{"channel": "v", "subdir": "noarch", "filename": fn}]})
+        r = c.post(
+            f"/api/cves/{adv}/curate",
+            json={
+                "status": "mitigated",
+                "reason": "patched build",
+                "files": [{"channel": "v", "subdir": "noarch", "filename": fn}],
+            },
+        )
         assert r.status_code == 200, r.text
         django_adv = sorted(a for a, f, _s, _k in online if f.startswith("django"))[0]
-        r = c.post(f"/api/cves/{django_adv}/curate", json={"status": "cleared", "reason": "not used",
-                                                           "package": "django", "versions": "2.0"})
+        r = c.post(
+            f"/api/cves/{django_adv}/curate",
+            json={"status": "cleared", "reason": "not used", "package": "django", "versions": "2.0"},
+        )
         assert r.status_code == 200, r.text
     curated = _links(origin, "v")
     assert curated != online

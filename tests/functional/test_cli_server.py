@@ -15,8 +15,13 @@ from tests.support.server import free_port
 
 def _cv(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-    return subprocess.run([sys.executable, "-m", "condavault", *args], env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "condavault", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_serve_on_fresh_folder_creates_everything_and_prints_token_once(tmp_path: Path) -> None:
@@ -24,8 +29,13 @@ def test_serve_on_fresh_folder_creates_everything_and_prints_token_once(tmp_path
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
     # `serve --data-dir D` (the README's form); the global `condavault --data-dir D serve` works too
-    proc = subprocess.Popen([sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port", str(port)],
-                            env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port", str(port)],
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):

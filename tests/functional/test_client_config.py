@@ -21,12 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 PKGS = [f"noarch/{n}-{v}-0.conda" for n in ("dependency", "dependent") for v in ("1.0", "2.0")]
 
 
-def cli(server: Server, *args: str, cwd: Path, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    server: Server, *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
     base.update(CONDAVAULT_URL=server.url, COLUMNS="200", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "condavault", *args], cwd=cwd, env=base, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "condavault", *args], cwd=cwd, env=base, capture_output=True, text=True, timeout=120
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -59,8 +61,9 @@ def test_which_token_the_cli_sends(shared_server: Server, tmp_path: Path) -> Non
     assert me["username"] == "admin" and me["credentials"] == "--token"
 
 
-def test_client_config_issues_a_read_token_in_one_format(shared_server: Server, packages_dir: Path,
-                                                         tmp_path: Path) -> None:
+def test_client_config_issues_a_read_token_in_one_format(
+    shared_server: Server, packages_dir: Path, tmp_path: Path
+) -> None:
     server = shared_server
     server.channel("cc-priv", "private")
     server.channel("cc-other", "private")
@@ -80,8 +83,9 @@ def test_client_config_issues_a_read_token_in_one_format(shared_server: Server, 
         assert r.status_code == 403
         me = c.get("/api/whoami").json()
         assert me["scopes"] == [{"scope": "read", "channels": ["cc-priv"]}]
-    pixi = tomllib.loads(cli(server, "client-config", "cc-priv", "--format", "pixi", "--with-token", cwd=tmp_path,
-                             env=env).stdout)
+    pixi = tomllib.loads(
+        cli(server, "client-config", "cc-priv", "--format", "pixi", "--with-token", cwd=tmp_path, env=env).stdout
+    )
     (url,) = pixi["workspace"]["channels"]
     assert re.fullmatch(rf"{re.escape(server.url)}/api/repo/t/[A-Za-z0-9-]+/cc-priv", url)
     bad = cli(server, "client-config", "cc-priv", "--format", "rattler", cwd=tmp_path, env=env, check=False)
@@ -93,19 +97,36 @@ def test_the_documented_py_rattler_snippet_works(shared_server: Server, packages
     server.channel("cc-rattler", "private")
     for p in PKGS:
         ok(server.upload("cc-rattler", packages_dir / p))
-    auth = cli(server, "client-config", "cc-rattler", "--format", "rattler", "--with-token", cwd=tmp_path,
-               env={"CONDAVAULT_TOKEN": server.admin_token}).stdout
+    auth = cli(
+        server,
+        "client-config",
+        "cc-rattler",
+        "--format",
+        "rattler",
+        "--with-token",
+        cwd=tmp_path,
+        env={"CONDAVAULT_TOKEN": server.admin_token},
+    ).stdout
     assert list(json.loads(auth)) == ["127.0.0.1"]  # keyed by host, without the port
     (tmp_path / "auth.json").write_text(auth)
     doc = (REPO / "docs" / "clients.md").read_text()
-    section = doc[doc.index("## rattler / py-rattler"):]
+    section = doc[doc.index("## rattler / py-rattler") :]
     start = section.index("```python") + len("```python")
     snippet = section[start : section.index("```", start)]
-    code = (snippet.replace("https://condavault.example.com", server.url).replace("team-ml", "cc-rattler")
-            .replace('"mypkg"', '"dependent"'))
+    code = (
+        snippet.replace("https://condavault.example.com", server.url)
+        .replace("team-ml", "cc-rattler")
+        .replace('"mypkg"', '"dependent"')
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RATTLER_", "CONDAVAULT_"))}
-    run = subprocess.run([sys.executable, "-c", code], env={**env, "RATTLER_AUTH_FILE": str(tmp_path / "auth.json"),
-                         "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "RATTLER_AUTH_FILE": str(tmp_path / "auth.json"), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     # py-rattler 0.28 sometimes crashes while the interpreter shuts down after HTTP use (SIGSEGV, or
     # SIGABRT "PyGILState_Release ... finalizing", in its runtime's threads), after the script has done
     # its work: the check is on what the snippet printed
@@ -113,6 +134,7 @@ def test_the_documented_py_rattler_snippet_works(shared_server: Server, packages
     assert "dependent-2.0" in run.stdout and "dependency-" in run.stdout, (run.stdout, run.stderr[-3000:])
     # the same without credentials: the channel answers 401
     env_no = {**env, "RATTLER_AUTH_FILE": str(tmp_path / "missing.json"), "HOME": str(tmp_path)}
-    denied = subprocess.run([sys.executable, "-c", code], env=env_no, capture_output=True, text=True, timeout=180,
-                            cwd=tmp_path)
+    denied = subprocess.run(
+        [sys.executable, "-c", code], env=env_no, capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
     assert denied.returncode != 0 and "401" in denied.stderr and "dependent" not in denied.stdout

@@ -15,15 +15,22 @@ from tests.support.server import Server
 
 def test_four_processes_fifty_concurrent_uploads_each(server: Server, tmp_path: Path) -> None:
     server.channel("busy")
-    files = [
-        make_conda(tmp_path, f"conc{i % 4}", f"1.{i}", "0", "noarch") for i in range(200)
-    ]
+    files = [make_conda(tmp_path, f"conc{i % 4}", f"1.{i}", "0", "noarch") for i in range(200)]
     batches = [files[i::4] for i in range(4)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.support.upload_worker", server.url, server.admin_token, "busy",
-             *map(str, batch)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.support.upload_worker",
+                server.url,
+                server.admin_token,
+                "busy",
+                *map(str, batch),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for batch in batches
     ]
@@ -38,12 +45,16 @@ def test_four_processes_fifty_concurrent_uploads_each(server: Server, tmp_path: 
         import msgpack
         import zstandard
 
-        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(
-            c.get("/api/repo/busy/noarch/repodata_shards.msgpack.zst").content))
+        index = msgpack.unpackb(
+            zstandard.ZstdDecompressor().decompress(c.get("/api/repo/busy/noarch/repodata_shards.msgpack.zst").content)
+        )
         in_shards = set()
         for name, digest in index["shards"].items():
-            shard = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(
-                c.get(f"/api/repo/busy/noarch/shards/{digest.hex()}.msgpack.zst").content))
+            shard = msgpack.unpackb(
+                zstandard.ZstdDecompressor().decompress(
+                    c.get(f"/api/repo/busy/noarch/shards/{digest.hex()}.msgpack.zst").content
+                )
+            )
             assert {r["name"] for r in shard["packages.conda"].values()} == {name}
             in_shards |= set(shard["packages.conda"])
         assert in_shards == set(listed)
@@ -62,8 +73,16 @@ def test_an_upload_rereads_only_its_own_package_name(server: Server, tmp_path: P
     for i in range(3000):
         name, version = f"bulk{i % 300}", f"1.{i // 300}"
         repodata["packages.conda"][f"{name}-{version}-0.conda"] = {
-            "name": name, "version": version, "build": "0", "build_number": 0, "depends": [], "subdir": "noarch",
-            "sha256": f"{i:064x}", "md5": "0" * 32, "size": 100, "timestamp": 1700000000000,
+            "name": name,
+            "version": version,
+            "build": "0",
+            "build_number": 0,
+            "depends": [],
+            "subdir": "noarch",
+            "sha256": f"{i:064x}",
+            "md5": "0" * 32,
+            "size": 100,
+            "timestamp": 1700000000000,
         }
     with server.client() as c:
         assert c.post("/api/channels/incremental/subdirs/noarch/import", json=repodata).status_code == 200
@@ -93,8 +112,11 @@ def test_index_lease_of_a_killed_process_is_taken_over(server: Server, tmp_path:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with server.ctx.db.write_session() as s:
-        s.execute(update(SubdirState).where(SubdirState.channel_id == cid).values(
-            lease_holder=f"{socket.gethostname()}:{dead.pid}:dead", lease_until=1e12))
+        s.execute(
+            update(SubdirState)
+            .where(SubdirState.channel_id == cid)
+            .values(lease_holder=f"{socket.gethostname()}:{dead.pid}:dead", lease_until=1e12)
+        )
         mark_dirty(s, cid, "noarch", None)
     assert (cid, "noarch") in server.ctx.indexer.pending_subdirs()
     assert server.ctx.indexer.index_subdir(cid, "noarch") is True

@@ -42,11 +42,17 @@ def world(shared_server: Server, tmp_path_factory: pytest.TempPathFactory) -> tu
     work = tmp_path_factory.mktemp("dp")
     ok(srv.upload(ch["public"], make_conda(work, "dplib", "1.0", "0")))
     for v in ("1.0", "2.0"):  # the newest build's spec is the one listed
-        ok(srv.upload(ch["public"], make_conda(work, "dptool", v, "0",
-                                               index_extra={"depends": [f"dplib >={v}", "python"]})))
+        ok(
+            srv.upload(
+                ch["public"], make_conda(work, "dptool", v, "0", index_extra={"depends": [f"dplib >={v}", "python"]})
+            )
+        )
     ok(srv.upload(ch["authenticated"], make_conda(work, "dpauth", "1.0", "0", index_extra={"depends": ["dplib"]})))
-    ok(srv.upload(ch["private"], make_conda(work, f"dpsecret{tag}", "1.0", "0",
-                                            index_extra={"depends": ["dplib 1.*"]})))
+    ok(
+        srv.upload(
+            ch["private"], make_conda(work, f"dpsecret{tag}", "1.0", "0", index_extra={"depends": ["dplib 1.*"]})
+        )
+    )
     return srv, acc, ch
 
 
@@ -69,8 +75,11 @@ def test_only_readable_channels(world: tuple[Server, Accounts, dict[str, str]], 
         # the private channel's own package: the same 404 as a missing channel for those who may not read it
         r = c.get(f"/api/channels/{ch['private']}/packages/{secret}/dependants")
         files = c.get(f"/api/channels/{ch['private']}/files")  # the same answer as every channel route
-        assert r.status_code == files.status_code == (200 if who in ("member", "admin") else
-                                                      401 if who == "anonymous" else 403), r.text
+        assert (
+            r.status_code
+            == files.status_code
+            == (200 if who in ("member", "admin") else 401 if who == "anonymous" else 403)
+        ), r.text
         assert secret not in r.text or who in ("member", "admin")
         missing = c.get(f"/api/channels/{ch['public']}/packages/dp-nothing/dependants")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "package_not_found"
@@ -101,8 +110,9 @@ def test_paging_and_bounds(world: tuple[Server, Accounts, dict[str, str]]) -> No
         assert c.get(f"/api/channels/{ch['public']}/packages/python/dependants").status_code == 404
 
 
-def test_index_follows_every_writer(world: tuple[Server, Accounts, dict[str, str]],
-                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_index_follows_every_writer(
+    world: tuple[Server, Accounts, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     srv, _acc, _ch = world
     tag = uuid.uuid4().hex[:6]
     a, b = srv.channel(f"dpa-{tag}"), srv.channel(f"dpb-{tag}")
@@ -119,17 +129,37 @@ def test_index_follows_every_writer(world: tuple[Server, Accounts, dict[str, str
         ok(c.post(f"/api/channels/{b}/files/remove", json={"files": ["noarch/dpuser-1.0-0.conda"]}))
         assert pairs(dependants(c, a, "dpbase")) == {(a, "dpuser")}
         # move: follows the record to its new channel
-        ok(c.post(f"/api/channels/{a}/files/copy",
-                  json={"to": b, "files": ["noarch/dpuser-1.0-0.conda"], "move": True}))
+        ok(
+            c.post(
+                f"/api/channels/{a}/files/copy", json={"to": b, "files": ["noarch/dpuser-1.0-0.conda"], "move": True}
+            )
+        )
         assert pairs(dependants(c, a, "dpbase")) == {(b, "dpuser")}
         # metadata-only import (no archive): its depends count as well
-        repodata = {"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": {
-            "dpimported-3.0-h1_0.conda": {"name": "dpimported", "version": "3.0", "build": "h1_0",
-                                          "build_number": 0, "depends": ["dpbase 1.0.*", "libzz"],
-                                          "subdir": "linux-64", "sha256": "ab" * 32, "md5": "cd" * 16,
-                                          "size": 10}}}
-        ok(c.post(f"/api/channels/{a}/subdirs/linux-64/import", content=json.dumps(repodata),
-                  headers={"Content-Type": "application/json"}))
+        repodata = {
+            "info": {"subdir": "linux-64"},
+            "packages": {},
+            "packages.conda": {
+                "dpimported-3.0-h1_0.conda": {
+                    "name": "dpimported",
+                    "version": "3.0",
+                    "build": "h1_0",
+                    "build_number": 0,
+                    "depends": ["dpbase 1.0.*", "libzz"],
+                    "subdir": "linux-64",
+                    "sha256": "ab" * 32,
+                    "md5": "cd" * 16,
+                    "size": 10,
+                }
+            },
+        }
+        ok(
+            c.post(
+                f"/api/channels/{a}/subdirs/linux-64/import",
+                content=json.dumps(repodata),
+                headers={"Content-Type": "application/json"},
+            )
+        )
         body = dependants(c, a, "dpbase")
         assert pairs(body) == {(b, "dpuser"), (a, "dpimported")}
         assert next(d for d in body["dependants"] if d["name"] == "dpimported")["spec"] == "dpbase 1.0.*"
@@ -137,9 +167,11 @@ def test_index_follows_every_writer(world: tuple[Server, Accounts, dict[str, str
         ok(c.delete(f"/api/channels/{b}"))
         assert pairs(dependants(c, a, "dpbase")) == {(a, "dpimported")}
     with srv.ctx.db.session() as s:  # nothing left behind for the deleted channel's records
-        orphans = s.execute(sa.text(
-            "SELECT count(*) FROM record_depends d LEFT JOIN records r ON r.id = d.record_id WHERE r.id IS NULL"
-        )).scalar()
+        orphans = s.execute(
+            sa.text(
+                "SELECT count(*) FROM record_depends d LEFT JOIN records r ON r.id = d.record_id WHERE r.id IS NULL"
+            )
+        ).scalar()
     assert orphans == 0
 
 
@@ -150,36 +182,55 @@ def test_migration_backfills(tmp_path: Path, db_backend: str) -> None:
         engine = make_engine(url)
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text("INSERT INTO channels (id, name, privacy, description, created_at) "
-                                     "VALUES (1, 'old', 'public', '', CURRENT_TIMESTAMP)"))
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO channels (id, name, privacy, description, created_at) "
+                        "VALUES (1, 'old', 'public', '', CURRENT_TIMESTAMP)"
+                    )
+                )
                 for i, deps in enumerate([["zlib >=1.2", "python 3.11.*", "zlib"], [], None, ["conda-forge::zlib"]]):
                     rec = {"name": f"p{i}", "version": "1", "build": "0"}
                     if deps is not None:
                         rec["depends"] = deps
-                    conn.execute(sa.text(
-                        "INSERT INTO records (id, channel_id, subdir, filename, name, version, build, build_number, "
-                        "record, fragment, indexed_timestamp, has_blob, removed, created_at) VALUES (:id, 1, "
-                        "'noarch', :fn, :name, '1', '0', 0, :rec, '', 0, false, false, CURRENT_TIMESTAMP)"),
-                        {"id": i + 1, "fn": f"p{i}-1-0.conda", "name": f"p{i}", "rec": json.dumps(rec)})
-                conn.execute(sa.text(  # a record whose text is not JSON: skipped, not a failed upgrade
-                    "INSERT INTO records (id, channel_id, subdir, filename, name, version, build, build_number, "
-                    "record, fragment, indexed_timestamp, has_blob, removed, created_at) VALUES (9, 1, 'noarch', "
-                    "'bad-1-0.conda', 'bad', '1', '0', 0, 'not json', '', 0, false, false, CURRENT_TIMESTAMP)"))
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO records (id, channel_id, subdir, filename, name, version, build, "
+                            "build_number, "
+                            "record, fragment, indexed_timestamp, has_blob, removed, created_at) VALUES (:id, 1, "
+                            "'noarch', :fn, :name, '1', '0', 0, :rec, '', 0, false, false, CURRENT_TIMESTAMP)"
+                        ),
+                        {"id": i + 1, "fn": f"p{i}-1-0.conda", "name": f"p{i}", "rec": json.dumps(rec)},
+                    )
+                conn.execute(
+                    sa.text(  # a record whose text is not JSON: skipped, not a failed upgrade
+                        "INSERT INTO records (id, channel_id, subdir, filename, name, version, build, "
+                        "build_number, "
+                        "record, fragment, indexed_timestamp, has_blob, removed, created_at) VALUES (9, 1, 'noarch', "
+                        "'bad-1-0.conda', 'bad', '1', '0', 0, 'not json', '', 0, false, false, CURRENT_TIMESTAMP)"
+                    )
+                )
             migrate.upgrade(url)
             with engine.connect() as conn:
-                rows = set(conn.execute(sa.text(
-                    "SELECT record_id, name, channel_id, dependant, spec FROM record_depends")).all())
+                rows = set(
+                    conn.execute(
+                        sa.text("SELECT record_id, name, channel_id, dependant, spec FROM record_depends")
+                    ).all()
+                )
         finally:
             engine.dispose()
-        assert rows == {(1, "zlib", 1, "p0", "zlib >=1.2"), (1, "python", 1, "p0", "python 3.11.*"),
-                        (4, "zlib", 1, "p3", "conda-forge::zlib")}
+        assert rows == {
+            (1, "zlib", 1, "p0", "zlib >=1.2"),
+            (1, "python", 1, "p0", "python 3.11.*"),
+            (4, "zlib", 1, "p3", "conda-forge::zlib"),
+        }
     finally:
         if pg_name:
             drop_pg_database(pg_name)
 
 
-def test_count_is_capped_and_paging_knows_about_more(world: tuple[Server, Accounts, dict[str, str]],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_count_is_capped_and_paging_knows_about_more(
+    world: tuple[Server, Accounts, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The count stops at COUNT_CAP + 1 (``python`` has a dependant in nearly every package); without a
     count the caller learns only whether there is more than the page."""
     from condavault.auth.identity import Identity
@@ -200,8 +251,9 @@ def test_count_is_capped_and_paging_knows_about_more(world: tuple[Server, Accoun
     assert len(found) == 1 and more == 3  # the last page
 
 
-def test_metadata_refresh_rewrites_the_rows(world: tuple[Server, Accounts, dict[str, str]],
-                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_metadata_refresh_rewrites_the_rows(
+    world: tuple[Server, Accounts, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Same bytes, new upstream metadata (a mirror's repodata patch, an air-gap sync): the record's
     dependency rows follow its new ``depends``."""
     from sqlalchemy import select

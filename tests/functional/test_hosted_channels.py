@@ -63,8 +63,11 @@ def _solve_and_install(channel_url: str, tmp: Path, sharded: bool) -> list[str]:
         gateway = Gateway(cache_dir=tmp / "gw-cache", default_config=cfg)
         channel = Channel(channel_url, ChannelConfig())
         records = await rattler.solve(
-            sources=[channel], specs=["another_dependent"], gateway=gateway,
-            platforms=["linux-64", "noarch"], virtual_packages=[],
+            sources=[channel],
+            specs=["another_dependent"],
+            gateway=gateway,
+            platforms=["linux-64", "noarch"],
+            virtual_packages=[],
         )
         await rattler.install(records, target_prefix=tmp / "env", cache_dir=tmp / "pkgs")
         return sorted(r.name.normalized for r in records)
@@ -201,8 +204,9 @@ def test_identical_reupload_is_a_noop_and_different_bytes_conflict(
 def test_copy_move_remove_and_listing(shared_server: Server, full_channel: str, tmp_path: Path) -> None:
     shared_server.channel("staging")
     shared_server.channel("prod")
-    shared_server.cli("package", "copy", full_channel, "staging", "noarch/dependency-1.0-0.conda",
-                      "noarch/dependency-2.0-0.conda")
+    shared_server.cli(
+        "package", "copy", full_channel, "staging", "noarch/dependency-1.0-0.conda", "noarch/dependency-2.0-0.conda"
+    )
     shared_server.cli("package", "move", "staging", "prod", "noarch/dependency-2.0-0.conda")
     with shared_server.client(None) as c:
         staging = c.get("/api/repo/staging/noarch/repodata.json").json()["packages.conda"]
@@ -240,7 +244,11 @@ def test_check_and_reindex(shared_server: Server, full_channel: str) -> None:
     path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
     try:
         proc = shared_server.cli(
-            "--data-dir", str(shared_server.settings.data_dir), "check", "--json", check=False,
+            "--data-dir",
+            str(shared_server.settings.data_dir),
+            "check",
+            "--json",
+            check=False,
             env={"CONDAVAULT_DATABASE_URL": shared_server.settings.db_url},
         )
         report = json.loads(proc.stdout) if proc.returncode in (0, 1) and proc.stdout.startswith("{") else None
@@ -260,4 +268,3 @@ def test_health_ready_metrics_openapi(shared_server: Server) -> None:
         assert "condavault_package_downloads_total" in metrics
         spec = c.get("/api/openapi.json").json()
         assert "/api/channels/{name}/files" in spec["paths"]
-

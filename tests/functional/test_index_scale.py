@@ -64,8 +64,11 @@ def test_superseded_index_blobs_are_collected_after_the_retention(gc_server: Ser
     wait_for(lambda: _lists(srv, "gc", b.name))
     second = _published(srv, "gc")
     superseded = {h for key, h in first.items() if second.get(key) != h} - set(second.values())
-    assert {k[1] for k in first if second.get(k) != first[k]} >= {"repodata.json", "repodata.json.zst",
-                                                                  "current_repodata.json"}
+    assert {k[1] for k in first if second.get(k) != first[k]} >= {
+        "repodata.json",
+        "repodata.json.zst",
+        "current_repodata.json",
+    }
     assert superseded and all(srv.ctx.blobs.exists(h) for h in superseded)
 
     # within the retention nothing is collected (a run with an hour's retention deletes nothing)
@@ -102,8 +105,11 @@ def test_a_blob_published_again_is_kept_and_expired_shards_are_collected(gc_serv
     assert old_shards and not old_shards & set(shards.values())  # gamma 1.0's shard was superseded by 2.0's
     assert all(srv.ctx.blobs.exists(h) for h in old_shards)
     # superseded shards stay shard_retention_days (clients cache shard indexes); then they go too
-    srv.ctx.db.run_write(lambda s: s.execute(update(ShardBlob).where(ShardBlob.superseded_at.is_not(None))
-                                             .values(superseded_at=long_ago)))
+    srv.ctx.db.run_write(
+        lambda s: s.execute(
+            update(ShardBlob).where(ShardBlob.superseded_at.is_not(None)).values(superseded_at=long_ago)
+        )
+    )
     for h in old_shards:  # and their files are as old (a blob's mtime is when it was last written or relied on)
         os.utime(srv.ctx.blobs.path(h), (long_ago.timestamp(), long_ago.timestamp()))
     assert srv.ctx.indexer.expire_old_shards() == len(old_shards)
@@ -128,11 +134,21 @@ def test_a_deleted_channels_index_files_are_collected_too(gc_server: Server, tmp
         assert c.delete("/api/channels/gone").status_code in (200, 204)
     wait_for(lambda: not any(srv.ctx.blobs.exists(h) for h in published | shards), timeout=60)
     assert srv.ctx.blobs.exists(hashlib.sha256(pkg.read_bytes()).hexdigest())  # package bytes: check --repair's
+
+
 def _records(n: int, start: int = 0, name: str = "imp") -> dict[str, dict[str, object]]:
     return {
-        f"{name}{i % 50}-1.{i}-0.conda": {"name": f"{name}{i % 50}", "version": f"1.{i}", "build": "0",
-                                          "build_number": 0, "depends": [], "subdir": "noarch",
-                                          "sha256": f"{i:064x}", "md5": f"{i:032x}", "size": 100 + i}
+        f"{name}{i % 50}-1.{i}-0.conda": {
+            "name": f"{name}{i % 50}",
+            "version": f"1.{i}",
+            "build": "0",
+            "build_number": 0,
+            "depends": [],
+            "subdir": "noarch",
+            "sha256": f"{i:064x}",
+            "md5": f"{i:032x}",
+            "size": 100 + i,
+        }
         for i in range(start, start + n)
     }
 
@@ -152,7 +168,11 @@ def test_a_streamed_import_is_all_or_nothing_and_chunks_index_what_they_add(shar
         assert c.post(url, content=body).json()["created"] == 4500
         second = json.dumps({"packages.conda": {**_records(100, 4400), **_records(500, 0, "more")}}).encode()
         assert c.post(url, content=iter([second[:1000], second[1000:]])).json() == {
-            "created": 500, "unchanged": 100, "replaced": 0, "invalid": 0}
+            "created": 500,
+            "unchanged": 100,
+            "replaced": 0,
+            "invalid": 0,
+        }
         listed = c.get("/api/repo/stream-imp/noarch/repodata.json").json()["packages.conda"]
     assert len(listed) == 5000
     with srv.ctx.db.session() as s:
@@ -190,8 +210,9 @@ def test_behind_nginx_blobs_are_handed_over_with_x_accel_redirect(tmp_path: Path
         stop_server(srv, pg)
 
 
-def test_shards_are_served_from_memory_after_the_first_read_and_never_damaged(shared_server: Server,
-                                                                               tmp_path: Path) -> None:
+def test_shards_are_served_from_memory_after_the_first_read_and_never_damaged(
+    shared_server: Server, tmp_path: Path
+) -> None:
     srv = shared_server
     srv.channel("hot-shards")
     srv.channel("hot-other")

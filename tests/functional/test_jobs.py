@@ -62,7 +62,9 @@ def start_worker(server: Server, threads: int = 4) -> subprocess.Popen[bytes]:
     )
     return subprocess.Popen(
         [sys.executable, "-m", "condavault", "worker", "--threads", str(threads)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -191,8 +193,11 @@ def test_a_schedule_fires_once_however_many_processes_tick(server: Server) -> No
     dbs = [Database(server.settings.db_url) for _ in range(8)]
     schedulers = [Schedules(db, JobQueue(db, server.ctx.kinds, new_holder())) for db in dbs]
     with server.ctx.db.session() as s:
-        s.add(JobSchedule(name="test.race", kind="jobs.noop", params="{}", every_seconds=3600.0, next_at=0.0,
-                          owner="test"))
+        s.add(
+            JobSchedule(
+                name="test.race", kind="jobs.noop", params="{}", every_seconds=3600.0, next_at=0.0, owner="test"
+            )
+        )
     try:
         fired: list[int] = []
         for _ in range(5):
@@ -258,12 +263,16 @@ def test_serve_with_two_workers_answers_every_job_poll(tmp_path: Path, db_backen
     env.update(CONDAVAULT_DATABASE_URL=url, CONDAVAULT_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
         [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data), "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        token = wait_until(lambda: (data / "admin-token").exists() and (data / "admin-token").read_text().strip(),
-                           what="the admin token")
+        token = wait_until(
+            lambda: (data / "admin-token").exists() and (data / "admin-token").read_text().strip(),
+            what="the admin token",
+        )
 
         def up() -> bool:
             try:
@@ -284,8 +293,9 @@ def test_serve_with_two_workers_answers_every_job_poll(tmp_path: Path, db_backen
                     polls.append(c.get(path))  # a new connection now and then: both processes answer
                 c.headers["Connection"] = "close"
             assert [r.status_code for r in polls] == [200] * 40, [r.text for r in polls if r.status_code != 200]
-            final = wait_until(lambda: (j := c.get(f"/api/jobs/{job_id}").json())["state"] == "succeeded" and j,
-                               what="the sync job")
+            final = wait_until(
+                lambda: (j := c.get(f"/api/jobs/{job_id}").json())["state"] == "succeeded" and j, what="the sync job"
+            )
             assert final["kind"] == "vulns.sync" and final["result"]["advisories"] > 0
             kinds = {j["kind"] for j in c.get("/api/jobs").json()}
             assert "vulns.sync" in kinds

@@ -15,8 +15,9 @@ from tests.support.server import Server
 def test_defaults_r_round_trips_record_for_record(shared_server: Server, testdata: Path) -> None:
     original = json.loads((testdata / "repodata/defaults-r/linux-64/repodata.json").read_text())
     shared_server.channel("defaults-r")
-    proc = shared_server.cli("import-repodata", "defaults-r", "linux-64",
-                             str(testdata / "repodata/defaults-r/linux-64/repodata.json"))
+    proc = shared_server.cli(
+        "import-repodata", "defaults-r", "linux-64", str(testdata / "repodata/defaults-r/linux-64/repodata.json")
+    )
     assert "4211" in proc.stdout
     with shared_server.client(None) as c:
         served = c.get("/api/repo/defaults-r/linux-64/repodata.json").json()
@@ -33,8 +34,9 @@ def test_defaults_r_round_trips_record_for_record(shared_server: Server, testdat
         r = c.get(f"/api/repo/defaults-r/linux-64/{next(iter(original['packages']))}")
         assert r.status_code == 404 and r.json()["error"]["code"] == "file_not_available"
     # importing the same file again changes nothing
-    proc = shared_server.cli("import-repodata", "defaults-r", "linux-64",
-                             str(testdata / "repodata/defaults-r/linux-64/repodata.json"))
+    proc = shared_server.cli(
+        "import-repodata", "defaults-r", "linux-64", str(testdata / "repodata/defaults-r/linux-64/repodata.json")
+    )
     assert "'created': 0" in proc.stdout
 
 
@@ -78,15 +80,27 @@ def _conda_index_apply(repodata: dict[str, Any], instructions: dict[str, Any]) -
 
 def _synthetic_repodata(subdir: str, instructions: dict[str, Any]) -> dict[str, Any]:
     """Records for every filename the instructions name (plus .conda twins of every third, and bystanders)."""
-    names = sorted({*instructions.get("packages", {}), *instructions.get("remove", []),
-                    *instructions.get("revoke", [])})
+    names = sorted(
+        {*instructions.get("packages", {}), *instructions.get("remove", []), *instructions.get("revoke", [])}
+    )
     repodata: dict[str, Any] = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}
     for i, fn in enumerate([*names, "bystander-1.0-0.tar.bz2"]):
         stem = fn[: -len(".tar.bz2")]
         name, version, build = stem.rsplit("-", 2)
-        rec = {"name": name, "version": version, "build": build, "build_number": 0, "subdir": subdir,
-               "depends": ["python >=2.7"], "license": "BSD", "features": "old", "md5": "0" * 32,
-               "sha256": f"{i:064x}", "size": 1000 + i, "timestamp": 1500000000000}
+        rec = {
+            "name": name,
+            "version": version,
+            "build": build,
+            "build_number": 0,
+            "subdir": subdir,
+            "depends": ["python >=2.7"],
+            "license": "BSD",
+            "features": "old",
+            "md5": "0" * 32,
+            "sha256": f"{i:064x}",
+            "size": 1000 + i,
+            "timestamp": 1500000000000,
+        }
         repodata["packages"][fn] = rec
         if i % 3 == 0:
             repodata["packages.conda"][f"{stem}.conda"] = dict(rec, size=500 + i)
@@ -124,5 +138,6 @@ def test_conda_forge_patch_instructions_apply_like_conda_index(
     with shared_server.client() as c:
         c.put(f"/api/channels/{channel}/subdirs/{subdir}/patch-instructions", json={})
         restored = c.get(f"/api/repo/{channel}/{subdir}/repodata.json").json()
-    assert {fn: {k: v for k, v in r.items() if k != "indexed_timestamp"}
-            for fn, r in restored["packages"].items()} == repodata["packages"]
+    assert {
+        fn: {k: v for k, v in r.items() if k != "indexed_timestamp"} for fn, r in restored["packages"].items()
+    } == repodata["packages"]

@@ -27,8 +27,12 @@ RULES = {
     "reverse-shell": "yara:reverse_shell",
     "blocked": "blocklist",
 }
-WHERE = {"post-link": "bin/.", "eicar": "share/doc/readme.txt", "reverse-shell": "etc/conda/activate.d/",
-         "blocked": "lib/payload.bin"}
+WHERE = {
+    "post-link": "bin/.",
+    "eicar": "share/doc/readme.txt",
+    "reverse-shell": "etc/conda/activate.d/",
+    "blocked": "lib/payload.bin",
+}
 
 
 def _name(prefix: str, kind: str) -> str:
@@ -240,8 +244,10 @@ def test_version_diff_and_the_channel_policy(shared_server: Server, tmp_path: Pa
         r = c.get(f"/api/channels/{ch}/scanning/packages", params={"has": "post-link"})
         assert r.status_code == 200, r.text
         assert [i["filename"] for i in r.json()["items"]] == [v2.name, v3.name]
-        assert {i["filename"] for i in c.get(f"/api/channels/{ch}/scanning/packages",
-                                             params={"has": "network"}).json()["items"]} == {v2.name, v3.name}
+        assert {
+            i["filename"]
+            for i in c.get(f"/api/channels/{ch}/scanning/packages", params={"has": "network"}).json()["items"]
+        } == {v2.name, v3.name}
         r = c.get(f"/api/channels/{ch}/scanning/packages", params={"verdict": "suspicious"})
         assert [i["filename"] for i in r.json()["items"]] == [v2.name]
         assert c.get(f"/api/channels/{ch}/scanning/packages", params={"has": "x" * 41}).status_code == 422
@@ -266,9 +272,16 @@ def test_ossf_json_block_list_and_rescan_bounded_and_resumable(shared_server: Se
         assert server.upload(ch, p).status_code == 200
     victim = pkgs[1]
     sha = hashlib.sha256(victim.read_bytes()).hexdigest()
-    ossf = {"id": "MAL-2099-1", "summary": "Malicious code in rs1", "affected": [
-        {"package": {"ecosystem": "conda", "name": "rs1"},
-         "database_specific": {"malicious-packages-origins": [{"source": "test", "sha256": sha.upper()}]}}]}
+    ossf = {
+        "id": "MAL-2099-1",
+        "summary": "Malicious code in rs1",
+        "affected": [
+            {
+                "package": {"ecosystem": "conda", "name": "rs1"},
+                "database_specific": {"malicious-packages-origins": [{"source": "test", "sha256": sha.upper()}]},
+            }
+        ],
+    }
     with server.client() as c:
         r = c.post("/api/scanning/blocklist", params={"source": "ossf"}, content=json.dumps(ossf).encode())
         assert r.status_code == 200 and r.json() == {"entries": 1, "added": 1, "source": "ossf"}

@@ -44,9 +44,10 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (root / "db" / "condavault.hdb").write_text(f"{hashlib.md5(PAYLOAD).hexdigest()}:{len(PAYLOAD)}:{SIGNATURE}\n")
     sock = root / "clamd.sock"
     conf = root / "clamd.conf"
-    conf.write_text(f"LocalSocket {sock}\nDatabaseDirectory {root / 'db'}\nForeground yes\n"
-                    f"LogFile {root / 'clamd.log'}\nPidFile {root / 'clamd.pid'}\n"
-                    + ("User root\n" if os.geteuid() == 0 else ""))
+    conf.write_text(
+        f"LocalSocket {sock}\nDatabaseDirectory {root / 'db'}\nForeground yes\n"
+        f"LogFile {root / 'clamd.log'}\nPidFile {root / 'clamd.pid'}\n" + ("User root\n" if os.geteuid() == 0 else "")
+    )
     proc = subprocess.Popen([CLAMD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120  # a start-up bound, not an assertion on speed
@@ -87,9 +88,7 @@ def test_clamd_signature_quarantines_an_upload(clam_server: Server, tmp_path: Pa
     assert row["filename"] == bad.name and row["rule"].startswith("clamav:")
 
 
-def test_unreachable_clamd_refuses_the_file_never_stores_it_unscanned(
-    tmp_path: Path, db_backend: str
-) -> None:
+def test_unreachable_clamd_refuses_the_file_never_stores_it_unscanned(tmp_path: Path, db_backend: str) -> None:
     server, pg = start_server(tmp_path / "data", db_backend, clamd_socket=str(tmp_path / "no-clamd.sock"))
     try:
         ch = server.channel("clam-down")

@@ -36,8 +36,14 @@ def test_fuzzing_the_api_finds_no_server_errors(shared_server: Server) -> None:
     identities = {"admin": {"Authorization": f"Bearer {srv.admin_token}"}, "anonymous": {}}
 
     def fuzz(op: Any, mode: GenerationMode, examples: int) -> None:
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.generate],
+        )
         @given(case=op.as_strategy(generation_mode=mode))
         def call(case: schemathesis.Case) -> None:
             for who, headers in identities.items():  # each case as both callers: generating costs most
@@ -47,9 +53,11 @@ def test_fuzzing_the_api_finds_no_server_errors(shared_server: Server) -> None:
                     return  # the client refused to send it
                 cases.append(response.status_code)
                 if response.status_code >= 500:
-                    failures.append(f"{case.method} {case.formatted_path} ({mode.value}, {who}): "
-                                    f"{response.status_code} {response.text[:200]} query={case.query} "
-                                    f"body={str(case.body)[:300]}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} ({mode.value}, {who}): "
+                        f"{response.status_code} {response.text[:200]} query={case.query} "
+                        f"body={str(case.body)[:300]}"
+                    )
 
         try:
             call()

@@ -34,8 +34,9 @@ def _paths_json(archive: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-          testdata: Path) -> Iterator[dict[str, Any]]:
+def world(
+    shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.TempPathFactory, testdata: Path
+) -> Iterator[dict[str, Any]]:
     srv = shared_server
     tmp = tmp_path_factory.mktemp("search-pkgs")
     srv.channel(ALL)
@@ -45,16 +46,32 @@ def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.Te
     proc = srv.cli("upload", ALL, *map(str, files), timeout=900)
     assert "302 created" in proc.stdout, proc.stdout + proc.stderr
     secret = make_conda(
-        tmp, "topsecret-widget", "3.1", "0",
+        tmp,
+        "topsecret-widget",
+        "3.1",
+        "0",
         index_extra={"license": "Secret-License-1.0"},
-        pkg_members=[file_member("lib/libtopsecret.so.7", b"classified"),
-                     file_member("bin/.topsecret-widget-post-link.sh", b"echo hi")],
-        paths_json={"paths_version": 1, "paths": [
-            {"_path": "lib/libtopsecret.so.7", "path_type": "hardlink", "size_in_bytes": 10,
-             "sha256": hashlib.sha256(b"classified").hexdigest()},
-            {"_path": "bin/.topsecret-widget-post-link.sh", "path_type": "hardlink", "size_in_bytes": 7,
-             "sha256": hashlib.sha256(b"echo hi").hexdigest()},
-        ]},
+        pkg_members=[
+            file_member("lib/libtopsecret.so.7", b"classified"),
+            file_member("bin/.topsecret-widget-post-link.sh", b"echo hi"),
+        ],
+        paths_json={
+            "paths_version": 1,
+            "paths": [
+                {
+                    "_path": "lib/libtopsecret.so.7",
+                    "path_type": "hardlink",
+                    "size_in_bytes": 10,
+                    "sha256": hashlib.sha256(b"classified").hexdigest(),
+                },
+                {
+                    "_path": "bin/.topsecret-widget-post-link.sh",
+                    "path_type": "hardlink",
+                    "size_in_bytes": 7,
+                    "sha256": hashlib.sha256(b"echo hi").hexdigest(),
+                },
+            ],
+        },
     )
     other = make_conda(tmp, "otherchan-tool", "1.0", "0")
     ok(srv.upload(SECRET, secret))
@@ -80,8 +97,9 @@ def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.Te
 
 def _client(world: dict[str, Any], who: str = "anonymous") -> httpx.Client:
     tok = world["tokens"][who]
-    return httpx.Client(base_url=world["srv"].url, headers={"Authorization": f"Bearer {tok}"} if tok else {},
-                        timeout=60)
+    return httpx.Client(
+        base_url=world["srv"].url, headers={"Authorization": f"Bearer {tok}"} if tok else {}, timeout=60
+    )
 
 
 def search(world: dict[str, Any], q: str, who: str = "anonymous", **params: Any) -> dict[str, Any]:
@@ -137,8 +155,21 @@ def test_results_carry_the_contract_fields(world: dict[str, Any]) -> None:
     res = search(world, "zlib", channel=ALL, subdir="linux-64")
     assert res["total"] >= 1 and res["page"] == 1 and res["per_page"] == 20
     top = res["results"][0]
-    for key in ("channel", "name", "version", "build", "subdir", "summary", "license", "max_score", "cves",
-                "timestamp", "filename", "sha256", "matched"):
+    for key in (
+        "channel",
+        "name",
+        "version",
+        "build",
+        "subdir",
+        "summary",
+        "license",
+        "max_score",
+        "cves",
+        "timestamp",
+        "filename",
+        "sha256",
+        "matched",
+    ):
         assert key in top, key
     assert (top["name"], top["subdir"], top["license"]) == ("zlib", "linux-64", "zlib")
     assert top["cves"] >= 1 and top["max_score"] >= 9.0  # CVE-2022-37434 (9.8)
@@ -283,14 +314,29 @@ def test_odd_but_valid_text_is_not_an_error(world: dict[str, Any]) -> None:
 
 # -- exactly the channels the caller may read ----------------------------------------------------------
 
-SECRET_QUERIES = ["topsecret-widget", "topsecret", "topsecret-widgett", "path:lib/libtopsecret.so.7",
-                  "license:Secret-License-1.0", "has:post-link", "pkg:conda/sr-secret/topsecret-widget",
-                  "topsecret-widget >=1", "zlib"]
+SECRET_QUERIES = [
+    "topsecret-widget",
+    "topsecret",
+    "topsecret-widgett",
+    "path:lib/libtopsecret.so.7",
+    "license:Secret-License-1.0",
+    "has:post-link",
+    "pkg:conda/sr-secret/topsecret-widget",
+    "topsecret-widget >=1",
+    "zlib",
+]
 
 
-@pytest.mark.parametrize(("who", "sees_secret"), [
-    ("anonymous", False), ("sr-outsider", False), ("sr-member", True), ("scoped", False), ("admin", True),
-])
+@pytest.mark.parametrize(
+    ("who", "sees_secret"),
+    [
+        ("anonymous", False),
+        ("sr-outsider", False),
+        ("sr-member", True),
+        ("scoped", False),
+        ("admin", True),
+    ],
+)
 def test_private_channels_never_leak(world: dict[str, Any], who: str, sees_secret: bool) -> None:
     secret_sha = hashlib.sha256(world["secret"].read_bytes()).hexdigest()
     for q in [*SECRET_QUERIES, f"sha256:{secret_sha}", ""]:

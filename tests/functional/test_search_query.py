@@ -51,8 +51,13 @@ def test_parsed_values() -> None:
 def test_purls() -> None:
     assert parse_purl("pkg:conda/main/zlib@1.2.11").channel == "main"
     p = parse_purl("pkg:conda/absl-py@0.4.1?build=py36h06a4308_0&channel=main&subdir=linux-64&type=tar.bz2")
-    assert (p.name, p.version, p.channel, p.subdir, p.build) == ("absl-py", "0.4.1", "main", "linux-64",
-                                                                "py36h06a4308_0")
+    assert (p.name, p.version, p.channel, p.subdir, p.build) == (
+        "absl-py",
+        "0.4.1",
+        "main",
+        "linux-64",
+        "py36h06a4308_0",
+    )
     assert parse_purl("pkg:conda/zlib?channel=https://conda.anaconda.org/conda-forge").channel == "conda-forge"
     for bad in ("pkg:npm/left-pad", "pkg:conda/", "pkg:conda/a/b/c", "pkg:conda/zlib?subdir=../x"):
         with pytest.raises(InvalidRequest):
@@ -61,8 +66,17 @@ def test_purls() -> None:
 
 @pytest.mark.parametrize(
     "q",
-    ["sha256:12", "has:everything", "path:", "cve:x", "pkg:npm/x", "numpy >=1.2,,<<", "x" * 501, "a\x01b",
-     "license:" + "x" * 201],
+    [
+        "sha256:12",
+        "has:everything",
+        "path:",
+        "cve:x",
+        "pkg:npm/x",
+        "numpy >=1.2,,<<",
+        "x" * 501,
+        "a\x01b",
+        "license:" + "x" * 201,
+    ],
 )
 def test_bad_queries(q: str) -> None:
     with pytest.raises(InvalidRequest) as err:
@@ -71,8 +85,16 @@ def test_bad_queries(q: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kw", [{"sort": "random"}, {"page": 0}, {"page": 1001}, {"per_page": 101}, {"subdir": "../x"}, {"channel": ""},
-           {"license": "x" * 201}],
+    "kw",
+    [
+        {"sort": "random"},
+        {"page": 0},
+        {"page": 1001},
+        {"per_page": 101},
+        {"subdir": "../x"},
+        {"channel": ""},
+        {"license": "x" * 201},
+    ],
 )
 def test_bad_search_parameters(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest):

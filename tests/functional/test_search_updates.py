@@ -31,10 +31,17 @@ def test_search_follows_changes(server: Server, tmp_path: Path) -> None:
     srv = server
     srv.channel("up-a")
     srv.channel("up-b")
-    pkg = make_conda(tmp_path, "fresh-gadget", "1.0", "0",
-                     pkg_members=[file_member("share/fresh-gadget/data.txt", b"x")],
-                     paths_json={"paths_version": 1, "paths": [{"_path": "share/fresh-gadget/data.txt",
-                                                                "path_type": "hardlink", "size_in_bytes": 1}]})
+    pkg = make_conda(
+        tmp_path,
+        "fresh-gadget",
+        "1.0",
+        "0",
+        pkg_members=[file_member("share/fresh-gadget/data.txt", b"x")],
+        paths_json={
+            "paths_version": 1,
+            "paths": [{"_path": "share/fresh-gadget/data.txt", "path_type": "hardlink", "size_in_bytes": 1}],
+        },
+    )
     ok(srv.upload("up-a", pkg))
     # written in the upload's own transaction: searchable as soon as the upload is answered
     assert _where(srv, "fresh-gadget") == {"up-a"}
@@ -64,8 +71,7 @@ def test_search_follows_changes(server: Server, tmp_path: Path) -> None:
 
 def test_mirrors_and_a_rebuild_from_scratch(server: Server, tmp_path: Path, packages_dir: Path) -> None:
     srv = server
-    root = build_channel(packages_dir, tmp_path / "up", subdirs=("linux-64", "noarch"),
-                         names={"zlib", "dependency"})
+    root = build_channel(packages_dir, tmp_path / "up", subdirs=("linux-64", "noarch"), names={"zlib", "dependency"})
     with StaticChannel(root) as upstream:
         create_mirror(srv, "mzp", upstream.url, mode="passive")
         assert run_mirror(srv, "mzp")["status"] == "completed"

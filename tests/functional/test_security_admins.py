@@ -67,8 +67,15 @@ def test_admin_recover_brings_an_administrator_back_offline(server: Server, tmp_
     server.ctx.auth.invalidate()
     with server.client() as c:
         assert c.get("/api/users").status_code == 401  # the admin account is disabled: its token is dead
-    proc = server.cli("--data-dir", str(server.settings.data_dir), "admin", "recover", token=None,
-                      env={"CONDAVAULT_DATABASE_URL": server.settings.db_url}, input="recovered-pass-1\n")
+    proc = server.cli(
+        "--data-dir",
+        str(server.settings.data_dir),
+        "admin",
+        "recover",
+        token=None,
+        env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
+        input="recovered-pass-1\n",
+    )
     token = proc.stdout.strip().splitlines()[-1]
     assert token.startswith("cv-") and "admin:recover" in proc.stderr
     token_file = server.settings.admin_token_path
@@ -81,12 +88,22 @@ def test_admin_recover_brings_an_administrator_back_offline(server: Server, tmp_
         changes = c.get("/api/audit/changes", params={"action": "admin:recover"}).json()
         assert any(ch["action"] == "admin:recover" and ch["target"] == "admin" for ch in changes), changes
     # another account by name, with a password from stdin
-    proc = server.cli("--data-dir", str(server.settings.data_dir), "admin", "recover", "--user", "ad-rescue",
-                      "--password-stdin", token=None, env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
-                      input="rescue-password-1\n")
+    proc = server.cli(
+        "--data-dir",
+        str(server.settings.data_dir),
+        "admin",
+        "recover",
+        "--user",
+        "ad-rescue",
+        "--password-stdin",
+        token=None,
+        env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
+        input="rescue-password-1\n",
+    )
     with server.client(None) as c:
-        r = c.post("/api/auth/login", json={"username": "ad-rescue", "password": "rescue-password-1",
-                                            "issue_token": True})
+        r = c.post(
+            "/api/auth/login", json={"username": "ad-rescue", "password": "rescue-password-1", "issue_token": True}
+        )
         ok(r)
         who = c.get("/api/whoami", headers={"Authorization": f"Bearer {r.json()['token']}"}).json()
         assert who["is_admin"] is True

@@ -24,9 +24,15 @@ PKG = "noarch/dependency-1.0-0.conda"
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory, db_backend: str, packages_dir: Path) -> Iterator[ServeProcess]:
     handle = start_serve(
-        tmp_path_factory.mktemp("hostile") / "data", db_backend,
-        body_timeout=2, header_timeout=2, min_upload_rate=4096, max_upload_bytes=20 * MiB,
-        max_metadata_body_bytes=8 * MiB, login_max_failures_per_ip=3, login_max_failures=1000,
+        tmp_path_factory.mktemp("hostile") / "data",
+        db_backend,
+        body_timeout=2,
+        header_timeout=2,
+        min_upload_rate=4096,
+        max_upload_bytes=20 * MiB,
+        max_metadata_body_bytes=8 * MiB,
+        login_max_failures_per_ip=3,
+        login_max_failures=1000,
     )
     try:
         with handle.client() as c:
@@ -96,8 +102,10 @@ def test_declared_length_over_the_limit_is_refused_unread(serve: ServeProcess) -
     for path, limit_headers in (
         ("/api/auth/login", {"Content-Type": "application/json", "Content-Length": str(2**30)}),
         ("/api/channels/hc-pub/files?filename=big-1-0.conda", {**auth, "Content-Length": str(10 * 2**30)}),
-        ("/api/channels/hc-pub/subdirs/noarch/import",
-         {**auth, "Content-Type": "application/json", "Content-Length": str(9 * MiB)}),
+        (
+            "/api/channels/hc-pub/subdirs/noarch/import",
+            {**auth, "Content-Type": "application/json", "Content-Length": str(9 * MiB)},
+        ),
     ):
         ex = exchange(serve.port, request_head("POST", path, limit_headers), endless())
         assert ex.status == 413, (path, ex.response[:300])
@@ -106,8 +114,11 @@ def test_declared_length_over_the_limit_is_refused_unread(serve: ServeProcess) -
 
 
 def test_an_upload_over_the_limit_stops_and_leaves_nothing(serve: ServeProcess) -> None:
-    head = request_head("POST", "/api/channels/hc-pub/files?filename=big-1-0.conda",
-                        {"Authorization": f"Bearer {serve.token}", "Transfer-Encoding": "chunked"})
+    head = request_head(
+        "POST",
+        "/api/channels/hc-pub/files?filename=big-1-0.conda",
+        {"Authorization": f"Bearer {serve.token}", "Transfer-Encoding": "chunked"},
+    )
     ex = exchange(serve.port, head, chunked(endless()))
     assert ex.status == 413 and ex.closed
     assert 20 * MiB <= ex.sent < 80 * MiB
@@ -119,13 +130,16 @@ def test_large_bodies_are_read_only_after_the_permission_check(serve: ServeProce
         headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        for method, path in (("POST", "/api/channels/hc-pub/subdirs/noarch/import"),
-                             ("PUT", "/api/channels/hc-pub/subdirs/noarch/patch-instructions"),
-                             ("POST", "/api/channels/hc-pub/files?filename=a-1-0.conda"),
-                             ("POST", "/api/cves/sync")):
+        for method, path in (
+            ("POST", "/api/channels/hc-pub/subdirs/noarch/import"),
+            ("PUT", "/api/channels/hc-pub/subdirs/noarch/patch-instructions"),
+            ("POST", "/api/channels/hc-pub/files?filename=a-1-0.conda"),
+            ("POST", "/api/cves/sync"),
+        ):
             ctype = "application/octet-stream" if path.endswith(("conda", "sync")) else "application/json"
-            ex = exchange(serve.port, request_head(method, path, {**headers, "Content-Type": ctype}),
-                          chunked(endless()))
+            ex = exchange(
+                serve.port, request_head(method, path, {**headers, "Content-Type": ctype}), chunked(endless())
+            )
             assert ex.status == status, (method, path, ex.response[:300])
             assert ex.closed and ex.seconds < 5
 
@@ -137,8 +151,11 @@ def test_stalled_and_trickling_clients_are_dropped(serve: ServeProcess) -> None:
     assert ex.status == 408 and ex.closed and b"request_timeout" in ex.response
     assert ex.seconds < 6
     # an upload averaging less than min_upload_rate over a body_timeout window
-    head = request_head("POST", "/api/channels/hc-pub/files?filename=slow-1-0.conda",
-                        {"Authorization": f"Bearer {serve.token}", "Content-Length": str(MiB)})
+    head = request_head(
+        "POST",
+        "/api/channels/hc-pub/files?filename=slow-1-0.conda",
+        {"Authorization": f"Bearer {serve.token}", "Content-Length": str(MiB)},
+    )
     ex = exchange(serve.port, head, (b"x" * 200 for _ in range(1000)), delay=0.2)
     assert ex.status == 408 and ex.closed
     assert ex.seconds < 8
@@ -159,8 +176,9 @@ def test_normal_clients_are_served_while_hostile_ones_stream(serve: ServeProcess
 
     def attacker() -> None:
         while not stop.is_set():
-            head = request_head("POST", "/api/auth/login", {"Content-Type": "application/json",
-                                                             "Transfer-Encoding": "chunked"})
+            head = request_head(
+                "POST", "/api/auth/login", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+            )
             exchange(serve.port, head, chunked(endless()), max_send_seconds=5)
 
     threads = [threading.Thread(target=attacker, daemon=True) for _ in range(8)]
@@ -181,8 +199,11 @@ def test_normal_clients_are_served_while_hostile_ones_stream(serve: ServeProcess
 
 def test_client_disconnects_are_logged_without_tracebacks(serve: ServeProcess, packages_dir: Path) -> None:
     before = len(serve.logs())
-    head = request_head("POST", "/api/channels/hc-pub/files?filename=gone-1-0.conda",
-                        {"Authorization": f"Bearer {serve.token}", "Content-Length": str(10 * MiB)})
+    head = request_head(
+        "POST",
+        "/api/channels/hc-pub/files?filename=gone-1-0.conda",
+        {"Authorization": f"Bearer {serve.token}", "Content-Length": str(10 * MiB)},
+    )
     abort_midway(serve.port, head, b"x" * MiB)
     biggest = max((p for p in packages_dir.rglob("*.conda")), key=lambda p: p.stat().st_size)
     with serve.client() as c:
@@ -207,24 +228,34 @@ def test_forwarded_headers_are_ignored_unless_the_proxy_is_configured(
     statuses = []
     with httpx.Client(base_url=serve.url) as c:
         for i in range(5):
-            r = c.post("/api/auth/login", json={"username": f"nobody{i}", "password": "wrong-password"},
-                       headers={"X-Forwarded-For": f"203.0.113.{i}", "X-Forwarded-Proto": "https"})
+            r = c.post(
+                "/api/auth/login",
+                json={"username": f"nobody{i}", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}", "X-Forwarded-Proto": "https"},
+            )
             statuses.append(r.status_code)
             assert "Secure" not in r.headers.get("set-cookie", "")
     assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429], statuses
     # behind a configured proxy: its X-Forwarded-For is the client, X-Forwarded-Proto makes cookies Secure
-    srv, pg = start_server(tmp_path / "proxied", db_backend, forwarded_allow_ips=["127.0.0.1"],
-                           login_max_failures_per_ip=3)
+    srv, pg = start_server(
+        tmp_path / "proxied", db_backend, forwarded_allow_ips=["127.0.0.1"], login_max_failures_per_ip=3
+    )
     try:
         with srv.client() as c:
             ok(c.post("/api/users", json={"username": "hc-erin", "password": "erin-password-1"}))
         with httpx.Client(base_url=srv.url) as c:
             for i in range(5):
-                r = c.post("/api/auth/login", json={"username": f"nobody{i}", "password": "wrong-password"},
-                           headers={"X-Forwarded-For": f"203.0.113.{i}"})
+                r = c.post(
+                    "/api/auth/login",
+                    json={"username": f"nobody{i}", "password": "wrong-password"},
+                    headers={"X-Forwarded-For": f"203.0.113.{i}"},
+                )
                 assert r.status_code == 401
-            r = c.post("/api/auth/login", json={"username": "hc-erin", "password": "erin-password-1"},
-                       headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.99"})
+            r = c.post(
+                "/api/auth/login",
+                json={"username": "hc-erin", "password": "erin-password-1"},
+                headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.99"},
+            )
             assert any(h.startswith("condavault_session=") and "Secure" in h for h in r.headers.get_list("set-cookie"))
     finally:
         stop_server(srv, pg)

@@ -43,15 +43,17 @@ def world(
         ok(c.post("/api/channels", json={"name": "es-mirrored"}))
         ok(c.post("/api/channels/es-mirrored/grants", json={"role": "owner", "user": "es-mirrorer"}))
         ok(c.post("/api/channels/es-mirrored/grants", json={"role": "es-mirror", "user": "es-mirrorer"}))
-    root = build_channel(packages_dir, tmp_path_factory.mktemp("es-upstream"), subdirs=("noarch",),
-                         names={"dependency"})
+    root = build_channel(
+        packages_dir, tmp_path_factory.mktemp("es-upstream"), subdirs=("noarch",), names={"dependency"}
+    )
     with StaticChannel(root) as upstream:
         yield {"srv": srv, "tokens": tokens, "upstream": upstream, "root": root}
 
 
 def _as(world: dict[str, Any], user: str) -> httpx.Client:
-    return httpx.Client(base_url=world["srv"].url, headers={"Authorization": f"Bearer {world['tokens'][user]}"},
-                        timeout=60)
+    return httpx.Client(
+        base_url=world["srv"].url, headers={"Authorization": f"Bearer {world['tokens'][user]}"}, timeout=60
+    )
 
 
 def test_a_channel_owner_cannot_grant_roles_beyond_his_own(world: dict[str, Any]) -> None:
@@ -73,8 +75,10 @@ def test_a_channel_owner_cannot_grant_roles_beyond_his_own(world: dict[str, Any]
         r = c.delete("/api/channels/es-own/grants", params={"role": "es-mirror", "user": "es-friend"})
         assert r.status_code == 403
         # and with mirror:manage out of reach, he cannot mirror anything into his channel
-        r = c.post("/api/mirrors", json={"name": "es-own-m", "upstream": world["upstream"].url,
-                                         "channel": "es-own", "subdirs": ["noarch"]})
+        r = c.post(
+            "/api/mirrors",
+            json={"name": "es-own-m", "upstream": world["upstream"].url, "channel": "es-own", "subdirs": ["noarch"]},
+        )
         assert r.status_code == 403
 
 
@@ -101,15 +105,30 @@ def test_server_side_paths_as_upstreams_need_a_system_administrator(world: dict[
     local = str(world["root"])
     with _as(world, "es-mirrorer") as c:
         for upstream in (local, f"file://{local}", "/etc", "file:///"):
-            r = c.post("/api/mirrors", json={"name": "es-disk", "upstream": upstream, "channel": "es-mirrored",
-                                             "subdirs": ["noarch"]})
+            r = c.post(
+                "/api/mirrors",
+                json={"name": "es-disk", "upstream": upstream, "channel": "es-mirrored", "subdirs": ["noarch"]},
+            )
             assert r.status_code == 403, (upstream, r.text)
         # a URL upstream is his to configure
-        ok(c.post("/api/mirrors", json={"name": "es-url", "upstream": world["upstream"].url,
-                                        "channel": "es-mirrored", "subdirs": ["noarch"]}))
+        ok(
+            c.post(
+                "/api/mirrors",
+                json={
+                    "name": "es-url",
+                    "upstream": world["upstream"].url,
+                    "channel": "es-mirrored",
+                    "subdirs": ["noarch"],
+                },
+            )
+        )
     with world["srv"].client() as c:
-        ok(c.post("/api/mirrors", json={"name": "es-disk", "upstream": local, "channel": "es-mirrored",
-                                        "subdirs": ["noarch"]}))
+        ok(
+            c.post(
+                "/api/mirrors",
+                json={"name": "es-disk", "upstream": local, "channel": "es-mirrored", "subdirs": ["noarch"]},
+            )
+        )
         ok(c.delete("/api/mirrors/es-disk"))
 
 
@@ -126,28 +145,58 @@ def test_upstream_urls_are_checked_when_configured(world: dict[str, Any]) -> Non
     srv = world["srv"]
     port = world["upstream"].port
     refused = [
-        "http://169.254.169.254/latest", "http://[fd00:ec2::254]/", "http://metadata.google.internal/x",
-        "http://2852039166/", "http://0.0.0.0:80/", f"http://127.0.0.1:{port}", f"http://localhost:{port}",
+        "http://169.254.169.254/latest",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal/x",
+        "http://2852039166/",
+        "http://0.0.0.0:80/",
+        f"http://127.0.0.1:{port}",
+        f"http://localhost:{port}",
         f"http://[::ffff:127.0.0.1]:{port}/",
     ]
     with _loopback_refused(srv), srv.client() as c:
         for upstream in refused:
-            r = c.post("/api/mirrors", json={"name": "es-ssrf", "upstream": upstream, "channel": "es-mirrored",
-                                             "subdirs": ["noarch"]})
+            r = c.post(
+                "/api/mirrors",
+                json={"name": "es-ssrf", "upstream": upstream, "channel": "es-mirrored", "subdirs": ["noarch"]},
+            )
             assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_not_allowed", (upstream, r.text)
-        r = c.post("/api/mirrors", json={"name": "es-ssrf", "upstream": "https://conda.example.org/c",
-                                         "proxy": "http://169.254.169.254:3128", "channel": "es-mirrored",
-                                         "subdirs": ["noarch"]})
+        r = c.post(
+            "/api/mirrors",
+            json={
+                "name": "es-ssrf",
+                "upstream": "https://conda.example.org/c",
+                "proxy": "http://169.254.169.254:3128",
+                "channel": "es-mirrored",
+                "subdirs": ["noarch"],
+            },
+        )
         assert r.status_code == 400 and "proxy" in r.json()["error"]["message"]
         r = c.post("/api/cves/sync", json={"sources": ["http://169.254.169.254/latest/feed.json"]})
         assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_not_allowed", r.text
         r = c.post("/api/cves/sync", json={"sources": [f"http://localhost:{port}/feed.json"]})
         assert r.status_code == 400
     with srv.client() as c:  # with the administrator's allowance, loopback is fine (but metadata never is)
-        ok(c.post("/api/mirrors", json={"name": "es-loop", "upstream": f"http://127.0.0.1:{port}",
-                                        "channel": "es-mirrored", "subdirs": ["noarch"]}))
-        r = c.post("/api/mirrors", json={"name": "es-meta", "upstream": "http://169.254.169.254/",
-                                         "channel": "es-mirrored", "subdirs": ["noarch"]})
+        ok(
+            c.post(
+                "/api/mirrors",
+                json={
+                    "name": "es-loop",
+                    "upstream": f"http://127.0.0.1:{port}",
+                    "channel": "es-mirrored",
+                    "subdirs": ["noarch"],
+                },
+            )
+        )
+        r = c.post(
+            "/api/mirrors",
+            json={
+                "name": "es-meta",
+                "upstream": "http://169.254.169.254/",
+                "channel": "es-mirrored",
+                "subdirs": ["noarch"],
+            },
+        )
         assert r.status_code == 400
 
 
@@ -172,15 +221,33 @@ def test_connections_are_checked_after_redirects_and_dns(world: dict[str, Any]) 
     try:
         with srv.client() as c:
             redirector = f"http://127.0.0.1:{httpd.server_address[1]}"
-            ok(c.post("/api/mirrors", json={"name": "es-redirect", "upstream": redirector,
-                                            "channel": "es-mirrored", "subdirs": ["noarch"]}))
+            ok(
+                c.post(
+                    "/api/mirrors",
+                    json={
+                        "name": "es-redirect",
+                        "upstream": redirector,
+                        "channel": "es-mirrored",
+                        "subdirs": ["noarch"],
+                    },
+                )
+            )
             run = c.post("/api/mirrors/es-redirect/runs", params={"wait": True}).json()
             assert run["status"] == "failed" and "not allowed" in (run["error"] or ""), run
             r = c.post("/api/cves/sync", json={"sources": [f"{redirector}/feed.json"]})
             assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_not_allowed", r.text
             # a name that passed when configured but resolves to a refused address when connecting
-            ok(c.post("/api/mirrors", json={"name": "es-dns", "upstream": f"http://localhost:{world['upstream'].port}",
-                                            "channel": "es-mirrored", "subdirs": ["noarch"]}))
+            ok(
+                c.post(
+                    "/api/mirrors",
+                    json={
+                        "name": "es-dns",
+                        "upstream": f"http://localhost:{world['upstream'].port}",
+                        "channel": "es-mirrored",
+                        "subdirs": ["noarch"],
+                    },
+                )
+            )
             with _loopback_refused(srv):
                 run = c.post("/api/mirrors/es-dns/runs", params={"wait": True}).json()
             assert run["status"] == "failed" and "not allowed" in (run["error"] or ""), run

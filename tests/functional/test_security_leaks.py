@@ -15,8 +15,16 @@ from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel
 
 MIRROR_ROUTES = [
-    ("GET", ""), ("GET", "/export"), ("GET", "/runs"), ("GET", "/runs/1"), ("GET", "/explain?q=x"),
-    ("GET", "/items"), ("POST", "/plan"), ("POST", "/runs"), ("POST", "/cancel"), ("DELETE", ""),
+    ("GET", ""),
+    ("GET", "/export"),
+    ("GET", "/runs"),
+    ("GET", "/runs/1"),
+    ("GET", "/explain?q=x"),
+    ("GET", "/items"),
+    ("POST", "/plan"),
+    ("POST", "/runs"),
+    ("POST", "/cancel"),
+    ("DELETE", ""),
 ]
 
 
@@ -35,8 +43,12 @@ def world(
         ok(c.post("/api/channels/lk-secretchan/grants", json={"role": "viewer", "user": "lk-reader"}))
     root = build_channel(packages_dir, tmp_path_factory.mktemp("lk-up"), subdirs=("noarch",), names={"dependency"})
     with StaticChannel(root) as upstream, srv.client() as c:
-        ok(c.post("/api/mirrors", json={"name": "lk-secret", "upstream": upstream.url, "channel": "lk-secretchan",
-                                        "subdirs": ["noarch"]}))
+        ok(
+            c.post(
+                "/api/mirrors",
+                json={"name": "lk-secret", "upstream": upstream.url, "channel": "lk-secretchan", "subdirs": ["noarch"]},
+            )
+        )
         yield {"srv": srv, "tokens": tokens}
 
 
@@ -102,11 +114,16 @@ def test_huge_or_negative_numbers_are_422_not_500(world: dict[str, Any]) -> None
     with srv.client() as c:
         srv.channel("lk-pub")
         for url, params in (
-            ("/api/cves/history", {"limit": 10**30}), ("/api/cves/history", {"limit": -1}),
-            ("/api/cves", {"offset": 10**30}), ("/api/channels/lk-pub/files", {"offset": 10**30}),
-            ("/api/channels/lk-pub/files", {"offset": 2**63}), ("/api/channels/lk-pub/files", {"limit": -1}),
-            ("/api/mirrors/lk-secret/items", {"offset": 10**30}), ("/api/mirrors/lk-secret/runs/" + str(10**30), {}),
-            ("/api/mirrors/lk-secret/runs", {"limit": 0}), ("/api/audit/changes", {"limit": 10**30}),
+            ("/api/cves/history", {"limit": 10**30}),
+            ("/api/cves/history", {"limit": -1}),
+            ("/api/cves", {"offset": 10**30}),
+            ("/api/channels/lk-pub/files", {"offset": 10**30}),
+            ("/api/channels/lk-pub/files", {"offset": 2**63}),
+            ("/api/channels/lk-pub/files", {"limit": -1}),
+            ("/api/mirrors/lk-secret/items", {"offset": 10**30}),
+            ("/api/mirrors/lk-secret/runs/" + str(10**30), {}),
+            ("/api/mirrors/lk-secret/runs", {"limit": 0}),
+            ("/api/audit/changes", {"limit": 10**30}),
         ):
             for who in (c, httpx.Client(base_url=srv.url)):
                 r = who.get(url, params=params)

@@ -95,20 +95,25 @@ def test_repair_twenty_times_during_an_upload_stream_loses_nothing(
     for sha in orphans:
         assert not server.ctx.blobs.exists(sha)
     # and the real CLI agrees that all is well
-    proc = server.cli("--data-dir", str(server.settings.data_dir), "check", "--json", check=False,
-                      env={"CONDAVAULT_DATABASE_URL": server.settings.db_url})
+    proc = server.cli(
+        "--data-dir",
+        str(server.settings.data_dir),
+        "check",
+        "--json",
+        check=False,
+        env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["problems"] == 0, report
 
 
-def test_repair_keeps_young_blobs_superseded_index_files_and_files_in_flight(
-    server: Server, tmp_path: Path
-) -> None:
+def test_repair_keeps_young_blobs_superseded_index_files_and_files_in_flight(server: Server, tmp_path: Path) -> None:
     server.channel("mt-grace")
     ok(server.upload("mt-grace", make_conda(tmp_path, "mt-a", "1.0", "0")))
     with server.ctx.db.session() as s:
-        first = s.scalar(select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json",
-                                                            PublishedFile.subdir == "noarch"))
+        first = s.scalar(
+            select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch")
+        )
     ok(server.upload("mt-grace", make_conda(tmp_path, "mt-a", "2.0", "0")))
     server.ctx.settle()
     young, old = _orphan(server, age_days=0), _orphan(server, age_days=2)
@@ -118,8 +123,15 @@ def test_repair_keeps_young_blobs_superseded_index_files_and_files_in_flight(
     tmp_old.write_bytes(b"left by a killed process")
     stamp = time.time() - 2 * 3600
     os.utime(tmp_old, (stamp, stamp))
-    proc = server.cli("--data-dir", str(server.settings.data_dir), "check", "--repair", "--json", check=False,
-                      env={"CONDAVAULT_DATABASE_URL": server.settings.db_url})
+    proc = server.cli(
+        "--data-dir",
+        str(server.settings.data_dir),
+        "check",
+        "--repair",
+        "--json",
+        check=False,
+        env={"CONDAVAULT_DATABASE_URL": server.settings.db_url},
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert report["orphan_blobs_deleted"] >= 1 and report["orphan_blobs_within_grace"] >= 2
@@ -138,8 +150,9 @@ def test_check_finds_missing_index_files_and_shards_and_repair_or_reindex_restor
     ctx = server.ctx
     env = {"CONDAVAULT_DATABASE_URL": server.settings.db_url}
     with ctx.db.session() as s:
-        repodata = s.scalar(select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json",
-                                                               PublishedFile.subdir == "noarch"))
+        repodata = s.scalar(
+            select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch")
+        )
         shards = list(s.scalars(select(ShardHead.sha256).where(ShardHead.subdir == "noarch")))
     with server.client(None) as c:
         urls = _shard_urls(c, "mt-index", "noarch")
@@ -158,8 +171,7 @@ def test_check_finds_missing_index_files_and_shards_and_repair_or_reindex_restor
     # check --repair does the same for anything deleted again
     for sha in shards:
         ctx.blobs.delete(sha)
-    proc = server.cli("--data-dir", str(server.settings.data_dir), "check", "--repair", "--json", check=False,
-                      env=env)
+    proc = server.cli("--data-dir", str(server.settings.data_dir), "check", "--repair", "--json", check=False, env=env)
     assert json.loads(proc.stdout)["missing_index_files"]
     ctx.lookup.invalidate()
     with server.client(None) as c:
@@ -191,4 +203,3 @@ def test_the_server_sweeps_temp_files_killed_writes_left(server: Server) -> None
     fresh.write_bytes(b"y")
     assert server.ctx.sweep_temp_files() == len(left)  # the job the server runs every 10 minutes
     assert not any(p.exists() for p in left) and fresh.exists()
-

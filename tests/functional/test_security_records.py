@@ -23,10 +23,12 @@ RACERS = 50
 
 def _race(server: Server, paths: list[Path], **params: Any) -> list[int]:
     def one(path: Path) -> int:
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"},
-                          timeout=120) as c:
-            r = c.post("/api/channels/rc-race/files", params={"filename": path.name, **params},
-                       content=path.read_bytes())
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=120
+        ) as c:
+            r = c.post(
+                "/api/channels/rc-race/files", params={"filename": path.name, **params}, content=path.read_bytes()
+            )
             assert r.status_code < 500, r.text
             return r.status_code
 
@@ -105,27 +107,52 @@ def test_hostile_index_json_documents(shared_server: Server, tmp_path: Path) -> 
     srv = shared_server
     srv.channel("rc-doc")
     deep = b'{"name": "deepdoc", "version": "1.0", "build": "0", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    huge = json.dumps({"name": "hugedoc", "version": "1.0", "build": "0", "subdir": "noarch", "noarch": "generic",
-                       "depends": ["a" * 100] * 100_000}).encode()
+    huge = json.dumps(
+        {
+            "name": "hugedoc",
+            "version": "1.0",
+            "build": "0",
+            "subdir": "noarch",
+            "noarch": "generic",
+            "depends": ["a" * 100] * 100_000,
+        }
+    ).encode()
     for name, raw in (("deepdoc", deep), ("hugedoc", huge)):
         path = make_conda(tmp_path, name, "1.0", "0", info_extra=[file_member("info/index.json", raw)])
         r = srv.upload("rc-doc", path)
         assert r.status_code == 400, r.text
     # the channel still solves with py-rattler
     ok(srv.upload("rc-doc", make_conda(tmp_path, "fine", "1.0", "0")))
-    out = subprocess.run([sys.executable, "-m", "tests.support.rattler_client", f"{srv.repo}/rc-doc",
-                          str(tmp_path / "solve"), "fine"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.rattler_client", f"{srv.repo}/rc-doc", str(tmp_path / "solve"), "fine"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]).get("installed") == ["fine-1.0-0"], out.stdout + out.stderr
 
 
 def test_imported_records_are_validated_too(shared_server: Server) -> None:
     srv = shared_server
     srv.channel("rc-import")
-    good = {"name": "ok", "version": "1.0", "build": "0", "build_number": 0, "depends": ["python"],
-            "sha256": "0" * 64, "md5": "0" * 32, "size": 10, "subdir": "noarch"}
+    good = {
+        "name": "ok",
+        "version": "1.0",
+        "build": "0",
+        "build_number": 0,
+        "depends": ["python"],
+        "sha256": "0" * 64,
+        "md5": "0" * 32,
+        "size": 10,
+        "subdir": "noarch",
+    }
     with srv.client() as c:
-        for bad, field in (({"depends": "python"}, "depends"), ({"build_number": 10**30}, "build_number"),
-                           ({"timestamp": "x"}, "timestamp"), ({"depends": ["a\u0000b"]}, "depends[0]")):
+        for bad, field in (
+            ({"depends": "python"}, "depends"),
+            ({"build_number": 10**30}, "build_number"),
+            ({"timestamp": "x"}, "timestamp"),
+            ({"depends": ["a\u0000b"]}, "depends[0]"),
+        ):
             body = {"packages.conda": {"ok-1.0-0.conda": {**good, **bad}}}
             r = c.post("/api/channels/rc-import/subdirs/noarch/import", json=body)
             assert r.status_code == 400 and r.json()["error"]["details"]["field"] == field, r.text

@@ -56,17 +56,25 @@ def test_active_mirror_carries_signatures_and_sidecars_unchanged(shared_server: 
         assert got.status == "verified", fn
     # a mirror of this condavault, checking signatures, verifies them too (it reads repodata.json, as
     # shards carry no signatures) and carries the sidecars again, byte for byte
-    create_mirror(server, "sig-chain", f"{server.repo}/sig-active",
-                  subdirs=["noarch"], filters={"signature_keys": [upstream.key_hex]})
+    create_mirror(
+        server,
+        "sig-chain",
+        f"{server.repo}/sig-active",
+        subdirs=["noarch"],
+        filters={"signature_keys": [upstream.key_hex]},
+    )
     assert run_mirror(server, "sig-chain")["status"] == "completed"
     check_carried(server, "sig-chain", upstream, files)
     assert all(trust(server, "sig-chain", fn)["status"] == "verified" for fn in upstream.signed_trusted)
     # a repodata patch of a signed file is published (the admin's word wins; its signature no longer holds)
     patched_fn = sorted(upstream.signed_trusted)[0]
     with server.client() as c:
-        r = c.put("/api/channels/sig-chain/subdirs/noarch/patch-instructions",
-                  json={"packages.conda": {patched_fn: {"depends": ["patched-dep"]}}} if patched_fn.endswith(".conda")
-                  else {"packages": {patched_fn: {"depends": ["patched-dep"]}}})
+        r = c.put(
+            "/api/channels/sig-chain/subdirs/noarch/patch-instructions",
+            json={"packages.conda": {patched_fn: {"depends": ["patched-dep"]}}}
+            if patched_fn.endswith(".conda")
+            else {"packages": {patched_fn: {"depends": ["patched-dep"]}}},
+        )
         assert r.status_code == 200, r.text
     server.ctx.settle()
     doc = served(server, "sig-chain")
@@ -169,8 +177,15 @@ def test_admission_statement_verifies_offline_and_fails_after_a_flipped_byte(
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0x01
     (tmp_path / pkg.name).write_bytes(bytes(flipped))
-    r = server.cli("verify", str(tmp_path / pkg.name), "--statement", str(folder / f"{pkg.name}.admission.json"),
-                   "--key", key["public_key"], check=False)
+    r = server.cli(
+        "verify",
+        str(tmp_path / pkg.name),
+        "--statement",
+        str(folder / f"{pkg.name}.admission.json"),
+        "--key",
+        key["public_key"],
+        check=False,
+    )
     assert r.returncode == 1 and "not this file" in r.stderr
     # another key: refused; a malformed key: a usage error, not a traceback
     other = "ed25519:" + pub_hex(Ed25519PrivateKey.generate())
@@ -216,8 +231,14 @@ def test_private_channel_never_leaks_and_a_corrupted_sidecar_is_not_kept(
             assert "signature" not in r.text.lower() or r.status_code != 200
     # names beside a file that are not ours: plain 404s, never a 500
     with server.client() as c:
-        for name in (f"{signed_fn}.sigs.XYZ", f"{signed_fn}.sigs.{'A' * 64}", "x.sigs", "../x.conda.sigs",
-                     f"{signed_fn}.admission.json.bak", ".admission.json"):
+        for name in (
+            f"{signed_fn}.sigs.XYZ",
+            f"{signed_fn}.sigs.{'A' * 64}",
+            "x.sigs",
+            "../x.conda.sigs",
+            f"{signed_fn}.admission.json.bak",
+            ".admission.json",
+        ):
             assert c.get(f"/api/repo/sig-private/noarch/{name}").status_code == 404, name
         assert c.get("/api/channels/sig-private/files/noarch/not-a-package/signature").status_code in (400, 404)
         assert c.get(f"/api/channels/sig-private/files/bogus-subdir/{signed_fn}/signature").status_code in (400, 404)

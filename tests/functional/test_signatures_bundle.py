@@ -61,11 +61,14 @@ def test_bundle_and_copies_carry_signatures_and_sidecars(
     signed_fn = sorted(upstream.signed_trusted)[0]
     side_fn = next(fn for fn in upstream.sidecars if fn not in upstream.repodata["signatures"])
     with inside.client() as c:
-        r = c.post("/api/channels/signed/files/copy",
-                   json={"to": "copied", "files": [f"noarch/{signed_fn}", f"noarch/{side_fn}"]})
+        r = c.post(
+            "/api/channels/signed/files/copy",
+            json={"to": "copied", "files": [f"noarch/{signed_fn}", f"noarch/{side_fn}"]},
+        )
         assert r.status_code == 200, r.text
-        r = c.post("/api/channels/signed/files/copy",
-                   json={"to": "moved", "files": [f"noarch/{side_fn}"], "move": True})
+        r = c.post(
+            "/api/channels/signed/files/copy", json={"to": "moved", "files": [f"noarch/{side_fn}"], "move": True}
+        )
         assert r.status_code == 200, r.text
     inside.ctx.settle()
     check_carried(inside, "copied", upstream, {signed_fn, side_fn})

@@ -52,7 +52,12 @@ def test_listing_channels_is_one_query_however_many_there_are(shared_server: Ser
 def test_a_blob_store_that_does_not_exist_is_refused_at_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
     env["CONDAVAULT_BLOB_STORE"] = "s3"
-    proc = subprocess.run([sys.executable, "-m", "condavault", "serve", "--data-dir", str(tmp_path / "d")],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "condavault", "serve", "--data-dir", str(tmp_path / "d")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "blob_store" in proc.stderr and "invalid_settings" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()

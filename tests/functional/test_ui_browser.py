@@ -52,14 +52,28 @@ def site(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator[t
             assert r.status_code == 200, r.text
             for user, admin in (("ada", True), ("bob", False)):
                 ok(c.post("/api/users", json={"username": user, "password": PASSWORD, "is_admin": admin}))
-        root = build_channel(testdata / "packages", tmp_path_factory.mktemp("up"), subdirs=("noarch",),
-                             names={"dependency", "dependent", "another_dependent"})
+        root = build_channel(
+            testdata / "packages",
+            tmp_path_factory.mktemp("up"),
+            subdirs=("noarch",),
+            names={"dependency", "dependent", "another_dependent"},
+        )
         with StaticChannel(root) as upstream:
             server.channel("mirrored", "public")
             server.channel("picked", "public")  # filled by a mirror created in the browser
             with server.client() as c:
-                ok(c.post("/api/mirrors", json={"name": "test-upstream", "upstream": upstream.url,
-                                                "channel": "mirrored", "subdirs": ["noarch"]}), 201)
+                ok(
+                    c.post(
+                        "/api/mirrors",
+                        json={
+                            "name": "test-upstream",
+                            "upstream": upstream.url,
+                            "channel": "mirrored",
+                            "subdirs": ["noarch"],
+                        },
+                    ),
+                    201,
+                )
             yield server, upstream
     finally:
         stop_server(server, None)
@@ -217,8 +231,13 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
         assert got == {"dependent", "dependency"}, got  # another_dependent filtered out
         assert "include_dependencies: true" in exported and "on_remove: keep" in exported
 
-        for path, name in (("/channels/science", "channel"), ("/admin", "admin"), ("/admin/users", "admin-users"),
-                           ("/admin/audit", "audit"), ("/provides?path=include/zlib.h", "provides")):
+        for path, name in (
+            ("/channels/science", "channel"),
+            ("/admin", "admin"),
+            ("/admin/users", "admin-users"),
+            ("/admin/audit", "audit"),
+            ("/provides?path=include/zlib.h", "provides"),
+        ):
             page.goto(base + path)
             shot(page, name)
         assert page.locator("table tbody tr").count() >= 1
@@ -241,8 +260,13 @@ def test_ui_end_to_end(site: tuple[Server, StaticChannel]) -> None:
 
         phone = browser.new_context(viewport=PHONE, is_mobile=True)
         p2 = phone.new_page()
-        for path, name in (("/channels/science/packages/zlib", "package-phone"), ("/search?q=zlib", "search-phone"),
-                           ("/cves/CVE-2022-37434", None), ("/channels/science", None), ("/", None)):
+        for path, name in (
+            ("/channels/science/packages/zlib", "package-phone"),
+            ("/search?q=zlib", "search-phone"),
+            ("/cves/CVE-2022-37434", None),
+            ("/channels/science", None),
+            ("/", None),
+        ):
             p2.goto(base + path)
             width = p2.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"] + 1, (path, width)  # no sideways scrolling of the page

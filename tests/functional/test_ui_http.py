@@ -58,8 +58,18 @@ def world(shared_server: Server, packages_dir: Path, tmp_path_factory: pytest.Te
     root = build_channel(packages_dir, tmp_path_factory.mktemp("uiup"), subdirs=("noarch",), names={"dependency"})
     with StaticChannel(root) as upstream, srv.client() as c:
         mirror = f"uimirror-{tag}"
-        ok(c.post("/api/mirrors", json={"name": mirror, "upstream": upstream.url, "channel": priv,
-                                        "subdirs": ["noarch"], "on_remove": "keep"}))
+        ok(
+            c.post(
+                "/api/mirrors",
+                json={
+                    "name": mirror,
+                    "upstream": upstream.url,
+                    "channel": priv,
+                    "subdirs": ["noarch"],
+                    "on_remove": "keep",
+                },
+            )
+        )
         run = c.post(f"/api/mirrors/{mirror}/runs", params={"wait": True})
         ok(run, 202)
         w = UIWorld(srv, acc, pub, priv, mirror, run.json()["id"])
@@ -136,8 +146,12 @@ def test_pages_per_identity(world: UIWorld, who: str) -> None:
 def test_private_channel_pages(world: UIWorld, who: str) -> None:
     c = world.web(who)
     secret = f"secret{world.priv[-6:]}"
-    urls = [f"/channels/{world.priv}", f"/channels/{world.priv}/packages/{secret}",
-            f"/channels/{world.priv}/packages/nothing-here", "/channels/no-such-channel"]
+    urls = [
+        f"/channels/{world.priv}",
+        f"/channels/{world.priv}/packages/{secret}",
+        f"/channels/{world.priv}/packages/nothing-here",
+        "/channels/no-such-channel",
+    ]
     for url in urls:
         r = c.get(url)
         readable = who in ("member", "admin") and "nothing" not in url and "no-such" not in url
@@ -149,13 +163,16 @@ def test_private_channel_pages(world: UIWorld, who: str) -> None:
     # the public package's dependants include the private one only for the private channel's readers
     page = c.get(f"/channels/{world.pub}/packages/uilib").text
     assert ("uitool" in page) and ((secret in page) == (who in ("member", "admin")))  # listed on the page itself
-    for url in (f"/channels/{world.pub}/packages/uilib/dependants?part=true",
-                f"/channels/{world.pub}/packages/uilib/dependants"):
+    for url in (
+        f"/channels/{world.pub}/packages/uilib/dependants?part=true",
+        f"/channels/{world.pub}/packages/uilib/dependants",
+    ):
         part = c.get(url).text
         assert (secret in part) == (who in ("member", "admin")), (url, who)
         assert "uitool" in part  # the public dependant, for everyone
     assert c.get(f"/channels/{world.priv}/packages/{secret}/dependants").status_code == (
-        200 if who in ("member", "admin") else 404)
+        200 if who in ("member", "admin") else 404
+    )
     assert c.get(f"/channels/{world.pub}/packages/nothing-here/dependants").status_code == 404
 
 
@@ -174,7 +191,7 @@ def test_package_page_contents(world: UIWorld) -> None:
             assert raw.get(f"/api/repo/{world.pub}/noarch/uitool-2.0-0.conda").status_code == 200
     html = world.web("anonymous").get(f"/channels/{world.pub}/packages/uitool").text
     assert "2 downloads in 30 days (peak 2 a day)" in html
-    assert re.search(r'<rect [^>]*><title>\d{4}-\d\d-\d\d: 2</title></rect>', html)  # today's bar
+    assert re.search(r"<rect [^>]*><title>\d{4}-\d\d-\d\d: 2</title></rect>", html)  # today's bar
 
 
 def test_bad_input_is_a_4xx_page(world: UIWorld) -> None:
@@ -235,16 +252,24 @@ def test_forms_need_the_session_csrf_token(world: UIWorld) -> None:
         r = c.post("/tokens", data={**form, **bad})
         assert r.status_code == 403, r.text[:200]
     # a bearer token instead of the session: refused too (forms are for browsers)
-    r = httpx.post(f"{world.server.url}/tokens", data={**form, "csrf_token": good},
-                   headers={"Authorization": f"Bearer {world.acc.tokens['member']}"})
+    r = httpx.post(
+        f"{world.server.url}/tokens",
+        data={**form, "csrf_token": good},
+        headers={"Authorization": f"Bearer {world.acc.tokens['member']}"},
+    )
     assert r.status_code == 403
     # JSON bodies are not forms
     assert c.post("/tokens", json={**form, "csrf_token": good}).status_code == 400
     # anonymous: log in first
     assert world.web("anonymous").post("/tokens", data={**form, "csrf_token": good}).status_code == 401
     # every form of the UI (the list comes from the application: a new form is checked too)
-    values = {"name": world.mirror, "ident": "CVE-1999-0001", "token_id": "1", "channel": world.priv,
-              "username": world.acc.users["member"]}
+    values = {
+        "name": world.mirror,
+        "ident": "CVE-1999-0001",
+        "token_id": "1",
+        "channel": world.priv,
+        "username": world.acc.users["member"],
+    }
     posts = sorted(r.path for router in ui.ROUTERS for r in router.routes if "POST" in r.methods)  # type: ignore[attr-defined]
     assert len(posts) >= 12
     for route in posts:
@@ -260,7 +285,7 @@ def test_token_page_issues_a_read_token(world: UIWorld) -> None:
     assert r.status_code == 200, r.text[:300]
     token = re.search(r'id="token-value" class="code">(cv-[A-Za-z0-9-]+)<', r.text).group(1)  # type: ignore[union-attr]
     assert f"channel_alias: {world.server.url}/api/repo/t/{token}" in r.text
-    assert f'channels = [&#34;{world.server.url}/api/repo/t/{token}/{world.priv}&#34;]' in r.text
+    assert f"channels = [&#34;{world.server.url}/api/repo/t/{token}/{world.priv}&#34;]" in r.text
     with httpx.Client(base_url=world.server.url) as raw:
         assert raw.get(f"/api/repo/t/{token}/{world.priv}/noarch/repodata.json").status_code == 200
         assert raw.get(f"/api/repo/t/{token}/{world.pub}/noarch/repodata.json").status_code == 403  # scoped
@@ -277,8 +302,9 @@ def test_forms_apply_the_api_permissions(world: UIWorld) -> None:
     # a mirror of a channel the caller may not read does not exist; a reader may not start it
     assert out.post(f"/mirrors/{world.mirror}/run", data={"csrf_token": csrf_of(out)}).status_code == 404
     assert member.post(f"/mirrors/{world.mirror}/run", data={"csrf_token": csrf_of(member)}).status_code == 403
-    r = member.post("/cves/CVE-1999-0001/curate", data={"csrf_token": csrf_of(member), "status": "cleared",
-                                                        "package": "uilib"})
+    r = member.post(
+        "/cves/CVE-1999-0001/curate", data={"csrf_token": csrf_of(member), "status": "cleared", "package": "uilib"}
+    )
     assert r.status_code == 403
     # revoking another user's token: not found, as in the API
     with world.server.client() as c:
@@ -301,9 +327,10 @@ def test_login_again_ends_the_previous_session(world: UIWorld) -> None:
     c = web_login(world.server, world.acc.users["chanadmin"], world.acc.password)
     old = c.cookies.get("condavault_session")
     page = c.get("/login").text
-    token = CSRF.search(page[page.index('action="/login"'):]).group(1)  # type: ignore[union-attr]  # not log out's
-    r = c.post("/login", data={"username": world.acc.users["chanadmin"], "password": world.acc.password,
-                               "csrf_token": token})
+    token = CSRF.search(page[page.index('action="/login"') :]).group(1)  # type: ignore[union-attr]  # not log out's
+    r = c.post(
+        "/login", data={"username": world.acc.users["chanadmin"], "password": world.acc.password, "csrf_token": token}
+    )
     assert r.status_code == 303 and c.cookies.get("condavault_session") != old, r.text[-800:]
     with web_client(world.server) as stale:
         stale.cookies.set("condavault_session", old or "")
@@ -380,13 +407,17 @@ def test_admin_role_and_grant_forms(world: UIWorld) -> None:
     admin, member = world.web("admin"), world.web("member")
     role, user = f"uirole-{uuid.uuid4().hex[:6]}", f"uimgr-{uuid.uuid4().hex[:6]}"
     tok = csrf_of(admin, "/admin/users")
-    r = admin.post("/admin/roles", data={"name": role, "permissions": ["user:manage"], "description": "managers",
-                                         "csrf_token": tok})
+    r = admin.post(
+        "/admin/roles",
+        data={"name": role, "permissions": ["user:manage"], "description": "managers", "csrf_token": tok},
+    )
     assert r.status_code == 303, r.text[:300]
     page = admin.get("/admin/users").text
     assert f'id="role-{role}"' in page and 'id="grant-form"' in page
-    r = admin.post(f"/admin/roles/{role}", data={"permissions": ["user:manage", "audit:read"],
-                                                 "description": "managers and auditors", "csrf_token": tok})
+    r = admin.post(
+        f"/admin/roles/{role}",
+        data={"permissions": ["user:manage", "audit:read"], "description": "managers and auditors", "csrf_token": tok},
+    )
     assert r.status_code == 303
     with srv.client() as c:
         roles = {x["name"]: x for x in c.get("/api/roles").json()}
@@ -398,8 +429,10 @@ def test_admin_role_and_grant_forms(world: UIWorld) -> None:
         assert admin.post("/admin/roles", data={**bad, "csrf_token": tok}).status_code in (400, 422)
     builtin = admin.post("/admin/roles/viewer", data={"permissions": ["user:manage"], "csrf_token": tok})
     assert builtin.status_code == 400
-    assert admin.post("/admin/grants", data={"role": role, "kind": "robot", "who": user,
-                                             "csrf_token": tok}).status_code == 400
+    assert (
+        admin.post("/admin/grants", data={"role": role, "kind": "robot", "who": user, "csrf_token": tok}).status_code
+        == 400
+    )
     # a global grant from the form makes the user a user manager
     r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "csrf_token": tok})
     assert r.status_code == 303
@@ -412,17 +445,33 @@ def test_admin_role_and_grant_forms(world: UIWorld) -> None:
         assert "needs <code>system:admin" in page.text
         mtok = csrf_of(mgr, "/admin/users")
         # what the API refuses to a user manager, the forms refuse too
-        assert mgr.post("/admin/grants", data={"role": "admin", "kind": "user", "who": user,
-                                               "csrf_token": mtok}).status_code == 403
-        assert mgr.post("/admin/roles", data={"name": f"{role}-2", "permissions": ["system:admin"],
-                                              "csrf_token": mtok}).status_code == 403
-        assert mgr.post(f"/admin/roles/{role}", data={"permissions": ["system:admin"],
-                                                      "csrf_token": mtok}).status_code == 403
-        assert member.post("/admin/grants", data={"role": "admin", "kind": "user", "who": acc.users["member"],
-                                                  "csrf_token": csrf_of(member)}).status_code == 403
+        assert (
+            mgr.post(
+                "/admin/grants", data={"role": "admin", "kind": "user", "who": user, "csrf_token": mtok}
+            ).status_code
+            == 403
+        )
+        assert (
+            mgr.post(
+                "/admin/roles", data={"name": f"{role}-2", "permissions": ["system:admin"], "csrf_token": mtok}
+            ).status_code
+            == 403
+        )
+        assert (
+            mgr.post(f"/admin/roles/{role}", data={"permissions": ["system:admin"], "csrf_token": mtok}).status_code
+            == 403
+        )
+        assert (
+            member.post(
+                "/admin/grants",
+                data={"role": "admin", "kind": "user", "who": acc.users["member"], "csrf_token": csrf_of(member)},
+            ).status_code
+            == 403
+        )
         # revoked from the form: the page is closed to them again
-        r = admin.post("/admin/grants", data={"role": role, "kind": "user", "who": user, "remove": "1",
-                                              "csrf_token": tok})
+        r = admin.post(
+            "/admin/grants", data={"role": role, "kind": "user", "who": user, "remove": "1", "csrf_token": tok}
+        )
         assert r.status_code == 303
         assert mgr.get("/admin/users").status_code == 403
     finally:
@@ -432,8 +481,13 @@ def test_admin_role_and_grant_forms(world: UIWorld) -> None:
         assert role not in {x["name"] for x in c.get("/api/roles").json()}
         audit = c.get("/api/audit/changes", params={"from": "2000-01-01"}).json()
     actions = {(e["action"], e["target"]) for e in audit if role in json.dumps(e)}
-    assert {("role:create", role), ("role:update", role), ("grant:create", role), ("grant:delete", role),
-            ("role:delete", role)} <= actions, actions
+    assert {
+        ("role:create", role),
+        ("role:update", role),
+        ("grant:create", role),
+        ("grant:delete", role),
+        ("role:delete", role),
+    } <= actions, actions
 
 
 def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
@@ -448,13 +502,28 @@ def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
     assert 'id="mirror-form"' in page and f'<option value="{chan}">' in page
     assert 'id="mirror-form"' not in member.get("/mirrors").text  # nothing the member could create
     tok = csrf_of(admin, "/mirrors")
-    form = {"name": name, "upstream": "http://127.0.0.1:9/upstream", "channel": chan, "subdir": ["noarch", "linux-64"],
-            "mode": "active", "on_remove": "keep", "only_specs": "zlib >=1.2\nnumpy", "include_dependencies": "1",
-            "exclude_licenses": "GPL-3.0-only", "keep_latest": "2", "max_size": "50MB", "exclude_prereleases": "1",
-            "csrf_token": tok}
-    for bad, word in (({"only_specs": "numpy >=<1"}, "only_specs"), ({"cron": "every day"}, "cron"),
-                      ({"name": "bad name!"}, "name"), ({"keep_latest": "-3"}, "keep_latest"),
-                      ({"channel": world.priv + "-nope"}, "")):
+    form = {
+        "name": name,
+        "upstream": "http://127.0.0.1:9/upstream",
+        "channel": chan,
+        "subdir": ["noarch", "linux-64"],
+        "mode": "active",
+        "on_remove": "keep",
+        "only_specs": "zlib >=1.2\nnumpy",
+        "include_dependencies": "1",
+        "exclude_licenses": "GPL-3.0-only",
+        "keep_latest": "2",
+        "max_size": "50MB",
+        "exclude_prereleases": "1",
+        "csrf_token": tok,
+    }
+    for bad, word in (
+        ({"only_specs": "numpy >=<1"}, "only_specs"),
+        ({"cron": "every day"}, "cron"),
+        ({"name": "bad name!"}, "name"),
+        ({"keep_latest": "-3"}, "keep_latest"),
+        ({"channel": world.priv + "-nope"}, ""),
+    ):
         r = admin.post("/mirrors", data={**form, **bad})
         assert r.status_code in (400, 404), (bad, r.status_code)
         assert word in r.text, (bad, r.text[:500])
@@ -470,8 +539,16 @@ def test_mirror_create_and_edit_forms(world: UIWorld) -> None:
         cfg = c.get(f"/api/mirrors/{name}").json()
         assert cfg["channel"] == chan and sorted(cfg["subdirs"]) == ["linux-64", "noarch"]
         exported = c.get(f"/api/mirrors/{name}/export").text
-    for piece in ("zlib >=1.2", "numpy", "include_dependencies: true", "GPL-3.0-only", "count: 2",
-                  "max_size: 50000000", "exclude_prereleases: true", "on_remove: keep"):
+    for piece in (
+        "zlib >=1.2",
+        "numpy",
+        "include_dependencies: true",
+        "GPL-3.0-only",
+        "count: 2",
+        "max_size: 50000000",
+        "exclude_prereleases: true",
+        "on_remove: keep",
+    ):
         assert piece in exported, (piece, exported)
     # edit: the mirror page offers its YAML to managers only
     page = admin.get(f"/mirrors/{name}").text
@@ -495,10 +572,16 @@ def test_package_page_shows_scan_findings_and_signature_outcome(world: UIWorld, 
     srv = world.server
     chan = f"uichecks-{uuid.uuid4().hex[:6]}"
     srv.channel(chan, "public")
-    pkg = make_conda(tmp_path, "uichecked", "1.0", "0", pkg_members=[
-        file_member("bin/.uichecked-post-link.sh", b"echo linked"),
-        file_member("etc/conda/env_vars.d/uichecked.json", b"this is not json"),
-    ])
+    pkg = make_conda(
+        tmp_path,
+        "uichecked",
+        "1.0",
+        "0",
+        pkg_members=[
+            file_member("bin/.uichecked-post-link.sh", b"echo linked"),
+            file_member("etc/conda/env_vars.d/uichecked.json", b"this is not json"),
+        ],
+    )
     ok(srv.upload(chan, pkg))
     with srv.client() as c:
         scan = c.get(f"/api/channels/{chan}/scanning/files/noarch/{pkg.name}").json()["scan"]
@@ -506,7 +589,7 @@ def test_package_page_shows_scan_findings_and_signature_outcome(world: UIWorld, 
     assert scan["verdict"] == "suspicious"
     c = world.web("anonymous")
     html = c.get(f"/channels/{chan}/packages/uichecked").text
-    checks = html[html.index('id="build-checks"'):html.index("<h3>Dependencies</h3>")]
+    checks = html[html.index('id="build-checks"') : html.index("<h3>Dependencies</h3>")]
     assert "verdict-suspicious" in checks and scan["ruleset"] in checks
     for f in scan["findings"]:  # every finding, with its rule and file
         assert f["rule"] in checks and (f["path"] or "") in checks

@@ -80,8 +80,9 @@ def test_oidc_login_from_the_login_page(idp: tuple[Server, OidcProvider]) -> Non
         assert tokens.status_code == 200 and "olivia" in tokens.text
         # the SSO group claim grants the private channel; the session's forms work
         assert browser.client.get("/channels/sso-devs/packages/dependency").status_code == 200
-        r = browser.client.post("/tokens", data={"channel": "sso-devs", "days": "1",
-                                                 "csrf_token": csrf_of(browser.client)})
+        r = browser.client.post(
+            "/tokens", data={"channel": "sso-devs", "days": "1", "csrf_token": csrf_of(browser.client)}
+        )
         assert r.status_code == 200 and "channel_alias:" in r.text
         assert browser.client.post("/logout", data={"csrf_token": csrf_of(browser.client)}).status_code == 303
         assert browser.client.get("/tokens").status_code == 303  # logged out: the login page

@@ -31,8 +31,11 @@ def chromium_path() -> str:
     for candidate in (configured, "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.fail("the web UI browser tests need Chromium: run scripts/install-test-services (apt-get install "
-                "chromium) or set CONDAVAULT_CHROMIUM to a Chromium binary", pytrace=False)
+    pytest.fail(
+        "the web UI browser tests need Chromium: run scripts/install-test-services (apt-get install "
+        "chromium) or set CONDAVAULT_CHROMIUM to a Chromium binary",
+        pytrace=False,
+    )
 
 
 @contextmanager
@@ -41,8 +44,7 @@ def chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the web UI browser tests need the 'playwright' package: pip install -e '.[test]'",
-                    pytrace=False)
+        pytest.fail("the web UI browser tests need the 'playwright' package: pip install -e '.[test]'", pytrace=False)
     path = chromium_path()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"], headless=True)
@@ -58,8 +60,9 @@ def chromium() -> Iterator[Any]:
 def web_client(server: Server) -> httpx.Client:
     """A client that drops idle connections before the server's keep-alive timeout (5 s) can close them
     under a request (a race that shows as "server disconnected" on a busy machine)."""
-    return httpx.Client(base_url=server.url, timeout=60, follow_redirects=False,
-                        limits=httpx.Limits(keepalive_expiry=2.0))
+    return httpx.Client(
+        base_url=server.url, timeout=60, follow_redirects=False, limits=httpx.Limits(keepalive_expiry=2.0)
+    )
 
 
 def web_login(server: Server, username: str, password: str) -> httpx.Client:
@@ -69,8 +72,9 @@ def web_login(server: Server, username: str, password: str) -> httpx.Client:
     assert page.status_code == 200, page.text
     token = CSRF.search(page.text)
     assert token is not None
-    r = c.post("/login", data={"username": username, "password": password, "csrf_token": token.group(1),
-                               "next": "/channels"})
+    r = c.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token.group(1), "next": "/channels"}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/channels", r.text
     return c
 

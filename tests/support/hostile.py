@@ -45,7 +45,12 @@ def request_head(method: str, path: str, headers: dict[str, str] | None = None) 
 
 
 def exchange(
-    port: int, head: bytes, body: Iterable[bytes] = (), *, delay: float = 0.0, timeout: float = 15.0,
+    port: int,
+    head: bytes,
+    body: Iterable[bytes] = (),
+    *,
+    delay: float = 0.0,
+    timeout: float = 15.0,
     max_send_seconds: float = 30.0,
 ) -> Exchange:
     """Send ``head`` then ``body`` chunks (each after ``delay`` seconds) until the server answers, closes

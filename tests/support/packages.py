@@ -38,8 +38,14 @@ def link_member(name: str, target: str, *, hard: bool = False) -> tuple[tarfile.
 
 def index_json(name: str, version: str, build: str, subdir: str, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": name, "version": version, "build": build, "build_number": 0, "depends": [],
-        "subdir": subdir, "license": "MIT", "timestamp": 1700000000000,
+        "name": name,
+        "version": version,
+        "build": build,
+        "build_number": 0,
+        "depends": [],
+        "subdir": subdir,
+        "license": "MIT",
+        "timestamp": 1700000000000,
     }
     if subdir == "noarch":
         data["noarch"] = "generic"
@@ -47,10 +53,15 @@ def index_json(name: str, version: str, build: str, subdir: str, **extra: Any) -
     return data
 
 
-def info_members(index: dict[str, Any], extra: Iterable[tuple[tarfile.TarInfo, bytes | None]] = (),
-                 paths: dict[str, Any] | None = None) -> list:
-    paths = paths or {"paths_version": 1,
-                      "paths": [{"_path": "share/x.txt", "path_type": "hardlink", "size_in_bytes": 5}]}
+def info_members(
+    index: dict[str, Any],
+    extra: Iterable[tuple[tarfile.TarInfo, bytes | None]] = (),
+    paths: dict[str, Any] | None = None,
+) -> list:
+    paths = paths or {
+        "paths_version": 1,
+        "paths": [{"_path": "share/x.txt", "path_type": "hardlink", "size_in_bytes": 5}],
+    }
     return [
         file_member("info/index.json", json.dumps(index).encode()),
         file_member("info/paths.json", json.dumps(paths).encode()),
@@ -60,9 +71,17 @@ def info_members(index: dict[str, Any], extra: Iterable[tuple[tarfile.TarInfo, b
 
 
 def make_conda(
-    dest_dir: Path, name: str = "pkg", version: str = "1.0", build: str = "0", subdir: str = "noarch", *,
-    filename: str | None = None, index_extra: dict[str, Any] | None = None,
-    pkg_members: list | None = None, info_extra: list | None = None, level: int = 3,
+    dest_dir: Path,
+    name: str = "pkg",
+    version: str = "1.0",
+    build: str = "0",
+    subdir: str = "noarch",
+    *,
+    filename: str | None = None,
+    index_extra: dict[str, Any] | None = None,
+    pkg_members: list | None = None,
+    info_extra: list | None = None,
+    level: int = 3,
     paths_json: dict[str, Any] | None = None,
 ) -> Path:
     idx = index_json(name, version, build, subdir, **(index_extra or {}))
@@ -81,8 +100,15 @@ def make_conda(
 
 
 def make_tar_bz2(
-    dest_dir: Path, name: str = "pkg", version: str = "1.0", build: str = "0", subdir: str = "noarch", *,
-    filename: str | None = None, extra_members: list | None = None, index_extra: dict[str, Any] | None = None,
+    dest_dir: Path,
+    name: str = "pkg",
+    version: str = "1.0",
+    build: str = "0",
+    subdir: str = "noarch",
+    *,
+    filename: str | None = None,
+    extra_members: list | None = None,
+    index_extra: dict[str, Any] | None = None,
 ) -> Path:
     idx = index_json(name, version, build, subdir, **(index_extra or {}))
     members = [*info_members(idx), file_member("share/x.txt", b"hello"), *(extra_members or [])]
@@ -96,8 +122,9 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 HOSTILE_KINDS = ("post-link", "eicar", "reverse-shell", "blocked")
 
 
-def scan_sample(dest_dir: Path, name: str, version: str = "1.0", kind: str = "clean", *, build: str = "0",
-                blob: bytes | None = None) -> Path:
+def scan_sample(
+    dest_dir: Path, name: str, version: str = "1.0", kind: str = "clean", *, build: str = "0", blob: bytes | None = None
+) -> Path:
     """A noarch package whose paths.json lists every payload file with its sha256 and size (a well-formed
     build), carrying what ``kind`` names: ``clean``; ``post-link`` (a post-link script piping a download
     into a shell); ``eicar`` (the EICAR test string in a payload file); ``reverse-shell`` (an activate.d
@@ -118,9 +145,13 @@ def scan_sample(dest_dir: Path, name: str, version: str = "1.0", kind: str = "cl
         files[f"bin/.{name}-post-link.sh"] = b"#!/bin/sh\necho installed; curl -s https://example.invalid/ping\n"
     elif kind != "clean":
         raise ValueError(kind)
-    paths = {"paths_version": 1, "paths": [
-        {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(d).hexdigest(), "size_in_bytes": len(d)}
-        for p, d in sorted(files.items())
-    ]}
-    return make_conda(dest_dir, name, version, build, pkg_members=[file_member(p, d) for p, d in files.items()],
-                      paths_json=paths)
+    paths = {
+        "paths_version": 1,
+        "paths": [
+            {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(d).hexdigest(), "size_in_bytes": len(d)}
+            for p, d in sorted(files.items())
+        ],
+    }
+    return make_conda(
+        dest_dir, name, version, build, pkg_members=[file_member(p, d) for p, d in files.items()], paths_json=paths
+    )

@@ -33,8 +33,9 @@ class ServeProcess:
 
     def client(self, token: str | None = "admin", **kw: Any) -> httpx.Client:
         tok = self.token if token == "admin" else token
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {tok}"} if tok else {},
-                            timeout=60, **kw)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {tok}"} if tok else {}, timeout=60, **kw
+        )
 
     def logs(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (other lines are returned as ``{"raw": line}``)."""
@@ -103,7 +104,9 @@ def start_serve(
     log = open(log_path, "ab")  # noqa: SIM115 - the child writes it for its whole life
     proc = subprocess.Popen(
         [sys.executable, "-m", "condavault", "serve", "--data-dir", str(data_dir), "--port", str(port), *args],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     log.close()
     handle = ServeProcess(data_dir, port, proc, log_path, db_url, pg_name, env=env)
@@ -136,7 +139,9 @@ def start_worker(
     start = log.tell()
     proc = subprocess.Popen(
         [sys.executable, "-m", "condavault", "worker", "--data-dir", str(data_dir)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     log.close()
     handle = ServeProcess(data_dir, 0, proc, log_path, db_url, None, env=env)

@@ -127,12 +127,23 @@ class Server:
         env.setdefault("COLUMNS", "200")
         return env
 
-    def cli(self, *args: str, token: str | None = "admin", check: bool = True, timeout: float = 300,
-            input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        token: str | None = "admin",
+        check: bool = True,
+        timeout: float = 300,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real ``condavault`` CLI in a subprocess against this server."""
         proc = subprocess.run(
-            [sys.executable, "-m", "condavault", *args], env={**self.env(token), **(env or {})},
-            capture_output=True, text=True, timeout=timeout, input=input,
+            [sys.executable, "-m", "condavault", *args],
+            env={**self.env(token), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and proc.returncode != 0:
             cmd = " ".join(args)
@@ -196,8 +207,16 @@ def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> t
             raise RuntimeError("test server failed to start")
         time.sleep(0.02)
     token = settings.admin_token_path.read_text().strip()
-    handle = Server(settings=settings, url=base, ctx=ctx, admin_token=token, backend=backend, _thread=thread,
-                    _server=server, requests=log)
+    handle = Server(
+        settings=settings,
+        url=base,
+        ctx=ctx,
+        admin_token=token,
+        backend=backend,
+        _thread=thread,
+        _server=server,
+        requests=log,
+    )
     return handle, pg_name
 
 

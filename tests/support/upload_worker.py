@@ -11,8 +11,12 @@ import httpx
 
 def main() -> int:
     url, token, channel, *files = sys.argv[1:]
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300,
-                          limits=httpx.Limits(max_connections=len(files)))
+    client = httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=300,
+        limits=httpx.Limits(max_connections=len(files)),
+    )
 
     def one(path: str) -> int:
         p = Path(path)

@@ -117,8 +117,10 @@ def _read(tmp_path: Path, text: str, name: str = "lock", **kw: str) -> tuple[str
 def test_pixi_v6(tmp_path: Path) -> None:
     fmt, pkgs = _read(tmp_path, PIXI_V6)
     assert fmt == "pixi"
-    assert sorted(pkgs) == [("linux-64", "tool-1.0-h0_0.conda", SHA_A, MD5_A),
-                            ("noarch", "lib-2.0-0.tar.bz2", SHA_B, MD5_B)]
+    assert sorted(pkgs) == [
+        ("linux-64", "tool-1.0-h0_0.conda", SHA_A, MD5_A),
+        ("noarch", "lib-2.0-0.tar.bz2", SHA_B, MD5_B),
+    ]
     _, osx = _read(tmp_path, PIXI_V6, platform="osx-arm64")
     assert osx == [("noarch", "lib-2.0-0.tar.bz2", SHA_B, MD5_B)]
 
@@ -133,48 +135,66 @@ def test_conda_lock_takes_the_platform(tmp_path: Path) -> None:
 
 
 def test_explicit_anchors(tmp_path: Path) -> None:
-    text = "\n".join([
-        "# platform: linux-64", "@EXPLICIT",
-        f"{URL}/linux-64/tool-1.0-h0_0.conda#{MD5_A}",
-        f"{URL}/noarch/lib-2.0-0.tar.bz2#sha256:{SHA_B}",
-        f"file:///media/usb/channel/noarch/other-1-0.conda#{SHA_A.upper()}",
-        f"{URL}/noarch/plain-1-0.conda",
-        f"{URL}/noarch/lib-2.0-0.tar.bz2#sha256:{SHA_B}",  # twice: kept once
-    ])
-    assert _read(tmp_path, text) == ("explicit", [
-        ("linux-64", "tool-1.0-h0_0.conda", None, MD5_A),
-        ("noarch", "lib-2.0-0.tar.bz2", SHA_B, None),
-        ("noarch", "other-1-0.conda", SHA_A, None),
-        ("noarch", "plain-1-0.conda", None, None),
-    ])
+    text = "\n".join(
+        [
+            "# platform: linux-64",
+            "@EXPLICIT",
+            f"{URL}/linux-64/tool-1.0-h0_0.conda#{MD5_A}",
+            f"{URL}/noarch/lib-2.0-0.tar.bz2#sha256:{SHA_B}",
+            f"file:///media/usb/channel/noarch/other-1-0.conda#{SHA_A.upper()}",
+            f"{URL}/noarch/plain-1-0.conda",
+            f"{URL}/noarch/lib-2.0-0.tar.bz2#sha256:{SHA_B}",  # twice: kept once
+        ]
+    )
+    assert _read(tmp_path, text) == (
+        "explicit",
+        [
+            ("linux-64", "tool-1.0-h0_0.conda", None, MD5_A),
+            ("noarch", "lib-2.0-0.tar.bz2", SHA_B, None),
+            ("noarch", "other-1-0.conda", SHA_A, None),
+            ("noarch", "plain-1-0.conda", None, None),
+        ],
+    )
 
 
-@pytest.mark.parametrize(("text", "expect"), [
-    ("version: 6\nenvironments: [\n", "not valid YAML"),
-    ("just: some\nyaml: file\n", "not a lockfile condavault reads"),
-    ("- a\n- b\n", "not a lockfile condavault reads"),
-    ("", "not a lockfile condavault reads"),
-    (f"{URL}/noarch/lib-2.0-0.tar.bz2\n@EXPLICIT\n", "must follow @EXPLICIT"),
-    ("@EXPLICIT\nhttps://x.example/not-a-package.txt\n", "not a conda package URL"),
-    ("@EXPLICIT\nhttps://x.example/lib-2.0-0.conda\n", "not a conda package URL"),
-    ("@EXPLICIT\nhttps://x.example/../../etc/passwd.conda\n", "not a conda package URL"),
-    ("@EXPLICIT\nhttps://x.example/noarch/.hidden-1-0.conda\n", "not a conda package URL"),
-    ("@EXPLICIT\nftp://x.example/noarch/lib-2.0-0.conda\n", "unsupported URL scheme"),
-    (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#nothex\n", "bad md5"),
-    (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#sha256:abc\n", "bad sha256"),
-    ("@EXPLICIT\n", "pins no conda packages"),
-    (f"# platform: osx-64\n@EXPLICIT\n{URL}/osx-64/tool-1.0-h0_0.conda\n", "pins packages of osx-64, not of linux-64"),
-    (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#{MD5_A}\n{URL}/noarch/lib-2.0-0.conda#{MD5_B}\n", "twice"),
-    (PIXI_V6.replace("version: 6", "version: 99"), "cannot read pixi lockfile"),
-    (PIXI_V6.replace(f"sha256: {SHA_A}", "sha256: zz"), "cannot read pixi lockfile"),
-    (CONDA_LOCK.replace("version: 1", "version: 7"), "version 7 is not supported"),
-    (CONDA_LOCK.replace("manager: conda\n  platform: linux-64", "manager: pip\n  platform: linux-64"), "PyPI"),
-    (CONDA_LOCK.replace("manager: conda\n  platform: linux-64", "manager: npm\n  platform: linux-64"),
-     "unknown manager"),
-    (CONDA_LOCK.replace(f"  url: {URL}/linux-64/tool-1.0-h0_0.conda\n", ""), "needs `url` and `hash`"),
-    (CONDA_LOCK.replace("platforms: [linux-64, win-64]", "platforms: [win-64]").replace(
-        "platform: linux-64", "platform: osx-64"), "pins no conda packages"),
-])
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("version: 6\nenvironments: [\n", "not valid YAML"),
+        ("just: some\nyaml: file\n", "not a lockfile condavault reads"),
+        ("- a\n- b\n", "not a lockfile condavault reads"),
+        ("", "not a lockfile condavault reads"),
+        (f"{URL}/noarch/lib-2.0-0.tar.bz2\n@EXPLICIT\n", "must follow @EXPLICIT"),
+        ("@EXPLICIT\nhttps://x.example/not-a-package.txt\n", "not a conda package URL"),
+        ("@EXPLICIT\nhttps://x.example/lib-2.0-0.conda\n", "not a conda package URL"),
+        ("@EXPLICIT\nhttps://x.example/../../etc/passwd.conda\n", "not a conda package URL"),
+        ("@EXPLICIT\nhttps://x.example/noarch/.hidden-1-0.conda\n", "not a conda package URL"),
+        ("@EXPLICIT\nftp://x.example/noarch/lib-2.0-0.conda\n", "unsupported URL scheme"),
+        (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#nothex\n", "bad md5"),
+        (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#sha256:abc\n", "bad sha256"),
+        ("@EXPLICIT\n", "pins no conda packages"),
+        (
+            f"# platform: osx-64\n@EXPLICIT\n{URL}/osx-64/tool-1.0-h0_0.conda\n",
+            "pins packages of osx-64, not of linux-64",
+        ),
+        (f"@EXPLICIT\n{URL}/noarch/lib-2.0-0.conda#{MD5_A}\n{URL}/noarch/lib-2.0-0.conda#{MD5_B}\n", "twice"),
+        (PIXI_V6.replace("version: 6", "version: 99"), "cannot read pixi lockfile"),
+        (PIXI_V6.replace(f"sha256: {SHA_A}", "sha256: zz"), "cannot read pixi lockfile"),
+        (CONDA_LOCK.replace("version: 1", "version: 7"), "version 7 is not supported"),
+        (CONDA_LOCK.replace("manager: conda\n  platform: linux-64", "manager: pip\n  platform: linux-64"), "PyPI"),
+        (
+            CONDA_LOCK.replace("manager: conda\n  platform: linux-64", "manager: npm\n  platform: linux-64"),
+            "unknown manager",
+        ),
+        (CONDA_LOCK.replace(f"  url: {URL}/linux-64/tool-1.0-h0_0.conda\n", ""), "needs `url` and `hash`"),
+        (
+            CONDA_LOCK.replace("platforms: [linux-64, win-64]", "platforms: [win-64]").replace(
+                "platform: linux-64", "platform: osx-64"
+            ),
+            "pins no conda packages",
+        ),
+    ],
+)
 def test_malformed_lockfiles(tmp_path: Path, text: str, expect: str) -> None:
     with pytest.raises(InvalidLockfile) as info:
         _read(tmp_path, text)
@@ -206,8 +226,14 @@ def _pkg(name: str, depends: list[str]) -> Package:
 
 
 def test_topological_order_puts_dependencies_first() -> None:
-    pkgs = [_pkg("app", ["lib >=1", "python"]), _pkg("python", ["libc"]), _pkg("lib", ["python 3.*"]),
-            _pkg("libc", []), _pkg("cyc-a", ["cyc-b"]), _pkg("cyc-b", ["cyc-a"])]
+    pkgs = [
+        _pkg("app", ["lib >=1", "python"]),
+        _pkg("python", ["libc"]),
+        _pkg("lib", ["python 3.*"]),
+        _pkg("libc", []),
+        _pkg("cyc-a", ["cyc-b"]),
+        _pkg("cyc-b", ["cyc-a"]),
+    ]
     order = [p.name for p in topological(pkgs)]
     assert sorted(order) == sorted(p.name for p in pkgs)
     assert order.index("libc") < order.index("python") < order.index("lib") < order.index("app")

@@ -48,8 +48,9 @@ def test_packages_is_pure() -> None:
                 mod = node.names[0].name
             else:
                 continue
-            assert not mod.startswith(("sqlalchemy", "fastapi", "starlette", "condavault.db", "condavault.channels",
-                                       "condavault.context")), f"{path.name} imports {mod}"
+            assert not mod.startswith(
+                ("sqlalchemy", "fastapi", "starlette", "condavault.db", "condavault.channels", "condavault.context")
+            ), f"{path.name} imports {mod}"
 
 
 def test_callers_use_the_blob_store_protocol() -> None:

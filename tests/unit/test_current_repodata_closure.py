@@ -48,13 +48,16 @@ def _reference_keep(rows: list[derived.Light], records: dict[str, dict[str, Any]
     return set(keep)
 
 
-@pytest.mark.parametrize("rel", ["defaults-main/noarch", "defaults-r/linux-64", "pytorch/linux-64",
-                                 "conda-forge-numpy-subset/linux-64"])
+@pytest.mark.parametrize(
+    "rel", ["defaults-main/noarch", "defaults-r/linux-64", "pytorch/linux-64", "conda-forge-numpy-subset/linux-64"]
+)
 def test_the_closure_keeps_the_same_records(testdata: Path, rel: str) -> None:
     doc = json.loads((testdata / "repodata" / rel / "repodata.json").read_bytes())
     records = {**doc.get("packages", {}), **doc.get("packages.conda", {})}
-    rows = [derived.Light(fn, r["name"], str(r["version"]), str(r["build"]), int(r.get("build_number") or 0))
-            for fn, r in records.items()]
+    rows = [
+        derived.Light(fn, r["name"], str(r["version"]), str(r["build"]), int(r.get("build_number") or 0))
+        for fn, r in records.items()
+    ]
     out = derived.current_repodata("x", rows, lambda fns: {fn: records[fn] for fn in fns})
     got = {*out["packages"], *out["packages.conda"]}
     assert got == _reference_keep(rows, records)

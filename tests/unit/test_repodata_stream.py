@@ -19,10 +19,25 @@ def _expected(doc: dict) -> list[tuple[str, str, object]]:
 
 DOC = {
     "info": {"subdir": "noarch", "nested": [1, 2.5, {"x": None}]},
-    "packages": {"a-1-0.tar.bz2": {"name": "a", "version": "1", "build": "0", "size": 12345678901234,
-                                   "note": "é ünïcode \u2603 \\\" quotes"}},
-    "packages.conda": {f"b-{i}-0.conda": {"name": "b", "version": str(i), "build": "0", "build_number": i,
-                                          "depends": ["a >=1"] * (i % 4)} for i in range(50)},
+    "packages": {
+        "a-1-0.tar.bz2": {
+            "name": "a",
+            "version": "1",
+            "build": "0",
+            "size": 12345678901234,
+            "note": 'é ünïcode \u2603 \\" quotes',
+        }
+    },
+    "packages.conda": {
+        f"b-{i}-0.conda": {
+            "name": "b",
+            "version": str(i),
+            "build": "0",
+            "build_number": i,
+            "depends": ["a >=1"] * (i % 4),
+        }
+        for i in range(50)
+    },
     "removed": ["x-1-0.tar.bz2"],
     "repodata_version": 1,
 }
@@ -30,8 +45,9 @@ DOC = {
 
 @pytest.mark.parametrize("read", [1, 3, 7, 64, 1 << 20])
 @pytest.mark.parametrize("indent", [None, 2])
-def test_every_record_comes_out_as_json_loads_reads_it(monkeypatch: pytest.MonkeyPatch, read: int,
-                                                       indent: int | None) -> None:
+def test_every_record_comes_out_as_json_loads_reads_it(
+    monkeypatch: pytest.MonkeyPatch, read: int, indent: int | None
+) -> None:
     monkeypatch.setattr(repodata_stream, "READ", read)  # buffer boundaries everywhere
     body = json.dumps(DOC, indent=indent, ensure_ascii=False).encode()
     assert list(iter_records(io.BytesIO(body))) == _expected(DOC)
@@ -53,9 +69,20 @@ def test_real_repodata_reads_like_json_load(testdata: Path) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"[]", b"{", b'{"packages": {"a-1-0.conda": {"name": "a"}', b'{"packages": {"a-1-0.conda" {}}}',
-     b'{"packages": {}} x', b'{"packages": {}}{}', b'{"packages": []}', b'{"packages": {1: {}}}',
-     b'{"packages": {"a": {"v": nul}}}', b'\xff\xfe{}', b'{"packages": {"a": {}},}'],
+    [
+        b"",
+        b"[]",
+        b"{",
+        b'{"packages": {"a-1-0.conda": {"name": "a"}',
+        b'{"packages": {"a-1-0.conda" {}}}',
+        b'{"packages": {}} x',
+        b'{"packages": {}}{}',
+        b'{"packages": []}',
+        b'{"packages": {1: {}}}',
+        b'{"packages": {"a": {"v": nul}}}',
+        b"\xff\xfe{}",
+        b'{"packages": {"a": {}},}',
+    ],
 )
 def test_what_is_not_one_json_object_is_refused(body: bytes) -> None:
     with pytest.raises(InvalidRequest) as err:

@@ -28,24 +28,40 @@ def status(
     authorize(identity, Permission.SYSTEM_ADMIN)
     with ctx.db.session() as s:
         exports = [
-            {"bundle_id": r.bundle_id, "parent_id": r.parent_id, "serial": r.serial, "kinds": r.kinds,
-             "created_at": r.created_at.isoformat(), "summary": _summary(r.summary)}
+            {
+                "bundle_id": r.bundle_id,
+                "parent_id": r.parent_id,
+                "serial": r.serial,
+                "kinds": r.kinds,
+                "created_at": r.created_at.isoformat(),
+                "summary": _summary(r.summary),
+            }
             for r in s.scalars(select(BundleExport).order_by(BundleExport.id.desc()).limit(limit))
         ]
         imports = [
-            {"bundle_id": r.bundle_id, "parent_id": r.parent_id, "origin_key": r.origin_key, "serial": r.serial,
-             "state": r.state, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-             "summary": _summary(r.summary)}
+            {
+                "bundle_id": r.bundle_id,
+                "parent_id": r.parent_id,
+                "origin_key": r.origin_key,
+                "serial": r.serial,
+                "state": r.state,
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                "summary": _summary(r.summary),
+            }
             for r in s.scalars(select(BundleImport).order_by(BundleImport.id.desc()).limit(limit))
         ]
         targets = [
-            {"origin_key": r.origin_key, "target": r.target, "bundle_id": r.bundle_id, "serial": r.serial,
-             "watermark": r.watermark}
+            {
+                "origin_key": r.origin_key,
+                "target": r.target,
+                "bundle_id": r.bundle_id,
+                "serial": r.serial,
+                "watermark": r.watermark,
+            }
             for r in s.scalars(select(BundleChannelState).order_by(BundleChannelState.target))
         ]
     key = load_or_create(ctx.settings).public
-    return {"key": {"id": key.id, "public_key": key.text}, "exports": exports, "imports": imports,
-            "targets": targets}
+    return {"key": {"id": key.id, "public_key": key.text}, "exports": exports, "imports": imports, "targets": targets}
 
 
 @router.post("/scan", status_code=202, summary="Import the bundles of the drop folder now (a job)")

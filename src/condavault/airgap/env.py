@@ -61,8 +61,16 @@ DEFAULT_VIRTUAL_PACKAGES: dict[str, list[str]] = {
     "osx": ["__unix=0=0", "__osx=11.0=0"],
     "win": ["__win=0=0"],
 }
-ARCHSPEC = {"64": "x86_64", "aarch64": "aarch64", "arm64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x",
-            "32": "x86", "armv7l": "armv7l", "riscv64": "riscv64"}
+ARCHSPEC = {
+    "64": "x86_64",
+    "aarch64": "aarch64",
+    "arm64": "arm64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "32": "x86",
+    "armv7l": "armv7l",
+    "riscv64": "riscv64",
+}
 
 
 class BundleBytesMissing(CondavaultError):
@@ -159,14 +167,16 @@ def plan_env_bundle(
             why = "; ".join(f"{p.subdir}/{p.filename}: {failures.get(p.filename, 'not fetched')}" for p in missing[:20])
             raise BundleBytesMissing(
                 f"{len(missing)} package(s) of the environment could not be downloaded from their mirror's "
-                f"upstream: {why}", files=[p.filename for p in missing],
+                f"upstream: {why}",
+                files=[p.filename for p in missing],
             )
     if missing:
         names = ", ".join(f"{p.channel}/{p.subdir}/{p.filename}" for p in missing[:20])
         raise BundleBytesMissing(
             f"{len(missing)} package(s) of the environment have no bytes on this server (metadata-only records "
             f"of a passive mirror): {names}; let the bundle download them (without --no-fetch), or run the mirror in "
-            "active mode", files=[p.filename for p in missing],
+            "active mode",
+            files=[p.filename for p in missing],
         )
     return EnvPlan(request, topological(packages), source, [name for _, name in channels])
 
@@ -185,19 +195,23 @@ def _check_request(req: EnvRequest) -> None:
         raise InvalidRequest(f"at most {MAX_SPECS} specs", code="invalid_spec")
     if req.explicit_hash not in ("sha256", "md5"):
         raise InvalidRequest("--explicit-hash is sha256 or md5", code="invalid_request")
-    if req.base_url is not None and (not req.base_url.startswith(("file://", "http://", "https://"))
-                                     or any(c.isspace() or c in "#?" or ord(c) < 32 for c in req.base_url)):
-        raise InvalidRequest(f"--base-url must be a file://, http:// or https:// URL without spaces, '#' or '?': "
-                             f"{req.base_url!r}",
-                             code="invalid_request")
+    if req.base_url is not None and (
+        not req.base_url.startswith(("file://", "http://", "https://"))
+        or any(c.isspace() or c in "#?" or ord(c) < 32 for c in req.base_url)
+    ):
+        raise InvalidRequest(
+            f"--base-url must be a file://, http:// or https:// URL without spaces, '#' or '?': {req.base_url!r}",
+            code="invalid_request",
+        )
     check_output(req.output)
 
 
 def check_output(output: Path) -> None:
     """``output`` must not exist yet (or be an empty folder); its parent must be a folder."""
     if output.is_symlink() or (output.exists() and (not output.is_dir() or any(output.iterdir()))):
-        raise Conflict(f"{output} already exists and is not an empty folder: choose a new --output",
-                       code="output_exists")
+        raise Conflict(
+            f"{output} already exists and is not an empty folder: choose a new --output", code="output_exists"
+        )
     parent = output.absolute().parent
     if parent.exists() and not parent.is_dir():
         raise InvalidRequest(f"{parent} is not a folder", code="invalid_output")
@@ -208,20 +222,42 @@ def _channels(s: Session, names: Sequence[str]) -> list[tuple[int, str]]:
     for name in dict.fromkeys(names):
         cid = s.scalar(select(Channel.id).where(Channel.name == name))
         if cid is None:
-            raise NotFound(f"channel {name!r} does not exist on this server", code="channel_not_found",
-                           channel=name)
+            raise NotFound(f"channel {name!r} does not exist on this server", code="channel_not_found", channel=name)
         out.append((cid, name))
     return out
 
 
-_COLUMNS = (Record.subdir, Record.filename, Record.name, Record.version, Record.build, Record.sha256, Record.md5,
-            Record.size, Record.fragment, Record.run_exports, Record.has_blob)
+_COLUMNS = (
+    Record.subdir,
+    Record.filename,
+    Record.name,
+    Record.version,
+    Record.build,
+    Record.sha256,
+    Record.md5,
+    Record.size,
+    Record.fragment,
+    Record.run_exports,
+    Record.has_blob,
+)
 
 
 def _package(channel: str, row: Any) -> Package:
     subdir, filename, name, version, build, sha, md5, size, fragment, run_exports, has_blob = row
-    return Package(channel, subdir, filename, name, version, build, sha or "", md5, int(size or 0), fragment,
-                   run_exports, bool(has_blob))
+    return Package(
+        channel,
+        subdir,
+        filename,
+        name,
+        version,
+        build,
+        sha or "",
+        md5,
+        int(size or 0),
+        fragment,
+        run_exports,
+        bool(has_blob),
+    )
 
 
 def _lookup(
@@ -233,7 +269,8 @@ def _lookup(
     for i in range(0, len(wanted), 400):
         batch = wanted[i : i + 400]
         q = select(*_COLUMNS).where(
-            Record.channel_id == channel_id, Record.removed.is_(False),
+            Record.channel_id == channel_id,
+            Record.removed.is_(False),
             tuple_(Record.subdir, Record.filename).in_(batch),
         )
         for row in s.execute(q):
@@ -255,7 +292,9 @@ def _from_lockfile(s: Session, channels: list[tuple[int, str]], locked: list[Loc
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise NotFound(
             f"{len(missing)} package(s) of the lockfile are not in channel(s) {', '.join(n for _, n in channels)}: "
-            f"{shown}{more}", code="package_not_found", files=[f"{p.subdir}/{p.filename}" for p in missing],
+            f"{shown}{more}",
+            code="package_not_found",
+            files=[f"{p.subdir}/{p.filename}" for p in missing],
         )
     out: list[Package] = []
     for p in locked:
@@ -266,7 +305,8 @@ def _from_lockfile(s: Session, channels: list[tuple[int, str]], locked: list[Loc
             raise Conflict(
                 f"{p.subdir}/{p.filename} in channel {pkg.channel} is not the file the lockfile pins (its hash "
                 "differs): it was rebuilt under the same name; re-lock against this server",
-                code="hash_mismatch", file=f"{p.subdir}/{p.filename}",
+                code="hash_mismatch",
+                file=f"{p.subdir}/{p.filename}",
             )
         out.append(pkg)
     return out
@@ -315,8 +355,15 @@ async def _fetch_all(ctx: Context, missing: list[Package], concurrency: int) -> 
         if ref is None:  # pragma: no cover - deleted meanwhile
             failures[p.filename] = "channel deleted"
             return
-        target = Target(sha256=p.sha256, size=p.size, content_type="application/octet-stream", last_modified=0.0,
-                        kind="package", has_blob=False, filename=p.filename)
+        target = Target(
+            sha256=p.sha256,
+            size=p.size,
+            content_type="application/octet-stream",
+            last_modified=0.0,
+            kind="package",
+            has_blob=False,
+            filename=p.filename,
+        )
         async with gate:
             try:
                 await ctx.fetch_missing(ref, p.subdir, target)
@@ -330,9 +377,7 @@ async def _fetch_all(ctx: Context, missing: list[Package], concurrency: int) -> 
 
 
 # -- solving ------------------------------------------------------------------------------------------
-def _solve(
-    s: Session, channels: list[tuple[int, str]], req: EnvRequest, blobs: BlobStore | None
-) -> list[Package]:
+def _solve(s: Session, channels: list[tuple[int, str]], req: EnvRequest, blobs: BlobStore | None) -> list[Package]:
     from condavault.airgap.solver import SolveFailed, solve_in_child
 
     for spec in req.specs:
@@ -399,12 +444,18 @@ def _repodata_file(s: Session, blobs: BlobStore | None, channel_id: int, subdir:
 def _current_repodata_blob(s: Session, channel_id: int, subdir: str) -> str | None:
     state = s.execute(
         select(SubdirState.change_seq, SubdirState.indexed_seq).where(
-            SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
+            SubdirState.channel_id == channel_id, SubdirState.subdir == subdir
+        )
     ).first()
     if state is None or state.indexed_seq < state.change_seq:
         return None
-    return s.scalar(select(PublishedFile.sha256).where(
-        PublishedFile.channel_id == channel_id, PublishedFile.subdir == subdir, PublishedFile.path == "repodata.json"))
+    return s.scalar(
+        select(PublishedFile.sha256).where(
+            PublishedFile.channel_id == channel_id,
+            PublishedFile.subdir == subdir,
+            PublishedFile.path == "repodata.json",
+        )
+    )
 
 
 def _match_spec(spec: str) -> Any:
@@ -428,8 +479,10 @@ def virtual_packages(platform: str, overrides: Sequence[str]) -> list[Any]:
     for item in overrides:
         name, sep, rest = item.partition("=")
         if not name.startswith("__") or not sep:
-            raise InvalidRequest(f"--virtual-package wants NAME=VERSION[=BUILD] with NAME starting with __: {item!r}",
-                                 code="invalid_virtual_package")
+            raise InvalidRequest(
+                f"--virtual-package wants NAME=VERSION[=BUILD] with NAME starting with __: {item!r}",
+                code="invalid_virtual_package",
+            )
         if rest:
             wanted[name] = item
         else:
@@ -438,10 +491,13 @@ def virtual_packages(platform: str, overrides: Sequence[str]) -> list[Any]:
     for item in wanted.values():
         name, version, *build = item.split("=")
         try:
-            out.append(rattler.GenericVirtualPackage(
-                rattler.PackageName(name), rattler.Version(version),
-                rattler.BuildString(build[0] if build and build[0] else "0"),
-            ))
+            out.append(
+                rattler.GenericVirtualPackage(
+                    rattler.PackageName(name),
+                    rattler.Version(version),
+                    rattler.BuildString(build[0] if build and build[0] else "0"),
+                )
+            )
         except Exception as exc:
             raise InvalidRequest(f"invalid virtual package {item!r}: {exc}", code="invalid_virtual_package") from None
     return out
@@ -495,9 +551,7 @@ def _deps(pkgs: list[Package]) -> list[str]:
 
 
 # -- writing ------------------------------------------------------------------------------------------
-def write_env_bundle(
-    blobs: BlobStore, plan: EnvPlan, *, on_bytes: Callable[[int], None] | None = None
-) -> EnvBundle:
+def write_env_bundle(blobs: BlobStore, plan: EnvPlan, *, on_bytes: Callable[[int], None] | None = None) -> EnvBundle:
     """Write the bundle folder (into a hidden sibling, renamed at the end: all or nothing)."""
     req = plan.request
     output = req.output.absolute()
@@ -512,8 +566,11 @@ def write_env_bundle(
         for p in plan.packages:
             _copy_verified(blobs, p, staging / "channel" / p.subdir / p.filename, on_bytes)
         for subdir in subdirs:
-            rows = [builder.RecordRow(p.filename, p.name, p.fragment, False, p.run_exports)
-                    for p in plan.packages if p.subdir == subdir]
+            rows = [
+                builder.RecordRow(p.filename, p.name, p.fragment, False, p.run_exports)
+                for p in plan.packages
+                if p.subdir == subdir
+            ]
             by_name: dict[str, list[builder.RecordRow]] = {}
             for r in rows:
                 by_name.setdefault(r.name, []).append(r)
@@ -557,7 +614,8 @@ def _copy_verified(blobs: BlobStore, p: Package, dest: Path, on_bytes: Callable[
     if digest.hexdigest() != p.sha256 or (p.size and n != p.size):
         raise BundleBytesMissing(
             f"the stored bytes of {p.channel}/{p.subdir}/{p.filename} do not match their sha256 (run "
-            "`condavault check --repair`)", file=p.filename,
+            "`condavault check --repair`)",
+            file=p.filename,
         )
 
 
@@ -615,8 +673,14 @@ def _summary(plan: EnvPlan, base: str) -> dict[str, Any]:
         "lockfile": req.lockfile.name if req.lockfile else None,
         "base_url": base,
         "packages": [
-            {"channel": p.channel, "subdir": p.subdir, "filename": p.filename, "sha256": p.sha256, "md5": p.md5,
-             "size": p.size}
+            {
+                "channel": p.channel,
+                "subdir": p.subdir,
+                "filename": p.filename,
+                "sha256": p.sha256,
+                "md5": p.md5,
+                "size": p.size,
+            }
             for p in plan.packages
         ],
     }

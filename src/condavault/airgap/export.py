@@ -58,9 +58,16 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "bundle_id": self.bundle_id, "output": str(self.output), "parent_id": self.parent_id,
-            "files": self.files, "bytes": self.bytes, "records": self.records, "removed": self.removed,
-            "parts": self.parts, "targets": self.targets, "seconds": self.seconds,
+            "bundle_id": self.bundle_id,
+            "output": str(self.output),
+            "parent_id": self.parent_id,
+            "files": self.files,
+            "bytes": self.bytes,
+            "records": self.records,
+            "removed": self.removed,
+            "parts": self.parts,
+            "targets": self.targets,
+            "seconds": self.seconds,
         }
 
 
@@ -80,8 +87,9 @@ def parse_size(text: str) -> int:
         raise InvalidRequest(f"bad size {text!r} (e.g. 4G, 700M)", code="invalid_size") from None
 
 
-def row_digest(record: str, about: str | None, run_exports: str | None, paths: str | None, ts: int,
-               has_blob: bool, trust: str = "") -> str:
+def row_digest(
+    record: str, about: str | None, run_exports: str | None, paths: str | None, ts: int, has_blob: bool, trust: str = ""
+) -> str:
     """A change detector of a record's row (not a security hash: the manifest's sha256 are); ``trust``:
     carried signatures / sidecar (condavault.signing), a change re-exports the row."""
     text = f"{record}\x00{about or ''}\x00{run_exports or ''}\x00{paths or ''}\x00{ts}\x00{int(has_blob)}"
@@ -95,8 +103,20 @@ def watermark(toc: dict[str, str]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-_COLS = (Record.subdir, Record.filename, Record.record, Record.about, Record.run_exports, Record.paths_summary,
-         Record.indexed_timestamp, Record.has_blob, Record.sha256, Record.size, Record.source_url, Record.id)
+_COLS = (
+    Record.subdir,
+    Record.filename,
+    Record.record,
+    Record.about,
+    Record.run_exports,
+    Record.paths_summary,
+    Record.indexed_timestamp,
+    Record.has_blob,
+    Record.sha256,
+    Record.size,
+    Record.source_url,
+    Record.id,
+)
 
 
 def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -139,8 +159,9 @@ class _Writer:
     def _place(self, rel: str, size: int) -> Path:
         if self.split:
             if size > self.split:
-                raise InvalidRequest(f"{rel} ({size} bytes) is larger than --split ({self.split} bytes)",
-                                     code="split_too_small")
+                raise InvalidRequest(
+                    f"{rel} ({size} bytes) is larger than --split ({self.split} bytes)", code="split_too_small"
+                )
             if self.part_used + size > self.split and self.part_used > 0:
                 self.part += 1
                 self.part_used = 0
@@ -203,8 +224,11 @@ def _resolve_channels(session: Session, channels: list[str], mirrors: list[str])
 def _load_base(session: Session, since: str) -> tuple[BundleExport, dict[str, Any]]:
     base = session.scalar(select(BundleExport).where(BundleExport.bundle_id == since))
     if base is None:
-        raise NotFound(f"no bundle {since!r} was exported by this server (see `condavault bundle status`)",
-                       code="bundle_not_found", bundle=since)
+        raise NotFound(
+            f"no bundle {since!r} was exported by this server (see `condavault bundle status`)",
+            code="bundle_not_found",
+            bundle=since,
+        )
     return base, json.loads(zstandard.ZstdDecompressor().decompress(base.toc))
 
 
@@ -223,8 +247,9 @@ def export_bundle(
 ) -> ExportReport:
     started = time.perf_counter()
     if not channels and not mirrors and not vulns and not scanning:
-        raise InvalidRequest("nothing to export: give --channel, --mirror, --vulns or --scanning",
-                             code="nothing_to_export")
+        raise InvalidRequest(
+            "nothing to export: give --channel, --mirror, --vulns or --scanning", code="nothing_to_export"
+        )
     output = output.expanduser().absolute()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InvalidRequest(f"{output} exists and is not an empty folder", code="output_exists")
@@ -240,9 +265,14 @@ def export_bundle(
         manifest, new_toc = _write(ctx, tmp, chans, vulns, base_row, base_toc, split, progress, report, scanning)
         # reserve the serial (this server's export count) and keep the table of contents for --since
         row = BundleExport(
-            bundle_id=bundle_id, parent_id=since, serial=0, kinds=" ".join(manifest.kinds),
-            summary="{}", toc=zstandard.ZstdCompressor(level=3).compress(json.dumps(new_toc).encode()),
-            output=str(output), created_by=actor,
+            bundle_id=bundle_id,
+            parent_id=since,
+            serial=0,
+            kinds=" ".join(manifest.kinds),
+            summary="{}",
+            toc=zstandard.ZstdCompressor(level=3).compress(json.dumps(new_toc).encode()),
+            output=str(output),
+            created_by=actor,
         )
         with ctx.db.write_session() as s:
             s.add(row)
@@ -252,7 +282,7 @@ def export_bundle(
         manifest.created = datetime.now(UTC).isoformat(timespec="seconds")
         raw = manifest.to_bytes()
         sig = sign(raw, key)
-        for d in ([tmp / f"part-{i:03d}" for i in range(1, manifest.parts + 1)] if manifest.parts else [tmp]):
+        for d in [tmp / f"part-{i:03d}" for i in range(1, manifest.parts + 1)] if manifest.parts else [tmp]:
             d.mkdir(exist_ok=True)
             (d / MANIFEST).write_bytes(raw)
             (d / SIGNATURE).write_bytes(sig)
@@ -303,7 +333,9 @@ def _write(
             if incremental and old is None:
                 raise InvalidRequest(
                     f"channel {name!r} is not in bundle {base_row.bundle_id if base_row else ''}: export it in a full "
-                    "bundle first", code="channel_not_in_base", channel=name,
+                    "bundle first",
+                    code="channel_not_in_base",
+                    channel=name,
                 )
             changed = {k for k, d in toc.items() if not k.startswith("patch:") and (old is None or old.get(k) != d)}
             removed = sorted(k for k in (old or {}) if not k.startswith("patch:") and k not in toc)
@@ -345,17 +377,24 @@ def _write(
             if trust is not None:  # carried signatures and the CEP 50 sidecar, byte for byte
                 has_sidecar = bool(trust.sidecar_sha256 and ctx.blobs.exists(trust.sidecar_sha256))
                 extra["trust"] = {
-                    "signatures": trust.signatures, "signed_record": trust.signed_record,
+                    "signatures": trust.signatures,
+                    "signed_record": trust.signed_record,
                     "sidecar_sha256": trust.sidecar_sha256 if has_sidecar else None,
-                    "status": trust.status, "method": trust.method, "identity": trust.identity,
+                    "status": trust.status,
+                    "method": trust.method,
+                    "identity": trust.identity,
                     "detail": trust.detail,
                 }
                 if has_sidecar and trust.sidecar_sha256:
                     spath = placed.get(trust.sidecar_sha256)
                     if spath is None:
                         spath = f"{base}/{r.subdir}/{r.filename}.sigs.{trust.sidecar_sha256}"
-                        w.add_blob(spath, ctx.blobs, trust.sidecar_sha256,
-                                   int(trust.sidecar_size or ctx.blobs.size(trust.sidecar_sha256)))
+                        w.add_blob(
+                            spath,
+                            ctx.blobs,
+                            trust.sidecar_sha256,
+                            int(trust.sidecar_size or ctx.blobs.size(trust.sidecar_sha256)),
+                        )
                         placed[trust.sidecar_sha256] = spath
                     extra["sidecar_file"] = spath
             path = None
@@ -365,23 +404,43 @@ def _write(
                     path = f"{base}/{r.subdir}/{r.filename}"
                     w.add_blob(path, ctx.blobs, r.sha256, int(r.size or 0))
                     placed[r.sha256] = path
-            lines.append(json.dumps({
-                "subdir": r.subdir, "filename": r.filename, "record": r.record, "about": r.about,
-                "run_exports": r.run_exports, "paths_summary": r.paths_summary,
-                "indexed_timestamp": r.indexed_timestamp, "has_blob": bool(r.has_blob), "source_url": r.source_url,
-                "file": path, **extra,
-            }, separators=(",", ":")))
+            lines.append(
+                json.dumps(
+                    {
+                        "subdir": r.subdir,
+                        "filename": r.filename,
+                        "record": r.record,
+                        "about": r.about,
+                        "run_exports": r.run_exports,
+                        "paths_summary": r.paths_summary,
+                        "indexed_timestamp": r.indexed_timestamp,
+                        "has_blob": bool(r.has_blob),
+                        "source_url": r.source_url,
+                        "file": path,
+                        **extra,
+                    },
+                    separators=(",", ":"),
+                )
+            )
         records_file = w.add_lines(f"{base}/records.jsonl", iter(lines))
         removed_file = w.add_lines(f"{base}/removed.jsonl", (json.dumps(k) for k in removed))
         patches_file = w.add_bytes(f"{base}/patches.json", json.dumps(patches, sort_keys=True).encode())
         for sd, (sha, size) in sorted(published.items()):
             w.add_blob(f"{base}/{sd}/repodata.json", ctx.blobs, sha, size)
         manifest.targets[f"channel:{name}"] = {
-            "kind": "channel", "channel": name, "privacy": privacy, "description": description,
-            "watermark": watermark(toc), "base_watermark": watermark(old) if old is not None else None,
-            "full": not incremental, "records": len(rows), "removed": len(removed), "total_records":
-            sum(1 for k in toc if not k.startswith("patch:")),
-            "records_file": records_file.path, "removed_file": removed_file.path, "patches_file": patches_file.path,
+            "kind": "channel",
+            "channel": name,
+            "privacy": privacy,
+            "description": description,
+            "watermark": watermark(toc),
+            "base_watermark": watermark(old) if old is not None else None,
+            "full": not incremental,
+            "records": len(rows),
+            "removed": len(removed),
+            "total_records": sum(1 for k in toc if not k.startswith("patch:")),
+            "records_file": records_file.path,
+            "removed_file": removed_file.path,
+            "patches_file": patches_file.path,
         }
         report.records += len(rows)
         report.removed += len(removed)

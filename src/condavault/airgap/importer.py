@@ -192,15 +192,20 @@ class Importer:
         if path.is_symlink():
             raise rejected(f"{path} is a symbolic link")
         if path.is_file() and is_archive(path):
-            folder = self.ctx.settings.data_dir / "bundles" / "unpacked" / hashlib.sha256(
-                f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:24]
+            folder = (
+                self.ctx.settings.data_dir
+                / "bundles"
+                / "unpacked"
+                / hashlib.sha256(f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:24]
+            )
             if not (folder / "manifest.json").is_file():  # unpacked before (an interrupted import): reused
                 unpack(path, folder, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
             self.unpacked = folder
             path = folder
         if is_part_dir(path) and (path / MANIFEST).is_file():  # one part given: its siblings are the others
-            return open_parts(part_dirs_in(path.parent), self.trusted, max_files=self.max_files,
-                              max_bytes=self.max_bytes)
+            return open_parts(
+                part_dirs_in(path.parent), self.trusted, max_files=self.max_files, max_bytes=self.max_bytes
+            )
         return open_bundle(path, self.trusted, max_files=self.max_files, max_bytes=self.max_bytes)
 
     unpacked: Path | None = None
@@ -214,8 +219,10 @@ class Importer:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if dry_run else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise Busy("another bundle import is running on this server; try again when it is done",
-                           code="bundle_import_running") from None
+                raise Busy(
+                    "another bundle import is running on this server; try again when it is done",
+                    code="bundle_import_running",
+                ) from None
             return self._locked_run(path, dry_run)
         finally:
             os.close(fd)
@@ -240,14 +247,19 @@ class Importer:
     def _run(self, path: str, opened: Opened, started: float, dry_run: bool) -> ImportReport:
         m = opened.manifest
         report = ImportReport(m.bundle_id, "imported", m.parent_id, m.origin_key, len(m.files), m.total_bytes)
-        report.targets = {k: {kk: v.get(kk) for kk in ("records", "removed", "full", "watermark")}
-                          for k, v in m.targets.items()}
+        report.targets = {
+            k: {kk: v.get(kk) for kk in ("records", "removed", "full", "watermark")} for k, v in m.targets.items()
+        }
         for t in m.targets.values():
             report.records += int(t.get("records") or 0)
             report.removed += int(t.get("removed") or 0)
         with self.ctx.db.session() as s:
-            if s.scalar(select(BundleImport.id).where(BundleImport.bundle_id == m.bundle_id,
-                                                      BundleImport.state == "done")) is not None:
+            if (
+                s.scalar(
+                    select(BundleImport.id).where(BundleImport.bundle_id == m.bundle_id, BundleImport.state == "done")
+                )
+                is not None
+            ):
                 report.status = "already-imported"
                 self._finished = True
                 return report
@@ -305,8 +317,10 @@ class Importer:
             if row is not None:
                 row.summary = json.dumps(report.to_dict(), default=str)
         self._request_index()
-        log.info("bundle imported", extra={"bundle": m.bundle_id, "records": report.records,
-                                           "bytes": report.bytes, "seconds": report.seconds})
+        log.info(
+            "bundle imported",
+            extra={"bundle": m.bundle_id, "records": report.records, "bytes": report.bytes, "seconds": report.seconds},
+        )
         return report
 
     def _is_package(self, opened: Opened, f: FileEntry) -> bool:
@@ -316,8 +330,11 @@ class Importer:
     def _decide(self, s: Session, opened: Opened) -> None:
         m = opened.manifest
         for target, spec in sorted(m.targets.items()):
-            state = s.scalar(select(BundleChannelState).where(
-                BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target))
+            state = s.scalar(
+                select(BundleChannelState).where(
+                    BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target
+                )
+            )
             if state is not None and state.serial > m.serial:
                 raise replay_error(m.bundle_id, m.serial, state.bundle_id, state.serial, target)
             base = spec.get("base_watermark")
@@ -331,7 +348,9 @@ class Importer:
                 raise Conflict(
                     f"bundle {m.bundle_id} applies on top of bundle {m.parent_id}, but {target} {at}: import "
                     f"bundle {m.parent_id} first (or a full bundle)",
-                    code="bundle_base_mismatch", needs=m.parent_id, target=target,
+                    code="bundle_base_mismatch",
+                    needs=m.parent_id,
+                    target=target,
                     current=state.bundle_id if state is not None else None,
                 )
             if spec.get("kind") == "channel" and m.parent_id is None and state is None:
@@ -339,7 +358,8 @@ class Importer:
                 if ch is not None and s.scalar(select(Record.id).where(Record.channel_id == ch.id).limit(1)):
                     raise Conflict(
                         f"channel {ch.name!r} has records that no bundle of key {m.origin_key} brought: a bundle "
-                        "fills only an empty channel or one it filled before", code="channel_not_empty",
+                        "fills only an empty channel or one it filled before",
+                        code="channel_not_empty",
                         channel=ch.name,
                     )
 
@@ -359,13 +379,17 @@ class Importer:
                 return f, True, None
             sha, md5, data = _hash_file(path)
             if sha != f.sha256 or (data is not None and len(data) != f.size):
-                raise rejected(f"{f.path}: sha256 {sha} differs from the manifest's {f.sha256} (altered)",
-                               path=f.path)
+                raise rejected(f"{f.path}: sha256 {sha} differs from the manifest's {f.sha256} (altered)", path=f.path)
             if f.path in pkg_index:
                 rec = pkg_index[f.path]
                 received = Received(path if data is None else None, st.st_size, md5, sha, data)
-                item = IngestItem(received, rec["filename"], expected_subdir=rec["subdir"], expected_sha256=f.sha256,
-                                  expected_size=f.size)
+                item = IngestItem(
+                    received,
+                    rec["filename"],
+                    expected_subdir=rec["subdir"],
+                    expected_sha256=f.sha256,
+                    expected_size=f.size,
+                )
                 checked = ing.check(item)
                 if checked.error is not None or checked.held is not None:  # a quarantine verdict refuses the bundle
                     err = checked.error or checked.held
@@ -420,8 +444,15 @@ class Importer:
             staged, self.staged = list(self.staged.values()), {}
         self.ctx.blobs.discard_staged(staged)
 
-    def _verify_all(self, opened: Opened, one: Callable[[FileEntry], tuple[FileEntry, bool, bytes | None]],
-                    journal: Journal, report: ImportReport, datas: dict[str, bytes], pkg_index: dict[str, Any]) -> None:
+    def _verify_all(
+        self,
+        opened: Opened,
+        one: Callable[[FileEntry], tuple[FileEntry, bool, bytes | None]],
+        journal: Journal,
+        report: ImportReport,
+        datas: dict[str, bytes],
+        pkg_index: dict[str, Any],
+    ) -> None:
         m = opened.manifest
         total = m.total_bytes
         done_bytes = 0
@@ -594,27 +625,36 @@ class Importer:
             for plan in plans:
                 ch = find_channel(s, plan.name)
                 if ch is None:
-                    ch = create_channel(s, plan.name, privacy=str(plan.spec.get("privacy") or "private"),
-                                        description=str(plan.spec.get("description") or ""),
-                                        created_by=f"bundle:{m.origin_key}")
+                    ch = create_channel(
+                        s,
+                        plan.name,
+                        privacy=str(plan.spec.get("privacy") or "private"),
+                        description=str(plan.spec.get("description") or ""),
+                        created_by=f"bundle:{m.origin_key}",
+                    )
                     # a lookup of this name before the import may be cached as "no such channel"
                     self.ctx.events.record(s, ChannelChanged(ch.id, ch.name))
                 entries = [
                     records.NewRecord(
-                        d["subdir"], d["filename"], d["record"],
+                        d["subdir"],
+                        d["filename"],
+                        d["record"],
                         about=json.loads(d["about"]) if d.get("about") else None,
                         run_exports=json.loads(d["run_exports"]) if d.get("run_exports") is not None else None,
                         paths_summary=json.loads(d["paths_summary"]) if d.get("paths_summary") else None,
-                        has_blob=bool(d.get("has_blob")), source_url=d.get("source_url"), force=True,
-                        uploaded_by=f"bundle:{m.bundle_id}", indexed_timestamp=int(d["indexed_timestamp"]),
+                        has_blob=bool(d.get("has_blob")),
+                        source_url=d.get("source_url"),
+                        force=True,
+                        uploaded_by=f"bundle:{m.bundle_id}",
+                        indexed_timestamp=int(d["indexed_timestamp"]),
                     )
                     for d in plan.records
                 ]
-                subdirs = records.sync_records(s, ch, entries, plan.patches, removed=plan.removed,
-                                               full=bool(plan.spec.get("full")))
+                subdirs = records.sync_records(
+                    s, ch, entries, plan.patches, removed=plan.removed, full=bool(plan.spec.get("full"))
+                )
                 # carried signatures and sidecars (an empty entry clears what a file no longer carries)
-                save_trust(s, ch.id, [d.get("trust") or TrustEntry(d["subdir"], d["filename"])
-                                      for d in plan.records])
+                save_trust(s, ch.id, [d.get("trust") or TrustEntry(d["subdir"], d["filename"]) for d in plan.records])
                 if subdirs:
                     self.ctx.events.record(s, RecordsChanged(ch.id, tuple(sorted(subdirs)), index=True))
                 changed.append((ch.id, subdirs))
@@ -650,8 +690,11 @@ class Importer:
         self.ctx.db.run_write(work)
 
     def _set_state(self, s: Session, m: Any, target: str, spec: dict[str, Any]) -> None:
-        state = s.scalar(select(BundleChannelState).where(
-            BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target))
+        state = s.scalar(
+            select(BundleChannelState).where(
+                BundleChannelState.origin_key == m.origin_key, BundleChannelState.target == target
+            )
+        )
         if state is None:
             state = BundleChannelState(origin_key=m.origin_key, target=target)
             s.add(state)
@@ -669,8 +712,9 @@ class Importer:
         row.finished_at = utcnow()
 
 
-def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
-                 entries: dict[str, FileEntry]) -> TrustEntry:
+def _trust_entry(
+    sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any], entries: dict[str, FileEntry]
+) -> TrustEntry:
     """A record's carried trust from a bundle line, checked: a well-formed signatures entry, and a sidecar
     listed in the manifest whose sha256 is the record's ``attestations_sha256``."""
     t = doc["trust"]
@@ -680,8 +724,9 @@ def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
     if sigs is not None and (not isinstance(sigs, str) or not is_signatures_entry(json.loads(sigs))):
         raise rejected(f"{sd}/{fn}: malformed signatures entry")
     signed = t.get("signed_record")
-    if signed is not None and (not isinstance(signed, str) or len(signed) > 1024 * 1024
-                               or not isinstance(json.loads(signed), dict)):
+    if signed is not None and (
+        not isinstance(signed, str) or len(signed) > 1024 * 1024 or not isinstance(json.loads(signed), dict)
+    ):
         raise rejected(f"{sd}/{fn}: malformed signed record")
     sidecar = t.get("sidecar_sha256")
     size = None
@@ -695,8 +740,15 @@ def _trust_entry(sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any],
     if status not in STATUSES:
         raise rejected(f"{sd}/{fn}: unknown signature status {status!r}")
     text = {k: (str(t[k])[:2000] if t.get(k) is not None else None) for k in ("method", "identity", "detail")}
-    return TrustEntry(sd, fn, sigs, sidecar, size, Outcome(status, text["method"], text["identity"], text["detail"]),
-                      signed if sigs is not None else None)
+    return TrustEntry(
+        sd,
+        fn,
+        sigs,
+        sidecar,
+        size,
+        Outcome(status, text["method"], text["identity"], text["detail"]),
+        signed if sigs is not None else None,
+    )
 
 
 def channel_of(session: Session, name: str) -> Channel | None:

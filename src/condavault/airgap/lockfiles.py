@@ -127,8 +127,11 @@ def package_from_url(url: str, *, sha256: str | None = None, md5: str | None = N
     if md5 is not None and not _MD5.match(md5.lower()):
         raise InvalidLockfile(f"bad md5 {md5!r} for {url!r}")
     return LockedPackage(
-        url=url, subdir=segments[-2], filename=segments[-1],
-        sha256=sha256.lower() if sha256 else None, md5=md5.lower() if md5 else None,
+        url=url,
+        subdir=segments[-2],
+        filename=segments[-1],
+        sha256=sha256.lower() if sha256 else None,
+        md5=md5.lower() if md5 else None,
     )
 
 
@@ -148,7 +151,7 @@ def parse_explicit(text: str) -> list[LockedPackage]:
         sha256 = md5 = None
         anchor = anchor.strip().lower()
         if anchor.startswith("sha256:"):
-            sha256 = anchor[len("sha256:"):]
+            sha256 = anchor[len("sha256:") :]
         elif len(anchor) == 64:
             sha256 = anchor
         elif anchor:
@@ -242,8 +245,9 @@ def _dedupe(packages: list[LockedPackage]) -> list[LockedPackage]:
     by_key: dict[tuple[str, str], LockedPackage] = {}
     for p in packages:
         old = by_key.get(p.key)
-        if old is not None and ((old.sha256 and p.sha256 and old.sha256 != p.sha256) or
-                                (old.md5 and p.md5 and old.md5 != p.md5)):
+        if old is not None and (
+            (old.sha256 and p.sha256 and old.sha256 != p.sha256) or (old.md5 and p.md5 and old.md5 != p.md5)
+        ):
             raise InvalidLockfile(f"the lockfile pins {p.subdir}/{p.filename} twice with different hashes")
         by_key.setdefault(p.key, p)
     return list(by_key.values())

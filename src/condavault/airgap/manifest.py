@@ -172,11 +172,14 @@ def verify(manifest_bytes: bytes, sig_bytes: bytes, trusted: dict[str, PublicKey
     if key.id not in trusted or trusted[key.id].raw != key.raw:
         raise rejected(
             f"signed by key {key.id} ({key.text}), which this server does not trust; add it to trusted_keys",
-            code_detail="untrusted_key", key=key.text,
+            code_detail="untrusted_key",
+            key=key.text,
         )
     if not key.verify(signature, manifest_bytes):
-        raise rejected("the manifest signature does not verify (the manifest or its signature was altered)",
-                       code_detail="bad_signature")
+        raise rejected(
+            "the manifest signature does not verify (the manifest or its signature was altered)",
+            code_detail="bad_signature",
+        )
     return key
 
 
@@ -209,8 +212,11 @@ class Opened:
     def source(self) -> str:
         """Where it was read from (the parts' folders of a split bundle given one by one)."""
         dirs = sorted({p.parent for p in self.part_dirs.values()})
-        return str(self.root) if not self.part_dirs or dirs == [self.root] else ", ".join(
-            str(self.part_dirs[n]) for n in sorted(self.part_dirs))
+        return (
+            str(self.root)
+            if not self.part_dirs or dirs == [self.root]
+            else ", ".join(str(self.part_dirs[n]) for n in sorted(self.part_dirs))
+        )
 
 
 def is_part_dir(path: Path) -> bool:
@@ -223,8 +229,12 @@ def part_dirs_in(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if is_part_dir(p)) if root.is_dir() and not root.is_symlink() else []
 
 
-def _signed_manifest(mdir: Path, trusted: dict[str, PublicKey], max_files: int, max_bytes: int,
-                     ) -> tuple[bytes, Manifest, PublicKey]:
+def _signed_manifest(
+    mdir: Path,
+    trusted: dict[str, PublicKey],
+    max_files: int,
+    max_bytes: int,
+) -> tuple[bytes, Manifest, PublicKey]:
     raw = _read_small(mdir / MANIFEST, MAX_MANIFEST_BYTES)
     sig = _read_small(mdir / SIGNATURE, 64 * 1024)
     key = verify(raw, sig, trusted)  # nothing of the manifest is trusted before this
@@ -257,8 +267,9 @@ def open_bundle(root: Path, trusted: dict[str, PublicKey], *, max_files: int, ma
     return Opened(root, manifest, raw, key)
 
 
-def open_parts(dirs: list[Path], trusted: dict[str, PublicKey], *, max_files: int, max_bytes: int,
-               root: Path | None = None) -> Opened:
+def open_parts(
+    dirs: list[Path], trusted: dict[str, PublicKey], *, max_files: int, max_bytes: int, root: Path | None = None
+) -> Opened:
     """A split bundle from its part folders, wherever each one is (e.g. one per removable medium): each
     must carry the same signed manifest and exactly the files the manifest lists for its part; every part
     must be there. Which part a folder is comes from its name (``part-NNN``) or, for a renamed folder,
@@ -296,8 +307,10 @@ def open_parts(dirs: list[Path], trusted: dict[str, PublicKey], *, max_files: in
     if missing:
         raise rejected(
             f"bundle {manifest.bundle_id} has {manifest.parts} parts; {len(missing)} missing: "
-            + ", ".join(f"part-{n:03d}" for n in missing[:10]) + (" ..." if len(missing) > 10 else ""),
-            missing_parts=missing, parts=manifest.parts,
+            + ", ".join(f"part-{n:03d}" for n in missing[:10])
+            + (" ..." if len(missing) > 10 else ""),
+            missing_parts=missing,
+            parts=manifest.parts,
         )
     for n, d in sorted(assigned.items()):
         _walk(d, by_part[n], raw)
@@ -343,5 +356,7 @@ def replay_error(bundle_id: str, serial: int, last_id: str, last_serial: int, ta
     return Conflict(
         f"bundle {bundle_id} (serial {serial}) is older than bundle {last_id} (serial {last_serial}) already "
         f"imported for {target}: a replayed bundle is refused",
-        code="bundle_replayed", bundle=bundle_id, newer=last_id,
+        code="bundle_replayed",
+        bundle=bundle_id,
+        newer=last_id,
     )

@@ -79,8 +79,15 @@ def scan(ctx: Context, run: JobRun | None = None) -> dict[str, Any]:
             if "missing_parts" in exc.details:  # a split bundle still arriving: not an error, looked at again
                 parts = int(exc.details.get("parts") or 0)
                 missing = list(exc.details["missing_parts"])
-                results.append({"path": name, "status": "incomplete", "parts": parts,
-                                "missing_parts": missing[:100], "error": exc.message})
+                results.append(
+                    {
+                        "path": name,
+                        "status": "incomplete",
+                        "parts": parts,
+                        "missing_parts": missing[:100],
+                        "error": exc.message,
+                    }
+                )
                 continue
             results.append({"path": name, "status": "rejected", "code": exc.code, "error": exc.message})
     for i, (_serial, _bid, name, path) in enumerate(sorted(opened, key=lambda o: (o[0], o[1], o[2]))):
@@ -89,8 +96,7 @@ def scan(ctx: Context, run: JobRun | None = None) -> dict[str, Any]:
             run.progress(phase="import", done=i, total=len(opened))
         try:
             rep = importer.run(path)
-            results.append({"path": name, "bundle_id": rep.bundle_id, "status": rep.status,
-                            "records": rep.records})
+            results.append({"path": name, "bundle_id": rep.bundle_id, "status": rep.status, "records": rep.records})
         except CondavaultError as exc:
             log.warning("bundle refused", extra={"path": name, "code": exc.code, "error": exc.message})
             results.append({"path": name, "status": "refused", "code": exc.code, "error": exc.message})
@@ -103,8 +109,15 @@ def wire(ctx: Context) -> None:
         # a scheduled scan of an empty folder leaves no row (quiet); one asked for always answers
         return out if out["bundles"] or run.params.get("on_demand") else None
 
-    ctx.kinds.register(JobKind(IMPORT_KIND, run_scan, max_attempts=1, quiet=True,
-                               description="import the bundles of the air-gap drop folder"))
+    ctx.kinds.register(
+        JobKind(
+            IMPORT_KIND,
+            run_scan,
+            max_attempts=1,
+            quiet=True,
+            description="import the bundles of the air-gap drop folder",
+        )
+    )
 
 
 def schedules(ctx: Context) -> list[ScheduleSpec]:

@@ -34,8 +34,12 @@ def solve_in_child(specs: list[str], sources: list[tuple[str, str, str]], virtua
     :class:`SolveFailed` with the solver's explanation."""
     request = json.dumps({"specs": specs, "sources": sources, "virtual_packages": virtual_packages})
     proc = subprocess.run(
-        [sys.executable, "-m", "condavault.airgap.solver"], input=request, capture_output=True, text=True,
-        timeout=TIMEOUT, check=False,
+        [sys.executable, "-m", "condavault.airgap.solver"],
+        input=request,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     answer: dict[str, Any] = {}
     for line in reversed(proc.stdout.splitlines()):
@@ -58,10 +62,16 @@ async def _solve(req: dict[str, Any]) -> list[str]:
     virtual = []
     for item in req["virtual_packages"]:
         name, version, build = item.split("=", 2)
-        virtual.append(rattler.GenericVirtualPackage(
-            rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)))
+        virtual.append(
+            rattler.GenericVirtualPackage(
+                rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
+            )
+        )
     records = await rattler.solve_with_sparse_repodata(
-        req["specs"], sparse, virtual_packages=virtual, channel_priority=rattler.ChannelPriority.Strict,
+        req["specs"],
+        sparse,
+        virtual_packages=virtual,
+        channel_priority=rattler.ChannelPriority.Strict,
     )
     return [str(r.url) for r in records]
 

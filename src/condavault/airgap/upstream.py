@@ -50,8 +50,9 @@ def verify_upstream(settings: Settings, upstream: str) -> Path | None:
     if found is None:
         return None
     folder, name = found
-    opened = open_bundle(folder, trusted_keys(settings), max_files=settings.airgap_max_files,
-                         max_bytes=settings.airgap_max_bundle_bytes)
+    opened = open_bundle(
+        folder, trusted_keys(settings), max_files=settings.airgap_max_files, max_bytes=settings.airgap_max_bundle_bytes
+    )
     prefix = f"channels/{name}/"
     for f in opened.manifest.files:
         if f.path.startswith(prefix) and f.path.endswith("/repodata.json"):
@@ -75,7 +76,7 @@ def _view(settings: Settings, opened: Opened, name: str) -> Path:
     tmp = views / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     for f in files:
-        link = tmp / f.path[len(prefix):]
+        link = tmp / f.path[len(prefix) :]
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(opened.path_of(f), link)
     shutil.rmtree(dest, ignore_errors=True)

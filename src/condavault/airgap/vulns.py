@@ -44,8 +44,13 @@ def export(ctx: Context, w: _Writer, old: dict[str, str] | None) -> tuple[dict[s
     links: list[str] = []
     with ctx.db.session() as s:
         q = (
-            select(VulnSource.location, VulnSourceRecord.feed, VulnSourceRecord.record_id,
-                   VulnSourceRecord.content_hash, VulnSourceRecord.data)
+            select(
+                VulnSource.location,
+                VulnSourceRecord.feed,
+                VulnSourceRecord.record_id,
+                VulnSourceRecord.content_hash,
+                VulnSourceRecord.data,
+            )
             .join(VulnSource, VulnSource.id == VulnSourceRecord.source_pk)
             .order_by(VulnSource.location, VulnSourceRecord.feed, VulnSourceRecord.record_id)
         )
@@ -57,8 +62,14 @@ def export(ctx: Context, w: _Writer, old: dict[str, str] | None) -> tuple[dict[s
                 sources[loc].append(data)
         entries: dict[str, list[list[str]]] = {}
         for loc, eco, name, conda, rel in s.execute(
-            select(VulnSource.location, VulnNameEntry.ecosystem, VulnNameEntry.name, VulnNameEntry.conda_name,
-                   VulnNameEntry.relation).join(VulnSource, VulnSource.id == VulnNameEntry.source_pk)
+            select(
+                VulnSource.location,
+                VulnNameEntry.ecosystem,
+                VulnNameEntry.name,
+                VulnNameEntry.conda_name,
+                VulnNameEntry.relation,
+            )
+            .join(VulnSource, VulnSource.id == VulnNameEntry.source_pk)
             .order_by(VulnSource.location, VulnNameEntry.name, VulnNameEntry.conda_name)
         ):
             entries.setdefault(loc, []).append([eco, name, conda, rel])
@@ -68,7 +79,8 @@ def export(ctx: Context, w: _Writer, old: dict[str, str] | None) -> tuple[dict[s
                 names.append(json.dumps({"source": loc, "entries": rows}))
         for adv_id, package, versions, status, reason in s.execute(
             select(VulnAdvisory.advisory_id, VulnRule.package, VulnRule.versions, VulnRule.status, VulnRule.reason)
-            .join(VulnAdvisory, VulnAdvisory.id == VulnRule.advisory_pk).order_by(VulnRule.id)
+            .join(VulnAdvisory, VulnAdvisory.id == VulnRule.advisory_pk)
+            .order_by(VulnRule.id)
         ):
             doc = {"advisory": adv_id, "package": package, "versions": versions, "status": status, "reason": reason}
             key = f"rule:{_digest(doc)}"
@@ -76,15 +88,28 @@ def export(ctx: Context, w: _Writer, old: dict[str, str] | None) -> tuple[dict[s
             if old is None or key not in old:
                 rules.append(json.dumps(doc))
         for adv_id, chan, sd, fn, status, reason in s.execute(
-            select(VulnAdvisory.advisory_id, Channel.name, Record.subdir, Record.filename, VulnLinkRow.status,
-                   VulnLinkRow.status_reason)
+            select(
+                VulnAdvisory.advisory_id,
+                Channel.name,
+                Record.subdir,
+                Record.filename,
+                VulnLinkRow.status,
+                VulnLinkRow.status_reason,
+            )
             .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
             .join(Record, Record.id == VulnLinkRow.record_id)
             .join(Channel, Channel.id == Record.channel_id)
-            .where(VulnLinkRow.curated_by == "link").order_by(VulnLinkRow.id)
+            .where(VulnLinkRow.curated_by == "link")
+            .order_by(VulnLinkRow.id)
         ):
-            doc = {"advisory": adv_id, "channel": chan, "subdir": sd, "filename": fn, "status": status,
-                   "reason": reason}
+            doc = {
+                "advisory": adv_id,
+                "channel": chan,
+                "subdir": sd,
+                "filename": fn,
+                "status": status,
+                "reason": reason,
+            }
             key = f"link:{adv_id}\x00{chan}/{sd}/{fn}"
             toc[key] = _digest(status, reason)
             if old is None or old.get(key) != toc[key]:
@@ -98,9 +123,15 @@ def export(ctx: Context, w: _Writer, old: dict[str, str] | None) -> tuple[dict[s
     rules_file = w.add_lines(f"{PREFIX}/rules.jsonl", iter(rules)).path
     links_file = w.add_lines(f"{PREFIX}/links.jsonl", iter(links)).path
     target = {
-        "kind": "vulns", "watermark": watermark(toc), "base_watermark": watermark(old) if old is not None else None,
-        "full": old is None, "source_files": files, "names_file": names_file, "rules_file": rules_file,
-        "links_file": links_file, "records": sum(len(d) for d in sources.values()),
+        "kind": "vulns",
+        "watermark": watermark(toc),
+        "base_watermark": watermark(old) if old is not None else None,
+        "full": old is None,
+        "source_files": files,
+        "names_file": names_file,
+        "rules_file": rules_file,
+        "links_file": links_file,
+        "records": sum(len(d) for d in sources.values()),
     }
     return target, toc
 
@@ -189,22 +220,33 @@ def _curate(ctx: Context, payload: VulnPayload) -> int:
             adv = store.find_advisory(s, r["advisory"])
             if adv is None:
                 continue
-            exists = s.scalar(select(VulnRule.id).where(
-                VulnRule.advisory_pk == adv.id, VulnRule.package == r["package"], VulnRule.versions == r["versions"],
-                VulnRule.status == r["status"]).limit(1))
+            exists = s.scalar(
+                select(VulnRule.id)
+                .where(
+                    VulnRule.advisory_pk == adv.id,
+                    VulnRule.package == r["package"],
+                    VulnRule.versions == r["versions"],
+                    VulnRule.status == r["status"],
+                )
+                .limit(1)
+            )
             if exists is None:
-                curation.curate_range(s, adv, r["package"], r["versions"], r["status"], r.get("reason") or "",
-                                      "bundle")
+                curation.curate_range(s, adv, r["package"], r["versions"], r["status"], r.get("reason") or "", "bundle")
                 n += 1
         for r in payload.links:
             adv = store.find_advisory(s, r["advisory"])
             if adv is None:
                 continue
             link = s.scalar(
-                select(VulnLinkRow).join(Record, Record.id == VulnLinkRow.record_id)
+                select(VulnLinkRow)
+                .join(Record, Record.id == VulnLinkRow.record_id)
                 .join(Channel, Channel.id == Record.channel_id)
-                .where(VulnLinkRow.advisory_pk == adv.id, Channel.name == r["channel"], Record.subdir == r["subdir"],
-                       Record.filename == r["filename"])
+                .where(
+                    VulnLinkRow.advisory_pk == adv.id,
+                    Channel.name == r["channel"],
+                    Record.subdir == r["subdir"],
+                    Record.filename == r["filename"],
+                )
             )
             if link is not None and (link.status, link.status_reason) != (r["status"], r.get("reason") or ""):
                 curation.curate_links(s, [link], r["status"], r.get("reason") or "", "bundle")

@@ -139,8 +139,13 @@ class AuditRecorder:
         with self._flush_lock:
             if self.dropped:
                 lost = self.dropped
-                row = {"at": datetime.now(UTC), "username": "condavault", "action": "audit:overflow",
-                       "target": "downloads", "after": _json({"downloads_not_recorded": lost})}
+                row = {
+                    "at": datetime.now(UTC),
+                    "username": "condavault",
+                    "action": "audit:overflow",
+                    "target": "downloads",
+                    "after": _json({"downloads_not_recorded": lost}),
+                }
                 with self.db.session() as s:
                     s.execute(insert(ChangeEvent), [row])
                 self.dropped -= lost

@@ -21,8 +21,11 @@ from condavault.errors import LastAdmin
 
 
 def admin_role_ids(session: Session) -> list[int]:
-    return [rid for rid, perms in session.execute(select(Role.id, Role.permissions))
-            if Permission.SYSTEM_ADMIN.value in json.loads(perms)]
+    return [
+        rid
+        for rid, perms in session.execute(select(Role.id, Role.permissions))
+        if Permission.SYSTEM_ADMIN.value in json.loads(perms)
+    ]
 
 
 def enabled_admins(session: Session) -> set[int]:
@@ -51,7 +54,6 @@ def ensure_admin_remains(session: Session) -> None:
         raise LastAdmin(
             "this change would leave no enabled administrator; make another account an administrator first",
         )
-
 
 
 def recover_admin(session: Session, username: str, password: str | None = None) -> tuple[str, User]:

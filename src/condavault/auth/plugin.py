@@ -54,8 +54,9 @@ def wire(ctx: Context) -> AuthDomain:
         login.throttle.purge()
         return None
 
-    ctx.kinds.register(JobKind("auth.ldap_sync", ldap_sync, lane="short", max_attempts=1,
-                               description="LDAP group sync"))
+    ctx.kinds.register(
+        JobKind("auth.ldap_sync", ldap_sync, lane="short", max_attempts=1, description="LDAP group sync")
+    )
     ctx.kinds.register(JobKind("auth.purge", purge, lane="short", description="purge expired sessions/throttles"))
     ctx.events.on_transaction(ChannelCreated, owner_grant)
     ctx.events.on_commit(ChannelCreated, lambda _e: ctx.auth.invalidate())

@@ -119,8 +119,11 @@ def list_files(
     return out
 
 
-@router.get("/{name}/packages/{package}/dependants", response_model=DependantsOut,
-            summary="Packages (of the channels the caller may read) that depend on a package of this channel")
+@router.get(
+    "/{name}/packages/{package}/dependants",
+    response_model=DependantsOut,
+    summary="Packages (of the channels the caller may read) that depend on a package of this channel",
+)
 def list_dependants(
     name: str,
     package: str = Path(max_length=100),
@@ -130,8 +133,14 @@ def list_dependants(
     identity: Identity = IdentityDep,
 ) -> DependantsOut:
     found, total = ChannelService(ctx).dependants(identity, name, package, limit=limit, offset=offset)
-    return DependantsOut(package=package, dependants=[DependantOut(**d) for d in found], total=min(total, COUNT_CAP),
-                         total_capped=total > COUNT_CAP, limit=limit, offset=offset)
+    return DependantsOut(
+        package=package,
+        dependants=[DependantOut(**d) for d in found],
+        total=min(total, COUNT_CAP),
+        total_capped=total > COUNT_CAP,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.post(
@@ -160,7 +169,14 @@ async def upload(
     try:
         out = await anyio.to_thread.run_sync(
             lambda: UploadService(ctx).upload_one(
-                identity, name, received, fn, subdir=subdir, force=force, skip_existing=skip_existing, wait=wait,
+                identity,
+                name,
+                received,
+                fn,
+                subdir=subdir,
+                force=force,
+                skip_existing=skip_existing,
+                wait=wait,
                 sha256=sha256,
             )
         )
@@ -170,9 +186,14 @@ async def upload(
     return UploadOut(**out)
 
 
-
 async def _receive(
-    ctx: Context, request: Request, identity: Identity, channel: str, filename: str | None, *, max_files: int,
+    ctx: Context,
+    request: Request,
+    identity: Identity,
+    channel: str,
+    filename: str | None,
+    *,
+    max_files: int,
     subdir: str | None = None,
 ) -> list[tuple[str, Received]]:
     """Authorise a write, refuse what can be refused without the body (subdir, a raw body's filename), then
@@ -183,25 +204,28 @@ async def _receive(
         check_subdir(subdir)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        return await read_files(ctype, request.stream(), ctx.blobs.temp_file,
-                                max_bytes=ctx.settings.max_upload_bytes, max_files=max_files)
+        return await read_files(
+            ctype, request.stream(), ctx.blobs.temp_file, max_bytes=ctx.settings.max_upload_bytes, max_files=max_files
+        )
     if not filename:
         raise InvalidRequest("the 'filename' query parameter is required for a raw body", code="missing_filename")
     parse_filename(filename)
     return [(filename, await ctx.ingestor.aspool(request.stream()))]
 
 
-@router.post("/{name}/uploads", response_model=BatchOut, status_code=201,
-             summary="Open an upload batch: the index is published once, at its commit")
+@router.post(
+    "/{name}/uploads",
+    response_model=BatchOut,
+    status_code=201,
+    summary="Open an upload batch: the index is published once, at its commit",
+)
 def open_batch(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> BatchOut:
     ctx.channels.require(identity, name, Permission.CHANNEL_WRITE)
     return BatchOut(**UploadService(ctx).open_batch(identity, name))
 
 
 @router.get("/{name}/uploads/{batch}", response_model=BatchOut, summary="An upload batch: state and counts")
-def get_batch(
-    name: str, batch: str = BATCH, ctx: Context = CtxDep, identity: Identity = IdentityDep
-) -> BatchOut:
+def get_batch(name: str, batch: str = BATCH, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> BatchOut:
     ctx.channels.require(identity, name, Permission.CHANNEL_WRITE)
     return BatchOut(**UploadService(ctx).get_batch(identity, name, batch))
 
@@ -231,8 +255,11 @@ async def batch_files(
     return BatchFilesOut(**out)
 
 
-@router.post("/{name}/uploads/{batch}/commit", response_model=BatchCommitOut,
-             summary="Close an upload batch and publish the index once")
+@router.post(
+    "/{name}/uploads/{batch}/commit",
+    response_model=BatchCommitOut,
+    summary="Close an upload batch and publish the index once",
+)
 def commit_batch(
     name: str,
     batch: str = BATCH,

@@ -45,8 +45,13 @@ def depends_rows(record_id: int, channel_id: int, name: str, record: dict[str, A
         dep = dep_name(spec)
         if not dep or len(dep) > MAX_NAME or dep in out:
             continue
-        out[dep] = {"record_id": record_id, "name": dep, "channel_id": channel_id, "dependant": name[:MAX_NAME],
-                    "spec": spec.strip()[:MAX_SPEC]}
+        out[dep] = {
+            "record_id": record_id,
+            "name": dep,
+            "channel_id": channel_id,
+            "dependant": name[:MAX_NAME],
+            "spec": spec.strip()[:MAX_SPEC],
+        }
     return list(out.values())
 
 
@@ -106,8 +111,11 @@ def dependants(
         select(d.dependant, d.channel_id, d.spec, Record.version, Record.build_number, Record.timestamp)
         .join(Record, Record.id == d.record_id)
         # two plain INs (an index range per pair; SQLite reads every row of ``name`` for a row-value IN)
-        .where(d.name == name, d.dependant.in_(sorted({p for p, _ in keys})),
-               d.channel_id.in_(sorted({c for _, c in keys})))
+        .where(
+            d.name == name,
+            d.dependant.in_(sorted({p for p, _ in keys})),
+            d.channel_id.in_(sorted({c for _, c in keys})),
+        )
     )
     wanted = set(keys)
     for pkg, cid, spec, version, build_number, ts in rows:
@@ -116,8 +124,13 @@ def dependants(
         rank = (version_key(version), build_number or 0, ts or 0)
         cur = best.get((pkg, cid))
         if cur is None or rank > cur["_rank"]:
-            best[(pkg, cid)] = {"channel": names.get(cid, ""), "name": pkg, "version": version, "spec": spec,
-                                "_rank": rank}
+            best[(pkg, cid)] = {
+                "channel": names.get(cid, ""),
+                "name": pkg,
+                "version": version,
+                "spec": spec,
+                "_rank": rank,
+            }
     out = []
     for key in keys:
         item = best.get(key)

@@ -11,10 +11,29 @@ RESERVED = {"t", "label", "api", "static"}
 PRIVACY = ("public", "authenticated", "private")
 # platform subdirs conda and rattler know: a channel of that name would be ambiguous in URLs
 KNOWN_SUBDIRS = {
-    "noarch", "emscripten-wasm32", "wasi-wasm32", "freebsd-64", "freebsd-arm64", "linux-32", "linux-64",
-    "linux-aarch64", "linux-armv6l", "linux-armv7l", "linux-ppc64", "linux-ppc64le", "linux-riscv64",
-    "linux-riscv32", "linux-s390x", "linux-loongarch64", "linux-ppc", "osx-64", "osx-arm64", "win-32", "win-64",
-    "win-arm64", "zos-z",
+    "noarch",
+    "emscripten-wasm32",
+    "wasi-wasm32",
+    "freebsd-64",
+    "freebsd-arm64",
+    "linux-32",
+    "linux-64",
+    "linux-aarch64",
+    "linux-armv6l",
+    "linux-armv7l",
+    "linux-ppc64",
+    "linux-ppc64le",
+    "linux-riscv64",
+    "linux-riscv32",
+    "linux-s390x",
+    "linux-loongarch64",
+    "linux-ppc",
+    "osx-64",
+    "osx-arm64",
+    "win-32",
+    "win-64",
+    "win-arm64",
+    "zos-z",
 }
 
 

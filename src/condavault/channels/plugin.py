@@ -20,8 +20,9 @@ def wire(ctx: Context) -> None:
         return {"deleted": n} if n else None
 
     ctx.kinds.register(JobKind(REINDEX_KIND, reindex_job, max_attempts=2, description="rebuild a channel's index"))
-    ctx.kinds.register(JobKind("uploads.purge", purge, lane="short", quiet=True,
-                               description="forget old upload batches"))
+    ctx.kinds.register(
+        JobKind("uploads.purge", purge, lane="short", quiet=True, description="forget old upload batches")
+    )
     # an open upload batch publishes its channel's index at its commit: the sweep leaves it alone meanwhile
     ctx.index_holds.append(lambda: open_batch_channels(ctx.db))
 

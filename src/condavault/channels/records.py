@@ -196,11 +196,14 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
         chunk = rows[i : i + 5000]
         ids = session.connection().execute(stmt, chunk).scalars().all()
         parsed = records[i : i + 5000] if records is not None else [depends.record_dict(r["record"]) for r in chunk]
-        depends.write(session, (
-            d
-            for rid, row, rec in zip(ids, chunk, parsed, strict=True)
-            for d in depends.depends_rows(rid, row["channel_id"], row["name"], rec)
-        ))
+        depends.write(
+            session,
+            (
+                d
+                for rid, row, rec in zip(ids, chunk, parsed, strict=True)
+                for d in depends.depends_rows(rid, row["channel_id"], row["name"], rec)
+            ),
+        )
 
 
 def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]:
@@ -296,22 +299,30 @@ def _import_repodata(
 
     def flush() -> None:
         fns = sorted(batch)
-        existing = {
-            fn: sha
-            for fn, sha in session.execute(
-                select(Record.filename, Record.sha256).where(
-                    Record.channel_id == channel.id, Record.subdir == subdir, Record.filename.in_(fns)
+        existing = (
+            {
+                fn: sha
+                for fn, sha in session.execute(
+                    select(Record.filename, Record.sha256).where(
+                        Record.channel_id == channel.id, Record.subdir == subdir, Record.filename.in_(fns)
+                    )
                 )
-            )
-        } if fns else {}
+            }
+            if fns
+            else {}
+        )
         rows = []
         recs: list[dict[str, Any]] = []
         for fn in fns:
             rec = batch[fn]
             if fn in existing:
                 if existing[fn] != rec.get("sha256") and not skip_existing:
-                    raise Conflict(f"{subdir}/{fn} already exists with different content", code="filename_conflict",
-                                   channel=channel.name, filename=fn)
+                    raise Conflict(
+                        f"{subdir}/{fn} already exists with different content",
+                        code="filename_conflict",
+                        channel=channel.name,
+                        filename=fn,
+                    )
                 counts["unchanged"] += 1
                 continue
             rec = {k: v for k, v in rec.items() if k != "indexed_timestamp"}
@@ -497,9 +508,7 @@ def remove_by_keys(session: Session, channel: Channel, keys: list[tuple[str, str
     return removed
 
 
-def refresh_records(
-    session: Session, channel_id: int, updates: dict[tuple[str, str], dict[str, Any]]
-) -> int:
+def refresh_records(session: Session, channel_id: int, updates: dict[tuple[str, str], dict[str, Any]]) -> int:
     """Same bytes, new upstream metadata (a mirror's repodata patch): merge ``updates[(subdir, filename)]``
     into each stored record and re-publish it. Returns the number of records changed."""
     n = 0
@@ -595,8 +604,10 @@ def sync_records(
     gone), ``entries`` written -- a record with the same bytes but other metadata is updated in place (its
     CVE links and curation stay), other bytes replace the row. Returns the subdirs that changed."""
     subdirs: set[str] = set()
-    states = {st.subdir: st.patch_instructions for st in session.scalars(
-        select(SubdirState).where(SubdirState.channel_id == channel.id))}
+    states = {
+        st.subdir: st.patch_instructions
+        for st in session.scalars(select(SubdirState).where(SubdirState.channel_id == channel.id))
+    }
     for sd, text in patches.items():
         if sd not in states or (states[sd] or None) != (text or None):
             apply_patches(session, channel.id, sd, json.loads(text) if text else None)
@@ -604,8 +615,11 @@ def sync_records(
     keys = set(removed)
     if full:
         wanted = {(e.subdir, e.filename) for e in entries}
-        keys = {(sd, fn) for sd, fn in session.execute(
-            select(Record.subdir, Record.filename).where(Record.channel_id == channel.id)) if (sd, fn) not in wanted}
+        keys = {
+            (sd, fn)
+            for sd, fn in session.execute(select(Record.subdir, Record.filename).where(Record.channel_id == channel.id))
+            if (sd, fn) not in wanted
+        }
     if keys:
         remove_by_keys(session, channel, sorted(keys))
         subdirs.update(sd for sd, _ in keys)
@@ -629,8 +643,11 @@ def _refresh_same_bytes(
         names: set[str] = set()
         deps: dict[int, list[dict[str, Any]]] = {}
         for i in range(0, len(fns), 500):
-            rows = session.scalars(select(Record).where(
-                Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])))
+            rows = session.scalars(
+                select(Record).where(
+                    Record.channel_id == channel.id, Record.subdir == sd, Record.filename.in_(fns[i : i + 500])
+                )
+            )
             for row in rows:
                 e = by_key[(sd, row.filename)]
                 if row.sha256 != e.record.get("sha256"):

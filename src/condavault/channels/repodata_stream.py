@@ -35,8 +35,9 @@ class _Reader:
         self.max_value = max_value
 
     def _fail(self, why: str) -> InvalidRequest:
-        return InvalidRequest(f"invalid repodata JSON at character {self.consumed + self.pos}: {why}",
-                              code="invalid_repodata")
+        return InvalidRequest(
+            f"invalid repodata JSON at character {self.consumed + self.pos}: {why}", code="invalid_repodata"
+        )
 
     def _more(self, size: int | None = None) -> bool:
         if self.eof:

@@ -71,8 +71,11 @@ def delete_channel(session: Session, name: str) -> None:
     channel = get_channel(session, name)
     # its index files and shards: collected by the server after the retention (unless shared)
     index_blobs: set[str] = set()
-    for column, owner in ((PublishedFile.sha256, PublishedFile.channel_id), (ShardBlob.sha256, ShardBlob.channel_id),
-                          (ShardHead.sha256, ShardHead.channel_id)):
+    for column, owner in (
+        (PublishedFile.sha256, PublishedFile.channel_id),
+        (ShardBlob.sha256, ShardBlob.channel_id),
+        (ShardHead.sha256, ShardHead.channel_id),
+    ):
         index_blobs.update(session.scalars(select(column).where(owner == channel.id)))
     garbage.record(session, index_blobs)
     session.delete(channel)
@@ -150,8 +153,12 @@ class ChannelService:
         with self.ctx.db.session() as s:
             held = s.scalar(select(Record.id).where(Record.channel_id == ref.id, Record.name == package).limit(1))
             if held is None:
-                raise NotFound(f"no package {package!r} in channel {ref.name!r}", code="package_not_found",
-                               channel=ref.name, package=package)
+                raise NotFound(
+                    f"no package {package!r} in channel {ref.name!r}",
+                    code="package_not_found",
+                    channel=ref.name,
+                    package=package,
+                )
             return depends.dependants(s, readable, package, limit=limit, offset=offset, count=count)
 
     def create(self, identity: Identity, name: str, *, privacy: str, description: str) -> Channel:
@@ -180,8 +187,9 @@ class ChannelService:
             c = update_channel(s, name, privacy=privacy, description=description)
             self.ctx.events.record(s, ChannelChanged(c.id, c.name))
             after = {"privacy": c.privacy, "description": c.description}
-            self.ctx.record_change(identity, "channel:update", name, {"name": name, **before}, {"name": name, **after},
-                                   session=s)
+            self.ctx.record_change(
+                identity, "channel:update", name, {"name": name, **before}, {"name": name, **after}, session=s
+            )
             return c
 
         return self.ctx.db.run_write(work)
@@ -238,7 +246,12 @@ class ChannelService:
         return done
 
     def import_repodata(
-        self, identity: Identity, name: str, subdir: str, repodata: dict[str, Any] | rec_svc.Entries, *,
+        self,
+        identity: Identity,
+        name: str,
+        subdir: str,
+        repodata: dict[str, Any] | rec_svc.Entries,
+        *,
         base_url: str | None,
     ) -> dict[str, int]:
         check_subdir(subdir)
@@ -284,8 +297,16 @@ class ChannelService:
         def work(s: Session) -> int:
             c = get_channel(s, name)
             key = f"channel.reindex:{c.id}"
-            return self.ctx.jobs.enqueue(REINDEX_KIND, {"channel_id": c.id}, session=s, dedupe_key=key,
-                                         lock_key=key, created_by=identity.username, channel_id=c.id, claim=wait)
+            return self.ctx.jobs.enqueue(
+                REINDEX_KIND,
+                {"channel_id": c.id},
+                session=s,
+                dedupe_key=key,
+                lock_key=key,
+                created_by=identity.username,
+                channel_id=c.id,
+                claim=wait,
+            )
 
         job_id = self.ctx.db.run_write(work)
         if not wait:

@@ -73,9 +73,11 @@ def batch_dict(b: UploadBatch, channel: str) -> dict[str, Any]:
 def file_dict(filename: str, result: IngestResult | None, error: Exception | None) -> dict[str, Any]:
     if result is not None:
         return {**result.to_dict(), "error": None}
-    err = error.to_dict()["error"] if isinstance(error, CondavaultError) else {
-        "code": "internal_error", "message": f"{type(error).__name__}", "details": {}
-    }
+    err = (
+        error.to_dict()["error"]
+        if isinstance(error, CondavaultError)
+        else {"code": "internal_error", "message": f"{type(error).__name__}", "details": {}}
+    )
     return {"filename": filename, "status": "failed", "error": err}
 
 
@@ -95,8 +97,16 @@ class UploadService:
             ).first()
         if row is None:
             return None
-        return {"channel": channel, "subdir": row[0], "filename": filename, "sha256": row[1] or "",
-                "md5": row[2] or "", "size": row[3] or 0, "status": "skipped", "indexed": True}
+        return {
+            "channel": channel,
+            "subdir": row[0],
+            "filename": filename,
+            "sha256": row[1] or "",
+            "md5": row[2] or "",
+            "size": row[3] or 0,
+            "status": "skipped",
+            "indexed": True,
+        }
 
     def upload_one(
         self,
@@ -117,7 +127,12 @@ class UploadService:
             received.discard()
             return found
         result = self.ctx.ingestor.ingest(
-            channel, received, filename, expected_subdir=subdir, force=force, actor=identity.username,
+            channel,
+            received,
+            filename,
+            expected_subdir=subdir,
+            force=force,
+            actor=identity.username,
             expected_sha256=sha256,
         )
         indexed = True
@@ -143,24 +158,39 @@ class UploadService:
         def work(s: Session) -> dict[str, Any]:
             c = get_channel(s, channel)
             n = s.scalar(
-                select(func.count()).select_from(UploadBatch).where(
-                    UploadBatch.created_by == identity.username, UploadBatch.state == "open",
+                select(func.count())
+                .select_from(UploadBatch)
+                .where(
+                    UploadBatch.created_by == identity.username,
+                    UploadBatch.state == "open",
                     UploadBatch.expires_at > time.time(),
                 )
             )
             if (n or 0) >= MAX_OPEN_BATCHES:
-                raise Conflict(f"{identity.label} has {n} upload batches open: commit some first",
-                               code="too_many_open_batches", limit=MAX_OPEN_BATCHES)
-            b = UploadBatch(id=secrets.token_hex(16), channel_id=c.id, created_by=identity.username, state="open",
-                            subdirs="", counts="{}", expires_at=time.time() + BATCH_TTL, created_at=utcnow())
+                raise Conflict(
+                    f"{identity.label} has {n} upload batches open: commit some first",
+                    code="too_many_open_batches",
+                    limit=MAX_OPEN_BATCHES,
+                )
+            b = UploadBatch(
+                id=secrets.token_hex(16),
+                channel_id=c.id,
+                created_by=identity.username,
+                state="open",
+                subdirs="",
+                counts="{}",
+                expires_at=time.time() + BATCH_TTL,
+                created_at=utcnow(),
+            )
             s.add(b)
             s.flush()
             return batch_dict(b, channel)
 
         return self.ctx.db.run_write(work)
 
-    def _batch(self, s: Session, identity: Identity, channel: str, batch_id: str, *, lock: bool = False
-               ) -> tuple[UploadBatch, Channel]:
+    def _batch(
+        self, s: Session, identity: Identity, channel: str, batch_id: str, *, lock: bool = False
+    ) -> tuple[UploadBatch, Channel]:
         c = get_channel(s, channel)
         q = select(UploadBatch).where(UploadBatch.id == batch_id, UploadBatch.channel_id == c.id)
         b = s.scalar(q.with_for_update() if lock else q)

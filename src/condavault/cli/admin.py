@@ -13,8 +13,9 @@ import typer
 from condavault.cli.output import console, err_console
 from condavault.cli.server import DATA_DIR, _settings
 
-admin_app = typer.Typer(help="Emergency administration on the server machine (no running server needed).",
-                        no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Emergency administration on the server machine (no running server needed).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -50,8 +51,14 @@ def recover(
         with db.write_session() as s:
             token, account = recover_admin(s, user, password)
             actor = f"{getpass.getuser()}@{socket.gethostname()}"
-            s.add(ChangeEvent(username=None, action="admin:recover", target=account.username,
-                              after=_json({"by": actor, "password_set": password is not None})))
+            s.add(
+                ChangeEvent(
+                    username=None,
+                    action="admin:recover",
+                    target=account.username,
+                    after=_json({"by": actor, "password_set": password is not None}),
+                )
+            )
     finally:
         db.dispose()
     if account.username == SYSTEM_ADMIN:

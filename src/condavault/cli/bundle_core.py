@@ -48,8 +48,14 @@ def _local(ctx: typer.Context, data_dir: Path | None) -> Iterator[Context]:
 @contextmanager
 def _bars(quiet: bool) -> Iterator[Any]:
     progress = Progress(
-        TextColumn("{task.description:>8}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
-        console=err_console, disable=quiet, transient=False,
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
     )
     tasks: dict[str, Any] = {}
 
@@ -63,8 +69,9 @@ def _bars(quiet: bool) -> Iterator[Any]:
 
 
 @keys_app.command("show")
-def keys_show(ctx: typer.Context, data_dir: Path = DATA_DIR,
-              json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def keys_show(
+    ctx: typer.Context, data_dir: Path = DATA_DIR, json_out: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Print this server's public key (created on first use): add it to ``trusted_keys`` on the receiving
     server."""
     from condavault.config import load_settings
@@ -86,13 +93,21 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write (must not exist or be empty)."),
     channel: list[str] = typer.Option(None, "--channel", "-c", help="Channel to export (repeat)."),
     mirror: list[str] = typer.Option(None, "--mirror", "-m", help="Mirror whose channel to export (repeat)."),
-    vulns: bool = typer.Option(False, "--vulns", help="Export the vulnerability data (advisories per source, "
-                               "name mappings, curation)."),
-    scanning: bool = typer.Option(False, "--scanning", help="Export the scanning data: the sha256 block list, and "
-                                  "the ClamAV database files of clamav_database_dir when it is set."),
+    vulns: bool = typer.Option(
+        False, "--vulns", help="Export the vulnerability data (advisories per source, name mappings, curation)."
+    ),
+    scanning: bool = typer.Option(
+        False,
+        "--scanning",
+        help="Export the scanning data: the sha256 block list, and "
+        "the ClamAV database files of clamav_database_dir when it is set.",
+    ),
     since: str = typer.Option(None, "--since", help="Incremental: only what changed since this earlier bundle."),
-    split: str = typer.Option(None, "--split", help="Spread the bundle over part-NNN folders of at most this "
-                              "size (e.g. 4G) for removable media."),
+    split: str = typer.Option(
+        None,
+        "--split",
+        help="Spread the bundle over part-NNN folders of at most this size (e.g. 4G) for removable media.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (the bundle id stays last)."),
     data_dir: Path = DATA_DIR,
 ) -> None:
@@ -102,26 +117,46 @@ def export(
 
     size = parse_size(split) if split else None
     with _local(ctx, data_dir) as cv, _bars(json_out) as bar:
-        rep = export_bundle(cv, output, channels=channel or [], mirrors=mirror or [], vulns=vulns, since=since,
-                            split=size, actor="cli", progress=bar, scanning=scanning)
+        rep = export_bundle(
+            cv,
+            output,
+            channels=channel or [],
+            mirrors=mirror or [],
+            vulns=vulns,
+            since=since,
+            split=size,
+            actor="cli",
+            progress=bar,
+            scanning=scanning,
+        )
     if json_out:
         print_json(rep.to_dict())
     else:
         kind = f"incremental on {rep.parent_id}" if rep.parent_id else "full"
-        console.print(f"{rep.output}: {kind}, {rep.records} records, {rep.removed} removals, {rep.files} files, "
-                      f"{rep.bytes} bytes" + (f", {rep.parts} parts" if rep.parts else "") + f" in {rep.seconds}s")
+        console.print(
+            f"{rep.output}: {kind}, {rep.records} records, {rep.removed} removals, {rep.files} files, "
+            f"{rep.bytes} bytes" + (f", {rep.parts} parts" if rep.parts else "") + f" in {rep.seconds}s"
+        )
     print(f"bundle {rep.bundle_id}")
 
 
 @bundle_app.command("import")
 def import_(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="Bundle folder (or its .tar / .tar.gz). A split bundle: the "
-                                       "folder holding its parts, or every part folder (part-001 part-002 ..., or a "
-                                       "quoted glob such as '/media/*/part-*'), or its first part with the others "
-                                       "beside it.", show_default=False, metavar="PATH"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check the signature and the file list; print records, "
-                                 "bytes and disk needed; import nothing."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Bundle folder (or its .tar / .tar.gz). A split bundle: the "
+        "folder holding its parts, or every part folder (part-001 part-002 ..., or a "
+        "quoted glob such as '/media/*/part-*'), or its first part with the others "
+        "beside it.",
+        show_default=False,
+        metavar="PATH",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check the signature and the file list; print records, bytes and disk needed; import nothing.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     data_dir: Path = DATA_DIR,
 ) -> None:
@@ -142,27 +177,38 @@ def import_(
         print_json(rep.to_dict())
         return
     if rep.status == "dry-run":
-        rows = [{"target": t, "full": v.get("full"), "records": v.get("records"), "removed": v.get("removed")}
-                for t, v in rep.targets.items()]
+        rows = [
+            {"target": t, "full": v.get("full"), "records": v.get("records"), "removed": v.get("removed")}
+            for t, v in rep.targets.items()
+        ]
         table(rows, ["target", "full", "records", "removed"], title=f"bundle {rep.bundle_id} (dry run)")
-        console.print(f"records: {rep.records}, removals: {rep.removed}, files: {rep.files}, bytes: {rep.bytes}, "
-                      f"disk needed: {rep.disk_needed} (free: {rep.disk_free})")
+        console.print(
+            f"records: {rep.records}, removals: {rep.removed}, files: {rep.files}, bytes: {rep.bytes}, "
+            f"disk needed: {rep.disk_needed} (free: {rep.disk_free})"
+        )
         return
     if rep.status == "already-imported":
         console.print(f"bundle {rep.bundle_id} was imported before: nothing to do")
         return
     resumed = f", {rep.resumed_files} verified before (resumed)" if rep.resumed_files else ""
-    console.print(f"imported bundle {rep.bundle_id}: {rep.records} records, {rep.removed} removals, {rep.files} "
-                  f"files verified{resumed}, {rep.stored_blobs} new blobs in {rep.seconds}s")
+    console.print(
+        f"imported bundle {rep.bundle_id}: {rep.records} records, {rep.removed} removals, {rep.files} "
+        f"files verified{resumed}, {rep.stored_blobs} new blobs in {rep.seconds}s"
+    )
     if rep.scanning:
         sc = rep.scanning
-        console.print(f"block list: {sc['entries']} entries ({sc['added']} new); ClamAV database: "
-                      f"{sc['clamav_installed']} of {sc['clamav_files']} files installed"
-                      + (f" ({sc['clamav_note']})" if sc.get("clamav_note") else ""), highlight=False)
+        console.print(
+            f"block list: {sc['entries']} entries ({sc['added']} new); ClamAV database: "
+            f"{sc['clamav_installed']} of {sc['clamav_files']} files installed"
+            + (f" ({sc['clamav_note']})" if sc.get("clamav_note") else ""),
+            highlight=False,
+        )
     if rep.vulns:
         v = rep.vulns
-        console.print(f"vulnerability data: {v['records']} records ({v['records_new']} new), advisories "
-                      f"{v['created']} new, {v['updated']} updated; links +{v['links_added']} -{v['links_removed']}")
+        console.print(
+            f"vulnerability data: {v['records']} records ({v['records_new']} new), advisories "
+            f"{v['created']} new, {v['updated']} updated; links +{v['links_added']} -{v['links_removed']}"
+        )
 
 
 def _expand(paths: list[Path]) -> list[Path]:

@@ -168,11 +168,33 @@ def upload(
     ) as progress:
         task = progress.add_task(f"uploading {len(paths)} file(s)", total=total)
         if len(paths) == 1:
-            _upload_one(client, channel, paths[0], progress, task, counts, failures,
-                        force=force, skip_existing=skip_existing, wait=not no_wait)
+            _upload_one(
+                client,
+                channel,
+                paths[0],
+                progress,
+                task,
+                counts,
+                failures,
+                force=force,
+                skip_existing=skip_existing,
+                wait=not no_wait,
+            )
         else:
-            _upload_batch(client, channel, paths, progress, task, counts, failures, force=force,
-                          skip_existing=skip_existing, wait=not no_wait, parallel=parallel, batch_files=batch_files)
+            _upload_batch(
+                client,
+                channel,
+                paths,
+                progress,
+                task,
+                counts,
+                failures,
+                force=force,
+                skip_existing=skip_existing,
+                wait=not no_wait,
+                parallel=parallel,
+                batch_files=batch_files,
+            )
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing uploaded")
     if failures:
         console.print(f"[red]{len(failures)} file(s) failed[/red]")
@@ -180,8 +202,17 @@ def upload(
 
 
 def _upload_one(
-    client: Client, channel: str, path: Path, progress: Progress, task: TaskID, counts: dict[str, int],
-    failures: list[str], *, force: bool, skip_existing: bool, wait: bool,
+    client: Client,
+    channel: str,
+    path: Path,
+    progress: Progress,
+    task: TaskID,
+    counts: dict[str, int],
+    failures: list[str],
+    *,
+    force: bool,
+    skip_existing: bool,
+    wait: bool,
 ) -> None:
     def chunks() -> Iterator[bytes]:
         with open(path, "rb") as fh:
@@ -203,8 +234,19 @@ def _upload_one(
 
 
 def _upload_batch(
-    client: Client, channel: str, paths: list[Path], progress: Progress, task: TaskID, counts: dict[str, int],
-    failures: list[str], *, force: bool, skip_existing: bool, wait: bool, parallel: int, batch_files: int,
+    client: Client,
+    channel: str,
+    paths: list[Path],
+    progress: Progress,
+    task: TaskID,
+    counts: dict[str, int],
+    failures: list[str],
+    *,
+    force: bool,
+    skip_existing: bool,
+    wait: bool,
+    parallel: int,
+    batch_files: int,
 ) -> None:
     batch = client.post(f"/api/channels/{channel}/uploads")["id"]
     lock = threading.Lock()
@@ -327,7 +369,9 @@ def client_config(
     ctx: typer.Context,
     channels: list[str] = typer.Argument(..., help="Channels to configure."),
     fmt: ConfigFormat = typer.Option(
-        ConfigFormat.condarc, "--format", help="condarc (YAML for ~/.condarc), pixi (TOML for pixi.toml) or "
+        ConfigFormat.condarc,
+        "--format",
+        help="condarc (YAML for ~/.condarc), pixi (TOML for pixi.toml) or "
         "rattler (the JSON of a RATTLER_AUTH_FILE; needs --with-token).",
     ),
     with_token: bool = typer.Option(
@@ -348,8 +392,11 @@ def client_config(
         expires = (datetime.now(UTC) + timedelta(days=days)).isoformat()
         out = client_from(ctx).post(
             "/api/tokens",
-            json={"scopes": [{"scope": "read", "channels": channels}], "expires_at": expires,
-                  "name": f"client-config {' '.join(channels)}"[:200]},
+            json={
+                "scopes": [{"scope": "read", "channels": channels}],
+                "expires_at": expires,
+                "name": f"client-config {' '.join(channels)}"[:200],
+            },
         )
         tok = out["token"]
         err_console.print(

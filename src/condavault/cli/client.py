@@ -22,9 +22,7 @@ class ApiError(Exception):
         return f"{self.message} [{self.code}, HTTP {self.status}]"
 
 
-def resolve_token(
-    token: str | None, data_dir: Path | None, url: str = DEFAULT_URL
-) -> tuple[str | None, str]:
+def resolve_token(token: str | None, data_dir: Path | None, url: str = DEFAULT_URL) -> tuple[str | None, str]:
     """The token the CLI sends, and where it came from, first match wins:
 
     1. ``--token``;

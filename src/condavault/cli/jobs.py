@@ -11,8 +11,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from condavault.cli.client import Client, client_from
 from condavault.cli.output import console, err_console, print_json, table
 
-jobs_app = typer.Typer(help="List, show, follow and cancel jobs (mirror runs, CVE syncs, reindexing, ...).",
-                       no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="List, show, follow and cancel jobs (mirror runs, CVE syncs, reindexing, ...).", no_args_is_help=True
+)
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -76,8 +77,9 @@ def cancel(ctx: typer.Context, job_id: int = typer.Argument(..., help="Job id.")
 
 
 def _print(job: dict[str, Any]) -> None:
-    console.print(f"[bold]job {job['id']}[/bold] {job['kind']}: {job['state']}"
-                  + (f" ({job['phase']})" if job["phase"] else ""))
+    console.print(
+        f"[bold]job {job['id']}[/bold] {job['kind']}: {job['state']}" + (f" ({job['phase']})" if job["phase"] else "")
+    )
     for key in ("params", "created_by", "schedule", "attempts", "worker", "created_at", "started_at", "finished_at"):
         if job.get(key) not in (None, {}, ""):
             console.print(f"  {key}: {job[key]}")
@@ -94,8 +96,9 @@ def _follow(client: Client, job_id: int) -> dict[str, Any]:
         task = bar.add_task("queued", total=None)
         while True:
             job: dict[str, Any] = client.get(f"/api/jobs/{job_id}")
-            bar.update(task, description=job["phase"] or job["state"], completed=job["done"] or 0,
-                       total=job["total"] or None)
+            bar.update(
+                task, description=job["phase"] or job["state"], completed=job["done"] or 0, total=job["total"] or None
+            )
             if job["state"] in FINISHED:
                 return job
             time.sleep(0.3)

@@ -59,8 +59,24 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (server, channels, tokens, worker, jobs, mirror, cve, users, audit, admin, search, bundle, bundle_core,
-                verify, scanning, blobs):
+for _module in (
+    server,
+    channels,
+    tokens,
+    worker,
+    jobs,
+    mirror,
+    cve,
+    users,
+    audit,
+    admin,
+    search,
+    bundle,
+    bundle_core,
+    verify,
+    scanning,
+    blobs,
+):
     _module.register(app)
 
 

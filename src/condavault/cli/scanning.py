@@ -83,8 +83,12 @@ def bl_import(
     OSV JSON (every 'sha256' value in it). Matching archives, or archives containing a matching file, are
     quarantined from then on."""
     data = file.read_bytes()
-    out = client_from(ctx).post("/api/scanning/blocklist", params={"source": source or file.name}, content=data,
-                                headers={"content-type": "application/octet-stream"})
+    out = client_from(ctx).post(
+        "/api/scanning/blocklist",
+        params={"source": source or file.name},
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
     console.print(f"{out['entries']} entries read, {out['added']} new (source {out['source']})")
 
 
@@ -99,16 +103,18 @@ def bl_remove(ctx: typer.Context, sha256: str = typer.Argument(..., help="the sh
 def policy(
     ctx: typer.Context,
     channel: str = typer.Argument(..., help="channel name"),
-    quarantine_suspicious: bool = typer.Option(None, "--quarantine-suspicious/--allow-suspicious",
-                                               help="set: quarantine 'suspicious' verdicts too, or not"),
+    quarantine_suspicious: bool = typer.Option(
+        None, "--quarantine-suspicious/--allow-suspicious", help="set: quarantine 'suspicious' verdicts too, or not"
+    ),
 ) -> None:
     """Show or set a channel's scan policy."""
     c = client_from(ctx)
     if quarantine_suspicious is None:
         out = c.get(f"/api/channels/{channel}/scanning/policy")
     else:
-        out = c.request("PUT", f"/api/channels/{channel}/scanning/policy",
-                        json={"quarantine_suspicious": quarantine_suspicious})
+        out = c.request(
+            "PUT", f"/api/channels/{channel}/scanning/policy", json={"quarantine_suspicious": quarantine_suspicious}
+        )
     _print(out, True)
 
 

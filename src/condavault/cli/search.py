@@ -22,22 +22,29 @@ def register(app: typer.Typer) -> None:
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(
-        "", help="Free text (typos are fine), a MatchSpec ('numpy >=1.20,<2 py39*'), or field terms: "
+        "",
+        help="Free text (typos are fine), a MatchSpec ('numpy >=1.20,<2 py39*'), or field terms: "
         "path:lib/libz.so.1, sha256:<hex>, cve:CVE-2022-37434, pkg:conda/<channel>/<name>@<version>, "
         "license:MIT, has:post-link. Empty: every package.",
     ),
     channel: str = typer.Option(None, "--channel", "-c", help="Only this channel."),
     subdir: str = typer.Option(None, "--subdir", help="Only packages with files for this subdir (e.g. linux-64)."),
     license: str = typer.Option(None, "--license", help="Only this license (* wildcards)."),
-    score: str = typer.Option(None, "--score", help="Only packages whose worst CVE score is in this band: "
-                              "critical | high | medium | low | none."),
+    score: str = typer.Option(
+        None,
+        "--score",
+        help="Only packages whose worst CVE score is in this band: critical | high | medium | low | none.",
+    ),
     sort: str = typer.Option("relevance", "--sort", help="relevance | name | newest."),
     page: int = typer.Option(1, "--page", min=1, max=1000, help="Page number."),
     per_page: int = typer.Option(20, "--per-page", min=1, max=100, help="Results per page."),
     json_out: bool = typer.Option(False, "--json", help="Print the whole JSON answer (results, facets, ...)."),
     reindex: bool = typer.Option(False, "--reindex", help="Admin: rebuild the search tables (a job) instead."),
-    files: bool = typer.Option(True, "--files/--no-files", help="With --reindex: also read the file lists of "
-                               "stored packages that have none (slow on big servers)."),
+    files: bool = typer.Option(
+        True,
+        "--files/--no-files",
+        help="With --reindex: also read the file lists of stored packages that have none (slow on big servers).",
+    ),
     wait: bool = typer.Option(False, "--wait", help="With --reindex: follow the job until it ends."),
 ) -> None:
     """Search every channel you may read."""
@@ -81,5 +88,8 @@ def provides(
     if json_out:
         print_json(body)
         return
-    table(body["results"], ["channel", "subdir", "filename", "size", "sha256"],
-          title=f"{body['total']} file(s) provide {body['path']}")
+    table(
+        body["results"],
+        ["channel", "subdir", "filename", "size", "sha256"],
+        title=f"{body['total']} file(s) provide {body['path']}",
+    )

@@ -60,8 +60,9 @@ def serve(
     from condavault.logging import setup_logging
     from condavault.web.listener import uvicorn_options
 
-    settings = load_settings(config, data_dir=data_dir_of(ctx, data_dir), host=host, port=port,
-                             worker=False if no_worker else None)
+    settings = load_settings(
+        config, data_dir=data_dir_of(ctx, data_dir), host=host, port=port, worker=False if no_worker else None
+    )
     setup_logging(settings.log_format, settings.log_level)
     from condavault.storage import open_blob_store
 
@@ -95,8 +96,11 @@ def serve(
     finally:
         db.dispose()
     if token:
-        print(f"\ncondavault: created the admin token (shown once; also stored in {settings.admin_token_path}):\n"
-              f"  {token}\n", flush=True)
+        print(
+            f"\ncondavault: created the admin token (shown once; also stored in {settings.admin_token_path}):\n"
+            f"  {token}\n",
+            flush=True,
+        )
     options["http"] = "condavault.web.listener:WorkerProtocol"  # built in each worker (a class does not pickle)
     uvicorn.run("condavault.cli.server:worker_app", factory=True, workers=workers, **options)
 
@@ -147,11 +151,15 @@ def db_current(ctx: typer.Context, data_dir: Path = DATA_DIR) -> None:
 def check(
     ctx: typer.Context,
     repair: bool = typer.Option(
-        False, help="Fix what can be fixed: rebuild stale or damaged indexes (shards included), mark records "
+        False,
+        help="Fix what can be fixed: rebuild stale or damaged indexes (shards included), mark records "
         "whose bytes are missing or corrupt as metadata-only, drop unreferenced blobs and old temp files.",
     ),
     grace: float = typer.Option(
-        None, "--grace", min=0, help="Seconds an unreferenced blob is kept after its last write or use "
+        None,
+        "--grace",
+        min=0,
+        help="Seconds an unreferenced blob is kept after its last write or use "
         "(default: blob_grace_seconds, 24 h). Younger blobs may belong to a write in progress.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),

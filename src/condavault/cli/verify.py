@@ -44,7 +44,9 @@ def verify(
         None, "--statement", help="The admission statement (default: FILE.admission.json beside the file)."
     ),
     key: str = typer.Option(
-        None, "--key", help="The server's public key: ed25519:<64 hex>, or a file with it or a PEM public key "
+        None,
+        "--key",
+        help="The server's public key: ed25519:<64 hex>, or a file with it or a PEM public key "
         "(`condavault keys show`, GET /api/signing/key). Default: the key of the local --data-dir.",
     ),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CONDAVAULT_DATA_DIR", help="Server data folder."),

@@ -43,8 +43,14 @@ ZST = "application/zstd"
 MSGPACK_ZST = "application/octet-stream"
 # what builder.RecordRow is made of: the record's published parts and its carried signatures
 _ROW_COLUMNS = (
-    Record.filename, Record.name, Record.fragment, Record.removed, Record.run_exports, RecordTrust.signatures,
-    RecordTrust.signed_record, RecordTrust.fragment_digest,
+    Record.filename,
+    Record.name,
+    Record.fragment,
+    Record.removed,
+    Record.run_exports,
+    RecordTrust.signatures,
+    RecordTrust.signed_record,
+    RecordTrust.fragment_digest,
 )
 
 
@@ -169,12 +175,11 @@ class Indexer:
         now = time.time()
         with self.db.session() as s:
             rows = s.execute(
-                select(SubdirState.channel_id, SubdirState.subdir, SubdirState.lease_holder, SubdirState.lease_until)
-                .where(SubdirState.change_seq > SubdirState.indexed_seq)
+                select(
+                    SubdirState.channel_id, SubdirState.subdir, SubdirState.lease_holder, SubdirState.lease_until
+                ).where(SubdirState.change_seq > SubdirState.indexed_seq)
             ).all()
-        return [
-            (r[0], r[1]) for r in rows if r[3] < now or r[2] in (None, self.holder) or holder_is_dead(r[2])
-        ]
+        return [(r[0], r[1]) for r in rows if r[3] < now or r[2] in (None, self.holder) or holder_is_dead(r[2])]
 
     def wait_for(self, channel_id: int, subdir: str, seq: int, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -260,9 +265,7 @@ class Indexer:
             out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
         return out
 
-    def _rows_by_name(
-        self, s: Session, channel_id: int, subdir: str
-    ) -> Iterator[tuple[str, list[builder.RecordRow]]]:
+    def _rows_by_name(self, s: Session, channel_id: int, subdir: str) -> Iterator[tuple[str, list[builder.RecordRow]]]:
         """Every record of the subdir, one package name at a time (ordered by name, fetched in batches)."""
         q = (
             select(*_ROW_COLUMNS)
@@ -391,7 +394,9 @@ class Indexer:
             gone = [n for n in old_heads if n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
-                    table(ShardHead).delete().where(
+                    table(ShardHead)
+                    .delete()
+                    .where(
                         ShardHead.channel_id == channel_id,
                         ShardHead.subdir == subdir,
                         ShardHead.name.in_(gone[i : i + 500]),
@@ -412,10 +417,17 @@ class Indexer:
                 )
                 blobs_rows: dict[str, dict[str, Any]] = {}
                 for n, (digest, data) in sorted(new_shards.items()):
-                    blobs_rows.setdefault(digest, {
-                        "channel_id": channel_id, "subdir": subdir, "sha256": digest, "name": n,
-                        "size": len(data), "created_at": now,
-                    })  # one row per digest: a multi-row upsert may not touch a row twice (PostgreSQL)
+                    blobs_rows.setdefault(
+                        digest,
+                        {
+                            "channel_id": channel_id,
+                            "subdir": subdir,
+                            "sha256": digest,
+                            "name": n,
+                            "size": len(data),
+                            "created_at": now,
+                        },
+                    )  # one row per digest: a multi-row upsert may not touch a row twice (PostgreSQL)
                 s.execute(
                     ins(ShardBlob).on_conflict_do_update(
                         index_elements=["channel_id", "subdir", "sha256"], set_={"superseded_at": None}
@@ -444,7 +456,9 @@ class Indexer:
             trim()  # a full rebuild read every record: give the transient memory back
         self.publishes[key] += 1
         self.last_run[key] = RunStats(
-            full=rebuilt, rows_read=rows_read, names_changed=len(changed),
+            full=rebuilt,
+            rows_read=rows_read,
+            names_changed=len(changed),
             records=sum(len(x.tar) + len(x.conda) for x in segments.values()),
         )
         with self._published:
@@ -472,8 +486,15 @@ class Indexer:
         with self.db.session() as s:
             rows = s.execute(
                 select(
-                    Record.subdir, Record.filename, Record.name, Record.version, Record.build, Record.build_number,
-                    Record.timestamp, Record.run_exports, Record.paths_summary,
+                    Record.subdir,
+                    Record.filename,
+                    Record.name,
+                    Record.version,
+                    Record.build,
+                    Record.build_number,
+                    Record.timestamp,
+                    Record.run_exports,
+                    Record.paths_summary,
                 ).where(*live)
             ).all()
             subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
@@ -490,9 +511,13 @@ class Indexer:
             out: list[Any] = []
             with self.db.session() as s:
                 for i in range(0, len(filenames), 500):
-                    out.extend(s.execute(select(Record.filename, *columns).where(
-                        *live, Record.subdir == subdir, Record.filename.in_(filenames[i : i + 500])
-                    )))
+                    out.extend(
+                        s.execute(
+                            select(Record.filename, *columns).where(
+                                *live, Record.subdir == subdir, Record.filename.in_(filenames[i : i + 500])
+                            )
+                        )
+                    )
             return out
 
         def about(keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
@@ -507,9 +532,7 @@ class Indexer:
 
         subdirs |= {r[0] for r in rows}
         subdirs.add("noarch")
-        name_rows = [
-            derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows
-        ]
+        name_rows = [derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows]
         cd = derived.channeldata(name_rows, subdirs, about)
         del name_rows
         files: list[tuple[str, str, bytes, str]] = [

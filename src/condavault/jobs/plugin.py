@@ -46,10 +46,24 @@ def wire(ctx: Context) -> None:
 
     ctx.kinds.register(JobKind("jobs.noop", noop, description="does nothing (health check, benchmarks)"))
     ctx.kinds.register(JobKind("jobs.purge", purge, lane="short", quiet=True, description="purge finished jobs"))
-    ctx.kinds.register(JobKind("index.expire_shards", expire_shards, lane="short", quiet=True,
-                               description="forget shards superseded past the retention"))
-    ctx.kinds.register(JobKind("index.collect", collect_index, lane="short", quiet=True,
-                               description="delete index files superseded longer than the retention"))
+    ctx.kinds.register(
+        JobKind(
+            "index.expire_shards",
+            expire_shards,
+            lane="short",
+            quiet=True,
+            description="forget shards superseded past the retention",
+        )
+    )
+    ctx.kinds.register(
+        JobKind(
+            "index.collect",
+            collect_index,
+            lane="short",
+            quiet=True,
+            description="delete index files superseded longer than the retention",
+        )
+    )
 
 
 def schedules(ctx: Context) -> list[ScheduleSpec]:

@@ -125,8 +125,16 @@ class JobQueue:
         if session is None:
             return self.db.run_write(
                 lambda s: self.enqueue(
-                    kind, params, session=s, dedupe_key=dedupe_key, lock_key=lock_key, created_by=created_by,
-                    channel_id=channel_id, delay=delay, schedule=schedule, claim=claim,
+                    kind,
+                    params,
+                    session=s,
+                    dedupe_key=dedupe_key,
+                    lock_key=lock_key,
+                    created_by=created_by,
+                    channel_id=channel_id,
+                    delay=delay,
+                    schedule=schedule,
+                    claim=claim,
                 )
             )
         spec = self.kinds.require(kind)
@@ -154,8 +162,14 @@ class JobQueue:
         }
         insert_stmt = table(Job).insert().returning(Job.id)
         if claim:
-            values.update(state=RUNNING, worker=self.holder, lease_until=now + self.lease_seconds, attempts=1,
-                          started_at=utcnow(), dedupe_key=None)
+            values.update(
+                state=RUNNING,
+                worker=self.holder,
+                lease_until=now + self.lease_seconds,
+                attempts=1,
+                started_at=utcnow(),
+                dedupe_key=None,
+            )
             dedupe_key = None
         if claim:
             try:
@@ -300,8 +314,9 @@ class JobQueue:
 
         def work(s: Session) -> bool:
             res = s.execute(
-                update(Job).where(*self._mine(job_id)).values(phase=phase[:200], done=done, total=total,
-                                                            updated_at=utcnow())
+                update(Job)
+                .where(*self._mine(job_id))
+                .values(phase=phase[:200], done=done, total=total, updated_at=utcnow())
             )
             return bool(affected(res))
 
@@ -336,8 +351,14 @@ class JobQueue:
                 res = s.execute(
                     update(Job)
                     .where(*self._mine(job_id))
-                    .values(state=state, result=text, error=None if state == SUCCEEDED else "cancelled",
-                            finished_at=utcnow(), updated_at=utcnow(), lease_until=0.0)
+                    .values(
+                        state=state,
+                        result=text,
+                        error=None if state == SUCCEEDED else "cancelled",
+                        finished_at=utcnow(),
+                        updated_at=utcnow(),
+                        lease_until=0.0,
+                    )
                 )
             return bool(affected(res))
 
@@ -418,8 +439,9 @@ class JobQueue:
 
         return self.db.run_write(work)
 
-    def wait(self, job_id: int, timeout: float, poll: float = 0.1, on_poll: Callable[[JsonDict], None] | None = None
-             ) -> JsonDict:
+    def wait(
+        self, job_id: int, timeout: float, poll: float = 0.1, on_poll: Callable[[JsonDict], None] | None = None
+    ) -> JsonDict:
         """Poll until the job has finished (or ``timeout``); returns its last state."""
         deadline = time.monotonic() + timeout
         while True:

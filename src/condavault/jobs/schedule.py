@@ -84,9 +84,19 @@ class Schedules:
             row = s.get(JobSchedule, spec.name)
         params = json.dumps(spec.params, sort_keys=True)
         if row is None:
-            s.add(JobSchedule(name=spec.name, kind=spec.kind, params=params, cron=spec.cron, every_seconds=spec.every,
-                              lock_key=spec.lock_key, next_at=spec.next_after(time.time()), owner=owner,
-                              updated_at=utcnow()))
+            s.add(
+                JobSchedule(
+                    name=spec.name,
+                    kind=spec.kind,
+                    params=params,
+                    cron=spec.cron,
+                    every_seconds=spec.every,
+                    lock_key=spec.lock_key,
+                    next_at=spec.next_after(time.time()),
+                    owner=owner,
+                    updated_at=utcnow(),
+                )
+            )
             return
         row.owner, row.lock_key = owner, spec.lock_key
         if (row.kind, row.params, row.cron, row.every_seconds) != (spec.kind, params, spec.cron, spec.every):
@@ -101,10 +111,16 @@ class Schedules:
     def list_schedules(self) -> list[dict[str, Any]]:
         with self.db.session() as s:
             return [
-                {"name": r.name, "kind": r.kind, "cron": r.cron, "every_seconds": r.every_seconds,
-                 "next_at": datetime.fromtimestamp(r.next_at, UTC),
-                 "last_fired_at": datetime.fromtimestamp(r.last_fired_at, UTC) if r.last_fired_at else None,
-                 "last_job_id": r.last_job_id, "owner": r.owner}
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "cron": r.cron,
+                    "every_seconds": r.every_seconds,
+                    "next_at": datetime.fromtimestamp(r.next_at, UTC),
+                    "last_fired_at": datetime.fromtimestamp(r.last_fired_at, UTC) if r.last_fired_at else None,
+                    "last_job_id": r.last_job_id,
+                    "owner": r.owner,
+                }
                 for r in s.scalars(select(JobSchedule).order_by(JobSchedule.name))
             ]
 
@@ -131,8 +147,9 @@ class Schedules:
                 if not affected(res):
                     return None  # another process fired it
                 key = f"schedule:{name}"
-                job_id = self.queue.enqueue(spec.kind, spec.params, session=s, dedupe_key=key,
-                                            lock_key=spec.lock_key or key, schedule=name)
+                job_id = self.queue.enqueue(
+                    spec.kind, spec.params, session=s, dedupe_key=key, lock_key=spec.lock_key or key, schedule=name
+                )
                 s.execute(update(JobSchedule).where(JobSchedule.name == name).values(last_job_id=job_id))
                 return job_id
 

@@ -175,8 +175,9 @@ class JobWorker:
 
     def execute(self, claimed: Claimed, *, local: dict[str, Any] | None = None) -> JobRun:
         kind = self.kinds.get(claimed.kind)
-        run = JobRun(claimed.id, claimed.kind, claimed.params, claimed.attempt, self.ctx, report=self._report,
-                     local=local or {})
+        run = JobRun(
+            claimed.id, claimed.kind, claimed.params, claimed.attempt, self.ctx, report=self._report, local=local or {}
+        )
         if kind is None:  # pragma: no cover - claim() only takes known kinds
             self.queue.fail(claimed.id, f"unknown job kind {claimed.kind!r}", retry=False)
             return run
@@ -188,8 +189,7 @@ class JobWorker:
         except JobCancelled as exc:
             run.error = exc
             if run.stopping and not run.cancel_requested:
-                self.queue.fail(run.id, "interrupted by a worker shutdown; queued again", retry=True,
-                                free_attempt=True)
+                self.queue.fail(run.id, "interrupted by a worker shutdown; queued again", retry=True, free_attempt=True)
             else:
                 self.queue.fail(run.id, "cancelled", retry=False, state=CANCELLED)
         except CondavaultError as exc:
@@ -207,8 +207,15 @@ class JobWorker:
             state = CANCELLED if run.cancel_requested else SUCCEEDED
             self.queue.finish(run.id, result, quiet=kind.quiet, state=state)
             if result or not kind.quiet:
-                log.info("job done", extra={"job_id": run.id, "kind": run.kind, "state": state,
-                                             "seconds": round(time.monotonic() - started, 3)})
+                log.info(
+                    "job done",
+                    extra={
+                        "job_id": run.id,
+                        "kind": run.kind,
+                        "state": state,
+                        "seconds": round(time.monotonic() - started, 3),
+                    },
+                )
         finally:
             with self._lock:
                 self._running.pop(claimed.id, None)

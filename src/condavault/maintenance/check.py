@@ -65,8 +65,13 @@ def _check(ctx: Context, repair: bool, progress: bool, grace: float) -> dict[str
             .where(Record.has_blob.is_(True))
         ).all()
         states = s.execute(
-            select(Channel.name, SubdirState.channel_id, SubdirState.subdir, SubdirState.change_seq,
-                   SubdirState.indexed_seq).join(Channel, Channel.id == SubdirState.channel_id)
+            select(
+                Channel.name,
+                SubdirState.channel_id,
+                SubdirState.subdir,
+                SubdirState.change_seq,
+                SubdirState.indexed_seq,
+            ).join(Channel, Channel.id == SubdirState.channel_id)
         ).all()
     rebuild: set[tuple[int, str]] = set()
     with Progress(disable=not progress, transient=True) as bar:

@@ -44,7 +44,10 @@ def all_referenced(db: Database) -> set[str]:
 
 
 def collect(
-    db: Database, guard: BlobGuard, candidates: list[str], grace: float,
+    db: Database,
+    guard: BlobGuard,
+    candidates: list[str],
+    grace: float,
     advance: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Delete the ``candidates`` (blobs seen unreferenced) that are still unreferenced and older than

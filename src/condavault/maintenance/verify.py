@@ -61,8 +61,13 @@ def check_index(db: Database, blobs: BlobStore) -> IndexReport:
     with db.session() as s:
         names = {cid: name for cid, name in s.execute(select(Channel.id, Channel.name))}
         files = s.execute(
-            select(PublishedFile.channel_id, PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256,
-                   PublishedFile.size)
+            select(
+                PublishedFile.channel_id,
+                PublishedFile.subdir,
+                PublishedFile.path,
+                PublishedFile.sha256,
+                PublishedFile.size,
+            )
         ).all()
         heads = s.execute(select(ShardHead.channel_id, ShardHead.subdir, ShardHead.name, ShardHead.sha256)).all()
         current = s.execute(

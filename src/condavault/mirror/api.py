@@ -188,8 +188,11 @@ def delete_mirror(name: str, ctx: Context = CtxDep, identity: Identity = Identit
 @router.post("/{name}/plan", response_model=RunOut, summary="Dry run: plan and store decisions, change nothing")
 def plan_mirror(name: str, ctx: Context = CtxDep, identity: Identity = IdentityDep) -> RunOut:
     _manage(ctx, identity, name)
-    return RunOut(**tasks.start_run(ctx, name, trigger="api", dry_run=True, background=False, raise_invalid=True,
-                                    created_by=identity.username))
+    return RunOut(
+        **tasks.start_run(
+            ctx, name, trigger="api", dry_run=True, background=False, raise_invalid=True, created_by=identity.username
+        )
+    )
 
 
 @router.post("/{name}/runs", response_model=RunOut, status_code=202, summary="Start a run now (409 if one is running)")

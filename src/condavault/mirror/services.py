@@ -134,7 +134,9 @@ def check_idle(session: Session, mirror: Mirror, *, busy_job: int | None = None)
     if busy_job is not None:
         raise Busy(
             f"mirror {mirror.name!r} is already running (job {busy_job})",
-            code="mirror_running", mirror=mirror.name, job=busy_job,
+            code="mirror_running",
+            mirror=mirror.name,
+            job=busy_job,
         )
 
 

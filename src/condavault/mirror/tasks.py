@@ -46,8 +46,9 @@ def schedule_name(mirror_name: str) -> str:
 def cron_spec(mirror: Mirror) -> ScheduleSpec | None:
     if not mirror.cron:
         return None
-    return ScheduleSpec(schedule_name(mirror.name), KIND, cron=mirror.cron,
-                        params={"mirror_id": mirror.id, "trigger": "cron"})
+    return ScheduleSpec(
+        schedule_name(mirror.name), KIND, cron=mirror.cron, params={"mirror_id": mirror.id, "trigger": "cron"}
+    )
 
 
 def cron_specs(ctx: Context) -> list[ScheduleSpec]:
@@ -139,15 +140,17 @@ def run_job(run: JobRun) -> JsonDict:
             mirror = s.get(Mirror, mirror_id)
             if mirror is None:
                 raise InvalidRequest(f"mirror {mirror_id} no longer exists", code="mirror_not_found")
-            r = svc.create_run(s, mirror, trigger=str(run.params.get("trigger") or "cron"), dry_run=False,
-                               holder=holder)
+            r = svc.create_run(
+                s, mirror, trigger=str(run.params.get("trigger") or "cron"), dry_run=False, holder=holder
+            )
             r.job_id = run.id
             return r.id
 
         run_id = ctx.db.run_write(create)
     elif run.attempt > 1:  # its worker died (kill -9, a lost machine): a new run resumes the old one's work
-        run_id = ctx.db.run_write(functools.partial(_resume, mirror_id=mirror_id, old_id=int(run_id), job_id=run.id,
-                                                    holder=holder))
+        run_id = ctx.db.run_write(
+            functools.partial(_resume, mirror_id=mirror_id, old_id=int(run_id), job_id=run.id, holder=holder)
+        )
     else:
         ctx.db.run_write(lambda s: s.execute(update(MirrorRun).where(MirrorRun.id == run_id).values(holder=holder)))
     try:
@@ -158,8 +161,16 @@ def run_job(run: JobRun) -> JsonDict:
             log.info("mirror already running; cron run skipped", extra={"mirror_id": mirror_id})
             return {"run_id": run_id, "status": "skipped"}
         raise
-    sync = SyncRun(ctx, mirror_id, int(run_id), holder, full=bool(run.params.get("full")),
-                   transport=ctx.domains.mirror_transport, on_progress=run.local.get("on_progress"), job=run)
+    sync = SyncRun(
+        ctx,
+        mirror_id,
+        int(run_id),
+        holder,
+        full=bool(run.params.get("full")),
+        transport=ctx.domains.mirror_transport,
+        on_progress=run.local.get("on_progress"),
+        job=run,
+    )
     sync.execute()  # releases the lease; the outcome is in the run row
     with ctx.db.session() as s:
         row = s.get(MirrorRun, run_id)
@@ -205,12 +216,16 @@ def _resume(s: Session, *, mirror_id: int, old_id: int, job_id: int, holder: str
 def _give_up(ctx: Context, run_id: int, error: str) -> None:
     from condavault.db.base import utcnow
 
-    ctx.db.run_write(lambda s: s.execute(
-        update(MirrorRun).where(MirrorRun.id == run_id, MirrorRun.status == "pending")
-        .values(status="failed", phase="done", error=error, finished_at=utcnow())
-    ))
+    ctx.db.run_write(
+        lambda s: s.execute(
+            update(MirrorRun)
+            .where(MirrorRun.id == run_id, MirrorRun.status == "pending")
+            .values(status="failed", phase="done", error=error, finished_at=utcnow())
+        )
+    )
 
 
 def job_kind() -> JobKind:
-    return JobKind(KIND, run_job, lane="long", max_attempts=1, takeovers=3,
-                   description="a mirror run (plan, download, index)")
+    return JobKind(
+        KIND, run_job, lane="long", max_attempts=1, takeovers=3, description="a mirror run (plan, download, index)"
+    )

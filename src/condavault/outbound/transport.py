@@ -34,7 +34,11 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         self.inner = inner or httpcore.AnyIOBackend()
 
     async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
@@ -71,7 +75,11 @@ class GuardedSyncBackend(httpcore.NetworkBackend):
         self.inner = inner or httpcore.SyncBackend()
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         try:

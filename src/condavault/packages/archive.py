@@ -238,8 +238,9 @@ def _read_conda(source: Path | BinaryIO, fn: PackageFilename, walker: _Walker) -
             raise CorruptArchive(f"metadata.json is not valid JSON: {exc}", filename=fn.filename)
         version = meta.get("conda_pkg_format_version", 2) if isinstance(meta, dict) else None
         if version != 2:
-            raise NotACondaArchive(f"{fn.filename}: unsupported conda_pkg_format_version {version!r}",
-                                   filename=fn.filename)
+            raise NotACondaArchive(
+                f"{fn.filename}: unsupported conda_pkg_format_version {version!r}", filename=fn.filename
+            )
         for component in ("info", "pkg") if pkg_members else ("info",):
             member = info_members[0] if component == "info" else pkg_members[0]
             stream: Any = _small_component(zf, member, walker.limits)

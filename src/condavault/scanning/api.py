@@ -76,10 +76,15 @@ def delete_quarantine(qid: int = QID, ctx: Context = CtxDep, identity: Identity 
     return svc.delete_quarantined(ctx, qid, identity)
 
 
-@router.post("/api/scanning/blocklist", summary="Import sha256 block list entries (plain lines or OSSF/OSV JSON)",
-             openapi_extra=body_spec("metadata", Permission.SYSTEM_ADMIN))
+@router.post(
+    "/api/scanning/blocklist",
+    summary="Import sha256 block list entries (plain lines or OSSF/OSV JSON)",
+    openapi_extra=body_spec("metadata", Permission.SYSTEM_ADMIN),
+)
 async def import_blocklist(
-    request: Request, source: str = Query("api", max_length=200), ctx: Context = CtxDep,
+    request: Request,
+    source: str = Query("api", max_length=200),
+    ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> dict[str, Any]:
     authorize(identity, Permission.SYSTEM_ADMIN)
@@ -110,13 +115,19 @@ def put_policy(name: str, body: PolicyIn, ctx: Context = CtxDep, identity: Ident
     return svc.set_policy(ctx, ref.id, ref.name, body.quarantine_suspicious, identity)
 
 
-@router.get("/api/channels/{name}/scanning/packages",
-            summary="Packages of a channel by install-time code (?has=post-link) or by verdict")
+@router.get(
+    "/api/channels/{name}/scanning/packages",
+    summary="Packages of a channel by install-time code (?has=post-link) or by verdict",
+)
 def find_packages(
     name: str,
-    has: str | None = Query(None, max_length=40, pattern=r"^[a-z-]+$",
-                            description="a tag: pre-link, post-link, pre-unlink, activate, deactivate, env-vars, "
-                                        "menuinst, entry-points, startup-hook, network, exec"),
+    has: str | None = Query(
+        None,
+        max_length=40,
+        pattern=r"^[a-z-]+$",
+        description="a tag: pre-link, post-link, pre-unlink, activate, deactivate, env-vars, "
+        "menuinst, entry-points, startup-hook, network, exec",
+    ),
     verdict: str | None = Query(None, pattern=r"^(clean|suspicious|malicious)$"),
     after: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
@@ -128,11 +139,20 @@ def find_packages(
     cursor = after
     with ctx.db.session() as s:
         for _ in range(20):  # at most 20 pages of 500 rows looked at per request
-            q = (select(Record.id, Record.subdir, Record.filename, ScanVerdict.verdict, ScanVerdict.rule,
-                        ScanVerdict.properties)
-                 .join(ScanVerdict, ScanVerdict.sha256 == Record.sha256)
-                 .where(Record.channel_id == ref.id, Record.removed.is_(False), Record.id > cursor)
-                 .order_by(Record.id).limit(500))
+            q = (
+                select(
+                    Record.id,
+                    Record.subdir,
+                    Record.filename,
+                    ScanVerdict.verdict,
+                    ScanVerdict.rule,
+                    ScanVerdict.properties,
+                )
+                .join(ScanVerdict, ScanVerdict.sha256 == Record.sha256)
+                .where(Record.channel_id == ref.id, Record.removed.is_(False), Record.id > cursor)
+                .order_by(Record.id)
+                .limit(500)
+            )
             if verdict:
                 q = q.where(ScanVerdict.verdict == verdict)
             rows = s.execute(q).all()
@@ -140,8 +160,9 @@ def find_packages(
                 cursor = rid
                 tags = has_tags(json.loads(props or "{}"))
                 if has is None or has in tags:
-                    items.append({"id": rid, "subdir": subdir, "filename": filename, "verdict": v, "rule": rule,
-                                  "has": tags})
+                    items.append(
+                        {"id": rid, "subdir": subdir, "filename": filename, "verdict": v, "rule": rule, "has": tags}
+                    )
                     if len(items) >= limit:
                         break
             if len(items) >= limit or len(rows) < 500:
@@ -150,22 +171,30 @@ def find_packages(
     return {"channel": ref.name, "items": items, "next_after": None if done else cursor}
 
 
-@router.get("/api/channels/{name}/scanning/files/{subdir}/{filename}",
-            summary="The scan verdict and install-time code properties of a package")
-def package_verdict(name: str, subdir: str, filename: str, ctx: Context = CtxDep,
-                    identity: Identity = IdentityDep) -> dict[str, Any]:
+@router.get(
+    "/api/channels/{name}/scanning/files/{subdir}/{filename}",
+    summary="The scan verdict and install-time code properties of a package",
+)
+def package_verdict(
+    name: str, subdir: str, filename: str, ctx: Context = CtxDep, identity: Identity = IdentityDep
+) -> dict[str, Any]:
     ref = ctx.channels.require(identity, name, Permission.CHANNEL_READ)
     with ctx.db.session() as s:
-        sha = s.scalar(select(Record.sha256).where(Record.channel_id == ref.id, Record.subdir == subdir,
-                                                   Record.filename == filename, Record.removed.is_(False)))
+        sha = s.scalar(
+            select(Record.sha256).where(
+                Record.channel_id == ref.id,
+                Record.subdir == subdir,
+                Record.filename == filename,
+                Record.removed.is_(False),
+            )
+        )
         if sha is None:
             raise NotFound(f"{subdir}/{filename} is not in channel {ref.name!r}", code="file_not_found")
         verdict = svc.verdict_of(s, sha)
     return {"channel": ref.name, "subdir": subdir, "filename": filename, "sha256": sha, "scan": verdict}
 
 
-@router.post("/api/scanning/rescan", status_code=202,
-             summary="Rescan stored packages under the current rules (a job)")
+@router.post("/api/scanning/rescan", status_code=202, summary="Rescan stored packages under the current rules (a job)")
 def start_rescan(
     body: RescanIn | None = None, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> dict[str, Any]:

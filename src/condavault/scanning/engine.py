@@ -40,8 +40,15 @@ _ENV_VARS = re.compile(r"^etc/conda/env_vars\.d/[^/]+\.json$")
 _MENU = re.compile(r"^Menu/[^/]+\.json$")
 _STARTUP = re.compile(r"(^|/)(site-packages/[^/]+\.pth|sitecustomize\.py|usercustomize\.py)$")
 # env_vars.d variables that change what every process of the environment loads
-WATCHED_VARS = ("LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES", "DYLD_LIBRARY_PATH", "PYTHONPATH",
-                "PYTHONSTARTUP", "PATH")
+WATCHED_VARS = (
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "DYLD_INSERT_LIBRARIES",
+    "DYLD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PATH",
+)
 _IN_PREFIX = ("${CONDA_PREFIX}", "$CONDA_PREFIX", "%CONDA_PREFIX%", "@PREFIX@")
 
 
@@ -115,8 +122,14 @@ def install_time_keys(props: dict[str, Any]) -> set[str]:
 def has_tags(props: dict[str, Any]) -> list[str]:
     """Search tags (``has:<tag>``) of a build's properties."""
     tags = {str(ls.get("kind")) for ls in props.get("link_scripts", [])}
-    for key, tag in (("activate", "activate"), ("deactivate", "deactivate"), ("env_vars", "env-vars"),
-                     ("menuinst", "menuinst"), ("entry_points", "entry-points"), ("startup_hooks", "startup-hook")):
+    for key, tag in (
+        ("activate", "activate"),
+        ("deactivate", "deactivate"),
+        ("env_vars", "env-vars"),
+        ("menuinst", "menuinst"),
+        ("entry_points", "entry-points"),
+        ("startup_hooks", "startup-hook"),
+    ):
         if props.get(key):
             tags.add(tag)
     tags.update(props.get("capabilities", []))
@@ -167,10 +180,37 @@ class ClamdClient:
             return sock.recv(64).startswith(b"PONG")
 
 
-SCRIPT_EXTS = frozenset({
-    ".py", ".pyw", ".pyx", ".pth", ".sh", ".bash", ".zsh", ".csh", ".tcsh", ".fish", ".ksh", ".bat", ".cmd", ".ps1",
-    ".psm1", ".vbs", ".js", ".mjs", ".cjs", ".pl", ".pm", ".rb", ".php", ".lua", ".r", ".tcl", ".awk",
-})
+SCRIPT_EXTS = frozenset(
+    {
+        ".py",
+        ".pyw",
+        ".pyx",
+        ".pth",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".csh",
+        ".tcsh",
+        ".fish",
+        ".ksh",
+        ".bat",
+        ".cmd",
+        ".ps1",
+        ".psm1",
+        ".vbs",
+        ".js",
+        ".mjs",
+        ".cjs",
+        ".pl",
+        ".pm",
+        ".rb",
+        ".php",
+        ".lua",
+        ".r",
+        ".tcl",
+        ".awk",
+    }
+)
 
 
 def is_script(path: str, data: bytes) -> bool:
@@ -208,8 +248,9 @@ class RuleSet:
         ext = {"filepath": "", "install_script": False, "startup_hook": False}
         by_scope["text"].update(by_scope["any"])  # text files: the text rules and the rules for any file
         by_scope["install"].update(by_scope["text"])  # install-time code: every rule
-        self.rules = {scope: yara.compile(sources=src, externals=ext) if src else None
-                      for scope, src in by_scope.items()}
+        self.rules = {
+            scope: yara.compile(sources=src, externals=ext) if src else None for scope, src in by_scope.items()
+        }
         # install-time code (small files, rules with external conditions) always goes to YARA
         self.prefilter = build_prefilter({s: list(by_scope[s].values()) for s in ("text", "any") if by_scope[s]})
 
@@ -225,10 +266,13 @@ class RuleSet:
             return []
         if scope != "install" and self.prefilter is not None and not self.prefilter.may_match(scope, data):
             return []  # no string of any rule of the scope occurs: no rule can match (see prefilter.py)
-        return list(rules.match(
-            data=data, externals={"filepath": path, "install_script": install_script, "startup_hook": startup_hook},
-            timeout=60,
-        ))
+        return list(
+            rules.match(
+                data=data,
+                externals={"filepath": path, "install_script": install_script, "startup_hook": startup_hook},
+                timeout=60,
+            )
+        )
 
 
 class Scanner:
@@ -241,15 +285,15 @@ class Scanner:
         """A pass fed member by member (by the ingest's archive walk: one pass, not two)."""
         return ScanPass(self)
 
-    def scan(self, source: Path | bytes, filename: str, sha256: str,
-             blocked: Callable[[set[str]], set[str]] | None = None) -> ScanResult:
+    def scan(
+        self, source: Path | bytes, filename: str, sha256: str, blocked: Callable[[set[str]], set[str]] | None = None
+    ) -> ScanResult:
         """Scan one archive with a walk of its own (a rescan of a stored blob). ``blocked`` answers which
         of a set of sha256s are on the block list."""
         p = self.start()
         for component, member, read in _members(source, filename):
             p.visit(component, member, read)
         return p.finish(sha256, blocked)
-
 
 
 class ScanPass:
@@ -265,8 +309,14 @@ class ScanPass:
     def visit(self, component: str, member: Any, read: Callable[..., bytes]) -> None:
         res, name = self.res, member.name
         if name in self.seen:
-            res.findings.append(Finding("duplicate-member", "malicious", name,
-                                        f"{name} appears twice in the archive ({self.seen[name]}, {component})"))
+            res.findings.append(
+                Finding(
+                    "duplicate-member",
+                    "malicious",
+                    name,
+                    f"{name} appears twice in the archive ({self.seen[name]}, {component})",
+                )
+            )
         self.seen[name] = component
         if not member.isfile():
             return
@@ -286,16 +336,18 @@ class ScanPass:
         if blocked is not None:
             hits = blocked({sha256} | {sha for sha, _ in files.values()})
             if sha256 in hits:
-                res.findings.insert(0, Finding("blocklist", "malicious", None,
-                                               f"the archive's sha256 {sha256} is blocked"))
+                res.findings.insert(
+                    0, Finding("blocklist", "malicious", None, f"the archive's sha256 {sha256} is blocked")
+                )
             for path, (sha, _size) in files.items():
                 if sha in hits:
                     res.findings.append(Finding("blocklist", "malicious", path, f"file sha256 {sha} is blocked"))
         return res
 
     # -- per file --------------------------------------------------------------------------------------
-    def _scan_file(self, res: ScanResult, name: str, data: bytes | None, size: int,
-                   read: Callable[..., bytes], *, is_info: bool) -> tuple[str, int]:
+    def _scan_file(
+        self, res: ScanResult, name: str, data: bytes | None, size: int, read: Callable[..., bytes], *, is_info: bool
+    ) -> tuple[str, int]:
         props = res.properties
         link = _LINK_SCRIPT.match(name)
         act = _ACTIVATE.match(name)
@@ -339,8 +391,9 @@ class ScanPass:
             try:
                 sig = scanner.clamd.scan(data)
             except OSError as exc:
-                raise ScannerUnavailable(f"clamd at {scanner.clamd.address} could not scan {name}: {exc}",
-                                         member=name) from None
+                raise ScannerUnavailable(
+                    f"clamd at {scanner.clamd.address} could not scan {name}: {exc}", member=name
+                ) from None
             if sig:
                 res.findings.append(Finding(f"clamav:{sig}", "malicious", name, "ClamAV signature"))
         return hashlib.sha256(data).hexdigest(), len(data)
@@ -358,15 +411,28 @@ class ScanPass:
             text = str(value)
             outside = False
             if key.upper() in WATCHED_VARS:
-                parts = [p for p in re.split(r"[:;]", text) if p and not p.startswith(("$", "%"))] if key.upper() in (
-                    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH") else [text]
+                parts = (
+                    [p for p in re.split(r"[:;]", text) if p and not p.startswith(("$", "%"))]
+                    if key.upper() in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")
+                    else [text]
+                )
                 outside = any(not p.startswith(_IN_PREFIX) for p in parts) or key.upper() in (
-                    "LD_PRELOAD", "DYLD_INSERT_LIBRARIES", "PYTHONSTARTUP")
-            res.properties["env_vars"].append({"path": name, "name": str(key)[:200], "value": text[:500],
-                                               "outside_prefix": outside})
+                    "LD_PRELOAD",
+                    "DYLD_INSERT_LIBRARIES",
+                    "PYTHONSTARTUP",
+                )
+            res.properties["env_vars"].append(
+                {"path": name, "name": str(key)[:200], "value": text[:500], "outside_prefix": outside}
+            )
             if outside:
-                res.findings.append(Finding("env-vars-outside-prefix", "suspicious", name,
-                                            f"{key} is set to {text[:200]!r}, outside the environment's prefix"))
+                res.findings.append(
+                    Finding(
+                        "env-vars-outside-prefix",
+                        "suspicious",
+                        name,
+                        f"{key} is set to {text[:200]!r}, outside the environment's prefix",
+                    )
+                )
 
     # -- structure -------------------------------------------------------------------------------------
     @staticmethod
@@ -389,16 +455,23 @@ class ScanPass:
             sha, size = got
             want_sha, want_size = p.get("sha256"), p.get("size_in_bytes")
             if want_sha and want_sha != sha:
-                res.findings.append(Finding("paths-json-mismatch", "malicious", path,
-                                            f"sha256 {sha} differs from paths.json's {want_sha}"))
+                res.findings.append(
+                    Finding(
+                        "paths-json-mismatch", "malicious", path, f"sha256 {sha} differs from paths.json's {want_sha}"
+                    )
+                )
             elif isinstance(want_size, int) and want_size != size:
-                res.findings.append(Finding("paths-json-mismatch", "malicious", path,
-                                            f"size {size} differs from paths.json's {want_size}"))
+                res.findings.append(
+                    Finding(
+                        "paths-json-mismatch", "malicious", path, f"size {size} differs from paths.json's {want_size}"
+                    )
+                )
         declared = {str(p.get("_path")) for p in paths if isinstance(p, dict)}
         for path in files:
             if path not in declared and not path.startswith("info/"):
-                res.findings.append(Finding("undeclared-file", "suspicious", path,
-                                            "a payload file paths.json does not list"))
+                res.findings.append(
+                    Finding("undeclared-file", "suspicious", path, "a payload file paths.json does not list")
+                )
                 break
 
     @staticmethod

@@ -49,8 +49,14 @@ def wire(ctx: Context) -> ScanStage:
         ing.pre_store.append(stage.pre_store)
         ing.on_write.append(stage.on_write)
     ing.on_hold.append(stage.on_hold)
-    ctx.kinds.register(JobKind(RESCAN_KIND, lambda run: rescan(ctx, stage, run), max_attempts=3,
-                               description="rescan stored packages under the current scan rules"))
+    ctx.kinds.register(
+        JobKind(
+            RESCAN_KIND,
+            lambda run: rescan(ctx, stage, run),
+            max_attempts=3,
+            description="rescan stored packages under the current scan rules",
+        )
+    )
     return stage
 
 
@@ -59,8 +65,15 @@ def schedules(ctx: Context) -> list[ScheduleSpec]:
     added to ``scan_rules_dir``, reach the stored packages without anyone starting it."""
     if not ctx.settings.scanning:
         return []
-    return [ScheduleSpec(RESCAN_KIND, RESCAN_KIND, cron=ctx.settings.scan_rescan_cron,
-                         params={"limit": ctx.settings.scan_rescan_limit}, lock_key=RESCAN_LOCK)]
+    return [
+        ScheduleSpec(
+            RESCAN_KIND,
+            RESCAN_KIND,
+            cron=ctx.settings.scan_rescan_cron,
+            params={"limit": ctx.settings.scan_rescan_limit},
+            lock_key=RESCAN_LOCK,
+        )
+    ]
 
 
 def _cursor(ctx: Context) -> int:
@@ -96,9 +109,14 @@ def rescan(ctx: Context, stage: ScanStage, run: JobRun | None = None, *, limit: 
             rows = s.execute(
                 select(Record.id, Record.channel_id, Record.subdir, Record.filename, Record.sha256, Record.name)
                 .outerjoin(ScanVerdict, ScanVerdict.sha256 == Record.sha256)
-                .where(Record.id > cursor, Record.has_blob.is_(True), Record.removed.is_(False),
-                       or_(ScanVerdict.sha256.is_(None), ScanVerdict.ruleset != version))
-                .order_by(Record.id).limit(take)
+                .where(
+                    Record.id > cursor,
+                    Record.has_blob.is_(True),
+                    Record.removed.is_(False),
+                    or_(ScanVerdict.sha256.is_(None), ScanVerdict.ruleset != version),
+                )
+                .order_by(Record.id)
+                .limit(take)
             ).all()
         if not rows:
             ctx.db.run_write(lambda s: _set_cursor(s, 0))
@@ -115,8 +133,11 @@ def rescan(ctx: Context, stage: ScanStage, run: JobRun | None = None, *, limit: 
             hold = _should_hold(ctx, channel_id, res.verdict)
             if hold:
                 counts["quarantined"] += 1
-            ctx.db.run_write(partial(_apply, ctx, channel_id=channel_id, subdir=subdir, filename=filename, sha=sha,
-                                     res=res, hold=hold))
+            ctx.db.run_write(
+                partial(
+                    _apply, ctx, channel_id=channel_id, subdir=subdir, filename=filename, sha=sha, res=res, hold=hold
+                )
+            )
         ctx.db.run_write(partial(_set_cursor, value=cursor))
         if run is not None:
             run.progress(phase="rescan", done=counts["looked_at"])
@@ -133,35 +154,62 @@ def _should_hold(ctx: Context, channel_id: int, verdict: str) -> bool:
     return pol.quarantine_suspicious if pol is not None else ctx.settings.scan_quarantine_suspicious
 
 
-def _apply(ctx: Context, s: Session, *, channel_id: int, subdir: str, filename: str, sha: str, res: Any,
-           hold: bool) -> None:
+def _apply(
+    ctx: Context, s: Session, *, channel_id: int, subdir: str, filename: str, sha: str, res: Any, hold: bool
+) -> None:
     put_verdict(s, sha, res)
     if not hold:
         return
     channel = s.get(Channel, channel_id)
-    rec = s.scalar(select(Record).where(Record.channel_id == channel_id, Record.subdir == subdir,
-                                        Record.filename == filename))
+    rec = s.scalar(
+        select(Record).where(Record.channel_id == channel_id, Record.subdir == subdir, Record.filename == filename)
+    )
     if channel is None or rec is None:
         return
     d = res.to_dict()
-    extra = {"about": json.loads(rec.about) if rec.about else None,
-             "run_exports": json.loads(rec.run_exports) if rec.run_exports else None,
-             "paths_summary": json.loads(rec.paths_summary) if rec.paths_summary else None}
-    existing = s.scalar(select(QuarantinedFile).where(QuarantinedFile.channel_id == channel_id,
-                                                      QuarantinedFile.subdir == subdir,
-                                                      QuarantinedFile.filename == filename))
+    extra = {
+        "about": json.loads(rec.about) if rec.about else None,
+        "run_exports": json.loads(rec.run_exports) if rec.run_exports else None,
+        "paths_summary": json.loads(rec.paths_summary) if rec.paths_summary else None,
+    }
+    existing = s.scalar(
+        select(QuarantinedFile).where(
+            QuarantinedFile.channel_id == channel_id,
+            QuarantinedFile.subdir == subdir,
+            QuarantinedFile.filename == filename,
+        )
+    )
     if existing is not None:
         s.delete(existing)
         s.flush()
-    s.add(QuarantinedFile(
-        channel_id=channel_id, subdir=subdir, filename=filename, sha256=sha, size=rec.size or 0, record=rec.record,
-        extra=json.dumps(extra, sort_keys=True), verdict=d["verdict"], rule=d["rule"], path=d["path"],
-        findings=json.dumps(d["findings"]), ruleset=res.ruleset, source_url=rec.source_url,
-        uploaded_by=rec.uploaded_by, state="quarantined", created_at=utcnow(),
-    ))
+    s.add(
+        QuarantinedFile(
+            channel_id=channel_id,
+            subdir=subdir,
+            filename=filename,
+            sha256=sha,
+            size=rec.size or 0,
+            record=rec.record,
+            extra=json.dumps(extra, sort_keys=True),
+            verdict=d["verdict"],
+            rule=d["rule"],
+            path=d["path"],
+            findings=json.dumps(d["findings"]),
+            ruleset=res.ruleset,
+            source_url=rec.source_url,
+            uploaded_by=rec.uploaded_by,
+            state="quarantined",
+            created_at=utcnow(),
+        )
+    )
     s.flush()  # the quarantine row references the blob before the record that did goes
     remove_by_keys(s, channel, [(subdir, filename)])
     ctx.events.record(s, RecordsChanged(channel_id, (subdir,), index=True))
-    ctx.record_change(SimpleNamespace(username="scanning.rescan"), "quarantine:hold",
-                      f"{channel.name}/{subdir}/{filename}", None,
-                      {"verdict": d["verdict"], "rule": d["rule"], "path": d["path"], "sha256": sha}, session=s)
+    ctx.record_change(
+        SimpleNamespace(username="scanning.rescan"),
+        "quarantine:hold",
+        f"{channel.name}/{subdir}/{filename}",
+        None,
+        {"verdict": d["verdict"], "rule": d["rule"], "path": d["path"], "sha256": sha},
+        session=s,
+    )

@@ -33,9 +33,19 @@ MAX_LIST = 1000
 
 def row_dict(row: QuarantinedFile, channel: str, *, full: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": row.id, "channel": channel, "subdir": row.subdir, "filename": row.filename, "sha256": row.sha256,
-        "size": row.size, "verdict": row.verdict, "rule": row.rule, "path": row.path, "ruleset": row.ruleset,
-        "state": row.state, "uploaded_by": row.uploaded_by, "source_url": row.source_url,
+        "id": row.id,
+        "channel": channel,
+        "subdir": row.subdir,
+        "filename": row.filename,
+        "sha256": row.sha256,
+        "size": row.size,
+        "verdict": row.verdict,
+        "rule": row.rule,
+        "path": row.path,
+        "ruleset": row.ruleset,
+        "state": row.state,
+        "uploaded_by": row.uploaded_by,
+        "source_url": row.source_url,
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
     if full:
@@ -44,11 +54,17 @@ def row_dict(row: QuarantinedFile, channel: str, *, full: bool = False) -> dict[
     return out
 
 
-def list_quarantined(s: Session, *, channel: str | None = None, after: int = 0, limit: int = 100,
-                     channel_ids: set[int] | None = None) -> list[dict[str, Any]]:
+def list_quarantined(
+    s: Session, *, channel: str | None = None, after: int = 0, limit: int = 100, channel_ids: set[int] | None = None
+) -> list[dict[str, Any]]:
     """Quarantined files, oldest first from id ``after``; ``channel_ids``: restrict to these channels."""
-    q = (select(QuarantinedFile, Channel.name).join(Channel, Channel.id == QuarantinedFile.channel_id)
-         .where(QuarantinedFile.id > after).order_by(QuarantinedFile.id).limit(min(max(limit, 1), MAX_LIST)))
+    q = (
+        select(QuarantinedFile, Channel.name)
+        .join(Channel, Channel.id == QuarantinedFile.channel_id)
+        .where(QuarantinedFile.id > after)
+        .order_by(QuarantinedFile.id)
+        .limit(min(max(limit, 1), MAX_LIST))
+    )
     if channel is not None:
         q = q.where(Channel.name == channel)
     if channel_ids is not None:
@@ -72,19 +88,37 @@ def release(ctx: Context, qid: int, identity: object) -> dict[str, Any]:
         row, channel = get_quarantined(s, qid)
         extra = json.loads(row.extra or "{}")
         entry = records.NewRecord(
-            row.subdir, row.filename, json.loads(row.record), about=extra.get("about"),
-            run_exports=extra.get("run_exports"), paths_summary=extra.get("paths_summary"),
-            source_url=row.source_url, force=True, uploaded_by=row.uploaded_by,
+            row.subdir,
+            row.filename,
+            json.loads(row.record),
+            about=extra.get("about"),
+            run_exports=extra.get("run_exports"),
+            paths_summary=extra.get("paths_summary"),
+            source_url=row.source_url,
+            force=True,
+            uploaded_by=row.uploaded_by,
         )
         (outcome,) = records.put_records(s, channel, [entry])  # the channels domain writes the record
         before = row_dict(row, channel.name)
         s.delete(row)
         ctx.events.record(s, RecordsChanged(channel.id, (row.subdir,), index=True))
-        ctx.events.record(s, PackagesIngested(channel.id, channel.name, (
-            IngestedFile(channel.name, row.subdir, row.filename, outcome.status, extra.get("security")),),
-            getattr(identity, "username", None)))
-        ctx.record_change(identity, "quarantine:release", f"{channel.name}/{row.subdir}/{row.filename}", before,
-                          {"status": outcome.status}, session=s)
+        ctx.events.record(
+            s,
+            PackagesIngested(
+                channel.id,
+                channel.name,
+                (IngestedFile(channel.name, row.subdir, row.filename, outcome.status, extra.get("security")),),
+                getattr(identity, "username", None),
+            ),
+        )
+        ctx.record_change(
+            identity,
+            "quarantine:release",
+            f"{channel.name}/{row.subdir}/{row.filename}",
+            before,
+            {"status": outcome.status},
+            session=s,
+        )
         return {**before, "state": "released", "status": outcome.status}
 
     return ctx.db.run_write(work)
@@ -97,8 +131,9 @@ def delete_quarantined(ctx: Context, qid: int, identity: object) -> dict[str, An
         row, channel = get_quarantined(s, qid)
         before = row_dict(row, channel.name)
         s.delete(row)
-        ctx.record_change(identity, "quarantine:delete", f"{channel.name}/{row.subdir}/{row.filename}", before,
-                          None, session=s)
+        ctx.record_change(
+            identity, "quarantine:delete", f"{channel.name}/{row.subdir}/{row.filename}", before, None, session=s
+        )
         return before
 
     out = ctx.db.run_write(work)
@@ -106,8 +141,9 @@ def delete_quarantined(ctx: Context, qid: int, identity: object) -> dict[str, An
     return {**out, "state": "deleted"}
 
 
-def set_policy(ctx: Context, channel_id: int, channel_name: str, quarantine_suspicious: bool,
-               identity: object) -> dict[str, Any]:
+def set_policy(
+    ctx: Context, channel_id: int, channel_name: str, quarantine_suspicious: bool, identity: object
+) -> dict[str, Any]:
     def work(s: Session) -> None:
         row = s.get(ScanChannelPolicy, channel_id)
         before = row.quarantine_suspicious if row is not None else None
@@ -115,8 +151,14 @@ def set_policy(ctx: Context, channel_id: int, channel_name: str, quarantine_susp
             row = ScanChannelPolicy(channel_id=channel_id)
             s.add(row)
         row.quarantine_suspicious = quarantine_suspicious
-        ctx.record_change(identity, "scanning:policy", channel_name, {"quarantine_suspicious": before},
-                          {"quarantine_suspicious": quarantine_suspicious}, session=s)
+        ctx.record_change(
+            identity,
+            "scanning:policy",
+            channel_name,
+            {"quarantine_suspicious": before},
+            {"quarantine_suspicious": quarantine_suspicious},
+            session=s,
+        )
 
     ctx.db.run_write(work)
     return {"channel": channel_name, "quarantine_suspicious": quarantine_suspicious}
@@ -125,8 +167,12 @@ def set_policy(ctx: Context, channel_id: int, channel_name: str, quarantine_susp
 def get_policy(ctx: Context, channel_id: int) -> dict[str, Any]:
     with ctx.db.session() as s:
         row = s.get(ScanChannelPolicy, channel_id)
-    return {"quarantine_suspicious": row.quarantine_suspicious if row is not None
-            else ctx.settings.scan_quarantine_suspicious, "default": row is None}
+    return {
+        "quarantine_suspicious": row.quarantine_suspicious
+        if row is not None
+        else ctx.settings.scan_quarantine_suspicious,
+        "default": row is None,
+    }
 
 
 def verdict_of(s: Session, sha256: str | None) -> dict[str, Any] | None:
@@ -136,9 +182,15 @@ def verdict_of(s: Session, sha256: str | None) -> dict[str, Any] | None:
     row = s.get(ScanVerdict, sha256)
     if row is None:
         return None
-    return {"verdict": row.verdict, "rule": row.rule, "path": row.path, "ruleset": row.ruleset,
-            "properties": json.loads(row.properties or "{}"), "findings": json.loads(row.findings or "[]"),
-            "scanned_at": row.scanned_at.isoformat() if row.scanned_at else None}
+    return {
+        "verdict": row.verdict,
+        "rule": row.rule,
+        "path": row.path,
+        "ruleset": row.ruleset,
+        "properties": json.loads(row.properties or "{}"),
+        "findings": json.loads(row.findings or "[]"),
+        "scanned_at": row.scanned_at.isoformat() if row.scanned_at else None,
+    }
 
 
 # -- the block list ---------------------------------------------------------------------------------------
@@ -162,8 +214,9 @@ def parse_blocklist(data: bytes) -> list[tuple[str, str]]:
             try:
                 docs = [json.loads(line) for line in text.splitlines() if line.strip()]
             except (ValueError, RecursionError) as exc:
-                raise InvalidRequest(f"block list is neither sha256 lines nor JSON: {exc}",
-                                     code="invalid_blocklist") from None
+                raise InvalidRequest(
+                    f"block list is neither sha256 lines nor JSON: {exc}", code="invalid_blocklist"
+                ) from None
         for doc in docs:
             for report in doc if isinstance(doc, list) else [doc]:
                 note = str(report.get("id", "")) if isinstance(report, dict) else ""
@@ -207,12 +260,14 @@ def import_blocklist(ctx: Context, entries: list[tuple[str, str]], source: str, 
         ins = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(BlockedHash)
         now = utcnow()
         for i in range(0, len(entries), 1000):
-            rows = [{"sha256": sha, "source": source, "note": note, "added_at": now}
-                    for sha, note in entries[i : i + 1000]]
+            rows = [
+                {"sha256": sha, "source": source, "note": note, "added_at": now} for sha, note in entries[i : i + 1000]
+            ]
             s.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]), rows)
         after = s.scalar(select(func.count()).select_from(BlockedHash)) or 0
-        ctx.record_change(identity, "blocklist:import", source, None, {"entries": len(entries),
-                          "added": after - before}, session=s)
+        ctx.record_change(
+            identity, "blocklist:import", source, None, {"entries": len(entries), "added": after - before}, session=s
+        )
         return int(after - before)
 
     added = ctx.db.run_write(work)

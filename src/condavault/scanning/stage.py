@@ -139,8 +139,13 @@ class ScanStage:
         row = s.execute(
             select(Record.filename, ScanVerdict.properties)
             .join(ScanVerdict, ScanVerdict.sha256 == Record.sha256)
-            .where(Record.channel_id == channel_id, Record.subdir == b.subdir, Record.name == name,
-                   Record.filename != b.item.filename, Record.removed.is_(False))
+            .where(
+                Record.channel_id == channel_id,
+                Record.subdir == b.subdir,
+                Record.name == name,
+                Record.filename != b.item.filename,
+                Record.removed.is_(False),
+            )
             .order_by(Record.timestamp.desc().nulls_last(), Record.id.desc())
             .limit(1)
         ).first()
@@ -152,12 +157,14 @@ class ScanStage:
             return
         gained = sorted(gained_keys - before)
         if gained:
-            res.findings.append(Finding("version-diff", "suspicious", None,
-                                        f"gains {', '.join(gained)} that {row[0]} lacked"))
+            res.findings.append(
+                Finding("version-diff", "suspicious", None, f"gains {', '.join(gained)} that {row[0]} lacked")
+            )
 
     def on_write(self, s: Session, group: list[Ingested]) -> None:
-        put_verdicts(s, [(b.item.received.sha256, b.notes["scan"]) for b in group
-                         if isinstance(b.notes.get("scan"), ScanResult)])
+        put_verdicts(
+            s, [(b.item.received.sha256, b.notes["scan"]) for b in group if isinstance(b.notes.get("scan"), ScanResult)]
+        )
 
     def on_hold(self, s: Session, channel_id: int, held: list[Ingested], actor: str | None) -> None:
         channel = s.get(Channel, channel_id)
@@ -175,9 +182,13 @@ class ScanStage:
                 "security": meta.security if meta else None,
             }
             d = res.to_dict()
-            row = s.scalar(select(QuarantinedFile).where(
-                QuarantinedFile.channel_id == channel_id, QuarantinedFile.subdir == b.subdir,
-                QuarantinedFile.filename == b.item.filename))
+            row = s.scalar(
+                select(QuarantinedFile).where(
+                    QuarantinedFile.channel_id == channel_id,
+                    QuarantinedFile.subdir == b.subdir,
+                    QuarantinedFile.filename == b.item.filename,
+                )
+            )
             if row is None:
                 row = QuarantinedFile(channel_id=channel_id, subdir=b.subdir, filename=b.item.filename)
                 s.add(row)
@@ -190,16 +201,26 @@ class ScanStage:
             if channel is not None:
                 self._unlist_metadata_only(s, channel, b)
             target = f"{channel.name if channel else channel_id}/{b.subdir}/{b.item.filename}"
-            self.ctx.record_change(SimpleNamespace(username=actor), "quarantine:hold", target, None,
-                                   {"verdict": d["verdict"], "rule": d["rule"], "path": d["path"], "sha256": sha},
-                                   session=s)
+            self.ctx.record_change(
+                SimpleNamespace(username=actor),
+                "quarantine:hold",
+                target,
+                None,
+                {"verdict": d["verdict"], "rule": d["rule"], "path": d["path"], "sha256": sha},
+                session=s,
+            )
             log.warning("file quarantined", extra={"file": target, "verdict": d["verdict"], "rule": d["rule"]})
-
 
     def _unlist_metadata_only(self, s: Session, channel: Channel, b: Ingested) -> None:
         """A passive mirror listed the file before its bytes were known: a quarantined one leaves the index."""
-        rec = s.scalar(select(Record).where(Record.channel_id == channel.id, Record.subdir == b.subdir,
-                                            Record.filename == b.item.filename, Record.has_blob.is_(False)))
+        rec = s.scalar(
+            select(Record).where(
+                Record.channel_id == channel.id,
+                Record.subdir == b.subdir,
+                Record.filename == b.item.filename,
+                Record.has_blob.is_(False),
+            )
+        )
         if rec is not None:
             remove_by_keys(s, channel, [(b.subdir, b.item.filename)])
             self.ctx.events.record(s, RecordsChanged(channel.id, (b.subdir,), index=True))
@@ -216,14 +237,24 @@ def put_verdicts(s: Session, verdicts: list[tuple[str, ScanResult]]) -> None:
     now = utcnow()
     for sha256, res in verdicts:
         d = res.to_dict()
-        rows[sha256] = {"sha256": sha256, "verdict": d["verdict"], "rule": d["rule"], "path": d["path"],
-                        "ruleset": res.ruleset, "properties": json.dumps(res.properties, sort_keys=True),
-                        "findings": json.dumps(d["findings"]), "scanned_at": now}
+        rows[sha256] = {
+            "sha256": sha256,
+            "verdict": d["verdict"],
+            "rule": d["rule"],
+            "path": d["path"],
+            "ruleset": res.ruleset,
+            "properties": json.dumps(res.properties, sort_keys=True),
+            "findings": json.dumps(d["findings"]),
+            "scanned_at": now,
+        }
     if not rows:
         return
     ins = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(ScanVerdict)
     values = [rows[k] for k in sorted(rows)]  # sorted: concurrent batches lock rows in one order
     # executemany: SQLAlchemy sends it as multi-row statements ("insertmanyvalues"), one cached compile
-    s.execute(ins.on_conflict_do_update(
-        index_elements=["sha256"], set_={k: getattr(ins.excluded, k) for k in values[0] if k != "sha256"}
-    ), values)
+    s.execute(
+        ins.on_conflict_do_update(
+            index_elements=["sha256"], set_={k: getattr(ins.excluded, k) for k in values[0] if k != "sha256"}
+        ),
+        values,
+    )

@@ -32,16 +32,20 @@ def search(
     channel: str | None = Query(None, min_length=1, max_length=100, description="only this channel"),
     subdir: str | None = Query(None, min_length=1, max_length=40, description="only packages with files here"),
     license: str | None = Query(None, min_length=1, max_length=200, description="only this license (* wildcards)"),
-    score: str | None = Query(None, pattern="^(critical|high|medium|low|none)$",
-                              description="only packages whose worst CVE score is in this band"),
+    score: str | None = Query(
+        None,
+        pattern="^(critical|high|medium|low|none)$",
+        description="only packages whose worst CVE score is in this band",
+    ),
     sort: str = Query("relevance", pattern="^(relevance|name|newest)$"),
     page: int = Query(1, ge=1, le=MAX_PAGE),
     per_page: int = Query(20, ge=1, le=MAX_PER_PAGE),
     ctx: Context = CtxDep,
     identity: Identity = IdentityDep,
 ) -> dict[str, Any]:
-    query = SearchQuery(q=q, channel=channel, subdir=subdir, license=license, score=score, sort=sort, page=page,
-                        per_page=per_page)
+    query = SearchQuery(
+        q=q, channel=channel, subdir=subdir, license=license, score=score, sort=sort, page=page, per_page=per_page
+    )
     return service(ctx).search(identity, query)
 
 

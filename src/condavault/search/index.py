@@ -120,8 +120,14 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
     """Rewrite the documents of ``names`` from their live records."""
     rows = session.execute(
         select(
-            Record.id, Record.name, Record.version, Record.build_number, Record.timestamp, Record.subdir,
-            Record.license, Record.about,
+            Record.id,
+            Record.name,
+            Record.version,
+            Record.build_number,
+            Record.timestamp,
+            Record.subdir,
+            Record.license,
+            Record.about,
         ).where(Record.channel_id == channel_id, Record.name.in_(names), _live())
     ).all()
     by_name: dict[str, list[Any]] = defaultdict(list)
@@ -266,9 +272,11 @@ def scores_fingerprint(session: Session) -> str:
 
 def put_files(session: Session, package_sha256: str, files: list[tuple[str, str | None, int | None]]) -> int:
     """Store the file list of one package (nothing if it is already there: same bytes, same files)."""
-    if not files or session.scalar(
-        select(SearchFile.path).where(SearchFile.package_sha256 == package_sha256).limit(1)
-    ) is not None:
+    if (
+        not files
+        or session.scalar(select(SearchFile.path).where(SearchFile.package_sha256 == package_sha256).limit(1))
+        is not None
+    ):
         return 0
     rows = [{"package_sha256": package_sha256, "path": p, "sha256": s, "size": z} for p, s, z in files]
     # the same bytes ingested concurrently elsewhere write the same rows: keep one

@@ -199,8 +199,15 @@ def wire(ctx: Context) -> SearchDomain:
         return dom.sweep() or None
 
     ctx.kinds.register(JobKind(REINDEX_KIND, reindex_job, max_attempts=1, description="rebuild the search tables"))
-    ctx.kinds.register(JobKind(SWEEP_KIND, sweep_job, lane="short", quiet=True,
-                               description="search: CVE score bands, repair stale documents"))
+    ctx.kinds.register(
+        JobKind(
+            SWEEP_KIND,
+            sweep_job,
+            lane="short",
+            quiet=True,
+            description="search: CVE score bands, repair stale documents",
+        )
+    )
     return dom
 
 

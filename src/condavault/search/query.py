@@ -231,8 +231,9 @@ def parse_purl(text: str) -> Purl:
     version = unquote(version) if version else ""
     if len(version) > 100 or len(quals.get("build", "")) > 200:
         raise bad("the package URL's version or build is too long", field="pkg")
-    return Purl(name=name, version=version or None, channel=channel or None, subdir=subdir,
-                build=quals.get("build") or None)
+    return Purl(
+        name=name, version=version or None, channel=channel or None, subdir=subdir, build=quals.get("build") or None
+    )
 
 
 def words_of(text: str) -> list[str]:

@@ -307,8 +307,9 @@ class SearchService:
         cols = (P.id, P.channel_id, P.name, P.subdirs, P.license, P.max_score, P.latest_timestamp, P.latest_id)
         for part in chunks(keys):
             for pk, cid, name, subdirs, lic, mx, ts, latest in s.execute(select(*cols).where(P.id.in_(part))):
-                out.append(_Pkg(cid, name, scores[pk], set(subdirs.split()), lic, mx, ts or 0, doc_id=pk,
-                                latest_id=latest))
+                out.append(
+                    _Pkg(cid, name, scores[pk], set(subdirs.split()), lic, mx, ts or 0, doc_id=pk, latest_id=latest)
+                )
         return out
 
     def _fts_sqlite(self, s: Session, parsed: qp.Parsed, ids: list[int]) -> list[tuple[int, float]]:
@@ -335,8 +336,9 @@ class SearchService:
         )
         out: dict[int, float] = {}
         # 1. every word inside the name (the higher tier), ranked: few documents, all of them scored
-        for pk, _name, rank in s.execute(text(base + " ORDER BY rank LIMIT :lim"),
-                                        {**params, "q": " AND ".join(f"name : {q}" for q in quoted)}):
+        for pk, _name, rank in s.execute(
+            text(base + " ORDER BY rank LIMIT :lim"), {**params, "q": " AND ".join(f"name : {q}" for q in quoted)}
+        ):
             out[pk] = NAME_SUBSTRING + min(-float(rank), 99.0)
         # 2. anywhere in the text: the first MAX_CANDIDATES matches, scored as they come (ranking every
         # match of common words costs time in proportion to the catalogue; beyond it the total is capped)
@@ -379,24 +381,29 @@ class SearchService:
             return []
         grams = sorted(trigrams(word))
         need = max(1, int(len(grams) * FUZZY_MIN) - 1)
-        cand = s.execute(
-            select(SearchTrigram.name)
-            .where(SearchTrigram.trigram.in_(grams))
-            .group_by(SearchTrigram.name)
-            .having(func.count() >= need)
-            .order_by(func.count().desc())
-            .limit(2000)
-        ).scalars().all()
+        cand = (
+            s.execute(
+                select(SearchTrigram.name)
+                .where(SearchTrigram.trigram.in_(grams))
+                .group_by(SearchTrigram.name)
+                .having(func.count() >= need)
+                .order_by(func.count().desc())
+                .limit(2000)
+            )
+            .scalars()
+            .all()
+        )
         scored = sorted(((n, similarity(word, n)) for n in cand), key=lambda x: (-x[1], x[0]))
         return [x for x in scored if x[1] >= FUZZY_MIN][:limit]
 
     @staticmethod
     def _suggest(text_q: str, pkgs: list[_Pkg], fuzzy: dict[str, float]) -> str | None:
-        """"Did you mean": the most similar other name, when no readable package has exactly this name
+        """ "Did you mean": the most similar other name, when no readable package has exactly this name
         (``fuzzy`` holds the readable names the typo-tolerant step found; empty when the name exists)."""
         word = text_q.replace(" ", "-")
-        best = sorted(((sim, n) for n, sim in fuzzy.items() if n != word and sim >= SUGGEST_MIN),
-                      key=lambda x: (-x[0], x[1]))
+        best = sorted(
+            ((sim, n) for n, sim in fuzzy.items() if n != word and sim >= SUGGEST_MIN), key=lambda x: (-x[0], x[1])
+        )
         return best[0][1] if best else None
 
     # -- record-level queries ----------------------------------------------------------------------
@@ -487,8 +494,17 @@ class SearchService:
             best = max(rs, key=lambda r: (version_key(r.version), r.timestamp or 0, r.id))
             mx = max((scores[r.id] for r in rs if r.id in scores), default=None)
             out.append(
-                _Pkg(cid, name, 0.0, {r.subdir for r in rs}, best.license, mx, best.timestamp or 0,
-                     record_ids=[r.id for r in rs], matched=info.get("matched"))
+                _Pkg(
+                    cid,
+                    name,
+                    0.0,
+                    {r.subdir for r in rs},
+                    best.license,
+                    mx,
+                    best.timestamp or 0,
+                    record_ids=[r.id for r in rs],
+                    matched=info.get("matched"),
+                )
             )
         return out, capped
 
@@ -507,14 +523,30 @@ class SearchService:
 
     # -- shaping a page ----------------------------------------------------------------------------
     def _shape(
-        self, s: Session, page: list[_Pkg], channels: dict[int, str], parsed: qp.Parsed, subdir: str | None,
+        self,
+        s: Session,
+        page: list[_Pkg],
+        channels: dict[int, str],
+        parsed: qp.Parsed,
+        subdir: str | None,
         lic: str | None,
     ) -> list[dict[str, Any]]:
         if not page:
             return []
         R = Record
-        cols = (R.id, R.channel_id, R.name, R.version, R.build, R.build_number, R.subdir, R.license, R.timestamp,
-                R.filename, R.sha256)
+        cols = (
+            R.id,
+            R.channel_id,
+            R.name,
+            R.version,
+            R.build,
+            R.build_number,
+            R.subdir,
+            R.license,
+            R.timestamp,
+            R.filename,
+            R.sha256,
+        )
         # the candidate records of each package on the page
         cand: dict[tuple[int, str], list[Any]] = defaultdict(list)
         ids = [rid for p in page for rid in (p.record_ids or [])]
@@ -530,8 +562,11 @@ class SearchService:
             text_pkgs = [p for p in text_pkgs if (p.channel_id, p.name) not in cand]
         if text_pkgs:  # filtered (or a stale document): the builds of these packages, chosen below
             wanted = {(p.channel_id, p.name) for p in text_pkgs}
-            stmt = select(*cols).where(R.name.in_(sorted({n for _, n in wanted})),
-                                       R.channel_id.in_(sorted({c for c, _ in wanted})), R.removed.is_(False))
+            stmt = select(*cols).where(
+                R.name.in_(sorted({n for _, n in wanted})),
+                R.channel_id.in_(sorted({c for c, _ in wanted})),
+                R.removed.is_(False),
+            )
             for row in s.execute(stmt):
                 if (row.channel_id, row.name) in wanted:
                     cand[(row.channel_id, row.name)].append(row)
@@ -539,8 +574,9 @@ class SearchService:
         doc_ids = [p.doc_id for p in page if p.doc_id is not None]
         if doc_ids:
             P = SearchPackage
-            for c, n, summ, lic_ in s.execute(select(P.channel_id, P.name, P.summary, P.license)
-                                              .where(P.id.in_(doc_ids))):
+            for c, n, summ, lic_ in s.execute(
+                select(P.channel_id, P.name, P.summary, P.license).where(P.id.in_(doc_ids))
+            ):
                 docs[(c, n)] = (summ, lic_)
         rec_keys = {(p.channel_id, p.name) for p in page if p.doc_id is None}
         if rec_keys:
@@ -555,8 +591,12 @@ class SearchService:
         chosen: dict[tuple[int, str], Any] = {}  # Any: a Row of ``cols``
         for p in page:
             rs = cand.get((p.channel_id, p.name), [])
-            keep = [r for r in rs if (subdir is None or r.subdir == subdir)
-                    and (lic is None or fnmatch.fnmatchcase((r.license or "").lower(), lic))] or rs
+            keep = [
+                r
+                for r in rs
+                if (subdir is None or r.subdir == subdir)
+                and (lic is None or fnmatch.fnmatchcase((r.license or "").lower(), lic))
+            ] or rs
             if keep:
                 chosen[(p.channel_id, p.name)] = max(
                     keep, key=lambda r: (version_key(r.version), r.build_number, r.timestamp or 0, r.id)
@@ -580,10 +620,25 @@ class SearchService:
             r = chosen.get((p.channel_id, p.name))
             summary, doc_lic = docs.get((p.channel_id, p.name), ("", None))
             if r is None:  # the records went away between the two queries: show the document
-                out.append({"channel": channels[p.channel_id], "name": p.name, "version": None, "build": None,
-                            "subdir": None, "summary": summary, "license": doc_lic, "max_score": None, "cves": 0,
-                            "timestamp": None, "filename": None, "sha256": None, "matched": p.matched,
-                            "score": p.score, "builds": 0})
+                out.append(
+                    {
+                        "channel": channels[p.channel_id],
+                        "name": p.name,
+                        "version": None,
+                        "build": None,
+                        "subdir": None,
+                        "summary": summary,
+                        "license": doc_lic,
+                        "max_score": None,
+                        "cves": 0,
+                        "timestamp": None,
+                        "filename": None,
+                        "sha256": None,
+                        "matched": p.matched,
+                        "score": p.score,
+                        "builds": 0,
+                    }
+                )
                 continue
             matched = p.matched
             if r.sha256 in file_hits:
@@ -647,8 +702,17 @@ class SearchService:
                 .offset((page - 1) * per_page)
             ).all()
         out["results"] = [
-            {"channel": channels[r.channel_id], "subdir": r.subdir, "filename": r.filename, "name": r.name,
-             "version": r.version, "build": r.build, "path": p, "size": r.size, "sha256": r.sha256}
+            {
+                "channel": channels[r.channel_id],
+                "subdir": r.subdir,
+                "filename": r.filename,
+                "name": r.name,
+                "version": r.version,
+                "build": r.build,
+                "path": p,
+                "size": r.size,
+                "sha256": r.sha256,
+            }
             for r in rows
         ]
         return out

@@ -135,7 +135,11 @@ class Lookup:
                 ).first()
                 target = (
                     Target(
-                        crow[0] or "", crow[1] or 0, "application/json", crow[2].timestamp(), "sidecar",
+                        crow[0] or "",
+                        crow[1] or 0,
+                        "application/json",
+                        crow[2].timestamp(),
+                        "sidecar",
                         filename=str(name),
                     )
                     if crow

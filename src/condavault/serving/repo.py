@@ -80,8 +80,10 @@ class _Bytes(Response):
         self.body = body
         self.background = None
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        self.raw_headers += [(b"content-type", content_type.encode("latin-1")),
-                             (b"content-length", str(len(body)).encode())]
+        self.raw_headers += [
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", str(len(body)).encode()),
+        ]
 
     async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -254,9 +256,7 @@ async def _serve_beside(
         if target is None or not target.sha256:
             raise NotFound(f"{what} not found in channel {channel.name!r}", code="file_not_found")
         if not target.has_blob:
-            raise NotFound(
-                f"{what} has not been admitted yet (its bytes were never fetched)", code="not_admitted"
-            )
+            raise NotFound(f"{what} has not been admitted yet (its bytes were never fetched)", code="not_admitted")
         body = admission_bytes(ctx, channel.name, subdir, filename, target.sha256, target.last_modified)
         return Response(body, media_type="application/json", headers={"Cache-Control": cache + "no-cache"})
     key = ("sidecar", channel.id, subdir, filename)
@@ -264,8 +264,9 @@ async def _serve_beside(
     if not hit:
         target = await ctx.lookup.aload(key)
     if target is None or (digest is not None and digest != target.sha256):
-        raise NotFound(f"no attestation sidecar for {what}" + (f" with sha256 {digest}" if digest else ""),
-                       code="file_not_found")
+        raise NotFound(
+            f"no attestation sidecar for {what}" + (f" with sha256 {digest}" if digest else ""), code="file_not_found"
+        )
     etag = f'"{target.sha256}"'
     headers = {
         "ETag": etag,

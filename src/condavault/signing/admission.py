@@ -81,8 +81,9 @@ class AdmissionError(ValueError):
     pass
 
 
-def verify_envelope(data: bytes, key: PublicKey, file_bytes_sha256: str | None = None,
-                    filename: str | None = None) -> dict[str, Any]:
+def verify_envelope(
+    data: bytes, key: PublicKey, file_bytes_sha256: str | None = None, filename: str | None = None
+) -> dict[str, Any]:
     """The verified statement of an envelope, or :class:`AdmissionError` saying what is wrong: not an
     envelope, no signature by ``key``, a signature that does not verify, or a subject that is not the file."""
     try:

@@ -41,14 +41,20 @@ def _record(
             .where(Record.channel_id == ref.id, Record.subdir == subdir, Record.filename == filename)
         ).first()
         if row is None:
-            raise NotFound(f"{subdir}/{filename} not found in channel {name!r}", code="file_not_found",
-                           channel=name, filename=filename)
+            raise NotFound(
+                f"{subdir}/{filename} not found in channel {name!r}",
+                code="file_not_found",
+                channel=name,
+                filename=filename,
+            )
         s.expunge_all()
         return row[0], row[1]
 
 
-@router.get("/channels/{name}/files/{subdir}/{filename}/signature",
-            summary="A file's carried signatures and attestations, and the outcome of their verification")
+@router.get(
+    "/channels/{name}/files/{subdir}/{filename}/signature",
+    summary="A file's carried signatures and attestations, and the outcome of their verification",
+)
 def file_signature(
     name: str, subdir: str, filename: str, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> dict[str, Any]:
@@ -65,14 +71,17 @@ def file_signature(
     return out
 
 
-@router.get("/channels/{name}/files/{subdir}/{filename}/admission",
-            summary="The file's admission statement (in-toto v1 in a DSSE envelope, signed by the server key)")
+@router.get(
+    "/channels/{name}/files/{subdir}/{filename}/admission",
+    summary="The file's admission statement (in-toto v1 in a DSSE envelope, signed by the server key)",
+)
 def file_admission(
     name: str, subdir: str, filename: str, ctx: Context = CtxDep, identity: Identity = IdentityDep
 ) -> Response:
     rec, _ = _record(ctx, identity, name, subdir, filename)
     if not rec.has_blob or not rec.sha256:
-        raise NotFound(f"{subdir}/{filename} has not been admitted yet (its bytes were never fetched)",
-                       code="not_admitted")
+        raise NotFound(
+            f"{subdir}/{filename} has not been admitted yet (its bytes were never fetched)", code="not_admitted"
+        )
     body = admission_bytes(ctx, name, subdir, filename, rec.sha256, rec.created_at.timestamp())
     return Response(body, media_type="application/json")

@@ -106,10 +106,22 @@ def save(session: Session, channel_id: int, entries: Iterable[TrustEntry]) -> in
                         changed += 1
                     continue
                 digest = fragment_digest(fragment) if e.signed_record and _unpatched(fragment, record) else None
-                if row is not None and (row.signatures, row.signed_record, row.fragment_digest, row.sidecar_sha256,
-                                        row.status, row.identity, row.detail) == (
-                    e.signatures, e.signed_record, digest, e.sidecar_sha256, e.outcome.status,
-                    e.outcome.identity, e.outcome.detail
+                if row is not None and (
+                    row.signatures,
+                    row.signed_record,
+                    row.fragment_digest,
+                    row.sidecar_sha256,
+                    row.status,
+                    row.identity,
+                    row.detail,
+                ) == (
+                    e.signatures,
+                    e.signed_record,
+                    digest,
+                    e.sidecar_sha256,
+                    e.outcome.status,
+                    e.outcome.identity,
+                    e.outcome.detail,
                 ):
                     continue
                 if row is None:
@@ -160,8 +172,15 @@ def copy_trust(session: Session, target_channel_id: int, rows: Iterable[Record])
         t = found.get(r.id)
         if t is None:
             continue
-        e = TrustEntry(r.subdir, r.filename, t.signatures, t.sidecar_sha256, t.sidecar_size,
-                       Outcome(t.status, t.method, t.identity, t.detail), t.signed_record)
+        e = TrustEntry(
+            r.subdir,
+            r.filename,
+            t.signatures,
+            t.sidecar_sha256,
+            t.sidecar_size,
+            Outcome(t.status, t.method, t.identity, t.detail),
+            t.signed_record,
+        )
         entries.append((r.sha256, e))
     if not entries:
         return 0
@@ -321,8 +340,11 @@ async def carry_from_upstream(
                     wanted[key] = att  # read back from the blob store and verified again
                     reverify.add(key)
                 else:
-                    outcomes.append(Outcome(old.status, old.method, old.identity, old.detail)
-                                    if old.method == "sigstore" else Outcome("unverified", "sigstore"))
+                    outcomes.append(
+                        Outcome(old.status, old.method, old.identity, old.detail)
+                        if old.method == "sigstore"
+                        else Outcome("unverified", "sigstore")
+                    )
             else:
                 wanted[key] = att
         elif att is not None:

@@ -47,10 +47,11 @@ class PublicKey:
     def parse(cls, text: str) -> PublicKey:
         value = text.strip()
         if not value.startswith(PREFIX):
-            raise InvalidRequest(f"a public key is written ed25519:<64 hex digits>, not {value[:40]!r}",
-                                 code="invalid_public_key")
+            raise InvalidRequest(
+                f"a public key is written ed25519:<64 hex digits>, not {value[:40]!r}", code="invalid_public_key"
+            )
         try:
-            raw = bytes.fromhex(value[len(PREFIX):])
+            raw = bytes.fromhex(value[len(PREFIX) :])
         except ValueError:
             raw = b""
         if len(raw) != 32:

@@ -78,8 +78,9 @@ def is_signatures_entry(value: Any) -> bool:
     return (
         isinstance(value, dict)
         and 0 < len(value) <= MAX_SIGNATURES
-        and all(isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("signature"), str)
-                for k, v in value.items())
+        and all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("signature"), str) for k, v in value.items()
+        )
     )
 
 

@@ -160,7 +160,12 @@ async def sync(
 
 
 def _sync_job(
-    ctx: Context, rt: VulnRuntime, identity: Identity, sources: list[str], cleanup: Any, wait: bool,
+    ctx: Context,
+    rt: VulnRuntime,
+    identity: Identity,
+    sources: list[str],
+    cleanup: Any,
+    wait: bool,
     names: dict[str, str],
 ) -> Any:
     """Enqueue the sync job; with ``wait``, run it here (or wait for the worker that took it). An uploaded
@@ -170,8 +175,9 @@ def _sync_job(
     job_id = rt.start_job(sources or None, cleanup=cleanup, created_by=identity.username, claim=here, names=names)
     if not wait:
         if here:
-            threading.Thread(target=ctx.worker.run_claimed, args=(job_id,), name=f"condavault-cve-sync-{job_id}",
-                             daemon=True).start()
+            threading.Thread(
+                target=ctx.worker.run_claimed, args=(job_id,), name=f"condavault-cve-sync-{job_id}", daemon=True
+            ).start()
         job = rt.job(str(job_id))
         ctx.record_change(identity, "cve:sync", ",".join(job["sources"]), None, {"job": job_id})
         return JSONResponse(job, status_code=202)
@@ -180,8 +186,9 @@ def _sync_job(
         raise ran.error
     done = ctx.jobs.wait(job_id, timeout=3600)
     if done["state"] != "succeeded":
-        raise CondavaultError(f"vulnerability sync job {job_id} {done['state']}: {done['error']}",
-                              code="vuln_sync_failed")
+        raise CondavaultError(
+            f"vulnerability sync job {job_id} {done['state']}: {done['error']}", code="vuln_sync_failed"
+        )
     report = done["result"] or {}
     ctx.record_change(identity, "cve:sync", ",".join(sources) or "configured", None, report)
     return report

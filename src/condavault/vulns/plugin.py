@@ -38,9 +38,11 @@ def wire(ctx: Context) -> VulnRuntime:
         # one query for the whole batch: which of its names any advisory maps to (most: none)
         names = sorted({f.filename.rsplit("-", 2)[0] for f in event.files})
         with ctx.db.session() as s:
-            known = {n for part in store.chunks(names) for n in s.scalars(
-                select(VulnAdvisoryName.name).where(VulnAdvisoryName.name.in_(part)).distinct()
-            )}
+            known = {
+                n
+                for part in store.chunks(names)
+                for n in s.scalars(select(VulnAdvisoryName.name).where(VulnAdvisoryName.name.in_(part)).distinct())
+            }
         for f in event.files:  # IngestedFile has what the ingest listener reads of a result
             if f.security or f.filename.rsplit("-", 2)[0] in known:
                 rt.on_ingested(f, None)

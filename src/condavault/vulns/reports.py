@@ -529,9 +529,7 @@ def package_sbom(session: Session, rec: Record, channel: str, channel_ids: Colle
     pairs = [(ref_of_file[(lk["subdir"], lk["filename"])], lk) for lk in links]
     advisories = advisories_by_id(session, [lk["advisory"] for lk in links])
     deps = {refs[rid]: [refs[d] for d in ds] for rid, ds in edges.items()}
-    bom = sbom.document(
-        list(pkgs.values()), pairs, advisories, root=pkgs[rec.id], dependencies=deps, name=rec.filename
-    )
+    bom = sbom.document(list(pkgs.values()), pairs, advisories, root=pkgs[rec.id], dependencies=deps, name=rec.filename)
     from condavault.signing.service import sbom_properties
 
     bom["metadata"]["component"]["properties"].extend(sbom_properties(session, rec.id))  # signature outcome

@@ -253,8 +253,12 @@ class VulnRuntime:
 
     # -- as durable jobs (kinds registered by condavault.wiring) ---------------------------------------
     def start_job(
-        self, locations: list[str] | None, cleanup: Path | None = None, created_by: str | None = None,
-        claim: bool = False, names: dict[str, str] | None = None,
+        self,
+        locations: list[str] | None,
+        cleanup: Path | None = None,
+        created_by: str | None = None,
+        claim: bool = False,
+        names: dict[str, str] | None = None,
     ) -> int:
         """Enqueue a sync (kind ``vulns.sync``); 409 while another one is queued or running. ``claim``:
         the caller runs it at once (``JobWorker.run_claimed``)."""
@@ -263,8 +267,11 @@ class VulnRuntime:
             if cleanup is not None:
                 cleanup.unlink(missing_ok=True)
             raise Busy(f"a vulnerability sync is already running (job {busy})", code="vuln_sync_running", job=busy)
-        params = {"sources": list(locations or self.ctx.settings.vulns_sources),
-                  "cleanup": str(cleanup) if cleanup else None, "names": names or {}}
+        params = {
+            "sources": list(locations or self.ctx.settings.vulns_sources),
+            "cleanup": str(cleanup) if cleanup else None,
+            "names": names or {},
+        }
         return self.ctx.jobs.enqueue(SYNC_KIND, params, lock_key=SYNC_LOCK, created_by=created_by, claim=claim)
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -276,9 +283,18 @@ class VulnRuntime:
         if job is None or job["kind"] != SYNC_KIND:
             raise NotFound(f"no sync job {job_id!r}", code="sync_job_not_found")
         state = {"succeeded": "done", "cancelled": "failed"}.get(job["state"], job["state"])
-        return {"id": str(job["id"]), "sources": job["params"].get("sources", []), "state": state,
-                "phase": job["phase"], "done": job["done"], "total": job["total"] or 0, "result": job["result"],
-                "error": job["error"], "started": job["created_at"].timestamp(), "job_id": job["id"]}
+        return {
+            "id": str(job["id"]),
+            "sources": job["params"].get("sources", []),
+            "state": state,
+            "phase": job["phase"],
+            "done": job["done"],
+            "total": job["total"] or 0,
+            "result": job["result"],
+            "error": job["error"],
+            "started": job["created_at"].timestamp(),
+            "job_id": job["id"],
+        }
 
     def run_sync_job(self, run: JobRun) -> dict[str, Any]:
         def progress(phase: str, done: int, total: int) -> None:

@@ -214,10 +214,15 @@ class BodyGuard:
                 message = await receive()
             now = time.monotonic()
             if message is None or body.too_slow(now):
-                await self._answer(scope, send, body, RequestTimeout(
-                    f"the request body did not arrive in time ({body.received} bytes received)",
-                    timeout=self.settings.body_timeout,
-                ))
+                await self._answer(
+                    scope,
+                    send,
+                    body,
+                    RequestTimeout(
+                        f"the request body did not arrive in time ({body.received} bytes received)",
+                        timeout=self.settings.body_timeout,
+                    ),
+                )
                 return _DISCONNECT
             if message["type"] == "http.request":
                 chunk = len(message.get("body", b""))
@@ -271,8 +276,10 @@ async def _refuse(scope: Scope, send: Send, exc: CondavaultError, *, logged: boo
         path = scope["path"]
         kind = "repo" if path.startswith("/api/repo/") else "api" if path.startswith("/api/") else "other"
         metrics.count_request(kind, exc.status)
-        log.info("request refused before its body was read",
-                 extra={"path": scope["path"], "status": exc.status, "code": exc.code})
+        log.info(
+            "request refused before its body was read",
+            extra={"path": scope["path"], "status": exc.status, "code": exc.code},
+        )
     response = json_error(exc)
     response.headers["connection"] = "close"
 

@@ -24,8 +24,23 @@ from condavault.packages.multipart import FilesReader
 from condavault.packages.spool import Received, check_sums, inspect, spool
 
 LIMITS = Limits(max_decompressed_bytes=1 << 30, max_compression_ratio=250.0, max_members=500_000)
-FIELDS = ("name", "version", "build", "build_number", "depends", "constrains", "subdir", "license",
-          "license_family", "noarch", "track_features", "features", "timestamp", "md5", "size")
+FIELDS = (
+    "name",
+    "version",
+    "build",
+    "build_number",
+    "depends",
+    "constrains",
+    "subdir",
+    "license",
+    "license_family",
+    "noarch",
+    "track_features",
+    "features",
+    "timestamp",
+    "md5",
+    "size",
+)
 # hand-made fixtures whose records were renamed from other packages' bytes (not an indexer's output)
 NOT_INDEXER_OUTPUT = ("conda-index-time-cut",)
 
@@ -106,13 +121,15 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0un
 def test_multipart_files_in_memory_and_spooled(tmp_path: Path) -> None:
     small, big = b"s" * 10, b"B" * 3000
     body = _multipart([("note", None, b"ignored"), ("file", "a.conda", small), ("file", "b.conda", big)])
-    reader = FilesReader("multipart/form-data; boundary=b0und", lambda: _temp(tmp_path), max_bytes=10_000,
-                         max_files=5, memory_limit=1000)
+    reader = FilesReader(
+        "multipart/form-data; boundary=b0und", lambda: _temp(tmp_path), max_bytes=10_000, max_files=5, memory_limit=1000
+    )
     for i in range(0, len(body), 7):  # fed in small pieces, as a network delivers it
         reader.feed(body[i : i + 7])
     files = reader.close()
     assert [(n, r.size, r.sha256) for n, r in files] == [
-        ("a.conda", 10, hashlib.sha256(small).hexdigest()), ("b.conda", 3000, hashlib.sha256(big).hexdigest())
+        ("a.conda", 10, hashlib.sha256(small).hexdigest()),
+        ("b.conda", 3000, hashlib.sha256(big).hexdigest()),
     ]
     assert files[0][1].data == small and files[1][1].path is not None and files[1][1].path.read_bytes() == big
     reader.discard()
@@ -121,8 +138,11 @@ def test_multipart_files_in_memory_and_spooled(tmp_path: Path) -> None:
 
 def test_multipart_limits_and_malformed_bodies(tmp_path: Path) -> None:
     def reader(**kw: int) -> FilesReader:
-        return FilesReader("multipart/form-data; boundary=b0und", lambda: _temp(tmp_path),
-                           **{"max_bytes": 100, "max_files": 2, "memory_limit": 50, **kw})
+        return FilesReader(
+            "multipart/form-data; boundary=b0und",
+            lambda: _temp(tmp_path),
+            **{"max_bytes": 100, "max_files": 2, "memory_limit": 50, **kw},
+        )
 
     with pytest.raises(PayloadTooLarge, match="at most 2 files"):
         reader().feed(_multipart([("file", f"{i}.conda", b"x") for i in range(3)]))
@@ -136,7 +156,7 @@ def test_multipart_limits_and_malformed_bodies(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="boundary"):
         FilesReader("multipart/form-data", lambda: _temp(tmp_path), max_bytes=1, max_files=1)
     unfinished = reader()
-    unfinished.feed(b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.conda\"\r\n\r\nab")
+    unfinished.feed(b'--b0und\r\nContent-Disposition: form-data; name="file"; filename="a.conda"\r\n\r\nab')
     with pytest.raises(InvalidRequest, match="ended early"):
         unfinished.close()
 
@@ -147,8 +167,18 @@ def _walk_log(data: bytes, filename: str) -> tuple[list[tuple[object, ...]], dic
 
     def visit(component: str, m: tarfile.TarInfo, read: Callable[..., bytes]) -> None:
         first = read(7) if m.isfile() else b""
-        seen.append((component, m.name, m.type, m.size if m.isfile() else 0, m.linkname, m.mode, m.mtime,
-                     first + (read() if m.isfile() else b"")))
+        seen.append(
+            (
+                component,
+                m.name,
+                m.type,
+                m.size if m.isfile() else 0,
+                m.linkname,
+                m.mode,
+                m.mtime,
+                first + (read() if m.isfile() else b""),
+            )
+        )
 
     info = archive.read_archive(data, parse_filename(filename), LIMITS, visit)
     return seen, info.files

@@ -22,21 +22,38 @@ def scanner() -> Scanner:
 
 
 def _paths(files: dict[str, bytes], **override: dict) -> dict:
-    return {"paths_version": 1, "paths": [
-        {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(d).hexdigest(), "size_in_bytes": len(d),
-         **override.get(p, {})} for p, d in files.items()]}
+    return {
+        "paths_version": 1,
+        "paths": [
+            {
+                "_path": p,
+                "path_type": "hardlink",
+                "sha256": hashlib.sha256(d).hexdigest(),
+                "size_in_bytes": len(d),
+                **override.get(p, {}),
+            }
+            for p, d in files.items()
+        ],
+    }
 
 
 def _scan(scanner: Scanner, path: Path, blocked: set[str] | None = None):  # type: ignore[no-untyped-def]
     data = path.read_bytes()
-    return scanner.scan(path, path.name, hashlib.sha256(data).hexdigest(),
-                        (lambda s: s & blocked) if blocked is not None else None)
+    return scanner.scan(
+        path, path.name, hashlib.sha256(data).hexdigest(), (lambda s: s & blocked) if blocked is not None else None
+    )
 
 
-def _pkg(tmp: Path, files: dict[str, bytes], *, name: str = "t", paths: dict | None = None,
-         info_extra: list | None = None) -> Path:
-    return make_conda(tmp, name, pkg_members=[file_member(p, d) for p, d in files.items()],
-                      paths_json=paths or _paths(files), info_extra=info_extra)
+def _pkg(
+    tmp: Path, files: dict[str, bytes], *, name: str = "t", paths: dict | None = None, info_extra: list | None = None
+) -> Path:
+    return make_conda(
+        tmp,
+        name,
+        pkg_members=[file_member(p, d) for p, d in files.items()],
+        paths_json=paths or _paths(files),
+        info_extra=info_extra,
+    )
 
 
 def test_clean_package_is_clean(scanner: Scanner, tmp_path: Path) -> None:
@@ -47,8 +64,12 @@ def test_clean_package_is_clean(scanner: Scanner, tmp_path: Path) -> None:
 
 def test_duplicate_member_is_malicious(scanner: Scanner, tmp_path: Path) -> None:
     files = {"share/x.txt": b"hello"}
-    p = make_conda(tmp_path, "dup", pkg_members=[file_member("share/x.txt", b"hello"),
-                                                 file_member("share/x.txt", b"other")], paths_json=_paths(files))
+    p = make_conda(
+        tmp_path,
+        "dup",
+        pkg_members=[file_member("share/x.txt", b"hello"), file_member("share/x.txt", b"other")],
+        paths_json=_paths(files),
+    )
     res = _scan(scanner, p)
     assert res.verdict == "malicious" and res.top is not None and res.top.rule == "duplicate-member"
     assert res.top.path == "share/x.txt"
@@ -75,7 +96,7 @@ def test_tar_bz2_is_scanned_too(scanner: Scanner, tmp_path: Path) -> None:
 
 def test_install_time_properties(scanner: Scanner, tmp_path: Path) -> None:
     files = {
-        "bin/.t-post-link.sh": b"#!/bin/sh\necho hi >> \"$PREFIX/.messages.txt\"\n",
+        "bin/.t-post-link.sh": b'#!/bin/sh\necho hi >> "$PREFIX/.messages.txt"\n',
         "bin/.t-pre-unlink.sh": b"#!/bin/sh\ntrue\n",
         "Scripts/.t-pre-link.bat": b"@echo off\r\n",
         "etc/conda/activate.d/t.sh": b"export T_HOME=$CONDA_PREFIX/share/t\n",
@@ -88,19 +109,37 @@ def test_install_time_properties(scanner: Scanner, tmp_path: Path) -> None:
     res = _scan(scanner, _pkg(tmp_path, files, info_extra=[file_member("info/link.json", json.dumps(link).encode())]))
     props = res.properties
     assert {(x["kind"], x["path"]) for x in props["link_scripts"]} == {
-        ("post-link", "bin/.t-post-link.sh"), ("pre-unlink", "bin/.t-pre-unlink.sh"),
-        ("pre-link", "Scripts/.t-pre-link.bat")}
+        ("post-link", "bin/.t-post-link.sh"),
+        ("pre-unlink", "bin/.t-pre-unlink.sh"),
+        ("pre-link", "Scripts/.t-pre-link.bat"),
+    }
     assert props["activate"] == ["etc/conda/activate.d/t.sh"] and props["deactivate"] == ["etc/conda/deactivate.d/t.sh"]
     assert props["menuinst"] == ["Menu/t.json"] and props["entry_points"] == ["t = t.cli:main"]
     assert props["startup_hooks"] == ["lib/python3.12/site-packages/t.pth"]
     assert all(not e["outside_prefix"] for e in props["env_vars"]) and len(props["env_vars"]) == 2
     assert res.verdict == "clean", res.to_dict()
-    assert {"post-link", "pre-link", "pre-unlink", "activate", "deactivate", "menuinst", "entry-points",
-            "startup-hook", "env-vars"} <= set(has_tags(props))
+    assert {
+        "post-link",
+        "pre-link",
+        "pre-unlink",
+        "activate",
+        "deactivate",
+        "menuinst",
+        "entry-points",
+        "startup-hook",
+        "env-vars",
+    } <= set(has_tags(props))
 
 
-@pytest.mark.parametrize("var,value", [("LD_PRELOAD", "${CONDA_PREFIX}/lib/x.so"), ("PATH", "/tmp/evil:${PATH}"),
-                                       ("PYTHONPATH", "/opt/elsewhere"), ("DYLD_INSERT_LIBRARIES", "/x.dylib")])
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("LD_PRELOAD", "${CONDA_PREFIX}/lib/x.so"),
+        ("PATH", "/tmp/evil:${PATH}"),
+        ("PYTHONPATH", "/opt/elsewhere"),
+        ("DYLD_INSERT_LIBRARIES", "/x.dylib"),
+    ],
+)
 def test_env_vars_outside_the_prefix_are_suspicious(scanner: Scanner, tmp_path: Path, var: str, value: str) -> None:
     files = {"etc/conda/env_vars.d/e.json": json.dumps({var: value}).encode()}
     res = _scan(scanner, _pkg(tmp_path, files))
@@ -144,6 +183,6 @@ def test_parse_blocklist() -> None:
     assert parse_blocklist(json.dumps(ossf).encode()) == [(sha, "MAL-1")]
     lines = "\n".join(json.dumps({"id": f"MAL-{i}", "x": {"sha256": sha}}) for i in range(2)).encode()
     assert parse_blocklist(lines) == [(sha, "MAL-0")]
-    for bad in (b"nothex\n", b"{\"id\": 1}", b"\xff\xfe", b"[" * 100000):
+    for bad in (b"nothex\n", b'{"id": 1}', b"\xff\xfe", b"[" * 100000):
         with pytest.raises(InvalidRequest):
             parse_blocklist(bad)

@@ -21,8 +21,16 @@ from condavault.signing.trust import (
     verify_content_trust,
 )
 
-RECORD = {"name": "pkg", "version": "1.0", "build": "0", "depends": ["python >=3.9"], "sha256": "ab" * 32,
-          "size": 10, "subdir": "noarch", "timestamp": 1700000000000}
+RECORD = {
+    "name": "pkg",
+    "version": "1.0",
+    "build": "0",
+    "depends": ["python >=3.9"],
+    "sha256": "ab" * 32,
+    "size": 10,
+    "subdir": "noarch",
+    "timestamp": 1700000000000,
+}
 
 
 def _hex(key: Ed25519PrivateKey) -> str:

@@ -360,7 +360,9 @@ class OidcBackend:
         body, auth = self._client_auth(form)
         try:
             response = self._http.post(
-                url, data=body, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                url,
+                data=body,
+                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 headers={"Accept": "application/json"},
             )
         except httpx.HTTPError as exc:

@@ -50,13 +50,24 @@ def overview(request: Request, queued: int | None = Query(None, ge=1, le=2**62))
     _any_admin(identity)
     s = ctx.settings
     providers = auth_api.providers(ctx)
-    ldap = {"servers": s.ldap.servers, "user_base_dn": s.ldap.user_base_dn, "sync_minutes": s.ldap_sync_minutes} \
-        if s.ldap is not None else None
+    ldap = (
+        {"servers": s.ldap.servers, "user_base_dn": s.ldap.user_base_dn, "sync_minutes": s.ldap_sync_minutes}
+        if s.ldap is not None
+        else None
+    )
     oidc = {"issuer": s.oidc.issuer, "client_id": s.oidc.client_id} if s.oidc is not None else None
-    return render(request, "admin.html", title="Administration", providers=providers, ldap=ldap, oidc=oidc,
-                  can_users=allowed(identity, Permission.USER_MANAGE),
-                  can_audit=allowed(identity, Permission.AUDIT_READ),
-                  can_system=allowed(identity, Permission.SYSTEM_ADMIN), queued=queued)
+    return render(
+        request,
+        "admin.html",
+        title="Administration",
+        providers=providers,
+        ldap=ldap,
+        oidc=oidc,
+        can_users=allowed(identity, Permission.USER_MANAGE),
+        can_audit=allowed(identity, Permission.AUDIT_READ),
+        can_system=allowed(identity, Permission.SYSTEM_ADMIN),
+        queued=queued,
+    )
 
 
 @router.get("/admin/users")
@@ -67,9 +78,17 @@ def users(request: Request) -> Response:
     groups = auth_api.list_groups(ctx, identity)
     roles = auth_api.list_roles(ctx, identity)
     grants = auth_api.global_grants(ctx, identity)
-    return render(request, "admin_users.html", title="Users and groups", users=rows, groups=groups, roles=roles,
-                  grants=grants, permissions=[p.value for p in Permission],
-                  can_system=allowed(identity, Permission.SYSTEM_ADMIN))
+    return render(
+        request,
+        "admin_users.html",
+        title="Users and groups",
+        users=rows,
+        groups=groups,
+        roles=roles,
+        grants=grants,
+        permissions=[p.value for p in Permission],
+        can_system=allowed(identity, Permission.SYSTEM_ADMIN),
+    )
 
 
 @router.get("/admin/tokens")
@@ -101,19 +120,37 @@ def audit(
     rows: list[dict[str, Any]]
     with ctx.db.session() as s:
         if kind == "changes":
-            rows = audit_svc.query_changes(s, start=a, end=b, user=user or None, channel=channel or None,
-                                           package=package or None, action=action or None, limit=100_000)
+            rows = audit_svc.query_changes(
+                s,
+                start=a,
+                end=b,
+                user=user or None,
+                channel=channel or None,
+                package=package or None,
+                action=action or None,
+                limit=100_000,
+            )
         else:
-            rows = audit_svc.query_downloads(s, start=a, end=b, user=user or None, channel=channel or None,
-                                             package=package or None, limit=100_000)
+            rows = audit_svc.query_downloads(
+                s, start=a, end=b, user=user or None, channel=channel or None, package=package or None, limit=100_000
+            )
     total = len(rows)
     rows = list(reversed(rows[-AUDIT_ROWS:]))  # newest first
     params = {"from": start, "to": end, "user": user, "channel": channel, "package": package}
     if kind == "changes":
         params["action"] = action
     csv_url = page_url(f"/api/audit/{kind}", format="csv", **params)
-    return render(request, "admin_audit.html", title="Audit log", kind=kind, rows=rows, total=total, shown=AUDIT_ROWS,
-                  params=params, csv_url=csv_url)
+    return render(
+        request,
+        "admin_audit.html",
+        title="Audit log",
+        kind=kind,
+        rows=rows,
+        total=total,
+        shown=AUDIT_ROWS,
+        params=params,
+        csv_url=csv_url,
+    )
 
 
 # -- changes (each one the API route behind it, with the form's session identity) ----------------------
@@ -132,11 +169,13 @@ async def create_user(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    body = UserCreate(username=field(form, "username", max_length=200).strip(),
-                      password=field(form, "password", max_length=1000) or None,
-                      is_admin=_check(form, "is_admin"),
-                      display_name=field(form, "display_name", max_length=200) or None,
-                      email=field(form, "email", max_length=300) or None)
+    body = UserCreate(
+        username=field(form, "username", max_length=200).strip(),
+        password=field(form, "password", max_length=1000) or None,
+        is_admin=_check(form, "is_admin"),
+        display_name=field(form, "display_name", max_length=200) or None,
+        email=field(form, "email", max_length=300) or None,
+    )
     await run_sync(auth_api.create_user, body, ctx, identity)
     return _back("/admin/users")
 
@@ -156,8 +195,9 @@ async def create_group(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    body = GroupCreate(name=field(form, "name", max_length=200).strip(),
-                       description=field(form, "description", max_length=2000))
+    body = GroupCreate(
+        name=field(form, "name", max_length=200).strip(), description=field(form, "description", max_length=2000)
+    )
     await run_sync(auth_api.create_group, body, ctx, identity)
     return _back("/admin/users")
 
@@ -189,8 +229,11 @@ async def create_role(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    body = RoleCreate(name=field(form, "name", max_length=100).strip(), permissions=_permissions(form),
-                      description=field(form, "description", max_length=2000))
+    body = RoleCreate(
+        name=field(form, "name", max_length=100).strip(),
+        permissions=_permissions(form),
+        description=field(form, "description", max_length=2000),
+    )
     await run_sync(auth_api.create_role, body, ctx, identity)
     return _back("/admin/users#roles-title")
 

@@ -40,8 +40,17 @@ def _login_page(
     ctx = ctx_of(request)
     csrf = new_login_csrf()
     providers = auth_api.providers(ctx)
-    resp = render(request, "login.html", status=status, title="Log in", next=auth_api._safe_next(next_),
-                  login_csrf=csrf, error=error, username=username, providers=providers)
+    resp = render(
+        request,
+        "login.html",
+        status=status,
+        title="Log in",
+        next=auth_api._safe_next(next_),
+        login_csrf=csrf,
+        error=error,
+        username=username,
+        providers=providers,
+    )
     resp.set_cookie(LOGIN_CSRF_COOKIE, csrf, **cookie_kwargs(request.url.scheme == "https", 3600))
     return resp
 
@@ -138,8 +147,12 @@ async def create_token(request: Request) -> Response:
     expires = datetime.now(UTC) + timedelta(days=days)
     body = TokenCreate(name=name, scopes=[ScopeIn(scope="read", channels=channels)], expires_at=expires)
     out = await run_sync(auth_api.create_token, body, ctx, identity)
-    created = {"token": out.token, "channels": channels, "expires": expires.date().isoformat(),
-               **snippets(base_url(request), out.token, channels)}
+    created = {
+        "token": out.token,
+        "channels": channels,
+        "expires": expires.date().isoformat(),
+        **snippets(base_url(request), out.token, channels),
+    }
     return await run_sync(_tokens_page, request, created)
 
 
@@ -150,4 +163,3 @@ async def revoke_token(request: Request, token_id: int = Path(ge=1, le=MAX_ID)) 
     identity = await run_sync(form_identity, request, form)
     await run_sync(auth_api.revoke_token, str(token_id), ctx, identity)
     return RedirectResponse("/tokens", status_code=303)
-

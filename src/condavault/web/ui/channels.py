@@ -62,16 +62,32 @@ def channel_page(
     ref = ctx.channels.for_read(identity, channel)
     c, stats = ChannelService(ctx).show(ref.name)
     with ctx.db.session() as s:
-        names, total = data.package_names(s, ref.id, prefix=prefix, limit=NAMES_PER_PAGE,
-                                          offset=(page - 1) * NAMES_PER_PAGE)
+        names, total = data.package_names(
+            s, ref.id, prefix=prefix, limit=NAMES_PER_PAGE, offset=(page - 1) * NAMES_PER_PAGE
+        )
     mirrors = [m for m in mirror_api.list_mirrors(ctx, identity) if m.channel == ref.name]
     pages = max(1, -(-total // NAMES_PER_PAGE))
     can_manage = allowed(identity, Permission.CHANNEL_MANAGE, ref)
     grants = auth_api.channel_grants(ref.name, ctx, identity) if can_manage else []
     roles = auth_api.list_roles(ctx, identity) if can_manage else []
-    return render(request, "channel.html", title=f"Channel {c.name}", c=c, stats=stats, names=names, total=total,
-                  mirrors=mirrors, prefix=prefix, page=page, pages=pages, repo=f"{base_url(request)}/api/repo/{c.name}",
-                  since=data.since_epoch_ms, can_manage=can_manage, grants=grants, roles=roles)
+    return render(
+        request,
+        "channel.html",
+        title=f"Channel {c.name}",
+        c=c,
+        stats=stats,
+        names=names,
+        total=total,
+        mirrors=mirrors,
+        prefix=prefix,
+        page=page,
+        pages=pages,
+        repo=f"{base_url(request)}/api/repo/{c.name}",
+        since=data.since_epoch_ms,
+        can_manage=can_manage,
+        grants=grants,
+        roles=roles,
+    )
 
 
 @router.post("/channels/{channel}/settings")
@@ -79,8 +95,9 @@ async def channel_settings(request: Request, channel: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    body = ChannelUpdate(privacy=field(form, "privacy", max_length=20) or None,
-                         description=field(form, "description", max_length=5000))
+    body = ChannelUpdate(
+        privacy=field(form, "privacy", max_length=20) or None, description=field(form, "description", max_length=5000)
+    )
     await run_sync(channels_api.update_channel, channel, body, ctx, identity)
     return RedirectResponse(f"/channels/{quote(channel, safe='')}", status_code=303)
 
@@ -119,8 +136,18 @@ def _matrix(records: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
 def _cve_summary(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for lk in links:
-        a = out.setdefault(lk["advisory"], {"advisory": lk["advisory"], "aliases": lk["aliases"], "score": lk["score"],
-                                            "statuses": set(), "versions": set(), "files": 0, "counts": False})
+        a = out.setdefault(
+            lk["advisory"],
+            {
+                "advisory": lk["advisory"],
+                "aliases": lk["aliases"],
+                "score": lk["score"],
+                "statuses": set(),
+                "versions": set(),
+                "files": 0,
+                "counts": False,
+            },
+        )
         a["statuses"].add(lk["status"])
         a["versions"].add(lk["version"])
         a["files"] += 1
@@ -147,8 +174,9 @@ def package_page(
     if selected is None:
         raise NotFound(f"{file!r} is not a build of {name!r} in channel {channel!r}", code="file_not_found")
     subdirs, matrix = _matrix(records)
-    files = ctx.domains.search.files(ref.id, selected.id, offset=(files_page - 1) * FILES_PER_PAGE,
-                                     limit=FILES_PER_PAGE + 1)
+    files = ctx.domains.search.files(
+        ref.id, selected.id, offset=(files_page - 1) * FILES_PER_PAGE, limit=FILES_PER_PAGE + 1
+    )
     more_files = len(files) > FILES_PER_PAGE
     rec = data.record_json(selected)
     ctx.domains.audit.flush()  # downloads still queued in this process count too (before the read begins)
@@ -156,8 +184,9 @@ def package_page(
         links = reports.link_rows(s, [ref.id], package=name)
         downloads = data.downloads_per_day(s, ref.name, name)
         checks = data.build_checks(s, ref.name, selected)
-    dependants, dependants_more = ChannelService(ctx).dependants(identity, ref.name, name, limit=DEPENDANTS_SHOWN,
-                                                                 count=False)
+    dependants, dependants_more = ChannelService(ctx).dependants(
+        identity, ref.name, name, limit=DEPENDANTS_SHOWN, count=False
+    )
     about = data.about(selected)
     url = f"{base_url(request)}/api/repo/{ref.name}"
     install = {
@@ -165,12 +194,30 @@ def package_page(
         "pixi": f"pixi workspace channel add {url}\npixi add {name}",
     }
     return render(
-        request, "package.html", title=f"{name} · {ref.name}", channel=ref, name=name, records=records,
-        subdirs=subdirs, matrix=matrix, selected=selected, rec=rec, about=about, files=files[:FILES_PER_PAGE],
-        more_files=more_files, files_page=files_page, cves=_cve_summary(links), links=links,
-        chart=data.chart(downloads), install=install, since=data.since_epoch_ms,
-        dep_name=data.dep_name, truncated=len(records) >= MAX_RECORDS, dependants=dependants,
-        dependants_more=dependants_more > len(dependants), checks=checks,
+        request,
+        "package.html",
+        title=f"{name} · {ref.name}",
+        channel=ref,
+        name=name,
+        records=records,
+        subdirs=subdirs,
+        matrix=matrix,
+        selected=selected,
+        rec=rec,
+        about=about,
+        files=files[:FILES_PER_PAGE],
+        more_files=more_files,
+        files_page=files_page,
+        cves=_cve_summary(links),
+        links=links,
+        chart=data.chart(downloads),
+        install=install,
+        since=data.since_epoch_ms,
+        dep_name=data.dep_name,
+        truncated=len(records) >= MAX_RECORDS,
+        dependants=dependants,
+        dependants_more=dependants_more > len(dependants),
+        checks=checks,
     )
 
 
@@ -182,14 +229,25 @@ def dependants_page(
     as earlier versions of the package page loaded it)."""
     ctx = ctx_of(request)
     identity = page_identity(request)
-    found, total = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
-                                                  offset=(page - 1) * DEPENDANTS_PER_PAGE)
+    found, total = ChannelService(ctx).dependants(
+        identity, channel, name, limit=DEPENDANTS_PER_PAGE, offset=(page - 1) * DEPENDANTS_PER_PAGE
+    )
     ref = ctx.channels.for_read(identity, channel)
     pages = max(1, -(-min(total, COUNT_CAP) // DEPENDANTS_PER_PAGE))
     if total > COUNT_CAP:  # counted up to the cap: one page more while there are more
-        _, more = ChannelService(ctx).dependants(identity, channel, name, limit=DEPENDANTS_PER_PAGE,
-                                                 offset=page * DEPENDANTS_PER_PAGE, count=False)
+        _, more = ChannelService(ctx).dependants(
+            identity, channel, name, limit=DEPENDANTS_PER_PAGE, offset=page * DEPENDANTS_PER_PAGE, count=False
+        )
         pages = max(pages, page + (1 if more > page * DEPENDANTS_PER_PAGE else 0))
-    return render(request, "_dependants.html" if part else "dependants.html", title=f"Dependants of {name}",
-                  channel=ref, name=name, dependants=found, dependants_total=total, capped=total > COUNT_CAP,
-                  page=page, pages=pages)
+    return render(
+        request,
+        "_dependants.html" if part else "dependants.html",
+        title=f"Dependants of {name}",
+        channel=ref,
+        name=name,
+        dependants=found,
+        dependants_total=total,
+        capped=total > COUNT_CAP,
+        page=page,
+        pages=pages,
+    )

@@ -156,8 +156,7 @@ def form_identity(request: Request, form: dict[str, list[str]]) -> Identity:
     identity, csrf = hit
     sent = field(form, "csrf_token", max_length=200)
     if not sent or not hmac.compare_digest(sent.encode(), csrf.encode()):
-        raise PermissionDenied("the form's CSRF token does not match your session; reload the page",
-                               code="csrf_failed")
+        raise PermissionDenied("the form's CSRF token does not match your session; reload the page", code="csrf_failed")
     request.scope["condavault.identity"] = identity
     request.scope["condavault.csrf"] = csrf
     return identity
@@ -226,5 +225,6 @@ async def not_found_page(request: Request) -> Response:
         await run_sync(page_identity, request)
     except CondavaultError:
         pass
-    return render(request, "error.html", status=404, title="Not found",
-                  message="There is nothing here, or you may not see it.")
+    return render(
+        request, "error.html", status=404, title="Not found", message="There is nothing here, or you may not see it."
+    )

@@ -32,10 +32,21 @@ def cve_list(
 ) -> Response:
     ctx = ctx_of(request)
     identity = page_identity(request)
-    rows = vulns_api.list_cves(q or None, package or None, None, min_score, linked, PER_PAGE + 1,
-                               (page - 1) * PER_PAGE, ctx, identity)
-    return render(request, "cves.html", title="Vulnerabilities", rows=rows[:PER_PAGE], more=len(rows) > PER_PAGE,
-                  q=q, package=package, min_score=min_score, linked=linked, page=page)
+    rows = vulns_api.list_cves(
+        q or None, package or None, None, min_score, linked, PER_PAGE + 1, (page - 1) * PER_PAGE, ctx, identity
+    )
+    return render(
+        request,
+        "cves.html",
+        title="Vulnerabilities",
+        rows=rows[:PER_PAGE],
+        more=len(rows) > PER_PAGE,
+        q=q,
+        package=package,
+        min_score=min_score,
+        linked=linked,
+        page=page,
+    )
 
 
 @router.get("/cves/{ident}")
@@ -48,8 +59,16 @@ def cve_page(request: Request, ident: str) -> Response:
     files = vulns_api.cve_files(ident, ctx, identity)
     history = vulns_api.cve_history(ident, ctx, identity)
     can_curate = allowed(identity, Permission.CVE_CURATE)
-    return render(request, "cve.html", title=adv["id"], adv=adv, files=files, history=history[:100],
-                  can_curate=can_curate, statuses=STATUSES)
+    return render(
+        request,
+        "cve.html",
+        title=adv["id"],
+        adv=adv,
+        files=files,
+        history=history[:100],
+        can_curate=can_curate,
+        statuses=STATUSES,
+    )
 
 
 @router.post("/cves/{ident}/curate")

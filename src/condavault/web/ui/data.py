@@ -19,8 +19,9 @@ from condavault.channels.models import Record
 _NAME_END = re.compile(r"[\s\[=<>!~,]")
 
 
-def package_names(s: Session, channel_id: int, *, prefix: str = "", limit: int = 100, offset: int = 0) -> tuple[
-        list[dict[str, Any]], int]:
+def package_names(
+    s: Session, channel_id: int, *, prefix: str = "", limit: int = 100, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
     """(name, files, latest upload) per package name of a channel, paged; and the number of names."""
     q = select(Record.name, func.count(), func.max(Record.timestamp)).where(Record.channel_id == channel_id)
     n = select(func.count(func.distinct(Record.name))).where(Record.channel_id == channel_id)
@@ -57,8 +58,9 @@ def build_checks(s: Session, channel: str, record: Record) -> dict[str, Any]:
     base = f"/api/repo/{quote(channel, safe='')}/{record.subdir}/{quote(record.filename, safe='')}"
     trust["sidecar_url"] = f"{base}.sigs.{trust['attestations_sha256']}" if trust.get("attestations_sha256") else None
     trust["admission_url"] = f"{base}.admission.json" if record.has_blob else None
-    trust["api_url"] = (f"/api/channels/{quote(channel, safe='')}/files/{record.subdir}/"
-                        f"{quote(record.filename, safe='')}/signature")
+    trust["api_url"] = (
+        f"/api/channels/{quote(channel, safe='')}/files/{record.subdir}/{quote(record.filename, safe='')}/signature"
+    )
     return {"scan": scan, "trust": trust}
 
 
@@ -88,8 +90,16 @@ def chart(points: list[dict[str, Any]], width: int = 300, height: int = 60) -> d
     bars = []
     for i, p in enumerate(points):
         h = 0.0 if peak == 0 else max(1.0, (height - 2) * p["count"] / peak)
-        bars.append({"x": round(i * bar + 0.5, 1), "y": round(height - h, 1), "w": round(max(1.0, bar - 1), 1),
-                     "h": round(h, 1), "day": p["day"], "count": p["count"]})
+        bars.append(
+            {
+                "x": round(i * bar + 0.5, 1),
+                "y": round(height - h, 1),
+                "w": round(max(1.0, bar - 1), 1),
+                "h": round(h, 1),
+                "day": p["day"],
+                "count": p["count"],
+            }
+        )
     return {"width": width, "height": height, "bars": bars, "peak": peak, "total": sum(p["count"] for p in points)}
 
 

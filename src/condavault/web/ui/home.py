@@ -42,15 +42,29 @@ def search(
     if not q.strip():
         return render(request, "search.html", title="Search", params=params, result=None)
     try:
-        query = SearchQuery(q=q, channel=channel or None, subdir=subdir or None, license=license or None,
-                            score=score or None, sort=sort, page=page, per_page=PER_PAGE)
+        query = SearchQuery(
+            q=q,
+            channel=channel or None,
+            subdir=subdir or None,
+            license=license or None,
+            score=score or None,
+            sort=sort,
+            page=page,
+            per_page=PER_PAGE,
+        )
         result = _search_service(request).search(identity, query)
     except InvalidRequest as exc:  # a query that does not parse: the form again, saying why
-        return render(request, "search.html", status=400, title="Search", params=params, result=None,
-                      error=exc.message)
+        return render(request, "search.html", status=400, title="Search", params=params, result=None, error=exc.message)
     pages = max(1, -(-int(result.get("total", 0)) // PER_PAGE))
-    return render(request, "search.html", title=f"Search: {q}", params=params, result=result, page=page,
-                  pages=min(pages, MAX_PAGE))
+    return render(
+        request,
+        "search.html",
+        title=f"Search: {q}",
+        params=params,
+        result=result,
+        page=page,
+        pages=min(pages, MAX_PAGE),
+    )
 
 
 @router.get("/provides")
@@ -64,5 +78,12 @@ def provides(
     pages = 1
     if result:
         pages = max(1, -(-int(result.get("total", 0)) // int(result.get("per_page") or PER_PAGE)))
-    return render(request, "provides.html", title="Which package provides a file", path=path, result=result,
-                  page=page, pages=min(pages, MAX_PAGE))
+    return render(
+        request,
+        "provides.html",
+        title="Which package provides a file",
+        path=path,
+        result=result,
+        page=page,
+        pages=min(pages, MAX_PAGE),
+    )

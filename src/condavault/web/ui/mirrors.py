@@ -41,10 +41,12 @@ def mirror_list(request: Request) -> Response:
     mirrors = mirror_api.list_mirrors(ctx, identity)
     # the create form: for callers who could create one (mirror:manage and channel:write on some channel)
     refs = [ChannelRef(c.id, c.name, c.privacy) for c in ChannelService(ctx).list_readable(identity)]
-    channels = [r.name for r in refs
-                if allowed(identity, Permission.MIRROR_MANAGE, r) and allowed(identity, Permission.CHANNEL_WRITE, r)]
-    return render(request, "mirrors.html", title="Mirrors", mirrors=mirrors, channels=channels,
-                  subdirs=KNOWN_SUBDIRS)
+    channels = [
+        r.name
+        for r in refs
+        if allowed(identity, Permission.MIRROR_MANAGE, r) and allowed(identity, Permission.CHANNEL_WRITE, r)
+    ]
+    return render(request, "mirrors.html", title="Mirrors", mirrors=mirrors, channels=channels, subdirs=KNOWN_SUBDIRS)
 
 
 def _lines(form: dict[str, list[str]], name: str) -> list[str]:
@@ -144,9 +146,21 @@ def mirror_page(
             explain_error = exc.message
     dropped = mirror_api.items(name, False, None, filter, DROPPED_SHOWN, 0, ctx, identity) if filter else None
     config = mirror_api.export_mirror(name, False, ctx, identity) if can_manage else None
-    return render(request, "mirror.html", title=f"Mirror {m.name}", m=m, runs=runs, can_manage=can_manage, q=q,
-                  explained=explained, explain_error=explain_error, filter=filter, dropped=dropped,
-                  dropped_max=DROPPED_SHOWN, config=config)
+    return render(
+        request,
+        "mirror.html",
+        title=f"Mirror {m.name}",
+        m=m,
+        runs=runs,
+        can_manage=can_manage,
+        q=q,
+        explained=explained,
+        explain_error=explain_error,
+        filter=filter,
+        dropped=dropped,
+        dropped_max=DROPPED_SHOWN,
+        config=config,
+    )
 
 
 @router.post("/mirrors/{name}/run")

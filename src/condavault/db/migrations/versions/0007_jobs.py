@@ -51,12 +51,20 @@ def upgrade() -> None:
     op.create_index("ix_jobs_claim", "jobs", ["state", "run_after"])
     op.create_index("ix_jobs_kind", "jobs", ["kind", "id"])
     op.create_index(
-        "uq_jobs_dedupe_queued", "jobs", ["dedupe_key"], unique=True,
-        sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'"),
+        "uq_jobs_dedupe_queued",
+        "jobs",
+        ["dedupe_key"],
+        unique=True,
+        sqlite_where=sa.text("state = 'queued'"),
+        postgresql_where=sa.text("state = 'queued'"),
     )
     op.create_index(
-        "uq_jobs_lock_running", "jobs", ["lock_key"], unique=True,
-        sqlite_where=sa.text("state = 'running'"), postgresql_where=sa.text("state = 'running'"),
+        "uq_jobs_lock_running",
+        "jobs",
+        ["lock_key"],
+        unique=True,
+        sqlite_where=sa.text("state = 'running'"),
+        postgresql_where=sa.text("state = 'running'"),
     )
     op.create_table(
         "job_schedules",

@@ -42,8 +42,13 @@ def _rows(rid: int, channel_id: int, name: str, text: str) -> list[dict[str, Any
         dep = _NAME_END.split(spec.strip(), maxsplit=1)[0].rsplit("::", 1)[-1]
         if not dep or len(dep) > 100 or dep in out:
             continue
-        out[dep] = {"record_id": rid, "name": dep, "channel_id": channel_id, "dependant": name[:100],
-                    "spec": spec.strip()[:500]}
+        out[dep] = {
+            "record_id": rid,
+            "name": dep,
+            "channel_id": channel_id,
+            "dependant": name[:100],
+            "spec": spec.strip()[:500],
+        }
     return list(out.values())
 
 
@@ -55,22 +60,35 @@ def upgrade() -> None:
         sa.Column("channel_id", sa.Integer(), nullable=False),
         sa.Column("dependant", sa.String(100), nullable=False),
         sa.Column("spec", sa.String(500), nullable=False),
-        sa.ForeignKeyConstraint(["record_id"], ["records.id"], name="fk_record_depends_record_id_records",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["record_id"], ["records.id"], name="fk_record_depends_record_id_records", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("record_id", "name", name="pk_record_depends"),
     )
     op.create_index("ix_record_depends_name", "record_depends", ["name", "dependant", "channel_id"])
     bind = op.get_bind()
-    records = sa.table("records", sa.column("id", sa.Integer), sa.column("channel_id", sa.Integer),
-                       sa.column("name", sa.String), sa.column("record", sa.Text))
-    target = sa.table("record_depends", sa.column("record_id", sa.Integer), sa.column("name", sa.String),
-                      sa.column("channel_id", sa.Integer), sa.column("dependant", sa.String),
-                      sa.column("spec", sa.String))
+    records = sa.table(
+        "records",
+        sa.column("id", sa.Integer),
+        sa.column("channel_id", sa.Integer),
+        sa.column("name", sa.String),
+        sa.column("record", sa.Text),
+    )
+    target = sa.table(
+        "record_depends",
+        sa.column("record_id", sa.Integer),
+        sa.column("name", sa.String),
+        sa.column("channel_id", sa.Integer),
+        sa.column("dependant", sa.String),
+        sa.column("spec", sa.String),
+    )
     last = 0
     while True:
         batch = bind.execute(
             sa.select(records.c.id, records.c.channel_id, records.c.name, records.c.record)
-            .where(records.c.id > last).order_by(records.c.id).limit(BATCH)
+            .where(records.c.id > last)
+            .order_by(records.c.id)
+            .limit(BATCH)
         ).all()
         if not batch:
             break

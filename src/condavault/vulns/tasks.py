@@ -78,10 +78,12 @@ class VulnRuntime:
             match_bundled=s.vulns_match_bundled,
         )
 
-    def mapping(self) -> NameMapping:
-        """The current name mapping, rebuilt when a sync (in any process) changed the synced entries."""
+    def mapping(self, *, fresh: bool = False) -> NameMapping:
+        """The current name mapping, rebuilt when a sync (in any process) changed the synced entries.
+        ``fresh`` looks at the stored generation now (after this process's own commit): the recent-check
+        shortcut could hand out a mapping another thread confirmed just before that commit."""
         now = time.monotonic()
-        if self._mapping is not None and now - self._mapping_checked < MAPPING_FRESHNESS:
+        if not fresh and self._mapping is not None and now - self._mapping_checked < MAPPING_FRESHNESS:
             return self._mapping
         with self._mapping_lock:
             with self.ctx.db.session() as s:
@@ -159,7 +161,7 @@ class VulnRuntime:
             src = catalog.source_pk(s, f.label)
             stored = catalog.store_records(s, src, content.advisories)
             mapping_changed = bool(content.mapping_files) and catalog.store_name_entries(s, src, content.names)
-            mapping = self.build_mapping(s) if mapping_changed else self.mapping()
+            mapping = self.build_mapping(s) if mapping_changed else self.mapping(fresh=True)
             merged = catalog.remerge(s, stored.touched, mapping, self.preference)
             if mapping_changed:
                 pks, _names = store.reindex_names(s, mapping)
@@ -203,7 +205,7 @@ class VulnRuntime:
             self._match_lock.release()
 
     def _match_pending_locked(self, report: SyncReport | None, note: Progress | None) -> int:
-        mapping = self.mapping()
+        mapping = self.mapping(fresh=True)
         done = 0
         with self.ctx.db.session() as s:
             total = len(store.pending_advisories(s, 10**9))

@@ -166,6 +166,9 @@ def match_advisories(session: Session, pks: Iterable[int], mapping: NameMapping)
     pks = list(pks)
     if not pks:
         return stats
+    # Serialised with the catalog writers: a sync that re-merges one of these advisories (and marks it
+    # pending again) between our read of its data and our clearing of the flag would lose that change.
+    store.lock_catalog(session)
     advisories = store.load_advisories(session, pks)
     by_id = {adv.id: pk for pk, adv in advisories.items()}
     index = index_by_conda_name(advisories.values(), mapping)

@@ -120,11 +120,11 @@ class Server:
     def env(self, token: str | None = "admin") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
         env["CONDAVAULT_URL"] = self.url
+        env["COLUMNS"] = "200"  # rich wraps error panels at the caller's width (CI sets COLUMNS=80)
         tok = self.admin_token if token == "admin" else token
         if tok:
             env["CONDAVAULT_TOKEN"] = tok
         env.update(self.extra_env)
-        env.setdefault("COLUMNS", "200")
         return env
 
     def cli(

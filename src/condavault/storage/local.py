@@ -72,6 +72,23 @@ def run_all(fn: Callable[..., T], args: list[tuple[Any, ...]], collect: list[T] 
     return collect
 
 
+def stage_and_commit(store: Any, items: Iterable[tuple[Path | bytes, str]]) -> list[bool]:
+    """``put_many`` of any store from its ``stage``/``commit``/``discard_staged``: every item staged (a few
+    at a time), then committed together. On an error, what was staged is discarded and the temp files
+    handed in are removed."""
+    pending = list(items)
+    staged: list[Any] = []
+    try:
+        staged = run_all(store.stage, pending, collect=staged)
+        return list(store.commit(staged))
+    except BaseException:
+        store.discard_staged(staged)
+        for src, _ in pending:
+            if isinstance(src, Path):
+                src.unlink(missing_ok=True)
+        raise
+
+
 class BlobVanished(OSError):
     """A blob found present at staging was gone at commit (collected meanwhile): the write fails and is
     retried by its caller; nothing points at a missing blob."""
@@ -215,17 +232,7 @@ class LocalBlobStore:
         When this returns every blob is durable under its name. On an error the temp files are removed;
         blobs already moved in stay (they are complete; unreferenced ones are swept by ``check``).
         """
-        pending = list(items)
-        staged: list[Staged] = []
-        try:
-            staged = run_all(self.stage, pending, collect=staged)
-            return self.commit(staged)
-        except BaseException:
-            self.discard_staged(staged)
-            for src, _ in pending:
-                if isinstance(src, Path):
-                    src.unlink(missing_ok=True)
-            raise
+        return stage_and_commit(self, items)
 
     def stage(self, src: Path | bytes, sha256: str) -> Staged:
         """First half of a write, the slow one (creating files and directories costs far more than

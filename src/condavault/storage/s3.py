@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from condavault.errors import SettingsError
-from condavault.storage.local import IO_THREADS, BlobVanished, files_older_than, run_all
+from condavault.storage.local import IO_THREADS, BlobVanished, files_older_than, run_all, stage_and_commit
 
 if TYPE_CHECKING:
     from condavault.config import Settings
@@ -240,17 +240,7 @@ class S3BlobStore:
         self.put_many([(data, sha256)])
 
     def put_many(self, items: Iterable[tuple[Path | bytes, str]]) -> list[bool]:
-        pending = list(items)
-        staged: list[S3Staged] = []
-        try:
-            staged = run_all(self.stage, pending, collect=staged)
-            return self.commit(staged)
-        except BaseException:
-            self.discard_staged(staged)
-            for src, _ in pending:
-                if isinstance(src, Path):
-                    src.unlink(missing_ok=True)
-            raise
+        return stage_and_commit(self, items)
 
     def stage(self, src: Path | bytes, sha256: str) -> S3Staged:
         """Bytes are kept for the PUT at commit; a file is uploaded as the parts of a multipart upload

@@ -25,6 +25,7 @@ from condavault.web.ui.common import (
     ctx_of,
     field,
     form_identity,
+    grant_form,
     page_identity,
     page_url,
     read_form,
@@ -260,13 +261,8 @@ async def global_grant(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    role = field(form, "role", max_length=100)
-    who = field(form, "who", max_length=200).strip()
-    kind = field(form, "kind", "user", max_length=10)
-    if kind not in ("user", "group") or not who or not role:
-        raise InvalidRequest("say which role, and which user or group", code="invalid_form")
-    user, group = (who, None) if kind == "user" else (None, who)
-    if field(form, "remove", max_length=5) == "1":
+    role, user, group, remove = grant_form(form)
+    if remove:
         await run_sync(auth_api.global_revoke, role, user, group, ctx, identity)
     else:
         await run_sync(auth_api.global_grant, GrantIn(role=role, user=user, group=group), ctx, identity)

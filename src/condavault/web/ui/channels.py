@@ -18,7 +18,7 @@ from condavault.channels import api as channels_api
 from condavault.channels.depends import COUNT_CAP
 from condavault.channels.schemas import ChannelUpdate
 from condavault.channels.services import ChannelService
-from condavault.errors import InvalidRequest, NotFound
+from condavault.errors import NotFound
 from condavault.mirror import api as mirror_api
 from condavault.packages.specs import version_key
 from condavault.vulns import reports
@@ -29,6 +29,7 @@ from condavault.web.ui.common import (
     ctx_of,
     field,
     form_identity,
+    grant_form,
     page_identity,
     read_form,
     render,
@@ -107,13 +108,8 @@ async def channel_grant(request: Request, channel: str) -> Response:
     ctx = ctx_of(request)
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
-    role = field(form, "role", max_length=100)
-    who = field(form, "who", max_length=200).strip()
-    kind = field(form, "kind", "user", max_length=10)
-    if kind not in ("user", "group") or not who or not role:
-        raise InvalidRequest("say which role, and which user or group", code="invalid_form")
-    user, group = (who, None) if kind == "user" else (None, who)
-    if field(form, "remove", max_length=5) == "1":
+    role, user, group, remove = grant_form(form)
+    if remove:
         await run_sync(auth_api.channel_revoke, channel, role, user, group, ctx, identity)
     else:
         await run_sync(auth_api.channel_grant, channel, GrantIn(role=role, user=user, group=group), ctx, identity)

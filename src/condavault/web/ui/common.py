@@ -144,6 +144,17 @@ def field(form: dict[str, list[str]], name: str, default: str = "", max_length: 
     return value
 
 
+def grant_form(form: dict[str, list[str]]) -> tuple[str, str | None, str | None, bool]:
+    """The grant forms' fields: (role, user, group, remove); exactly one of user and group is set."""
+    role = field(form, "role", max_length=100)
+    who = field(form, "who", max_length=200).strip()
+    kind = field(form, "kind", "user", max_length=10)
+    if kind not in ("user", "group") or not who or not role:
+        raise InvalidRequest("say which role, and which user or group", code="invalid_form")
+    user, group = (who, None) if kind == "user" else (None, who)
+    return role, user, group, field(form, "remove", max_length=5) == "1"
+
+
 def form_identity(request: Request, form: dict[str, list[str]]) -> Identity:
     """The identity of a form post: the web session, with its CSRF token in the form (403 otherwise)."""
     if credential_from_headers(request.headers):

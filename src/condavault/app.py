@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from condavault import __version__, metrics
 from condavault.airgap import api as airgap_api
 from condavault.audit import api as audit_api
+from condavault.auth import admin_api
 from condavault.auth import api as auth_api
 from condavault.auth.identity import Identity
 from condavault.auth.services import bootstrap
@@ -42,6 +43,7 @@ ROUTERS = [
     system.router,
     channels_api.router,
     auth_api.router,
+    admin_api.router,
     audit_api.router,
     mirror_api.router,
     vulns_api.router,

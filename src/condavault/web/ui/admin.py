@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from condavault.audit import api as audit_api
 from condavault.audit import services as audit_svc
+from condavault.auth import admin_api
 from condavault.auth import api as auth_api
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
@@ -75,10 +76,10 @@ def overview(request: Request, queued: int | None = Query(None, ge=1, le=2**62))
 def users(request: Request) -> Response:
     ctx = ctx_of(request)
     identity = page_identity(request)
-    rows = auth_api.list_users(ctx, identity)
-    groups = auth_api.list_groups(ctx, identity)
-    roles = auth_api.list_roles(ctx, identity)
-    grants = auth_api.global_grants(ctx, identity)
+    rows = admin_api.list_users(ctx, identity)
+    groups = admin_api.list_groups(ctx, identity)
+    roles = admin_api.list_roles(ctx, identity)
+    grants = admin_api.global_grants(ctx, identity)
     return render(
         request,
         "admin_users.html",
@@ -177,7 +178,7 @@ async def create_user(request: Request) -> Response:
         display_name=field(form, "display_name", max_length=200) or None,
         email=field(form, "email", max_length=300) or None,
     )
-    await run_sync(auth_api.create_user, body, ctx, identity)
+    await run_sync(admin_api.create_user, body, ctx, identity)
     return _back("/admin/users")
 
 
@@ -187,7 +188,7 @@ async def user_state(request: Request, username: str) -> Response:
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
     disabled = field(form, "disabled", max_length=5) == "1"
-    await run_sync(auth_api.update_user, username, UserUpdate(disabled=disabled), ctx, identity)
+    await run_sync(admin_api.update_user, username, UserUpdate(disabled=disabled), ctx, identity)
     return _back("/admin/users")
 
 
@@ -199,7 +200,7 @@ async def create_group(request: Request) -> Response:
     body = GroupCreate(
         name=field(form, "name", max_length=200).strip(), description=field(form, "description", max_length=2000)
     )
-    await run_sync(auth_api.create_group, body, ctx, identity)
+    await run_sync(admin_api.create_group, body, ctx, identity)
     return _back("/admin/users")
 
 
@@ -211,9 +212,9 @@ async def group_member(request: Request) -> Response:
     name = field(form, "group", max_length=200)
     username = field(form, "username", max_length=200).strip()
     if field(form, "remove", max_length=5) == "1":
-        await run_sync(auth_api.remove_member, name, username, ctx, identity)
+        await run_sync(admin_api.remove_member, name, username, ctx, identity)
     else:
-        await run_sync(auth_api.add_member, name, username, ctx, identity)
+        await run_sync(admin_api.add_member, name, username, ctx, identity)
     return _back("/admin/users")
 
 
@@ -235,7 +236,7 @@ async def create_role(request: Request) -> Response:
         permissions=_permissions(form),
         description=field(form, "description", max_length=2000),
     )
-    await run_sync(auth_api.create_role, body, ctx, identity)
+    await run_sync(admin_api.create_role, body, ctx, identity)
     return _back("/admin/users#roles-title")
 
 
@@ -247,10 +248,10 @@ async def change_role(request: Request, name: str = Path(max_length=100)) -> Res
     form = await read_form(request)
     identity = await run_sync(form_identity, request, form)
     if field(form, "delete", max_length=5) == "1":
-        await run_sync(auth_api.delete_role, name, ctx, identity)
+        await run_sync(admin_api.delete_role, name, ctx, identity)
     else:
         body = RoleUpdate(permissions=_permissions(form), description=field(form, "description", max_length=2000))
-        await run_sync(auth_api.update_role, name, body, ctx, identity)
+        await run_sync(admin_api.update_role, name, body, ctx, identity)
     return _back("/admin/users#roles-title")
 
 
@@ -263,9 +264,9 @@ async def global_grant(request: Request) -> Response:
     identity = await run_sync(form_identity, request, form)
     role, user, group, remove = grant_form(form)
     if remove:
-        await run_sync(auth_api.global_revoke, role, user, group, ctx, identity)
+        await run_sync(admin_api.global_revoke, role, user, group, ctx, identity)
     else:
-        await run_sync(auth_api.global_grant, GrantIn(role=role, user=user, group=group), ctx, identity)
+        await run_sync(admin_api.global_grant, GrantIn(role=role, user=user, group=group), ctx, identity)
     return _back("/admin/users#grants-title")
 
 

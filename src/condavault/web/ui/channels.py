@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from condavault.auth import api as auth_api
+from condavault.auth import admin_api
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import allowed
 from condavault.auth.schemas import GrantIn
@@ -69,8 +69,8 @@ def channel_page(
     mirrors = [m for m in mirror_api.list_mirrors(ctx, identity) if m.channel == ref.name]
     pages = max(1, -(-total // NAMES_PER_PAGE))
     can_manage = allowed(identity, Permission.CHANNEL_MANAGE, ref)
-    grants = auth_api.channel_grants(ref.name, ctx, identity) if can_manage else []
-    roles = auth_api.list_roles(ctx, identity) if can_manage else []
+    grants = admin_api.channel_grants(ref.name, ctx, identity) if can_manage else []
+    roles = admin_api.list_roles(ctx, identity) if can_manage else []
     return render(
         request,
         "channel.html",
@@ -110,9 +110,9 @@ async def channel_grant(request: Request, channel: str) -> Response:
     identity = await run_sync(form_identity, request, form)
     role, user, group, remove = grant_form(form)
     if remove:
-        await run_sync(auth_api.channel_revoke, channel, role, user, group, ctx, identity)
+        await run_sync(admin_api.channel_revoke, channel, role, user, group, ctx, identity)
     else:
-        await run_sync(auth_api.channel_grant, channel, GrantIn(role=role, user=user, group=group), ctx, identity)
+        await run_sync(admin_api.channel_grant, channel, GrantIn(role=role, user=user, group=group), ctx, identity)
     return RedirectResponse(f"/channels/{quote(channel, safe='')}", status_code=303)
 
 

@@ -25,10 +25,9 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from condavault.airgap import scanning as scanning_bundle
 from condavault.airgap import vulns as vulns_bundle
+from condavault.airgap.bundle_data import ChannelPlan, parse_targets
 from condavault.airgap.manifest import (
     MANIFEST,
     FileEntry,
@@ -51,33 +51,27 @@ from condavault.airgap.manifest import (
 )
 from condavault.airgap.models import BundleChannelState, BundleImport
 from condavault.airgap.unpack import is_archive, unpack
+from condavault.airgap.verifying import Journal, WriteAhead, hash_file
 from condavault.channels import records
 from condavault.channels.blobs import BlobGuard
 from condavault.channels.events import ChannelChanged, RecordsChanged
 from condavault.channels.ingest import IngestItem
-from condavault.channels.models import Channel, Record
+from condavault.channels.models import Record
 from condavault.channels.services import create_channel, find_channel
 from condavault.context import Context
 from condavault.db.base import utcnow
 from condavault.errors import Busy, CondavaultError, Conflict
 from condavault.jobs.holders import new_holder
-from condavault.packages.filename import check_subdir, parse_filename
 from condavault.packages.spool import Received
-from condavault.packages.validation import check_record
 from condavault.signing.carry import TrustEntry
 from condavault.signing.carry import save as save_trust
 from condavault.signing.keys import trusted_keys
-from condavault.signing.models import STATUSES
-from condavault.signing.trust import Outcome, is_signatures_entry
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-IN_MEMORY = 16 * 1024 * 1024
 STORE_BATCH = 2048
 STORE_BATCH_BYTES = 512 * 1024 * 1024
 HASH_THREADS = 4
-STAGE_THREADS = 16  # blob writes (each fsynced) overlap: their latency, not the disk, is the limit
-STAGE_PENDING = 256  # verified files waiting to be written, at most (bounds the memory)
 
 
 @dataclass
@@ -105,61 +99,6 @@ class ImportReport:
         return dict(self.__dict__)
 
 
-@dataclass
-class _ChannelPlan:
-    target: str
-    name: str
-    spec: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
-    removed: list[tuple[str, str]] = field(default_factory=list)
-    patches: dict[str, str | None] = field(default_factory=dict)
-
-
-class Journal:
-    """Files verified so far (path, size, mtime, sha256): what a resumed import does not read again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, tuple[int, int, str]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    doc = json.loads(line)
-                    self.done[doc["p"]] = (int(doc["s"]), int(doc["m"]), str(doc["h"]))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by a kill
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a")  # noqa: SIM115 - closed by close()
-
-    def verified(self, rel: str, st: os.stat_result, sha256: str) -> bool:
-        return self.done.get(rel) == (st.st_size, st.st_mtime_ns, sha256)
-
-    def add(self, rel: str, st: os.stat_result, sha256: str) -> None:
-        self._fh.write(json.dumps({"p": rel, "s": st.st_size, "m": st.st_mtime_ns, "h": sha256}) + "\n")
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def close(self, remove: bool = False) -> None:
-        self._fh.close()
-        if remove:
-            self.path.unlink(missing_ok=True)
-
-
-def _hash_file(path: Path) -> tuple[str, str, bytes | None]:
-    """sha256, md5 and (small files) the bytes."""
-    with open(path, "rb", buffering=0) as fh:
-        st = os.fstat(fh.fileno())
-        if st.st_size <= IN_MEMORY:
-            data = fh.read()
-            return hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), data
-        sha, md5 = hashlib.sha256(), hashlib.md5()
-        while chunk := fh.read(1024 * 1024):
-            sha.update(chunk)
-            md5.update(chunk)
-        return sha.hexdigest(), md5.hexdigest(), None
-
-
 class Importer:
     def __init__(self, ctx: Context, progress: Progress | None = None) -> None:
         self.ctx = ctx
@@ -168,10 +107,8 @@ class Importer:
         self.trusted = trusted_keys(s)
         self.max_files, self.max_bytes = s.airgap_max_files, s.airgap_max_bundle_bytes
         self.pause_after = int(os.environ.get("CONDAVAULT_TEST_BUNDLE_PAUSE_AFTER", "0") or 0)  # tests only
-        # package blobs written ahead while verifying (durable, not yet visible under their names): the bundle
-        # is read once, and the writes overlap the checks; committed after the whole bundle verified
-        self.staged: dict[str, Any] = {}
-        self._staged_lock = threading.Lock()
+        # package blobs written ahead while verifying: committed after the whole bundle verified
+        self.ahead = WriteAhead(ctx.blobs)
 
     # -- opening -----------------------------------------------------------------------------------
     def open(self, source: Path | list[Path]) -> Opened:
@@ -290,7 +227,7 @@ class Importer:
         try:
             datas = self._verify(opened, journal, report)
             lap("verify")
-            plans, vpayload, spayload = self._parse(opened, datas)
+            plans, vpayload, spayload = parse_targets(opened, datas)
             lap("parse")
             self._store(opened, plans, report)
             lap("store")
@@ -305,7 +242,7 @@ class Importer:
                 self._finish_target(opened, "vulns", path)
                 lap("vulns")
         except BaseException as exc:  # a rejected bundle's journal goes; an interrupted one's stays (resume)
-            self._discard_staged()  # blobs written ahead that were not committed (e.g. a malformed records file)
+            self.ahead.discard()  # blobs written ahead that were not committed (e.g. a malformed records file)
             self._request_index()  # channels published before a later step failed are indexed all the same
             journal.close(remove=isinstance(exc, CondavaultError) and exc.code == "bundle_rejected")
             raise
@@ -377,7 +314,7 @@ class Importer:
             is_data = not self._is_package(opened, f) and not f.path.endswith("/repodata.json")
             if journal.verified(f.path, st, f.sha256) and not is_data:
                 return f, True, None
-            sha, md5, data = _hash_file(path)
+            sha, md5, data = hash_file(path)
             if sha != f.sha256 or (data is not None and len(data) != f.size):
                 raise rejected(f"{f.path}: sha256 {sha} differs from the manifest's {f.sha256} (altered)", path=f.path)
             if f.path in pkg_index:
@@ -397,52 +334,22 @@ class Importer:
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
                 if data is not None and not blobs.exists(f.sha256):
-                    self._stage(f.sha256, data)  # written ahead on the I/O threads; the checks go on meanwhile
+                    self.ahead.stage(f.sha256, data)  # written ahead on the I/O threads; the checks go on meanwhile
                 data = None
             return f, False, data
 
         blobs = self.ctx.blobs
-        self.staged = {}
-        self._stage_futures: list[Future[None]] = []
-        self._stage_slots = threading.BoundedSemaphore(STAGE_PENDING)
-        self._io = ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="bundle-stage")
+        self.ahead.start()
         try:
             try:
                 self._verify_all(opened, one, journal, report, datas, pkg_index)
             finally:
-                self._io.shutdown(wait=True)  # every write ahead finished (or failed)
-            for fut in self._stage_futures:
-                fut.result()  # the first write error, if any
+                self.ahead.wait()  # every write ahead finished (or failed)
+            self.ahead.check()  # the first write error, if any
         except BaseException:
-            self._discard_staged()
+            self.ahead.discard()
             raise
         return datas
-
-    def _stage(self, sha256: str, data: bytes) -> None:
-        self._stage_slots.acquire()  # bounded: the bytes waiting to be written stay few
-        try:
-            fut = self._io.submit(self._stage_now, sha256, data)
-        except BaseException:
-            self._stage_slots.release()
-            raise
-        fut.add_done_callback(lambda _f: self._stage_slots.release())
-        with self._staged_lock:
-            self._stage_futures.append(fut)
-
-    def _stage_now(self, sha256: str, data: bytes) -> None:
-        """Verified package bytes durable under a temp name: not visible before the commit in the store step."""
-        blobs = self.ctx.blobs
-        staged = blobs.stage(data, sha256)
-        with self._staged_lock:
-            if sha256 in self.staged:  # the same bytes listed twice
-                blobs.discard_staged([staged])
-            else:
-                self.staged[sha256] = staged
-
-    def _discard_staged(self) -> None:
-        with self._staged_lock:
-            staged, self.staged = list(self.staged.values()), {}
-        self.ctx.blobs.discard_staged(staged)
 
     def _verify_all(
         self,
@@ -498,67 +405,8 @@ class Importer:
                     out.setdefault(doc["file"], {"filename": doc["filename"], "subdir": doc["subdir"]})
         return out
 
-    # -- parsing the verified data files -------------------------------------------------------------
-    def _parse(self, opened: Opened, datas: dict[str, bytes]) -> tuple[list[_ChannelPlan], Any, Any]:
-        m = opened.manifest
-        entries = {f.path: f for f in m.files}
-
-        def read(rel: str) -> bytes:
-            if rel not in entries:
-                raise rejected(f"{rel} is named by the manifest but not listed")
-            if rel in datas:
-                return datas[rel]
-            data = opened.path_of(entries[rel]).read_bytes()  # verified earlier (a resumed run)
-            if hashlib.sha256(data).hexdigest() != entries[rel].sha256:
-                raise rejected(f"{rel}: sha256 differs from the manifest's (altered)", path=rel)
-            return data
-
-        plans: list[_ChannelPlan] = []
-        vpayload = spayload = None
-        try:
-            for target, spec in sorted(m.targets.items()):
-                if spec.get("kind") == "vulns":
-                    vpayload = vulns_bundle.parse(spec, read)
-                    continue
-                if spec.get("kind") == "scanning":
-                    spayload = scanning_bundle.parse(spec, read)
-                    continue
-                if spec.get("kind") != "channel":
-                    raise rejected(f"unknown target kind {spec.get('kind')!r}")
-                plan = _ChannelPlan(target, str(spec["channel"]), spec)
-                for line in read(spec["records_file"]).decode().splitlines():
-                    doc = json.loads(line)
-                    sd, fn = check_subdir(str(doc["subdir"])), str(doc["filename"])
-                    parse_filename(fn)
-                    record = json.loads(doc["record"])
-                    check_record(record, source="repodata", filename=fn)
-                    if doc.get("file"):
-                        e = entries.get(doc["file"])
-                        if e is None or e.sha256 != record.get("sha256") or e.size != record.get("size"):
-                            raise rejected(f"{sd}/{fn}: its record does not match the file {doc['file']}")
-                    elif doc.get("has_blob"):
-                        raise rejected(f"{sd}/{fn}: no file for a record with bytes")
-                    if doc.get("trust") is not None:
-                        doc["trust"] = _trust_entry(sd, fn, record, doc, entries)
-                    doc["record"] = record
-                    plan.records.append(doc)
-                for line in read(spec["removed_file"]).decode().splitlines():
-                    if line:
-                        sd, fn = json.loads(line).split("/", 1)
-                        plan.removed.append((check_subdir(sd), fn))
-                patches = json.loads(read(spec["patches_file"]))
-                plan.patches = {check_subdir(k): (v if v is None else str(v)) for k, v in patches.items()}
-                plans.append(plan)
-        except CondavaultError as exc:
-            if exc.code == "bundle_rejected":
-                raise
-            raise rejected(exc.message) from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise rejected(f"malformed data file ({exc!r})") from None
-        return plans, vpayload, spayload
-
     # -- step 4 --------------------------------------------------------------------------------------
-    def _store(self, opened: Opened, plans: list[_ChannelPlan], report: ImportReport) -> None:
+    def _store(self, opened: Opened, plans: list[ChannelPlan], report: ImportReport) -> None:
         blobs = self.ctx.blobs
         wanted: dict[str, FileEntry] = {}
         entries = {f.path: f for f in opened.manifest.files}
@@ -572,14 +420,13 @@ class Importer:
         self.pinned = sorted(wanted)
         try:
             self.guard.pin(self.pinned)
-            with self._staged_lock:
-                ready = [self.staged.pop(sha) for sha in list(self.staged) if sha in wanted]
-            self._discard_staged()  # staged bytes no record names (none in a well-formed bundle)
+            ready = self.ahead.take(wanted)
+            self.ahead.discard()  # staged bytes no record names (none in a well-formed bundle)
             staged_shas = {st.sha256 for st in ready}
             # the blobs written ahead while verifying get their names: one durability barrier for all
             report.stored_blobs += sum(1 for new in blobs.commit(ready) if new)
         except BaseException:
-            self._discard_staged()
+            self.ahead.discard()
             self.guard.unpin_now(self.pinned)
             raise
         todo = [e for sha, e in wanted.items() if sha not in staged_shas and not blobs.exists(sha)]
@@ -616,7 +463,7 @@ class Importer:
             raise
 
     # -- step 5 --------------------------------------------------------------------------------------
-    def _publish(self, opened: Opened, plans: list[_ChannelPlan], source: str) -> None:
+    def _publish(self, opened: Opened, plans: list[ChannelPlan], source: str) -> None:
         m = opened.manifest
         changed: list[tuple[int, set[str]]] = []
 
@@ -710,46 +557,3 @@ class Importer:
         row.parent_id, row.serial, row.state, row.source = m.parent_id, m.serial, "done", source[:2000]
         row.summary = json.dumps({"targets": list(m.targets)})
         row.finished_at = utcnow()
-
-
-def _trust_entry(
-    sd: str, fn: str, record: dict[str, Any], doc: dict[str, Any], entries: dict[str, FileEntry]
-) -> TrustEntry:
-    """A record's carried trust from a bundle line, checked: a well-formed signatures entry, and a sidecar
-    listed in the manifest whose sha256 is the record's ``attestations_sha256``."""
-    t = doc["trust"]
-    if not isinstance(t, dict):
-        raise rejected(f"{sd}/{fn}: malformed trust entry")
-    sigs = t.get("signatures")
-    if sigs is not None and (not isinstance(sigs, str) or not is_signatures_entry(json.loads(sigs))):
-        raise rejected(f"{sd}/{fn}: malformed signatures entry")
-    signed = t.get("signed_record")
-    if signed is not None and (
-        not isinstance(signed, str) or len(signed) > 1024 * 1024 or not isinstance(json.loads(signed), dict)
-    ):
-        raise rejected(f"{sd}/{fn}: malformed signed record")
-    sidecar = t.get("sidecar_sha256")
-    size = None
-    if sidecar is not None:
-        path = doc.get("sidecar_file")
-        e = entries.get(path) if isinstance(path, str) else None
-        if e is None or e.sha256 != sidecar or record.get("attestations_sha256") != sidecar:
-            raise rejected(f"{sd}/{fn}: its attestation sidecar does not match the record")
-        size = e.size
-    status = t.get("status")
-    if status not in STATUSES:
-        raise rejected(f"{sd}/{fn}: unknown signature status {status!r}")
-    text = {k: (str(t[k])[:2000] if t.get(k) is not None else None) for k in ("method", "identity", "detail")}
-    return TrustEntry(
-        sd,
-        fn,
-        sigs,
-        sidecar,
-        size,
-        Outcome(status, text["method"], text["identity"], text["detail"]),
-        signed if sigs is not None else None,
-    )
-
-
-def channel_of(session: Session, name: str) -> Channel | None:
-    return find_channel(session, name)

@@ -1,7 +1,14 @@
 """Search benchmark: query latency over a large synthetic catalogue, on SQLite and PostgreSQL.
 
     /work/venv/bin/python benchmarks/bench_search.py [--records N] [--paths-per-record P] [--db sqlite,postgresql]
-                                                     [--quick] [--json out.json]
+                                                     [--quick] [--json out.json] [--keep DIR]
+                                                     [--queries-only] [--no-peer]
+
+``--keep DIR`` keeps the seeded catalogues (SQLite file, PostgreSQL database) and reuses them on the next
+run with the same sizes, so code changes can be measured before/after on the same data without seeding
+again. Each query kind prints wall p50/p95 and **CPU** p50/p95 (this process plus, on PostgreSQL, the
+server processes of its own connections, from ``/proc/<pid>/schedstat``), and the load average at the start
+and end: on a loaded machine the CPU figures are the comparable ones.
 
 Builds, per database, ``--channels`` (100) public channels holding ``--records`` records in all (real
 record shapes: names, versions, builds and licenses from the real repodata in testdata, ~20 builds per

@@ -129,7 +129,7 @@ def names_containing(s: Session, words: list[str], limit: int = MAX_CANDIDATES) 
         names = got if names is None else names & got
         if not names:
             return []
-    return sorted((n for n in names or () if all(w in n for w in words)), key=lambda n: (len(n), n))[:limit]
+    return sorted((n for n in names or () if all(w in n.lower() for w in words)), key=lambda n: (len(n), n))[:limit]
 
 
 def _name_substrings(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> None:
@@ -175,7 +175,7 @@ def fts_sqlite(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> 
     )
     n = 0
     for row in s.execute(text(sql), params):
-        tier = NAME_SUBSTRING if all(w in row.name for w in parsed.words) else TEXT
+        tier = NAME_SUBSTRING if all(w in row.name.lower() for w in parsed.words) else TEXT
         found.add(row, tier + max(0.0, 99.0 - float(len(row.name))))
         n += 1
     return n
@@ -199,7 +199,7 @@ def fts_pg(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> int:
     )
     n = 0
     for row in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
-        tier = NAME_SUBSTRING if all(w in row.name for w in parsed.words) else TEXT
+        tier = NAME_SUBSTRING if all(w in row.name.lower() for w in parsed.words) else TEXT
         found.add(row, tier + max(0.0, 99.0 - float(len(row.name))))
         n += 1
     return n

@@ -1,7 +1,14 @@
 """Search benchmark: query latency over a large synthetic catalogue, on SQLite and PostgreSQL.
 
     /work/venv/bin/python benchmarks/bench_search.py [--records N] [--paths-per-record P] [--db sqlite,postgresql]
-                                                     [--quick] [--json out.json]
+                                                     [--quick] [--json out.json] [--keep DIR]
+                                                     [--queries-only] [--no-peer]
+
+``--keep DIR`` keeps the seeded catalogues (SQLite file, PostgreSQL database) and reuses them on the next
+run with the same sizes, so code changes can be measured before/after on the same data without seeding
+again. Each query kind prints wall p50/p95 and **CPU** p50/p95 (this process plus, on PostgreSQL, the
+server processes of its own connections, from ``/proc/<pid>/schedstat``), and the load average at the start
+and end: on a loaded machine the CPU figures are the comparable ones.
 
 Builds, per database, ``--channels`` (100) public channels holding ``--records`` records in all (real
 record shapes: names, versions, builds and licenses from the real repodata in testdata, ~20 builds per
@@ -287,6 +294,7 @@ def _bulk(s: Any, name: str, cols: list[str], rows: list[tuple[Any, ...]], pg: b
             for row in rows:
                 cp.write_row(row)
         return
+    raw.execute("PRAGMA cache_size = -1000000")  # 1 GB: the random-key B-trees of a large bulk load stay in memory
     verb = "INSERT OR IGNORE" if ignore else "INSERT"
     raw.executemany(f"{verb} INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
 
@@ -308,25 +316,84 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(xs), xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
-def measure(fn: Callable[[str], Any], inputs: list[str]) -> tuple[float, float]:
+class CpuClock:
+    """CPU seconds spent on a query: this process (``time.process_time``: SQLite runs in it) plus, on
+    PostgreSQL, the server processes serving this database (``/proc/<pid>/schedstat``: nanoseconds on a
+    CPU). Unlike wall time it does not count the time spent waiting for a core on a loaded machine."""
+
+    def __init__(self, pg_admin_url: str | None = None, dbname: str | None = None) -> None:
+        self.pids: list[int] = []
+        self.conn: Any = None
+        if pg_admin_url and dbname:
+            import psycopg
+
+            self.conn = psycopg.connect(pg_admin_url, autocommit=True)
+            self.dbname = dbname
+
+    def refresh(self) -> None:
+        if self.conn is not None:
+            rows = self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                (self.dbname, APP_NAME),
+            ).fetchall()
+            self.pids = [r[0] for r in rows]
+
+    def __call__(self) -> float:
+        total = time.process_time()
+        for pid in self.pids:
+            try:
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+
+CPU = CpuClock()
+APP_NAME = f"bench-search-{os.getpid()}"  # this process's connections (not another client's on the same database)
+
+
+def measure(fn: Callable[[str], Any], inputs: list[str], cpu: list[float] | None = None) -> tuple[float, float]:
+    """Wall p50/p95 of ``fn`` over ``inputs``; with ``cpu``: its CPU p50/p95 appended to that list."""
     fn(inputs[0])  # warm
-    out = []
+    CPU.refresh()
+    out, used = [], []
     for x in inputs:
+        c = CPU()
         t = time.perf_counter()
         fn(x)
         out.append(time.perf_counter() - t)
+        used.append(CPU() - c)
+    if cpu is not None:
+        cpu.extend(percentiles(used))
     return percentiles(out)
 
 
-def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    migrate.upgrade(url)
+def run_db(url: str, args: argparse.Namespace, saved: Path | None = None) -> dict[str, Any]:
+    """Seed (or, with ``--keep`` and a catalogue seeded before, reuse) and measure one database."""
+    global CPU
+    if url.startswith("postgresql"):
+        from tests.support.server import PG_ADMIN
+
+        CPU = CpuClock(PG_ADMIN, url.rsplit("/", 1)[1].split("?")[0])
+        url += f"?application_name={APP_NAME}"
+    migrate.upgrade(url)  # a kept catalogue gets the newer migrations (their cost is printed)
     db = Database(url)
-    info = build(db, url, args.records, args.channels, args.paths_per_record)
+    if saved is not None and saved.exists():
+        info = json.loads(saved.read_text())
+        print(f"  reusing the catalogue seeded before ({saved})", file=sys.stderr, flush=True)
+        with db.write_session() as s:
+            s.execute(text("ANALYZE"))
+    else:
+        info = build(db, url, args.records, args.channels, args.paths_per_record)
+        if saved is not None:
+            saved.write_text(json.dumps(info))
     svc = SearchService(SimpleNamespace(db=db, channels=None))  # type: ignore[arg-type]
     admin = Identity(user_id=1, username="admin", is_admin=True)
     rng = random.Random(11)
     names = info["names"][: args.queries]
     res: dict[str, Any] = {"timings": info["timings"], "file_rows": info["file_rows"], "queries": {}}
+    res["load_start"] = os.getloadavg()
+    print(f"  load average at the start of the queries: {res['load_start']}", file=sys.stderr, flush=True)
 
     def q(identity: Identity = admin, **kw: Any) -> Callable[[str], Any]:
         return lambda x: svc.search(identity, SearchQuery(q=x, **kw))
@@ -354,15 +421,25 @@ def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "exact, anonymous (90 public ch.)": (q(ANONYMOUS), names, None),
     }
     for label, (fn, inputs, peer_fn) in cases.items():
-        p50, p95 = measure(fn, inputs)
-        row = {"p50": p50, "p95": p95}
-        if peer_fn is not None:
+        cpu: list[float] = []
+        p50, p95 = measure(fn, inputs, cpu)
+        row = {"p50": p50, "p95": p95, "cpu_p50": cpu[0], "cpu_p95": cpu[1]}
+        if peer_fn is not None and not args.no_peer:
             terms = [x.split()[0] for x in inputs]
             row["peer_p50"], row["peer_p95"] = measure(peer_fn, terms)
         res["queries"][label] = row
-        print(f"  {label}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms", file=sys.stderr, flush=True)
+        print(
+            f"  {label}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms "
+            f"(CPU {cpu[0] * 1000:.1f} / {cpu[1] * 1000:.1f} ms)",
+            file=sys.stderr,
+            flush=True,
+        )
     all_ids = list(info["channels"])
-    for dep, label in (("python", "dependants of python (every record)"), ("zlib", "dependants of zlib (1 in 10)")):
+    for dep, label in (
+        []
+        if args.queries_only
+        else (("python", "dependants of python (every record)"), ("zlib", "dependants of zlib (1 in 10)"))
+    ):
 
         def indexed(name: str) -> Any:
             with db.session() as s:
@@ -392,7 +469,10 @@ def run_db(url: str, args: argparse.Namespace) -> dict[str, Any]:
     res["provides"] = dict(
         zip(("p50", "p95"), measure(lambda p: svc.provides(admin, p), info["paths"][:50]), strict=True)
     )
-    res.update(updates(url, db, info, svc, admin))
+    if not args.queries_only:
+        res.update(updates(url, db, info, svc, admin))
+    res["load_end"] = os.getloadavg()
+    print(f"  load average at the end: {res['load_end']}", file=sys.stderr, flush=True)
     db.dispose()
     return res
 
@@ -465,6 +545,17 @@ def main() -> int:
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--quick", action="store_true", help="20 k records, 10 paths each")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-peer", action="store_true", help="skip the peer (LIKE on records) measurements")
+    ap.add_argument(
+        "--queries-only", action="store_true", help="only the search queries (no dependants, updates, file list)"
+    )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="a directory: keep the seeded catalogues there (SQLite file, PostgreSQL database name) and reuse "
+        "them on the next run with the same directory (seeding 1 M records takes tens of minutes)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.records, args.paths_per_record = 20_000, 10
@@ -475,18 +566,32 @@ def main() -> int:
     }
     for backend in [b.strip() for b in args.db.split(",") if b.strip()]:
         print(f"== {backend}: {args.records} records in {args.channels} channels", file=sys.stderr, flush=True)
+        saved = args.keep / f"{backend}-{args.records}-{args.paths_per_record}.json" if args.keep else None
         if backend == "sqlite":
-            tmp = tempfile.mkdtemp(prefix="bench-search-")
-            results[backend] = run_db(f"sqlite:///{tmp}/bench.db", args)
+            tmp = str(args.keep) if args.keep else tempfile.mkdtemp(prefix="bench-search-")
+            db_file = f"{tmp}/bench-{args.records}-{args.paths_per_record}.db"
+            if saved is not None and not saved.exists():
+                Path(db_file).unlink(missing_ok=True)  # a seed that did not finish
+            results[backend] = run_db(f"sqlite:///{db_file}", args, saved)
         else:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from tests.support.server import create_pg_database, drop_pg_database
+            from tests.support.server import PG_ADMIN, create_pg_database, drop_pg_database
 
-            url, name = create_pg_database()
+            pg_file = args.keep / f"postgresql-{args.records}-{args.paths_per_record}.db" if args.keep else None
+            if saved is not None and saved.exists() and pg_file is not None and pg_file.exists():
+                name = pg_file.read_text().strip()
+                url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name
+            else:
+                if pg_file is not None and pg_file.exists():
+                    drop_pg_database(pg_file.read_text().strip())  # a seed that did not finish
+                url, name = create_pg_database()
+                if pg_file is not None:
+                    pg_file.write_text(name)
             try:
-                results[backend] = run_db(url, args)
+                results[backend] = run_db(url, args, saved)
             finally:
-                drop_pg_database(name)
+                if args.keep is None:
+                    drop_pg_database(name)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -499,7 +604,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"\n{results['records']:,} records in {results['channels']} channels; "
         + ", ".join(f"{b}: {results[b]['file_rows']:,} path rows" for b in backends)
     )
-    heads = " | ".join(f"{b} p50 / p95" for b in backends)
+    heads = " | ".join(f"{b} p50 / p95 wall (CPU p50 / p95)" for b in backends)
     print(f"| metric | {heads} | peer (LIKE on records) p50 / p95 | goal |")
     print("|---|" + "---|" * len(backends) + "---|---|")
 
@@ -507,9 +612,11 @@ def print_table(results: dict[str, Any]) -> None:
         return f"{x * 1000:.1f} ms"
 
     for label in results[backends[0]]["queries"]:
-        cells = [
-            f"{ms(results[b]['queries'][label]['p50'])} / {ms(results[b]['queries'][label]['p95'])}" for b in backends
-        ]
+        cells = []
+        for b in backends:
+            r = results[b]["queries"][label]
+            cpu = f" (CPU {ms(r['cpu_p50'])} / {ms(r['cpu_p95'])})" if "cpu_p50" in r else ""
+            cells.append(f"{ms(r['p50'])} / {ms(r['p95'])}{cpu}")
         r0 = results[backends[0]]["queries"][label]
         peer = (
             " ; ".join(
@@ -534,9 +641,12 @@ def print_table(results: dict[str, Any]) -> None:
         ("remove -> gone", "<= 1 s"),
         ("package page files (5,000)", "<= 100 ms"),
     ):
-        cells = [f"{ms(results[b][label]['p50'])} / {ms(results[b][label]['p95'])}" for b in backends]
-        print(f"| {label} | " + " | ".join(cells) + f" | — | {goal} |")
+        if all(label in results[b] for b in backends):
+            cells = [f"{ms(results[b][label]['p50'])} / {ms(results[b][label]['p95'])}" for b in backends]
+            print(f"| {label} | " + " | ".join(cells) + f" | — | {goal} |")
     for b in backends:
+        load = " -> ".join(" ".join(f"{x:.2f}" for x in results[b][k]) for k in ("load_start", "load_end"))
+        print(f"| load average ({b}: queries start -> end) | {load} |")
         for k, v in results[b]["timings"].items():
             print(f"| build ({b}): {k} | {v:.1f} s |")
 

@@ -5,9 +5,10 @@
 * ``search_files``: the files inside a package, keyed by the package's sha256 (content-addressed like the
   blobs: the same bytes in ten channels list their files once), from ``info/paths.json`` (or
   ``info/files``) at ingest. Records whose archive is not stored (passive mirror metadata) have none.
-* ``search_trigrams``: the trigrams of every distinct indexed name, for typo-tolerant matching and "did
-  you mean" (the same on both databases: a few rows per distinct name, far fewer than documents).
-  PostgreSQL's ``pg_trgm`` serves name substrings (``ILIKE``).
+* ``search_trigrams``: the trigrams of every distinct indexed name, for names containing a word,
+  typo-tolerant matching and "did you mean" (the same on both databases: a few rows per distinct name,
+  far fewer than documents). (``ix_search_packages_name_trgm``, PostgreSQL's ``pg_trgm`` index on the
+  documents' names, existed until migration ``0016_search_speed``; its name stays listed below.)
 
 Backend-specific objects live only in the migration and are named in :data:`UNMANAGED`: the SQLite FTS5
 table ``search_fts`` (trigram tokenizer, kept in sync by triggers) and the PostgreSQL GIN indexes.

@@ -103,6 +103,7 @@ def answer(
     entity = repo.entity_headers(ctx, channel, target)
     if repo.not_modified(inm, ims, entity["ETag"], target.last_modified):
         metrics.count_request("repo", 304)
+        metrics.ANSWERED_FROM_MEMORY.inc()
         return 304, _head(entity), b""
     if target.kind != "shard" or target.size > repo.SMALL_BLOB or ctx.settings.x_accel_redirect_prefix:
         return None
@@ -110,4 +111,5 @@ def answer(
     if body is None:
         return None
     metrics.count_request("repo", 200)
+    metrics.ANSWERED_FROM_MEMORY.inc()
     return 200, _head(entity, target.content_type, str(len(body))), b"" if method == b"HEAD" else body

@@ -125,8 +125,10 @@ def test_revalidations_and_shards_answer_as_the_normal_path(
     owner = serve.token
     real = "sf-priv" if channel == "sf-priv" else "sf-pub"
     etag = httpx.head(f"{serve.url}/api/repo/t/{owner}/{real}/{SUB}/repodata.json.zst").headers["etag"]
-    assert same_as_normal_path(serve, "GET", zst, {**headers, "If-None-Match": etag}) == (status, fast)
-    assert same_as_normal_path(serve, "HEAD", zst, {**headers, "If-None-Match": f'W/"x", {etag}'}) == (status, fast)
+    tries = 30 if fast else 3  # a request never answered from memory: a few rounds show it
+    assert same_as_normal_path(serve, "GET", zst, {**headers, "If-None-Match": etag}, tries) == (status, fast)
+    inm = {**headers, "If-None-Match": f'W/"x", {etag}'}
+    assert same_as_normal_path(serve, "HEAD", zst, inm, tries) == (status, fast)
     last_modified = httpx.head(f"{serve.url}/api/repo/t/{owner}/sf-pub/{SUB}/repodata.json.zst").headers[
         "last-modified"
     ]

@@ -13,8 +13,9 @@ conda-forge-like records (``_synth``) in linux-64 and one ``--package-mb`` packa
 - **package download**: wrk, 4 connections, MB/s and server CPU per MB;
 - **cold py-rattler solve via shards**: a restarted condavault (empty caches; nginx has none) and a
   fresh client cache, ``rattler.solve`` of one name with a deep dependency closure through
-  ``repodata_shards.msgpack.zst`` (wall time, median of ``--solves``), and the same solve again with
-  the server warm.
+  ``repodata_shards.msgpack.zst`` (wall time, median of ``--solves``); the same solve again with the
+  server warm; and once more after a publish into the channel (a small noarch package) dropped the
+  server's lookup caches of the channel (the running server's cold case).
 
 Server CPU per request is utime + stime from ``/proc/<pid>/stat`` of the server's processes (or of
 nginx's master and worker) over the run, less the server's idle CPU rate measured for 2 s just before
@@ -298,13 +299,25 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             row.setdefault("cv_cpu", []).append(cpu_seconds(srv.cv.proc.pids()) - before)
             tw, _ = solve(srv.cv.repo(CHANNEL, "").rstrip("/"), spec, work / f"gw-cvw-{i}")
             row["condavault_warm"].append(tw)
+            # caches invalidated by a publish into the channel (a running server, its lookups cold)
+            fn = f"cold{i}-1.0-h0_0.conda"
+            data, _ = conda_bytes(f"cold{i}", "1.0", "h0_0", "noarch")
+            srv.cv.http.post(f"/api/channels/{CHANNEL}/files", params={"filename": fn}, content=data).raise_for_status()
+            while fn.encode() not in httpx.get(srv.cv.repo(CHANNEL, "noarch/repodata.json"), timeout=60).content:
+                time.sleep(0.2)
+            quiesce(srv.cv.proc.pids())
+            before = cpu_seconds(srv.cv.proc.pids())
+            tc, _ = solve(srv.cv.repo(CHANNEL, "").rstrip("/"), spec, work / f"gw-cvc-{i}")
+            row.setdefault("condavault_invalidated", []).append(tc)
+            row.setdefault("cvi_cpu", []).append(cpu_seconds(srv.cv.proc.pids()) - before)
             before = cpu_seconds(ngx.proc.pids())
             tn, nn = solve(f"{ngx.url}/api/repo/{CHANNEL}", spec, work / f"gw-ngx-{i}")
             row["nginx"].append(tn)
             row.setdefault("ngx_cpu", []).append(cpu_seconds(ngx.proc.pids()) - before)
             row["records"] = n
             log(
-                f"solve {i + 1}: condavault cold {t:.3f} s warm {tw:.3f} s, nginx {tn:.3f} s "
+                f"solve {i + 1}: condavault restarted {t:.3f} s, warm {tw:.3f} s, invalidated {tc:.3f} s, "
+                f"nginx {tn:.3f} s "
                 f"({n} records, load {load()})"
             )
             if n != nn:
@@ -343,7 +356,7 @@ def table(res: dict[str, Any]) -> str:
         )
     s = res.get("cold py-rattler solve via shards")
     if s:
-        med = {k: statistics.median(s[k]) for k in ("condavault", "condavault_warm", "nginx")}
+        med = {k: statistics.median(s[k]) for k in ("condavault", "condavault_warm", "condavault_invalidated", "nginx")}
         lines += [
             "",
             f"Cold py-rattler solve via shards of `{res['spec']}` ({s['records']} records in the solution), "
@@ -353,6 +366,8 @@ def table(res: dict[str, Any]) -> str:
             "|---|---|---|---|",
             f"| condavault, restarted (cold caches) | {med['condavault']:.3f} s | "
             f"{med['condavault'] / med['nginx']:.2f}x | {statistics.median(s['cv_cpu']) * 1e3:.0f} ms |",
+            f"| condavault, caches invalidated by a publish | {med['condavault_invalidated']:.3f} s | "
+            f"{med['condavault_invalidated'] / med['nginx']:.2f}x | {statistics.median(s['cvi_cpu']) * 1e3:.0f} ms |",
             f"| condavault, warm | {med['condavault_warm']:.3f} s | {med['condavault_warm'] / med['nginx']:.2f}x | |",
             f"| nginx | {med['nginx']:.3f} s | 1.00x | {statistics.median(s['ngx_cpu']) * 1e3:.0f} ms |",
         ]

@@ -31,6 +31,7 @@ from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
 from condavault.scanning import api as scanning_api
 from condavault.search import api as search_api
+from condavault.serving import fast
 from condavault.serving.repo import repo_endpoint
 from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api
@@ -198,6 +199,13 @@ class CondavaultApp(FastAPI):
     """
 
     body_guard: BodyGuard | None = None
+
+    def fast_answer(
+        self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, bytes, bytes] | None:
+        """A repo request answered from memory (``serving.fast``), called by the HTTP protocol
+        (``web.listener``) before any ASGI: None sends it down the normal path."""
+        return fast.answer(self.state, method, url, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.body_guard is not None:

@@ -21,6 +21,11 @@ def count_request(kind: str, status: int) -> None:
     child.inc()
 
 
+ANSWERED_FROM_MEMORY = Counter(
+    "condavault_http_answered_from_memory_total",
+    "Repo requests (304s, cached shards) answered by the HTTP protocol from memory, also in requests_total",
+    registry=REGISTRY,
+)
 DOWNLOADS = Counter("condavault_package_downloads_total", "Package files served", registry=REGISTRY)
 DOWNLOAD_BYTES = Counter("condavault_package_download_bytes_total", "Bytes of package files served", registry=REGISTRY)
 UPLOADS = Counter("condavault_uploads_total", "Package uploads by outcome", ["status"], registry=REGISTRY)

@@ -89,6 +89,7 @@ def start_serve(
     args: tuple[str, ...] = (),
     name: str = "serve",
     python_path: str | None = None,
+    ready_timeout: float = 60,
     **settings: Any,
 ) -> ServeProcess:
     """Start ``condavault serve`` on a free port (or ``port``) with ``settings`` as ``CONDAVAULT_*``
@@ -110,7 +111,7 @@ def start_serve(
     )
     log.close()
     handle = ServeProcess(data_dir, port, proc, log_path, db_url, pg_name, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             handle.stop()

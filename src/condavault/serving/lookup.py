@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from sqlalchemy import select
@@ -14,6 +17,7 @@ from condavault.channels.models import Record
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardBlob
 
+log = logging.getLogger(__name__)
 TTL = 1.0
 # Index pointers change on every publish. The indexing process invalidates its own cache at once; the
 # other ``serve --workers`` processes only notice when the entry expires, so keep it short (cheap now
@@ -22,6 +26,9 @@ INDEX_TTL = 0.25
 # Shards are content-addressed (the key names the bytes): an entry only goes stale when the shard expires
 # after shard_retention_days, and then the blob is gone too (a 404 either way).
 SHARD_TTL = 60.0
+# A client that reads shards reads many of one subdir at once (a solve: one per name in its closure). The
+# first miss loads the subdir's current shards in one query, shared by the misses arriving meanwhile.
+PRIMED_SUBDIRS = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class Lookup:
         self._gen = 0  # bumped by invalidate(): a load that started before it must not store its answer
         # (event loop id, key) -> the one load in flight that concurrent misses of that key share
         self._inflight: dict[tuple[int, tuple[object, ...]], asyncio.Future[Target | None]] = {}
+        # (channel id, subdir) -> (expiry, sha256 -> Target): the current shards of a subdir, loaded at once
+        self._shards: dict[tuple[object, object], tuple[float, dict[str, Target]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def invalidate(self, channel_id: int | None = None) -> None:
         with self._lock:
@@ -52,9 +62,12 @@ class Lookup:
             if channel_id is None:
                 self._cache.clear()
                 self._inflight.clear()
+                self._shards.clear()
             else:
                 for k in [k for k in self._cache if k[1] == channel_id]:
                     del self._cache[k]
+                for sk in [sk for sk in self._shards if sk[0] == channel_id]:
+                    del self._shards[sk]
                 for fk in [fk for fk in list(self._inflight) if fk[1][1] == channel_id]:
                     self._inflight.pop(fk, None)
 
@@ -62,7 +75,60 @@ class Lookup:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return True, hit[1]
+        if key[0] == "shard":
+            subdir = self._shards.get((key[1], key[2]))
+            if subdir is not None and subdir[0] > time.monotonic():
+                target = subdir[1].get(key[3])  # type: ignore[call-overload]
+                if target is not None:
+                    return True, target
         return False, None
+
+    def shards_primed(self, channel_id: int, subdir: str) -> bool:
+        hit = self._shards.get((channel_id, subdir))
+        return hit is not None and hit[0] > time.monotonic()
+
+    async def aprime_shards(self, channel_id: int, subdir: str) -> None:
+        """Load the current shards of a subdir at once (one query, shared by concurrent callers)."""
+        if not self.shards_primed(channel_id, subdir):
+            await self._shared(("shards", channel_id, subdir), lambda: self._prime_shards(channel_id, subdir))
+
+    def prime_soon(self, channel_id: int, subdir: str) -> None:
+        """Start :meth:`aprime_shards` in the background (the shard index was just asked for: its shards
+        come next). Call it on the event loop."""
+        if self.shards_primed(channel_id, subdir):
+            return
+        loop = asyncio.get_running_loop()
+        if (id(loop), ("shards", channel_id, subdir)) in self._inflight:
+            return
+        task = loop.create_task(self.aprime_shards(channel_id, subdir))
+        self._tasks.add(task)
+        task.add_done_callback(self._primed)
+
+    def _primed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the shard requests load them again
+            log.warning("loading the shards of a subdir failed", extra={"error": repr(task.exception())[:300]})
+
+    def _prime_shards(self, channel_id: int, subdir: str) -> None:
+        gen = self._gen
+        with self.db.session() as s:
+            rows = s.execute(
+                select(ShardBlob.sha256, ShardBlob.size, ShardBlob.created_at).where(
+                    ShardBlob.channel_id == channel_id,
+                    ShardBlob.subdir == subdir,
+                    ShardBlob.superseded_at.is_(None),
+                )
+            ).all()
+        targets = {
+            sha: Target(sha, size, "application/octet-stream", created.timestamp(), "shard")
+            for sha, size, created in rows
+        }
+        with self._lock:
+            if gen != self._gen:
+                return  # invalidated while loading
+            if len(self._shards) >= PRIMED_SUBDIRS:
+                self._shards.clear()
+            self._shards[(channel_id, subdir)] = (time.monotonic() + SHARD_TTL, targets)
 
     def store(self, key: tuple[object, ...], value: Target | None, gen: int | None = None) -> None:
         with self._lock:
@@ -75,12 +141,21 @@ class Lookup:
 
     async def aload(self, key: tuple[object, ...]) -> Target | None:
         """``load`` on a worker thread, shared by every request that misses the same key meanwhile
-        (a hot index file whose entry expires under load costs one query, not one per request)."""
+        (a hot index file whose entry expires under load costs one query, not one per request). A
+        shard's miss loads every current shard of its subdir first (the next ones are hits)."""
+        if key[0] == "shard" and not self.shards_primed(key[1], key[2]):  # type: ignore[arg-type]
+            await self.aprime_shards(key[1], key[2])  # type: ignore[arg-type]
+            hit, target = self.cached(key)
+            if hit:
+                return target
+        return await self._shared(key, lambda: self.load(key))
+
+    async def _shared(self, key: tuple[object, ...], fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         fkey = (id(loop), key)
         fut = self._inflight.get(fkey)
         if fut is None:
-            fut = asyncio.ensure_future(anyio.to_thread.run_sync(self.load, key))
+            fut = asyncio.ensure_future(anyio.to_thread.run_sync(fn))
             self._inflight[fkey] = fut
 
             def done(f: asyncio.Future[Target | None]) -> None:

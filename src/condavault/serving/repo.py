@@ -96,6 +96,11 @@ _small: dict[str, bytes] = {}
 _small_bytes = 0
 
 
+def small_cached(sha: str) -> bytes | None:
+    """A small blob's bytes when this process holds them already (no I/O: the event loop may call it)."""
+    return _small.get(sha)
+
+
 def _read_small(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
@@ -106,8 +111,8 @@ async def _small_blob(sha: str, path: os.PathLike[str] | None, load: Callable[[]
     global _small_bytes
     data = _small.get(sha)
     if data is None:
-        if path is not None:
-            data = await anyio.to_thread.run_sync(_read_small, os.fspath(path))
+        if path is not None:  # a small local file (a shard, <= SMALL_BLOB): read here, a thread hop costs more
+            data = _read_small(os.fspath(path))
         else:
             assert load is not None
             data = await anyio.to_thread.run_sync(load)
@@ -133,10 +138,15 @@ def error_response(exc: CondavaultError) -> Response:
 
 
 def _not_modified(request: Request, etag: str, last_modified: float) -> bool:
-    inm = request.headers.get("if-none-match")
+    return not_modified(
+        request.headers.get("if-none-match"), request.headers.get("if-modified-since"), etag, last_modified
+    )
+
+
+def not_modified(inm: str | None, ims: str | None, etag: str, last_modified: float) -> bool:
+    """Whether a request with these ``If-None-Match`` / ``If-Modified-Since`` values gets a 304."""
     if inm is not None:
         return inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
-    ims = request.headers.get("if-modified-since")
     if ims:
         try:
             return int(last_modified) <= parsedate_to_datetime(ims).timestamp()
@@ -153,7 +163,29 @@ async def repo_endpoint(request: Request) -> Response:
         return error_response(exc)
 
 
-def _split(path: str) -> tuple[str | None, list[str]]:
+def target_key(channel_id: int, rest: list[str]) -> tuple[object, ...] | None:
+    """The lookup key of an index file, shard or package path (``rest``: the parts after the channel)."""
+    if rest == ["channeldata.json"]:
+        return ("index", channel_id, "", "channeldata.json")
+    if len(rest) == 2 and is_subdir(rest[0]):
+        if rest[1] in INDEX_FILES:
+            return ("index", channel_id, rest[0], rest[1])
+        if is_package_filename(rest[1]):
+            return ("package", channel_id, rest[0], rest[1])
+    elif len(rest) == 3 and rest[1] == "shards" and is_subdir(rest[0]) and SHARD_RE.match(rest[2]):
+        return ("shard", channel_id, rest[0], rest[2][:64])
+    return None
+
+
+def entity_headers(ctx: Context, channel: Any, target: Any) -> dict[str, str]:
+    """ETag, Cache-Control and Last-Modified of an index file, shard or package (200s and 304s)."""
+    cache = ("private, " if channel.privacy != "public" else "public, ") + (
+        f"max-age={ctx.settings.index_max_age}" if target.kind == "index" else IMMUTABLE
+    )
+    return {"ETag": f'"{target.sha256}"', "Cache-Control": cache, "Last-Modified": _http_date(target.last_modified)}
+
+
+def split_path(path: str) -> tuple[str | None, list[str]]:
     parts = [p for p in path.split("/") if p]
     token = None
     if len(parts) >= 2 and parts[0] == "t":
@@ -162,39 +194,28 @@ def _split(path: str) -> tuple[str | None, list[str]]:
 
 
 async def _serve(ctx: Context, request: Request) -> Response:
-    token, parts = _split(request.path_params["path"])
+    token, parts = split_path(request.path_params["path"])
     if not parts:
         raise NotFound("no channel in the URL", code="channel_not_found")
     identity = await aidentify(request, token)  # cached: no database; else on a worker thread
     channel = await ctx.channels.afor_read(identity, parts[0])
     rest = parts[1:]
-    key: tuple[object, ...]
-    if rest == ["channeldata.json"]:
-        key = ("index", channel.id, "", "channeldata.json")
-    elif len(rest) == 2 and is_subdir(rest[0]) and rest[1] in INDEX_FILES:
-        key = ("index", channel.id, rest[0], rest[1])
-    elif len(rest) == 3 and is_subdir(rest[0]) and rest[1] == "shards" and SHARD_RE.match(rest[2]):
-        key = ("shard", channel.id, rest[0], rest[2][:64])
-    elif len(rest) == 2 and is_subdir(rest[0]) and is_package_filename(rest[1]):
-        key = ("package", channel.id, rest[0], rest[1])
-    elif len(rest) == 2 and is_subdir(rest[0]) and (extra := beside_file(rest[1])) is not None:
-        return await _serve_beside(ctx, request, channel, rest[0], *extra)
-    else:
+    key = target_key(channel.id, rest)
+    if key is None:
+        if len(rest) == 2 and is_subdir(rest[0]) and (extra := beside_file(rest[1])) is not None:
+            return await _serve_beside(ctx, request, channel, rest[0], *extra)
         raise NotFound(f"no such file: {'/'.join(rest) or '(channel root)'}", code="file_not_found")
     hit, target = ctx.lookup.cached(key)
     if not hit:
         target = await ctx.lookup.aload(key)
     if target is None:
         raise NotFound(f"{'/'.join(rest)} not found in channel {channel.name!r}", code="file_not_found")
+    if key[0] == "index" and key[3] == "repodata_shards.msgpack.zst":
+        ctx.lookup.prime_soon(channel.id, rest[0])  # its shards come next
     if target.kind == "package" and not target.has_blob:
         target = await ctx.fetch_missing(channel, rest[0], target)
-    private = channel.privacy != "public"
-    cache = ("private, " if private else "public, ") + (
-        f"max-age={ctx.settings.index_max_age}" if target.kind == "index" else IMMUTABLE
-    )
-    etag = f'"{target.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": cache, "Last-Modified": _http_date(target.last_modified)}
-    if _not_modified(request, etag, target.last_modified):
+    headers = entity_headers(ctx, channel, target)
+    if _not_modified(request, headers["ETag"], target.last_modified):
         return _NotModified(headers)
     path = ctx.blobs.local_path(target.sha256)
     if target.kind == "shard" and target.size <= SMALL_BLOB and not ctx.settings.x_accel_redirect_prefix:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from condavault.config import Settings, load_settings
@@ -23,9 +24,41 @@ from condavault.config import Settings, load_settings
 log = logging.getLogger(__name__)
 
 try:
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
 except ImportError:  # pragma: no cover - uvicorn without httptools: h11 bounds headers itself
     _Base = None  # type: ignore[assignment,misc]
+
+FastAnswer = Callable[[bytes, bytes, list[tuple[bytes, bytes]]], tuple[int, bytes, bytes] | None]
+
+
+class _Answered:
+    """Stands for the request cycle of a request answered from memory (``fast_answer``): complete."""
+
+    response_complete = True
+    disconnected = False
+    keep_alive = True
+    more_body = False
+
+    class message_event:
+        @staticmethod
+        def set() -> None:
+            return None
+
+
+_ANSWERED = _Answered()
+
+
+def _fast_answer_of(app: Any) -> FastAnswer | None:
+    """The application's ``fast_answer`` (``CondavaultApp``), through the ASGI wrappers uvicorn adds."""
+    for _ in range(8):
+        found = getattr(app, "fast_answer", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
 
 
 def _status(code: int, reason: str) -> bytes:
@@ -46,6 +79,7 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
             self._header_timer: asyncio.TimerHandle | None = None
             self._header_bytes = 0
             self._refused = False
+            self._fast = _fast_answer_of(self.app)
 
         def _arm(self) -> None:
             self._disarm()
@@ -103,8 +137,39 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
 
         def on_headers_complete(self) -> None:
             self._disarm()
-            if not self._refused:
-                super().on_headers_complete()
+            if self._refused:
+                return
+            if (
+                self._fast is not None
+                and (self.cycle is None or self.cycle.response_complete)  # nothing pipelined before it
+                and not self.flow.write_paused
+                and self.parser.should_keep_alive()
+                and self.parser.get_http_version() == "1.1"
+                and not self.parser.should_upgrade()
+            ):
+                try:
+                    out = self._fast(self.parser.get_method(), self.url, self.headers)
+                except Exception:  # a bug: the normal path still answers
+                    log.exception("the in-memory answer failed; taking the normal path")
+                    out = None
+                if out is not None:
+                    self._send_answer(*out)
+                    return
+            super().on_headers_complete()
+
+        def _send_answer(self, status: int, head: bytes, body: bytes) -> None:
+            """Write a whole response (what uvicorn's cycle would send for it) and wait for the next request."""
+            self.cycle = _ANSWERED  # type: ignore[assignment]
+            out = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                out += (name, b": ", value, b"\r\n")
+            out += (head, b"\r\n", body)
+            self.transport.write(b"".join(out))
+            self.server_state.total_requests += 1
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:

@@ -238,22 +238,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cv = Condavault(work, 1)
             sampler = RssSampler(cv.proc)
             sampler.start()
+            row: dict[str, Any] = {"load_start": os.getloadavg()[0]}
             try:
-                chunks = import_chunks(cv, "big", synth_records(n), args.chunk)
+                # in filename order, as an upstream repodata.json lists them: a chunk adds ~chunk/20 names
+                chunks = import_chunks(cv, "big", sorted(synth_records(n)), args.chunk)
                 log(f"{n:,} records: uploads")
                 lat = upload_latencies(cv, "big", n, args.uploads, current=not args.no_current)
-                row: dict[str, Any] = {
-                    "chunks_first": chunks[0],
-                    "chunks_last": chunks[-1],
-                    "chunks": len(chunks),
-                    "latency": lat,
-                }
+                row.update(
+                    chunks_first=chunks[0],
+                    chunks_last=chunks[-1],
+                    chunks=len(chunks),
+                    latency=lat,
+                )
                 if n == sizes[-1] and not args.skip_serve:
                     log(f"{n:,} records: serving vs nginx")
                     row["serving"] = serving(cv, "big", work, args.seconds)
             finally:
                 sampler.stop()
                 row["peak_rss_mb"] = sampler.hwm_kb()[1] / 1024
+                row["load_end"] = os.getloadavg()[0]
                 cv.stop()
             if n <= args.rattler_max:
                 log(f"{n:,} records: rattler-index")
@@ -274,8 +277,8 @@ def table(res: dict[str, Any]) -> str:
         f"Measured {res['when']} on {res['machine']}.",
         "",
         "| records | import 10 k chunk first / last | repodata.json p50 | shard p50 | current_repodata p50 "
-        "| rattler-index p50 | ratio (repodata.json) | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rattler-index p50 | ratio (repodata.json) | peak RSS | load avg start / end |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in res["sizes"].items():
         lat = r["latency"]
@@ -285,7 +288,8 @@ def table(res: dict[str, Any]) -> str:
             f"| {int(n):,} | {r['chunks_first']:.2f} s / {r['chunks_last']:.2f} s "
             f"| {lat['repodata.json']['p50']:.2f} s "
             f"| {lat['shard']['p50']:.2f} s | {lat['current_repodata.json']['p50']:.2f} s "
-            f"| {f'{rt:.2f} s' if rt else 'not run'} | {ratio} | {r['peak_rss_mb']:.0f} MiB |"
+            f"| {f'{rt:.2f} s' if rt else 'not run'} | {ratio} | {r['peak_rss_mb']:.0f} MiB "
+            f"| {r.get('load_start', 0):.1f} / {r.get('load_end', 0):.1f} |"
         )
     for n, r in res["sizes"].items():
         if "serving" not in r:

@@ -27,14 +27,14 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from condavault.channels.models import Channel, Record
+from condavault.channels.models import Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
 from condavault.errors import LeaseLost
-from condavault.indexing import buckets, builder, derived, garbage
+from condavault.indexing import buckets, builder, extras, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
-from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.indexing.models import ShardBlob, ShardHead, SubdirState
 from condavault.jobs.holders import holder_is_dead, new_holder
 from condavault.memory import trim
 from condavault.signing.models import RecordTrust
@@ -69,36 +69,6 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="condavault-index-io")
         return _POOL
-
-
-def point_paths(
-    s: Session, channel_id: int, files: list[tuple[str, str, str, int, str]], *, revision: int | None
-) -> None:
-    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type)``; paths whose bytes did not
-    change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
-    now = utcnow()
-    current = {
-        (sd, p): sha
-        for sd, p, sha in s.execute(
-            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
-                PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
-            )
-        )
-    }
-    ins = _insert(s)
-    superseded = []
-    for sd, path, digest, size, ctype in files:
-        old = current.get((sd, path))
-        if old == digest:
-            continue
-        if old is not None:
-            superseded.append(old)
-        changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
-        if revision is not None:
-            changes["revision"] = revision
-        stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
-        s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
-    garbage.record(s, superseded)  # collected after the retention unless pointed at again
 
 
 @dataclass(frozen=True)
@@ -420,7 +390,7 @@ class Indexer:
                 raise LeaseLost(f"index lease of {subdir} lost to another process", code="index_lease_lost")
             now = utcnow()
             ins = _insert(s)
-            point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
+            garbage.point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
             gone = [n for n in old_heads if n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
@@ -565,91 +535,8 @@ class Indexer:
             store.drop(b for b in new if b.path not in keep)
 
     def publish_extras(self, channel_id: int) -> None:
-        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
-
-        Reads light columns of every record and full records only for the files it publishes.
-        """
-        live = (Record.channel_id == channel_id, Record.removed.is_(False))
-        with self.db.session() as s:
-            rows = s.execute(
-                select(
-                    Record.subdir,
-                    Record.filename,
-                    Record.name,
-                    Record.version,
-                    Record.build,
-                    Record.build_number,
-                    Record.timestamp,
-                    Record.run_exports,
-                    Record.paths_summary,
-                ).where(*live)
-            ).all()
-            subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
-        parsed: dict[str, Any] = {}
-
-        def small_json(text: str | None) -> Any:
-            if not text:
-                return None
-            if text not in parsed:
-                parsed[text] = json.loads(text)
-            return parsed[text]
-
-        def fetch(columns: tuple[Any, ...], subdir: str, filenames: list[str]) -> list[Any]:
-            out: list[Any] = []
-            with self.db.session() as s:
-                for i in range(0, len(filenames), 500):
-                    out.extend(
-                        s.execute(
-                            select(Record.filename, *columns).where(
-                                *live, Record.subdir == subdir, Record.filename.in_(filenames[i : i + 500])
-                            )
-                        )
-                    )
-            return out
-
-        def about(keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
-            by_subdir: dict[str, list[str]] = defaultdict(list)
-            for sd, fn in keys:
-                by_subdir[sd].append(fn)
-            return {
-                (sd, fn): (json.loads(ab) if ab else {}, json.loads(frag))
-                for sd, fns in by_subdir.items()
-                for fn, ab, frag in fetch((Record.about, Record.fragment), sd, fns)
-            }
-
-        subdirs |= {r[0] for r in rows}
-        subdirs.add("noarch")
-        name_rows = [derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows]
-        cd = derived.channeldata(name_rows, subdirs, about)
-        del name_rows
-        files: list[tuple[str, str, bytes, str]] = [
-            ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
-        ]
-        if self.settings.current_repodata:
-            lights: dict[str, list[derived.Light]] = defaultdict(list)
-            for r in rows:
-                lights[r[0]].append(derived.Light(r[1], r[2], r[3], r[4], r[5]))
-            for sd in sorted(subdirs):
-
-                def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
-                    return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
-
-                cur = derived.current_repodata(sd, lights.get(sd, []), load)
-                data = json.dumps(cur, separators=(",", ":")).encode()
-                files.append((sd, "current_repodata.json", data, JSON))
-                files.append((sd, "current_repodata.json.zst", builder.zstd(data, self.settings.zstd_level), ZST))
-        del rows
-        digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
-
-        def publish(s: Session) -> None:
-            if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile
-                point_paths(s, channel_id, digests, revision=None)
-
-        with self.blobs.writing():  # no collection between writing the blobs and pointing at them
-            self.blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
-            self.db.run_write(publish)
-        for fn in self.listeners:
-            fn(channel_id, None)
+        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""
+        extras.publish_extras(self.settings, self.db, self.blobs, channel_id, self.listeners)
 
     def expire_old_shards(self) -> int:
         """Forget shards superseded longer than the retention; their blobs are noted as superseded (at

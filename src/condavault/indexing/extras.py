@@ -3,6 +3,7 @@ derived from every live record of the channel (see :mod:`condavault.indexing.der
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from condavault.storage.interfaces import BlobStore
 
 JSON = "application/json"
 ZST = "application/zstd"
+BATCH = 20_000  # records of whole names per channeldata batch
 
 
 def publish_extras(
@@ -31,24 +33,14 @@ def publish_extras(
 ) -> None:
     """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
 
-    Reads light columns of every record and full records only for the files it publishes.
+    Reads light columns of the records -- for channeldata streamed by name, for current_repodata one subdir
+    at a time -- and full records only for the files it publishes.
     """
     live = (Record.channel_id == channel_id, Record.removed.is_(False))
     with db.session() as s:
-        rows = s.execute(
-            select(
-                Record.subdir,
-                Record.filename,
-                Record.name,
-                Record.version,
-                Record.build,
-                Record.build_number,
-                Record.timestamp,
-                Record.run_exports,
-                Record.paths_summary,
-            ).where(*live)
-        ).all()
         subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+        subdirs |= set(s.scalars(select(Record.subdir).where(*live).distinct()))
+    subdirs.add("noarch")
     parsed: dict[str, Any] = {}
 
     def small_json(text: str | None) -> Any:
@@ -81,28 +73,63 @@ def publish_extras(
             for fn, ab, frag in fetch((Record.about, Record.fragment), sd, fns)
         }
 
-    subdirs |= {r[0] for r in rows}
-    subdirs.add("noarch")
-    name_rows = [derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows]
-    cd = derived.channeldata(name_rows, subdirs, about)
-    del name_rows
+    # channeldata: the records streamed by name, a batch of names at a time (its entries are per name)
+    packages: dict[str, Any] = {}
+    batch: list[derived.NameRow] = []
+
+    def flush() -> None:
+        packages.update(derived.channeldata(batch, subdirs, about)["packages"])
+        batch.clear()
+        parsed.clear()
+
+    with db.session() as s:
+        q = (
+            select(
+                Record.subdir,
+                Record.filename,
+                Record.name,
+                Record.version,
+                Record.timestamp,
+                Record.run_exports,
+                Record.paths_summary,
+            )
+            .where(*live)
+            .order_by(Record.name)
+            .execution_options(yield_per=5000)
+        )
+        for _name, group in itertools.groupby(s.execute(q), key=lambda r: r[2]):
+            batch.extend(
+                derived.NameRow(r[0], r[1], r[2], r[3], r[4], small_json(r[5]), small_json(r[6])) for r in group
+            )
+            if len(batch) >= BATCH:
+                flush()
+    flush()
+    cd = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(subdirs)}
     files: list[tuple[str, str, bytes, str]] = [
         ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
     ]
+    del cd
+    packages.clear()
     if settings.current_repodata:
-        lights: dict[str, list[derived.Light]] = defaultdict(list)
-        for r in rows:
-            lights[r[0]].append(derived.Light(r[1], r[2], r[3], r[4], r[5]))
-        for sd in sorted(subdirs):
+        for sd in sorted(subdirs):  # one subdir's light rows at a time
 
             def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
                 return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
 
-            cur = derived.current_repodata(sd, lights.get(sd, []), load)
+            with db.session() as s:
+                lights = [
+                    derived.Light(*r)
+                    for r in s.execute(
+                        select(Record.filename, Record.name, Record.version, Record.build, Record.build_number).where(
+                            *live, Record.subdir == sd
+                        )
+                    )
+                ]
+            cur = derived.current_repodata(sd, lights, load)
+            del lights
             data = json.dumps(cur, separators=(",", ":")).encode()
             files.append((sd, "current_repodata.json", data, JSON))
             files.append((sd, "current_repodata.json.zst", builder.zstd(data, settings.zstd_level), ZST))
-    del rows
     digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
 
     def publish(s: Session) -> None:

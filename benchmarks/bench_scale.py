@@ -151,6 +151,7 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
     if not current:
         del got["current_repodata.json"]
     etag: dict[str, str] = {}
+    cpu: list[float] = []  # server CPU seconds from the POST until every file lists the upload (/proc)
     with httpx.Client(timeout=600) as anon:
         for what in ("repodata.json", "current_repodata.json")[: 2 if current else 1]:
             _lists(anon, cv.repo(channel, f"{SUBDIR}/{what}"), b"\0", etag)
@@ -161,6 +162,7 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
             fn = f"{name}-99.{i}.0-h0_0.conda"
             needle = f'"{fn}":'.encode()
             t0 = time.perf_counter()
+            ticks = cpu_ticks(cv.proc.pids())
             cv.http.post(f"/api/channels/{channel}/files", params={"filename": fn}, content=data).raise_for_status()
             todo = dict.fromkeys(got)
             while todo:
@@ -175,7 +177,9 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
                 if time.perf_counter() - t0 > 300:
                     raise RuntimeError(f"{fn} never appeared in {sorted(todo)}")
                 time.sleep(0.02)
+            cpu.append((cpu_ticks(cv.proc.pids()) - ticks) / os.sysconf("SC_CLK_TCK"))
     out = {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in got.items()}
+    out["server_cpu"] = {"p50": pct(cpu, 0.5), "p95": pct(cpu, 0.95)}
     out.setdefault("current_repodata.json", {"p50": float("nan"), "p95": float("nan")})
     return out
 
@@ -238,22 +242,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cv = Condavault(work, 1)
             sampler = RssSampler(cv.proc)
             sampler.start()
+            row: dict[str, Any] = {"load_start": os.getloadavg()[0]}
             try:
-                chunks = import_chunks(cv, "big", synth_records(n), args.chunk)
+                # in filename order, as an upstream repodata.json lists them: a chunk adds ~chunk/20 names
+                chunks = import_chunks(cv, "big", sorted(synth_records(n)), args.chunk)
                 log(f"{n:,} records: uploads")
                 lat = upload_latencies(cv, "big", n, args.uploads, current=not args.no_current)
-                row: dict[str, Any] = {
-                    "chunks_first": chunks[0],
-                    "chunks_last": chunks[-1],
-                    "chunks": len(chunks),
-                    "latency": lat,
-                }
+                row.update(
+                    chunks_first=chunks[0],
+                    chunks_last=chunks[-1],
+                    chunks=len(chunks),
+                    latency=lat,
+                )
                 if n == sizes[-1] and not args.skip_serve:
                     log(f"{n:,} records: serving vs nginx")
                     row["serving"] = serving(cv, "big", work, args.seconds)
             finally:
                 sampler.stop()
                 row["peak_rss_mb"] = sampler.hwm_kb()[1] / 1024
+                row["load_end"] = os.getloadavg()[0]
                 cv.stop()
             if n <= args.rattler_max:
                 log(f"{n:,} records: rattler-index")
@@ -274,8 +281,8 @@ def table(res: dict[str, Any]) -> str:
         f"Measured {res['when']} on {res['machine']}.",
         "",
         "| records | import 10 k chunk first / last | repodata.json p50 | shard p50 | current_repodata p50 "
-        "| rattler-index p50 | ratio (repodata.json) | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rattler-index p50 | ratio (repodata.json) | server CPU per upload p50 | peak RSS | load avg start / end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in res["sizes"].items():
         lat = r["latency"]
@@ -285,7 +292,9 @@ def table(res: dict[str, Any]) -> str:
             f"| {int(n):,} | {r['chunks_first']:.2f} s / {r['chunks_last']:.2f} s "
             f"| {lat['repodata.json']['p50']:.2f} s "
             f"| {lat['shard']['p50']:.2f} s | {lat['current_repodata.json']['p50']:.2f} s "
-            f"| {f'{rt:.2f} s' if rt else 'not run'} | {ratio} | {r['peak_rss_mb']:.0f} MiB |"
+            f"| {f'{rt:.2f} s' if rt else 'not run'} | {ratio} "
+            f"| {lat.get('server_cpu', {}).get('p50', float('nan')):.2f} s | {r['peak_rss_mb']:.0f} MiB "
+            f"| {r.get('load_start', 0):.1f} / {r.get('load_end', 0):.1f} |"
         )
     for n, r in res["sizes"].items():
         if "serving" not in r:

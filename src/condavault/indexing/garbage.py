@@ -31,7 +31,7 @@ from condavault.config import Settings
 from condavault.db.base import utcnow
 from condavault.db.session import Database
 from condavault.indexing.dirty import _insert
-from condavault.indexing.models import SupersededBlob
+from condavault.indexing.models import PublishedFile, SupersededBlob
 from condavault.maintenance.references import collect, referenced
 
 log = logging.getLogger(__name__)
@@ -104,3 +104,33 @@ def collect_superseded(db: Database, guard: BlobGuard, settings: Settings) -> tu
     if deleted:
         log.info("collected superseded index blobs", extra={"deleted": deleted, "waiting": waiting})
     return deleted, waiting
+
+
+def point_paths(
+    s: Session, channel_id: int, files: list[tuple[str, str, str, int, str]], *, revision: int | None
+) -> None:
+    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type)``; paths whose bytes did not
+    change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
+    now = utcnow()
+    current = {
+        (sd, p): sha
+        for sd, p, sha in s.execute(
+            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
+                PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
+            )
+        )
+    }
+    ins = _insert(s)
+    superseded = []
+    for sd, path, digest, size, ctype in files:
+        old = current.get((sd, path))
+        if old == digest:
+            continue
+        if old is not None:
+            superseded.append(old)
+        changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
+        if revision is not None:
+            changes["revision"] = revision
+        stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
+        s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
+    record(s, superseded)  # collected after the retention unless pointed at again

@@ -11,26 +11,30 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import shutil
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from condavault.channels.models import Channel, Record
+from condavault.channels.models import Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
 from condavault.errors import LeaseLost
-from condavault.indexing import builder, derived, garbage
+from condavault.indexing import buckets, builder, extras, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
-from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.indexing.models import ShardBlob, ShardHead, SubdirState
 from condavault.jobs.holders import holder_is_dead, new_holder
 from condavault.memory import trim
 from condavault.signing.models import RecordTrust
@@ -67,36 +71,6 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def point_paths(
-    s: Session, channel_id: int, files: list[tuple[str, str, str, int, str]], *, revision: int | None
-) -> None:
-    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type)``; paths whose bytes did not
-    change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
-    now = utcnow()
-    current = {
-        (sd, p): sha
-        for sd, p, sha in s.execute(
-            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
-                PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
-            )
-        )
-    }
-    ins = _insert(s)
-    superseded = []
-    for sd, path, digest, size, ctype in files:
-        old = current.get((sd, path))
-        if old == digest:
-            continue
-        if old is not None:
-            superseded.append(old)
-        changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
-        if revision is not None:
-            changes["revision"] = revision
-        stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
-        s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
-    garbage.record(s, superseded)  # collected after the retention unless pointed at again
-
-
 @dataclass(frozen=True)
 class RunStats:
     """What the last published run of a subdir did (for metrics, logs and tests)."""
@@ -108,11 +82,42 @@ class RunStats:
 
 
 @dataclass
-class _Cache:
+class _State:
+    """What this process knows of a subdir it published: the index pieces on disk (a manifest of buckets
+    in memory, see :mod:`condavault.indexing.buckets`) and each name's shard, as of change ``seq``."""
+
     seq: int
-    segments: dict[str, builder.Segment]
+    store: buckets.Store
+    buckets: list[buckets.Bucket]
     heads: dict[str, str]
-    removed_extra: list[str] = field(default_factory=list)
+
+
+_ROOTS: set[Path] = set()  # cache folders of this process's indexers
+
+
+def _cache_root(data_dir: Path) -> Path:
+    """This indexer's cache folder; folders of processes that are gone are removed."""
+    base = data_dir / "index-cache"
+    root = base / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    _ROOTS.add(root)
+    if base.is_dir():
+        for old in base.iterdir():
+            pid = old.name.split("-", 1)[0]
+            if old in _ROOTS or not pid.isdigit():
+                continue
+            if int(pid) == os.getpid() or not _alive(int(pid)):  # same pid: an earlier run (a container)
+                shutil.rmtree(old, ignore_errors=True)
+    return root
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Indexer:
@@ -121,7 +126,8 @@ class Indexer:
         self.db = db
         self.blobs = blobs
         self.holder = new_holder()
-        self._cache: dict[tuple[int, str], _Cache] = {}
+        self._state: dict[tuple[int, str], _State] = {}
+        self._root = _cache_root(settings.data_dir)
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
@@ -199,8 +205,11 @@ class Indexer:
                 self._published.wait(min(remaining, 0.2))
 
     def forget(self, channel_id: int) -> None:
-        for key in [k for k in self._cache if k[0] == channel_id]:
-            self._cache.pop(key, None)
+        for key in [k for k in self._state if k[0] == channel_id]:
+            with self._locks[key]:  # not under a run of the subdir
+                st = self._state.pop(key, None)
+            if st is not None:
+                st.store.destroy()
 
     # -- lease -----------------------------------------------------------------------------------
     def _acquire_lease(self, channel_id: int, subdir: str) -> bool:
@@ -288,7 +297,7 @@ class Indexer:
                 return False
             seq, indexed = state.change_seq, state.indexed_seq
             full = state.full_seq > indexed
-            cached = self._cache.get(key)
+            cached = self._state.get(key)
             dirty = dirty_names(s, channel_id, subdir)
             rebuilt = full or cached is None or cached.seq != indexed
             heads: dict[str, str] = {}
@@ -313,65 +322,56 @@ class Indexer:
                     )
                 }
                 heads.update(old_heads)
-                # Streamed by name: only one name's rows are alive at a time (a 100 k-record subdir's
-                # rows would otherwise be held all at once, next to the segments and the composed files).
-                segments = {}
-                for n, rows in self._rows_by_name(s, channel_id, subdir):
-                    rows_read += len(rows)
-                    segments[n] = builder.build_segment(rows)
-                    if full or n in dirty or n not in old_heads:
-                        shard(n, rows)
-                changed = set(segments) | set(old_heads) if full else set(dirty) | (set(segments) ^ set(old_heads))
+                store = buckets.Store(self._folder(channel_id, subdir))
+                present: set[str] = set()
+
+                # Streamed by name into buckets on disk: one name's rows and one bucket are alive at a time.
+                def segments() -> Iterator[tuple[str, builder.Segment]]:
+                    nonlocal rows_read
+                    for n, rows in self._rows_by_name(s, channel_id, subdir):
+                        rows_read += len(rows)
+                        present.add(n)
+                        if full or n in dirty or n not in old_heads:
+                            shard(n, rows)
+                        yield n, builder.build_segment(rows)
+
+                try:
+                    new_buckets = store.build(segments())
+                except BaseException:
+                    store.destroy()
+                    raise
+                replaced: list[buckets.Bucket] = []
+                changed = present | set(old_heads) if full else set(dirty) | (present ^ set(old_heads))
+                gone = {n for n in changed if n not in present}
             else:
                 assert cached is not None  # not rebuilt: the cache is current
-                segments = dict(cached.segments)
-                old_heads = dict(cached.heads)
+                store = cached.store
+                old_heads = cached.heads
                 heads.update(old_heads)
                 changed = set(dirty)
                 rows_by_name: dict[str, list[builder.RecordRow]] = defaultdict(list)
                 for r in self._rows(s, channel_id, subdir, changed):
                     rows_by_name[r.name].append(r)
+                changes: dict[str, builder.Segment | None] = {}
                 for n in changed:
                     rows = rows_by_name.get(n, [])
                     if rows:
                         rows_read += len(rows)
-                        segments[n] = builder.build_segment(rows)
+                        changes[n] = builder.build_segment(rows)
                         shard(n, rows)
                     else:
-                        segments.pop(n, None)
-            for n in changed:  # names without records any more: no shard
-                if n not in segments:
-                    heads.pop(n, None)
+                        changes[n] = None
+                del rows_by_name
+                new_buckets, replaced = store.update(cached.buckets, changes)
+                gone = {n for n, seg in changes.items() if seg is None}
+            for n in gone:  # names without records any more: no shard
+                heads.pop(n, None)
 
-        # The big zstd compressions (and hashes) release the GIL: run them on the pool while this thread
-        # composes the rest. Same bytes as a sequential run. Then every blob is written with one
-        # durability barrier for all of them (BlobStore.put_many) before the one transaction flips
-        # the pointers.
-        pool = _pool()
-        repodata = builder.compose_repodata(subdir, segments)
-        zst_job = pool.submit(builder.zstd, repodata, settings.zstd_level)
-        hashes = {"repodata.json": pool.submit(builder.sha256, repodata)}
-        run_exports = builder.compose_run_exports(subdir, segments)
-        re_zst_job = pool.submit(builder.zstd, run_exports, settings.zstd_level)
-        hashes["run_exports.json"] = pool.submit(builder.sha256, run_exports)
-        shard_index = builder.encode_shard_index(subdir, heads, settings.shard_zstd_level)
-        files = {
-            "repodata.json": (repodata, JSON),
-            "repodata.json.zst": (zst_job.result(), ZST),
-            "repodata_shards.msgpack.zst": (shard_index, MSGPACK_ZST),
-            "run_exports.json": (run_exports, JSON),
-            "run_exports.json.zst": (re_zst_job.result(), ZST),
-        }
-        for path in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json.zst"):
-            hashes[path] = pool.submit(builder.sha256, files[path][0])
-        digests: dict[str, tuple[str, int, str]] = {
-            path: (hashes[path].result(), len(data), ctype) for path, (data, ctype) in files.items()
-        }
-        payload = [
-            *((data, digests[path][0]) for path, (data, _) in files.items()),
-            *((data, digest) for digest, data in new_shards.values()),
-        ]
-        del repodata, run_exports, shard_index, files
+        try:
+            digests, payload = self._compose(subdir, new_buckets, heads, new_shards)
+        except BaseException:
+            self._discard(store, new_buckets, cached, rebuilt)
+            raise
 
         def publish(s: Session) -> None:
             # The fence: publish only while this process still holds the subdir's lease. The update takes the
@@ -390,7 +390,7 @@ class Indexer:
                 raise LeaseLost(f"index lease of {subdir} lost to another process", code="index_lease_lost")
             now = utcnow()
             ins = _insert(s)
-            point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
+            garbage.point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
             gone = [n for n in old_heads if n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
@@ -447,11 +447,23 @@ class Indexer:
                 )
             clear_dirty(s, channel_id, subdir, seq)
 
-        with self.blobs.writing():  # no collection between writing the blobs and pointing at them
-            self.blobs.put_many(payload)
-            del payload
-            self.db.run_write(publish)
-        self._cache[key] = _Cache(seq=seq, segments=segments, heads=heads)
+        try:
+            with self.blobs.writing():  # no collection between writing the blobs and pointing at them
+                self.blobs.put_many(payload)
+                del payload
+                self.db.run_write(publish)
+        except BaseException:
+            self._discard(store, new_buckets, cached, rebuilt)
+            raise
+        if rebuilt:
+            if cached is not None:
+                cached.store.destroy()
+            self._state[key] = _State(seq, store, new_buckets, heads)
+        else:
+            assert cached is not None
+            store.drop(replaced)
+            cached.seq, cached.buckets, cached.heads = seq, new_buckets, heads
+        records = sum(b.records for b in new_buckets)
         if rebuilt:
             trim()  # a full rebuild read every record: give the transient memory back
         self.publishes[key] += 1
@@ -459,7 +471,7 @@ class Indexer:
             full=rebuilt,
             rows_read=rows_read,
             names_changed=len(changed),
-            records=sum(len(x.tar) + len(x.conda) for x in segments.values()),
+            records=records,
         )
         with self._published:
             self._published.notify_all()
@@ -472,97 +484,59 @@ class Indexer:
                 "subdir": subdir,
                 "seq": seq,
                 "names_changed": len(changed),
-                "records": sum(len(x.tar) + len(x.conda) for x in segments.values()),
+                "records": records,
             },
         )
         return True
 
-    def publish_extras(self, channel_id: int) -> None:
-        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
+    def _folder(self, channel_id: int, subdir: str) -> Path:
+        return self._root / f"{channel_id}-{subdir}-{uuid.uuid4().hex[:8]}"
 
-        Reads light columns of every record and full records only for the files it publishes.
-        """
-        live = (Record.channel_id == channel_id, Record.removed.is_(False))
-        with self.db.session() as s:
-            rows = s.execute(
-                select(
-                    Record.subdir,
-                    Record.filename,
-                    Record.name,
-                    Record.version,
-                    Record.build,
-                    Record.build_number,
-                    Record.timestamp,
-                    Record.run_exports,
-                    Record.paths_summary,
-                ).where(*live)
-            ).all()
-            subdirs = set(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
-        parsed: dict[str, Any] = {}
-
-        def small_json(text: str | None) -> Any:
-            if not text:
-                return None
-            if text not in parsed:
-                parsed[text] = json.loads(text)
-            return parsed[text]
-
-        def fetch(columns: tuple[Any, ...], subdir: str, filenames: list[str]) -> list[Any]:
-            out: list[Any] = []
-            with self.db.session() as s:
-                for i in range(0, len(filenames), 500):
-                    out.extend(
-                        s.execute(
-                            select(Record.filename, *columns).where(
-                                *live, Record.subdir == subdir, Record.filename.in_(filenames[i : i + 500])
-                            )
-                        )
-                    )
-            return out
-
-        def about(keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
-            by_subdir: dict[str, list[str]] = defaultdict(list)
-            for sd, fn in keys:
-                by_subdir[sd].append(fn)
-            return {
-                (sd, fn): (json.loads(ab) if ab else {}, json.loads(frag))
-                for sd, fns in by_subdir.items()
-                for fn, ab, frag in fetch((Record.about, Record.fragment), sd, fns)
-            }
-
-        subdirs |= {r[0] for r in rows}
-        subdirs.add("noarch")
-        name_rows = [derived.NameRow(r[0], r[1], r[2], r[3], r[6], small_json(r[7]), small_json(r[8])) for r in rows]
-        cd = derived.channeldata(name_rows, subdirs, about)
-        del name_rows
-        files: list[tuple[str, str, bytes, str]] = [
-            ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
+    def _compose(
+        self,
+        subdir: str,
+        pieces: list[buckets.Bucket],
+        heads: dict[str, str],
+        new_shards: dict[str, tuple[str, bytes]],
+    ) -> tuple[dict[str, tuple[str, int, str]], list[tuple[Path | bytes, str]]]:
+        """The subdir's files, written as streams of the buckets' pieces into temp files of the blob store
+        (run_exports on the pool meanwhile): their digests and what ``put_many`` stores."""
+        level = self.settings.zstd_level
+        re_job = _pool().submit(
+            buckets.write_pair, buckets.run_exports_pieces(subdir, pieces), self.blobs.temp_file, level
+        )
+        try:
+            rd, rd_zst = buckets.write_pair(buckets.repodata_pieces(subdir, pieces), self.blobs.temp_file, level)
+        finally:
+            re, re_zst = re_job.result()
+        shard_index = builder.encode_shard_index(subdir, heads, self.settings.shard_zstd_level)
+        index_sha = builder.sha256(shard_index)
+        digests = {
+            "repodata.json": (rd.sha256, rd.size, JSON),
+            "repodata.json.zst": (rd_zst.sha256, rd_zst.size, ZST),
+            "repodata_shards.msgpack.zst": (index_sha, len(shard_index), MSGPACK_ZST),
+            "run_exports.json": (re.sha256, re.size, JSON),
+            "run_exports.json.zst": (re_zst.sha256, re_zst.size, ZST),
+        }
+        payload: list[tuple[Path | bytes, str]] = [
+            *((w.path, w.sha256) for w in (rd, rd_zst, re, re_zst)),
+            (shard_index, index_sha),
+            *((data, digest) for digest, data in new_shards.values()),
         ]
-        if self.settings.current_repodata:
-            lights: dict[str, list[derived.Light]] = defaultdict(list)
-            for r in rows:
-                lights[r[0]].append(derived.Light(r[1], r[2], r[3], r[4], r[5]))
-            for sd in sorted(subdirs):
+        return digests, payload
 
-                def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
-                    return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
+    @staticmethod
+    def _discard(store: buckets.Store, new: list[buckets.Bucket], cached: _State | None, rebuilt: bool) -> None:
+        """A run that did not publish: drop the buckets it wrote (the cached ones stay current)."""
+        if rebuilt:
+            store.destroy()
+        elif cached is not None:
+            keep = {b.path for b in cached.buckets}
+            store.drop(b for b in new if b.path not in keep)
 
-                cur = derived.current_repodata(sd, lights.get(sd, []), load)
-                data = json.dumps(cur, separators=(",", ":")).encode()
-                files.append((sd, "current_repodata.json", data, JSON))
-                files.append((sd, "current_repodata.json.zst", builder.zstd(data, self.settings.zstd_level), ZST))
-        del rows
-        digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
-
-        def publish(s: Session) -> None:
-            if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile
-                point_paths(s, channel_id, digests, revision=None)
-
-        with self.blobs.writing():  # no collection between writing the blobs and pointing at them
-            self.blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
-            self.db.run_write(publish)
-        for fn in self.listeners:
-            fn(channel_id, None)
+    def publish_extras(self, channel_id: int) -> None:
+        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""
+        extras.publish_extras(self.settings, self.db, self.blobs, channel_id, self.listeners)
 
     def expire_old_shards(self) -> int:
         """Forget shards superseded longer than the retention; their blobs are noted as superseded (at

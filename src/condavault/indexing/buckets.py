@@ -1,0 +1,282 @@
+"""A subdir's index pieces kept on disk, not in memory (issue 15).
+
+The names of a subdir, sorted, are cut into buckets of about :data:`TARGET` bytes of records. Each bucket is
+one file of this process's cache folder holding, for its names:
+
+* the joined ``"fn":{...}`` entries of ``packages``, ``packages.conda``, ``signatures`` and of
+  ``run_exports.json``'s two sections -- the bytes ``repodata.json`` is a concatenation of;
+* each of those sections compressed as one zstd frame;
+* every name's encoded segment (msgpack), so an upload re-encodes only the names it touched.
+
+An upload rewrites the few buckets its names fall into (a new file each: the old files stay valid until
+the run publishes), and the published files are composed as a stream of those pieces: ``repodata.json``
+is written, hashed and compressed piece by piece. Memory holds one bucket at a time and the manifest (a
+few fields per bucket); the cache is a cache: a new process rebuilds it from the records on its first run
+of the subdir.
+
+``repodata.json.zst`` stays one zstd frame, compressed anew each run (level 3: about 0.8 s of CPU for
+116 MB, 300 k records). Concatenated frames, one cached per bucket, would spare that, and zstd, libmamba
+and conda's ``stream_writer`` decode them, but rattler (py-rattler 0.28, so pixi) reads only the first
+frame of ``repodata.json.zst`` ("EOF while parsing"): measured, so not done.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import zstandard
+
+from condavault.indexing.builder import Segment
+
+TARGET = 256 * 1024  # bytes of records per bucket; a bucket past twice this is split
+# sections of a bucket file, in order; then the names' segments
+PARTS = ("tar", "conda", "sig", "re_tar", "re_conda")
+_NAMES = len(PARTS)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    lo: str  # the bucket holds the names from lo (inclusive) to the next bucket's lo
+    path: Path
+    ends: tuple[int, ...]  # end offset of each section (PARTS, then the names)
+    removed: tuple[str, ...]
+    records: int
+
+    def span(self, i: int) -> tuple[int, int]:
+        return (self.ends[i - 1] if i else 0), self.ends[i]
+
+    def has(self, part: str) -> bool:
+        start, end = self.span(PARTS.index(part))
+        return end > start
+
+
+def _read(b: Bucket, i: int) -> bytes:
+    start, end = b.span(i)
+    if end == start:
+        return b""
+    with open(b.path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start)
+
+
+def read_segments(b: Bucket) -> list[tuple[str, Segment]]:
+    raw = msgpack.unpackb(_read(b, _NAMES), raw=False, use_list=True)
+    return [(n, Segment(tar, conda, rm, re_tar, re_conda, sigs)) for n, tar, conda, rm, re_tar, re_conda, sigs in raw]
+
+
+def _size(seg: Segment) -> int:
+    return sum(len(e) for e in seg.tar) + sum(len(e) for e in seg.conda) + 1
+
+
+class Store:
+    """The buckets of one subdir: a manifest in memory, their bytes in files under ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, lo: str, segs: list[tuple[str, Segment]]) -> Bucket:
+        joined = [
+            b",".join(e for _, s in segs for e in s.tar),
+            b",".join(e for _, s in segs for e in s.conda),
+            b",".join(e for _, s in segs for e in s.signatures),
+            b",".join(e for _, s in segs for e in s.run_exports_tar),
+            b",".join(e for _, s in segs for e in s.run_exports_conda),
+        ]
+        names = msgpack.packb(
+            [[n, s.tar, s.conda, s.removed, s.run_exports_tar, s.run_exports_conda, s.signatures] for n, s in segs],
+            use_bin_type=True,
+        )
+        sections = [*joined, names]
+        ends, at = [], 0
+        for sec in sections:
+            at += len(sec)
+            ends.append(at)
+        path = self.folder / f"{uuid.uuid4().hex}.bucket"
+        with open(path, "wb") as fh:
+            for sec in sections:
+                fh.write(sec)
+        removed = tuple(fn for _, s in segs for fn in s.removed)
+        return Bucket(lo, path, tuple(ends), removed, sum(len(s.tar) + len(s.conda) for _, s in segs))
+
+    def build(self, segments: Iterable[tuple[str, Segment]]) -> list[Bucket]:
+        """Buckets of every name's segment, in name order (a full rebuild: one bucket in memory at a time)."""
+        out: list[Bucket] = []
+        pending: list[tuple[str, Segment]] = []
+        size = 0
+        for n, seg in segments:
+            pending.append((n, seg))
+            size += _size(seg)
+            if size >= TARGET:
+                out.append(self.write("" if not out else pending[0][0], pending))
+                pending, size = [], 0
+        if pending or not out:
+            out.append(self.write("" if not out else pending[0][0], pending))
+        return out
+
+    def update(self, buckets: list[Bucket], changed: dict[str, Segment | None]) -> tuple[list[Bucket], list[Bucket]]:
+        """New buckets with ``changed`` names replaced (None: gone). Returns (new list, replaced buckets)."""
+        los = [b.lo for b in buckets]
+        touched: dict[int, dict[str, Segment | None]] = {}
+        for n, seg in changed.items():
+            touched.setdefault(max(0, bisect.bisect_right(los, n) - 1), {})[n] = seg
+        out: list[Bucket] = []
+        replaced: list[Bucket] = []
+        for i, b in enumerate(buckets):
+            changes = touched.get(i)
+            if changes is None:
+                out.append(b)
+                continue
+            replaced.append(b)
+            segs = dict(read_segments(b))
+            for n, seg in changes.items():
+                if seg is None:
+                    segs.pop(n, None)
+                else:
+                    segs[n] = seg
+            items = sorted(segs.items())
+            if not items:
+                if i == 0:
+                    out.append(self.write("", []))
+                continue
+            total = sum(_size(s) for _, s in items)
+            if total <= 2 * TARGET:
+                out.append(self.write(b.lo if i else "", items))
+                continue
+            first = True
+            pending: list[tuple[str, Segment]] = []
+            size = 0
+            for n, seg in items:
+                pending.append((n, seg))
+                size += _size(seg)
+                if size >= TARGET:
+                    out.append(self.write((b.lo if i else "") if first else pending[0][0], pending))
+                    first, pending, size = False, [], 0
+            if pending:
+                out.append(self.write((b.lo if i else "") if first else pending[0][0], pending))
+        if not out:
+            out.append(self.write("", []))
+        if out[0].lo != "":  # the first bucket always starts at ""
+            out[0] = Bucket("", out[0].path, out[0].ends, out[0].removed, out[0].records)
+        return out, replaced
+
+    def drop(self, buckets: Iterable[Bucket]) -> None:
+        for b in buckets:
+            b.path.unlink(missing_ok=True)
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- composing the published files as streams of pieces -----------------------------------------------
+Piece = bytes | tuple[Bucket, int]  # bytes, or a section of a bucket file (read when written)
+
+
+def _joined_sections(buckets: list[Bucket], part: str) -> Iterator[Piece]:
+    """Each bucket's ``part``, with a comma between them."""
+    i = PARTS.index(part)
+    first = True
+    for b in buckets:
+        if not b.has(part):
+            continue
+        if not first:
+            yield b","
+        first = False
+        yield b, i
+
+
+def repodata_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
+    """``repodata.json`` in pieces: the same bytes as :func:`condavault.indexing.builder.compose_repodata`
+    of the same segments."""
+    head = json.dumps({"subdir": subdir})
+    yield f'{{"info":{head},"packages":{{'.encode()
+    yield from _joined_sections(buckets, "tar")
+    yield b'},"packages.conda":{'
+    yield from _joined_sections(buckets, "conda")
+    removed = sorted({fn for b in buckets for fn in b.removed})
+    yield f'}},"removed":{json.dumps(removed)},"repodata_version":1'.encode()
+    if any(b.has("sig") for b in buckets):
+        yield b',"signatures":{'
+        yield from _joined_sections(buckets, "sig")
+        yield b"}"
+    yield b"}"
+
+
+def run_exports_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
+    head = json.dumps({"subdir": subdir, "version": 1})
+    yield f'{{"info":{head},"packages":{{'.encode()
+    yield from _joined_sections(buckets, "re_tar")
+    yield b'},"packages.conda":{'
+    yield from _joined_sections(buckets, "re_conda")
+    yield b"}}"
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    sha256: str
+    size: int
+
+
+class _Out:
+    """A temp file of the blob store, hashed as it is written."""
+
+    def __init__(self, temp_file: Callable[[], tuple[int, Path]]) -> None:
+        fd, self.path = temp_file()
+        self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.fh.write(data)
+            self.hash.update(data)
+            self.size += len(data)
+        return len(data)
+
+    def close(self) -> Written:
+        self.fh.close()
+        return Written(self.path, self.hash.hexdigest(), self.size)
+
+
+def _length(piece: Piece) -> int:
+    if isinstance(piece, bytes):
+        return len(piece)
+    start, end = piece[0].span(piece[1])
+    return end - start
+
+
+def write_pair(
+    pieces: Iterable[Piece], temp_file: Callable[[], tuple[int, Path]], level: int
+) -> tuple[Written, Written]:
+    """Write the JSON file and its zstd file (one frame, its size in the header) from ``pieces``, hashing
+    both as they are written: one piece in memory at a time (zstd releases the GIL while it compresses)."""
+    listed = list(pieces)
+    raw: _Out | None = None
+    zst: _Out | None = None
+    try:
+        raw, zst = _Out(temp_file), _Out(temp_file)
+        cobj = zstandard.ZstdCompressor(level=level, write_content_size=True).compressobj(
+            size=sum(_length(p) for p in listed)
+        )
+        for piece in listed:
+            data = piece if isinstance(piece, bytes) else _read(*piece)
+            raw.write(data)
+            zst.write(cobj.compress(data))
+        zst.write(cobj.flush())
+        return raw.close(), zst.close()
+    except BaseException:
+        for out in (raw, zst):
+            if out is not None:
+                out.fh.close()
+                out.path.unlink(missing_ok=True)
+        raise

@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +119,7 @@ class Http:
         method: str,
         path: str,
         params: dict[str, Any] | None = None,
-        body: Iterator[bytes] | None = None,
+        body: Callable[[], Iterator[bytes]] | None = None,
         length: int = 0,
         content_type: str | None = None,
     ) -> Any:
@@ -132,15 +132,23 @@ class Http:
         headers["Content-Length"] = str(length)
         if content_type:
             headers["Content-Type"] = content_type
-        conn = self._conn()
-        try:
-            conn.request(method, url, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            self._local.conn = None
-            raise ApiError(0, "connection_error", f"cannot reach {self.url}: {exc}") from exc
+        for attempt in (1, 2):
+            reused = getattr(self._local, "conn", None) is not None
+            conn = self._conn()
+            try:
+                conn.request(method, url, body=body() if body else None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._local.conn = None
+                # a kept-alive connection the server closed while it was idle: the request never
+                # reached it, send it again once on a new connection
+                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if attempt == 1 and reused and stale:
+                    continue
+                raise ApiError(0, "connection_error", f"cannot reach {self.url}: {exc}") from exc
         if resp.will_close:
             conn.close()
             self._local.conn = None
@@ -189,8 +197,9 @@ def _file_stream(path: Path, progress: Progress) -> Iterator[bytes]:
             yield chunk
 
 
-def _multipart(group: list[tuple[Path, int]]) -> tuple[Iterator[bytes], int, str]:
-    """A ``multipart/form-data`` body of the files as ``file`` fields: the stream, its length, its type."""
+def _multipart(group: list[tuple[Path, int]]) -> tuple[Callable[[], Iterator[bytes]], int, str]:
+    """A ``multipart/form-data`` body of the files as ``file`` fields: the stream (a function giving
+    it, again on a retry), its length, its type."""
     boundary = secrets.token_hex(16)
     heads = []
     for p, _ in group:
@@ -213,7 +222,7 @@ def _multipart(group: list[tuple[Path, int]]) -> tuple[Iterator[bytes], int, str
             yield b"\r\n"
         yield tail
 
-    return stream(), length, f"multipart/form-data; boundary={boundary}"
+    return stream, length, f"multipart/form-data; boundary={boundary}"
 
 
 # -- output -------------------------------------------------------------------------------------------
@@ -316,7 +325,7 @@ def _upload_one(http_: Http, opts: Options, item: tuple[Path, int], progress: Pr
             "POST",
             f"/api/channels/{quote(opts.channel, safe='')}/files",
             params,
-            _file_stream(path, progress),
+            lambda: _file_stream(path, progress),
             size,
             "application/octet-stream",
         )

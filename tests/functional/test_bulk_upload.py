@@ -8,8 +8,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
+from condavault.channels import uploads
 from condavault.channels.models import UploadBatch
 from tests.support.packages import make_conda
 from tests.support.server import Server
@@ -92,6 +94,45 @@ def test_parallel_requests_into_one_batch_and_a_bad_file(shared_server: Server, 
         assert again.status_code == 409 and again.json()["error"]["code"] == "batch_closed"
         late = c.post(f"/api/channels/bulk-par/uploads/{batch}/files", files=[("file", (bad.name, b"x"))])
         assert late.status_code == 409
+
+
+def test_parallel_batches_of_one_channel_share_one_index_publish(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clients, each with its own batch in the same channel: the first commit leaves the publish to
+    the batch still being filled, and waits for it; one publish lists both (the windows are widened so
+    the outcome does not depend on how fast this machine is)."""
+    monkeypatch.setattr(uploads, "SIBLING_WINDOW", 600.0)
+    monkeypatch.setattr(uploads, "SIBLING_WAIT", 600.0)
+    server = shared_server
+    server.channel("bulk-two")
+    first = [make_conda(tmp_path, f"two-a{i}", "1.0", "0", "linux-64") for i in range(3)]
+    second = [make_conda(tmp_path, f"two-b{i}", "1.0", "0", "linux-64") for i in range(3)]
+    before = _publishes(server, "bulk-two", "linux-64")
+    with server.client() as c:
+        batches = []
+        for group in (first, second):
+            batch = c.post("/api/channels/bulk-two/uploads").json()["id"]
+            r = c.post(
+                f"/api/channels/bulk-two/uploads/{batch}/files",
+                files=[("file", (p.name, p.read_bytes())) for p in group],
+            )
+            assert r.status_code == 200 and all(f["status"] == "created" for f in r.json()["files"]), r.text
+            batches.append(batch)
+
+        def commit(batch: str) -> dict:  # type: ignore[type-arg]
+            with server.client() as other:
+                r = other.post(f"/api/channels/bulk-two/uploads/{batch}/commit")
+                assert r.status_code == 200, r.text
+                return r.json()  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(commit, batches[1])  # waits for the first batch, which is still open
+            done = commit(batches[0])
+            later = waiting.result()
+    assert done["indexed"] is True and later["indexed"] is True
+    assert set(_repodata(server, "bulk-two", "linux-64")) == {p.name for p in first + second}
+    assert _publishes(server, "bulk-two", "linux-64") - before == 1, "one publish for both batches"
 
 
 def test_hostile_batch_requests_get_clear_errors(shared_server: Server, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from condavault.config import Settings
 from condavault.db.session import Database
 from condavault.errors import Conflict, NotFound
 from condavault.events import EventBus
-from condavault.indexing.dirty import get_state
+from condavault.indexing.dirty import get_state, mark_dirty
 from condavault.jobs.holders import new_holder
 from condavault.packages import spool as sp
 from condavault.packages.archive import Limits, Visit
@@ -387,17 +387,20 @@ class Ingestor:
                         source_url=b.item.source_url,
                     )
                 )
-            outcomes = put_records(session, channel, entries)
+            dirty: dict[str, set[str]] = {}
+            outcomes = put_records(session, channel, entries, dirty=dirty)
             for row_hook in self.row_hooks:
                 row_hook(session, channel_id, group)
             for write_hook in self.on_write:
                 write_hook(session, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
-            seqs = {}
-            for sd in {b.subdir for b in group}:
-                state = get_state(session, channel_id, sd)
-                seqs[sd] = state.change_seq if state else 0
             jobs = self._record_events(session, channel_id, channel_name, group, outcomes, actor)
+            # last: marking takes the subdir's row lock, held until the commit (concurrent requests
+            # into the same subdir wait for it only that long, not for the whole transaction)
+            seqs = {sd: mark_dirty(session, channel_id, sd, names) for sd, names in sorted(dirty.items())}
+            for sd in {b.subdir for b in group} - set(seqs):
+                state = get_state(session, channel_id, sd, create=False)
+                seqs[sd] = state.change_seq if state else 0
             return [(o, seqs[b.subdir], jobs) for o, b in zip(outcomes, group, strict=True)]
 
         try:

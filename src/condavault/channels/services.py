@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from condavault.auth.identity import Identity
 from condavault.auth.permissions import Permission
 from condavault.auth.policy import ChannelRef, allowed
-from condavault.channels import depends
+from condavault.channels import depends, record_sync
 from condavault.channels import records as rec_svc
 from condavault.channels.events import ChannelChanged, ChannelCreated, RecordsChanged
 from condavault.channels.models import Channel, Record
@@ -250,7 +250,7 @@ class ChannelService:
         identity: Identity,
         name: str,
         subdir: str,
-        repodata: dict[str, Any] | rec_svc.Entries,
+        repodata: dict[str, Any] | record_sync.Entries,
         *,
         base_url: str | None,
     ) -> dict[str, int]:
@@ -258,7 +258,7 @@ class ChannelService:
 
         def work(s: Session) -> tuple[dict[str, int], dict[str, int], int]:
             c = get_channel(s, name)
-            counts = rec_svc.import_repodata(s, c, subdir, repodata, base_url=base_url)
+            counts = record_sync.import_repodata(s, c, subdir, repodata, base_url=base_url)
             seqs = self._changed(s, c.id, [f"{subdir}/x"])
             self.ctx.record_change(identity, "channel:import", f"{name}/{subdir}", None, counts, session=s)
             return counts, seqs, c.id
@@ -281,7 +281,7 @@ class ChannelService:
             c = get_channel(s, name)
             state = get_state(s, c.id, subdir)
             before = json.loads(state.patch_instructions) if state and state.patch_instructions else None
-            n = rec_svc.apply_patches(s, c.id, subdir, body)
+            n = record_sync.apply_patches(s, c.id, subdir, body)
             seqs = self._changed(s, c.id, [f"{subdir}/x"])
             self.ctx.record_change(identity, "channel:patch", f"{name}/{subdir}", before, body, session=s)
             return n, seqs, c.id

@@ -44,6 +44,9 @@ MAX_FILES_PER_REQUEST = 1000
 MAX_OPEN_BATCHES = 100  # per user: open batches hold their channel's index
 BATCH_RETENTION_DAYS = 7
 FOLLOW_UP_WAIT = 30.0
+SIBLING_WINDOW = 2.0  # a batch that received files this recently is still being filled
+SIBLING_WAIT = 3.0  # a commit waits at most this long for such batches of its channel to commit too
+SIBLING_POLL = 0.05
 
 
 def open_batch_channels(db: Database) -> set[int]:
@@ -258,24 +261,51 @@ class UploadService:
         return {"files": out, "batch": batch}
 
     def commit_batch(self, identity: Identity, channel: str, batch_id: str, *, wait: bool = True) -> dict[str, Any]:
-        """Close the batch and publish the index once for everything it stored (waits for it with ``wait``)."""
+        """Close the batch and publish the index once for everything it stored (waits for it with ``wait``).
 
-        def work(s: Session) -> tuple[dict[str, Any], dict[str, int], int]:
+        Parallel clients each commit a batch of their own into the same channel at about the same time:
+        while another batch of the channel is still receiving files (a request in the last
+        ``SIBLING_WINDOW`` seconds), the commit leaves the index to that batch's commit, waiting up to
+        ``SIBLING_WAIT`` seconds for it, so one publish covers them all instead of one per commit."""
+
+        def work(s: Session) -> tuple[dict[str, Any], dict[str, int], int, bool]:
             b, c = self._batch(s, identity, channel, batch_id, lock=True)
             if b.state != "open":
                 raise Conflict(f"upload batch {batch_id!r} is {b.state}", code="batch_closed")
             b.state, b.committed_at = "committed", utcnow()
             touched = set(filter(None, b.subdirs.split(" ")))
+            later = bool(touched) and wait and _siblings_active(s, c.id, b.id)
             if touched:
-                self.ctx.events.record(s, RecordsChanged(c.id, tuple(sorted(touched)), index=True))
-            return batch_dict(b, channel), _seqs(s, c.id, touched), c.id
+                self.ctx.events.record(s, RecordsChanged(c.id, tuple(sorted(touched)), index=not later))
+            return batch_dict(b, channel), _seqs(s, c.id, touched), c.id, later
 
-        batch, seqs, cid = self.ctx.db.run_write(work)
+        batch, seqs, cid, later = self.ctx.db.run_write(work)
+        if later:
+            deadline = time.monotonic() + SIBLING_WAIT
+            while time.monotonic() < deadline:
+                with self.ctx.db.session() as s:
+                    if not _siblings_active(s, cid, batch_id):
+                        break
+                time.sleep(SIBLING_POLL)
+            for sd in seqs:  # nothing to do when a sibling's commit has published it meanwhile
+                self.ctx.request_index(cid, sd)
         indexed = True
         if wait:
             for sd, seq in seqs.items():
                 indexed = self.ctx.indexer.wait_for(cid, sd, seq, timeout=600) and indexed
         return {**batch, "indexed": indexed}
+
+
+def _siblings_active(s: Session, channel_id: int, batch_id: str) -> bool:
+    """Whether another open batch of the channel received files in the last ``SIBLING_WINDOW`` seconds."""
+    since = time.time() + BATCH_TTL - SIBLING_WINDOW  # expires_at is the last request's time + BATCH_TTL
+    q = select(UploadBatch.id).where(
+        UploadBatch.channel_id == channel_id,
+        UploadBatch.state == "open",
+        UploadBatch.id != batch_id,
+        UploadBatch.expires_at > since,
+    )
+    return s.scalar(q.limit(1)) is not None
 
 
 def purge_batches(db: Database, older_than_days: float = BATCH_RETENTION_DAYS) -> int:

@@ -192,9 +192,25 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
     parsed record of each row when the caller has it (else the row's ``record`` text is parsed)."""
     t = table(Record)
     stmt = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+    sqlite = session.get_bind().dialect.name == "sqlite"
     for i in range(0, len(rows), 5000):
         chunk = rows[i : i + 5000]
-        ids = session.connection().execute(stmt, chunk).scalars().all()
+        if sqlite and len({(r["channel_id"], r["subdir"]) for r in chunk}) == 1:
+            # SQLite runs an ordered INSERT .. RETURNING one row at a time: a plain executemany and one
+            # SELECT of the new ids is ~5x cheaper (issue 15: 3.8 M-record mirrors)
+            session.connection().execute(t.insert(), chunk)
+            by_fn = dict(
+                session.execute(
+                    select(Record.filename, Record.id).where(
+                        Record.channel_id == chunk[0]["channel_id"],
+                        Record.subdir == chunk[0]["subdir"],
+                        Record.filename.in_([r["filename"] for r in chunk]),
+                    )
+                ).all()
+            )
+            ids = [by_fn[r["filename"]] for r in chunk]
+        else:
+            ids = session.connection().execute(stmt, chunk).scalars().all()
         parsed = records[i : i + 5000] if records is not None else [depends.record_dict(r["record"]) for r in chunk]
         depends.write(
             session,

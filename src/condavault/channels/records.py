@@ -210,7 +210,7 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
             )
             ids = [by_fn[r["filename"]] for r in chunk]
         else:
-            ids = session.connection().execute(stmt, chunk).scalars().all()
+            ids = list(session.connection().execute(stmt, chunk).scalars().all())
         parsed = records[i : i + 5000] if records is not None else [depends.record_dict(r["record"]) for r in chunk]
         depends.write(
             session,

@@ -123,6 +123,7 @@ class SubdirSync:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.batch_size = int(getattr(self.ctx.settings, "mirror_batch_records", BATCH))
         self.chain = build_chain(self.cfg.filters)
         self.fctx = FilterContext()
         for k in ("files", "kept", "dropped", "indexed_passive", "present", "refreshed", "replaced", "removed"):
@@ -136,7 +137,7 @@ class SubdirSync:
             if not isinstance(rec, dict):
                 continue
             batch[fn] = rec
-            if len(batch) >= BATCH:
+            if len(batch) >= self.batch_size:
                 self._batch(batch)
                 seen.update(batch)
                 batch = {}

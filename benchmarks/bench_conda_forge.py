@@ -225,7 +225,7 @@ class Server:
         env.update(
             CONDAVAULT_LOG_LEVEL="INFO",
             CONDAVAULT_LOG_FORMAT="text",
-            CONDAVAULT_JOB_LEASE_SECONDS="30",
+            CONDAVAULT_JOB_LEASE_SECONDS="90",
             CONDAVAULT_UPSTREAM_ALLOW_LOOPBACK="true",
         )
         self.pg_name = None

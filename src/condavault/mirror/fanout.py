@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from condavault.channels.models import Channel
 from condavault.errors import UpstreamError
 from condavault.jobs.registry import JobKind, JobRun, JsonDict
 from condavault.mirror import services as svc
 from condavault.mirror import streamed
-from condavault.mirror.models import Mirror
+from condavault.mirror.models import Mirror, MirrorRun
 from condavault.mirror.upstream import Upstream, redact_url
 from condavault.outbound import UrlPolicy
 
@@ -116,11 +118,15 @@ def fan_out(info: RunInfo, book: RunBook, todo: list[str], full: bool) -> None:
         )
     book.extra["subdir_jobs"] = jobs
     results: dict[str, JsonDict] = {}
-    failed: list[str] = []
+    failed: dict[str, str] = {}
     while len(results) + len(failed) < len(jobs):
         if book.cancelled:
-            for job_id in jobs.values():
-                ctx.jobs.cancel(job_id)
+            # asked to stop by the user: the subdir jobs stop too; a run that lost its lease (taken over,
+            # its worker stopping) leaves them to the run that takes over, which waits for them
+            if _cancel_requested(ctx, info.run_id) or (book.job is not None and book.job.cancel_requested):
+                for job_id in jobs.values():
+                    ctx.jobs.cancel(job_id)
+            return
         pending = False
         for sd, job_id in jobs.items():
             if sd in results or sd in failed:
@@ -131,7 +137,7 @@ def fan_out(info: RunInfo, book: RunBook, todo: list[str], full: bool) -> None:
                 if results[sd].get("state"):
                     book.extra.setdefault("subdirs", {})[sd] = results[sd]["state"]
             elif job["state"] in ("failed", "cancelled"):
-                failed.append(f"{sd}: {job['error']}")
+                failed[sd] = str(job["error"])
             elif job["state"] == "queued" and not pending:
                 pending = True
                 ctx.worker.run_here(job_id)  # help: take it in this thread unless a worker got it first
@@ -144,7 +150,15 @@ def fan_out(info: RunInfo, book: RunBook, todo: list[str], full: bool) -> None:
             if r.get(k):
                 book.counts[k] += int(r[k])
     if failed:
-        raise UpstreamError("subdir syncs failed: " + "; ".join(failed), code="mirror_subdir_failed")
+        raise UpstreamError(
+            "subdir syncs failed: " + "; ".join(f"{sd}: {err}" for sd, err in sorted(failed.items())),
+            code="mirror_subdir_failed",
+        )
+
+
+def _cancel_requested(ctx: Context, run_id: int) -> bool:
+    with ctx.db.session() as s:
+        return bool(s.scalar(select(MirrorRun.cancel_requested).where(MirrorRun.id == run_id)))
 
 
 # -- the subdir job ----------------------------------------------------------------------------------

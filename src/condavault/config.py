@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     mirror_concurrency: int = 48
     mirror_retries: int = 4
     mirror_timeout: float = 60.0
+    # passive mirrors streamed one subdir at a time: upstream records per transaction (issue 15)
+    mirror_batch_records: int = Field(default=5000, ge=100, le=50_000)
 
     # vulnerabilities
     vulns_mapping_file: Path | None = None

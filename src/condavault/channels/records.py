@@ -206,16 +206,31 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
     PostgreSQL: the ids come from the sequence first and the rows go as a plain executemany (psycopg
     pipelines it and parses the statement once); an INSERT ... RETURNING of many rows is one statement
     of 24 parameters a row that psycopg parses anew each time (about half the CPU of storing a request
-    of 64 files). SQLite: one INSERT ... RETURNING (no such parsing)."""
+    of 64 files). SQLite: a plain executemany and one SELECT of the new ids when the rows share a subdir, else
+    one INSERT ... RETURNING."""
     t = table(Record)
     conn = session.connection()
-    pg = conn.dialect.name == "postgresql"
-    stmt = t.insert() if pg else t.insert().returning(t.c.id, sort_by_parameter_order=True)
+    dialect = conn.dialect.name
+    stmt = t.insert() if dialect == "postgresql" else t.insert().returning(t.c.id, sort_by_parameter_order=True)
     for i in range(0, len(rows), 5000):
         chunk = rows[i : i + 5000]
-        if pg:
+        if dialect == "postgresql":
             ids = list(conn.execute(_NEXT_IDS, {"n": len(chunk)}).scalars())
             conn.execute(stmt, [{**row, "id": rid} for row, rid in zip(chunk, ids, strict=True)])
+        elif dialect == "sqlite" and len({(r["channel_id"], r["subdir"]) for r in chunk}) == 1:
+            # SQLite runs an ordered INSERT .. RETURNING one row at a time: a plain executemany and one
+            # SELECT of the new ids is ~5x cheaper (issue 15: 3.8 M-record mirrors)
+            conn.execute(t.insert(), chunk)
+            by_fn = dict(
+                conn.execute(
+                    select(Record.filename, Record.id).where(
+                        Record.channel_id == chunk[0]["channel_id"],
+                        Record.subdir == chunk[0]["subdir"],
+                        Record.filename.in_([r["filename"] for r in chunk]),
+                    )
+                ).all()
+            )
+            ids = [by_fn[r["filename"]] for r in chunk]
         else:
             ids = list(conn.execute(stmt, chunk).scalars())
         parsed = records[i : i + 5000] if records is not None else [depends.record_dict(r["record"]) for r in chunk]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from condavault.jobs.schedule import ScheduleSpec
+from condavault.mirror import fanout, tasks
 from condavault.mirror import services as svc
-from condavault.mirror import tasks
 from condavault.mirror.passive import PassiveFetcher
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ def wire(ctx: Context) -> MirrorDomain:
     # process runs it (a worker, ``mirror run --local``)
     ctx.index_holds.append(lambda: svc.running_channels(ctx.db))
     ctx.kinds.register(tasks.job_kind())
+    ctx.kinds.register(fanout.job_kind())
     return domain
 
 

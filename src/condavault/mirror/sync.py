@@ -27,9 +27,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from sqlalchemy import func, select
 
-from condavault.channels.models import Channel
+from condavault.channels.models import Channel, Record
 from condavault.errors import CondavaultError
+from condavault.mirror import fanout, streamed
 from condavault.mirror import services as svc
 from condavault.mirror.applying import Applier
 from condavault.mirror.bookkeeping import RunBook, RunInfo
@@ -149,6 +151,9 @@ class SyncRun:
                     transport=self.transport,
                     policy=UrlPolicy.from_settings(settings),
                 ) as up:
+                    if local is None and not info.dry_run and streamed.streamable(info.cfg):
+                        await self._streamed(info, up)  # conda-forge scale: one job per subdir, streamed
+                        return
                     book.phase = "fetching repodata"
                     fetched = await asyncio.gather(*(up.repodata(sd) for sd in info.cfg.subdirs))
                     loop = asyncio.get_running_loop()
@@ -171,6 +176,33 @@ class SyncRun:
                     book.extra["retries"] = up.retried
         finally:
             beat.cancel()
+
+    async def _streamed(self, info: RunInfo, up: Upstream) -> None:
+        """A passive mirror with record filters only: unchanged subdirs (ETag 304) skipped, the others
+        streamed by ``mirror.subdir`` jobs (:mod:`.fanout`), which also index their subdir."""
+        book = self.book
+        book.phase = "checking upstream"
+        t0 = time.perf_counter()
+        same = await fanout.unchanged_subdirs(info, up)
+        todo = [sd for sd in info.cfg.subdirs if sd not in same]
+        book.plan_seconds = time.perf_counter() - t0
+        book.extra["subdirs"] = dict(same)
+        book.extra["unchanged_subdirs"] = sorted(same)
+        if not todo:
+            book.extra["unchanged"] = True
+            return
+        book.status = "running"
+        book.phase = "syncing subdirs"
+        t1 = time.perf_counter()
+        await asyncio.get_running_loop().run_in_executor(None, fanout.fan_out, info, book, todo, self.full)
+        book.apply_seconds = time.perf_counter() - t1
+        self.ctx.lookup.invalidate(info.channel_id)
+        with self.ctx.db.session() as s:
+            book.extra["channel_files"] = s.scalar(
+                select(func.count())
+                .select_from(Record)
+                .where(Record.channel_id == info.channel_id, Record.subdir.in_(info.cfg.subdirs))
+            )
 
     async def _apply(
         self, info: RunInfo, up: Upstream, plan: Plan, work: Work, upstream: dict[str, dict[str, Any]]

@@ -307,6 +307,82 @@ class Upstream:
             subdir=subdir,
         )
 
+    async def spool_repodata(
+        self, subdir: str, dest: Path, known: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Stream the subdir's ``repodata.json.zst`` (else ``repodata.json``) into ``dest``, hashing it.
+
+        ``known`` is the last sync's ``{"file", "etag"}``: that file is asked for first, with
+        ``If-None-Match``. Returns None when upstream answers 304, else ``{"file", "etag", "sha256",
+        "compressed", "url"}``. Memory stays flat whatever the size (conda-forge scale mirrors)."""
+        names = ["repodata.json.zst", "repodata.json"]
+        if known and known.get("file") in names:
+            names.remove(known["file"])
+            names.insert(0, known["file"])
+        if self.local is not None:
+            for fname in names:
+                path = self.local / subdir / fname
+                if path.is_file():
+                    st = path.stat()
+                    etag = f"{st.st_size}-{st.st_mtime_ns}"
+                    if known and known.get("file") == fname and known.get("etag") == etag:
+                        return None
+                    h = hashlib.sha256()
+                    with open(path, "rb") as src, open(dest, "wb") as out:
+                        while chunk := src.read(CHUNK * 4):
+                            h.update(chunk)
+                            out.write(chunk)
+                    return {
+                        "file": fname,
+                        "etag": etag,
+                        "sha256": h.hexdigest(),
+                        "compressed": fname.endswith(".zst"),
+                        "url": path.as_uri(),
+                    }
+            raise UpstreamError(
+                f"{self.local / subdir}: no repodata.json in the upstream directory", code="upstream_subdir_missing"
+            )
+        assert self._client is not None
+        client = self._client
+        for fname in names:
+            url = f"{self.base}/{subdir}/{fname}"
+            headers = {}
+            if known and known.get("file") == fname and known.get("etag"):
+                headers["If-None-Match"] = str(known["etag"])
+
+            async def get(
+                url: str = url, headers: dict[str, str] = headers, fname: str = fname
+            ) -> dict[str, Any] | int:
+                async with client.stream("GET", url, headers=headers) as resp:
+                    if resp.status_code in (304, 404):
+                        return resp.status_code
+                    self._check(resp, url)
+                    h = hashlib.sha256()
+                    with open(dest, "wb") as out:
+                        async for chunk in resp.aiter_bytes(CHUNK * 4):
+                            h.update(chunk)
+                            out.write(chunk)
+                    return {
+                        "file": fname,
+                        "etag": resp.headers.get("etag"),
+                        "sha256": h.hexdigest(),
+                        "compressed": fname.endswith(".zst"),
+                        "url": redact_url(url),
+                    }
+
+            got = await self._with_retries(url, get)
+            if got == 304:
+                return None
+            if got == 404:
+                continue
+            assert isinstance(got, dict)
+            return got
+        raise UpstreamError(
+            f"{redact_url(self.base)}/{subdir}: no repodata.json(.zst) upstream",
+            code="upstream_subdir_missing",
+            subdir=subdir,
+        )
+
     async def _sharded_repodata(self, subdir: str) -> Fetched | None:
         """The subdir's records from its CEP-16 shards, or None when the upstream has no shard index.
 

@@ -9,8 +9,7 @@ database), and the clock stops when the upload command has returned and ``linux-
 every file ("uploaded and served"):
 
 * **serial CLI** -- one ``condavault upload CHANNEL <N files>`` (one upload batch: the CLI's defaults,
-  256 files per request, 4 requests in flight, the index published once at the end; the command runs on
-  the standard library, ``cli.uploading``);
+  256 files per request, 4 requests in flight, the index published once at the end);
 * **8 parallel clients** -- eight API clients at once (threads of this process, like the issue's "8
   parallel API clients"), N/8 files each, each its own upload batch (64 files per request, then commit);
 * **one request per file** (``--per-file M``, for reference: the path every upload took before batches)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -10,11 +13,22 @@ from urllib.parse import urlsplit
 
 import typer
 import yaml
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from condavault.cli import uploading
-from condavault.cli.client import client_from
+from condavault.cli.client import ApiError, Client, client_from
 from condavault.cli.output import console, err_console, print_json, table
 
+OCTETS = "application/octet-stream"
+BATCH_BYTES = 32 * 1024 * 1024  # per request of a batch upload (a file larger than this goes alone)
 channel_app = typer.Typer(help="Create, list, show, change and delete channels.", no_args_is_help=True)
 package_app = typer.Typer(help="List, remove, copy and move package files.", no_args_is_help=True)
 
@@ -80,43 +94,194 @@ def channel_delete(ctx: typer.Context, name: str, yes: bool = typer.Option(False
     console.print(f"deleted channel {name}")
 
 
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+def _package_files(paths: list[Path]) -> list[Path]:
+    """The given files, and the package files found under given folders (sorted, each once)."""
+    out: dict[Path, None] = {}
+    for p in paths:
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.name.endswith(PACKAGE_SUFFIXES):
+                    out[f] = None
+        else:
+            out[p] = None
+    return list(out)
+
+
+def _chunks(files: list[Path], max_files: int, max_bytes: int) -> list[list[Path]]:
+    """Requests of at most ``max_files`` files and about ``max_bytes`` bytes each."""
+    out: list[list[Path]] = []
+    cur: list[Path] = []
+    size = 0
+    for f in files:
+        n = f.stat().st_size
+        if cur and (len(cur) >= max_files or size + n > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(f)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 def upload(
     ctx: typer.Context,
     channel: str = typer.Argument(..., help="Target channel."),
-    # plain strings: typer's per-item Path coercion costs ~0.1 s of CPU for 1,000 files
+    # plain strings: typer's per-item Path coercion costs ~0.1 s of CPU for 1,000 files (checked below)
     files: list[str] = typer.Argument(
         ..., help="Package files (.conda, .tar.bz2), or folders to take every package file from."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a file of the same name with different bytes."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip files already in the channel."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for the index to include the files."),
-    parallel: int = typer.Option(
-        uploading.PARALLEL, "--parallel", min=1, max=32, help="Requests in flight at once (many files)."
-    ),
+    parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Requests in flight at once (many files)."),
     batch_files: int = typer.Option(
-        uploading.BATCH_FILES,
-        "--batch-files",
-        min=1,
-        max=1000,
-        help="Files per request (many files; at most 32 MiB a request).",
+        256, "--batch-files", min=1, max=1000, help="Files per request (many files; at most 32 MiB a request)."
     ),
 ) -> None:
     """Upload package files into CHANNEL, with a progress bar.
 
     Several files go as one upload batch: a few files per request, several requests at once, and the
     channel's index is published once, at the end (like a mirror run)."""
-    obj = ctx.ensure_object(dict)
-    client = client_from(ctx)  # resolves the token as every command does
-    opts = uploading.Options(
-        channel, files, force=force, skip_existing=skip_existing, wait=not no_wait, parallel=parallel
-    )
-    opts.batch_files = batch_files
+    client = client_from(ctx)
+    given = [Path(f) for f in files]
+    missing = [str(p) for p in given if not p.exists()]
+    if missing:
+        raise typer.BadParameter(f"{', '.join(missing[:5])} does not exist", param_hint="FILES")
+    paths = _package_files(given)
+    if not paths:
+        raise typer.BadParameter("no package files (.conda, .tar.bz2) given")
+    total = sum(f.stat().st_size for f in paths)
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"uploading {len(paths)} file(s)", total=total)
+        if len(paths) == 1:
+            _upload_one(
+                client,
+                channel,
+                paths[0],
+                progress,
+                task,
+                counts,
+                failures,
+                force=force,
+                skip_existing=skip_existing,
+                wait=not no_wait,
+            )
+        else:
+            _upload_batch(
+                client,
+                channel,
+                paths,
+                progress,
+                task,
+                counts,
+                failures,
+                force=force,
+                skip_existing=skip_existing,
+                wait=not no_wait,
+                parallel=parallel,
+                batch_files=batch_files,
+            )
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing uploaded")
+    if failures:
+        console.print(f"[red]{len(failures)} file(s) failed[/red]")
+        raise typer.Exit(2)
+
+
+def _upload_one(
+    client: Client,
+    channel: str,
+    path: Path,
+    progress: Progress,
+    task: TaskID,
+    counts: dict[str, int],
+    failures: list[str],
+    *,
+    force: bool,
+    skip_existing: bool,
+    wait: bool,
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                progress.advance(task, len(chunk))
+                yield chunk
+
     try:
-        code = uploading.run(client.url, obj.get("token"), opts)
-    except uploading.UsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="FILES") from None
-    if code:
-        raise typer.Exit(code)
+        out = client.post(
+            f"/api/channels/{channel}/files",
+            params={"filename": path.name, "force": force, "skip_existing": skip_existing, "wait": wait},
+            content=chunks(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        counts[out["status"]] = counts.get(out["status"], 0) + 1
+    except ApiError as exc:
+        failures.append(path.name)
+        progress.console.print(f"[red]{escape(path.name)}: {escape(str(exc))}[/red]")
+
+
+def _upload_batch(
+    client: Client,
+    channel: str,
+    paths: list[Path],
+    progress: Progress,
+    task: TaskID,
+    counts: dict[str, int],
+    failures: list[str],
+    *,
+    force: bool,
+    skip_existing: bool,
+    wait: bool,
+    parallel: int,
+    batch_files: int,
+) -> None:
+    batch = client.post(f"/api/channels/{channel}/uploads")["id"]
+    lock = threading.Lock()
+
+    def send(group: list[Path]) -> None:
+        handles = [open(p, "rb") for p in group]  # noqa: SIM115 - closed below, after the request
+        try:
+            out = client.post(
+                f"/api/channels/{channel}/uploads/{batch}/files",
+                params={"force": force, "skip_existing": skip_existing},
+                files=[("file", (p.name, fh, OCTETS)) for p, fh in zip(group, handles, strict=True)],
+            )
+            results = out["files"]
+        except ApiError as exc:  # the whole request: every file of it failed
+            results = [{"filename": p.name, "status": "failed", "error": {"message": str(exc)}} for p in group]
+        finally:
+            for fh in handles:
+                fh.close()
+        with lock:
+            for r in results:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+                if r["status"] == "failed":
+                    failures.append(r["filename"])
+                    err = r.get("error") or {}
+                    msg = f"{err.get('message', '')} [{err.get('code', 'error')}]"
+                    progress.console.print(f"[red]{escape(r['filename'])}: {escape(msg)}[/red]")
+        progress.advance(task, sum(p.stat().st_size for p in group))
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for f in [pool.submit(send, g) for g in _chunks(paths, batch_files, BATCH_BYTES)]:
+            f.result()
+    progress.update(task, description="publishing the index")
+    out = client.post(f"/api/channels/{channel}/uploads/{batch}/commit", params={"wait": wait})
+    if wait and not out.get("indexed"):
+        progress.console.print("[yellow]the index is not published yet; it will be shortly[/yellow]")
 
 
 @package_app.command("list")

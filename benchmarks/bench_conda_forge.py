@@ -372,6 +372,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "subdirs": list(counts),
             "mode": "passive",
             "use_shards": False,
+            "streamed": True,
         }
         ok(srv.http.post("/api/mirrors", json=cfg))
         sampler = Sampler(srv)

@@ -104,7 +104,11 @@ def test_two_workers_share_the_mirror_and_one_killed_is_finished_by_the_other(
     with cluster.client() as c:
         assert c.post("/api/channels", json={"name": "cf", "privacy": "public"}).status_code == 201
         cfg = {"name": "cf", "upstream": upstream.url, "channel": "cf", "subdirs": SUBDIRS, "mode": "passive"}
-        assert c.post("/api/mirrors", json={**cfg, "use_shards": False}).status_code == 201, cfg
+        # the streamed path is asked for, and refused with the reason where it cannot run
+        for bad in ({"mode": "active"}, {"filters": {"only_signed": True}}):
+            r = c.post("/api/mirrors", json={**cfg, "streamed": True, **bad})
+            assert r.status_code in (400, 422) and "streamed: true needs" in r.text, r.text
+        assert c.post("/api/mirrors", json={**cfg, "use_shards": False, "streamed": True}).status_code == 201, cfg
         run = c.post("/api/mirrors/cf/runs").json()
 
         # kill -9 the worker of a subdir job that has committed at least one batch (and not finished)

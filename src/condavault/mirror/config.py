@@ -236,6 +236,9 @@ class MirrorConfig(_Strict):
     verify_tls: bool = True
     use_shards: bool = True  # read CEP-16 shards when the upstream has them (only changed ones re-fetched)
     on_remove: Literal["keep", "remove"] = "remove"
+    # conda-forge scale (passive mirrors with per-file filters only): one streamed job per subdir, see
+    # docs/mirrors.md "Mirroring all of conda-forge"; upstream signatures and its removed list are not carried
+    streamed: bool = False
     filters: FilterConfig = FilterConfig()
 
     @field_validator("upstream")
@@ -269,6 +272,16 @@ class MirrorConfig(_Strict):
         if not croniter.is_valid(v):
             raise ValueError(f"invalid cron expression {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _streamed(self) -> MirrorConfig:
+        if self.streamed:
+            from condavault.mirror.streamed import stream_blockers
+
+            blockers = stream_blockers(self)
+            if blockers:
+                raise ValueError(f"streamed: true needs a passive mirror with per-file filters only; not {blockers}")
+        return self
 
     @model_validator(mode="after")
     def _auth(self) -> MirrorConfig:

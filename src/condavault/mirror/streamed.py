@@ -47,19 +47,26 @@ from condavault.mirror.filters import FileRecord, FilterContext, RecordFilter, b
 from condavault.mirror.models import MirrorItem, MirrorRun
 from condavault.mirror.planning import GONE, overrides_of, record_hash
 
-__all__ = ["BATCH", "SubdirSync", "previous_state", "streamable"]
+__all__ = ["BATCH", "SubdirSync", "previous_state", "stream_blockers", "streamable"]
 
 log = logging.getLogger(__name__)
 BATCH = 5000
 STATE_RUNS = 50  # how many recent runs are searched for a subdir's last sync state
 
 
-def streamable(cfg: MirrorConfig) -> bool:
-    """Whether a run of this mirror can go one subdir at a time, streamed (passive, record filters only)."""
+def stream_blockers(cfg: MirrorConfig) -> list[str]:
+    """What keeps this mirror off the streamed path (empty: it can go one subdir at a time)."""
     f = cfg.filters
-    if cfg.mode != "passive" or f.only_signed or f.signature_keys or f.sigstore_identities:
-        return False
-    return all(isinstance(x, RecordFilter) and not x.requires for x in build_chain(f))
+    out = [] if cfg.mode == "passive" else ["mode: active"]
+    out += [k for k in ("only_signed", "signature_keys", "sigstore_identities") if getattr(f, k)]
+    out += [type(x).__name__ for x in build_chain(f) if not isinstance(x, RecordFilter) or x.requires]
+    return out
+
+
+def streamable(cfg: MirrorConfig) -> bool:
+    """Whether a run of this mirror goes one subdir at a time, streamed: asked for (``streamed: true``, which
+    does not carry upstream signatures or read its removed list) and possible (passive, record filters only)."""
+    return cfg.streamed and not stream_blockers(cfg)
 
 
 # -- per-subdir state (ETag, body hash) ---------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -60,12 +61,22 @@ def start_worker(server: Server, threads: int = 4) -> subprocess.Popen[bytes]:
         CONDAVAULT_DATABASE_URL=server.settings.db_url,
         CONDAVAULT_LOG_LEVEL="WARNING",
     )
+    # stderr to a file: a pipe nobody reads blocks a worker that logs more than its buffer
+    log_file = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", dir=server.settings.data_dir, delete=False)  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "condavault", "worker", "--threads", str(threads)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,
     )
+
+
+def worker_logs(server: Server) -> str:
+    """The tail of every worker's stderr and the jobs table: what a timed-out wait shows."""
+    out = [f"{p.name}: {p.read_text()[-2000:]}" for p in sorted(server.settings.data_dir.glob("worker-*.log"))]
+    with server.ctx.db.session() as s:
+        out += [str(row) for row in s.execute(select(Job.id, Job.kind, Job.state, Job.worker).order_by(Job.id))]
+    return "\n".join(out)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -114,7 +125,10 @@ def test_two_worker_processes_run_every_job_once(idle_server: Server) -> None:
     warm = server.ctx.db.run_write(warm_up)
     workers = [start_worker(server, threads=2), start_worker(server, threads=2)]
     try:
-        wait_until(lambda: len(runners(warm)) == 2, timeout=120, what="both workers to start")
+        try:
+            wait_until(lambda: len(runners(warm)) == 2, timeout=120, what="both workers to start")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{worker_logs(server)}") from None
         ids = server.ctx.db.run_write(enqueue)
         for job_id in warm:
             jobs.cancel(job_id)

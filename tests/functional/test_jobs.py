@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from condavault.db.session import Database
 from condavault.errors import InvalidRequest
@@ -27,7 +27,7 @@ from condavault.jobs.holders import new_holder
 from condavault.jobs.models import Job, JobSchedule
 from condavault.jobs.queue import JobQueue
 from condavault.jobs.registry import JobKind, JobRun
-from condavault.jobs.schedule import Schedules
+from condavault.jobs.schedule import Schedules, ScheduleSpec
 from tests.support.server import Server, free_port, start_server, stop_server
 
 ZLIB_NVD = ("vulns", "nvd", "fkie-cad", "CVE-2022", "CVE-2022-374xx", "CVE-2022-37434.json")
@@ -235,6 +235,47 @@ def test_a_schedule_fires_once_however_many_processes_tick(server: Server) -> No
     with server.ctx.db.session() as s:  # the job it fired waited (no worker): the later firings found it
         jobs = s.scalar(select(func.count()).select_from(Job).where(Job.schedule == "test.race"))
     assert jobs == 1 and len(set(fired)) == 1
+
+
+def test_processes_starting_together_declare_the_schedules_once(server: Server) -> None:
+    """Eight processes start at the same moment (``serve --workers`` plus ``worker``): each declares the
+    built-in schedules; none fails on the others' rows, and each schedule exists once."""
+    server.ctx.worker.stop()
+    with server.ctx.db.session() as s:
+        s.execute(delete(JobSchedule))
+    specs = [
+        ScheduleSpec(name=f"test.start{i}", kind="jobs.noop", params={}, every=60.0 * (i + 1)) for i in range(6)
+    ]
+    dbs = [Database(server.settings.db_url) for _ in range(8)]
+    schedulers = [Schedules(db, JobQueue(db, server.ctx.kinds, new_holder())) for db in dbs]
+    barrier = threading.Barrier(len(schedulers))
+    errors: list[BaseException] = []
+
+    def declare(sch: Schedules) -> None:
+        barrier.wait()
+        try:
+            sch.declare(specs, owner="test")
+        except BaseException as exc:  # pragma: no cover - what the assertion shows
+            errors.append(exc)
+
+    threads = [threading.Thread(target=declare, args=(sch,)) for sch in schedulers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for db in dbs:
+            db.dispose()
+    assert errors == []
+    with server.ctx.db.session() as s:
+        names = sorted(s.scalars(select(JobSchedule.name)))
+    assert names == sorted(spec.name for spec in specs)
+    # and a due schedule of theirs fires through the (dedupe-keyed) enqueue on this database
+    with server.ctx.db.session() as s:
+        s.execute(update(JobSchedule).where(JobSchedule.name == "test.start0").values(next_at=0.0))
+    fired = Schedules(server.ctx.db, server.ctx.jobs).tick()
+    assert len(fired) == 1 and server.ctx.jobs.get(fired[0])["kind"] == "jobs.noop"
 
 
 def test_durable_follow_up_work_waits_for_a_worker_process(idle_server: Server, testdata: Path) -> None:

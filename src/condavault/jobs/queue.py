@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -182,7 +182,10 @@ class JobQueue:
         else:
             ins = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(Job)
             stmt = ins.values(**values).on_conflict_do_nothing(
-                index_elements=["dedupe_key"], index_where=Job.state == QUEUED
+                # literal, not a bound parameter: PostgreSQL infers the partial unique index only from a
+                # predicate it can compare (SQLAlchemy 2.1 binds ``Job.state == QUEUED`` as $1)
+                index_elements=["dedupe_key"],
+                index_where=text(f"state = '{QUEUED}'"),
             )
             got = session.execute(stmt.returning(Job.id)).scalar()
             if got is None:

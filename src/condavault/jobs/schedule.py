@@ -13,6 +13,7 @@ After downtime a schedule fires once (not once per missed period), then resumes 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 from croniter import croniter
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from condavault.db.base import affected, utcnow
@@ -28,6 +30,8 @@ from condavault.db.session import Database
 from condavault.errors import InvalidRequest
 from condavault.jobs.models import JobSchedule
 from condavault.jobs.queue import JobQueue
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,14 @@ class Schedules:
             for spec in wanted.values():
                 self.put(s, spec, owner=owner, row=rows.get(spec.name))
 
-        self.db.run_write(work)
+        for attempt in range(3):
+            try:
+                self.db.run_write(work)
+                return
+            except IntegrityError:  # another process starting at the same moment declared them first
+                if attempt == 2:
+                    raise
+                log.info("schedules declared concurrently by another process; reading them again")
 
     def put(self, s: Session, spec: ScheduleSpec, *, owner: str, row: JobSchedule | None = None) -> None:
         """Create or update one schedule in the caller's transaction (a mirror's cron, saved with it)."""

@@ -243,9 +243,7 @@ def test_processes_starting_together_declare_the_schedules_once(server: Server) 
     server.ctx.worker.stop()
     with server.ctx.db.session() as s:
         s.execute(delete(JobSchedule))
-    specs = [
-        ScheduleSpec(name=f"test.start{i}", kind="jobs.noop", params={}, every=60.0 * (i + 1)) for i in range(6)
-    ]
+    specs = [ScheduleSpec(name=f"test.start{i}", kind="jobs.noop", params={}, every=60.0 * (i + 1)) for i in range(6)]
     dbs = [Database(server.settings.db_url) for _ in range(8)]
     schedulers = [Schedules(db, JobQueue(db, server.ctx.kinds, new_holder())) for db in dbs]
     barrier = threading.Barrier(len(schedulers))

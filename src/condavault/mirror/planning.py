@@ -31,7 +31,7 @@ from condavault.mirror.upstream import Fetched
 if TYPE_CHECKING:
     from condavault.signing.carry import SidecarVerifier
 
-__all__ = ["GONE", "NOT_OVERRIDDEN", "Planner", "Work", "overrides_of", "record_hash"]
+__all__ = ["GONE", "ITEM_COLUMNS", "NOT_OVERRIDDEN", "ItemRows", "Planner", "Work", "overrides_of", "record_hash"]
 
 # upstream record fields that the archive itself decides (validated against the filename) or that the
 # ingest recomputes from the bytes
@@ -48,6 +48,72 @@ def record_hash(rec: dict[str, Any]) -> str:
 
 def overrides_of(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k not in NOT_OVERRIDDEN}
+
+
+# the plan-row columns a re-plan compares with its new decision (``ItemRows.stage``)
+ITEM_COLUMNS = (
+    MirrorItem.id,
+    MirrorItem.subdir,
+    MirrorItem.filename,
+    MirrorItem.name,
+    MirrorItem.kept,
+    MirrorItem.flag,
+    MirrorItem.filter,
+    MirrorItem.rule,
+    MirrorItem.value,
+    MirrorItem.sha256,
+    MirrorItem.size,
+    MirrorItem.record_hash,
+    MirrorItem.state,
+)
+
+
+@dataclass
+class ItemRows:
+    """The plan rows one planning pass writes: new ones and changed ones (unchanged rows are not written)."""
+
+    mirror_id: int
+    run_id: int
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    def stage(
+        self,
+        key: tuple[str, str],
+        rec: dict[str, Any],
+        prev: Any,
+        *,
+        decision: dict[str, Any],
+        state: str,
+        rh: str,
+        now: Any,
+    ) -> None:
+        """Stage the plan row of upstream file ``key`` (``prev``: its row from ``ITEM_COLUMNS``, or None).
+        ``decision``: kept, flag, filter, rule, value; ``rh``: ``record_hash(rec)``."""
+        values = {
+            "name": str(rec.get("name", ""))[:100].lower(),
+            **decision,
+            "filter": decision["filter"][:64],
+            "sha256": rec.get("sha256"),
+            "size": rec.get("size"),
+            "record_hash": rh,
+            "state": state,
+        }
+        if prev is None:
+            self.inserts.append(
+                {
+                    **values,
+                    "mirror_id": self.mirror_id,
+                    "subdir": key[0],
+                    "filename": key[1],
+                    "error": None,
+                    "fetch_until": 0.0,
+                    "run_id": self.run_id,
+                    "updated_at": now,
+                }
+            )
+        elif any(getattr(prev, k) != v for k, v in values.items()):
+            self.updates.append({**values, "id": prev.id, "run_id": self.run_id, "updated_at": now, "error": None})
 
 
 @dataclass
@@ -138,30 +204,13 @@ class Planner:
             }
             old = {
                 (r.subdir, r.filename): r
-                for r in s.execute(
-                    select(
-                        MirrorItem.id,
-                        MirrorItem.subdir,
-                        MirrorItem.filename,
-                        MirrorItem.name,
-                        MirrorItem.kept,
-                        MirrorItem.flag,
-                        MirrorItem.filter,
-                        MirrorItem.rule,
-                        MirrorItem.value,
-                        MirrorItem.sha256,
-                        MirrorItem.size,
-                        MirrorItem.record_hash,
-                        MirrorItem.state,
-                    ).where(MirrorItem.mirror_id == self.mirror_id)
-                )
+                for r in s.execute(select(*ITEM_COLUMNS).where(MirrorItem.mirror_id == self.mirror_id))
             }
         ours = {k for k in chan if k in old}
         plan = compute_plan(upstream, cfg.filters, self._filter_context(upstream), ours)
         passive = cfg.mode == "passive"
         work = Work()
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        rows = ItemRows(self.mirror_id, self.run_id)
         now = utcnow()
         for key, d in plan.decisions.items():
             rec = plan.records[key].record
@@ -183,33 +232,9 @@ class Planner:
                         work.replace.add(key)
             else:
                 state = "dropped"
-            values = {
-                "name": str(rec.get("name", ""))[:100].lower(),
-                "kept": d.kept,
-                "flag": d.flag,
-                "filter": d.filter[:64],
-                "rule": d.rule,
-                "value": d.value,
-                "sha256": sha,
-                "size": rec.get("size"),
-                "record_hash": rh,
-                "state": state,
-            }
-            if prev is None:
-                inserts.append(
-                    {
-                        **values,
-                        "mirror_id": self.mirror_id,
-                        "subdir": key[0],
-                        "filename": key[1],
-                        "error": None,
-                        "fetch_until": 0.0,
-                        "run_id": self.run_id,
-                        "updated_at": now,
-                    }
-                )
-            elif any(getattr(prev, k) != v for k, v in values.items()):
-                updates.append({**values, "id": prev.id, "run_id": self.run_id, "updated_at": now, "error": None})
+            decision = {"kept": d.kept, "flag": d.flag, "filter": d.filter, "rule": d.rule, "value": d.value}
+            rows.stage(key, rec, prev, decision=decision, state=state, rh=rh, now=now)
+        inserts, updates = rows.inserts, rows.updates
         gone = [k for k in old if k not in plan.decisions]
         delete_ids = [old[k].id for k in gone if k not in chan]
         for k in gone:

@@ -45,7 +45,7 @@ from condavault.memory import trim
 from condavault.mirror.config import MirrorConfig
 from condavault.mirror.filters import FileRecord, FilterContext, RecordFilter, build_chain
 from condavault.mirror.models import MirrorItem, MirrorRun
-from condavault.mirror.planning import GONE, overrides_of, record_hash
+from condavault.mirror.planning import GONE, ITEM_COLUMNS, ItemRows, overrides_of, record_hash
 
 __all__ = ["BATCH", "SubdirSync", "previous_state", "stream_blockers", "streamable"]
 
@@ -173,8 +173,7 @@ class SubdirSync:
         refresh: dict[tuple[str, str], dict[str, Any]] = {}
         replace: list[tuple[str, str]] = []
         remove: list[tuple[str, str]] = []
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        rows = ItemRows(self.mirror_id, self.run_id)
         now = utcnow()
         with self.ctx.db.session() as s:
             chan = {
@@ -188,15 +187,7 @@ class SubdirSync:
             old = {
                 r.filename: r
                 for r in s.execute(
-                    select(
-                        MirrorItem.id,
-                        MirrorItem.filename,
-                        MirrorItem.kept,
-                        MirrorItem.filter,
-                        MirrorItem.sha256,
-                        MirrorItem.record_hash,
-                        MirrorItem.state,
-                    ).where(
+                    select(*ITEM_COLUMNS).where(
                         MirrorItem.mirror_id == self.mirror_id, MirrorItem.subdir == sd, MirrorItem.filename.in_(fns)
                     )
                 )
@@ -226,39 +217,10 @@ class SubdirSync:
                 state = "dropped"
                 if have is not None and prev is not None and prev.kept and self.cfg.on_remove == "remove":
                     remove.append((sd, fn))
-            values = {
-                "kept": kept,
-                "flag": False,
-                "filter": filt[:64],
-                "rule": rule,
-                "value": value or f"{rec.get('name')}-{rec.get('version')}-{rec.get('build')}",
-                "sha256": sha,
-                "size": rec.get("size"),
-                "record_hash": rh,
-                "state": state,
-            }
-            if prev is None:
-                inserts.append(
-                    {
-                        **values,
-                        "name": str(rec.get("name", ""))[:100].lower(),
-                        "mirror_id": self.mirror_id,
-                        "subdir": sd,
-                        "filename": fn,
-                        "error": None,
-                        "fetch_until": 0.0,
-                        "run_id": self.run_id,
-                        "updated_at": now,
-                    }
-                )
-            elif (prev.kept, prev.filter, prev.sha256, prev.record_hash, prev.state) != (
-                kept,
-                values["filter"],
-                sha,
-                rh,
-                state,
-            ):
-                updates.append({**values, "id": prev.id, "run_id": self.run_id, "updated_at": now, "error": None})
+            value = value or f"{rec.get('name')}-{rec.get('version')}-{rec.get('build')}"
+            decision = {"kept": kept, "flag": False, "filter": filt, "rule": rule, "value": value}
+            rows.stage((sd, fn), rec, prev, decision=decision, state=state, rh=rh, now=now)
+        inserts, updates = rows.inserts, rows.updates
         if not (passive_imports or refresh or replace or remove or inserts or updates):
             return
 

@@ -110,18 +110,22 @@ class Store:
 
     def build(self, segments: Iterable[tuple[str, Segment]]) -> list[Bucket]:
         """Buckets of every name's segment, in name order (a full rebuild: one bucket in memory at a time)."""
-        out: list[Bucket] = []
+        return list(self._split("", segments))
+
+    def _split(self, lo: str, segments: Iterable[tuple[str, Segment]]) -> Iterator[Bucket]:
+        """Write ``segments`` (in name order) as buckets of about ``TARGET`` bytes, the first starting at
+        ``lo`` and each next one at its first name; at least one bucket."""
+        made = False
         pending: list[tuple[str, Segment]] = []
         size = 0
         for n, seg in segments:
             pending.append((n, seg))
             size += _size(seg)
             if size >= TARGET:
-                out.append(self.write("" if not out else pending[0][0], pending))
-                pending, size = [], 0
-        if pending or not out:
-            out.append(self.write("" if not out else pending[0][0], pending))
-        return out
+                yield self.write(pending[0][0] if made else lo, pending)
+                made, pending, size = True, [], 0
+        if pending or not made:
+            yield self.write(pending[0][0] if made else lo, pending)
 
     def update(self, buckets: list[Bucket], changed: dict[str, Segment | None]) -> tuple[list[Bucket], list[Bucket]]:
         """New buckets with ``changed`` names replaced (None: gone). Returns (new list, replaced buckets)."""
@@ -152,17 +156,7 @@ class Store:
             if total <= 2 * TARGET:
                 out.append(self.write(b.lo if i else "", items))
                 continue
-            first = True
-            pending: list[tuple[str, Segment]] = []
-            size = 0
-            for n, seg in items:
-                pending.append((n, seg))
-                size += _size(seg)
-                if size >= TARGET:
-                    out.append(self.write((b.lo if i else "") if first else pending[0][0], pending))
-                    first, pending, size = False, [], 0
-            if pending:
-                out.append(self.write((b.lo if i else "") if first else pending[0][0], pending))
+            out.extend(self._split(b.lo if i else "", items))
         if not out:
             out.append(self.write("", []))
         if out[0].lo != "":  # the first bucket always starts at ""

@@ -39,7 +39,7 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from bench_foundation import Proc, free_port, status_kb
+from bench_foundation import Proc, cpu_seconds, free_port, status_kb
 
 TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))
 SHAPES = [
@@ -293,15 +293,6 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        with suppress(OSError), open(f"/proc/{pid}/stat") as fh:
-            parts = fh.read().rsplit(")", 1)[1].split()
-            ticks += int(parts[11]) + int(parts[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def ok(r: httpx.Response) -> httpx.Response:

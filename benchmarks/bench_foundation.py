@@ -176,6 +176,16 @@ class Proc:
                 self.p.wait()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (from /proc; a process gone meanwhile counts 0)."""
+    ticks = 0
+    for pid in pids:
+        with suppress(OSError), open(f"/proc/{pid}/stat") as fh:
+            parts = fh.read().rsplit(")", 1)[1].split()
+            ticks += int(parts[11]) + int(parts[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def status_kb(pid: int, key: str) -> int:
     with suppress(OSError), open(f"/proc/{pid}/status") as fh:
         for line in fh:

@@ -45,6 +45,7 @@ from bench_foundation import (
     Condavault,
     Nginx,
     RssSampler,
+    cpu_seconds,
     ensure_debs,
     machine,
     make_channel_dir,
@@ -89,18 +90,6 @@ def synth_records(n: int) -> list[tuple[str, dict[str, Any]]]:
             )
         )
     return out
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            continue
-    return total
 
 
 def import_chunks(
@@ -162,7 +151,7 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
             fn = f"{name}-99.{i}.0-h0_0.conda"
             needle = f'"{fn}":'.encode()
             t0 = time.perf_counter()
-            ticks = cpu_ticks(cv.proc.pids())
+            cpu0 = cpu_seconds(cv.proc.pids())
             cv.http.post(f"/api/channels/{channel}/files", params={"filename": fn}, content=data).raise_for_status()
             todo = dict.fromkeys(got)
             while todo:
@@ -177,7 +166,7 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
                 if time.perf_counter() - t0 > 300:
                     raise RuntimeError(f"{fn} never appeared in {sorted(todo)}")
                 time.sleep(0.02)
-            cpu.append((cpu_ticks(cv.proc.pids()) - ticks) / os.sysconf("SC_CLK_TCK"))
+            cpu.append(cpu_seconds(cv.proc.pids()) - cpu0)
     out = {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in got.items()}
     out["server_cpu"] = {"p50": pct(cpu, 0.5), "p95": pct(cpu, 0.95)}
     out.setdefault("current_repodata.json", {"p50": float("nan"), "p95": float("nan")})
@@ -215,11 +204,11 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
                     etag = httpx.get(url, timeout=60).headers["etag"]
                     script = work / f"{who}-304.lua"
                     script.write_text(WRK_LUA.format(etag=etag))
-                before = cpu_ticks(pids())
+                before = cpu_seconds(pids())
                 res = wrk(url, threads=1, conns=16, seconds=seconds, script=script)
-                ticks = cpu_ticks(pids()) - before
+                cpu = cpu_seconds(pids()) - before
                 reqs = res["rps"] * seconds
-                row[who] = {"rps": res["rps"], "cpu_us": ticks / os.sysconf("SC_CLK_TCK") / max(reqs, 1) * 1e6}
+                row[who] = {"rps": res["rps"], "cpu_us": cpu / max(reqs, 1) * 1e6}
             out[label] = row
     finally:
         ngx.stop()

@@ -46,7 +46,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_foundation as bf
 from _synth import conda_bytes
-from bench_foundation import SUBDIR, WRK_LUA, Condavault, Nginx, ensure_debs, machine, raise_nofile
+from bench_foundation import SUBDIR, WRK_LUA, Condavault, Nginx, cpu_seconds, ensure_debs, machine, raise_nofile
 
 CHANNEL = "bench"
 
@@ -57,18 +57,6 @@ def log(msg: str) -> None:
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def synth(n: int) -> dict[str, dict[str, Any]]:

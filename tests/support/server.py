@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,23 +40,81 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def create_pg_database() -> tuple[str, str]:
-    """A fresh PostgreSQL database; returns (sqlalchemy url, name)."""
-    name = f"cvtest_{uuid.uuid4().hex[:12]}"
+def _pg_admin() -> psycopg.Connection[Any]:
     try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:  # pragma: no cover - environment problem
         raise RuntimeError(
             f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); start it (.ci/run does) or set CONDAVAULT_TEST_PG"
         ) from exc
+
+
+def _pg_url(name: str) -> str:
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}", name
+    return f"{base}/{name}"
+
+
+# Migrated templates, one per database kind and test process: a test server's fresh database is a copy of
+# one (``CREATE DATABASE ... TEMPLATE`` / the SQLite backup API) instead of sixteen migrations run again.
+# ``start_server`` still runs ``migrate.upgrade`` on the copy (a no-op at head); the migrations themselves
+# are tested from an empty database by tests/functional/test_migrations.py and the upgrade tests.
+_TEMPLATES: dict[str, str] = {}
+_TEMPLATE_LOCK = threading.Lock()
+
+
+def _template(backend: str) -> str:
+    with _TEMPLATE_LOCK:
+        if backend in _TEMPLATES:
+            return _TEMPLATES[backend]
+        if backend == "sqlite":
+            folder = Path(tempfile.mkdtemp(prefix="condavault-template-"))
+            path = folder / "condavault.db"
+            migrate.upgrade(f"sqlite:///{path}")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _TEMPLATES[backend] = str(path)
+        else:
+            name = f"cvtpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            with _pg_admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            migrate.upgrade(_pg_url(name))  # its engine is disposed: no session left open on the template
+            atexit.register(_drop_now, name)
+            _TEMPLATES[backend] = name
+        return _TEMPLATES[backend]
+
+
+def create_pg_database(migrated: bool = False) -> tuple[str, str]:
+    """A fresh PostgreSQL database, empty or (``migrated``) a copy of this process's migrated template;
+    returns (sqlalchemy url, name)."""
+    name = f"cvtest_{uuid.uuid4().hex[:12]}"
+    template = f' TEMPLATE "{_template("postgresql")}"' if migrated else ""
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{template}')
+    return _pg_url(name), name
+
+
+def _drop_now(name: str) -> None:
+    with suppress(psycopg.Error), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# DROP DATABASE waits for a checkpoint (about a second): test databases are dropped by one background
+# thread while the next test runs; the process waits for the last drops when it exits.
+_DROPS: queue.Queue[str] = queue.Queue()
+
+
+def _dropper() -> None:
+    while True:
+        _drop_now(_DROPS.get())
+        _DROPS.task_done()
+
+
+_DROPPER = threading.Thread(target=_dropper, name="test-db-dropper", daemon=True)
+_DROPPER.start()
+atexit.register(_DROPS.join)
 
 
 def drop_pg_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _DROPS.put(name)
 
 
 # Problems with log calls seen by the production logging of the test servers (see ``production_logging``);
@@ -89,10 +153,21 @@ def production_logging(settings: Settings) -> None:
         handler._watched = True  # type: ignore[attr-defined]
 
 
-def database_url(backend: str, data_dir: Path) -> tuple[str, str | None]:
+def database_url(backend: str, data_dir: Path, migrated: bool = False) -> tuple[str, str | None]:
+    """The database of a test server in ``data_dir``: SQLite there or a fresh PostgreSQL database; empty, or
+    (``migrated``) a copy of the migrated template -- unless ``data_dir`` has a SQLite database already (a
+    restarted server keeps its data)."""
     if backend == "sqlite":
-        return f"sqlite:///{data_dir / 'condavault.db'}", None
-    url, name = create_pg_database()
+        path = data_dir / "condavault.db"
+        if migrated and not path.exists():
+            src, dst = sqlite3.connect(_template("sqlite")), sqlite3.connect(path)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+        return f"sqlite:///{path}", None
+    url, name = create_pg_database(migrated)
     return url, name
 
 
@@ -173,7 +248,7 @@ def start_server(data_dir: Path, backend: str = "sqlite", **overrides: Any) -> t
     # test upstreams (static channels, CVE feeds) listen on loopback: the administrator's allowance the URL
     # policy needs for that is on in test servers; the tests of the policy itself turn it off
     overrides.setdefault("upstream_allow_loopback", True)
-    url, pg_name = database_url(backend, data_dir)
+    url, pg_name = database_url(backend, data_dir, migrated=True)
     settings = load_settings(data_dir=data_dir, database_url=url, **overrides)
     production_logging(settings)
     migrate.upgrade(settings.db_url)

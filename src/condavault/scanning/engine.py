@@ -12,6 +12,7 @@ Pure CPU apart from the optional clamd socket: no database, no writes (the stage
 from __future__ import annotations
 
 import bz2
+import functools
 import hashlib
 import io
 import json
@@ -50,6 +51,14 @@ WATCHED_VARS = (
     "PATH",
 )
 _IN_PREFIX = ("${CONDA_PREFIX}", "$CONDA_PREFIX", "%CONDA_PREFIX%", "@PREFIX@")
+
+
+@functools.lru_cache(maxsize=8)
+def _yara(sources: tuple[tuple[str, str], ...]) -> Any:
+    """Compiled rules of ``sources`` (namespace, text), once per process: compiled rules are read-only and
+    matched from several threads."""
+    ext = {"filepath": "", "install_script": False, "startup_hook": False}
+    return yara.compile(sources=dict(sources), externals=ext)
 
 
 @dataclass
@@ -245,12 +254,9 @@ class RuleSet:
             h.update(f.name.encode() + b"\0" + text.encode() + b"\0")
             by_scope[scope if scope in by_scope else "any"][f"ns{i}"] = text
         self.version = h.hexdigest()[:16]
-        ext = {"filepath": "", "install_script": False, "startup_hook": False}
         by_scope["text"].update(by_scope["any"])  # text files: the text rules and the rules for any file
         by_scope["install"].update(by_scope["text"])  # install-time code: every rule
-        self.rules = {
-            scope: yara.compile(sources=src, externals=ext) if src else None for scope, src in by_scope.items()
-        }
+        self.rules = {scope: _yara(tuple(src.items())) if src else None for scope, src in by_scope.items()}
         # install-time code (small files, rules with external conditions) always goes to YARA
         self.prefilter = build_prefilter({s: list(by_scope[s].values()) for s in ("text", "any") if by_scope[s]})
 

@@ -21,6 +21,7 @@ it does not support) there is no prefilter: YARA reads every file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -152,17 +153,25 @@ def build_prefilter(scopes: dict[str, list[str]]) -> Prefilter | None:
         exprs = _expressions(sources)
         if not exprs:
             continue
-        flags = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         try:
-            db.compile(
-                expressions=[p for p, _ in exprs],
-                ids=list(range(len(exprs))),
-                elements=len(exprs),
-                flags=[flags | (hyperscan.HS_FLAG_CASELESS if c else 0) for _, c in exprs],
-            )
+            dbs[scope] = _compiled(tuple(exprs))
         except Exception as exc:  # a pattern Hyperscan refuses, or no CPU support: YARA reads everything
             log.warning("no scan prefilter for a rule scope", extra={"scope": scope, "error": str(exc)[:200]})
-            continue
-        dbs[scope] = db
     return Prefilter(hyperscan, dbs) if dbs else None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(exprs: tuple[tuple[bytes, bool], ...]) -> Any:
+    """The Hyperscan database of ``exprs`` (compiling one takes about a second: a process compiles each set of
+    rules once; a compiled database is read-only and shared by threads, each with its own scratch)."""
+    import hyperscan
+
+    flags = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[p for p, _ in exprs],
+        ids=list(range(len(exprs))),
+        elements=len(exprs),
+        flags=[flags | (hyperscan.HS_FLAG_CASELESS if c else 0) for _, c in exprs],
+    )
+    return db

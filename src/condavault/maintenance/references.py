@@ -75,7 +75,11 @@ def collect(
 
 def temp_folders(data_dir: Path) -> list[tuple[Path, str]]:
     """Folders (and name patterns) outside the blob store where temp files of killed writes stay."""
-    return [(data_dir / "vulns" / "uploads", "*"), (data_dir / "vulns" / "cache", "*.part")]
+    return [
+        (data_dir / "vulns" / "uploads", "*"),
+        (data_dir / "vulns" / "cache", "*.part"),
+        (data_dir / "cache", ".scan-prefilter-*"),  # compiled scan prefilters being written (scanning/prefilter.py)
+    ]
 
 
 def sweep_temp_files(

@@ -243,7 +243,7 @@ class RuleSet:
 
     SCOPES = ("install", "text", "any")  # text: scripts and sources (is_script), any: every other file
 
-    def __init__(self, extra_dir: Path | None = None) -> None:
+    def __init__(self, extra_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         h = hashlib.sha256()
         by_scope: dict[str, dict[str, str]] = {scope: {} for scope in self.SCOPES}
         files = [(f.stem, f) for f in sorted(RULES_DIR.glob("*.yar"))]
@@ -258,7 +258,9 @@ class RuleSet:
         by_scope["install"].update(by_scope["text"])  # install-time code: every rule
         self.rules = {scope: _yara(tuple(src.items())) if src else None for scope, src in by_scope.items()}
         # install-time code (small files, rules with external conditions) always goes to YARA
-        self.prefilter = build_prefilter({s: list(by_scope[s].values()) for s in ("text", "any") if by_scope[s]})
+        self.prefilter = build_prefilter(
+            {s: list(by_scope[s].values()) for s in ("text", "any") if by_scope[s]}, cache_dir=cache_dir
+        )
 
     def match(self, data: bytes, path: str, install_script: bool, startup_hook: bool) -> list[Any]:
         if install_script or startup_hook:

@@ -21,10 +21,14 @@ it does not support) there is no prefilter: YARA reads every file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
+import os
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Prefilter", "build_prefilter"]
@@ -142,8 +146,9 @@ class Prefilter:
         return hit
 
 
-def build_prefilter(scopes: dict[str, list[str]]) -> Prefilter | None:
-    """A prefilter for the scopes (name -> rule sources) that can have one; None without Hyperscan."""
+def build_prefilter(scopes: dict[str, list[str]], cache_dir: Path | None = None) -> Prefilter | None:
+    """A prefilter for the scopes (name -> rule sources) that can have one; None without Hyperscan.
+    ``cache_dir``: where compiled databases are kept between processes (compiling one takes about a second)."""
     try:
         import hyperscan
     except ImportError:
@@ -154,18 +159,26 @@ def build_prefilter(scopes: dict[str, list[str]]) -> Prefilter | None:
         if not exprs:
             continue
         try:
-            dbs[scope] = _compiled(tuple(exprs))
+            dbs[scope] = _compiled(tuple(exprs), cache_dir)
         except Exception as exc:  # a pattern Hyperscan refuses, or no CPU support: YARA reads everything
             log.warning("no scan prefilter for a rule scope", extra={"scope": scope, "error": str(exc)[:200]})
     return Prefilter(hyperscan, dbs) if dbs else None
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(exprs: tuple[tuple[bytes, bool], ...]) -> Any:
-    """The Hyperscan database of ``exprs`` (compiling one takes about a second: a process compiles each set of
-    rules once; a compiled database is read-only and shared by threads, each with its own scratch)."""
+def _compiled(exprs: tuple[tuple[bytes, bool], ...], cache_dir: Path | None) -> Any:
+    """The Hyperscan database of ``exprs``, once per process and, with ``cache_dir``, once per machine: a
+    compiled database is read-only and shared by threads (each with its own scratch)."""
     import hyperscan
 
+    key = hashlib.sha256(repr((getattr(hyperscan, "__version__", ""), exprs)).encode()).hexdigest()[:32]
+    cached = cache_dir / f"scan-prefilter-{key}.hs" if cache_dir is not None else None
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            blob = cached.read_bytes()
+            # Hyperscan does not check what it deserializes: the file carries the sha256 of its payload
+            if len(blob) > 32 and hashlib.sha256(blob[32:]).digest() == blob[:32]:
+                return hyperscan.loadb(blob[32:], hyperscan.HS_MODE_BLOCK)
     flags = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(
@@ -174,4 +187,13 @@ def _compiled(exprs: tuple[tuple[bytes, bool], ...]) -> Any:
         elements=len(exprs),
         flags=[flags | (hyperscan.HS_FLAG_CASELESS if c else 0) for _, c in exprs],
     )
+    if cached is not None:
+        payload = bytes(hyperscan.dumpb(db))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, cached)  # whole or absent: a concurrent reader never sees half a file
+        except OSError as exc:  # a read-only data folder: compile again next start
+            log.info("scan prefilter not cached", extra={"path": str(cached), "error": str(exc)[:200]})
     return db

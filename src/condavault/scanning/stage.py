@@ -96,7 +96,7 @@ class ScanStage:
         self.ctx = ctx
         settings = ctx.settings
         self.enabled = settings.scanning
-        self.ruleset = RuleSet(settings.scan_rules_dir)
+        self.ruleset = RuleSet(settings.scan_rules_dir, cache_dir=settings.data_dir / "cache")
         clamd = ClamdClient(settings.clamd_socket) if settings.clamd_socket else None
         self.scanner = Scanner(self.ruleset, clamd=clamd, max_file_bytes=settings.scan_max_file_bytes)
         self.blocked = BlockList(ctx.db)

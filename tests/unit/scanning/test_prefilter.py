@@ -4,6 +4,7 @@ text), it lets plain text and binary skip YARA, and rules it cannot reason about
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -95,3 +96,27 @@ def test_rules_it_cannot_reason_about_disable_it(tmp_path: Path) -> None:
     rs = RuleSet(d)
     assert rs.prefilter is None or "any" not in rs.prefilter.scopes
     assert rs.match(b"a" * 1_000_001, "share/x.bin", False, False)[0].rule == "big_file"
+
+
+def test_a_compiled_prefilter_is_cached_on_disk_and_a_damaged_copy_is_compiled_again(tmp_path: Path) -> None:
+    """A later process loads the compiled database from the data folder; a file whose checksum does not
+    match its content is never loaded (Hyperscan would deserialize it without a word)."""
+    from condavault.scanning import prefilter as pf
+
+    shipped = [(RULES_DIR / "any.yar").read_text()]
+    pf._compiled.cache_clear()
+    first = build_prefilter({"any": shipped}, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("scan-prefilter-*.hs")
+    assert first is not None and first.may_match("any", EICAR)
+    pf._compiled.cache_clear()  # as a new process
+    loaded = build_prefilter({"any": shipped}, cache_dir=tmp_path)
+    assert loaded is not None and loaded.may_match("any", EICAR)
+    assert not loaded.may_match("any", _filler(10_000))
+    # flip a byte of the payload: the checksum refuses the file and the database is compiled (and written) anew
+    blob = bytearray(cached.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    cached.write_bytes(bytes(blob))
+    pf._compiled.cache_clear()
+    again = build_prefilter({"any": shipped}, cache_dir=tmp_path)
+    assert again is not None and again.may_match("any", EICAR)
+    assert hashlib.sha256(cached.read_bytes()[32:]).digest() == cached.read_bytes()[:32]

@@ -39,7 +39,7 @@ def _wait_for_tickets(shared: SharedSync, n: int) -> None:
 def _run(shared: SharedSync, errors: list[BaseException]) -> None:
     try:
         shared()
-    except BaseException as exc:  # noqa: BLE001 - recorded for the test
+    except BaseException as exc:  # recorded for the test
         errors.append(exc)
 
 

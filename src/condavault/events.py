@@ -51,6 +51,15 @@ class Event:
     def from_params(cls: type[E], params: JsonDict) -> E:
         return cls(**params)
 
+    def coalesce_key(self) -> str | None:
+        """Events of the same key may share one durable job (``EventBus.record(..., coalesce=...)``)."""
+        return None
+
+    @classmethod
+    def merge_params(cls, queued: JsonDict, new: JsonDict) -> JsonDict | None:
+        """The parameters of one job doing the work of both; None when they do not go together."""
+        return None
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -117,10 +126,12 @@ class EventBus:
         )
 
     # -- recording -------------------------------------------------------------------------------------
-    def record(self, session: Session, event: Event) -> list[int]:
+    def record(self, session: Session, event: Event, *, coalesce: float = 0.0) -> list[int]:
         """Record ``event`` in the caller's transaction (see the module docstring for when each kind of
         subscriber runs). Returns the ids of the jobs of its durable subscribers (a caller that promises
-        its client the effects may run them at once: ``JobWorker.run_here``)."""
+        its client the effects may run them at once: ``JobWorker.run_here``). ``coalesce`` (seconds, for
+        a writer of many small changes that nobody waits for, e.g. the requests of an upload batch): the
+        durable work may wait that long, and joins a queued job of the same ``Event.coalesce_key``."""
         etype = type(event)
         for fn in self._tx.get(etype, ()):
             fn(session, event)
@@ -129,8 +140,16 @@ class EventBus:
         if kinds:
             assert self.queue is not None, "durable subscribers need the job queue"
             params = event.to_params()
+            key = event.coalesce_key() if coalesce > 0 else None
             for kind in kinds:
-                job_ids.append(self.queue.enqueue(kind, params, session=session))
+                if key is None:
+                    job_ids.append(self.queue.enqueue(kind, params, session=session))
+                else:
+                    job_ids.append(
+                        self.queue.enqueue_merged(
+                            kind, params, etype.merge_params, session=session, key=f"{kind}:{key}", delay=coalesce
+                        )
+                    )
         for commit_fn in self._commit.get(etype, ()):
             after_commit(session, partial(commit_fn, event))
         return job_ids

@@ -358,3 +358,40 @@ def test_serve_with_two_workers_answers_every_job_poll(tmp_path: Path, db_backen
         stop(proc)
         if pg_name:
             drop_pg_database(pg_name)
+
+
+def test_follow_up_work_of_a_batch_writer_joins_the_job_still_queued(server: Server) -> None:
+    """``EventBus.record(..., coalesce=...)``: the follow-up job of each group of an upload batch takes the
+    next groups in while it is queued; once claimed, the next group gets a job of its own; another channel
+    or actor never shares a job; every file is in exactly one job."""
+    from condavault.channels.events import IngestedFile, PackagesIngested
+
+    ctx = server.ctx
+    kind = "event.vulns.match_ingested"
+
+    def ingested(channel_id: int, actor: str, *names: str) -> PackagesIngested:
+        files = tuple(IngestedFile("c", "linux-64", f"{n}-1.0-0.conda", "created") for n in names)
+        return PackagesIngested(channel_id, "c", files, actor)
+
+    def record(event: PackagesIngested) -> int:
+        (job_id,) = ctx.db.run_write(lambda s: ctx.events.record(s, event, coalesce=3600.0))
+        return job_id
+
+    first = record(ingested(1, "alice", "a", "b"))
+    assert record(ingested(1, "alice", "c")) == first
+    assert record(ingested(1, "bob", "d")) != first
+    assert record(ingested(2, "alice", "e")) != first
+    assert [f[1] for f in ctx.jobs.get(first)["params"]["files"]] == ["a-1.0-0.conda", "b-1.0-0.conda", "c-1.0-0.conda"]
+    assert ctx.jobs.get(first)["state"] == "queued"  # runnable an hour from now: waits for the next groups
+    with ctx.db.write_session() as s:  # a worker takes it
+        s.execute(update(Job).where(Job.id == first).values(state="running"))
+    later = record(ingested(1, "alice", "f"))
+    assert later != first
+    assert [f[1] for f in ctx.jobs.get(later)["params"]["files"]] == ["f-1.0-0.conda"]
+    # without ``coalesce`` (an upload somebody waits for), a job of its own, runnable at once
+    (alone,) = ctx.db.run_write(lambda s: ctx.events.record(s, ingested(1, "alice", "g")))
+    assert alone not in (first, later)
+    with ctx.db.session() as s:
+        rows = s.scalars(select(Job.params).where(Job.kind == kind, Job.id.in_([first, later, alone]))).all()
+    files = Counter(f[1] for p in rows for f in json.loads(p)["files"])
+    assert set(files.values()) == {1} and len(files) == 5

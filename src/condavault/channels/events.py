@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 from condavault.events import Actor, Event
 from condavault.jobs.registry import JsonDict
 
+MAX_MERGED_FILES = 5000  # files of one coalesced follow-up job (its parameters stay far below the 1 MB cap)
+
 
 @dataclass(frozen=True)
 class ChannelCreated(Event):
@@ -65,6 +67,16 @@ class PackagesIngested(Event):
             "actor": self.actor,
             "files": [[f.subdir, f.filename, f.status, f.security] for f in self.files],
         }
+
+    def coalesce_key(self) -> str | None:
+        return f"{self.channel_id}:{self.actor or ''}"
+
+    @classmethod
+    def merge_params(cls, queued: JsonDict, new: JsonDict) -> JsonDict | None:
+        same = all(queued.get(k) == new.get(k) for k in ("channel_id", "channel", "actor"))
+        if not same or len(queued["files"]) + len(new["files"]) > MAX_MERGED_FILES:
+            return None
+        return {**queued, "files": [*queued["files"], *new["files"]]}
 
     @classmethod
     def from_params(cls, params: JsonDict) -> PackagesIngested:

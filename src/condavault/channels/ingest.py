@@ -48,6 +48,7 @@ from condavault.storage.interfaces import BlobStore
 from condavault.storage.local import run_all
 
 __all__ = ["IngestItem", "IngestResult", "Ingested", "Ingestor", "Received"]
+FOLLOW_UP_COALESCE = 1.0  # seconds the follow-up job of a batch writer's group waits for the next groups
 
 
 @dataclass
@@ -144,8 +145,9 @@ class Ingestor:
         self.events = events
         self.index = True
         self.checks: list[Callable[[Ingested], None]] = []
-        # run in the transaction that writes the rows of a group (``search``: the files inside packages)
-        self.row_hooks: list[Callable[[Session, int, list[Ingested]], None]] = []
+        # run in the transaction that writes the rows of a group (``search``: the files inside packages),
+        # with ``index`` (False: the writer publishes the index later; what follows a publish may wait for it)
+        self.row_hooks: list[Callable[[Session, int, list[Ingested], bool], None]] = []
         # a visitor of every archive member in the archive walk (the malware scan: one pass, not two)
         self.visitor: Callable[[Ingested], Visit] | None = None
         # before the blobs of checked files are stored, with the channel id: may hold a file back (a channel policy)
@@ -390,7 +392,7 @@ class Ingestor:
             dirty: dict[str, set[str]] = {}
             outcomes = put_records(session, channel, entries, dirty=dirty)
             for row_hook in self.row_hooks:
-                row_hook(session, channel_id, group)
+                row_hook(session, channel_id, group, self.index)
             for write_hook in self.on_write:
                 write_hook(session, group)
             self.guard.unpin(session, [b.item.received.sha256 for b in group])
@@ -439,7 +441,12 @@ class Ingestor:
             return []
         subdirs = tuple(sorted({f.subdir for f in files}))
         self.events.record(session, RecordsChanged(channel_id, subdirs, index=self.index))
-        return self.events.record(session, PackagesIngested(channel_id, channel_name, tuple(files), actor))
+        # a writer that publishes the index itself (an upload batch, a mirror run) sends many groups in a
+        # row and waits for none of their follow-up work: one job for the groups of the next moment
+        coalesce = 0.0 if self.index else FOLLOW_UP_COALESCE
+        return self.events.record(
+            session, PackagesIngested(channel_id, channel_name, tuple(files), actor), coalesce=coalesce
+        )
 
     def _failed(self, b: Ingested, exc: Exception) -> None:
         b.error = exc

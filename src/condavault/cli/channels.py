@@ -258,6 +258,7 @@ def _upload_batch(
                 f"/api/channels/{channel}/uploads/{batch}/files",
                 params={"force": force, "skip_existing": skip_existing},
                 files=[("file", (p.name, fh, OCTETS)) for p, fh in zip(group, handles, strict=True)],
+                buffered=len(group) > 1,  # many files: at most BATCH_BYTES (_chunks), one file may be larger
             )
             results = out["files"]
         except ApiError as exc:  # the whole request: every file of it failed

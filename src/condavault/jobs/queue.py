@@ -93,6 +93,19 @@ def job_dict(job: Job) -> JsonDict:
     }
 
 
+def _insert_deduped(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert a job row unless a queued job of its ``dedupe_key`` exists (then None)."""
+    ins = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(Job)
+    stmt = ins.values(**values).on_conflict_do_nothing(
+        # literal, not a bound parameter: PostgreSQL infers the partial unique index only from a
+        # predicate it can compare (SQLAlchemy 2.1 binds ``Job.state == QUEUED`` as $1)
+        index_elements=["dedupe_key"],
+        index_where=text(f"state = '{QUEUED}'"),
+    )
+    got = session.execute(stmt.returning(Job.id)).scalar()
+    return None if got is None else int(got)
+
+
 class JobQueue:
     """Enqueue, inspect and cancel jobs; claim, heartbeat and finish them (for :class:`JobWorker`)."""
 
@@ -137,29 +150,9 @@ class JobQueue:
                     claim=claim,
                 )
             )
-        spec = self.kinds.require(kind)
         now = time.time()
-        values = {
-            "kind": kind,
-            "params": _json(params or {}, "parameters"),
-            "state": QUEUED,
-            "lane": spec.lane,
-            "priority": spec.priority,
-            "dedupe_key": dedupe_key,
-            "lock_key": lock_key,
-            "attempts": 0,
-            "max_attempts": spec.max_attempts,
-            "run_after": now + delay,
-            "lease_until": 0.0,
-            "cancel_requested": False,
-            "phase": "",
-            "done": 0,
-            "created_by": created_by,
-            "channel_id": channel_id,
-            "schedule": schedule,
-            "created_at": utcnow(),
-            "updated_at": utcnow(),
-        }
+        values = self._row(kind, params, dedupe_key, delay)
+        values.update(lock_key=lock_key, created_by=created_by, channel_id=channel_id, schedule=schedule)
         insert_stmt = table(Job).insert().returning(Job.id)
         if claim:
             values.update(
@@ -180,14 +173,7 @@ class JobQueue:
         elif dedupe_key is None:
             job_id = int(session.execute(insert_stmt.values(**values)).scalar_one())
         else:
-            ins = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(Job)
-            stmt = ins.values(**values).on_conflict_do_nothing(
-                # literal, not a bound parameter: PostgreSQL infers the partial unique index only from a
-                # predicate it can compare (SQLAlchemy 2.1 binds ``Job.state == QUEUED`` as $1)
-                index_elements=["dedupe_key"],
-                index_where=text(f"state = '{QUEUED}'"),
-            )
-            got = session.execute(stmt.returning(Job.id)).scalar()
+            got = _insert_deduped(session, values)
             if got is None:
                 got = session.scalar(select(Job.id).where(Job.dedupe_key == dedupe_key, Job.state == QUEUED))
                 if got is None:  # pragma: no cover - the queued one was claimed between the two statements
@@ -196,6 +182,61 @@ class JobQueue:
         if not claim:
             after_commit(session, self._wake.set)
         return job_id
+
+    def enqueue_merged(
+        self,
+        kind: str,
+        params: JsonDict,
+        merge: Callable[[JsonDict, JsonDict], JsonDict | None],
+        *,
+        session: Session,
+        key: str,
+        delay: float,
+    ) -> int:
+        """Coalesce while queued: a job of ``key`` still queued takes ``params`` in (``merge(queued,
+        params)``; its row stays locked until the caller's commit, so no worker claims it half merged);
+        else a new job of that key, runnable ``delay`` seconds from now so that the changes of the next
+        moments join it. ``merge`` returns None when the two do not go together (e.g. too large): then a
+        job of its own. Part of the caller's transaction, as ``enqueue(session=...)``."""
+        for _ in range(3):
+            row = session.execute(
+                select(Job.id, Job.params).where(Job.dedupe_key == key, Job.state == QUEUED).with_for_update()
+            ).first()
+            if row is not None:
+                merged = merge(json.loads(row[1] or "{}"), params)
+                if merged is None:
+                    break
+                session.execute(
+                    update(Job).where(Job.id == row[0]).values(params=_json(merged, "parameters"), updated_at=utcnow())
+                )
+                return int(row[0])
+            got = _insert_deduped(session, self._row(kind, params, key, delay))
+            if got is not None:  # a new job: workers look once it can run
+                after_commit(session, self._wake.set)
+                return got
+            # another transaction queued one of this key meanwhile (and committed): merge into it
+        return self.enqueue(kind, params, session=session, delay=delay)
+
+    def _row(self, kind: str, params: JsonDict | None, dedupe_key: str | None, delay: float) -> dict[str, Any]:
+        """The column values of a new queued job of ``kind``."""
+        spec = self.kinds.require(kind)
+        return {
+            "kind": kind,
+            "params": _json(params or {}, "parameters"),
+            "state": QUEUED,
+            "lane": spec.lane,
+            "priority": spec.priority,
+            "dedupe_key": dedupe_key,
+            "attempts": 0,
+            "max_attempts": spec.max_attempts,
+            "run_after": time.time() + delay,
+            "lease_until": 0.0,
+            "cancel_requested": False,
+            "phase": "",
+            "done": 0,
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        }
 
     def claimed(self, job_id: int) -> Claimed | None:
         """The job ``job_id`` if this holder is running it (after ``enqueue(..., claim=True)``)."""

@@ -2,9 +2,14 @@
 
 How the search tables follow changes:
 
-* an ingest (upload, mirror download, passive fetch) writes the files inside each package and the
-  documents of its names in the transaction that writes the records (``Ingestor.row_hooks``): searchable
-  as soon as the upload is answered;
+* an ingest (upload, mirror download, passive fetch) writes the files inside each package in the
+  transaction that writes the records (``Ingestor.row_hooks``); an ingest that asks for an index run (an
+  upload of one file) also writes the documents of its names there: searchable as soon as the upload is
+  answered;
+* an ingest whose writer publishes the index itself (the requests of an upload batch, a mirror run:
+  ``RecordsChanged.index`` False) leaves the documents to that publish: each document is written once
+  per batch, not once per request and again after each commit (concurrent requests each saw only their
+  own rows of a name, so the sync after their commits rewrote them);
 * every other change of records (removal, copy, move, mirror run, repodata patch) records a
   ``RecordsChanged`` or ends in an index run of its subdir: after the commit / the publish, the channel's
   documents are brought up to date on the job runner (:func:`condavault.search.index.sync_channel`,
@@ -71,13 +76,15 @@ class SearchDomain(SearchService):
 
         return self.ctx.db.run_write(work)
 
-    def on_ingest(self, session: Session, channel_id: int, group: list[Ingested]) -> None:
-        """In the ingest transaction: the files inside the new packages, the documents of their names."""
+    def on_ingest(self, session: Session, channel_id: int, group: list[Ingested], indexed: bool) -> None:
+        """In the ingest transaction: the files inside the new packages; the documents of their names
+        unless the writer publishes the index later (``indexed`` False: the sync after that publish
+        writes them, once for the whole batch)."""
         for b in group:
             if b.meta is not None and b.meta.files:
                 index.put_files(session, b.item.received.sha256, b.meta.files)
         names = sorted({str(b.record.get("name")) for b in group if b.record.get("name")})
-        if names:
+        if names and indexed:
             index.sync_channel(session, channel_id, names)
 
     def sweep(self) -> dict[str, int]:
@@ -182,7 +189,8 @@ def wire(ctx: Context) -> SearchDomain:
     ctx.ingestor.row_hooks.append(dom.on_ingest)
 
     def records_changed(event: RecordsChanged) -> None:
-        dom.request_sync(event.channel_id)
+        if event.index:  # else the writer publishes the index itself: the listener below follows it
+            dom.request_sync(event.channel_id)
 
     def channel_changed(event: ChannelChanged) -> None:
         if not event.deleted and event.channel is None:  # its files changed

@@ -156,6 +156,38 @@ def _syncfs_of(root: Path) -> Callable[[], None] | None:
     return syncfs
 
 
+class SharedSync:
+    """A group commit of ``sync``: callers that ask while one runs share the next one -- a sync that
+    starts after a caller asked covers everything the caller wrote before asking. Concurrent batches
+    (parallel upload requests, each with its barrier of two syncs) then pay one sync instead of one each.
+    A failed sync raises in the caller that ran it; the others it would have covered run their own."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._cond = threading.Condition()
+        self._asked = 0  # tickets handed out
+        self._done = 0  # every ticket up to this one is covered by a sync that completed
+        self._running = False
+
+    def __call__(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while self._done < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running, covers = True, self._asked
+                self._cond.release()
+                try:
+                    self._sync()
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._done = max(self._done, covers)
+
+
 @dataclass
 class Staged:
     """A blob written but not yet visible under its name (:meth:`LocalBlobStore.stage`)."""
@@ -182,7 +214,8 @@ class LocalBlobStore:
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(exist_ok=True)
         self._lock_path = self.root / ".collect.lock"
-        self._syncfs = _syncfs_of(self.root) if sync == "syncfs" else None
+        syncfs = _syncfs_of(self.root) if sync == "syncfs" else None
+        self._syncfs = SharedSync(syncfs) if syncfs is not None else None
 
     @contextmanager
     def writing(self) -> Iterator[None]:

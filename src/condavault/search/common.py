@@ -38,7 +38,7 @@ class Pkg:
     license: str | None
     max_score: float | None
     timestamp: int
-    record_ids: list[int] | None = None  # record-level queries: the matching records
+    records: list[Any] | None = None  # record-level queries: the matching records (``shape.record_cols``)
     matched: str | None = None
     doc_id: int | None = None  # text queries: the search_packages row
     latest_id: int | None = None  # text queries: the newest record of the package

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
@@ -16,6 +16,7 @@ from condavault.search import query as qp
 from condavault.search.common import MAX_RECORDS, Pkg, glob_like, within
 from condavault.search.index import chunks
 from condavault.search.models import SearchFile
+from condavault.search.shape import record_cols
 from condavault.search.text import text_candidates
 from condavault.vulns.models import VulnAdvisory, VulnAdvisoryId, VulnLinkRow, counting_clause
 
@@ -85,7 +86,7 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
     else:
         keys = None
     stmt = (
-        select(R.id, R.channel_id, R.name, R.version, R.build, R.subdir, R.license, R.timestamp)
+        select(*record_cols())
         .where(within(s, R.channel_id, ids), R.removed.is_(False), *conds)
         .order_by(R.id.desc())
         .limit(MAX_RECORDS + 1)
@@ -114,7 +115,7 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
                 best.license,
                 mx,
                 best.timestamp or 0,
-                record_ids=[r.id for r in rs],
+                records=rs,
                 matched=info.get("matched"),
             )
         )
@@ -123,13 +124,15 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
 
 def record_scores(s: Session, record_ids: Sequence[int]) -> dict[int, float]:
     out: dict[int, float] = {}
+    # one expanding parameter: the ids are bound as they are, not coerced one by one into the statement
+    stmt = (
+        select(VulnLinkRow.record_id, func.max(VulnAdvisory.score))
+        .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
+        .where(VulnLinkRow.record_id.in_(bindparam("rids", expanding=True)), counting_clause())
+        .group_by(VulnLinkRow.record_id)
+    )
     for part in chunks(list(record_ids)):
-        for rid, score in s.execute(
-            select(VulnLinkRow.record_id, func.max(VulnAdvisory.score))
-            .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
-            .where(VulnLinkRow.record_id.in_(part), counting_clause())
-            .group_by(VulnLinkRow.record_id)
-        ):
+        for rid, score in s.execute(stmt, {"rids": list(part)}):
             if score is not None:
                 out[rid] = float(score)
     return out

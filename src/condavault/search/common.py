@@ -38,7 +38,7 @@ class Pkg:
     license: str | None
     max_score: float | None
     timestamp: int
-    record_ids: list[int] | None = None  # record-level queries: the matching records
+    records: list[Any] | None = None  # record-level queries: the matching records (``shape.record_cols``)
     matched: str | None = None
     doc_id: int | None = None  # text queries: the search_packages row
     latest_id: int | None = None  # text queries: the newest record of the package
@@ -59,11 +59,12 @@ def within(s: Session, col: Any, ids: list[int]) -> ColumnElement[bool]:
     return col.in_(list(ids))  # type: ignore[no-any-return]
 
 
-def one_of(s: Session, col: Any, values: list[str]) -> ColumnElement[bool]:
-    """``col IN values`` (one array parameter on PostgreSQL)."""
+def one_of(s: Session, col: Any, values: list[Any], key: str = "names", kind: Any = String) -> ColumnElement[bool]:
+    """``col IN values``: one array parameter ``key`` on PostgreSQL, one expanding parameter on SQLite (the
+    values are bound as they are, not coerced one by one into the statement)."""
     if s.get_bind().dialect.name == "postgresql":
-        return col == any_(bindparam("names", list(values), type_=postgresql.ARRAY(String)))  # type: ignore[no-any-return]
-    return col.in_(list(values))  # type: ignore[no-any-return]
+        return col == any_(bindparam(key, list(values), type_=postgresql.ARRAY(kind)))  # type: ignore[no-any-return]
+    return col.in_(bindparam(key, list(values), expanding=True))  # type: ignore[no-any-return]
 
 
 def scope_sql(ids: list[int], column: str) -> str:

@@ -7,15 +7,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Integer, func, or_, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
 from condavault.packages.specs import version_key
 from condavault.search import query as qp
-from condavault.search.common import MAX_RECORDS, Pkg, glob_like, within
+from condavault.search.common import MAX_RECORDS, Pkg, glob_like, one_of, within
 from condavault.search.index import chunks
 from condavault.search.models import SearchFile
+from condavault.search.shape import record_cols
 from condavault.search.text import text_candidates
 from condavault.vulns.models import VulnAdvisory, VulnAdvisoryId, VulnLinkRow, counting_clause
 
@@ -30,14 +31,14 @@ def record_conditions(s: Session, parsed: qp.Parsed) -> tuple[list[ColumnElement
         if parsed.spec_subdir:
             conds.append(R.subdir == parsed.spec_subdir)
     # files resolve to package digests first (their own indexes), then records by digest
-    for p in parsed.paths:
+    for i, p in enumerate(parsed.paths):
         holders = list(s.scalars(select(SearchFile.package_sha256).where(SearchFile.path == p).limit(MAX_RECORDS)))
-        conds.append(R.sha256.in_(holders))
+        conds.append(one_of(s, R.sha256, holders, key=f"path_holders_{i}"))
         info["matched"] = f"path:{p}"
-    for h in parsed.sha256:
+    for i, h in enumerate(parsed.sha256):
         found = select(SearchFile.package_sha256).where(SearchFile.sha256 == h).limit(MAX_RECORDS)
         holders = list(s.scalars(found))
-        conds.append(R.sha256.in_([h, *holders]))
+        conds.append(one_of(s, R.sha256, [h, *holders], key=f"sha_holders_{i}"))
     for c in parsed.cves:
         adv = select(VulnAdvisory.id).where(
             or_(
@@ -85,7 +86,7 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
     else:
         keys = None
     stmt = (
-        select(R.id, R.channel_id, R.name, R.version, R.build, R.subdir, R.license, R.timestamp)
+        select(*record_cols())
         .where(within(s, R.channel_id, ids), R.removed.is_(False), *conds)
         .order_by(R.id.desc())
         .limit(MAX_RECORDS + 1)
@@ -114,7 +115,7 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
                 best.license,
                 mx,
                 best.timestamp or 0,
-                record_ids=[r.id for r in rs],
+                records=rs,
                 matched=info.get("matched"),
             )
         )
@@ -123,11 +124,12 @@ def record_candidates(s: Session, parsed: qp.Parsed, ids: list[int]) -> tuple[li
 
 def record_scores(s: Session, record_ids: Sequence[int]) -> dict[int, float]:
     out: dict[int, float] = {}
+    # one expanding parameter: the ids are bound as they are, not coerced one by one into the statement
     for part in chunks(list(record_ids)):
         for rid, score in s.execute(
             select(VulnLinkRow.record_id, func.max(VulnAdvisory.score))
             .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
-            .where(VulnLinkRow.record_id.in_(part), counting_clause())
+            .where(one_of(s, VulnLinkRow.record_id, list(part), key="rids", kind=Integer), counting_clause())
             .group_by(VulnLinkRow.record_id)
         ):
             if score is not None:

@@ -11,7 +11,8 @@
   documents' names, existed until migration ``0016_search_speed``; its name stays listed below.)
 
 Backend-specific objects live only in the migration and are named in :data:`UNMANAGED`: the SQLite FTS5
-table ``search_fts`` (trigram tokenizer, kept in sync by triggers) and the PostgreSQL GIN indexes.
+table ``search_fts`` (trigram tokenizer, kept in sync by triggers), PostgreSQL's generated column
+``search_packages.search_tsv`` (the document's tsvector, stored when the row is written) and GIN indexes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ UNMANAGED = frozenset(
         "ix_search_packages_name_trgm",
         "ix_search_packages_name_prefix",
         "ix_search_packages_tsv",
+        "search_tsv",  # PostgreSQL: the stored tsvector of a document (migration 0017_search_tsv)
     }
 )
 

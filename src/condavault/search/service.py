@@ -137,7 +137,7 @@ class SearchService:
         self, pkgs: list[Pkg], channels: dict[int, str], subdir: str | None, lic: str | None, score: str | None
     ) -> dict[str, dict[str, int]]:
         """Counts of packages per value; each facet ignores its own filter (so the others stay choosable)."""
-        ch: Counter[str] = Counter()
+        ch: Counter[int] = Counter()
         sd: Counter[str] = Counter()
         li: Counter[str] = Counter()
         sb: Counter[str] = Counter()
@@ -147,15 +147,16 @@ class SearchService:
             p_band = band(p.max_score)
             in_sb = score is None or p_band == score
             if in_sd and in_li and in_sb:
-                ch[channels[p.channel_id]] += 1
+                ch[p.channel_id] += 1  # by id: named once per channel below
             if in_sd and in_li:
                 sb[p_band] += 1
             if in_li and in_sb:
-                sd.update(p.subdirs)
+                for x in p.subdirs:
+                    sd[x] += 1
             if in_sd and in_sb:
                 li[p.license or "unknown"] += 1
         return {
-            "channel": dict(ch.most_common(100)),
+            "channel": {channels[cid]: n for cid, n in ch.most_common(100)},
             "subdir": dict(sorted(sd.items(), key=lambda kv: (-kv[1], kv[0]))),
             "license": dict(li.most_common(50)),
             "score_band": {k: sb[k] for k in BAND_NAMES if sb[k]},

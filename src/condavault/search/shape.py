@@ -18,18 +18,10 @@ from condavault.search.models import SearchFile, SearchPackage
 from condavault.vulns.models import VulnAdvisory, VulnLinkRow, counting_clause
 
 
-def shape(
-    s: Session,
-    page: list[Pkg],
-    channels: dict[int, str],
-    parsed: qp.Parsed,
-    subdir: str | None,
-    lic: str | None,
-) -> list[dict[str, Any]]:
-    if not page:
-        return []
+def record_cols() -> tuple[Any, ...]:
+    """The columns of a record that a result shows (read once by record-level queries, kept in ``Pkg``)."""
     R = Record
-    cols = (
+    return (
         R.id,
         R.channel_id,
         R.name,
@@ -42,14 +34,26 @@ def shape(
         R.filename,
         R.sha256,
     )
-    # the candidate records of each package on the page
+
+
+def shape(
+    s: Session,
+    page: list[Pkg],
+    channels: dict[int, str],
+    parsed: qp.Parsed,
+    subdir: str | None,
+    lic: str | None,
+) -> list[dict[str, Any]]:
+    if not page:
+        return []
+    R = Record
+    cols = record_cols()
+    # the candidate records of each package on the page (record-level queries read them already)
     cand: dict[tuple[int, str], list[Any]] = defaultdict(list)
-    ids = [rid for p in page for rid in (p.record_ids or [])]
-    if ids:
-        for part in chunks(ids):
-            for row in s.execute(select(*cols).where(R.id.in_(part))):
-                cand[(row.channel_id, row.name)].append(row)
-    text_pkgs = [p for p in page if p.record_ids is None]
+    for p in page:
+        if p.records is not None:
+            cand[(p.channel_id, p.name)].extend(p.records)
+    text_pkgs = [p for p in page if p.records is None]
     if text_pkgs and subdir is None and lic is None:  # the newest build, as the document says
         latest = [p.latest_id for p in text_pkgs if p.latest_id is not None]
         for row in s.execute(select(*cols).where(R.id.in_(latest), R.removed.is_(False))):
@@ -152,7 +156,7 @@ def shape(
                 "sha256": r.sha256,
                 "matched": matched,
                 "score": round(p.score, 3),
-                "builds": len(p.record_ids if p.record_ids is not None else cand.get((p.channel_id, p.name), [])),
+                "builds": len(p.records if p.records is not None else cand.get((p.channel_id, p.name), [])),
             }
         )
     return out

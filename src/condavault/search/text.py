@@ -5,6 +5,8 @@ Produces candidate packages (``Pkg``, from ``search_packages``) with their relev
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select, text
@@ -26,7 +28,7 @@ from condavault.search.common import (
     scope_sql,
     within,
 )
-from condavault.search.index import chunks, similarity, trigrams
+from condavault.search.index import chunks, trigrams
 from condavault.search.models import SearchPackage, SearchTrigram
 
 
@@ -38,19 +40,18 @@ class _Found:
         self.scores: dict[int, float] = {}
 
     def add(self, row: Any, score: float) -> None:
-        if score > self.scores.get(row[0], -1.0):
-            self.scores[row[0]] = score
-            self.rows[row[0]] = row
+        pk = row[0]
+        if score > self.scores.get(pk, -1.0):
+            self.scores[pk] = score
+            self.rows[pk] = row
 
     def pkgs(self) -> list[Pkg]:
-        keys = sorted(self.scores, key=lambda k: -self.scores[k])[:MAX_CANDIDATES]
-        out = []
-        for pk in keys:
-            _, cid, name, subdirs, lic, mx, ts, latest = self.rows[pk]
-            out.append(
-                Pkg(cid, name, self.scores[pk], set(subdirs.split()), lic, mx, ts or 0, doc_id=pk, latest_id=latest)
-            )
-        return out
+        scores, rows = self.scores, self.rows
+        keys = sorted(scores, key=scores.__getitem__, reverse=True)[:MAX_CANDIDATES]  # stable: ties keep order
+        return [
+            Pkg(r[1], r[2], scores[pk], set(r[3].split()), r[4], r[5], r[6] or 0, doc_id=pk, latest_id=r[7])
+            for pk, r in ((pk, rows[pk]) for pk in keys)
+        ]
 
 
 def _cols() -> tuple[Any, ...]:
@@ -173,17 +174,13 @@ def fts_sqlite(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> 
         f"SELECT {_COLS_SQL} FROM search_fts JOIN search_packages p ON p.id = search_fts.rowid "
         f"WHERE search_fts MATCH :q AND {scope_sql(ids, 'p.channel_id')}{short_sql} LIMIT :lim"
     )
-    n = 0
-    for row in s.execute(text(sql), params):
-        tier = NAME_SUBSTRING if all(w in row.name.lower() for w in parsed.words) else TEXT
-        found.add(row, tier + max(0.0, 99.0 - float(len(row.name))))
-        n += 1
-    return n
+    return _rank_text(s.execute(text(sql), params).all(), parsed.words, found)
 
 
 def fts_pg(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> int:
     """PostgreSQL: words (prefixes) through the tsvector GIN index, the first ``MAX_CANDIDATES`` matches,
-    ranked like the other tiers by name length (``ts_rank`` would re-parse every matching document)."""
+    ranked like the other tiers by name length (``ts_rank`` would rank every match). The stored
+    ``search_tsv`` is matched: a document is not parsed again per query."""
     terms = qp.words_of(parsed.text)
     if any(len(t) >= 3 for t in terms):
         # a prefix of 1-2 characters (the ``r`` of ``r-base``, a half-typed word) would read a large part
@@ -192,17 +189,24 @@ def fts_pg(s: Session, parsed: qp.Parsed, ids: list[int], found: _Found) -> int:
     if not terms:
         return 0
     tsq = " & ".join(f"{t}:*" if len(t) >= 3 else t for t in terms[:16])
-    doc = "to_tsvector('simple', p.name || ' ' || p.summary || ' ' || p.keywords || ' ' || p.description)"
+    # search_tsv: the document's stored tsvector (a generated column, GIN-indexed; migration 0017_search_tsv)
     sql = (
-        f"SELECT {_COLS_SQL} FROM search_packages p WHERE {doc} @@ to_tsquery('simple', :tsq) "
+        f"SELECT {_COLS_SQL} FROM search_packages p WHERE p.search_tsv @@ to_tsquery('simple', :tsq) "
         f"AND {scope_sql(ids, 'p.channel_id')} LIMIT :lim"
     )
-    n = 0
-    for row in s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}):
-        tier = NAME_SUBSTRING if all(w in row.name.lower() for w in parsed.words) else TEXT
-        found.add(row, tier + max(0.0, 99.0 - float(len(row.name))))
-        n += 1
-    return n
+    return _rank_text(s.execute(text(sql), {"tsq": tsq, "lim": MAX_CANDIDATES}).all(), parsed.words, found)
+
+
+def _rank_text(rows: Sequence[Any], words: list[str], found: _Found) -> int:
+    """The text tier's relevance: the name tier when the name holds every word, else text; shorter names
+    first. Returns how many rows there were."""
+    add = found.add
+    for row in rows:
+        name = row[2]  # _cols() order
+        low = name.lower()
+        tier = NAME_SUBSTRING if all(w in low for w in words) else TEXT
+        add(row, tier + max(0.0, 99.0 - float(len(name))))
+    return len(rows)
 
 
 def fuzzy_names(s: Session, word: str, limit: int = 30) -> list[tuple[str, float]]:
@@ -211,21 +215,22 @@ def fuzzy_names(s: Session, word: str, limit: int = 30) -> list[tuple[str, float
     if len(word) < 3 or len(word) > 100:
         return []
     grams = sorted(trigrams(word))
-    need = max(1, int(len(grams) * FUZZY_MIN) - 1)
-    cand = (
-        s.execute(
-            select(SearchTrigram.name)
-            .where(SearchTrigram.trigram.in_(grams))
-            .group_by(SearchTrigram.name)
-            .having(func.count() >= need)
-            .order_by(func.count().desc())
-            .limit(2000)
-        )
-        .scalars()
-        .all()
-    )
-    scored = sorted(((n, similarity(word, n)) for n in cand), key=lambda x: (-x[1], x[0]))
-    return [x for x in scored if x[1] >= FUZZY_MIN][:limit]
+    # similarity = shared / (|word's| + |name's| - shared) >= FUZZY_MIN needs shared >= FUZZY_MIN * |word's|
+    # (the union holds at least the word's trigrams): names sharing fewer are never read
+    need = max(1, math.ceil(len(grams) * FUZZY_MIN - 1e-9))
+    shared = func.count()
+    cand = s.execute(
+        select(SearchTrigram.name, shared)
+        .where(SearchTrigram.trigram.in_(grams))
+        .group_by(SearchTrigram.name)
+        .having(shared >= need)
+        .order_by(shared.desc())
+        .limit(2000)
+    ).all()
+    # the shared count comes from the table (one row per trigram and name): only the name's own
+    # trigrams are counted here, which gives pg_trgm's similarity without intersecting sets
+    scored = [(n, k / (len(grams) + len(trigrams(n)) - k)) for n, k in cand]
+    return sorted((x for x in scored if x[1] >= FUZZY_MIN), key=lambda x: (-x[1], x[0]))[:limit]
 
 
 def suggest(text_q: str, pkgs: list[Pkg], fuzzy: dict[str, float]) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,13 @@ def run(cmd: str, cwd: Path) -> float:
     return time.perf_counter() - t
 
 
+def cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user + system) used so far by this process (every thread), or by its waited-for children:
+    on a shared machine the steadier measure of the work done (wall time follows the load)."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
     from condavault.airgap.export import export_bundle
     from condavault.airgap.importer import Importer
@@ -127,21 +135,24 @@ def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
     subprocess.run("sync", shell=True, check=False)
     load_start = round(os.getloadavg()[0], 1)
     # the peer: tar + sha256sum of the same files
+    c = cpu(resource.RUSAGE_CHILDREN)
     peer_export = run("tar -cf ../peer.tar linux-64", root / "pkgs")
     peer_export += run("find linux-64 -type f -print0 | xargs -0 sha256sum > ../peer.sha256", root / "pkgs")
+    c_peer_export, c = cpu(resource.RUSAGE_CHILDREN) - c, cpu(resource.RUSAGE_CHILDREN)
     (root / "peer-x").mkdir()
     peer_import = run("tar -xf ../pkgs/../peer.tar", root / "peer-x")
     peer_import += run("find linux-64 -type f -print0 | xargs -0 sha256sum > ../peer-x.sha256", root / "peer-x")
+    c_peer_import = cpu(resource.RUSAGE_CHILDREN) - c
     log("export")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu()
     rep = export_bundle(origin, root / "bundle", channels=["bench"])
-    t_export = time.perf_counter() - t
+    t_export, c_export = time.perf_counter() - t, cpu() - c
     key = load_or_create(origin.settings).public.text
     inside = context(root / "inside", [key])
     log("import")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu()
     irep = Importer(inside).run(root / "bundle")
-    t_import = time.perf_counter() - t
+    t_import, c_import = time.perf_counter() - t, cpu() - c
     t = time.perf_counter()
     inside.settle(timeout=600)
     t_index = time.perf_counter() - t
@@ -163,6 +174,12 @@ def throughput(root: Path, files: int, payload: int) -> dict[str, Any]:
         "peer_import_mb_s": round(mb / peer_import, 1),
         "export_ratio": round(peer_export / t_export, 2),
         "import_ratio": round(peer_import / t_import, 2),
+        "cpu_s": {  # user + system CPU seconds: ours (every thread) and the peer's (its processes)
+            "export": round(c_export, 2),
+            "peer_export": round(c_peer_export, 2),
+            "import": round(c_import, 2),
+            "peer_import": round(c_peer_import, 2),
+        },
         "import_phases": irep.phases,
         "load_start": load_start,
         "load_end": round(os.getloadavg()[0], 1),
@@ -246,6 +263,9 @@ def _print_throughput(tp: dict[str, Any]) -> None:
     print(f"{'':10}{'condavault':>14}{'tar+sha256sum':>16}{'ratio':>8}")
     print(f"{'export':10}{tp['export_mb_s']:>10} MB/s{tp['peer_export_mb_s']:>12} MB/s{tp['export_ratio']:>8}")
     print(f"{'import':10}{tp['import_mb_s']:>10} MB/s{tp['peer_import_mb_s']:>12} MB/s{tp['import_ratio']:>8}")
+    c = tp["cpu_s"]
+    print(f"CPU s (user + sys), ours vs peer: export {c['export']} vs {c['peer_export']}", end="")
+    print(f"; import {c['import']} vs {c['peer_import']}")
     print(f"(import then indexed the {tp['files']} records in {tp['index_after_import_s']} s)")
     print(f"import phases (s): {tp['import_phases']}; load {tp['load_start']} -> {tp['load_end']}")
 

@@ -130,7 +130,8 @@ def channel_toc(session: Session, channel_id: int) -> tuple[dict[str, str], dict
         .where(Record.channel_id == channel_id)
         .execution_options(yield_per=5000)
     )
-    for sd, fn, rec, about, rex, paths, ts, has_blob, sigs, sidecar, status in session.execute(q):
+    # through the Core connection: the ORM's row loading cost more than the digests (100 k rows: 2.5 s of 3.4)
+    for sd, fn, rec, about, rex, paths, ts, has_blob, sigs, sidecar, status in session.connection().execute(q):
         trust = f"{sigs or ''}\x00{sidecar or ''}\x00{status}" if status is not None else ""
         toc[f"{sd}/{fn}"] = row_digest(rec, about, rex, paths, ts, has_blob, trust)
     patches: dict[str, str | None] = {}

@@ -308,18 +308,20 @@ class Importer:
         ing = self.ctx.ingestor
         pkg_index = self._package_index(opened)
 
-        def one(f: FileEntry) -> tuple[FileEntry, bool, bytes | None]:
+        resuming = bool(journal.done)  # a fresh import skips the look-up (and its stat) per file
+
+        def one(f: FileEntry) -> tuple[FileEntry, os.stat_result | None, bytes | None]:
             path = opened.path_of(f)
-            st = os.lstat(path)
             is_data = not self._is_package(opened, f) and not f.path.endswith("/repodata.json")
-            if journal.verified(f.path, st, f.sha256) and not is_data:
-                return f, True, None
-            sha, md5, data = hash_file(path)
-            if sha != f.sha256 or (data is not None and len(data) != f.size):
+            if resuming and not is_data and journal.verified(f.path, os.lstat(path), f.sha256):
+                return f, None, None
+            sha, st, data = hash_file(path)  # one read: hashed, checked and written ahead from the same bytes
+            if sha != f.sha256 or st.st_size != f.size or (data is not None and len(data) != f.size):
                 raise rejected(f"{f.path}: sha256 {sha} differs from the manifest's {f.sha256} (altered)", path=f.path)
             if f.path in pkg_index:
                 rec = pkg_index[f.path]
-                received = Received(path if data is None else None, st.st_size, md5, sha, data)
+                # the md5 is not computed: the published record's is the bundle's (signed); the check's is unused
+                received = Received(path if data is None else None, st.st_size, "", sha, data)
                 item = IngestItem(
                     received,
                     rec["filename"],
@@ -333,12 +335,11 @@ class Importer:
                     assert err is not None
                     msg = err.message if isinstance(err, CondavaultError) else str(err)
                     raise rejected(f"{f.path}: {msg}", path=f.path)
-                if data is not None and not blobs.exists(f.sha256):
-                    self.ahead.stage(f.sha256, data)  # written ahead on the I/O threads; the checks go on meanwhile
+                if data is not None:
+                    self.ahead.stage(f.sha256, data)  # on the I/O threads (a blob present already is only touched)
                 data = None
-            return f, False, data
+            return f, st, data
 
-        blobs = self.ctx.blobs
         self.ahead.start()
         try:
             try:
@@ -354,7 +355,7 @@ class Importer:
     def _verify_all(
         self,
         opened: Opened,
-        one: Callable[[FileEntry], tuple[FileEntry, bool, bytes | None]],
+        one: Callable[[FileEntry], tuple[FileEntry, os.stat_result | None, bytes | None]],
         journal: Journal,
         report: ImportReport,
         datas: dict[str, bytes],
@@ -365,14 +366,14 @@ class Importer:
         done_bytes = 0
         pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bundle-verify")
         try:
-            for n, (f, skipped, data) in enumerate(pool.map(one, m.files), 1):
-                if skipped:
+            for n, (f, st, data) in enumerate(pool.map(one, m.files), 1):
+                if st is None:  # verified before an interruption
                     report.resumed_files += 1
                 else:
                     report.verified_files += 1
                     if data is not None and f.path not in pkg_index and not f.path.endswith("/repodata.json"):
                         datas[f.path] = data
-                    journal.add(f.path, os.lstat(opened.path_of(f)), f.sha256)
+                    journal.add(f.path, st, f.sha256)
                 done_bytes += f.size
                 if n % 200 == 0:
                     journal.flush()

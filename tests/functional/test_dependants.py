@@ -175,6 +175,39 @@ def test_index_follows_every_writer(
     assert orphans == 0
 
 
+def test_dependants_follow_the_patched_depends(
+    world: tuple[Server, Accounts, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A repodata patch that changes a record's ``depends`` (how conda-forge fixes pins) or removes it
+    changes its package page's dependants: they follow what clients install, not the archive's index.json."""
+    srv, _acc, _ch = world
+    tag = uuid.uuid4().hex[:6]
+    a = srv.channel(f"dpp-{tag}")
+    work = tmp_path_factory.mktemp("dpp")
+    ok(srv.upload(a, make_conda(work, "dppold", "1.0", "0")))
+    ok(srv.upload(a, make_conda(work, "dppnew", "2.0", "0")))
+    ok(srv.upload(a, make_conda(work, "dppuser", "1.0", "0", index_extra={"depends": ["dppold >=1"]})))
+    ok(srv.upload(a, make_conda(work, "dppkeep", "1.0", "0", index_extra={"depends": ["dppold"]})))
+    fn = "dppuser-1.0-0.conda"
+    with srv.client() as c:
+        assert pairs(dependants(c, a, "dppold")) == {(a, "dppuser"), (a, "dppkeep")}
+        patch = {"patch_instructions_version": 1, "packages.conda": {fn: {"depends": ["dppnew 2.*"]}}}
+        ok(c.put(f"/api/channels/{a}/subdirs/noarch/patch-instructions", json=patch))
+        assert pairs(dependants(c, a, "dppold")) == {(a, "dppkeep")}
+        assert pairs(dependants(c, a, "dppnew")) == {(a, "dppuser")}
+        # a record uploaded after the patch is indexed with it too (a rebuild of the same file name)
+        ok(c.post(f"/api/channels/{a}/files/remove", json={"files": [f"noarch/{fn}"]}))
+        ok(srv.upload(a, make_conda(work, "dppuser", "1.0", "0", index_extra={"depends": ["dppold >=1"]})))
+        assert pairs(dependants(c, a, "dppnew")) == {(a, "dppuser")}
+        assert pairs(dependants(c, a, "dppold")) == {(a, "dppkeep")}
+        # a patch that removes the record: no longer anyone's dependant; dropping the patches restores it
+        gone = {"patch_instructions_version": 1, "remove": [fn]}
+        ok(c.put(f"/api/channels/{a}/subdirs/noarch/patch-instructions", json=gone))
+        assert pairs(dependants(c, a, "dppnew")) == set()
+        ok(c.put(f"/api/channels/{a}/subdirs/noarch/patch-instructions", json={}))
+        assert pairs(dependants(c, a, "dppold")) == {(a, "dppuser"), (a, "dppkeep")}
+
+
 def test_migration_backfills(tmp_path: Path, db_backend: str) -> None:
     url, pg_name = database_url(db_backend, tmp_path)
     try:

@@ -20,6 +20,7 @@ from condavault.channels.records import (
     _settle_races,
     make_fragment,
     now_ms,
+    published,
     put_records,
     remove_by_keys,
     subdir_patches,
@@ -154,7 +155,7 @@ def _import_repodata(
                     "removed": removed,
                 }
             )
-            recs.append(rec)
+            recs.append(published(fn, rec, patches))
             names.add(rec["name"])
             counts["created"] += 1
         if rows:
@@ -197,7 +198,7 @@ def refresh_records(session: Session, channel_id: int, updates: dict[tuple[str, 
                 rec = json.loads(row.record)
                 rec.update(updates[(sd, row.filename)])
                 row.record = record_json(rec)
-                deps[row.id] = depends.depends_rows(row.id, channel_id, row.name, rec)
+                deps[row.id] = depends.depends_rows(row.id, channel_id, row.name, published(row.filename, rec, patches))
                 row.fragment, row.removed = make_fragment(row.filename, rec, row.indexed_timestamp, patches)
                 row.license = str(rec["license"])[:500] if rec.get("license") else None
                 names.add(row.name)
@@ -222,7 +223,15 @@ def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str
     state.patch_instructions = json.dumps(body) if patches else None
     n = 0
     last_id = 0
-    cols = (Record.id, Record.filename, Record.record, Record.indexed_timestamp, Record.fragment, Record.removed)
+    cols = (
+        Record.id,
+        Record.filename,
+        Record.record,
+        Record.indexed_timestamp,
+        Record.fragment,
+        Record.removed,
+        Record.name,
+    )
     while True:
         rows = session.execute(
             select(*cols)
@@ -234,10 +243,13 @@ def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str
             break
         last_id = rows[-1][0]
         changed = []
-        for rid, filename, record, ts, fragment, removed in rows:
-            frag, gone = make_fragment(filename, json.loads(record), ts, patches)
+        deps: dict[int, list[dict[str, Any]]] = {}
+        for rid, filename, record, ts, fragment, removed, name in rows:
+            rec = json.loads(record)
+            frag, gone = make_fragment(filename, rec, ts, patches)
             if frag != fragment or gone != removed:
                 changed.append({"b_id": rid, "b_fragment": frag, "b_removed": gone})
+                deps[rid] = depends.depends_rows(rid, channel_id, name, published(filename, rec, patches))
         if changed:
             t = table(Record)
             stmt = (
@@ -246,8 +258,9 @@ def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str
                 .values(fragment=bindparam("b_fragment"), removed=bindparam("b_removed"))
             )
             session.connection().execute(stmt, changed)
+            depends.write(session, (d for ds in deps.values() for d in ds), replace=deps)
             n += len(changed)
-        del rows, changed
+        del rows, changed, deps
     mark_dirty(session, channel_id, subdir, None)
     return n
 
@@ -332,7 +345,9 @@ def _refresh_same_bytes(
                 row.fragment, row.removed = make_fragment(row.filename, e.record, ts, patches)
                 row.license = str(e.record["license"])[:500] if e.record.get("license") else None
                 names.add(row.name)
-                deps[row.id] = depends.depends_rows(row.id, channel.id, row.name, e.record)
+                deps[row.id] = depends.depends_rows(
+                    row.id, channel.id, row.name, published(row.filename, e.record, patches)
+                )
         if names:
             session.flush()
             depends.write(session, (d for ds in deps.values() for d in ds), replace=deps)

@@ -48,6 +48,13 @@ def make_fragment(filename: str, record: dict[str, Any], indexed_timestamp: int,
     return record_json(patched), removed
 
 
+def published(filename: str, record: dict[str, Any], patches: PatchSet) -> dict[str, Any]:
+    """The record as clients see it (patched; empty when a patch removes it): what the dependants index
+    (``channels.depends``) reads, so a patched ``depends`` is what a package page's dependants follow."""
+    patched, removed = patches.apply(filename, record)
+    return {} if removed else patched
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -175,7 +182,7 @@ def _put_records(
                 replaced.append(cur.id)
         row = _new_row(channel.id, e, patches[e.subdir])
         inserts[key] = row
-        inserted[key] = e.record
+        inserted[key] = published(e.filename, e.record, patches[e.subdir])
         existing[key] = _Existing(None, sha256, e.has_blob, row["name"])
         names[e.subdir].add(row["name"])
         outcomes.append(Outcome(e.subdir, e.filename, "replaced" if cur is not None else "created"))

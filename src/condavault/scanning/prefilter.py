@@ -21,7 +21,6 @@ it does not support) there is no prefilter: YARA reads every file.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
@@ -174,11 +173,15 @@ def _compiled(exprs: tuple[tuple[bytes, bool], ...], cache_dir: Path | None) -> 
     key = hashlib.sha256(repr((getattr(hyperscan, "__version__", ""), exprs)).encode()).hexdigest()[:32]
     cached = cache_dir / f"scan-prefilter-{key}.hs" if cache_dir is not None else None
     if cached is not None:
-        with contextlib.suppress(OSError):
+        try:
             blob = cached.read_bytes()
             # Hyperscan does not check what it deserializes: the file carries the sha256 of its payload
             if len(blob) > 32 and hashlib.sha256(blob[32:]).digest() == blob[:32]:
                 return hyperscan.loadb(blob[32:], hyperscan.HS_MODE_BLOCK)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # unreadable, or compiled for another CPU (a data folder moved): compile anew
+            log.info("scan prefilter cache not used", extra={"path": str(cached), "error": str(exc)[:200]})
     flags = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(

@@ -20,7 +20,6 @@ from condavault.channels.records import (
     _settle_races,
     make_fragment,
     now_ms,
-    published,
     put_records,
     remove_by_keys,
     subdir_patches,
@@ -131,7 +130,7 @@ def _import_repodata(
                 counts["invalid"] += 1
                 continue
             rec.setdefault("subdir", subdir)
-            fragment, removed = make_fragment(fn, rec, ts, patches)
+            fragment, removed, view = make_fragment(fn, rec, ts, patches)
             rows.append(
                 {
                     "channel_id": channel.id,
@@ -155,7 +154,7 @@ def _import_repodata(
                     "removed": removed,
                 }
             )
-            recs.append(published(fn, rec, patches))
+            recs.append(view)
             names.add(rec["name"])
             counts["created"] += 1
         if rows:
@@ -198,8 +197,8 @@ def refresh_records(session: Session, channel_id: int, updates: dict[tuple[str, 
                 rec = json.loads(row.record)
                 rec.update(updates[(sd, row.filename)])
                 row.record = record_json(rec)
-                deps[row.id] = depends.depends_rows(row.id, channel_id, row.name, published(row.filename, rec, patches))
-                row.fragment, row.removed = make_fragment(row.filename, rec, row.indexed_timestamp, patches)
+                row.fragment, row.removed, view = make_fragment(row.filename, rec, row.indexed_timestamp, patches)
+                deps[row.id] = depends.depends_rows(row.id, channel_id, row.name, view)
                 row.license = str(rec["license"])[:500] if rec.get("license") else None
                 names.add(row.name)
                 n += 1
@@ -246,10 +245,10 @@ def apply_patches(session: Session, channel_id: int, subdir: str, body: dict[str
         deps: dict[int, list[dict[str, Any]]] = {}
         for rid, filename, record, ts, fragment, removed, name in rows:
             rec = json.loads(record)
-            frag, gone = make_fragment(filename, rec, ts, patches)
+            frag, gone, view = make_fragment(filename, rec, ts, patches)
             if frag != fragment or gone != removed:
                 changed.append({"b_id": rid, "b_fragment": frag, "b_removed": gone})
-                deps[rid] = depends.depends_rows(rid, channel_id, name, published(filename, rec, patches))
+                deps[rid] = depends.depends_rows(rid, channel_id, name, view)
         if changed:
             t = table(Record)
             stmt = (
@@ -342,12 +341,10 @@ def _refresh_same_bytes(
                     continue
                 row.record, row.about, row.run_exports, row.paths_summary, row.indexed_timestamp = new[:5]
                 row.has_blob = new[5]
-                row.fragment, row.removed = make_fragment(row.filename, e.record, ts, patches)
+                row.fragment, row.removed, view = make_fragment(row.filename, e.record, ts, patches)
                 row.license = str(e.record["license"])[:500] if e.record.get("license") else None
                 names.add(row.name)
-                deps[row.id] = depends.depends_rows(
-                    row.id, channel.id, row.name, published(row.filename, e.record, patches)
-                )
+                deps[row.id] = depends.depends_rows(row.id, channel.id, row.name, view)
         if names:
             session.flush()
             depends.write(session, (d for ds in deps.values() for d in ds), replace=deps)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -40,19 +40,22 @@ def subdir_patches(session: Session, channel_id: int, subdir: str) -> PatchSet:
     return _patches(state.patch_instructions if state else None)
 
 
-def make_fragment(filename: str, record: dict[str, Any], indexed_timestamp: int, patches: PatchSet) -> tuple[str, bool]:
-    """The published (patched) JSON of a record and whether a patch removes it."""
-    patched, removed = patches.apply(filename, record)
-    patched = dict(patched)
-    patched["indexed_timestamp"] = indexed_timestamp  # CEP 47: never patched
-    return record_json(patched), removed
+class Fragment(NamedTuple):
+    """A record as published: its JSON in the index, whether a patch removes it, and the patched record
+    (empty when removed) that the dependants index (``channels.depends``) reads, so a patched ``depends``
+    is what a package page's dependants follow."""
+
+    json: str
+    removed: bool
+    view: dict[str, Any]
 
 
-def published(filename: str, record: dict[str, Any], patches: PatchSet) -> dict[str, Any]:
-    """The record as clients see it (patched; empty when a patch removes it): what the dependants index
-    (``channels.depends``) reads, so a patched ``depends`` is what a package page's dependants follow."""
+def make_fragment(filename: str, record: dict[str, Any], indexed_timestamp: int, patches: PatchSet) -> Fragment:
+    """The published (patched) form of a record (one application of the patches)."""
     patched, removed = patches.apply(filename, record)
-    return {} if removed else patched
+    out = dict(patched)
+    out["indexed_timestamp"] = indexed_timestamp  # CEP 47: never patched
+    return Fragment(record_json(out), removed, {} if removed else patched)
 
 
 def now_ms() -> int:
@@ -180,9 +183,8 @@ def _put_records(
             names[e.subdir].add(cur.name)
             if cur.id is not None:
                 replaced.append(cur.id)
-        row = _new_row(channel.id, e, patches[e.subdir])
+        row, inserted[key] = _new_row(channel.id, e, patches[e.subdir])
         inserts[key] = row
-        inserted[key] = published(e.filename, e.record, patches[e.subdir])
         existing[key] = _Existing(None, sha256, e.has_blob, row["name"])
         names[e.subdir].add(row["name"])
         outcomes.append(Outcome(e.subdir, e.filename, "replaced" if cur is not None else "created"))
@@ -251,11 +253,12 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
         )
 
 
-def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]:
+def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row of a new record, and the record as clients see it (``Fragment.view``)."""
     record = e.record
     ts = e.indexed_timestamp or now_ms()
-    fragment, removed = make_fragment(e.filename, record, ts, patches)
-    return {
+    fragment, removed, view = make_fragment(e.filename, record, ts, patches)
+    row = {
         "channel_id": channel_id,
         "subdir": e.subdir,
         "filename": e.filename,
@@ -280,6 +283,7 @@ def _new_row(channel_id: int, e: NewRecord, patches: PatchSet) -> dict[str, Any]
         "created_at": utcnow(),
         "uploaded_by": e.uploaded_by,
     }
+    return row, view
 
 
 def find_record(session: Session, channel: Channel, subdir: str, filename: str) -> Record | None:

@@ -81,6 +81,9 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
             )
         c.start()
         c.sweep()
+        guard = getattr(app, "body_guard", None)
+        if guard is not None:
+            guard.prepare()  # the routes' body rules, read once here rather than by the first upload
         if own:
             # what start-up built (routes, compiled rules, models) lives as long as the process: frozen, a
             # full collection no longer walks it (those walks were the p95 of a 5,000-file package page)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -82,15 +85,43 @@ for _module in (
 
 def main() -> None:
     try:
-        app()
-    except ApiError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        for k, v in exc.details.items():
-            err_console.print(f"  {escape(str(k))}: {escape(str(v))}")
-        sys.exit(2 if 400 <= exc.status < 500 else 1)
-    except CondavaultError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)} \\[{exc.code}]")
-        sys.exit(2 if 400 <= exc.status < 500 else 1)
+        try:
+            app()
+        except ApiError as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+            for k, v in exc.details.items():
+                err_console.print(f"  {escape(str(k))}: {escape(str(v))}")
+            sys.exit(2 if 400 <= exc.status < 500 else 1)
+        except CondavaultError as exc:
+            err_console.print(f"[red]error:[/red] {escape(exc.message)} \\[{exc.code}]")
+            sys.exit(2 if 400 <= exc.status < 500 else 1)
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: object) -> None:
+    """End the process without the interpreter's module teardown (about 0.1 s after a command that
+    handled a thousand files: freeing every module and object one by one). What a normal exit does
+    that matters is done first: the ``atexit`` handlers (logging's flush among them) and the standard
+    streams flushed. A command that left a non-daemon thread running exits the normal way, which waits
+    for it."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1, as the interpreter does
+        print(code, file=sys.stderr)
+        status = 1
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+            pass
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -159,10 +159,14 @@ class BodyGuard:
             "upload": settings.max_upload_bytes,
         }
 
-    def rule_for(self, method: str, path: str, content_type: bytes) -> tuple[BodyRule, dict[str, str]]:
+    def prepare(self) -> list[_Declared]:
+        """The routes' declared rules (read once, at start-up or by the first request with a body)."""
         if self._declared is None:
             self._declared = declared_rules(self._routes())
-        for d in self._declared:
+        return self._declared
+
+    def rule_for(self, method: str, path: str, content_type: bytes) -> tuple[BodyRule, dict[str, str]]:
+        for d in self.prepare():
             if method in d.methods:
                 m = d.regex.match(path)
                 if m:

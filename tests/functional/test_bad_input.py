@@ -116,6 +116,64 @@ def _bomb(d: Path) -> Path:
     return p
 
 
+def _rezip_metadata(d: Path, name: str, tamper: Callable[[zipfile.ZipInfo, bytearray], None]) -> Path:
+    """A .conda whose ``metadata.json`` member is deflated, then tampered with in the zip's bytes."""
+    p = make_conda(d, name, "1.0", "0")
+    with zipfile.ZipFile(p) as zf:
+        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_STORED) as zf:
+        for member, data in members.items():
+            zf.writestr(member, data, compress_type=zipfile.ZIP_DEFLATED if member == "metadata.json" else None)
+    raw = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as zf:
+        tamper(zf.getinfo("metadata.json"), raw)
+    p.write_bytes(bytes(raw))
+    return p
+
+
+def _central_header(raw: bytearray, name: str) -> int:
+    """Offset of the central directory entry of ``name`` (where zipfile reads a member's method and flags)."""
+    pos = raw.find(b"PK\x01\x02")
+    while pos >= 0:
+        size = int.from_bytes(raw[pos + 28 : pos + 30], "little")
+        if raw[pos + 46 : pos + 46 + size] == name.encode():
+            return pos
+        pos = raw.find(b"PK\x01\x02", pos + 4)
+    raise AssertionError(f"no central directory entry for {name}")
+
+
+def _unknown_zip_method(d: Path) -> Path:
+    """The compression method of a member set to a number no reader knows (both zip headers)."""
+
+    def tamper(info: zipfile.ZipInfo, raw: bytearray) -> None:
+        raw[info.header_offset + 8 : info.header_offset + 10] = (77).to_bytes(2, "little")
+        central = _central_header(raw, info.filename)
+        raw[central + 10 : central + 12] = (77).to_bytes(2, "little")
+
+    return _rezip_metadata(d, "zipmethod", tamper)
+
+
+def _corrupt_deflate(d: Path) -> Path:
+    """The deflate stream of a member damaged (zlib's own error, not an OSError)."""
+
+    def tamper(info: zipfile.ZipInfo, raw: bytearray) -> None:
+        start = info.header_offset + 30 + len(info.filename.encode())
+        for i in range(start, start + min(info.compress_size, 8)):
+            raw[i] ^= 0xA5
+
+    return _rezip_metadata(d, "deflatebad", tamper)
+
+
+def _encrypted_member(d: Path) -> Path:
+    """A member flagged as encrypted: zipfile asks for a password (a RuntimeError)."""
+
+    def tamper(info: zipfile.ZipInfo, raw: bytearray) -> None:
+        raw[info.header_offset + 6] |= 0x01
+        raw[_central_header(raw, info.filename) + 8] |= 0x01
+
+    return _rezip_metadata(d, "encrypted", tamper)
+
+
 def _no_index(d: Path) -> Path:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -140,6 +198,9 @@ CASES: list[tuple[str, Callable[[Path], Path], dict[str, str], int, str]] = [
     ("truncated-conda", _truncated_conda, {}, 400, "corrupt_archive"),
     ("truncated-tar-bz2", _truncated_bz2, {}, 400, "corrupt_archive"),
     ("corrupt-zstd", _corrupt_zstd, {}, 400, "corrupt_archive"),
+    ("unknown-zip-compression-method", _unknown_zip_method, {}, 400, "corrupt_archive"),
+    ("corrupt-deflate-member", _corrupt_deflate, {}, 400, "corrupt_archive"),
+    ("encrypted-zip-member", _encrypted_member, {}, 400, "corrupt_archive"),
     ("filename-vs-index-name", _name_mismatch, {}, 400, "filename_mismatch"),
     ("filename-vs-index-version", _version_mismatch_bz2, {}, 400, "filename_mismatch"),
     ("noarch-declaring-linux", _noarch_in_linux, {}, 400, "subdir_mismatch"),

@@ -10,9 +10,12 @@ from __future__ import annotations
 import bz2
 import io
 import json
+import lzma
 import posixpath
+import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +52,19 @@ TAR_HEADER = 512
 # a visitor of every member of the walk (e.g. the malware scan, in the same pass): (component "info" or
 # "pkg", the tar member, a reader: ``read()`` the whole member or ``read(n)`` its next n bytes)
 Visit = Callable[[str, tarfile.TarInfo, Callable[..., bytes]], None]
+# what the standard readers raise on hostile bytes: besides the obvious, a zip member whose compression
+# method number was tampered with (NotImplementedError, a RuntimeError) or that claims a password
+# (RuntimeError), a corrupt deflate or lzma stream (zlib.error, LZMAError), a short zip64 record (struct.error)
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     zipfile.BadZipFile,
     EOFError,
     OSError,
     ValueError,
+    RuntimeError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
     _zstd.ZstdError,
 )
 
@@ -231,7 +241,10 @@ def _read_conda(source: Path | BinaryIO, fn: PackageFilename, walker: _Walker) -
             )
         if len(pkg_members) > 1 or (pkg_members and pkg_members[0] != f"pkg-{fn.stem}.tar.zst"):
             raise FilenameMismatch(f"{fn.filename} contains unexpected members {pkg_members}", filename=fn.filename)
-        raw_meta = zf.read("metadata.json")
+        meta_info = zf.getinfo("metadata.json")
+        if meta_info.file_size > MAX_META_FILE:  # the read stops at the declared size: this bounds it
+            raise DecompressionLimit(f"metadata.json is larger than {MAX_META_FILE} bytes", member="metadata.json")
+        raw_meta = zf.read(meta_info)
         try:  # old conda-package-handling wrote an empty metadata.json: tolerated, like conda does
             meta = json.loads(raw_meta) if raw_meta.strip() else {}
         except (ValueError, UnicodeDecodeError) as exc:

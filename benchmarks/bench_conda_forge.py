@@ -234,7 +234,7 @@ class Server:
             from tests.support.server import create_pg_database
 
             url, self.pg_name = create_pg_database()
-            env["CONDAVAULT_DB_URL"] = url
+            env["CONDAVAULT_DATABASE_URL"] = url
         self.env = env
         exe = str(Path(sys.executable).parent / "condavault")
         argv = [exe, "--data-dir", str(self.data), "serve", "--port", str(self.port)]
@@ -242,6 +242,8 @@ class Server:
             argv.append("--no-worker")
         self.proc = Proc(argv, env=env, log_path=work / "condavault.log")
         self._wait_up()
+        if db == "postgresql" and (self.data / "condavault.db").exists():
+            raise RuntimeError("--db postgresql, but the server made a SQLite database: its URL was not passed")
         self.workers = [
             Proc([exe, "--data-dir", str(self.data), "worker"], env=env, log_path=work / f"worker{i}.log")
             for i in range(workers)

@@ -284,6 +284,32 @@ class Settings(BaseSettings):
         return list(check_preference(v))
 
 
+# ``CONDAVAULT_*`` variables that are not settings: read by the command-line client, or by the test suite
+NOT_SETTINGS = frozenset({"url", "token", "config", "password", "admin_password", "testdata", "chromium"})
+NOT_SETTINGS_PREFIXES = ("test_", "fuzz_")
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """A sentence for each ``CONDAVAULT_*`` environment variable that is no setting (a misspelt name is
+    otherwise ignored without a word: ``CONDAVAULT_DB_URL`` would leave the server on SQLite)."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields}
+    out = []
+    for key in sorted(env):
+        if not key.startswith("CONDAVAULT_"):
+            continue
+        name = key[len("CONDAVAULT_") :]
+        field = name.split("__", 1)[0]
+        if field in known or name.lower() in NOT_SETTINGS or name.lower().startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+        hint = f"; did you mean CONDAVAULT_{close[0]}?" if close else ""
+        out.append(f"the environment variable {key} is not a condavault setting and is ignored{hint}")
+    return out
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings: explicit overrides > environment > TOML file (``CONDAVAULT_CONFIG``) > defaults."""
     values: dict[str, Any] = {}

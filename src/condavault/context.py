@@ -26,7 +26,7 @@ from condavault.auth.policy import ChannelRef
 from condavault.auth.services import AuthService
 from condavault.channels.access import ChannelDirectory
 from condavault.channels.ingest import Ingestor
-from condavault.config import Settings
+from condavault.config import Settings, unknown_environment
 from condavault.db.notify import CacheBroadcast
 from condavault.db.session import Database
 from condavault.errors import NotFound
@@ -81,6 +81,8 @@ class Context:
     def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
         """The core services and every domain, wired. ``start_jobs`` (with ``settings.worker``) starts the
         in-process index sweep; :meth:`start` starts the rest of the background work."""
+        for problem in unknown_environment():
+            log.warning(problem)
         limit_malloc_arenas()  # before the job and web threads start (see condavault.memory)
         set_node_name(settings.node_name)  # before any lease holder id is made
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

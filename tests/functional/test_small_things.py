@@ -61,3 +61,22 @@ def test_a_blob_store_that_does_not_exist_is_refused_at_start(tmp_path: Path) ->
     )
     assert proc.returncode == 1 and "blob_store" in proc.stderr and "invalid_settings" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
+
+
+def test_a_misspelt_setting_is_named_and_check_of_an_empty_database_says_what_to_do(tmp_path: Path) -> None:
+    """``CONDAVAULT_DB_URL`` is no setting: ignored by the settings, so a server would run on SQLite; the
+    process says so and suggests the right name. ``check`` of a database never migrated: a clear error."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
+    env.update(CONDAVAULT_DB_URL="postgresql+psycopg://db.example/condavault", CONDAVAULT_LOG_FORMAT="text")
+    proc = subprocess.run(
+        [sys.executable, "-m", "condavault", "--data-dir", str(tmp_path / "d"), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert "CONDAVAULT_DB_URL is not a condavault setting" in out, proc.stderr
+    assert "did you mean CONDAVAULT_DATABASE_URL?" in out, proc.stderr
+    assert proc.returncode == 1 and "database_not_migrated" in out and "condavault db upgrade" in out, proc.stderr
+    assert "Traceback" not in proc.stderr

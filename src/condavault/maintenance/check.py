@@ -25,6 +25,7 @@ from condavault.channels.models import Channel, Record
 from condavault.channels.records import mark_blobs_missing
 from condavault.config import Settings
 from condavault.context import Context
+from condavault.db import migrate
 from condavault.indexing.dirty import mark_dirty
 from condavault.indexing.models import SubdirState
 from condavault.maintenance.references import all_referenced, collect, sweep_temp_files, temp_folders
@@ -36,6 +37,7 @@ def run_check(
 ) -> dict[str, Any]:
     ctx = Context.build(settings, start_jobs=False)
     try:
+        migrate.check(ctx.db.engine, settings.db_url)  # an empty or older database: a clear error, not a traceback
         return _check(ctx, repair, progress, settings.blob_grace_seconds if grace is None else grace)
     finally:
         ctx.close()

@@ -152,6 +152,9 @@ def test_imported_records_are_validated_too(shared_server: Server) -> None:
             ({"build_number": 10**30}, "build_number"),
             ({"timestamp": "x"}, "timestamp"),
             ({"depends": ["a\u0000b"]}, "depends[0]"),
+            ({"sha256": 2**70}, "sha256"),  # was a 500: the database refused the integer
+            ({"sha256": "z" * 64}, "sha256"),
+            ({"md5": ["0" * 32]}, "md5"),
         ):
             body = {"packages.conda": {"ok-1.0-0.conda": {**good, **bad}}}
             r = c.post("/api/channels/rc-import/subdirs/noarch/import", json=body)

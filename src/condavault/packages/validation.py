@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +31,8 @@ MAX_BUILD_NUMBER = 2**31 - 1  # the records table's column
 MAX_TIMESTAMP = 253402300799999  # 9999-12-31 in milliseconds
 DB_LENGTHS = {"name": 100, "version": 100, "build": 200}
 NOARCH = ("python", "generic")
+DIGESTS = {"md5": 32, "sha256": 64}
+_HEX = re.compile(r"[0-9a-fA-F]+")
 LIST_FIELDS = ("depends", "constrains")
 RUN_EXPORT_KEYS = ("weak", "strong", "weak_constrains", "strong_constrains", "noarch")
 
@@ -139,6 +142,10 @@ def check_record(record: dict[str, Any], *, source: str = "index.json", filename
             raise _fail(key, "must be a string (or a list of strings)", filename)
     if "size" in record and record["size"] is not None:
         _int_in(record["size"], "size", 0, 2**62, filename)
+    for key, length in DIGESTS.items():  # an imported record's checksums (index.json carries none)
+        value = record.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) == length and _HEX.fullmatch(value)):
+            raise _fail(key, f"must be {length} hexadecimal digits", filename)
     for key, value in record.items():
         check_tree(value, key, filename)
         if isinstance(key, str) and len(key) > 256:

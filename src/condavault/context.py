@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EXTRAS_DELAY = 1.0
 EXTRAS_SHARE = 0.2  # the slow lane may use at most about this share of the time
+INDEX_RETRY_MAX = 300.0  # seconds at most between the sweep's retries of an index run that keeps failing
 
 DownloadListener = Callable[[Request, Identity, ChannelRef, str, Target], None]
 MissingFetcher = Callable[[ChannelRef, str, Target], Awaitable[Target | None]]
@@ -76,6 +77,8 @@ class Context:
     _extras_lock: threading.Lock = field(default_factory=threading.Lock)
     _extras_cost: dict[int, float] = field(default_factory=dict)  # seconds the last slow-lane run took
     _held: Counter[int] = field(default_factory=Counter)  # channel id -> runs holding its index (hold_index)
+    # (channel id, subdir) -> (failed runs in a row, monotonic time before which the sweep leaves it alone)
+    _index_failures: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, start_jobs: bool = True) -> Context:
@@ -178,9 +181,24 @@ class Context:
 
     # -- indexing --------------------------------------------------------------------------------
     def request_index(self, channel_id: int, subdir: str) -> None:
-        self.runner.submit_coalesced(
-            ("index", channel_id, subdir), lambda: self.indexer.index_subdir(channel_id, subdir)
-        )
+        self.runner.submit_coalesced(("index", channel_id, subdir), lambda: self._index(channel_id, subdir))
+
+    def _index(self, channel_id: int, subdir: str) -> None:
+        """An index run; one that fails is retried by the sweep after a growing pause (2 s, 4 s, ... at
+        most INDEX_RETRY_MAX), not every second: a run that cannot succeed (a full disk, a record the
+        encoders refuse) is then not a busy loop of failures. An explicit request still runs at once."""
+        key = (channel_id, subdir)
+        try:
+            self.indexer.index_subdir(channel_id, subdir)
+        except Exception:
+            with self._extras_lock:
+                failed = self._index_failures.get(key, (0, 0.0))[0] + 1
+                pause = min(INDEX_RETRY_MAX, 2.0**failed)
+                self._index_failures[key] = (failed, time.monotonic() + pause)
+            raise
+        if key in self._index_failures:
+            with self._extras_lock:
+                self._index_failures.pop(key, None)
 
     def request_extras(self, channel_id: int) -> None:
         """Schedule the slow lane. Its delay grows with its last cost (EXTRAS_SHARE), so on a large
@@ -219,10 +237,11 @@ class Context:
         writer holds its channel, then run due extras."""
         pending = self.indexer.pending_subdirs()
         held = self.held_channels() if pending else set()
-        for channel_id, subdir in pending:
-            if channel_id not in held:
-                self.request_index(channel_id, subdir)
         now = time.monotonic()
+        for channel_id, subdir in pending:
+            failure = self._index_failures.get((channel_id, subdir))
+            if channel_id not in held and (failure is None or failure[1] <= now):
+                self.request_index(channel_id, subdir)
         with self._extras_lock:
             due = [cid for cid, t in self._extras_due.items() if t <= now and cid not in self._held]
             for cid in due:

@@ -123,3 +123,41 @@ def test_index_lease_of_a_killed_process_is_taken_over(server: Server, tmp_path:
     with server.ctx.db.session() as s:
         state = s.scalar(select(SubdirState).where(SubdirState.channel_id == cid))
         assert state.indexed_seq == state.change_seq and state.lease_holder is None
+
+
+def test_an_index_run_that_keeps_failing_is_retried_after_a_growing_pause(server: Server, tmp_path: Path) -> None:
+    """A subdir whose index run fails every time (a full disk, a record the encoders refuse) is retried
+    by the sweep after 2 s, 4 s, ... -- not on every sweep -- and an explicit request still runs it."""
+    import time
+
+    from condavault.indexing.dirty import mark_dirty
+
+    server.channel("failing")
+    cid = server.ctx.channels.lookup("failing").id
+    real = server.ctx.indexer.index_subdir
+    calls: list[float] = []
+
+    def broken(channel_id: int, subdir: str) -> bool:
+        if channel_id == cid:
+            calls.append(time.monotonic())
+            raise OSError(28, "No space left on device")
+        return real(channel_id, subdir)
+
+    server.ctx.indexer.index_subdir = broken  # type: ignore[method-assign]
+    try:
+        with server.ctx.db.write_session() as s:
+            mark_dirty(s, cid, "noarch", None)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            server.ctx.sweep()  # five times a second: without the pause, about 25 runs
+            time.sleep(0.2)
+        while server.ctx.runner.busy():
+            time.sleep(0.05)
+        assert 1 <= len(calls) <= 3, calls  # at 0 s, 2 s (and 6 s, past the window)
+    finally:
+        server.ctx.indexer.index_subdir = real  # type: ignore[method-assign]
+    server.ctx.request_index(cid, "noarch")  # an explicit request does not wait for the pause
+    server.ctx.settle()
+    assert (cid, "noarch") not in server.ctx.indexer.pending_subdirs()
+    server.ctx.sweep()
+    assert (cid, "noarch") not in server.ctx._index_failures

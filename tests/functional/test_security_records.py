@@ -155,6 +155,7 @@ def test_imported_records_are_validated_too(shared_server: Server) -> None:
             ({"sha256": 2**70}, "sha256"),  # was a 500: the database refused the integer
             ({"sha256": "z" * 64}, "sha256"),
             ({"md5": ["0" * 32]}, "md5"),
+            ({"x_extra": {"n": 2**70}}, "x_extra"),  # passed, then every index run failed on the shard's msgpack
         ):
             body = {"packages.conda": {"ok-1.0-0.conda": {**good, **bad}}}
             r = c.post("/api/channels/rc-import/subdirs/noarch/import", json=body)

@@ -28,7 +28,8 @@ MAX_SPEC = 1024  # characters of one MatchSpec
 MAX_STRING = 64 * 1024  # characters of any other string field
 MAX_DEPTH = 16  # nesting of unknown fields (rattler's JSON parser stops at 128)
 MAX_BUILD_NUMBER = 2**31 - 1  # the records table's column
-MAX_TIMESTAMP = 253402300799999  # 9999-12-31 in milliseconds
+MAX_TIMESTAMP = 253402300799999
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1  # 9999-12-31 in milliseconds
 DB_LENGTHS = {"name": 100, "version": 100, "build": 200}
 NOARCH = ("python", "generic")
 DIGESTS = {"md5": 32, "sha256": 64}
@@ -98,6 +99,8 @@ def check_tree(value: Any, field: str, filename: str | None, depth: int = 0) -> 
             check_tree(v, field, filename, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise _fail(field, "is not a finite number", filename)
+    elif isinstance(value, int) and not MIN_INT <= value <= MAX_INT:  # what msgpack (shards) and clients hold
+        raise _fail(field, "is an integer outside the signed 64-bit range", filename)
 
 
 def _int_in(value: Any, field: str, low: int, high: int, filename: str | None) -> int:

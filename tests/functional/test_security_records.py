@@ -162,3 +162,32 @@ def test_imported_records_are_validated_too(shared_server: Server) -> None:
             assert r.status_code == 400 and r.json()["error"]["details"]["field"] == field, r.text
         legacy = {**good, "depends": None, "constrains": None, "license": None}  # real old repodata has nulls
         ok(c.post("/api/channels/rc-import/subdirs/noarch/import", json={"packages.conda": {"ok-1.0-0.conda": legacy}}))
+
+
+def test_patch_instructions_cannot_break_the_subdir(shared_server: Server) -> None:
+    """A patch is applied to served records: one that would serve a record no client can read (a string
+    ``depends``, a checksum that is no hex, an integer msgpack cannot encode) is refused whole, 400."""
+    srv = shared_server
+    srv.channel("rc-patch")
+    good = {"name": "ok", "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
+    good.update(sha256="0" * 64, md5="0" * 32, size=10)
+    with srv.client() as c:
+        ok(c.post("/api/channels/rc-patch/subdirs/noarch/import", json={"packages.conda": {"ok-1.0-0.conda": good}}))
+        url = "/api/channels/rc-patch/subdirs/noarch/patch-instructions"
+        for bad, field in (
+            ({"packages.conda": {"ok-1.0-0.conda": {"depends": "python"}}}, "depends"),
+            ({"packages.conda": {"ok-1.0-0.conda": {"x": 2**70}}}, "x"),
+            ({"packages.conda": {"ok-1.0-0.conda": {"sha256": 12}}}, "sha256"),
+            ({"packages": {"ok-1.0-0.tar.bz2": {"timestamp": -5}}}, "timestamp"),
+            ({"packages.conda": {"ok-1.0-0.conda": "not an object"}}, None),
+            ({"remove": "ok-1.0-0.conda"}, None),  # a string, not a list: would remove by its characters
+        ):
+            r = c.put(url, json=bad)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["code"] == "invalid_patch_instructions" and error["details"].get("field") == field, error
+        assert c.get(url).json() == {}  # nothing stored
+        ok(c.put(url, json={"packages.conda": {"ok-1.0-0.conda": {"depends": ["python >=3.8"]}}}))
+        srv.ctx.settle()
+        served = c.get("/api/repo/rc-patch/noarch/repodata.json").json()["packages.conda"]["ok-1.0-0.conda"]
+        assert served["depends"] == ["python >=3.8"]

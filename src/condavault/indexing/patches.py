@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from condavault.errors import InvalidRequest
+from condavault.errors import InvalidIndexJson, InvalidRequest
+from condavault.packages.validation import check_record
 
 V1, V2 = ".tar.bz2", ".conda"
 
@@ -29,6 +30,27 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         else:
             base[key] = copy.deepcopy(value)
     return base
+
+
+# what a patch entry is checked against: any record it can touch holds at least these
+_PROBE = {"name": "probe", "version": "0", "build": "0", "build_number": 0}
+
+
+def _check_entry(key: str, filename: Any, patch: Any) -> None:
+    """A patch entry must leave a record that passes the rules every record passes (``check_record``):
+    a patch is how a channel writer could otherwise serve a ``depends`` string, or an integer msgpack
+    cannot encode, that breaks the subdir for every client."""
+    if not isinstance(filename, str) or not isinstance(patch, dict):
+        raise InvalidRequest(f"{key!r} must map filenames to objects", code="invalid_patch_instructions")
+    try:
+        check_record(_merge(dict(_PROBE), patch), source="repodata", filename=filename)
+    except InvalidIndexJson as exc:
+        raise InvalidRequest(
+            f"patch of {key}[{filename!r}]: {exc.message}",
+            code="invalid_patch_instructions",
+            filename=filename,
+            field=exc.details.get("field"),
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -50,8 +72,15 @@ class PatchSet:
                 f"patch_instructions_version {version} is not supported (1 or 2)", code="invalid_patch_instructions"
             )
         for key in ("packages", "packages.conda"):
-            if not isinstance(data.get(key, {}), dict):
+            entries = data.get(key) or {}
+            if not isinstance(entries, dict):
                 raise InvalidRequest(f"{key!r} must be an object", code="invalid_patch_instructions")
+            for filename, patch in entries.items():
+                _check_entry(key, filename, patch)
+        for key in ("remove", "revoke"):
+            names = data.get(key) or []
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise InvalidRequest(f"{key!r} must be a list of filenames", code="invalid_patch_instructions")
         return cls(
             packages=dict(data.get("packages") or {}),
             packages_conda=dict(data.get("packages.conda") or {}),

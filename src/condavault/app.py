@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
@@ -81,6 +82,9 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
             )
         c.start()
         c.sweep()
+        # the repo path's queries compiled and a connection open before the first conda client
+        await anyio.to_thread.run_sync(c.lookup.warm)
+        await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
         if own:
             # what start-up built (routes, compiled rules, models) lives as long as the process: frozen, a
             # full collection no longer walks it (those walks were the p95 of a 5,000-file package page)

@@ -130,6 +130,18 @@ class Lookup:
                 self._shards.clear()
             self._shards[(channel_id, subdir)] = (time.monotonic() + SHARD_TTL, targets)
 
+    def warm(self) -> None:
+        """Run each lookup query once, for a channel that cannot exist (id -1), so that a restarted
+        server's first conda client does not pay the statement compilation and the connection set-up
+        (a cold solve's first requests wait on them). Stores nothing a request can see."""
+        for kind in ("index", "shard", "package", "sidecar"):
+            self.load((kind, -1, "", ""))
+        self._prime_shards(-1, "")
+        with self._lock:
+            for k in [k for k in self._cache if k[1] == -1]:
+                del self._cache[k]
+            self._shards.pop((-1, ""), None)
+
     def store(self, key: tuple[object, ...], value: Target | None, gen: int | None = None) -> None:
         with self._lock:
             if gen is not None and gen != self._gen:

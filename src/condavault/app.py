@@ -82,9 +82,12 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
             )
         c.start()
         c.sweep()
-        # the repo path's queries compiled and a connection open before the first conda client
-        await anyio.to_thread.run_sync(c.lookup.warm)
-        await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
+        # the repo path's threads started, its queries compiled and a connection open before the first client
+        try:
+            await anyio.to_thread.run_sync(c.lookup.warm)
+            await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
+        except Exception:  # only a head start: the requests do the same work when they come
+            log.warning("warming the repo lookups failed", exc_info=True)
         if own:
             # what start-up built (routes, compiled rules, models) lives as long as the process: frozen, a
             # full collection no longer walks it (those walks were the p95 of a 5,000-file package page)

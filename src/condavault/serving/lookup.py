@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from sqlalchemy import select
 
 from condavault.channels.models import Record
@@ -33,6 +33,10 @@ REFRESH_AHEAD = 0.05
 # A client that reads shards reads many of one subdir at once (a solve: one per name in its closure). The
 # first miss loads the subdir's current shards in one query, shared by the misses arriving meanwhile.
 PRIMED_SUBDIRS = 64
+# The lookups' queries run on threads of their own, started once (``warm``) and kept: anyio's worker
+# threads exit after 10 s idle, and starting one blocks the event loop until it runs (a burst of misses
+# after a quiet spell -- a cold solve -- started several).
+LOOKUP_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Lookup:
         self._shards: dict[tuple[object, object], tuple[float, dict[str, Target]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: set[tuple[object, ...]] = set()  # index keys being reloaded ahead of expiry
+        self._pool: ThreadPoolExecutor | None = None
 
     def invalidate(self, channel_id: int | None = None) -> None:
         with self._lock:
@@ -156,10 +161,26 @@ class Lookup:
                 self._shards.clear()
             self._shards[(channel_id, subdir)] = (time.monotonic() + SHARD_TTL, targets)
 
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="condavault-lookup")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
     def warm(self) -> None:
-        """Run each lookup query once, for a channel that cannot exist (id -1), so that a restarted
-        server's first conda client does not pay the statement compilation and the connection set-up
-        (a cold solve's first requests wait on them). Stores nothing a request can see."""
+        """Start the lookup threads and run each lookup query once, for a channel that cannot exist
+        (id -1), so that a restarted server's first conda client does not pay the threads' start, the
+        statement compilation and the connection set-up (a cold solve's first requests wait on them).
+        Stores nothing a request can see."""
+        pool = self._threads()
+        started = threading.Barrier(LOOKUP_THREADS)
+        for f in [pool.submit(started.wait, 10) for _ in range(LOOKUP_THREADS)]:
+            f.exception()  # a broken barrier only means fewer threads started now
         for kind in ("index", "shard", "package", "sidecar"):
             self.load((kind, -1, "", ""))
         self._prime_shards(-1, "")
@@ -193,7 +214,7 @@ class Lookup:
         fkey = (id(loop), key)
         fut = self._inflight.get(fkey)
         if fut is None:
-            fut = asyncio.ensure_future(anyio.to_thread.run_sync(fn))
+            fut = loop.run_in_executor(self._threads(), fn)
             self._inflight[fkey] = fut
 
             def done(f: asyncio.Future[Target | None]) -> None:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
@@ -84,6 +85,12 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         guard = getattr(app, "body_guard", None)
         if guard is not None:
             guard.prepare()  # the routes' body rules, read once here rather than by the first upload
+        # the repo path's threads started, its queries compiled and a connection open before the first client
+        try:
+            await anyio.to_thread.run_sync(c.lookup.warm)
+            await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
+        except Exception:  # only a head start: the requests do the same work when they come
+            log.warning("warming the repo lookups failed", exc_info=True)
         if own:
             # what start-up built (routes, compiled rules, models) lives as long as the process: frozen, a
             # full collection no longer walks it (those walks were the p95 of a 5,000-file package page)

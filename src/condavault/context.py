@@ -303,4 +303,5 @@ class Context:
 
         wiring.stop(self)
         self.runner.shutdown(wait=True)
+        self.lookup.close()
         self.db.dispose()

@@ -18,6 +18,7 @@ import pytest
 import zstandard
 
 from tests.support.accounts import ok, wait_for
+from tests.support.packages import make_conda
 from tests.support.serve_process import ServeProcess, start_serve
 
 PKG = "noarch/dependency-1.0-0.conda"
@@ -252,8 +253,49 @@ def test_new_and_superseded_shards_after_the_subdir_was_loaded(serve: ServeProce
     assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
-def _shard_or_none(serve: ServeProcess, name: str) -> str | None:
+def _shard_or_none(serve: ServeProcess, name: str, channel: str = "sf-pub") -> str | None:
     try:
-        return shard_path(serve, "sf-pub", name)
+        return shard_path(serve, channel, name)
     except KeyError:
         return None
+
+
+def test_a_shard_never_read_is_read_by_the_fast_path_and_a_damaged_one_is_not(
+    serve: ServeProcess, tmp_path: Path
+) -> None:
+    """A shard whose bytes this process has not read yet is read from its blob file by the fast path
+    (the cold solve's case) -- unless the file is damaged: then the normal path reports it, and once
+    the file is whole again the next request is answered from memory. (A publish of the channel in
+    between drops its lookups, and the normal path would read the bytes first: then try a new name.)"""
+    with serve.client() as c:
+        ok(c.post("/api/channels", json={"name": "sf-cold", "privacy": "public"}))
+    read_by_fast_path = False
+    for attempt in range(5):
+        name = f"sf-cold-{attempt}"  # a name no other test has: a shard nobody read yet
+        pkg = make_conda(tmp_path, name)
+        with serve.client() as c:
+            ok(c.post("/api/channels/sf-cold/files", params={"filename": pkg.name}, content=pkg.read_bytes()))
+            wait_for(lambda c=c, fn=pkg.name: fn in c.get(f"/api/repo/sf-cold/{SUB}/current_repodata.json").text)
+        shard = wait_for(lambda n=name: _shard_or_none(serve, n, "sf-cold"))
+        sha = shard.rsplit("/", 1)[1][:64]
+        blob = serve.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
+        good = blob.read_bytes()
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            blob.write_bytes(b"\0" * len(good))  # damaged before any request read it
+            try:
+                before = memory_answers(serve)
+                for _ in range(3):
+                    r = client.get(shard)
+                    assert r.status_code == 404 and r.json()["error"]["code"] == "blob_missing"
+                assert memory_answers(serve) == before  # never answered from memory
+            finally:
+                blob.write_bytes(good)
+            before = memory_answers(serve)
+            r = client.get(shard)
+            assert r.status_code == 200 and r.content == good
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+            read_by_fast_path = memory_answers(serve) == before + 1
+        assert same_as_normal_path(serve, "GET", shard, {}) == (200, True)
+        if read_by_fast_path:
+            break
+    assert read_by_fast_path

@@ -2,8 +2,9 @@
 
 Most of a repository's traffic is conda clients revalidating index files (``If-None-Match`` -> 304)
 and fetching shards. When everything such a request needs is already cached in this process -- the
-caller's token, the channel, the file's lookup entry and, for a shard GET, its bytes -- the answer is a
-few header lines. :func:`answer` builds them without ASGI: the HTTP protocol (``web.listener``) calls
+caller's token, the channel and the file's lookup entry -- the answer is a few header lines (and, for
+a shard GET, the shard's bytes: from memory, or read once from a small local blob file, as the normal
+path does on the event loop too). :func:`answer` builds them without ASGI: the HTTP protocol (``web.listener``) calls
 it as soon as a request's headers are parsed and writes the bytes to the socket, with no task, no
 ASGI messages and no middleware.
 
@@ -107,9 +108,9 @@ def answer(
         return 304, _head(entity), b""
     if target.kind != "shard" or target.size > repo.SMALL_BLOB or ctx.settings.x_accel_redirect_prefix:
         return None
-    body = repo.small_cached(target.sha256)
+    body = repo.small_local(ctx.blobs, target.sha256)  # from memory, or a small local file read now
     if body is None:
-        return None
+        return None  # an object store, a missing or damaged blob: the normal path
     metrics.count_request("repo", 200)
     metrics.ANSWERED_FROM_MEMORY.inc()
     return 200, _head(entity, target.content_type, str(len(body))), b"" if method == b"HEAD" else body

@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from sqlalchemy import select
 
 from condavault.channels.models import Record
@@ -26,9 +26,17 @@ INDEX_TTL = 0.25
 # Shards are content-addressed (the key names the bytes): an entry only goes stale when the shard expires
 # after shard_retention_days, and then the blob is gone too (a 404 either way).
 SHARD_TTL = 60.0
+# A hit on an index entry this close to its expiry reloads it in the background: under steady traffic
+# the entry is renewed before it expires, and no request waits for (or pays the normal path for) a miss.
+# An entry is still never served longer than INDEX_TTL after it was read.
+REFRESH_AHEAD = 0.05
 # A client that reads shards reads many of one subdir at once (a solve: one per name in its closure). The
 # first miss loads the subdir's current shards in one query, shared by the misses arriving meanwhile.
 PRIMED_SUBDIRS = 64
+# The lookups' queries run on threads of their own, started once (``warm``) and kept: anyio's worker
+# threads exit after 10 s idle, and starting one blocks the event loop until it runs (a burst of misses
+# after a quiet spell -- a cold solve -- started several).
+LOOKUP_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,9 @@ class Lookup:
         self._inflight: dict[tuple[int, tuple[object, ...]], asyncio.Future[Target | None]] = {}
         # (channel id, subdir) -> (expiry, sha256 -> Target): the current shards of a subdir, loaded at once
         self._shards: dict[tuple[object, object], tuple[float, dict[str, Target]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: set[tuple[object, ...]] = set()  # index keys being reloaded ahead of expiry
+        self._pool: ThreadPoolExecutor | None = None
 
     def invalidate(self, channel_id: int | None = None) -> None:
         with self._lock:
@@ -72,9 +82,15 @@ class Lookup:
                     self._inflight.pop(fk, None)
 
     def cached(self, key: tuple[object, ...]) -> tuple[bool, Target | None]:
+        """``(True, target or None)`` when ``key``'s answer is cached (no database: call it on the event
+        loop, where a hit on an index entry about to expire also starts its reload)."""
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
+        if hit is not None:
+            left = hit[0] - time.monotonic()
+            if left > 0:
+                if left < REFRESH_AHEAD and key[0] == "index" and key not in self._refreshing:
+                    self._refresh(key)
+                return True, hit[1]
         if key[0] == "shard":
             subdir = self._shards.get((key[1], key[2]))
             if subdir is not None and subdir[0] > time.monotonic():
@@ -82,6 +98,21 @@ class Lookup:
                 if target is not None:
                     return True, target
         return False, None
+
+    def _refresh(self, key: tuple[object, ...]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refreshing.add(key)
+        task = loop.create_task(self._shared(key, lambda: self.load(key)))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._refreshing.discard(key)
+            self._primed(t)
+
+        task.add_done_callback(done)
 
     def shards_primed(self, channel_id: int, subdir: str) -> bool:
         hit = self._shards.get((channel_id, subdir))
@@ -104,10 +135,10 @@ class Lookup:
         self._tasks.add(task)
         task.add_done_callback(self._primed)
 
-    def _primed(self, task: asyncio.Task[None]) -> None:
+    def _primed(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # the shard requests load them again
-            log.warning("loading the shards of a subdir failed", extra={"error": repr(task.exception())[:300]})
+        if not task.cancelled() and task.exception() is not None:  # the requests load it again
+            log.warning("a background lookup failed", extra={"error": repr(task.exception())[:300]})
 
     def _prime_shards(self, channel_id: int, subdir: str) -> None:
         gen = self._gen
@@ -129,6 +160,34 @@ class Lookup:
             if len(self._shards) >= PRIMED_SUBDIRS:
                 self._shards.clear()
             self._shards[(channel_id, subdir)] = (time.monotonic() + SHARD_TTL, targets)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="condavault-lookup")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def warm(self) -> None:
+        """Start the lookup threads and run each lookup query once, for a channel that cannot exist
+        (id -1), so that a restarted server's first conda client does not pay the threads' start, the
+        statement compilation and the connection set-up (a cold solve's first requests wait on them).
+        Stores nothing a request can see."""
+        pool = self._threads()
+        started = threading.Barrier(LOOKUP_THREADS)
+        for f in [pool.submit(started.wait, 10) for _ in range(LOOKUP_THREADS)]:
+            f.exception()  # a broken barrier only means fewer threads started now
+        for kind in ("index", "shard", "package", "sidecar"):
+            self.load((kind, -1, "", ""))
+        self._prime_shards(-1, "")
+        with self._lock:
+            for k in [k for k in self._cache if k[1] == -1]:
+                del self._cache[k]
+            self._shards.pop((-1, ""), None)
 
     def store(self, key: tuple[object, ...], value: Target | None, gen: int | None = None) -> None:
         with self._lock:
@@ -155,7 +214,7 @@ class Lookup:
         fkey = (id(loop), key)
         fut = self._inflight.get(fkey)
         if fut is None:
-            fut = asyncio.ensure_future(anyio.to_thread.run_sync(fn))
+            fut = loop.run_in_executor(self._threads(), fn)
             self._inflight[fkey] = fut
 
             def done(f: asyncio.Future[Target | None]) -> None:

@@ -96,19 +96,43 @@ _small: dict[str, bytes] = {}
 _small_bytes = 0
 
 
-def small_cached(sha: str) -> bytes | None:
-    """A small blob's bytes when this process holds them already (no I/O: the event loop may call it)."""
-    return _small.get(sha)
-
-
 def _read_small(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
 
 
+def _remember(sha: str, data: bytes) -> None:
+    global _small_bytes
+    if _small_bytes + len(data) > SMALL_CACHE_BYTES:
+        _small.clear()
+        _small_bytes = 0
+    _small[sha] = data
+    _small_bytes += len(data)
+
+
+def small_local(blobs: Any, sha: str) -> bytes | None:
+    """A small local blob's bytes (a shard), verified and kept in memory: read here, on the event loop
+    (a small file from the page cache costs less than a thread hop). None when the store is remote or
+    the file is missing, bigger than ``SMALL_BLOB`` or damaged: the normal path reports those."""
+    data = _small.get(sha)
+    if data is not None:
+        return data
+    path = blobs.local_path(sha)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(SMALL_BLOB + 1)
+    except OSError:
+        return None
+    if len(data) > SMALL_BLOB or hashlib.sha256(data).hexdigest() != sha:
+        return None
+    _remember(sha, data)
+    return data
+
+
 async def _small_blob(sha: str, path: os.PathLike[str] | None, load: Callable[[], bytes] | None = None) -> bytes:
     """A small blob's bytes (shards), verified, from memory once read: from ``path``, else ``load()``."""
-    global _small_bytes
     data = _small.get(sha)
     if data is None:
         if path is not None:  # a small local file (a shard, <= SMALL_BLOB): read here, a thread hop costs more
@@ -118,11 +142,7 @@ async def _small_blob(sha: str, path: os.PathLike[str] | None, load: Callable[[]
             data = await anyio.to_thread.run_sync(load)
         if hashlib.sha256(data).hexdigest() != sha:
             raise NotFound("the stored shard is damaged; run `condavault check --repair`", code="blob_missing")
-        if _small_bytes + len(data) > SMALL_CACHE_BYTES:
-            _small.clear()
-            _small_bytes = 0
-        _small[sha] = data
-        _small_bytes += len(data)
+        _remember(sha, data)
     return data
 
 

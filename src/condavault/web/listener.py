@@ -47,6 +47,7 @@ class _Answered:
 
 
 _ANSWERED = _Answered()
+_DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (the date) last seen, and their encoded lines
 
 
 def _fast_answer_of(app: Any) -> FastAnswer | None:
@@ -79,6 +80,7 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
             self._header_timer: asyncio.TimerHandle | None = None
             self._header_bytes = 0
             self._refused = False
+            self._in_headers = False  # a request's headers have begun but are not complete
             self._fast = _fast_answer_of(self.app)
 
         def _arm(self) -> None:
@@ -119,11 +121,26 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
         def data_received(self, data: bytes) -> None:
             if not self._refused:
                 super().data_received(data)
+                # headers left incomplete by this chunk: their clock starts (a whole request in one
+                # chunk -- nearly every request -- never arms a timer)
+                if self._in_headers and self._header_timer is None and not self._refused:
+                    self._arm()
 
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            # uvicorn's per-request state; its ASGI ``scope`` is built only for a request that is not
+            # answered from memory (``_begin_scope``)
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
             self._header_bytes = 0
-            self._arm()
+            self._in_headers = True
+            self._disarm()  # the idle connection's clock (connection_made): this request's from now on
+
+        def _begin_scope(self) -> None:
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            super().on_message_begin()  # the scope (and uvicorn's reset of the fields kept here)
+            self.url, self.expect_100_continue = url, expect
+            self.headers = self.scope["headers"] = headers
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
@@ -131,11 +148,18 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
                 super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value) + 4)
-            if not self._refused:
-                super().on_header(name, value)
+            self._header_bytes += len(name) + len(value) + 4
+            if self._header_bytes > max_header_bytes and not self._refused:
+                self._refuse(431, "Request Header Fields Too Large")
+            if self._refused:
+                return
+            name = name.lower()  # what uvicorn's on_header does, without the extra calls
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
+            self._in_headers = False
             self._disarm()
             if self._refused:
                 return
@@ -155,16 +179,16 @@ def protocol_class(header_timeout: float, max_header_bytes: int) -> type[Any] | 
                 if out is not None:
                     self._send_answer(*out)
                     return
+            self._begin_scope()
             super().on_headers_complete()
 
         def _send_answer(self, status: int, head: bytes, body: bytes) -> None:
             """Write a whole response (what uvicorn's cycle would send for it) and wait for the next request."""
             self.cycle = _ANSWERED  # type: ignore[assignment]
-            out = [STATUS_LINE[status]]
-            for name, value in self.server_state.default_headers:
-                out += (name, b": ", value, b"\r\n")
-            out += (head, b"\r\n", body)
-            self.transport.write(b"".join(out))
+            defaults = self.server_state.default_headers  # a new list when uvicorn's date ticks (1 s)
+            if defaults is not _DEFAULTS[0]:
+                _DEFAULTS[:] = [defaults, b"".join(name + b": " + value + b"\r\n" for name, value in defaults)]
+            self.transport.write(b"".join((STATUS_LINE[status], _DEFAULTS[1], head, b"\r\n", body)))
             self.server_state.total_requests += 1
             self._unset_keepalive_if_required()
             self.timeout_keep_alive_task = self.loop.call_later(

@@ -1,5 +1,6 @@
-"""The slow lane (design.md §1.3): ``current_repodata.json`` per subdir and the channel's ``channeldata.json``,
-derived from every live record of the channel (see :mod:`condavault.indexing.derived`)."""
+"""The slow lane (design.md §1.3): the channel's ``channeldata.json``, derived from every live record of the
+channel (see :mod:`condavault.indexing.derived`). ``current_repodata.json`` is published with each subdir's
+``repodata.json`` by the indexer, kept up to date name by name (:mod:`condavault.indexing.current`)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ def publish_extras(
     channel_id: int,
     listeners: list[Callable[[int, str | None], None]],
 ) -> None:
-    """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
+    """The slow lane: the channel's ``channeldata.json``.
 
-    Reads light columns of the records -- for channeldata streamed by name, for current_repodata one subdir
-    at a time -- and full records only for the files it publishes.
+    Reads light columns of the records streamed by name, and full records only for the newest files.
     """
     live = (Record.channel_id == channel_id, Record.removed.is_(False))
     with db.session() as s:
@@ -110,26 +110,6 @@ def publish_extras(
     ]
     del cd
     packages.clear()
-    if settings.current_repodata:
-        for sd in sorted(subdirs):  # one subdir's light rows at a time
-
-            def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
-                return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
-
-            with db.session() as s:
-                lights = [
-                    derived.Light(*r)
-                    for r in s.execute(
-                        select(Record.filename, Record.name, Record.version, Record.build, Record.build_number).where(
-                            *live, Record.subdir == sd
-                        )
-                    )
-                ]
-            cur = derived.current_repodata(sd, lights, load)
-            del lights
-            data = json.dumps(cur, separators=(",", ":")).encode()
-            files.append((sd, "current_repodata.json", data, JSON))
-            files.append((sd, "current_repodata.json.zst", builder.zstd(data, settings.zstd_level), ZST))
     digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
 
     def publish(s: Session) -> None:

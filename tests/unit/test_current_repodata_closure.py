@@ -159,3 +159,22 @@ def test_the_incremental_form_equals_the_builder_after_every_change(testdata: Pa
             del records[fn]
         by_name[name] = [fn for fn in fns if fn not in gone]
         assert _incremental(closure, records, {name}) == _build(records, _lights(records))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_channeldata_composed_from_encoded_entries_equals_one_dump(n: int) -> None:
+    entries = {
+        f"pkg-{i}\u00e9": {
+            "subdirs": ["linux-64", "noarch"],
+            "version": f"{i}.0",
+            "run_exports": {f"{i}.0": {"weak": [f"pkg-{i} >={i}"]}} if i % 2 else {},
+            "description": 'two\nlines "quoted"',
+            "binary_prefix": bool(i % 2),
+            "timestamp": i,
+        }
+        for i in reversed(range(n))
+    }
+    subdirs = ["noarch", "linux-64"] if n else []
+    doc = {"channeldata_version": 1, "packages": entries, "subdirs": sorted(subdirs)}
+    encoded = {k: derived.encode_channeldata_entry(v) for k, v in entries.items()}
+    assert derived.compose_channeldata(encoded, subdirs) == json.dumps(doc, indent=1, sort_keys=True).encode()

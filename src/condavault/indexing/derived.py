@@ -199,6 +199,24 @@ def channeldata(
     return {"channeldata_version": 1, "packages": packages, "subdirs": sorted(set(subdirs))}
 
 
+def encode_channeldata_entry(entry: dict[str, Any]) -> bytes:
+    """One package's entry as it appears in ``channeldata.json`` (indent 1, at the depth of ``packages``)."""
+    # JSON strings hold no raw newline: every newline of the dump is the layout's, so re-indenting is safe
+    return json.dumps(entry, indent=1, sort_keys=True).replace("\n", "\n  ").encode()
+
+
+def compose_channeldata(entries: dict[str, bytes], subdirs: Iterable[str]) -> bytes:
+    """``json.dumps({"channeldata_version": 1, "packages": ..., "subdirs": ...}, indent=1, sort_keys=True)``
+    from entries encoded by :func:`encode_channeldata_entry` (one copy of the file in memory, no dicts)."""
+    tail = json.dumps(sorted(set(subdirs)), indent=1).replace("\n", "\n ").encode()
+    if not entries:
+        packages = b"{}"
+    else:
+        body = b",\n".join(b"  " + json.dumps(n).encode() + b": " + entries[n] for n in sorted(entries))
+        packages = b"{\n" + body + b"\n }"
+    return b'{\n "channeldata_version": 1,\n "packages": ' + packages + b',\n "subdirs": ' + tail + b"\n}"
+
+
 def _seconds(ts: Any) -> int:
     if not isinstance(ts, int | float):
         return 0

@@ -74,11 +74,13 @@ def publish_extras(
         }
 
     # channeldata: the records streamed by name, a batch of names at a time (its entries are per name)
-    packages: dict[str, Any] = {}
+    # each name's entry kept encoded (the bytes it has in the file), not as a dict: a fraction of the memory
+    packages: dict[str, bytes] = {}
     batch: list[derived.NameRow] = []
 
     def flush() -> None:
-        packages.update(derived.channeldata(batch, subdirs, about)["packages"])
+        for name, entry in derived.channeldata(batch, subdirs, about)["packages"].items():
+            packages[name] = derived.encode_channeldata_entry(entry)
         batch.clear()
         parsed.clear()
 
@@ -104,11 +106,9 @@ def publish_extras(
             if len(batch) >= BATCH:
                 flush()
     flush()
-    cd = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(subdirs)}
     files: list[tuple[str, str, bytes, str]] = [
-        ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
+        ("", "channeldata.json", derived.compose_channeldata(packages, subdirs), JSON)
     ]
-    del cd
     packages.clear()
     digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
 

@@ -186,3 +186,34 @@ def test_composed_index_equals_a_from_scratch_build_after_every_change(tiny_buck
     assert any("lib012-1.0-0.conda" in k for k in kept) and "lib021-1.0-0.conda" in kept[-1]
     assert any("lib005-1.0-0.conda" in k for k in kept) and "lib005-1.0-0.conda" not in kept[-1]
     assert "lib027-1.0-0.conda" in kept[-1] and "lib038-1.0-0.conda" in kept[-1]
+
+
+def test_a_run_that_fails_leaves_no_stale_current_repodata(
+    tiny_buckets: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose publish fails after the closure moved on: the next run rebuilds, the files stay exact."""
+    srv = tiny_buckets
+    srv.channel("fl")
+    for name, version, dep in (("base", "1.0", "zlib"), ("base", "2.0", "zlib"), ("user", "1.0", "base")):
+        assert srv.upload("fl", make_conda(tmp_path, name, version, index_extra={"depends": [dep]})).status_code == 200
+    _check(srv, "fl")
+    ix = srv.ctx.indexer
+    real = srv.ctx.blobs.put_many
+    calls = {"n": 0}
+
+    def failing(items):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real(items)
+
+    monkeypatch.setattr(srv.ctx.blobs, "put_many", failing)
+    # the pin brings base 1.0 into current_repodata: this run's closure changes, then its publish fails
+    pinned = make_conda(tmp_path, "user", "2.0", index_extra={"depends": ["base <2"]})
+    assert srv.upload("fl", pinned).status_code == 200
+    srv.ctx.settle()
+    assert calls["n"] >= 2
+    cur = _check(srv, "fl")
+    assert "user-2.0-0.conda" in cur["packages.conda"]  # type: ignore[operator]
+    assert "base-1.0-0.conda" in _CURRENT[-1]["packages.conda"]  # type: ignore[operator]
+    assert any(r.full for r in ix.last_run.values())

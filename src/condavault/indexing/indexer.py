@@ -380,6 +380,9 @@ class Indexer:
                 gone = {n for n in changed if n not in present}
             else:
                 assert cached is not None  # not rebuilt: the cache is current
+                # from here the cached closure changes in place: until this run publishes, the state is not
+                # current (a run that fails leaves it so, and the next run rebuilds from the records)
+                cached.seq = -1
                 store = cached.store
                 closure = cached.closure
                 old_heads = cached.heads

@@ -1,9 +1,10 @@
 """Issue 15: the index composed from buckets on disk equals a from-scratch build, run after run.
 
 Buckets are made tiny here (a few hundred bytes) so that uploads, removals and patches split, rewrite
-and empty them; after each step the served ``repodata.json``, its ``.zst`` and ``run_exports.json`` must
-be exactly what the pure builders make of every record read anew, and py-rattler must solve through the
-served ``repodata.json.zst``.
+and empty them; after each step the served ``repodata.json``, its ``.zst``, ``run_exports.json`` and
+``current_repodata.json`` (kept up to date name by name, back-filled older records included) must be exactly
+what the pure builders make of every record read anew, and py-rattler must solve through the served
+``repodata.json.zst``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from rattler import Channel, ChannelConfig, Gateway, SourceConfig
 from sqlalchemy import select
 
 from condavault.channels.models import Channel as ChannelRow
-from condavault.indexing import buckets, builder
+from condavault.channels.models import Record
+from condavault.indexing import buckets, builder, derived
 from tests.support.packages import make_conda
 from tests.support.server import Server, start_server, stop_server
 
@@ -35,33 +37,51 @@ def tiny_buckets(tmp_path: Path, db_backend: str, monkeypatch: pytest.MonkeyPatc
         stop_server(srv, pg)
 
 
-def _from_scratch(srv: Server, channel: str, subdir: str) -> tuple[bytes, bytes]:
+def _from_scratch(srv: Server, channel: str, subdir: str) -> tuple[bytes, bytes, bytes]:
     ix = srv.ctx.indexer
     with srv.ctx.db.session() as s:
         cid = s.scalar(select(ChannelRow.id).where(ChannelRow.name == channel))
         assert cid is not None
         segments = {n: builder.build_segment(rows) for n, rows in ix._rows_by_name(s, cid, subdir)}
-    return builder.compose_repodata(subdir, segments), builder.compose_run_exports(subdir, segments)
+        live = (Record.channel_id == cid, Record.subdir == subdir, Record.removed.is_(False))
+        cols = (Record.filename, Record.name, Record.version, Record.build, Record.build_number)
+        lights = [derived.Light(*r) for r in s.execute(select(*cols).where(*live))]
+        fragments = {fn: frag for fn, frag in s.execute(select(Record.filename, Record.fragment).where(*live))}
+    cur = derived.current_repodata(subdir, lights, lambda fns: {fn: json.loads(fragments[fn]) for fn in fns})
+    return (
+        builder.compose_repodata(subdir, segments),
+        builder.compose_run_exports(subdir, segments),
+        derived.encode_current(cur),
+    )
 
 
 def _check(srv: Server, channel: str, subdir: str = "noarch") -> dict[str, object]:
     srv.ctx.settle()
-    expected, run_exports = _from_scratch(srv, channel, subdir)
+    expected, run_exports, cur = _from_scratch(srv, channel, subdir)
     with srv.client(None) as c:
         served = c.get(f"/api/repo/{channel}/{subdir}/repodata.json").content
         zst = c.get(f"/api/repo/{channel}/{subdir}/repodata.json.zst").content
         re_served = c.get(f"/api/repo/{channel}/{subdir}/run_exports.json").content
         re_zst = c.get(f"/api/repo/{channel}/{subdir}/run_exports.json.zst").content
+        cur_served = c.get(f"/api/repo/{channel}/{subdir}/current_repodata.json").content
+        cur_zst = c.get(f"/api/repo/{channel}/{subdir}/current_repodata.json.zst").content
     assert served == expected
     assert zstandard.ZstdDecompressor().decompress(zst) == expected  # one frame, its size in the header
     assert re_served == run_exports
     assert zstandard.ZstdDecompressor().decompress(re_zst) == run_exports
+    assert cur_served == cur
+    assert zstandard.ZstdDecompressor().decompress(cur_zst) == cur
+    _CURRENT.append(json.loads(cur))
     data: dict[str, object] = json.loads(served)
     return data
 
 
-def _record(name: str, version: str, depends: list[str]) -> dict[str, object]:
+_CURRENT: list[dict[str, object]] = []  # each check's current_repodata, to see what the steps exercised
+
+
+def _record(name: str, version: str, depends: list[str], **extra: object) -> dict[str, object]:
     return {
+        **extra,
         "name": name,
         "version": version,
         "build": "0",
@@ -95,10 +115,20 @@ def _solve(url: str, tmp: Path, specs: list[str]) -> list[str]:
 
 def test_composed_index_equals_a_from_scratch_build_after_every_change(tiny_buckets: Server, tmp_path: Path) -> None:
     srv = tiny_buckets
+    _CURRENT.clear()
     srv.channel("bk")
     # many names at once (a full build into many buckets)
+    # lib0NN depends on the name before it; a few pin an older version (back-filled into current_repodata,
+    # then followed: lib031 1.0 pins lib036 1.0); lib038's newest build carries a track_feature
+    pins = {(25, 1): ["lib022 <2", "lib031 <2"], (25, 2): ["lib022 <2", "lib031 <2"], (31, 1): ["lib036 <2"]}
+    pins |= {(33, 1): ["lib021 <2"], (33, 2): ["lib021 <2"]}
     imported = {
-        f"lib{i:03d}-{v}.0-0.conda": _record(f"lib{i:03d}", f"{v}.0", [f"lib{i - 1:03d}"] if i else [])
+        f"lib{i:03d}-{v}.0-0.conda": _record(
+            f"lib{i:03d}",
+            f"{v}.0",
+            ([f"lib{i - 1:03d}"] if i else []) + pins.get((i, v), []),
+            **({"track_features": "feat"} if (i, v) == (38, 2) else {}),
+        )
         for i in range(40)
         for v in (1, 2)
     }
@@ -111,8 +141,14 @@ def test_composed_index_equals_a_from_scratch_build_after_every_change(tiny_buck
     assert any(len(st.buckets) > 5 for st in state.values())
 
     # uploads into the middle, the front and the end (incremental runs rewrite their buckets)
-    for name, version in (("lib020", "3.0"), ("aaa", "1.0"), ("zzz", "1.0"), ("lib020", "4.0")):
-        pkg = make_conda(tmp_path, name, version, index_extra={"depends": ["lib005"]})
+    for name, version, dep in (
+        ("lib020", "3.0", "lib005"),
+        ("aaa", "1.0", "lib005 <2"),  # back-fills lib005 1.0
+        ("zzz", "1.0", "lib012 <2"),  # back-fills lib012 1.0, until lib012 is removed
+        ("lib020", "4.0", "lib005, lib027 <2"),  # lib020's old newest pinned nothing; this one back-fills lib027 1.0
+        ("aaa", "2.0", "lib005"),  # lib005 1.0 leaves current_repodata again
+    ):
+        pkg = make_conda(tmp_path, name, version, index_extra={"depends": dep.split(", ")})
         assert srv.upload("bk", pkg).status_code == 200
         _check(srv, "bk")
     assert srv.ctx.indexer.last_run and not all(r.full for r in srv.ctx.indexer.last_run.values())
@@ -143,3 +179,41 @@ def test_composed_index_equals_a_from_scratch_build_after_every_change(tiny_buck
     # py-rattler solves through the served repodata.json.zst
     solved = _solve(f"{srv.repo}/bk", tmp_path, ["mmm"])
     assert "mmm-1.0" in solved and "lib039-2.0" in solved and "lib000-2.0" in solved
+
+    # the steps above did exercise back-fills coming and going, their dependencies, and the feature fallback
+    kept = [{*c["packages.conda"]} for c in _CURRENT]  # type: ignore[misc]
+    assert any("lib022-1.0-0.conda" in k and "lib031-1.0-0.conda" in k and "lib036-1.0-0.conda" in k for k in kept)
+    assert any("lib012-1.0-0.conda" in k for k in kept) and "lib021-1.0-0.conda" in kept[-1]
+    assert any("lib005-1.0-0.conda" in k for k in kept) and "lib005-1.0-0.conda" not in kept[-1]
+    assert "lib027-1.0-0.conda" in kept[-1] and "lib038-1.0-0.conda" in kept[-1]
+
+
+def test_a_run_that_fails_leaves_no_stale_current_repodata(
+    tiny_buckets: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose publish fails after the closure moved on: the next run rebuilds, the files stay exact."""
+    srv = tiny_buckets
+    srv.channel("fl")
+    for name, version, dep in (("base", "1.0", "zlib"), ("base", "2.0", "zlib"), ("user", "1.0", "base")):
+        assert srv.upload("fl", make_conda(tmp_path, name, version, index_extra={"depends": [dep]})).status_code == 200
+    _check(srv, "fl")
+    ix = srv.ctx.indexer
+    real = srv.ctx.blobs.put_many
+    calls = {"n": 0}
+
+    def failing(items):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real(items)
+
+    monkeypatch.setattr(srv.ctx.blobs, "put_many", failing)
+    # the pin brings base 1.0 into current_repodata: this run's closure changes, then its publish fails
+    pinned = make_conda(tmp_path, "user", "2.0", index_extra={"depends": ["base <2"]})
+    assert srv.upload("fl", pinned).status_code == 200
+    srv.ctx.settle()
+    assert calls["n"] >= 2
+    cur = _check(srv, "fl")
+    assert "user-2.0-0.conda" in cur["packages.conda"]  # type: ignore[operator]
+    assert "base-1.0-0.conda" in _CURRENT[-1]["packages.conda"]  # type: ignore[operator]
+    assert any(r.full for r in ix.last_run.values())

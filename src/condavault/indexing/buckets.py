@@ -3,8 +3,9 @@
 The names of a subdir, sorted, are cut into buckets of about :data:`TARGET` bytes of records. Each bucket is
 one file of this process's cache folder holding, for its names:
 
-* the joined ``"fn":{...}`` entries of ``packages``, ``packages.conda``, ``signatures`` and of
-  ``run_exports.json``'s two sections -- the bytes ``repodata.json`` is a concatenation of;
+* the joined ``"fn":{...}`` entries of ``packages``, ``packages.conda``, ``signatures``, of
+  ``run_exports.json``'s two sections and of ``current_repodata.json``'s two sections -- the bytes those
+  files are concatenations of;
 * each of those sections compressed as one zstd frame;
 * every name's encoded segment (msgpack), so an upload re-encodes only the names it touched.
 
@@ -39,7 +40,7 @@ from condavault.indexing.builder import Segment
 
 TARGET = 256 * 1024  # bytes of records per bucket; a bucket past twice this is split
 # sections of a bucket file, in order; then the names' segments
-PARTS = ("tar", "conda", "sig", "re_tar", "re_conda")
+PARTS = ("tar", "conda", "sig", "re_tar", "re_conda", "cur_tar", "cur_conda")
 _NAMES = len(PARTS)
 
 
@@ -70,7 +71,14 @@ def _read(b: Bucket, i: int) -> bytes:
 
 def read_segments(b: Bucket) -> list[tuple[str, Segment]]:
     raw = msgpack.unpackb(_read(b, _NAMES), raw=False, use_list=True)
-    return [(n, Segment(tar, conda, rm, re_tar, re_conda, sigs)) for n, tar, conda, rm, re_tar, re_conda, sigs in raw]
+    return [
+        (n, Segment(tar, conda, rm, re_tar, re_conda, sigs, cur_tar, cur_conda))
+        for n, tar, conda, rm, re_tar, re_conda, sigs, cur_tar, cur_conda in raw
+    ]
+
+
+def _cur(seg: Segment) -> tuple[list[bytes], list[bytes]]:
+    return seg.cur_tar, seg.cur_conda
 
 
 def _size(seg: Segment) -> int:
@@ -91,9 +99,14 @@ class Store:
             b",".join(e for _, s in segs for e in s.signatures),
             b",".join(e for _, s in segs for e in s.run_exports_tar),
             b",".join(e for _, s in segs for e in s.run_exports_conda),
+            b",".join(e for _, s in segs for e in s.cur_tar),
+            b",".join(e for _, s in segs for e in s.cur_conda),
         ]
         names = msgpack.packb(
-            [[n, s.tar, s.conda, s.removed, s.run_exports_tar, s.run_exports_conda, s.signatures] for n, s in segs],
+            [
+                (n, s.tar, s.conda, s.removed, s.run_exports_tar, s.run_exports_conda, s.signatures, *_cur(s))
+                for n, s in segs
+            ],
             use_bin_type=True,
         )
         sections = [*joined, names]
@@ -212,6 +225,17 @@ def run_exports_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
     yield b'},"packages.conda":{'
     yield from _joined_sections(buckets, "re_conda")
     yield b"}}"
+
+
+def current_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
+    """``current_repodata.json`` in pieces: the same bytes as :func:`condavault.indexing.derived.encode_current`
+    of :func:`condavault.indexing.derived.current_repodata` of the subdir's live records."""
+    head = json.dumps({"subdir": subdir}, separators=(",", ":"))
+    yield f'{{"info":{head},"packages":{{'.encode()
+    yield from _joined_sections(buckets, "cur_tar")
+    yield b'},"packages.conda":{'
+    yield from _joined_sections(buckets, "cur_conda")
+    yield b'},"removed":[],"repodata_version":1}'
 
 
 @dataclass(frozen=True)

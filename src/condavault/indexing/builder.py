@@ -28,6 +28,9 @@ class RecordRow:
     signatures: str | None = None  # JSON of the file's carried ``signatures`` entry (conda-content-trust)
     signed_record: str | None = None  # the upstream record those signatures cover (compact JSON)
     fragment_digest: str | None = None  # fragment_digest(fragment) when signed_record was saved
+    version: str = ""  # the record's columns current_repodata's choice reads (derived.Light)
+    build: str = ""
+    build_number: int = 0
 
 
 def fragment_digest(fragment: str) -> str:
@@ -53,6 +56,8 @@ class Segment:
     run_exports_tar: list[bytes] = field(default_factory=list)
     run_exports_conda: list[bytes] = field(default_factory=list)
     signatures: list[bytes] = field(default_factory=list)  # b'"fn":{"<keyid>":{"signature":...}}'
+    cur_tar: list[bytes] = field(default_factory=list)  # current_repodata.json's entries (current.Closure)
+    cur_conda: list[bytes] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

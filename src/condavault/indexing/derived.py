@@ -1,17 +1,31 @@
 """Builders of ``current_repodata.json`` and ``channeldata.json`` (conda-protocol.md §1.2 and §1.3).
 
-Both work from light rows (name, version, build, ...) and load full records only for the few files
-they publish, so a 100 k-record channel costs a column scan, not 100 k JSON parses.
+``current_repodata.json`` of a subdir, defined so that it does not depend on the order records are read
+in, and so that it can be kept up to date name by name (:mod:`condavault.indexing.current`):
+
+* the **base** of a name: all builds of its newest version; where every one of them carries
+  ``track_features``, also the newest build without (ties: the greatest filename);
+* a dependency spec of a kept record that no base record of its name satisfies is **back-filled** with
+  the newest builds of that name matching it; the back-filled records' dependencies are followed the same
+  way, until nothing new is added (satisfaction is always checked against the base, so the result is the
+  same whatever order the specs are visited in). Unparsable and virtual (``__glibc``) specs are skipped;
+* entries are ordered by package name, then filename (as in ``repodata.json``); a ``.conda`` entry gets
+  ``legacy_bz2_md5`` (and ``legacy_bz2_size``) from its ``.tar.bz2`` twin of the same name when the twin is
+  kept too.
+
+Both builders work from light rows (name, version, build, ...) and load full records only for the files
+they look into, so a 100 k-record channel costs a column scan, not 100 k JSON parses.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from condavault.packages.specs import parse_spec, version_key
+from condavault.packages.specs import ParsedSpec, parse_spec, version_key
 
 CHANNELDATA_ABOUT = ("home", "license", "summary", "dev_url", "doc_url", "source_url", "description")
 FLAGS = ("activate.d", "deactivate.d", "binary_prefix", "text_prefix", "pre_link", "post_link", "pre_unlink")
@@ -38,65 +52,110 @@ def _newest_builds(rows: list[Light]) -> list[Light]:
     return [r for r in rows if version_key(r.version) == top]
 
 
+def usable_specs(record: dict[str, Any]) -> list[str]:
+    """The record's dependency specs current_repodata follows: parsable, not virtual."""
+    out: list[str] = []
+    for dep in record.get("depends") or ():
+        if not isinstance(dep, str):
+            continue
+        try:
+            spec = parse_spec(dep)
+        except Exception:
+            continue
+        if not spec.is_virtual:
+            out.append(dep)
+    return out
+
+
+def base_of(group: list[Light], load: Loader) -> tuple[list[Light], dict[str, dict[str, Any]]]:
+    """A name's base (see the module's docstring) and the records of those files."""
+    if not group:
+        return [], {}
+    newest = _newest_builds(group)
+    records = load([r.filename for r in newest])
+    base = [r for r in newest if r.filename in records]
+    if base and all(records[r.filename].get("track_features") for r in base):
+        others = load([r.filename for r in group if r.filename not in records])
+        plain = [r for r in group if r.filename in others and not others[r.filename].get("track_features")]
+        if plain:
+            best = max(plain, key=lambda r: (*_key(r), r.filename))
+            base.append(best)
+            records[best.filename] = others[best.filename]
+    return base, records
+
+
+def satisfied(spec: ParsedSpec, base: Iterable[tuple[str, str]]) -> bool:
+    """Whether a (version, build) of the name's base matches ``spec``."""
+    return any(spec.matches(v, b) for v, b in base)
+
+
+def backfill(group: list[Light], spec: ParsedSpec) -> list[Light]:
+    """The newest builds of the name that match ``spec`` (none if nothing does)."""
+    candidates = [c for c in group if spec.matches(c.version, c.build)]
+    return _newest_builds(candidates) if candidates else []
+
+
+def name_entries(records: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """One name's kept records as ``(filename, record)`` in filename order, ``.conda`` ones with their
+    ``.tar.bz2`` twin's ``legacy_bz2_md5`` / ``legacy_bz2_size``."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for fn in sorted(records):
+        rec = records[fn]
+        if fn.endswith(".conda"):
+            twin = records.get(fn[: -len(".conda")] + ".tar.bz2")
+            if twin is not None and twin.get("md5"):
+                extra = {"legacy_bz2_md5": twin["md5"]}
+                if twin.get("size") is not None:
+                    extra["legacy_bz2_size"] = twin["size"]
+                rec = {**rec, **extra}
+        out.append((fn, rec))
+    return out
+
+
 def current_repodata(subdir: str, rows: Iterable[Light], load: Loader) -> dict[str, Any]:
-    """Newest version of every name (all its builds); one older non-featured build where every newest
-    build carries ``track_features``; then, until nothing is missing, the newest builds satisfying
-    each dependency the subset itself cannot satisfy."""
+    """``current_repodata.json`` of every live record of a subdir, from scratch (the reference the
+    incremental form in :mod:`condavault.indexing.current` must equal byte for byte)."""
     by_name: dict[str, list[Light]] = defaultdict(list)
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r.filename):
         by_name[r.name].append(r)
-    keep: dict[str, Light] = {}
-    for group in by_name.values():
-        for r in _newest_builds(group):
-            keep[r.filename] = r
-    records = load(sorted(keep))
-    for group in by_name.values():
-        newest = [r for r in group if r.filename in keep]
-        if newest and all(records[r.filename].get("track_features") for r in newest):
-            others = load([r.filename for r in group if r.filename not in keep])
-            plain = [r for r in group if r.filename in others and not others[r.filename].get("track_features")]
-            if plain:
-                best = max(plain, key=_key)
-                keep[best.filename] = best
-                records[best.filename] = others[best.filename]
-    kept_by_name: dict[str, list[Light]] = defaultdict(list)
-    for r in keep.values():
-        kept_by_name[r.name].append(r)
-    todo = list(keep.values())
+    records: dict[str, dict[str, Any]] = {}
+    base: dict[str, list[tuple[str, str]]] = {}
+    keep: dict[str, set[str]] = {}
+    for name, group in by_name.items():
+        kept, recs = base_of(group, load)
+        records.update(recs)
+        base[name] = [(r.version, r.build) for r in kept]
+        keep[name] = {r.filename for r in kept}
+    active = {d for fns in keep.values() for fn in fns for d in usable_specs(records[fn])}
+    todo = sorted(active)
     while todo:
-        added: list[Light] = []
-        for r in todo:
-            for dep in records[r.filename].get("depends") or ():
-                try:
-                    spec = parse_spec(dep)
-                except Exception:
+        found: list[str] = []
+        for dep in todo:
+            spec = parse_spec(dep)
+            if spec.name not in by_name or satisfied(spec, base[spec.name]):
+                continue
+            added = backfill(by_name[spec.name], spec)
+            records.update(load([r.filename for r in added if r.filename not in records]))
+            for r in added:
+                if r.filename not in records:
                     continue
-                if spec.is_virtual or spec.name not in by_name:
-                    continue
-                # satisfied by a kept record: a check of the few kept builds, not of every build of the name
-                if any(spec.matches(k.version, k.build) for k in kept_by_name[spec.name]):
-                    continue
-                candidates = [c for c in by_name[spec.name] if spec.matches(c.version, c.build)]
-                if not candidates:
-                    continue
-                for c in _newest_builds(candidates):
-                    keep[c.filename] = c
-                    kept_by_name[c.name].append(c)
-                    added.append(c)
-        records.update(load([c.filename for c in added]))
-        todo = added
+                keep[spec.name].add(r.filename)
+                for d in usable_specs(records[r.filename]):
+                    if d not in active:
+                        active.add(d)
+                        found.append(d)
+        todo = found
     out: dict[str, Any] = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "removed": []}
-    for fn in sorted(keep):
-        out["packages.conda" if fn.endswith(".conda") else "packages"][fn] = records[fn]
-    for fn, rec in list(out["packages.conda"].items()):  # legacy_bz2_md5 from a .tar.bz2 twin
-        twin = out["packages"].get(fn[: -len(".conda")] + ".tar.bz2")
-        if twin is not None and twin.get("md5"):
-            extra = {"legacy_bz2_md5": twin["md5"]}
-            if twin.get("size") is not None:
-                extra["legacy_bz2_size"] = twin["size"]
-            out["packages.conda"][fn] = {**rec, **extra}
+    for name in sorted(keep):
+        for fn, rec in name_entries({fn: records[fn] for fn in keep[name]}):
+            out["packages.conda" if fn.endswith(".conda") else "packages"][fn] = rec
     out["repodata_version"] = 1
     return out
+
+
+def encode_current(doc: dict[str, Any]) -> bytes:
+    """The bytes of ``current_repodata.json``."""
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -138,6 +197,24 @@ def channeldata(
                 entry[key] = value
         packages[name] = entry
     return {"channeldata_version": 1, "packages": packages, "subdirs": sorted(set(subdirs))}
+
+
+def encode_channeldata_entry(entry: dict[str, Any]) -> bytes:
+    """One package's entry as it appears in ``channeldata.json`` (indent 1, at the depth of ``packages``)."""
+    # JSON strings hold no raw newline: every newline of the dump is the layout's, so re-indenting is safe
+    return json.dumps(entry, indent=1, sort_keys=True).replace("\n", "\n  ").encode()
+
+
+def compose_channeldata(entries: dict[str, bytes], subdirs: Iterable[str]) -> bytes:
+    """``json.dumps({"channeldata_version": 1, "packages": ..., "subdirs": ...}, indent=1, sort_keys=True)``
+    from entries encoded by :func:`encode_channeldata_entry` (one copy of the file in memory, no dicts)."""
+    tail = json.dumps(sorted(set(subdirs)), indent=1).replace("\n", "\n ").encode()
+    if not entries:
+        packages = b"{}"
+    else:
+        body = b",\n".join(b"  " + json.dumps(n).encode() + b": " + entries[n] for n in sorted(entries))
+        packages = b"{\n" + body + b"\n }"
+    return b'{\n "channeldata_version": 1,\n "packages": ' + packages + b',\n "subdirs": ' + tail + b"\n}"
 
 
 def _seconds(ts: Any) -> int:

@@ -1,5 +1,6 @@
-"""The slow lane (design.md §1.3): ``current_repodata.json`` per subdir and the channel's ``channeldata.json``,
-derived from every live record of the channel (see :mod:`condavault.indexing.derived`)."""
+"""The slow lane (design.md §1.3): the channel's ``channeldata.json``, derived from every live record of the
+channel (see :mod:`condavault.indexing.derived`). ``current_repodata.json`` is published with each subdir's
+``repodata.json`` by the indexer, kept up to date name by name (:mod:`condavault.indexing.current`)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ def publish_extras(
     channel_id: int,
     listeners: list[Callable[[int, str | None], None]],
 ) -> None:
-    """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``.
+    """The slow lane: the channel's ``channeldata.json``.
 
-    Reads light columns of the records -- for channeldata streamed by name, for current_repodata one subdir
-    at a time -- and full records only for the files it publishes.
+    Reads light columns of the records streamed by name, and full records only for the newest files.
     """
     live = (Record.channel_id == channel_id, Record.removed.is_(False))
     with db.session() as s:
@@ -74,11 +74,13 @@ def publish_extras(
         }
 
     # channeldata: the records streamed by name, a batch of names at a time (its entries are per name)
-    packages: dict[str, Any] = {}
+    # each name's entry kept encoded (the bytes it has in the file), not as a dict: a fraction of the memory
+    packages: dict[str, bytes] = {}
     batch: list[derived.NameRow] = []
 
     def flush() -> None:
-        packages.update(derived.channeldata(batch, subdirs, about)["packages"])
+        for name, entry in derived.channeldata(batch, subdirs, about)["packages"].items():
+            packages[name] = derived.encode_channeldata_entry(entry)
         batch.clear()
         parsed.clear()
 
@@ -104,32 +106,10 @@ def publish_extras(
             if len(batch) >= BATCH:
                 flush()
     flush()
-    cd = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(subdirs)}
     files: list[tuple[str, str, bytes, str]] = [
-        ("", "channeldata.json", json.dumps(cd, indent=1, sort_keys=True).encode(), JSON)
+        ("", "channeldata.json", derived.compose_channeldata(packages, subdirs), JSON)
     ]
-    del cd
     packages.clear()
-    if settings.current_repodata:
-        for sd in sorted(subdirs):  # one subdir's light rows at a time
-
-            def load(filenames: list[str], sd: str = sd) -> dict[str, dict[str, Any]]:
-                return {fn: json.loads(frag) for fn, frag in fetch((Record.fragment,), sd, filenames)}
-
-            with db.session() as s:
-                lights = [
-                    derived.Light(*r)
-                    for r in s.execute(
-                        select(Record.filename, Record.name, Record.version, Record.build, Record.build_number).where(
-                            *live, Record.subdir == sd
-                        )
-                    )
-                ]
-            cur = derived.current_repodata(sd, lights, load)
-            del lights
-            data = json.dumps(cur, separators=(",", ":")).encode()
-            files.append((sd, "current_repodata.json", data, JSON))
-            files.append((sd, "current_repodata.json.zst", builder.zstd(data, settings.zstd_level), ZST))
     digests = [(sd, path, builder.sha256(data), len(data), ctype) for sd, path, data, ctype in files]
 
     def publish(s: Session) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
 from condavault.errors import LeaseLost
-from condavault.indexing import buckets, builder, extras, garbage
+from condavault.indexing import buckets, builder, current, extras, garbage
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import ShardBlob, ShardHead, SubdirState
 from condavault.jobs.holders import holder_is_dead, new_holder
@@ -55,6 +56,9 @@ _ROW_COLUMNS = (
     RecordTrust.signatures,
     RecordTrust.signed_record,
     RecordTrust.fragment_digest,
+    Record.version,
+    Record.build,
+    Record.build_number,
 )
 
 
@@ -90,6 +94,7 @@ class _State:
     store: buckets.Store
     buckets: list[buckets.Bucket]
     heads: dict[str, str]
+    closure: current.Closure | None  # current_repodata's state (None: not published)
 
 
 _ROOTS: set[Path] = set()  # cache folders of this process's indexers
@@ -274,6 +279,19 @@ class Indexer:
             out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
         return out
 
+    def _rows_of(self, s: Session, channel_id: int, subdir: str, names: set[str]) -> dict[str, list[builder.RecordRow]]:
+        out: dict[str, list[builder.RecordRow]] = defaultdict(list)
+        for r in self._rows(s, channel_id, subdir, names):
+            out[r.name].append(r)
+        return dict(out)
+
+    @staticmethod
+    def _segment(closure: current.Closure | None, n: str, rows: list[builder.RecordRow]) -> builder.Segment:
+        seg = builder.build_segment(rows)
+        if closure is not None:
+            seg.cur_tar, seg.cur_conda = closure.entries(n, rows)
+        return seg
+
     def _rows_by_name(self, s: Session, channel_id: int, subdir: str) -> Iterator[tuple[str, list[builder.RecordRow]]]:
         """Every record of the subdir, one package name at a time (ordered by name, fetched in batches)."""
         q = (
@@ -324,6 +342,7 @@ class Indexer:
                 heads.update(old_heads)
                 store = buckets.Store(self._folder(channel_id, subdir))
                 present: set[str] = set()
+                closure = current.Closure() if settings.current_repodata else None
 
                 # Streamed by name into buckets on disk: one name's rows and one bucket are alive at a time.
                 def segments() -> Iterator[tuple[str, builder.Segment]]:
@@ -333,10 +352,26 @@ class Indexer:
                         present.add(n)
                         if full or n in dirty or n not in old_heads:
                             shard(n, rows)
-                        yield n, builder.build_segment(rows)
+                        seg = builder.build_segment(rows)
+                        if closure is not None:  # the name's base now; back-filled records once all are seen
+                            closure.set_name(n, rows)
+                            seg.cur_tar, seg.cur_conda = closure.entries(n, rows)
+                        yield n, seg
 
                 try:
                     new_buckets = store.build(segments())
+                    if closure is not None:
+                        # the names that back-fill older records into current_repodata, a batch at a time
+                        fetch = partial(self._rows_of, s, channel_id, subdir)
+                        backfilled = sorted(closure.resolve({}, fetch))
+                        for i in range(0, len(backfilled), 1000):
+                            part = self._rows_of(s, channel_id, subdir, set(backfilled[i : i + 1000]))
+                            more: dict[str, builder.Segment | None] = {
+                                n: self._segment(closure, n, rows) for n, rows in part.items()
+                            }
+                            del part
+                            new_buckets, dropped = store.update(new_buckets, more)
+                            store.drop(dropped)
                 except BaseException:
                     store.destroy()
                     raise
@@ -345,20 +380,32 @@ class Indexer:
                 gone = {n for n in changed if n not in present}
             else:
                 assert cached is not None  # not rebuilt: the cache is current
+                # from here the cached closure changes in place: until this run publishes, the state is not
+                # current (a run that fails leaves it so, and the next run rebuilds from the records)
+                cached.seq = -1
                 store = cached.store
+                closure = cached.closure
                 old_heads = cached.heads
                 heads.update(old_heads)
                 changed = set(dirty)
-                rows_by_name: dict[str, list[builder.RecordRow]] = defaultdict(list)
-                for r in self._rows(s, channel_id, subdir, changed):
-                    rows_by_name[r.name].append(r)
-                changes: dict[str, builder.Segment | None] = {}
+                rows_by_name = self._rows_of(s, channel_id, subdir, changed)
                 for n in changed:
+                    rows_read += len(rows_by_name.get(n, ()))
+                    if closure is not None:
+                        closure.set_name(n, rows_by_name.get(n, []))
+                rewrite = set(changed)
+                if closure is not None:  # names whose back-filled records changed: their entries anew too
+                    others = closure.resolve(rows_by_name, partial(self._rows_of, s, channel_id, subdir))
+                    others -= changed
+                    rows_by_name.update(self._rows_of(s, channel_id, subdir, others - set(rows_by_name)))
+                    rewrite |= others
+                changes: dict[str, builder.Segment | None] = {}
+                for n in rewrite:
                     rows = rows_by_name.get(n, [])
                     if rows:
-                        rows_read += len(rows)
-                        changes[n] = builder.build_segment(rows)
-                        shard(n, rows)
+                        changes[n] = self._segment(closure, n, rows)
+                        if n in changed:
+                            shard(n, rows)
                     else:
                         changes[n] = None
                 del rows_by_name
@@ -368,7 +415,7 @@ class Indexer:
                 heads.pop(n, None)
 
         try:
-            digests, payload = self._compose(subdir, new_buckets, heads, new_shards)
+            digests, payload = self._compose(subdir, new_buckets, heads, new_shards, closure is not None)
         except BaseException:
             self._discard(store, new_buckets, cached, rebuilt)
             raise
@@ -458,7 +505,7 @@ class Indexer:
         if rebuilt:
             if cached is not None:
                 cached.store.destroy()
-            self._state[key] = _State(seq, store, new_buckets, heads)
+            self._state[key] = _State(seq, store, new_buckets, heads, closure)
         else:
             assert cached is not None
             store.drop(replaced)
@@ -498,17 +545,29 @@ class Indexer:
         pieces: list[buckets.Bucket],
         heads: dict[str, str],
         new_shards: dict[str, tuple[str, bytes]],
+        with_current: bool,
     ) -> tuple[dict[str, tuple[str, int, str]], list[tuple[Path | bytes, str]]]:
         """The subdir's files, written as streams of the buckets' pieces into temp files of the blob store
-        (run_exports on the pool meanwhile): their digests and what ``put_many`` stores."""
+        (run_exports and current_repodata on the pool meanwhile): their digests and what ``put_many`` stores."""
         level = self.settings.zstd_level
         re_job = _pool().submit(
             buckets.write_pair, buckets.run_exports_pieces(subdir, pieces), self.blobs.temp_file, level
         )
+        cur_job = (
+            _pool().submit(buckets.write_pair, buckets.current_pieces(subdir, pieces), self.blobs.temp_file, level)
+            if with_current
+            else None
+        )
+        written: list[buckets.Written] = []
         try:
             rd, rd_zst = buckets.write_pair(buckets.repodata_pieces(subdir, pieces), self.blobs.temp_file, level)
+            written += (rd, rd_zst)
         finally:
             re, re_zst = re_job.result()
+            written += (re, re_zst)
+            cur = cur_job.result() if cur_job is not None else None
+            if cur is not None:
+                written += cur
         shard_index = builder.encode_shard_index(subdir, heads, self.settings.shard_zstd_level)
         index_sha = builder.sha256(shard_index)
         digests = {
@@ -518,8 +577,11 @@ class Indexer:
             "run_exports.json": (re.sha256, re.size, JSON),
             "run_exports.json.zst": (re_zst.sha256, re_zst.size, ZST),
         }
+        if cur is not None:
+            digests["current_repodata.json"] = (cur[0].sha256, cur[0].size, JSON)
+            digests["current_repodata.json.zst"] = (cur[1].sha256, cur[1].size, ZST)
         payload: list[tuple[Path | bytes, str]] = [
-            *((w.path, w.sha256) for w in (rd, rd_zst, re, re_zst)),
+            *((w.path, w.sha256) for w in written),
             (shard_index, index_sha),
             *((data, digest) for digest, data in new_shards.values()),
         ]
@@ -535,7 +597,8 @@ class Indexer:
             store.drop(b for b in new if b.path not in keep)
 
     def publish_extras(self, channel_id: int) -> None:
-        """The slow lane: ``current_repodata.json`` per subdir and the channel's ``channeldata.json``."""
+        """The slow lane: the channel's ``channeldata.json`` (``current_repodata.json`` is published with each
+        subdir's ``repodata.json``)."""
         extras.publish_extras(self.settings, self.db, self.blobs, channel_id, self.listeners)
 
     def expire_old_shards(self) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from condavault.channels.models import Channel as ChannelRow
 from condavault.channels.models import Record
-from condavault.indexing import buckets, builder, derived
+from condavault.indexing import buckets, builder, derived, reading
 from tests.support.packages import make_conda
 from tests.support.server import Server, start_server, stop_server
 
@@ -38,11 +38,10 @@ def tiny_buckets(tmp_path: Path, db_backend: str, monkeypatch: pytest.MonkeyPatc
 
 
 def _from_scratch(srv: Server, channel: str, subdir: str) -> tuple[bytes, bytes, bytes]:
-    ix = srv.ctx.indexer
     with srv.ctx.db.session() as s:
         cid = s.scalar(select(ChannelRow.id).where(ChannelRow.name == channel))
         assert cid is not None
-        segments = {n: builder.build_segment(rows) for n, rows in ix._rows_by_name(s, cid, subdir)}
+        segments = {n: builder.build_segment(rows) for n, rows in reading.each_name(s, cid, subdir)}
         live = (Record.channel_id == cid, Record.subdir == subdir, Record.removed.is_(False))
         cols = (Record.filename, Record.name, Record.version, Record.build, Record.build_number)
         lights = [derived.Light(*r) for r in s.execute(select(*cols).where(*live))]

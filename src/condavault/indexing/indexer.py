@@ -8,7 +8,6 @@ Runs coalesce: however many uploads land while a run is busy, one more run picks
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -28,17 +27,15 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from condavault.channels.models import Record
 from condavault.config import Settings
 from condavault.db.base import affected, table, utcnow
 from condavault.db.session import Database
 from condavault.errors import LeaseLost
-from condavault.indexing import buckets, builder, current, extras, garbage
+from condavault.indexing import buckets, builder, current, extras, garbage, reading
 from condavault.indexing.dirty import _insert, clear_dirty, dirty_names
 from condavault.indexing.models import ShardBlob, ShardHead, SubdirState
 from condavault.jobs.holders import holder_is_dead, new_holder
 from condavault.memory import trim
-from condavault.signing.models import RecordTrust
 from condavault.storage.interfaces import BlobStore
 
 log = logging.getLogger(__name__)
@@ -46,21 +43,6 @@ LEASE_SECONDS = 120.0
 JSON = "application/json"
 ZST = "application/zstd"
 MSGPACK_ZST = "application/octet-stream"
-# what builder.RecordRow is made of: the record's published parts and its carried signatures
-_ROW_COLUMNS = (
-    Record.filename,
-    Record.name,
-    Record.fragment,
-    Record.removed,
-    Record.run_exports,
-    RecordTrust.signatures,
-    RecordTrust.signed_record,
-    RecordTrust.fragment_digest,
-    Record.version,
-    Record.build,
-    Record.build_number,
-)
-
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -266,43 +248,12 @@ class Indexer:
         return row is not None and row[0] > row[1]
 
     # -- one run ---------------------------------------------------------------------------------
-    def _rows(self, s: Session, channel_id: int, subdir: str, names: set[str]) -> list[builder.RecordRow]:
-        """The records of ``names`` in the subdir."""
-        q = (
-            select(*_ROW_COLUMNS)
-            .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
-            .where(Record.channel_id == channel_id, Record.subdir == subdir)
-        )
-        out: list[builder.RecordRow] = []
-        ordered = sorted(names)
-        for i in range(0, len(ordered), 500):
-            out.extend(builder.RecordRow(*r) for r in s.execute(q.where(Record.name.in_(ordered[i : i + 500]))))
-        return out
-
-    def _rows_of(self, s: Session, channel_id: int, subdir: str, names: set[str]) -> dict[str, list[builder.RecordRow]]:
-        out: dict[str, list[builder.RecordRow]] = defaultdict(list)
-        for r in self._rows(s, channel_id, subdir, names):
-            out[r.name].append(r)
-        return dict(out)
-
     @staticmethod
     def _segment(closure: current.Closure | None, n: str, rows: list[builder.RecordRow]) -> builder.Segment:
         seg = builder.build_segment(rows)
         if closure is not None:
             seg.cur_tar, seg.cur_conda = closure.entries(n, rows)
         return seg
-
-    def _rows_by_name(self, s: Session, channel_id: int, subdir: str) -> Iterator[tuple[str, list[builder.RecordRow]]]:
-        """Every record of the subdir, one package name at a time (ordered by name, fetched in batches)."""
-        q = (
-            select(*_ROW_COLUMNS)
-            .outerjoin(RecordTrust, RecordTrust.record_id == Record.id)
-            .where(Record.channel_id == channel_id, Record.subdir == subdir)
-            .order_by(Record.name)
-            .execution_options(yield_per=2000)
-        )
-        for n, group in itertools.groupby(s.execute(q), key=lambda r: r.name):
-            yield n, [builder.RecordRow(*r) for r in group]
 
     def _run_once(self, channel_id: int, subdir: str) -> bool:
         key = (channel_id, subdir)
@@ -347,25 +298,23 @@ class Indexer:
                 # Streamed by name into buckets on disk: one name's rows and one bucket are alive at a time.
                 def segments() -> Iterator[tuple[str, builder.Segment]]:
                     nonlocal rows_read
-                    for n, rows in self._rows_by_name(s, channel_id, subdir):
+                    for n, rows in reading.each_name(s, channel_id, subdir):
                         rows_read += len(rows)
                         present.add(n)
                         if full or n in dirty or n not in old_heads:
                             shard(n, rows)
-                        seg = builder.build_segment(rows)
                         if closure is not None:  # the name's base now; back-filled records once all are seen
                             closure.set_name(n, rows)
-                            seg.cur_tar, seg.cur_conda = closure.entries(n, rows)
-                        yield n, seg
+                        yield n, self._segment(closure, n, rows)
 
                 try:
                     new_buckets = store.build(segments())
                     if closure is not None:
                         # the names that back-fill older records into current_repodata, a batch at a time
-                        fetch = partial(self._rows_of, s, channel_id, subdir)
+                        fetch = partial(reading.rows_of, s, channel_id, subdir)
                         backfilled = sorted(closure.resolve({}, fetch))
                         for i in range(0, len(backfilled), 1000):
-                            part = self._rows_of(s, channel_id, subdir, set(backfilled[i : i + 1000]))
+                            part = reading.rows_of(s, channel_id, subdir, set(backfilled[i : i + 1000]))
                             more: dict[str, builder.Segment | None] = {
                                 n: self._segment(closure, n, rows) for n, rows in part.items()
                             }
@@ -388,16 +337,16 @@ class Indexer:
                 old_heads = cached.heads
                 heads.update(old_heads)
                 changed = set(dirty)
-                rows_by_name = self._rows_of(s, channel_id, subdir, changed)
+                rows_by_name = reading.rows_of(s, channel_id, subdir, changed)
                 for n in changed:
                     rows_read += len(rows_by_name.get(n, ()))
                     if closure is not None:
                         closure.set_name(n, rows_by_name.get(n, []))
                 rewrite = set(changed)
                 if closure is not None:  # names whose back-filled records changed: their entries anew too
-                    others = closure.resolve(rows_by_name, partial(self._rows_of, s, channel_id, subdir))
+                    others = closure.resolve(rows_by_name, partial(reading.rows_of, s, channel_id, subdir))
                     others -= changed
-                    rows_by_name.update(self._rows_of(s, channel_id, subdir, others - set(rows_by_name)))
+                    rows_by_name.update(reading.rows_of(s, channel_id, subdir, others - set(rows_by_name)))
                     rewrite |= others
                 changes: dict[str, builder.Segment | None] = {}
                 for n in rewrite:

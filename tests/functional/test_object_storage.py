@@ -296,11 +296,13 @@ def test_check_and_repair_on_s3(s3_server: tuple[Server, str], s3: S3Server, pac
     assert report["corrupt_blobs"] == [f"s3-check/{PACKAGES[1]}"]
     # orphans: ours, and the index files the uploads superseded (collected later by the server itself)
     assert report["orphan_blobs"] >= 1 and report["problems"] == 2
+    # the server goes on meanwhile (it collects the index files it superseded itself), so the counts of
+    # the runs below are not compared with each other: only what each run did with what it found
     young = run_check(srv.settings, repair=True, progress=False)  # default grace: 24 h, nothing goes
-    assert young["orphan_blobs_deleted"] == 0 and young["orphan_blobs_within_grace"] >= report["orphan_blobs"]
+    assert young["orphan_blobs_deleted"] == 0 and young["orphan_blobs_within_grace"] >= 1
     assert any(k.endswith(orphan) for k in s3.keys(bucket))
     report = run_check(srv.settings, repair=True, progress=False, grace=0)
-    assert report["orphan_blobs_deleted"] == report["orphan_blobs"] >= young["orphan_blobs"]
+    assert report["orphan_blobs_deleted"] >= 1 and report["orphan_blobs_within_grace"] == 0
     keys = set(s3.keys(bucket))
     assert key[1] not in keys and key[2] in keys and not any(k.endswith(orphan) for k in keys)
     again = run_check(srv.settings, progress=False)

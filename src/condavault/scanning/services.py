@@ -20,6 +20,7 @@ from condavault.channels.events import IngestedFile, PackagesIngested, RecordsCh
 from condavault.channels.models import Channel
 from condavault.db.base import utcnow
 from condavault.errors import InvalidRequest, NotFound
+from condavault.indexing.dirty import get_state
 from condavault.jobs.holders import new_holder
 from condavault.scanning.models import BlockedHash, QuarantinedFile, ScanChannelPolicy, ScanVerdict
 
@@ -81,10 +82,10 @@ def get_quarantined(s: Session, qid: int) -> tuple[QuarantinedFile, Channel]:
 
 
 def release(ctx: Context, qid: int, identity: object) -> dict[str, Any]:
-    """Publish a quarantined file as a record of its channel (the index runs), in one transaction that
-    also removes its quarantine row and audits the decision."""
+    """Publish a quarantined file as a record of its channel, in one transaction that also removes its
+    quarantine row and audits the decision; the answer comes once the index lists it (``indexed``)."""
 
-    def work(s: Session) -> dict[str, Any]:
+    def work(s: Session) -> tuple[dict[str, Any], int, int]:
         row, channel = get_quarantined(s, qid)
         extra = json.loads(row.extra or "{}")
         entry = records.NewRecord(
@@ -119,9 +120,11 @@ def release(ctx: Context, qid: int, identity: object) -> dict[str, Any]:
             {"status": outcome.status},
             session=s,
         )
-        return {**before, "state": "released", "status": outcome.status}
+        state = get_state(s, channel.id, row.subdir, create=False)
+        return {**before, "state": "released", "status": outcome.status}, channel.id, state.change_seq if state else 0
 
-    return ctx.db.run_write(work)
+    out, channel_id, seq = ctx.db.run_write(work)
+    return {**out, "indexed": ctx.indexer.wait_for(channel_id, out["subdir"], seq, timeout=120)}
 
 
 def delete_quarantined(ctx: Context, qid: int, identity: object) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,23 +73,48 @@ def test_server_refuses_an_unmigrated_database(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    import click
     import typer
 
     from condavault.cli.main import app
 
     root = typer.main.get_command(app)
-    missing = []
+    missing: list[str] = []
+    paths: list[str] = []
 
-    def walk(cmd: click.Command, path: str) -> None:
+    def walk(cmd: Any, path: str) -> None:  # typer's own (vendored) click classes
+        paths.append(path)
         if not (cmd.help or cmd.short_help):
             missing.append(path)
-        if isinstance(cmd, click.Group):
+        if hasattr(cmd, "commands"):
             for name, sub in cmd.commands.items():
                 walk(sub, f"{path} {name}")
 
     walk(root, "condavault")
-    assert len(root.commands) >= 10
+    assert len(root.commands) >= 10 and len(paths) > 80, paths
     assert missing == []
     out = _cv("upload", "--help")
     assert out.returncode == 0 and "--skip-existing" in out.stdout
+
+
+def test_a_run_loads_only_the_modules_of_its_command() -> None:
+    """The table of which module defines which command (a run builds only those) is what the modules
+    register: every command, with the same subcommands as in the whole app."""
+    import typer
+
+    from condavault.cli.main import COMMANDS, MODULES, build_app, modules_for
+
+    def tree(cmd: Any) -> object:  # typer's own (vendored) click classes
+        return {n: tree(c) for n, c in cmd.commands.items()} if hasattr(cmd, "commands") else None
+
+    whole = tree(typer.main.get_command(build_app()))
+    assert isinstance(whole, dict) and set(whole) == set(COMMANDS)
+    for name, modules in COMMANDS.items():
+        alone = tree(typer.main.get_command(build_app(modules)))
+        assert isinstance(alone, dict) and alone[name] == whole[name], name
+    assert modules_for(["upload", "ch", "a.conda"]) == ("channels",)
+    assert modules_for(["--url", "http://x", "--token=t", "bundle", "export"]) == ("bundle", "bundle_core")
+    assert modules_for(["--help"]) == modules_for([]) == modules_for(["uplaod"]) == MODULES
+    misspelt = _cv("uplaod")  # the suggestion needs every command
+    assert misspelt.returncode == 2 and "upload" in misspelt.stderr
+    out = _cv("--url", "http://127.0.0.1:9", "bundle", "--help")
+    assert out.returncode == 0 and "export" in out.stdout and "env" in out.stdout

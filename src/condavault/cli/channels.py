@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -407,6 +406,8 @@ def client_config(
     base = f"{url}/api/repo/t/{tok}" if tok else f"{url}/api/repo"
     if fmt == ConfigFormat.condarc:
         print("# ~/.condarc (conda, mamba)")
+        import yaml
+
         print(yaml.safe_dump({"channel_alias": base, "channels": list(channels)}, sort_keys=False), end="")
     elif fmt == ConfigFormat.pixi:
         print("# pixi.toml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
 import threading
@@ -11,38 +12,86 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from condavault.cli import (
-    admin,
-    audit,
-    blobs,
-    bundle,
-    bundle_core,
-    channels,
-    cve,
-    jobs,
-    mirror,
-    scanning,
-    search,
-    server,
-    tokens,
-    users,
-    verify,
-    worker,
-)
 from condavault.cli.client import DEFAULT_URL, ApiError
 from condavault.cli.output import err_console
 from condavault.errors import CondavaultError
 
-app = typer.Typer(
-    name="condavault",
-    help="On-premise conda package repository: hosted channels, filtered mirrors, CVE data, access control.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+# Every command module, in the order their commands are listed by --help.
+MODULES = (
+    "server",
+    "channels",
+    "tokens",
+    "worker",
+    "jobs",
+    "mirror",
+    "cve",
+    "users",
+    "audit",
+    "admin",
+    "search",
+    "bundle",
+    "bundle_core",
+    "verify",
+    "scanning",
+    "blobs",
 )
+# The modules that define each top-level command (a test checks this against what the modules register).
+# A run loads only the modules of the command it was given: building the click commands of all of them
+# and importing their modules is about a fifth of a second, longer than many commands take themselves.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("check", "db", "reindex", "serve"), ("server",)),
+    **dict.fromkeys(("channel", "client-config", "import-repodata", "package", "upload"), ("channels",)),
+    **dict.fromkeys(("token", "whoami"), ("tokens",)),
+    "worker": ("worker",),
+    "jobs": ("jobs",),
+    "mirror": ("mirror",),
+    **dict.fromkeys(("check-env", "cve"), ("cve",)),
+    **dict.fromkeys(("group", "login", "logout", "role", "user"), ("users",)),
+    "audit": ("audit",),
+    "admin": ("admin",),
+    **dict.fromkeys(("provides", "search"), ("search",)),
+    "bundle": ("bundle", "bundle_core"),  # bundle_core adds export/import/... to the bundle group
+    "keys": ("bundle_core",),
+    "verify": ("verify",),
+    **dict.fromkeys(("blocklist", "quarantine", "scanning"), ("scanning",)),
+    "blobs": ("blobs",),
+}
+ROOT_OPTIONS_WITH_VALUE = ("--url", "--token", "--data-dir")
 
 
-@app.callback()
+def build_app(modules: tuple[str, ...] = MODULES) -> typer.Typer:
+    """The ``condavault`` command with the commands of ``modules`` (all of them by default)."""
+    app = typer.Typer(
+        name="condavault",
+        help="On-premise conda package repository: hosted channels, filtered mirrors, CVE data, access control.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(root)
+    for name in MODULES:  # in the order of MODULES whatever the order asked
+        if name in modules:
+            importlib.import_module(f"condavault.cli.{name}").register(app)
+    return app
+
+
+def modules_for(argv: list[str]) -> tuple[str, ...]:
+    """The command modules a run with these arguments needs: those of its command, or all of them (help,
+    no command, a misspelt one: the answer lists or suggests every command)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ROOT_OPTIONS_WITH_VALUE:
+            i += 2
+        elif arg.startswith(tuple(f"{o}=" for o in ROOT_OPTIONS_WITH_VALUE)):
+            i += 1
+        elif arg.startswith("-"):
+            return MODULES
+        else:
+            return COMMANDS.get(arg, MODULES)
+    return MODULES
+
+
 def root(
     ctx: typer.Context,
     url: str = typer.Option(None, envvar="CONDAVAULT_URL", help=f"Server URL (default {DEFAULT_URL})."),
@@ -62,31 +111,18 @@ def root(
     obj["flag_token"] = token
 
 
-for _module in (
-    server,
-    channels,
-    tokens,
-    worker,
-    jobs,
-    mirror,
-    cve,
-    users,
-    audit,
-    admin,
-    search,
-    bundle,
-    bundle_core,
-    verify,
-    scanning,
-    blobs,
-):
-    _module.register(app)
+def __getattr__(name: str) -> typer.Typer:
+    """``condavault.cli.main.app``: the whole command (documentation tools, tests), built on first use."""
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(name)
 
 
 def main() -> None:
     try:
         try:
-            app()
+            build_app(modules_for(sys.argv[1:]))()
         except ApiError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}")
             for k, v in exc.details.items():

@@ -1,10 +1,11 @@
 """Bulk uploads beside "copy into a folder + one rattler-index run" (issue 11, finding 8).
 
     .venv/bin/python benchmarks/bench_uploads.py [--files 1000] [--rounds 3] [--db sqlite,postgresql]
-                                                 [--per-file 200] [--json out.json]
+                                                 [--workers 1] [--per-file 200] [--json out.json]
 
 N tiny valid ``.conda`` files (``_synth.py``, conda-forge-like names and dependencies) are uploaded into
-an empty channel of a fresh ``condavault serve`` (one process, on SQLite or a fresh PostgreSQL
+an empty channel of a fresh ``condavault serve`` (one process, or ``--workers N`` processes as operations.md
+advises for a machine with N cores; on SQLite or a fresh PostgreSQL
 database), and the clock stops when the upload command has returned and ``linux-64/repodata.json`` lists
 every file ("uploaded and served"):
 
@@ -80,7 +81,7 @@ def free_port() -> int:
 class Server:
     """``condavault serve`` in a subprocess on a fresh data folder (and a fresh PostgreSQL database)."""
 
-    def __init__(self, root: Path, db: str) -> None:
+    def __init__(self, root: Path, db: str, workers: int = 1) -> None:
         self.data = root / f"data-{db}"
         shutil.rmtree(self.data, ignore_errors=True)
         self.pg: str | None = None
@@ -97,7 +98,7 @@ class Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [*CLI, "serve", "--data-dir", str(self.data), "--port", str(port)],
+            [*CLI, "serve", "--data-dir", str(self.data), "--port", str(port), "--workers", str(workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -124,9 +125,24 @@ class Server:
         return len(r.json().get("packages.conda", {})) if r.status_code == 200 else 0
 
     def cpu(self) -> float:
-        """CPU seconds the server process used so far (user + system)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the server used so far (user + system): its process and every live descendant
+        (the worker processes of ``--workers N``), with the waited-for children counted by the kernel."""
+        stats: dict[int, list[str]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+        tree, todo = set(), [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            todo += [p for p, f in stats.items() if int(f[1]) == pid and p not in tree]
+        ticks = sum(
+            int(stats[p][11]) + int(stats[p][12]) + int(stats[p][13]) + int(stats[p][14]) for p in tree if p in stats
+        )
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.http.close()
@@ -231,16 +247,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--per-file", type=int, default=0, help="also time M files uploaded one request each")
+    ap.add_argument("--workers", type=int, default=1, help="condavault serve --workers N (web + job processes)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     WORK.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="uploads-", dir=WORK))
     files = make_files(WORK / "upload-files", args.files)
-    results: dict[str, Any] = {"files": len(files), "rounds": [], "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"files": len(files), "rounds": [], "cpus": os.cpu_count(), "workers": args.workers}
     rows = []
     try:
         for db in [d.strip() for d in args.db.split(",") if d.strip()]:
-            server = Server(root, db)
+            server = Server(root, db, args.workers)
             try:
                 for label, fn in (
                     ("serial CLI", lambda s=server: run_cli(s, files)),
@@ -274,7 +291,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"\n{len(files)} small .conda files, uploaded and served "
-        f"({args.rounds} rounds, peer and condavault alternately)\n"
+        f"({args.rounds} rounds, peer and condavault alternately; condavault serve --workers {args.workers})\n"
     )
     print(
         "| database | case | condavault: median wall (CPU) | copy + rattler-index: median wall (CPU) | median ratio "

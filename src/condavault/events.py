@@ -126,12 +126,14 @@ class EventBus:
         )
 
     # -- recording -------------------------------------------------------------------------------------
-    def record(self, session: Session, event: Event, *, coalesce: float = 0.0) -> list[int]:
+    def record(self, session: Session, event: Event, *, coalesce: float = 0.0, wake: bool = True) -> list[int]:
         """Record ``event`` in the caller's transaction (see the module docstring for when each kind of
         subscriber runs). Returns the ids of the jobs of its durable subscribers (a caller that promises
         its client the effects may run them at once: ``JobWorker.run_here``). ``coalesce`` (seconds, for
         a writer of many small changes that nobody waits for, e.g. the requests of an upload batch): the
-        durable work may wait that long, and joins a queued job of the same ``Event.coalesce_key``."""
+        durable work may wait that long, and joins a queued job of the same ``Event.coalesce_key``.
+        ``wake`` False: the caller runs the jobs itself at once; the workers are not woken for them (they
+        find them at their next poll if the caller does not)."""
         etype = type(event)
         for fn in self._tx.get(etype, ()):
             fn(session, event)
@@ -143,7 +145,7 @@ class EventBus:
             key = event.coalesce_key() if coalesce > 0 else None
             for kind in kinds:
                 if key is None:
-                    job_ids.append(self.queue.enqueue(kind, params, session=session))
+                    job_ids.append(self.queue.enqueue(kind, params, session=session, wake=wake))
                 else:
                     job_ids.append(
                         self.queue.enqueue_merged(

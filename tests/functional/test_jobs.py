@@ -395,3 +395,31 @@ def test_follow_up_work_of_a_batch_writer_joins_the_job_still_queued(server: Ser
         rows = s.scalars(select(Job.params).where(Job.kind == kind, Job.id.in_([first, later, alone]))).all()
     files = Counter(f[1] for p in rows for f in json.loads(p)["files"])
     assert set(files.values()) == {1} and len(files) == 5
+
+
+def test_a_job_its_caller_runs_wakes_no_worker_and_is_not_lost(server: Server, testdata: Path) -> None:
+    """An upload answers once its follow-up work (CVE matching) is done, running the job itself: enqueued
+    with ``wake=False``, so the worker threads of the process are not woken to race it for the job (they
+    were, at every upload: four claims, all but one lost). A job of that kind that its caller does not
+    run (the request was killed) is still found by the workers' poll and run."""
+    from condavault.channels.events import IngestedFile, PackagesIngested
+
+    ctx = server.ctx
+    with server.client() as c:
+        assert c.post("/api/cves/sync", json={"sources": [str(testdata.joinpath(*ZLIB_NVD))]}).status_code == 200
+    server.channel("nowake")
+    pkg = testdata.joinpath(*ZLIB)
+    # through the API: the answer carries the job's effect
+    r = server.upload("nowake", pkg)
+    assert r.status_code == 200 and r.json()["status"] == "created", r.text
+    with server.client() as c:
+        links = c.get("/api/channels/nowake/cves").json()
+    assert [(x["advisory"], x["filename"]) for x in links] == [("CVE-2022-37434", ZLIB[-1])]
+    # a job recorded for a caller that then never runs it
+    cid = ctx.channels.lookup("nowake").id
+    event = PackagesIngested(cid, "nowake", (IngestedFile("nowake", "osx-64", ZLIB[-1], "replaced"),), "admin")
+    ctx.jobs._wake.clear()
+    (job_id,) = ctx.db.run_write(lambda s: ctx.events.record(s, event, wake=False))
+    assert not ctx.jobs._wake.is_set()
+    done = ctx.jobs.wait(job_id, timeout=30)  # the poll (every second) finds it
+    assert done["state"] == "succeeded", done

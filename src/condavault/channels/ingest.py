@@ -144,6 +144,7 @@ class Ingestor:
         self.blobs = blobs
         self.events = events
         self.index = True
+        self.wake_workers = True
         self.checks: list[Callable[[Ingested], None]] = []
         # run in the transaction that writes the rows of a group (``search``: the files inside packages),
         # with ``index`` (False: the writer publishes the index later; what follows a publish may wait for it)
@@ -166,6 +167,16 @@ class Ingestor:
     def without_index(self) -> Ingestor:
         other = copy.copy(self)
         other.index = False
+        return other
+
+    def running_follow_up(self) -> Ingestor:
+        """For a caller that runs the follow-up jobs of what it stores itself, at once (``JobWorker.run_here``:
+        an upload that answers once its effects are there): their enqueueing wakes no worker thread. Woken,
+        every worker thread of the process would race the caller for the job -- reads and write
+        transactions that all but one lose, at every upload. Should the caller not run it (killed), the
+        job is queued and durable: the workers' poll finds it within a second."""
+        other = copy.copy(self)
+        other.wake_workers = False
         return other
 
     # -- receiving bytes -------------------------------------------------------------------------
@@ -445,7 +456,10 @@ class Ingestor:
         # row and waits for none of their follow-up work: one job for the groups of the next moment
         coalesce = 0.0 if self.index else FOLLOW_UP_COALESCE
         return self.events.record(
-            session, PackagesIngested(channel_id, channel_name, tuple(files), actor), coalesce=coalesce
+            session,
+            PackagesIngested(channel_id, channel_name, tuple(files), actor),
+            coalesce=coalesce,
+            wake=self.wake_workers,
         )
 
     def _failed(self, b: Ingested, exc: Exception) -> None:

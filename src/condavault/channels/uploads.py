@@ -129,7 +129,8 @@ class UploadService:
         if skip_existing and (found := self.existing(channel, filename)) is not None:
             received.discard()
             return found
-        result = self.ctx.ingestor.ingest(
+        ingestor = self.ctx.ingestor.running_follow_up() if wait else self.ctx.ingestor
+        result = ingestor.ingest(
             channel,
             received,
             filename,

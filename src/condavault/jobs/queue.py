@@ -130,11 +130,14 @@ class JobQueue:
         delay: float = 0.0,
         schedule: str | None = None,
         claim: bool = False,
+        wake: bool = True,
     ) -> int:
         """Add a job; returns its id. With ``session`` the job is part of that transaction (it exists if
         and only if the caller's change commits). With ``dedupe_key``, a job of that key already queued
         is returned instead of adding another. ``claim``: the job starts out running, claimed by this
-        process, which runs it at once (``JobWorker.run_claimed``; no worker can take it first)."""
+        process, which runs it at once (``JobWorker.run_claimed``; no worker can take it first). ``wake``
+        False: this process's workers are not woken for it (its caller runs it at once with ``run_here``);
+        they still find it at their next poll."""
         if session is None:
             return self.db.run_write(
                 lambda s: self.enqueue(
@@ -148,6 +151,7 @@ class JobQueue:
                     delay=delay,
                     schedule=schedule,
                     claim=claim,
+                    wake=wake,
                 )
             )
         now = time.time()
@@ -179,7 +183,7 @@ class JobQueue:
                 if got is None:  # pragma: no cover - the queued one was claimed between the two statements
                     raise Conflict(f"job {dedupe_key!r} changed meanwhile; try again", code="job_race")
             job_id = int(got)
-        if not claim:
+        if not claim and wake and delay <= 0:  # a delayed job: the workers' poll finds it once it is due
             after_commit(session, self._wake.set)
         return job_id
 
@@ -211,8 +215,9 @@ class JobQueue:
                 )
                 return int(row[0])
             got = _insert_deduped(session, self._row(kind, params, key, delay))
-            if got is not None:  # a new job: workers look once it can run
-                after_commit(session, self._wake.set)
+            if got is not None:  # a new job: runnable in ``delay`` seconds, when the workers' poll finds it
+                if delay <= 0:
+                    after_commit(session, self._wake.set)
                 return got
             # another transaction queued one of this key meanwhile (and committed): merge into it
         return self.enqueue(kind, params, session=session, delay=delay)

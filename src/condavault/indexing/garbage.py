@@ -120,17 +120,29 @@ def point_paths(
             )
         )
     }
-    ins = _insert(s)
     superseded = []
+    rows: dict[tuple[str, str], dict[str, object]] = {}  # one row per path: the last one given wins
     for sd, path, digest, size, ctype in files:
         old = current.get((sd, path))
         if old == digest:
             continue
         if old is not None:
             superseded.append(old)
-        changes: dict[str, object] = {"sha256": digest, "size": size, "content_type": ctype, "updated_at": now}
-        if revision is not None:
-            changes["revision"] = revision
-        stmt = ins(PublishedFile).values(channel_id=channel_id, subdir=sd, path=path, **{"revision": 0, **changes})
+        rows[(sd, path)] = {
+            "channel_id": channel_id,
+            "subdir": sd,
+            "path": path,
+            "revision": 0 if revision is None else revision,
+            "sha256": digest,
+            "size": size,
+            "content_type": ctype,
+            "updated_at": now,
+        }
+    todo = list(rows.values())
+    ins = _insert(s)(PublishedFile)
+    for i in range(0, len(todo), 500):  # a multi-row upsert: one statement, not one per path
+        stmt = ins.values(todo[i : i + 500])
+        kept = ["sha256", "size", "content_type", "updated_at"] + ([] if revision is None else ["revision"])
+        changes = {c: stmt.excluded[c] for c in kept}
         s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
     record(s, superseded)  # collected after the retention unless pointed at again

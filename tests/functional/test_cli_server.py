@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,20 +98,30 @@ def test_every_command_has_help() -> None:
 
 
 def test_a_run_loads_only_the_modules_of_its_command() -> None:
-    """The table of which module defines which command (a run builds only those) is what the modules
-    register: every command, with the same subcommands as in the whole app."""
-    import typer
+    """The table of which modules define which command (a run builds only those) is what the modules
+    register: every command, with the same subcommands as in the whole app. Each command is built alone
+    in a fresh process: in one process, a module imported for another command would have added its
+    subcommands to shared groups already (``users`` adds ``channel grant``)."""
+    from condavault.cli.main import COMMANDS, MODULES, modules_for
 
-    from condavault.cli.main import COMMANDS, MODULES, build_app, modules_for
+    script = (
+        "import json, sys, typer\n"
+        "from condavault.cli.main import build_app\n"
+        "def tree(cmd):\n"
+        "    return {n: tree(c) for n, c in cmd.commands.items()} if hasattr(cmd, 'commands') else None\n"
+        "print(json.dumps(tree(typer.main.get_command(build_app(tuple(sys.argv[1:]))))))\n"
+    )
 
-    def tree(cmd: Any) -> object:  # typer's own (vendored) click classes
-        return {n: tree(c) for n, c in cmd.commands.items()} if hasattr(cmd, "commands") else None
+    def built(modules: tuple[str, ...]) -> Any:
+        out = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
 
-    whole = tree(typer.main.get_command(build_app()))
-    assert isinstance(whole, dict) and set(whole) == set(COMMANDS)
+    whole = built(MODULES)
+    assert set(whole) == set(COMMANDS)
+    alone = {modules: built(modules) for modules in set(COMMANDS.values())}
     for name, modules in COMMANDS.items():
-        alone = tree(typer.main.get_command(build_app(modules)))
-        assert isinstance(alone, dict) and alone[name] == whole[name], name
+        assert alone[modules][name] == whole[name], name
     assert modules_for(["upload", "ch", "a.conda"]) == ("channels",)
     assert modules_for(["--url", "http://x", "--token=t", "bundle", "export"]) == ("bundle", "bundle_core")
     assert modules_for(["--help"]) == modules_for([]) == modules_for(["uplaod"]) == MODULES

@@ -57,11 +57,16 @@ def record(s: Session, shas: Iterable[str], at: datetime | None = None) -> None:
     rows = [{"sha256": h, "superseded_at": when} for h in sorted(set(shas)) if h]
     if not rows:
         return
-    ins = _insert(s)(SupersededBlob)
+    _upsert(s, SupersededBlob, rows, keys=["sha256"], update=["superseded_at"])
+
+
+def _upsert(s: Session, model: type, rows: list[dict[str, object]], *, keys: list[str], update: list[str]) -> None:
+    """Insert ``rows`` of ``model``; a row whose ``keys`` exist already takes its ``update`` columns from
+    the new row. Multi-row statements of 500 rows, not one statement a row."""
+    ins = _insert(s)(model)
     for i in range(0, len(rows), 500):
         stmt = ins.values(rows[i : i + 500])
-        latest = {"superseded_at": stmt.excluded.superseded_at}
-        s.execute(stmt.on_conflict_do_update(index_elements=["sha256"], set_=latest))
+        s.execute(stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update}))
 
 
 def collect_superseded(db: Database, guard: BlobGuard, settings: Settings) -> tuple[int, int]:
@@ -138,11 +143,6 @@ def point_paths(
             "content_type": ctype,
             "updated_at": now,
         }
-    todo = list(rows.values())
-    ins = _insert(s)(PublishedFile)
-    for i in range(0, len(todo), 500):  # a multi-row upsert: one statement, not one per path
-        stmt = ins.values(todo[i : i + 500])
-        kept = ["sha256", "size", "content_type", "updated_at"] + ([] if revision is None else ["revision"])
-        changes = {c: stmt.excluded[c] for c in kept}
-        s.execute(stmt.on_conflict_do_update(index_elements=["channel_id", "subdir", "path"], set_=changes))
+    changed = ["sha256", "size", "content_type", "updated_at"] + ([] if revision is None else ["revision"])
+    _upsert(s, PublishedFile, list(rows.values()), keys=["channel_id", "subdir", "path"], update=changed)
     record(s, superseded)  # collected after the retention unless pointed at again

@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "blobs": ("blobs",),
 }
 ROOT_OPTIONS_WITH_VALUE = ("--url", "--token", "--data-dir")
+_ROOT_OPTIONS_INLINE = tuple(f"{o}=" for o in ROOT_OPTIONS_WITH_VALUE)  # --url=http://...
 
 
 def build_app(modules: tuple[str, ...] = MODULES) -> typer.Typer:
@@ -85,7 +86,7 @@ def modules_for(argv: list[str]) -> tuple[str, ...]:
         arg = argv[i]
         if arg in ROOT_OPTIONS_WITH_VALUE:
             i += 2
-        elif arg.startswith(tuple(f"{o}=" for o in ROOT_OPTIONS_WITH_VALUE)):
+        elif arg.startswith(_ROOT_OPTIONS_INLINE):
             i += 1
         elif arg.startswith("-"):
             return MODULES

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_uploads.py [--files 1000] [--rounds 3] [--db sqlite,postgresql]
                                                  [--workers 1] [--per-file 200] [--json out.json]
 
-N tiny valid ``.conda`` files (``_synth.py``, conda-forge-like names and dependencies) are uploaded into
+N tiny valid ``.conda`` files (``_synth.py``, conda-forge-like names and dependencies; a new set of files
+for every case and round, so the server stores bytes it has not seen) are uploaded into
 an empty channel of a fresh ``condavault serve`` (one process, or ``--workers N`` processes as operations.md
 advises for a machine with N cores; on SQLite or a fresh PostgreSQL
 database), and the clock stops when the upload command has returned and ``linux-64/repodata.json`` lists
@@ -61,15 +62,20 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
 
 
-def make_files(folder: Path, n: int) -> list[Path]:
-    marker = folder / f".done-{n}"
+def make_file_sets(folder: Path, n: int, sets: int) -> list[list[Path]]:
+    """``sets`` sets of ``n`` files, no two alike (one listing of ``n * sets`` records, sliced): every
+    measurement uploads bytes the server has not stored yet (a blob seen before is only touched, not
+    written, which a repeated round would otherwise measure)."""
+    marker = folder / f".done-{n}x{sets}"
     if not marker.exists():
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for name, version, build, deps in synth_names(n):
-            make_conda(folder, name, version, build, "linux-64", deps)
+        listing = synth_names(n * sets)
+        for i in range(sets):
+            (folder / f"set-{i}").mkdir(parents=True)
+            for name, version, build, deps in listing[i * n : (i + 1) * n]:
+                make_conda(folder / f"set-{i}", name, version, build, "linux-64", deps)
         marker.touch()
-    return sorted(folder.glob("*.conda"))
+    return [sorted((folder / f"set-{i}").glob("*.conda")) for i in range(sets)]
 
 
 def free_port() -> int:
@@ -252,24 +258,30 @@ def main() -> None:
     args = ap.parse_args()
     WORK.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="uploads-", dir=WORK))
-    files = make_files(WORK / "upload-files", args.files)
+    # a fresh set per (case, round) on each server, and one for --per-file (sets repeat across databases:
+    # each database has a server of its own)
+    file_sets = make_file_sets(WORK / "upload-files", args.files, 2 * args.rounds + 1)
+    files = file_sets[0]
     results: dict[str, Any] = {"files": len(files), "rounds": [], "cpus": os.cpu_count(), "workers": args.workers}
     rows = []
     try:
         for db in [d.strip() for d in args.db.split(",") if d.strip()]:
             server = Server(root, db, args.workers)
             try:
-                for label, fn in (
-                    ("serial CLI", lambda s=server: run_cli(s, files)),
-                    ("8 parallel API clients", lambda s=server: run_api_clients(s, files, 8)),
+                for c, (label, fn) in enumerate(
+                    (
+                        ("serial CLI", lambda fs, s=server: run_cli(s, fs)),
+                        ("8 parallel API clients", lambda fs, s=server: run_api_clients(s, fs, 8)),
+                    )
                 ):
                     ours: list[Timing] = []
                     peer: list[Timing] = []
                     loads: list[float] = []
                     for r in range(args.rounds):
                         loads.append(os.getloadavg()[0])
-                        p = run_peer(files, root)  # interleaved: both see the same moment of the machine
-                        o = fn()
+                        fs = file_sets[c * args.rounds + r]
+                        p = run_peer(fs, root)  # interleaved: both see the same moment of the machine
+                        o = fn(fs)
                         loads.append(os.getloadavg()[0])
                         ours.append(o)
                         peer.append(p)
@@ -282,7 +294,7 @@ def main() -> None:
                         )
                     rows.append((db, label, ours, peer, loads))
                 if args.per_file:
-                    took = run_per_file(server, files[: args.per_file], 8)
+                    took = run_per_file(server, file_sets[-1][: args.per_file], 8)
                     log(f"{db} one request per file: {args.per_file} files in {took:.2f} s")
                     results.setdefault("per_file", {})[db] = {"files": args.per_file, "seconds": took}
             finally:

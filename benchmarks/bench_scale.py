@@ -7,9 +7,10 @@ For each size (records in one subdir, synthetic conda-forge-like shapes from ``_
 
 1. a fresh ``condavault serve`` (one process); ``import-repodata`` in 10 k chunks, streamed (time per
    chunk: first and last -- linear means flat);
-2. index update after one upload (p50 over ``--uploads``): from the start of the POST until
-   ``repodata.json`` lists the file, until the name's shard (via ``repodata_shards.msgpack.zst``) lists
-   it, and until ``current_repodata.json`` lists it; beside rattler-index (``index_fs``) adding one file
+2. index update after one upload (p50 over ``--uploads``): from the start of the POST until the server
+   begins to answer with a ``repodata.json`` that lists the file, with a shard index naming a shard that
+   lists it, and with a ``current_repodata.json`` that lists it (one polling thread per file; the time
+   of the response headers, the body read and checked after); beside rattler-index (``index_fs``) adding one file
    to a channel folder of the same size (up to ``--rattler-max`` records: it needs the real files);
 3. peak RSS of the server (VmHWM, /proc) over import, indexing and uploads.
 
@@ -29,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,63 +112,80 @@ def import_chunks(
     return times
 
 
-def _lists(anon: httpx.Client, url: str, needle: bytes, etag: dict[str, str]) -> bool:
-    resp = anon.get(url, headers={"If-None-Match": etag.get(url, "")})
-    if resp.status_code in (304, 404):  # 404: the slow lane has not published it yet
-        return False
-    resp.raise_for_status()
-    etag[url] = resp.headers["etag"]
-    return needle in resp.content
+def _lists(anon: httpx.Client, url: str, needle: bytes, etag: dict[str, str]) -> float | None:
+    """When the server began to answer with a ``url`` that lists ``needle`` (perf_counter at the response
+    headers; the body is read and checked after), or None when it does not list it yet."""
+    with anon.stream("GET", url, headers={"If-None-Match": etag.get(url, "")}) as resp:
+        at = time.perf_counter()
+        if resp.status_code in (304, 404):  # 404: not published yet
+            return None
+        resp.raise_for_status()
+        etag[url] = resp.headers["etag"]
+        return at if needle in resp.read() else None
 
 
-def _shard_lists(anon: httpx.Client, cv: Condavault, channel: str, name: str, fn: str, etag: dict[str, str]) -> bool:
+def _shard_lists(
+    anon: httpx.Client, cv: Condavault, channel: str, name: str, fn: str, etag: dict[str, str]
+) -> float | None:
+    """As :func:`_lists` for the name's shard: the time the shard index that names a shard listing ``fn``
+    began to be answered (a client fetches the content-addressed shard it names next)."""
     url = cv.repo(channel, f"{SUBDIR}/repodata_shards.msgpack.zst")
-    resp = anon.get(url, headers={"If-None-Match": etag.get(url, "")})
-    if resp.status_code == 304:
-        return False
-    etag[url] = resp.headers["etag"]
-    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(resp.content), raw=False)
+    with anon.stream("GET", url, headers={"If-None-Match": etag.get(url, "")}) as resp:
+        at = time.perf_counter()
+        if resp.status_code == 304:
+            return None
+        etag[url] = resp.headers["etag"]
+        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(resp.read()), raw=False)
     sha = index["shards"].get(name)
     if sha is None:
-        return False
+        return None
     shard = anon.get(cv.repo(channel, f"{SUBDIR}/shards/{sha.hex()}.msgpack.zst"))
     data = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(shard.content), raw=False)
-    return fn in data["packages.conda"]
+    return at if fn in data["packages.conda"] else None
 
 
 def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current: bool = True) -> dict[str, Any]:
+    """Per upload, the time from the start of its POST until each index file lists it, as a client polling
+    that file alone sees it: one polling thread per file (so a 116 MB download of one does not delay the
+    others), each taking the moment the server began to answer with the new content (the response
+    headers; the body is then read and checked)."""
     n_names = max(1, n // 20)
-    got: dict[str, list[float]] = {"repodata.json": [], "shard": [], "current_repodata.json": []}
-    if not current:
-        del got["current_repodata.json"]
-    etag: dict[str, str] = {}
+    kinds = ["repodata.json", "shard"] + (["current_repodata.json"] if current else [])
+    got: dict[str, list[float]] = {k: [] for k in kinds}
+    etags: dict[str, dict[str, str]] = {k: {} for k in kinds}  # one ETag cache per watcher: it sees every change
     cpu: list[float] = []  # server CPU seconds from the POST until every file lists the upload (/proc)
-    with httpx.Client(timeout=600) as anon:
-        for what in ("repodata.json", "current_repodata.json")[: 2 if current else 1]:
-            _lists(anon, cv.repo(channel, f"{SUBDIR}/{what}"), b"\0", etag)
-        _shard_lists(anon, cv, channel, "", "", etag)
-        for i in range(uploads):
-            name = f"pkg{(i * 7) % n_names:05d}"
-            data, _ = conda_bytes(name, f"99.{i}.0", "h0_0", SUBDIR, ["libgcc-ng >=12"])
-            fn = f"{name}-99.{i}.0-h0_0.conda"
-            needle = f'"{fn}":'.encode()
-            t0 = time.perf_counter()
-            cpu0 = cpu_seconds(cv.proc.pids())
-            cv.http.post(f"/api/channels/{channel}/files", params={"filename": fn}, content=data).raise_for_status()
-            todo = dict.fromkeys(got)
-            while todo:
-                for what in list(todo):
-                    if what == "shard":
-                        ok = _shard_lists(anon, cv, channel, name, fn, etag)
-                    else:
-                        ok = _lists(anon, cv.repo(channel, f"{SUBDIR}/{what}"), needle, etag)
-                    if ok:
-                        got[what].append(time.perf_counter() - t0)
-                        del todo[what]
-                if time.perf_counter() - t0 > 300:
-                    raise RuntimeError(f"{fn} never appeared in {sorted(todo)}")
-                time.sleep(0.02)
-            cpu.append(cpu_seconds(cv.proc.pids()) - cpu0)
+    clients = {k: httpx.Client(timeout=600) for k in kinds}
+
+    def poll(kind: str, name: str, fn: str) -> float | None:
+        if kind == "shard":
+            return _shard_lists(clients[kind], cv, channel, name, fn, etags[kind])
+        return _lists(clients[kind], cv.repo(channel, f"{SUBDIR}/{kind}"), f'"{fn}":'.encode(), etags[kind])
+
+    try:
+        for kind in kinds:
+            poll(kind, "", "")  # the current ETags
+        with ThreadPoolExecutor(len(kinds)) as pool:
+            for i in range(uploads):
+                name = f"pkg{(i * 7) % n_names:05d}"
+                data, _ = conda_bytes(name, f"99.{i}.0", "h0_0", SUBDIR, ["libgcc-ng >=12"])
+                fn = f"{name}-99.{i}.0-h0_0.conda"
+                t0 = time.perf_counter()
+                cpu0 = cpu_seconds(cv.proc.pids())
+
+                def watch(kind: str, name: str = name, fn: str = fn, t0: float = t0) -> float:
+                    while (at := poll(kind, name, fn)) is None:
+                        if time.perf_counter() - t0 > 300:
+                            raise RuntimeError(f"{fn} never appeared in {kind}")
+                        time.sleep(0.01)
+                    return at - t0
+
+                cv.http.post(f"/api/channels/{channel}/files", params={"filename": fn}, content=data).raise_for_status()
+                for kind, took in zip(kinds, pool.map(watch, kinds), strict=True):
+                    got[kind].append(took)
+                cpu.append(cpu_seconds(cv.proc.pids()) - cpu0)
+    finally:
+        for c in clients.values():
+            c.close()
     out = {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in got.items()}
     out["server_cpu"] = {"p50": pct(cpu, 0.5), "p95": pct(cpu, 0.95)}
     out.setdefault("current_repodata.json", {"p50": float("nan"), "p95": float("nan")})

@@ -30,6 +30,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +278,8 @@ def write_pair(
     pieces: Iterable[Piece], temp_file: Callable[[], tuple[int, Path]], level: int
 ) -> tuple[Written, Written]:
     """Write the JSON file and its zstd file (one frame, its size in the header) from ``pieces``, hashing
-    both as they are written: one piece in memory at a time (zstd releases the GIL while it compresses)."""
+    both as they are written. A thread writes and hashes the JSON while this one compresses the same piece
+    (both release the GIL): at most two pieces in memory at a time."""
     listed = list(pieces)
     raw: _Out | None = None
     zst: _Out | None = None
@@ -286,10 +288,16 @@ def write_pair(
         cobj = zstandard.ZstdCompressor(level=level, write_content_size=True).compressobj(
             size=sum(_length(p) for p in listed)
         )
-        for piece in listed:
-            data = piece if isinstance(piece, bytes) else _read(*piece)
-            raw.write(data)
-            zst.write(cobj.compress(data))
+        with ThreadPoolExecutor(1, thread_name_prefix="index-write") as pool:
+            pending: Future[int] | None = None
+            for piece in listed:
+                data = piece if isinstance(piece, bytes) else _read(*piece)
+                if pending is not None:
+                    pending.result()  # the JSON file in order (and its error, if any, raised here)
+                pending = pool.submit(raw.write, data)
+                zst.write(cobj.compress(data))
+            if pending is not None:
+                pending.result()
         zst.write(cobj.flush())
         return raw.close(), zst.close()
     except BaseException:

@@ -30,7 +30,7 @@ def publish_extras(
     db: Database,
     blobs: BlobStore,
     channel_id: int,
-    listeners: list[Callable[[int, str | None], None]],
+    listeners: list[Callable[[int, str | None, frozenset[str] | None], None]],
 ) -> None:
     """The slow lane: the channel's ``channeldata.json``.
 
@@ -120,4 +120,4 @@ def publish_extras(
         blobs.put_many([(data, d[2]) for (_, _, data, _), d in zip(files, digests, strict=True)])
         db.run_write(publish)
     for fn in listeners:
-        fn(channel_id, None)
+        fn(channel_id, None, frozenset())  # no record changed

@@ -118,7 +118,9 @@ class Indexer:
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
-        self.listeners: list[Callable[[int, str | None], None]] = []
+        # after a publish: (channel id, subdir -- None for the channel's own files --, the names whose records
+        # changed: None when every name may have, e.g. a full rebuild)
+        self.listeners: list[Callable[[int, str | None, frozenset[str] | None], None]] = []
         self.after_publish: list[Callable[[int, str], None]] = []
         self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
         self.last_run: dict[tuple[int, str], RunStats] = {}
@@ -471,8 +473,9 @@ class Indexer:
         )
         with self._published:
             self._published.notify_all()
+        names = None if rebuilt else frozenset(changed)
         for fn in self.listeners:
-            fn(channel_id, subdir)
+            fn(channel_id, subdir, names)
         log.info(
             "published index",
             extra={

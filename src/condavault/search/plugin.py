@@ -10,10 +10,10 @@ How the search tables follow changes:
   ``RecordsChanged.index`` False) leaves the documents to that publish: each document is written once
   per batch, not once per request and again after each commit (concurrent requests each saw only their
   own rows of a name, so the sync after their commits rewrote them);
-* every other change of records (removal, copy, move, mirror run, repodata patch) records a
-  ``RecordsChanged`` or ends in an index run of its subdir: after the commit / the publish, the channel's
-  documents are brought up to date on the job runner (:func:`condavault.search.index.sync_channel`,
-  coalesced per channel);
+* every change of records (removal, copy, move, mirror run, repodata patch) ends in an index run of its
+  subdir, which knows the names it changed: after the publish, the documents of those names (of every
+  name after a full rebuild) are brought up to date on the job runner
+  (:func:`condavault.search.index.sync_channel`, coalesced per channel);
 * channel privacy needs nothing (queries filter by readable channel ids); a deleted channel's rows go
   with it (foreign key, cascade);
 * ``search.sweep`` (every few seconds, quiet) refreshes the CVE score bands when links or scores
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from condavault.auth.identity import Identity
-from condavault.channels.events import ChannelChanged, RecordsChanged
+from condavault.channels.events import ChannelChanged
 from condavault.channels.models import Channel, Record
 from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import ScheduleSpec
@@ -57,10 +58,33 @@ class SearchDomain(SearchService):
         super().__init__(ctx)
         self._scores_fp: str | None = None
         self._lock = threading.Lock()
+        # channel id -> the names a queued sync is to look at (None: every name of the channel)
+        self._wanted: dict[int, set[str] | None] = {}
+        self._wanted_lock = threading.Lock()
 
     # -- upkeep ------------------------------------------------------------------------------------
-    def request_sync(self, channel_id: int) -> None:
-        self.ctx.runner.submit_coalesced(("search", channel_id), lambda: self.sync(channel_id))
+    def request_sync(self, channel_id: int, names: Iterable[str] | None = None) -> None:
+        """Queue a sync of the channel's documents: of ``names`` (the names whose records changed, as an index
+        publish knows them), or of every name when None. Requests made before the sync starts share it."""
+        with self._wanted_lock:
+            if names is None:
+                self._wanted[channel_id] = None
+            else:
+                names = set(names)
+                if not names:
+                    return
+                if channel_id not in self._wanted:
+                    self._wanted[channel_id] = names
+                elif (wanted := self._wanted[channel_id]) is not None:
+                    wanted |= names
+        self.ctx.runner.submit_coalesced(("search", channel_id), lambda: self._sync_wanted(channel_id))
+
+    def _sync_wanted(self, channel_id: int) -> None:
+        with self._wanted_lock:
+            if channel_id not in self._wanted:
+                return
+            names = self._wanted.pop(channel_id)
+        self.sync(channel_id, sorted(names) if names is not None else None)
 
     def sync(self, channel_id: int, names: list[str] | None = None) -> int:
         # a read first: after an upload (whose transaction wrote its documents already) there is usually
@@ -188,17 +212,15 @@ def wire(ctx: Context) -> SearchDomain:
     dom = SearchDomain(ctx)
     ctx.ingestor.row_hooks.append(dom.on_ingest)
 
-    def records_changed(event: RecordsChanged) -> None:
-        if event.index:  # else the writer publishes the index itself: the listener below follows it
-            dom.request_sync(event.channel_id)
-
     def channel_changed(event: ChannelChanged) -> None:
         if not event.deleted and event.channel is None:  # its files changed
             dom.request_sync(event.channel_id)
 
-    ctx.events.on_commit(RecordsChanged, records_changed)
     ctx.events.on_commit(ChannelChanged, channel_changed)
-    ctx.indexer.listeners.append(lambda cid, _sd: dom.request_sync(cid))
+    # Changed records are followed by the index run that publishes them, which knows their names (every
+    # write of records marks its names for that run): the sync looks at those names only, not at the whole
+    # channel (at 300 k records that look cost more than the upload). The sweep repairs what drifts.
+    ctx.indexer.listeners.append(lambda cid, _sd, names: dom.request_sync(cid, names))
 
     def reindex_job(run: JobRun) -> dict[str, Any] | None:
         return dom.reindex(run, files=bool(run.params.get("files", True)))

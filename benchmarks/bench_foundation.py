@@ -226,7 +226,10 @@ class Condavault:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONDAVAULT_")}
-        env.update(CONDAVAULT_LOG_LEVEL="WARNING", CONDAVAULT_LOG_FORMAT="text")
+        # BENCH_SERVER_LOG_LEVEL=INFO: the server's log says what each index and slow-lane run did
+        env.update(
+            CONDAVAULT_LOG_LEVEL=os.environ.get("BENCH_SERVER_LOG_LEVEL", "WARNING"), CONDAVAULT_LOG_FORMAT="text"
+        )
         exe = shutil.which("condavault") or str(Path(sys.executable).parent / "condavault")
         argv = [exe, "--data-dir", str(self.data), "serve", "--port", str(self.port)]
         if workers > 1:

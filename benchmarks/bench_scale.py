@@ -253,8 +253,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row: dict[str, Any] = {"load_start": os.getloadavg()[0]}
             try:
                 # in filename order, as an upstream repodata.json lists them: a chunk adds ~chunk/20 names
+                sampler.phase = "import"
                 chunks = import_chunks(cv, "big", sorted(synth_records(n)), args.chunk)
                 log(f"{n:,} records: uploads")
+                sampler.phase = "uploads"
                 lat = upload_latencies(cv, "big", n, args.uploads, current=not args.no_current)
                 row.update(
                     chunks_first=chunks[0],
@@ -268,6 +270,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 sampler.stop()
                 row["peak_rss_mb"] = sampler.hwm_kb()[1] / 1024
+                row["rss_by_phase_mb"] = {k: v / 1024 for k, v in sampler.phase_peaks.items()}
+                if args.keep_logs:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(work / "condavault.log", args.keep_logs / f"condavault-{n}.log")
                 row["load_end"] = os.getloadavg()[0]
                 cv.stop()
             if n <= args.rattler_max:
@@ -346,6 +352,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=CHUNK, help="records per import call")
     ap.add_argument("--no-current", action="store_true", help="do not wait for current_repodata.json")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep-logs", type=Path, help="copy each size's server log into this folder")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
     raise_nofile()

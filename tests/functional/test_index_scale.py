@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from condavault.channels.models import Channel
+from condavault.channels.models import Channel, Record
 from condavault.indexing import garbage
+from condavault.indexing.dirty import mark_dirty
 from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SupersededBlob
 from tests.support.accounts import wait_for
-from tests.support.packages import make_conda
+from tests.support.packages import file_member, make_conda
 from tests.support.server import Server, start_server, stop_server
 
 
@@ -242,3 +243,91 @@ def test_shards_are_served_from_memory_after_the_first_read_and_never_damaged(
         assert damaged.status_code == 404 and damaged.json()["error"]["code"] == "blob_missing"
         # another channel's shard is not served through this one, cached or not
         assert c.get(f"/api/repo/hot-other/noarch/shards/{hot}.msgpack.zst").status_code == 404
+
+
+def test_channeldata_is_kept_up_to_date_name_by_name_and_equals_a_full_rebuild(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """The slow lane rebuilds only the entries of the names an index run changed, spliced into the file it
+    published last; each result is byte for byte what a rebuild from every record gives, and a run that
+    cannot know what changed (another process indexed the channel) rebuilds in full."""
+    from condavault.indexing.indexer import Indexer
+
+    srv = shared_server
+    srv.channel("cd-inc")
+    with srv.ctx.db.session() as s:
+        cid = s.scalar(select(Channel.id).where(Channel.name == "cd-inc"))
+    run_exports = {"weak": ["libzeta >=1"]}
+    files = [
+        make_conda(tmp_path, "alpha", "1.0", "0", "linux-64", index_extra={"license": "MIT"}),
+        make_conda(tmp_path, "alpha", "1.0", "0", "osx-64", index_extra={"license": "MIT"}),
+        make_conda(tmp_path, "beta", "2.0", "0", index_extra={"license": "BSD-3-Clause"}),
+        make_conda(
+            tmp_path,
+            "zeta",
+            "0.1",
+            "0",
+            "linux-64",
+            info_extra=[file_member("info/run_exports.json", json.dumps(run_exports).encode())],
+        ),
+        make_conda(tmp_path, "we.ird_name-x", "1!3.0", "py_0"),
+    ]
+    for f in files:
+        assert srv.upload("cd-inc", f).status_code == 200
+    srv.ctx.settle()
+
+    def served() -> bytes:
+        with srv.client(None) as c:
+            r = c.get("/api/repo/cd-inc/channeldata.json")
+            assert r.status_code == 200
+            return r.content
+
+    def check(*, full: bool, names: int = -1) -> dict:
+        srv.ctx.settle()
+        run = srv.ctx.indexer.last_extras[cid]
+        assert run.full is full, run
+        if not full:
+            assert run.names == names, run
+        got = served()
+        srv.ctx.indexer.publish_extras(cid, full=True)  # the reference: every record read
+        assert srv.ctx.indexer.last_extras[cid].reason == "asked"
+        assert served() == got
+        return json.loads(got)["packages"]
+
+    # a first run of this process is a full one; the next uploads change one name each
+    srv.ctx.indexer.channeldata.forget(cid)
+    srv.ctx.indexer.publish_extras(cid)
+    assert srv.ctx.indexer.last_extras[cid].reason == "no chain"
+    assert srv.upload("cd-inc", make_conda(tmp_path, "alpha", "1.1", "0", "linux-64")).status_code == 200
+    doc = check(full=False, names=1)
+    assert doc["alpha"]["version"] == "1.1" and doc["alpha"]["subdirs"] == ["linux-64", "osx-64"]
+    assert doc["zeta"]["run_exports"] == {"0.1": run_exports}
+    assert srv.upload("cd-inc", make_conda(tmp_path, "gamma", "0.5", "0")).status_code == 200
+    assert "gamma" in check(full=False, names=1)
+
+    # a name whose last file is removed loses its entry; another name's file removed in one subdir
+    with srv.client() as c:
+        r = c.post("/api/channels/cd-inc/files/remove", json={"files": ["noarch/beta-2.0-0.conda"]})
+        assert r.status_code == 200, r.text
+        r = c.post("/api/channels/cd-inc/files/remove", json={"files": ["osx-64/alpha-1.0-0.conda"]})
+        assert r.status_code == 200, r.text
+    doc = check(full=False, names=2)
+    assert "beta" not in doc and doc["alpha"]["subdirs"] == ["linux-64"]
+
+    # another process changes and indexes the channel (here: its writes made directly, and an indexer of its
+    # own): those changes are not known here, so the next run reads everything
+    other = Indexer(srv.ctx.settings, srv.ctx.db, srv.ctx.blobs)
+    try:
+        with srv.ctx.hold_index(cid):
+            with srv.ctx.db.write_session() as s:
+                s.execute(update(Record).where(Record.channel_id == cid, Record.name == "gamma").values(removed=True))
+                mark_dirty(s, cid, "noarch", {"gamma"})
+            assert other.index_subdir(cid, "noarch")
+        srv.ctx.indexer.publish_extras(cid)
+        assert srv.ctx.indexer.last_extras[cid].reason == "indexed elsewhere"
+        assert "gamma" not in json.loads(served())["packages"]
+        assert srv.upload("cd-inc", make_conda(tmp_path, "delta", "1.0", "0")).status_code == 200
+        assert "delta" in check(full=False, names=1)  # and the chain goes on from the full run
+    finally:
+        for st in other._state.values():
+            st.store.destroy()

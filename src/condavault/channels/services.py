@@ -151,7 +151,12 @@ class ChannelService:
         ref = self.ctx.channels.for_read(identity, name)
         readable = [c.id for c in self.list_readable(identity)]
         with self.ctx.db.session() as s:
-            held = s.scalar(select(Record.id).where(Record.channel_id == ref.id, Record.name == package).limit(1))
+            subdirs = list(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == ref.id)))
+            held = s.scalar(  # the subdirs listed: an index lookup, not a read of the channel's records
+                select(Record.id)
+                .where(Record.channel_id == ref.id, Record.subdir.in_(subdirs), Record.name == package)
+                .limit(1)
+            )
             if held is None:
                 raise NotFound(
                     f"no package {package!r} in channel {ref.name!r}",

@@ -20,6 +20,15 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 _AFTER_COMMIT = "condavault.after_commit"
 IDLE_PING_SECONDS = 5.0  # a pooled server connection unused this long is pinged before it is handed out
+# SQLite's write-ahead log starts over only at a moment no reader holds an older snapshot; a server that
+# is read all the time while it writes (a mirror importing millions of records) may never have one, and a
+# log that only grows makes every page read slower (4.8 GB after 1.5 M records: most of the CPU went to
+# looking pages up in it). After a write, at most every WAL_CHECK_SECONDS, a log larger than WAL_LIMIT is
+# checkpointed and truncated, waiting at most WAL_WAIT_MS for older readers (else tried again later).
+WAL_LIMIT = 128 * 2**20
+WAL_CHECK_SECONDS = 2.0
+WAL_WAIT_MS = 1000
+WAL_BACKOFF_SECONDS = 10.0
 
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
@@ -130,6 +139,10 @@ class Database:
         # still meet at the database's lock. Re-entrant: a nested write session of the same thread
         # behaves as before (it waits for the database's lock).
         self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        path = url.split("///", 1)[-1] if self.is_sqlite else ""
+        self._wal = Path(path + "-wal") if path and path != ":memory:" else None
+        self._wal_next = 0.0  # monotonic time of the next look at the log's size
+        self._nesting = threading.local()  # write sessions of this thread open (nested ones)
 
     @property
     def is_sqlite(self) -> bool:
@@ -150,8 +163,46 @@ class Database:
             with self._write_session() as s:
                 yield s
             return
-        with self._write_lock, self._write_session() as s:
-            yield s
+        with self._write_lock:
+            depth = getattr(self._nesting, "depth", 0)
+            self._nesting.depth = depth + 1
+            try:
+                with self._write_session() as s:
+                    yield s
+            finally:
+                self._nesting.depth = depth
+            if depth == 0:  # not inside another write of this thread (its transaction would hold the log)
+                try:
+                    self._keep_wal_small()
+                except Exception:  # the write committed: upkeep that failed must not look like it did not
+                    log.warning("sqlite write-ahead log checkpoint failed", exc_info=True)
+
+    def _keep_wal_small(self) -> None:
+        """See WAL_LIMIT. Called after a write, under this process's write lock."""
+        now = time.monotonic()
+        if self._wal is None or now < self._wal_next or self._write_lock is None:
+            return
+        self._wal_next = now + WAL_CHECK_SECONDS
+        try:
+            size = self._wal.stat().st_size
+        except OSError:
+            return
+        if size <= WAL_LIMIT:
+            return
+        with self.engine.connect() as conn:
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(f"PRAGMA busy_timeout={WAL_WAIT_MS}")
+                busy, frames, done = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+        if busy:
+            self._wal_next = now + WAL_BACKOFF_SECONDS
+        log.info(
+            "sqlite write-ahead log checkpointed",
+            extra={"wal_bytes": size, "frames": frames, "checkpointed": done, "truncated": not busy},
+        )
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:

@@ -176,8 +176,11 @@ def channeldata(
     by_name: dict[str, list[NameRow]] = defaultdict(list)
     for r in rows:
         by_name[r.name].append(r)
+    # the newest file of a name: ties (the same version and time in two subdirs) broken by subdir and
+    # filename, so the result does not depend on the order rows are read in
     newest = {
-        name: max(group, key=lambda r: (version_key(r.version), r.timestamp or 0)) for name, group in by_name.items()
+        name: max(group, key=lambda r: (version_key(r.version), r.timestamp or 0, r.subdir, r.filename))
+        for name, group in by_name.items()
     }
     abouts = about([(r.subdir, r.filename) for r in newest.values()])
     packages: dict[str, Any] = {}
@@ -215,6 +218,31 @@ def compose_channeldata(entries: dict[str, bytes], subdirs: Iterable[str]) -> by
         body = b",\n".join(b"  " + json.dumps(n).encode() + b": " + entries[n] for n in sorted(entries))
         packages = b"{\n" + body + b"\n }"
     return b'{\n "channeldata_version": 1,\n "packages": ' + packages + b',\n "subdirs": ' + tail + b"\n}"
+
+
+def split_channeldata(data: bytes) -> dict[str, bytes]:
+    """The encoded entries of a file :func:`compose_channeldata` wrote, by name (its inverse). Entries are
+    found by the layout: a name is the only string that starts a line after exactly two spaces (an entry's
+    own lines are indented deeper, and JSON strings hold no raw newline). ValueError: not such a file."""
+    start = data.find(b'\n "packages": ')
+    end = data.rfind(b',\n "subdirs": ')
+    if start < 0 or end < 0:
+        raise ValueError("not a channeldata.json written by condavault")
+    body = data[start + len(b'\n "packages": ') : end]
+    if body == b"{}":
+        return {}
+    if not (body.startswith(b"{\n  ") and body.endswith(b"\n }")):
+        raise ValueError("not a channeldata.json written by condavault")
+    out: dict[str, bytes] = {}
+    parts = body[2:-3].split(b',\n  "')
+    parts[0] = parts[0][3:]  # the first one's '  "'
+    for part in parts:
+        # the name's JSON string, its opening quote cut off by the split (the file is ASCII: ensure_ascii)
+        name, end = json.decoder.scanstring(part[:1024].decode("ascii"), 0)  # type: ignore[attr-defined]
+        if part[end : end + 2] != b": ":
+            raise ValueError("not a channeldata.json written by condavault")
+        out[name] = part[end + 2 :]
+    return out
 
 
 def _seconds(ts: Any) -> int:

@@ -119,11 +119,13 @@ class Indexer:
         self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
         # after a publish: (channel id, subdir -- None for the channel's own files --, the names whose records
-        # changed: None when every name may have, e.g. a full rebuild)
+        # changed since the subdir's last publish; None: any name may have)
         self.listeners: list[Callable[[int, str | None, frozenset[str] | None], None]] = []
         self.after_publish: list[Callable[[int, str], None]] = []
         self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
         self.last_run: dict[tuple[int, str], RunStats] = {}
+        self.channeldata = extras.Tracker()  # the names each publish changed, for channeldata.json
+        self.last_extras: dict[int, extras.ExtrasRun] = {}  # the last slow-lane run that published
 
     # -- public ----------------------------------------------------------------------------------
     def index_subdir(self, channel_id: int, subdir: str) -> bool:
@@ -194,6 +196,7 @@ class Indexer:
                 self._published.wait(min(remaining, 0.2))
 
     def forget(self, channel_id: int) -> None:
+        self.channeldata.forget(channel_id)
         for key in [k for k in self._state if k[0] == channel_id]:
             with self._locks[key]:  # not under a run of the subdir
                 st = self._state.pop(key, None)
@@ -473,7 +476,11 @@ class Indexer:
         )
         with self._published:
             self._published.notify_all()
-        names = None if rebuilt else frozenset(changed)
+        # every name whose records changed since the last publish, however the run read them: the dirty names
+        # (and names that appeared or went); a full run (reindex, patches, a new subdir): every name the subdir
+        # has or had. Search documents and channeldata.json entries are per name: those names are enough.
+        names = frozenset(changed)
+        self.channeldata.note(channel_id, subdir, indexed, seq, names)
         for fn in self.listeners:
             fn(channel_id, subdir, names)
         log.info(
@@ -548,10 +555,14 @@ class Indexer:
             keep = {b.path for b in cached.buckets}
             store.drop(b for b in new if b.path not in keep)
 
-    def publish_extras(self, channel_id: int) -> None:
+    def publish_extras(self, channel_id: int, *, full: bool = False) -> None:
         """The slow lane: the channel's ``channeldata.json`` (``current_repodata.json`` is published with each
-        subdir's ``repodata.json``)."""
-        extras.publish_extras(self.settings, self.db, self.blobs, channel_id, self.listeners)
+        subdir's ``repodata.json``), name by name where it can be (``full``: from every record)."""
+        run = extras.publish_extras(
+            self.settings, self.db, self.blobs, channel_id, self.listeners, self.channeldata, full=full
+        )
+        if run.published:
+            self.last_extras[channel_id] = run
 
     def expire_old_shards(self) -> int:
         """Forget shards superseded longer than the retention; their blobs are noted as superseded (at

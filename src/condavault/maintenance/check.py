@@ -143,4 +143,4 @@ def _rebuild(ctx: Context, subdirs: set[tuple[int, str]], bar: Progress) -> None
         with ctx.db.session() as s:
             if s.get(Channel, cid) is None:
                 continue
-        ctx.indexer.publish_extras(cid)
+        ctx.indexer.publish_extras(cid, full=True)

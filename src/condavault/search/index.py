@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
 from condavault.db.base import table
+from condavault.indexing.models import SubdirState
 from condavault.packages.specs import version_key
 from condavault.search.models import SearchFile, SearchPackage, SearchTrigram
 from condavault.vulns.models import VulnAdvisory, VulnLinkRow, counting_clause
@@ -60,6 +61,14 @@ def _live() -> Any:
     return Record.removed.is_(False)
 
 
+def _of_names(session: Session, channel_id: int, names: Sequence[str]) -> list[Any]:
+    """Where-clauses for the records of ``names`` in the channel, with the channel's subdirs listed: so SQLite
+    looks each name up in the (channel, subdir, name) index instead of reading every record of the channel
+    (which it chose for ``channel_id = ? AND name IN (...)``: O(channel) per sync of a few names)."""
+    subdirs = sorted(session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+    return [Record.channel_id == channel_id, Record.subdir.in_(subdirs), Record.name.in_(names)]
+
+
 def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None = None) -> int:
     """Bring the documents of ``channel_id`` up to date (only ``names``, if given). Returns how many
     documents were written or deleted."""
@@ -93,15 +102,15 @@ def _out_of_date(
         func.max(Record.id),
         func.sum(Record.id),
         func.sum(Record.indexed_timestamp),
-    ).where(Record.channel_id == channel_id, _live())
+    ).where(_live())
     docs = select(SearchPackage.name, SearchPackage.fingerprint).where(SearchPackage.channel_id == channel_id)
     current: dict[str, str] = {}
     stored: dict[str, str] = {}
     parts: Iterable[Sequence[str] | None] = chunks(wanted) if wanted is not None else [None]
     for part in parts:
-        q, d = fps, docs
+        q, d = fps.where(Record.channel_id == channel_id), docs
         if part is not None:
-            q, d = q.where(Record.name.in_(part)), d.where(SearchPackage.name.in_(part))
+            q, d = fps.where(*_of_names(session, channel_id, part)), d.where(SearchPackage.name.in_(part))
         for name, n, mx, sm, ts in session.execute(q.group_by(Record.name)):
             current[name] = f"{n}:{mx}:{sm}:{ts}"
         stored.update((n, fp) for n, fp in session.execute(d))
@@ -118,6 +127,7 @@ def _text(value: Any, limit: int) -> str:
 
 def refresh_names(session: Session, channel_id: int, names: Sequence[str], fingerprints: dict[str, str]) -> None:
     """Rewrite the documents of ``names`` from their live records."""
+    where = _of_names(session, channel_id, names)
     rows = session.execute(
         select(
             Record.id,
@@ -128,7 +138,7 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             Record.subdir,
             Record.license,
             Record.about,
-        ).where(Record.channel_id == channel_id, Record.name.in_(names), _live())
+        ).where(*where, _live())
     ).all()
     by_name: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
@@ -138,7 +148,7 @@ def refresh_names(session: Session, channel_id: int, names: Sequence[str], finge
             select(Record.name, func.max(VulnAdvisory.score))
             .join(VulnLinkRow, VulnLinkRow.record_id == Record.id)
             .join(VulnAdvisory, VulnAdvisory.id == VulnLinkRow.advisory_pk)
-            .where(Record.channel_id == channel_id, Record.name.in_(names), _live(), counting_clause())
+            .where(*where, _live(), counting_clause())
             .group_by(Record.name)
         ).all()
     )

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from condavault.auth.identity import Identity
 from condavault.channels.events import ChannelChanged
 from condavault.channels.models import Channel, Record
+from condavault.indexing.models import SubdirState
 from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import ScheduleSpec
 from condavault.search import index
@@ -49,6 +51,11 @@ log = logging.getLogger(__name__)
 REINDEX_KIND = "search.reindex"
 SWEEP_KIND = "search.sweep"
 SWEEP_SECONDS = 5.0
+# how often the sweep compares channels' records with their documents (for drift only a crash, another
+# writer or a bug leaves behind): counting a channel's records reads all of them (3.8 M for a conda-forge
+# mirror), so only channels indexed since they were last found in order are counted
+DOCUMENTS_CHECK_SECONDS = 60.0
+SYNC_NAMES = 2000  # names per write transaction of a sync
 
 
 class SearchDomain(SearchService):
@@ -61,6 +68,8 @@ class SearchDomain(SearchService):
         # channel id -> the names a queued sync is to look at (None: every name of the channel)
         self._wanted: dict[int, set[str] | None] = {}
         self._wanted_lock = threading.Lock()
+        self._documents_checked = -DOCUMENTS_CHECK_SECONDS  # monotonic time of the last documents check
+        self._in_order: dict[int, int] = {}  # channel id -> its subdirs' indexed_seq sum when it last added up
 
     # -- upkeep ------------------------------------------------------------------------------------
     def request_sync(self, channel_id: int, names: Iterable[str] | None = None) -> None:
@@ -87,6 +96,11 @@ class SearchDomain(SearchService):
         self.sync(channel_id, sorted(names) if names is not None else None)
 
     def sync(self, channel_id: int, names: list[str] | None = None) -> int:
+        """Bring the channel's documents of ``names`` (None: of every name) up to date; many names a part at
+        a time, each in a write transaction of its own (the first index of a mirrored subdir names tens of
+        thousands: one transaction would hold SQLite's write lock for all of them)."""
+        if names is not None and len(names) > SYNC_NAMES:
+            return sum(self.sync(channel_id, names[i : i + SYNC_NAMES]) for i in range(0, len(names), SYNC_NAMES))
         # a read first: after an upload (whose transaction wrote its documents already) there is usually
         # nothing to do, and a sync that writes nothing must not queue for SQLite's write lock
         with self.ctx.db.session() as s:
@@ -112,25 +126,50 @@ class SearchDomain(SearchService):
             index.sync_channel(session, channel_id, names)
 
     def sweep(self) -> dict[str, int]:
-        """Score bands after CVE changes; channels whose documents do not match their records."""
+        """Score bands after CVE changes; every DOCUMENTS_CHECK_SECONDS, channels whose documents do not
+        match their records. A channel with records not indexed yet (a mirror importing, uploads in flight)
+        is left alone: the sync after its index publish brings its documents up to date, and syncing it
+        meanwhile would read the whole channel again and again while it grows."""
         out: dict[str, int] = {}
         with self.ctx.db.session() as s:
             fp = index.scores_fingerprint(s)
-            want = dict(
-                s.execute(
-                    select(Record.channel_id, func.count()).where(Record.removed.is_(False)).group_by(Record.channel_id)
-                ).all()
-            )
-            have = dict(
-                s.execute(
-                    select(SearchPackage.channel_id, func.sum(SearchPackage.records)).group_by(SearchPackage.channel_id)
-                ).all()
-            )
-        stale = [cid for cid in set(want) | set(have) if int(want.get(cid) or 0) != int(have.get(cid) or 0)]
-        for cid in stale:
-            out["documents"] = out.get("documents", 0) + self.sync(cid)
+        now = time.monotonic()
+        if now - self._documents_checked >= DOCUMENTS_CHECK_SECONDS:
+            self._documents_checked = now
+            out["documents"] = sum(self.sync(cid) for cid in self._stale_channels())
         out["scores"] = self.refresh_scores(fp)
         return {k: v for k, v in out.items() if v}
+
+    def _stale_channels(self) -> list[int]:
+        """Channels whose documents do not add up to their live records. Counting a channel's records reads
+        all of them, so only channels indexed since this process last found them in order are counted (all
+        of them after a start: a crash is where drift comes from), and none with index work pending."""
+        with self.ctx.db.session() as s:
+            seqs: dict[int, int] = {}
+            busy = self.ctx.held_channels()
+            for cid, indexed, pending in s.execute(
+                select(
+                    SubdirState.channel_id,
+                    func.sum(SubdirState.indexed_seq),
+                    func.max(case((SubdirState.change_seq > SubdirState.indexed_seq, 1), else_=0)),
+                ).group_by(SubdirState.channel_id)
+            ):
+                seqs[cid] = int(indexed or 0)
+                if pending:
+                    busy.add(cid)
+            todo = [cid for cid, seq in seqs.items() if cid not in busy and self._in_order.get(cid) != seq]
+            stale = []
+            for cid in todo:
+                want = s.scalar(select(func.count()).where(Record.channel_id == cid, Record.removed.is_(False)))
+                have = s.scalar(select(func.sum(SearchPackage.records)).where(SearchPackage.channel_id == cid))
+                if int(want or 0) == int(have or 0):
+                    self._in_order[cid] = seqs[cid]
+                else:
+                    stale.append(cid)
+            orphans = s.scalars(  # documents of channels without index state (a channel's rows restored by hand)
+                select(SearchPackage.channel_id).where(SearchPackage.channel_id.not_in(list(seqs) or [-1])).distinct()
+            ).all()
+        return sorted({*stale, *orphans})
 
     def refresh_scores(self, fp: str | None = None) -> int:
         """Bring the CVE score bands up to date if advisories, links or curation changed since the last

@@ -19,9 +19,10 @@ they look into, so a 100 k-record channel costs a column scan, not 100 k JSON pa
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,29 +221,53 @@ def compose_channeldata(entries: dict[str, bytes], subdirs: Iterable[str]) -> by
     return b'{\n "channeldata_version": 1,\n "packages": ' + packages + b',\n "subdirs": ' + tail + b"\n}"
 
 
-def split_channeldata(data: bytes) -> dict[str, bytes]:
-    """The encoded entries of a file :func:`compose_channeldata` wrote, by name (its inverse). Entries are
-    found by the layout: a name is the only string that starts a line after exactly two spaces (an entry's
-    own lines are indented deeper, and JSON strings hold no raw newline). ValueError: not such a file."""
-    start = data.find(b'\n "packages": ')
-    end = data.rfind(b',\n "subdirs": ')
+def channeldata_entries(data: bytes) -> Iterator[tuple[str, memoryview]]:
+    """The encoded entries of a file :func:`compose_channeldata` wrote, in its (name) order, as views into
+    ``data`` (no copies). Entries are found by the layout: a name is the only string that starts a line after
+    exactly two spaces (an entry's own lines are indented deeper, and JSON strings hold no raw newline).
+    ValueError: not such a file."""
+    head = b'\n "packages": '
+    start, end = data.find(head), data.rfind(b',\n "subdirs": ')
     if start < 0 or end < 0:
         raise ValueError("not a channeldata.json written by condavault")
-    body = data[start + len(b'\n "packages": ') : end]
+    view = memoryview(data)
+    body = view[start + len(head) : end]
     if body == b"{}":
-        return {}
-    if not (body.startswith(b"{\n  ") and body.endswith(b"\n }")):
+        return
+    if not (bytes(body[:5]) == b'{\n  "' and bytes(body[-3:]) == b"\n }"):
         raise ValueError("not a channeldata.json written by condavault")
-    out: dict[str, bytes] = {}
-    parts = body[2:-3].split(b',\n  "')
-    parts[0] = parts[0][3:]  # the first one's '  "'
-    for part in parts:
-        # the name's JSON string, its opening quote cut off by the split (the file is ASCII: ensure_ascii)
-        name, end = json.decoder.scanstring(part[:1024].decode("ascii"), 0)  # type: ignore[attr-defined]
-        if part[end : end + 2] != b": ":
+    pos, stop = start + len(head) + 5, end - 3  # after the first name's opening quote; before "\n }"
+    while True:
+        # the name's JSON string (its opening quote is behind pos; the file is ASCII: ensure_ascii)
+        name, after = json.decoder.scanstring(data[pos : pos + 1024].decode("ascii"), 0)  # type: ignore[attr-defined]
+        if data[pos + after : pos + after + 2] != b": ":
             raise ValueError("not a channeldata.json written by condavault")
-        out[name] = part[end + 2 :]
-    return out
+        nxt = data.find(b',\n  "', pos + after, stop)
+        yield name, view[pos + after + 2 : nxt if nxt >= 0 else stop]
+        if nxt < 0:
+            return
+        pos = nxt + 5
+
+
+def splice_channeldata(
+    data: bytes, changed: dict[str, bytes | None], subdirs: Iterable[str]
+) -> Iterator[bytes | memoryview]:
+    """The pieces of :func:`compose_channeldata`'s file for the entries of ``data`` (such a file) with those of
+    ``changed`` put in (None: the entry removed): the same bytes as composing the merged entries, without
+    copying the unchanged ones."""
+    fresh: list[tuple[str, bytes | memoryview]] = sorted((n, e) for n, e in changed.items() if e is not None)
+    drop = set(changed)
+    merged: Iterator[tuple[str, bytes | memoryview]] = heapq.merge(
+        ((n, e) for n, e in channeldata_entries(data) if n not in drop), fresh, key=lambda item: item[0]
+    )
+    first = True
+    for name, entry in merged:
+        yield (b'{\n "channeldata_version": 1,\n "packages": {\n  ' if first else b",\n  ")
+        first = False
+        yield json.dumps(name).encode() + b": "
+        yield entry
+    tail = json.dumps(sorted(set(subdirs)), indent=1).replace("\n", "\n ").encode()
+    yield (b'{\n "channeldata_version": 1,\n "packages": {}' if first else b"\n }") + b',\n "subdirs": ' + tail + b"\n}"
 
 
 def _seconds(ts: Any) -> int:

@@ -12,14 +12,17 @@ process published an index run of the channel or its ``channeldata.json``, the f
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -175,14 +178,17 @@ def _publish(
         )
     subdirs = _subdirs(states)
     reason = tracker._why_full(chain, states, pointed) if not full else "asked"
-    data: bytes | None = None
+    data: Path | bytes | None = None  # the new file: written to a temp file (incremental), or its bytes
+    size, digest = 0, ""
     if chain is not None and not reason and not names and subdirs == chain.subdirs:
         return ExtrasRun(full=False, names=0, reason="", published=False)  # what is published is current
     if chain is not None and not reason:
         try:
-            data = _incremental(db, blobs, channel_id, chain, names, subdirs)
+            data, digest, size = _incremental(db, blobs, channel_id, chain, names, subdirs)
         except FileNotFoundError:
             reason = "file gone"
+        except ValueError:  # not a file of this layout (cannot happen for our own file; rebuilt if it does)
+            reason = "file unreadable"
         except BaseException:
             tracker._restore(chain, names)
             raise
@@ -194,16 +200,16 @@ def _publish(
         except BaseException:
             tracker._drop(channel_id, chain)
             raise
+        digest, size = builder.sha256(data), len(data)
     assert chain is not None
-    digest = builder.sha256(data)
 
     def publish(s: Session) -> None:
         if s.get(Channel, channel_id) is not None:  # unless deleted meanwhile
-            garbage.point_paths(s, channel_id, [("", PATH, digest, len(data), JSON)], revision=None)
+            garbage.point_paths(s, channel_id, [("", PATH, digest, size, JSON)], revision=None)
 
     try:
         with blobs.writing():  # no collection between writing the blobs and pointing at them
-            blobs.put_many([(data, digest)])
+            blobs.put_many([(data, digest)])  # a temp file is moved into the store (or removed on error)
             db.run_write(publish)
     except BaseException:
         tracker._drop(channel_id, chain)
@@ -294,14 +300,17 @@ def _full(db: Database, channel_id: int, subdirs: set[str]) -> bytes:
 
 def _incremental(
     db: Database, blobs: BlobStore, channel_id: int, chain: _Chain, names: set[str], subdirs: set[str]
-) -> bytes:
+) -> tuple[Path, str, int]:
     """The file this process published last with the entries of ``names`` rebuilt from their records
-    (a name without live records any more loses its entry). FileNotFoundError: that file is gone."""
+    (a name without live records any more loses its entry), written to a temp file of the blob store as a
+    stream of the old file's unchanged entries and the new ones: the temp file, its sha256 and size.
+    FileNotFoundError: that file is gone."""
     assert chain.sha256 is not None
     with blobs.open(chain.sha256) as f:
-        packages = derived.split_channeldata(f.read())
+        old = f.read()
     reader = _Reader(db, channel_id)
     todo = sorted(names)
+    changed: dict[str, bytes | None] = {}
     # the subdirs listed: SQLite then looks names up in the (channel, subdir, name) index; for
     # "channel_id = ? AND name IN (...)" it read every record of the channel
     in_subdirs = Record.subdir.in_(sorted(subdirs))
@@ -311,9 +320,16 @@ def _incremental(
             q = select(*reader.columns).where(*reader.live, in_subdirs, Record.name.in_(part))
             rows = [reader.row(r) for r in s.execute(q)]
         fresh = reader.entries(rows, subdirs)
-        for name in part:
-            if name in fresh:
-                packages[name] = fresh[name]
-            else:
-                packages.pop(name, None)
-    return derived.compose_channeldata(packages, subdirs)
+        changed.update((name, fresh.get(name)) for name in part)
+    fd, path = blobs.temp_file()
+    h, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in derived.splice_channeldata(old, changed, subdirs):
+                out.write(piece)
+                h.update(piece)
+                size += len(piece)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, h.hexdigest(), size

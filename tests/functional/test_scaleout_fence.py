@@ -64,7 +64,9 @@ def test_a_run_that_lost_its_lease_publishes_nothing(server: Server, packages_di
         return put_many(items)
 
     stalled.blobs.put_many = taken_over_meanwhile  # type: ignore[method-assign]
-    with server.ctx.hold_index(cid):  # this server's sweep stays away from the channel
+    # this server's sweep stays away from the channel, and its own indexer has finished the upload's run
+    # (whose loop would otherwise pick up the change below) and starts none while this lasts
+    with server.ctx.hold_index(cid), server.ctx.indexer._locks[(cid, "noarch")]:
         server.ctx.db.run_write(  # the subdir needs a full rebuild (as after a repair)
             lambda s: s.execute(
                 update(SubdirState)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -26,6 +27,10 @@ def _check(entries: dict[str, Any], changes: dict[str, Any]) -> None:
     merged = {n: e for n, e in {**enc, **new}.items() if e is not None}
     spliced = b"".join(bytes(p) for p in derived.splice_channeldata(data, new, SUBDIRS))
     assert spliced == derived.compose_channeldata(merged, SUBDIRS)
+    # and both are the file json.dumps writes (compose and splice share their layout code)
+    doc = {n: e for n, e in {**entries, **changes}.items() if e is not None}
+    reference = {"channeldata_version": 1, "packages": doc, "subdirs": sorted(SUBDIRS)}
+    assert spliced == json.dumps(reference, indent=1, sort_keys=True).encode()
 
 
 @pytest.mark.parametrize(

@@ -212,13 +212,21 @@ def encode_channeldata_entry(entry: dict[str, Any]) -> bytes:
 def compose_channeldata(entries: dict[str, bytes], subdirs: Iterable[str]) -> bytes:
     """``json.dumps({"channeldata_version": 1, "packages": ..., "subdirs": ...}, indent=1, sort_keys=True)``
     from entries encoded by :func:`encode_channeldata_entry` (one copy of the file in memory, no dicts)."""
+    return b"".join(_channeldata_pieces(((n, entries[n]) for n in sorted(entries)), subdirs))
+
+
+def _channeldata_pieces(
+    entries: Iterable[tuple[str, bytes | memoryview]], subdirs: Iterable[str]
+) -> Iterator[bytes | memoryview]:
+    """The file's layout around ``entries`` (encoded, in name order), piece by piece."""
+    first = True
+    for name, entry in entries:
+        yield b'{\n "channeldata_version": 1,\n "packages": {\n  ' if first else b",\n  "
+        first = False
+        yield json.dumps(name).encode() + b": "
+        yield entry
     tail = json.dumps(sorted(set(subdirs)), indent=1).replace("\n", "\n ").encode()
-    if not entries:
-        packages = b"{}"
-    else:
-        body = b",\n".join(b"  " + json.dumps(n).encode() + b": " + entries[n] for n in sorted(entries))
-        packages = b"{\n" + body + b"\n }"
-    return b'{\n "channeldata_version": 1,\n "packages": ' + packages + b',\n "subdirs": ' + tail + b"\n}"
+    yield (b'{\n "channeldata_version": 1,\n "packages": {}' if first else b"\n }") + b',\n "subdirs": ' + tail + b"\n}"
 
 
 def channeldata_entries(data: bytes) -> Iterator[tuple[str, memoryview]]:
@@ -260,14 +268,7 @@ def splice_channeldata(
     merged: Iterator[tuple[str, bytes | memoryview]] = heapq.merge(
         ((n, e) for n, e in channeldata_entries(data) if n not in drop), fresh, key=lambda item: item[0]
     )
-    first = True
-    for name, entry in merged:
-        yield (b'{\n "channeldata_version": 1,\n "packages": {\n  ' if first else b",\n  ")
-        first = False
-        yield json.dumps(name).encode() + b": "
-        yield entry
-    tail = json.dumps(sorted(set(subdirs)), indent=1).replace("\n", "\n ").encode()
-    yield (b'{\n "channeldata_version": 1,\n "packages": {}' if first else b"\n }") + b',\n "subdirs": ' + tail + b"\n}"
+    return _channeldata_pieces(merged, subdirs)
 
 
 def _seconds(ts: Any) -> int:

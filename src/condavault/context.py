@@ -270,12 +270,10 @@ class Context:
 
     def index_now(self, channel_id: int, subdirs: list[str] | None = None) -> None:
         """Synchronously index (CLI ``reindex``, tests)."""
-        from sqlalchemy import select
-
-        from condavault.indexing.models import SubdirState
+        from condavault.indexing.dirty import subdirs_of
 
         with self.db.session() as s:
-            all_subdirs = list(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+            all_subdirs = subdirs_of(s, channel_id)
         for sd in subdirs or all_subdirs:
             self.indexer.index_subdir(channel_id, sd)
         self.indexer.publish_extras(channel_id)

@@ -20,8 +20,8 @@ from condavault.channels.naming import check_channel_name, check_privacy
 from condavault.errors import Conflict, NotFound
 from condavault.events import Actor
 from condavault.indexing import garbage
-from condavault.indexing.dirty import get_state, mark_dirty
-from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead, SubdirState
+from condavault.indexing.dirty import get_state, mark_dirty, subdirs_of
+from condavault.indexing.models import PublishedFile, ShardBlob, ShardHead
 from condavault.indexing.patches import PatchSet
 from condavault.jobs.registry import JobRun
 from condavault.packages.filename import check_subdir
@@ -151,7 +151,7 @@ class ChannelService:
         ref = self.ctx.channels.for_read(identity, name)
         readable = [c.id for c in self.list_readable(identity)]
         with self.ctx.db.session() as s:
-            subdirs = list(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == ref.id)))
+            subdirs = subdirs_of(s, ref.id)
             held = s.scalar(  # the subdirs listed: an index lookup, not a read of the channel's records
                 select(Record.id)
                 .where(Record.channel_id == ref.id, Record.subdir.in_(subdirs), Record.name == package)
@@ -334,7 +334,7 @@ def reindex_job(run: JobRun) -> dict[str, Any]:
     def work(s: Session) -> list[str]:
         if s.get(Channel, channel_id) is None:
             raise NotFound(f"channel {channel_id} was deleted", code="channel_not_found")
-        subdirs = list(s.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+        subdirs = subdirs_of(s, channel_id)
         for sd in subdirs:
             mark_dirty(s, channel_id, sd, None)
         return subdirs

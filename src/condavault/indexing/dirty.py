@@ -34,6 +34,12 @@ def get_state(session: Session, channel_id: int, subdir: str, *, create: bool = 
     return state
 
 
+def subdirs_of(session: Session, channel_id: int) -> list[str]:
+    """The channel's subdirs with index state, sorted: every subdir that ever had a record (every write of
+    records marks its subdir here) and noarch (made with the channel)."""
+    return sorted(session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
+
+
 def _insert(session: Session):  # type: ignore[no-untyped-def]
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 

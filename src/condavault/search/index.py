@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
 from condavault.db.base import table
-from condavault.indexing.models import SubdirState
+from condavault.indexing.dirty import subdirs_of
 from condavault.packages.specs import version_key
 from condavault.search.models import SearchFile, SearchPackage, SearchTrigram
 from condavault.vulns.models import VulnAdvisory, VulnLinkRow, counting_clause
@@ -65,8 +65,7 @@ def _of_names(session: Session, channel_id: int, names: Sequence[str]) -> list[A
     """Where-clauses for the records of ``names`` in the channel, with the channel's subdirs listed: so SQLite
     looks each name up in the (channel, subdir, name) index instead of reading every record of the channel
     (which it chose for ``channel_id = ? AND name IN (...)``: O(channel) per sync of a few names)."""
-    subdirs = sorted(session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id)))
-    return [Record.channel_id == channel_id, Record.subdir.in_(subdirs), Record.name.in_(names)]
+    return [Record.channel_id == channel_id, Record.subdir.in_(subdirs_of(session, channel_id)), Record.name.in_(names)]
 
 
 def sync_channel(session: Session, channel_id: int, names: Iterable[str] | None = None) -> int:

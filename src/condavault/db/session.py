@@ -139,7 +139,7 @@ class Database:
         # still meet at the database's lock. Re-entrant: a nested write session of the same thread
         # behaves as before (it waits for the database's lock).
         self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
-        path = url.split("///", 1)[-1] if self.is_sqlite else ""
+        path = self.engine.url.database if self.is_sqlite else None
         self._wal = Path(path + "-wal") if path and path != ":memory:" else None
         self._wal_next = 0.0  # monotonic time of the next look at the log's size
         self._nesting = threading.local()  # write sessions of this thread open (nested ones)
@@ -180,7 +180,7 @@ class Database:
     def _keep_wal_small(self) -> None:
         """See WAL_LIMIT. Called after a write, under this process's write lock."""
         now = time.monotonic()
-        if self._wal is None or now < self._wal_next or self._write_lock is None:
+        if self._wal is None or now < self._wal_next:
             return
         self._wal_next = now + WAL_CHECK_SECONDS
         try:

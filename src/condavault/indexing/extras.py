@@ -29,7 +29,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record
-from condavault.config import Settings
 from condavault.db.session import Database
 from condavault.indexing import builder, derived, garbage
 from condavault.indexing.models import PublishedFile, SubdirState
@@ -41,6 +40,9 @@ ZST = "application/zstd"
 BATCH = 20_000  # records of whole names per channeldata batch
 NAMES_PER_QUERY = 500
 PATH = "channeldata.json"
+# told after a publish: (channel id, subdir -- None for the channel's own files --, the names whose records
+# changed since the subdir's last publish)
+Listener = Callable[[int, str | None, frozenset[str]], None]
 
 
 @dataclass
@@ -135,19 +137,11 @@ class Tracker:
 
 
 def publish_extras(
-    settings: Settings,
-    db: Database,
-    blobs: BlobStore,
-    channel_id: int,
-    listeners: list[Callable[[int, str | None, frozenset[str] | None], None]],
-    tracker: Tracker | None = None,
-    *,
-    full: bool = False,
+    db: Database, blobs: BlobStore, channel_id: int, listeners: list[Listener], tracker: Tracker, *, full: bool = False
 ) -> ExtrasRun:
     """The slow lane: the channel's ``channeldata.json``, name by name when ``tracker`` allows it (see the
     module's docstring), else from every record (light columns streamed by name; full records only for the
     newest files)."""
-    tracker = tracker or Tracker()
     with tracker.runs[channel_id]:
         return _publish(db, blobs, channel_id, listeners, tracker, full)
 
@@ -156,7 +150,7 @@ def _publish(
     db: Database,
     blobs: BlobStore,
     channel_id: int,
-    listeners: list[Callable[[int, str | None, frozenset[str] | None], None]],
+    listeners: list[Listener],
     tracker: Tracker,
     full: bool,
 ) -> ExtrasRun:

@@ -118,9 +118,7 @@ class Indexer:
         self._locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._wanted: set[tuple[int, str]] = set()
         self._published = threading.Condition()
-        # after a publish: (channel id, subdir -- None for the channel's own files --, the names whose records
-        # changed since the subdir's last publish; None: any name may have)
-        self.listeners: list[Callable[[int, str | None, frozenset[str] | None], None]] = []
+        self.listeners: list[extras.Listener] = []  # told after every publish
         self.after_publish: list[Callable[[int, str], None]] = []
         self.publishes: dict[tuple[int, str], int] = defaultdict(int)  # runs that published, per subdir
         self.last_run: dict[tuple[int, str], RunStats] = {}
@@ -558,9 +556,7 @@ class Indexer:
     def publish_extras(self, channel_id: int, *, full: bool = False) -> None:
         """The slow lane: the channel's ``channeldata.json`` (``current_repodata.json`` is published with each
         subdir's ``repodata.json``), name by name where it can be (``full``: from every record)."""
-        run = extras.publish_extras(
-            self.settings, self.db, self.blobs, channel_id, self.listeners, self.channeldata, full=full
-        )
+        run = extras.publish_extras(self.db, self.blobs, channel_id, self.listeners, self.channeldata, full=full)
         if run.published:
             self.last_extras[channel_id] = run
 

@@ -12,7 +12,7 @@ How the search tables follow changes:
   own rows of a name, so the sync after their commits rewrote them);
 * every change of records (removal, copy, move, mirror run, repodata patch) ends in an index run of its
   subdir, which knows the names it changed: after the publish, the documents of those names (of every
-  name after a full rebuild) are brought up to date on the job runner
+  name of the subdir after a full rebuild) are brought up to date on the job runner
   (:func:`condavault.search.index.sync_channel`, coalesced per channel);
 * channel privacy needs nothing (queries filter by readable channel ids); a deleted channel's rows go
   with it (foreign key, cascade);

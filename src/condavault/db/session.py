@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import InvalidatePoolError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -33,22 +33,42 @@ WAL_BACKOFF_SECONDS = 10.0
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
     """Run ``fn`` once the session's transaction has committed; never if it rolls back (a ``run_write``
-    retry registers it again with the attempt that commits). Errors are logged, not raised."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+    retry registers it again with the attempt that commits). Errors are logged, not raised.
+
+    Registered inside a savepoint (``begin_nested``), ``fn`` waits for the outermost commit too: released,
+    the savepoint's work belongs to the transaction around it; rolled back, its ``fn``s are dropped and the
+    others kept. (SQLAlchemy sends ``after_commit`` for a released savepoint and ``after_rollback`` for one
+    rolled back: taken as they come, work ran before the data was visible to anyone else, and a savepoint
+    lost to a unique-constraint race dropped the work of the whole transaction.)"""
+    txn = session.get_nested_transaction() or session.get_transaction()
+    if txn is None:
+        session.connection()  # begins the session's transaction
+        txn = session.get_transaction()
+    session.info.setdefault(_AFTER_COMMIT, []).append([txn, fn])
 
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
-    for fn in session.info.pop(_AFTER_COMMIT, []):
+    released = session.get_nested_transaction()  # the savepoint just released, if it was one
+    if released is not None:
+        for entry in session.info.get(_AFTER_COMMIT, ()):
+            if entry[0] is released:
+                entry[0] = released.parent
+        return
+    for _txn, fn in session.info.pop(_AFTER_COMMIT, []):
         try:
             fn()
         except Exception:
             log.exception("after-commit work failed")
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_commit(session: Session) -> None:
-    session.info.pop(_AFTER_COMMIT, None)
+@event.listens_for(Session, "after_transaction_end")
+def _drop_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction ended without its work run (rolled back): that work is dropped. A committed one's
+    work ran (outermost) or was handed to the transaction around it (savepoint) before this."""
+    pending = session.info.get(_AFTER_COMMIT)
+    if pending:
+        pending[:] = [entry for entry in pending if entry[0] is not transaction]
 
 
 def make_engine(url: str) -> Engine:

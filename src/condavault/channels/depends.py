@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Channel, Record, RecordDepends
+from condavault.db import statistics
 from condavault.db.base import table
 from condavault.packages.specs import version_key
 
@@ -61,13 +62,16 @@ def write(session: Session, rows: Iterable[dict[str, Any]], *, replace: Collecti
     for i in range(0, len(ids), 500):
         session.execute(delete(RecordDepends).where(RecordDepends.record_id.in_(ids[i : i + 500])))
     batch: list[dict[str, Any]] = []
+    written = 0
     for row in rows:
         batch.append(row)
         if len(batch) >= 5000:
             session.connection().execute(table(RecordDepends).insert(), batch)
-            batch = []
+            written, batch = written + len(batch), []
     if batch:
         session.connection().execute(table(RecordDepends).insert(), batch)
+        written += len(batch)
+    statistics.note_growth(session, "record_depends", written)
 
 
 def record_dict(text: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from condavault.channels import depends
 from condavault.channels.models import Channel, Record
+from condavault.db import statistics
 from condavault.db.base import table, utcnow
 from condavault.errors import Conflict, NotFound
 from condavault.indexing.dirty import get_state, mark_dirty
@@ -220,6 +221,7 @@ def _insert(session: Session, rows: list[dict[str, Any]], records: list[dict[str
     t = table(Record)
     conn = session.connection()
     dialect = conn.dialect.name
+    statistics.note_growth(session, "records", len(rows))
     stmt = t.insert() if dialect == "postgresql" else t.insert().returning(t.c.id, sort_by_parameter_order=True)
     for i in range(0, len(rows), 5000):
         chunk = rows[i : i + 5000]

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.models import Record
+from condavault.db import statistics
 from condavault.db.base import table, utcnow
 from condavault.indexing.dirty import get_state
 from condavault.mirror.bookkeeping import RunBook, RunInfo
@@ -303,6 +304,7 @@ class Planner:
                 get_state(s, self.channel_id, sd)
             for i in range(0, len(inserts), 5000):
                 s.execute(table(MirrorItem).insert(), inserts[i : i + 5000])
+            statistics.note_growth(s, "mirror_items", len(inserts))
             for i in range(0, len(updates), 5000):
                 s.execute(update(MirrorItem), updates[i : i + 5000])
             for i in range(0, len(delete_ids), 1000):

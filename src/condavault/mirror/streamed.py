@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from condavault.channels import records as rec_svc
 from condavault.channels.models import Channel, Record
 from condavault.channels.repodata_stream import iter_records
+from condavault.db import statistics
 from condavault.db.base import table, utcnow
 from condavault.indexing.dirty import get_state
 from condavault.memory import trim
@@ -244,6 +245,7 @@ class SubdirSync:
                 got["refreshed"] = rec_svc.refresh_records(s, self.channel_id, refresh)
             if inserts:
                 s.execute(table(MirrorItem).insert(), inserts)
+                statistics.note_growth(s, "mirror_items", len(inserts))
             if updates:
                 s.execute(update(MirrorItem), updates)
             return got

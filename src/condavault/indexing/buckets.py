@@ -6,24 +6,22 @@ one file of this process's cache folder holding, for its names:
 * the joined ``"fn":{...}`` entries of ``packages``, ``packages.conda``, ``signatures``, of
   ``run_exports.json``'s two sections and of ``current_repodata.json``'s two sections -- the bytes those
   files are concatenations of;
-* each of those sections compressed as one zstd frame;
-* every name's encoded segment (msgpack), so an upload re-encodes only the names it touched.
+* every name's encoded segment (msgpack), so an upload re-encodes only the names it touched;
+* each of those sections compressed on its own, as the blocks of one zstd frame
+  (:mod:`condavault.indexing.zstd_frames`).
 
 An upload rewrites the few buckets its names fall into (a new file each: the old files stay valid until
 the run publishes), and the published files are composed as a stream of those pieces: ``repodata.json``
-is written, hashed and compressed piece by piece. Memory holds one bucket at a time and the manifest (a
-few fields per bucket); the cache is a cache: a new process rebuilds it from the records on its first run
-of the subdir.
-
-``repodata.json.zst`` stays one zstd frame, compressed anew each run (level 3: about 0.8 s of CPU for
-116 MB, 300 k records). Concatenated frames, one cached per bucket, would spare that, and zstd, libmamba
-and conda's ``stream_writer`` decode them, but rattler (py-rattler 0.28, so pixi) reads only the first
-frame of ``repodata.json.zst`` ("EOF while parsing"): measured, so not done.
+is written and hashed piece by piece, and ``repodata.json.zst`` is one frame spliced from the buckets'
+compressed blocks, so a publish compresses only the buckets it rewrote. Memory holds one bucket at a time
+and the manifest (a few fields per bucket); the cache is a cache: a new process rebuilds it from the
+records on its first run of the subdir.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,14 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
-import zstandard
 
+from condavault.indexing import zstd_frames
 from condavault.indexing.builder import Segment
 
 TARGET = 256 * 1024  # bytes of records per bucket; a bucket past twice this is split
-# sections of a bucket file, in order; then the names' segments
+# sections of a bucket file, in order; then the names' segments; then each of PARTS compressed
 PARTS = ("tar", "conda", "sig", "re_tar", "re_conda", "cur_tar", "cur_conda")
 _NAMES = len(PARTS)
+_BLOCKS = _NAMES + 1  # the compressed blocks of PARTS[i] are section _BLOCKS + i
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,7 @@ class Bucket:
     ends: tuple[int, ...]  # end offset of each section (PARTS, then the names)
     removed: tuple[str, ...]
     records: int
+    window_log: int  # the window its compressed sections need
 
     def span(self, i: int) -> tuple[int, int]:
         return (self.ends[i - 1] if i else 0), self.ends[i]
@@ -87,10 +87,12 @@ def _size(seg: Segment) -> int:
 
 
 class Store:
-    """The buckets of one subdir: a manifest in memory, their bytes in files under ``folder``."""
+    """The buckets of one subdir: a manifest in memory, their bytes in files under ``folder``; sections
+    compressed at zstd ``level``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, level: int) -> None:
         self.folder = folder
+        self.level = level
         folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, lo: str, segs: list[tuple[str, Segment]]) -> Bucket:
@@ -110,7 +112,15 @@ class Store:
             ],
             use_bin_type=True,
         )
-        sections = [*joined, names]
+        window_log = zstd_frames.MIN_WINDOW_LOG
+        compressed = []
+        for sec in joined:
+            blocks = b""
+            if sec:
+                blocks, log = zstd_frames.compress_blocks(sec, self.level)
+                window_log = max(window_log, log)
+            compressed.append(blocks)
+        sections = [*joined, names, *compressed]
         ends, at = [], 0
         for sec in sections:
             at += len(sec)
@@ -120,7 +130,8 @@ class Store:
             for sec in sections:
                 fh.write(sec)
         removed = tuple(fn for _, s in segs for fn in s.removed)
-        return Bucket(lo, path, tuple(ends), removed, sum(len(s.tar) + len(s.conda) for _, s in segs))
+        records = sum(len(s.tar) + len(s.conda) for _, s in segs)
+        return Bucket(lo, path, tuple(ends), removed, records, window_log)
 
     def build(self, segments: Iterable[tuple[str, Segment]]) -> list[Bucket]:
         """Buckets of every name's segment, in name order (a full rebuild: one bucket in memory at a time)."""
@@ -174,7 +185,7 @@ class Store:
         if not out:
             out.append(self.write("", []))
         if out[0].lo != "":  # the first bucket always starts at ""
-            out[0] = Bucket("", out[0].path, out[0].ends, out[0].removed, out[0].records)
+            out[0] = dataclasses.replace(out[0], lo="")
         return out, replaced
 
     def drop(self, buckets: Iterable[Bucket]) -> None:
@@ -203,8 +214,9 @@ def _joined_sections(buckets: list[Bucket], part: str) -> Iterator[Piece]:
 
 
 def repodata_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
-    """``repodata.json`` in pieces: the same bytes as :func:`condavault.indexing.builder.compose_repodata`
-    of the same segments."""
+    """``repodata.json`` in pieces: written by :func:`write_pair`, the same JSON as
+    :func:`condavault.indexing.builder.compose_repodata` of the same segments (byte for byte but for the
+    spaces in front of each compressed piece)."""
     head = json.dumps({"subdir": subdir})
     yield f'{{"info":{head},"packages":{{'.encode()
     yield from _joined_sections(buckets, "tar")
@@ -229,8 +241,9 @@ def run_exports_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
 
 
 def current_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
-    """``current_repodata.json`` in pieces: the same bytes as :func:`condavault.indexing.derived.encode_current`
-    of :func:`condavault.indexing.derived.current_repodata` of the subdir's live records."""
+    """``current_repodata.json`` in pieces: the same JSON as :func:`condavault.indexing.derived.encode_current`
+    of :func:`condavault.indexing.derived.current_repodata` of the subdir's live records (see
+    :func:`repodata_pieces`)."""
     head = json.dumps({"subdir": subdir}, separators=(",", ":"))
     yield f'{{"info":{head},"packages":{{'.encode()
     yield from _joined_sections(buckets, "cur_tar")
@@ -267,38 +280,65 @@ class _Out:
         return Written(self.path, self.hash.hexdigest(), self.size)
 
 
-def _length(piece: Piece) -> int:
-    if isinstance(piece, bytes):
-        return len(piece)
-    start, end = piece[0].span(piece[1])
-    return end - start
+COMPRESS_OVER = 64 * 1024  # a bytes piece (head, tail, "removed") over this is compressed, else stored raw
 
 
 def write_pair(
     pieces: Iterable[Piece], temp_file: Callable[[], tuple[int, Path]], level: int
 ) -> tuple[Written, Written]:
-    """Write the JSON file and its zstd file (one frame, its size in the header) from ``pieces``, hashing
-    both as they are written. A thread writes and hashes the JSON while this one compresses the same piece
-    (both release the GIL): at most two pieces in memory at a time."""
+    """Write the JSON file and its zstd file from ``pieces``, hashing both as they are written. The zstd file
+    is one frame (its size in the header) of the buckets' compressed sections and of the bytes pieces (raw
+    blocks, or compressed here when large), with :data:`zstd_frames.RESET` in front of each compressed
+    piece and its spaces in both files. A thread writes and hashes the JSON while this one writes the
+    frame: at most two pieces in memory at a time."""
     listed = list(pieces)
+    fresh = {
+        i: zstd_frames.compress_blocks(p, level)
+        for i, p in enumerate(listed)
+        if isinstance(p, bytes) and len(p) > COMPRESS_OVER
+    }
+    size, window_log = 0, zstd_frames.MIN_WINDOW_LOG
+    for i, piece in enumerate(listed):
+        if isinstance(piece, bytes):
+            size += len(piece) + (len(zstd_frames.RESET_OUT) if i in fresh else 0)
+            window_log = max(window_log, fresh[i][1] if i in fresh else 0)
+        else:
+            start, end = piece[0].span(piece[1])
+            size += end - start + len(zstd_frames.RESET_OUT)
+            window_log = max(window_log, piece[0].window_log)
     raw: _Out | None = None
     zst: _Out | None = None
     try:
         raw, zst = _Out(temp_file), _Out(temp_file)
-        cobj = zstandard.ZstdCompressor(level=level, write_content_size=True).compressobj(
-            size=sum(_length(p) for p in listed)
-        )
+        zst.write(zstd_frames.frame_header(size, window_log))
+
+        def write_raw(*parts: bytes) -> None:
+            assert raw is not None
+            for part in parts:
+                raw.write(part)
+
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as pool:
-            pending: Future[int] | None = None
-            for piece in listed:
-                data = piece if isinstance(piece, bytes) else _read(*piece)
+            pending: Future[None] | None = None
+            for i, piece in enumerate(listed):
+                if isinstance(piece, bytes):
+                    data: tuple[bytes, ...] = (zstd_frames.RESET_OUT, piece) if i in fresh else (piece,)
+                    blocks: Iterable[bytes] = (
+                        (zstd_frames.RESET, fresh[i][0]) if i in fresh else zstd_frames.raw_blocks(piece)
+                    )
+                else:
+                    b, part = piece
+                    data = (zstd_frames.RESET_OUT, _read(b, part))
+                    blocks = (zstd_frames.RESET, _read(b, _BLOCKS + part))
                 if pending is not None:
                     pending.result()  # the JSON file in order (and its error, if any, raised here)
-                pending = pool.submit(raw.write, data)
-                zst.write(cobj.compress(data))
+                pending = pool.submit(write_raw, *data)
+                for blk in blocks:
+                    zst.write(blk)
             if pending is not None:
                 pending.result()
-        zst.write(cobj.flush())
+        zst.write(zstd_frames.END)
+        if raw.size != size:
+            raise AssertionError(f"wrote {raw.size} bytes, the frame header says {size}")
         return raw.close(), zst.close()
     except BaseException:
         for out in (raw, zst):

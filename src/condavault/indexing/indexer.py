@@ -294,7 +294,7 @@ class Indexer:
                     )
                 }
                 heads.update(old_heads)
-                store = buckets.Store(self._folder(channel_id, subdir))
+                store = buckets.Store(self._folder(channel_id, subdir), settings.zstd_level)
                 present: set[str] = set()
                 closure = current.Closure() if settings.current_repodata else None
 

@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -312,6 +313,11 @@ def run_mirror(srv: Server, name: str, full: bool = False, on_poll: Any = None) 
     last = ""
     while True:
         run = srv.http.get(f"/api/mirrors/{name}/runs/{run_id}").json()
+        taken = re.search(r"resumed by run (\d+)", run.get("error") or "")
+        if run["status"] == "failed" and taken:  # its worker was killed: the run that took over goes on
+            log(f"  run {run_id}: {run['error']}")
+            run_id = int(taken.group(1))
+            continue
         if run["status"] in ("completed", "failed", "cancelled"):
             return run
         if on_poll is not None:

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     max_members: int = 500_000
 
     # indexing
-    zstd_level: int = 1  # recompressed on every publish: level 1 is 3-4x cheaper than 3 and no larger on repodata
+    zstd_level: int = 1  # of each index bucket, compressed when written: on real repodata no larger than 3 or 5
     shard_zstd_level: int = 16
     index_max_age: int = 30
     x_accel_redirect_prefix: str | None = Field(

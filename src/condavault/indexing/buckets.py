@@ -48,7 +48,7 @@ _BLOCKS = _NAMES + 1  # the compressed blocks of PARTS[i] are section _BLOCKS + 
 class Bucket:
     lo: str  # the bucket holds the names from lo (inclusive) to the next bucket's lo
     path: Path
-    ends: tuple[int, ...]  # end offset of each section (PARTS, then the names)
+    ends: tuple[int, ...]  # end offset of each section (PARTS, the names, then PARTS compressed)
     removed: tuple[str, ...]
     records: int
     window_log: int  # the window its compressed sections need

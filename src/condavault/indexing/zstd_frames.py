@@ -16,8 +16,9 @@ decoder carries from one block to the next within a frame:
 
 So the spliced content has 17 spaces in front of every compressed piece; pieces start between JSON tokens,
 where whitespace is allowed, and the plain ``.json`` file gets the same spaces, so both files hold the
-same bytes. zstd, python-zstandard (one shot and streaming), conda, mamba and py-rattler read the result
-(tests/functional/test_index_buckets.py)."""
+same bytes. libzstd (the ``zstd`` command, python-zstandard -- what conda decodes with -- one shot and
+streaming) and py-rattler read the result (tests/unit/test_zstd_splice.py,
+tests/functional/test_index_buckets.py)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from condavault.channels.models import Channel as ChannelRow
 from condavault.channels.models import Record
-from condavault.indexing import buckets, builder, derived, reading
+from condavault.indexing import buckets, builder, derived, reading, zstd_frames
 from tests.support.packages import make_conda
 from tests.support.server import Server, start_server, stop_server
 
@@ -59,7 +59,7 @@ def _from_scratch(srv: Server, channel: str, subdir: str) -> tuple[bytes, bytes,
 def _unspaced(data: bytes) -> bytes:
     """The served file without the spaces in front of each compressed piece (zstd_frames.RESET_OUT): the
     bytes the pure builders make."""
-    return re.sub(rb"(?<=[{,]) {17}(?=[\"}])", b"", data)
+    return re.sub(rb"(?<=[{,])" + zstd_frames.RESET_OUT + rb"(?=[\"}])", b"", data)
 
 
 def _check(srv: Server, channel: str, subdir: str = "noarch") -> dict[str, object]:

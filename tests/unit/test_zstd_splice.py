@@ -13,6 +13,7 @@ import json
 import random
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,6 @@ def _store(tmp_path: Path, rng: random.Random, names: int, level: int) -> tuple[
 
 
 def _mk(tmp_path: Path) -> tuple[int, Path]:
-    import tempfile
-
     fd, name = tempfile.mkstemp(dir=tmp_path)
     return fd, Path(name)
 

@@ -61,16 +61,9 @@ END = block(b"", RAW, last=True)
 def compress_blocks(data: bytes, level: int) -> tuple[bytes, int]:
     """``data`` compressed as a frame of its own, returned as that frame's blocks (the last no longer
     marked last) and the window log a decoder needs for them."""
-    params = zstandard.ZstdCompressionParameters.from_level(level, source_size=len(data))
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level,
-        source_size=len(data),
-        window_log=min(params.window_log, MAX_WINDOW_LOG),
-        write_content_size=True,
-        write_checksum=False,
-        write_dict_id=False,
-    )
-    frame = zstandard.ZstdCompressor(compression_params=params).compress(data)
+    # zstd's levels never ask for a window over MAX_WINDOW_LOG; frame_header refuses one if it did
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    frame = compressor.compress(data)
     if frame[:4] != MAGIC:
         raise ValueError("not a zstd frame")
     fhd = frame[4]

@@ -280,8 +280,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{n:,} records: rattler-index")
                 chan = work / "rattler"
                 make_channel_dir(chan, n)
-                rattler_index(chan, force=True)
-                row["rattler"] = rattler_latencies(chan, n, max(3, args.uploads // 3))
+                parallel = 128 if n > 100_000 else None  # see bf.rattler_index
+                rattler_index(chan, force=True, max_parallel=parallel)
+                row["rattler"] = rattler_latencies(chan, n, max(3, args.uploads // 3), parallel)
                 shutil.rmtree(chan, ignore_errors=True)
             res["sizes"][str(n)] = row
             log(json.dumps(row, default=str))

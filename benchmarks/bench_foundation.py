@@ -317,19 +317,32 @@ def upload_latencies(cv: Condavault, channel: str, n_records: int, uploads: int,
     }
 
 
-def rattler_index(channel_dir: Path, force: bool = False, max_parallel: int | None = None) -> float:
-    """One ``index_fs`` run. ``max_parallel`` bounds its concurrent file operations: with its default it
-    writes every shard of a 300 k-record subdir at once and fails past this machine's hard open-file
-    limit (20,000, which root cannot raise here); 128 is no slower at 6 k records (measured)."""
+def rattler_index(
+    channel_dir: Path, force: bool = False, max_parallel: int | None = None, write_shards: bool | None = None
+) -> float:
+    """One ``index_fs`` run. ``max_parallel`` bounds its concurrent reads of packages (128 is no slower
+    than its default at 6 k records, measured). Its shards are written all at once whatever it is: past
+    ~100 k records that fails at this machine's hard open-file limit (20,000, which root cannot raise
+    here), so larger runs pass ``write_shards=False`` -- less work for rattler-index than for us."""
     from rattler import Subdir
     from rattler.index import index_fs
 
     t = time.perf_counter()
-    asyncio.run(index_fs(channel_dir, target_platform=Subdir(SUBDIR), force=force, max_parallel=max_parallel))
+    asyncio.run(
+        index_fs(
+            channel_dir,
+            target_platform=Subdir(SUBDIR),
+            force=force,
+            max_parallel=max_parallel,
+            write_shards=write_shards,
+        )
+    )
     return time.perf_counter() - t
 
 
-def rattler_latencies(channel_dir: Path, n_records: int, reps: int, max_parallel: int | None = None) -> dict[str, Any]:
+def rattler_latencies(
+    channel_dir: Path, n_records: int, reps: int, max_parallel: int | None = None, write_shards: bool | None = None
+) -> dict[str, Any]:
     n_names = max(1, n_records // 20)
     times = []
     for i in range(reps):
@@ -338,7 +351,7 @@ def rattler_latencies(channel_dir: Path, n_records: int, reps: int, max_parallel
         data, _ = conda_bytes(name, f"98.{i}.0", "h0_0", SUBDIR, ["libgcc-ng >=12"])
         fn = f"{name}-98.{i}.0-h0_0.conda"
         (channel_dir / SUBDIR / fn).write_bytes(data)
-        rattler_index(channel_dir, max_parallel=max_parallel)
+        rattler_index(channel_dir, max_parallel=max_parallel, write_shards=write_shards)
         times.append(time.perf_counter() - t0)
         if fn.encode() not in (channel_dir / SUBDIR / "repodata.json").read_bytes():
             raise RuntimeError("rattler-index did not add the file")

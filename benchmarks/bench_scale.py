@@ -280,10 +280,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{n:,} records: rattler-index")
                 chan = work / "rattler"
                 make_channel_dir(chan, n)
-                parallel = 128 if n > 100_000 else None  # see bf.rattler_index
-                rattler_index(chan, force=True, max_parallel=parallel)
-                row["rattler"] = rattler_latencies(chan, n, max(3, args.uploads // 3), parallel)
-                shutil.rmtree(chan, ignore_errors=True)
+                big = n > 100_000  # see bf.rattler_index
+                parallel, shards = (128, False) if big else (None, None)
+                try:
+                    rattler_index(chan, force=True, max_parallel=parallel, write_shards=shards)
+                    row["rattler"] = rattler_latencies(chan, n, max(3, args.uploads // 3), parallel, shards)
+                    row["rattler_shards"] = not big
+                except Exception as exc:  # keep our own figures of this size
+                    log(f"rattler-index failed: {exc!r}"[:300])
+                finally:
+                    shutil.rmtree(chan, ignore_errors=True)
             res["sizes"][str(n)] = row
             log(json.dumps(row, default=str))
     finally:

@@ -309,11 +309,12 @@ def table(res: dict[str, Any]) -> str:
         lat = r["latency"]
         rt = r.get("rattler", {}).get("p50")
         ratio = f"{rt / lat['repodata.json']['p50']:.0f}x" if rt else "n/a"
+        shards = "" if r.get("rattler_shards", True) else " (no shards)"
         lines.append(
             f"| {int(n):,} | {r['chunks_first']:.2f} s / {r['chunks_last']:.2f} s "
             f"| {lat['repodata.json']['p50']:.2f} s "
             f"| {lat['shard']['p50']:.2f} s | {lat['current_repodata.json']['p50']:.2f} s "
-            f"| {f'{rt:.2f} s' if rt else 'not run'} | {ratio} "
+            f"| {f'{rt:.2f} s' if rt else 'not run'}{shards} | {ratio} "
             f"| {lat.get('server_cpu', {}).get('p50', float('nan')):.2f} s | {r['peak_rss_mb']:.0f} MiB "
             f"| {r.get('load_start', 0):.1f} / {r.get('load_end', 0):.1f} |"
         )

@@ -59,7 +59,7 @@ def _from_scratch(srv: Server, channel: str, subdir: str) -> tuple[bytes, bytes,
 def _unspaced(data: bytes) -> bytes:
     """The served file without the spaces in front of each compressed piece (zstd_frames.RESET_OUT): the
     bytes the pure builders make."""
-    return re.sub(rb"(?<=[{,])" + zstd_frames.RESET_OUT + rb"(?=[\"}])", b"", data)
+    return re.sub(rb"(?<=[{,])" + re.escape(zstd_frames.RESET_OUT) + rb"(?=[\"}])", b"", data)
 
 
 def _check(srv: Server, channel: str, subdir: str = "noarch") -> dict[str, object]:

@@ -9,6 +9,7 @@ reported as skipped ("not run"), never passed. ``.ci/run`` refuses to run withou
 
 from __future__ import annotations
 
+import compileall
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +32,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("CONDAVAULT_TEST_DB", "sqlite,postgresql"),
         help="database backends for server tests (comma separated: sqlite,postgresql)",
     )
+    parser.addoption(
+        "--db-matrix",
+        choices=("marked", "full"),
+        default=os.environ.get("CONDAVAULT_TEST_DB_MATRIX", "marked"),
+        help="marked (default): modules marked both_databases run on every --db backend, the others on the "
+        "first one; full: every module on every backend",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        # The suite starts hundreds of Python processes (the CLI, `condavault serve`/`worker`, clients).
+        # With PYTHONDONTWRITEBYTECODE set (the development machines' shells set it), none of them caches
+        # the bytecode of an editable install's sources: each compiled condavault again (~0.7 s of CPU).
+        # Compiling once here writes the caches that every later import reads.
+        compileall.compile_dir(REPO / "src", quiet=2, workers=1)
+        compileall.compile_dir(REPO / "tests" / "support", quiet=2, workers=1)
     config.addinivalue_line("markers", "needs_testdata: the test reads the shared test data set")
+    config.addinivalue_line(
+        "markers", "both_databases: the module runs on every --db backend (database-specific code paths)"
+    )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -72,8 +90,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The database matrix. Modules marked ``both_databases`` -- those that reach database-specific code:
+    dialect branches (upserts, bulk inserts, array parameters, full-text search, the job queue's
+    ``SKIP LOCKED``, LISTEN/NOTIFY), locking and concurrent writers, several processes, migrations, the
+    fuzzer (PostgreSQL refuses NUL bytes and out-of-range integers SQLite stores) -- run on every backend
+    of ``--db``; the others (HTTP behaviour, access policy, bundles, signatures, the UI, ...) run on the
+    first, SQLite by default. ``--db-matrix full`` runs every module on every backend."""
     if "db_backend" in metafunc.fixturenames:
         backends = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
+        both = metafunc.definition.get_closest_marker("both_databases") is not None
+        if not both and metafunc.config.getoption("--db-matrix") == "marked":
+            backends = backends[:1]
         metafunc.parametrize("db_backend", backends, scope="module")
 
 

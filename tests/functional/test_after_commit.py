@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from condavault.db.session import Database, after_commit
 from tests.support.server import create_pg_database, drop_pg_database
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:

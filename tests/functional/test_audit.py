@@ -11,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from condavault.audit.models import DownloadEvent
 from tests.support.accounts import ok
 from tests.support.server import Server, start_server, stop_server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 A = "noarch/dependency-1.0-0.conda"
 B = "noarch/dependency-2.0-0.conda"

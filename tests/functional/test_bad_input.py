@@ -17,6 +17,8 @@ from condavault.channels.models import Record
 from tests.support.packages import file_member, link_member, make_conda, make_tar_bz2
 from tests.support.server import Server, start_server, stop_server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 def _not_zip(d: Path) -> Path:
     p = d / "junk-1.0-0.conda"

@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from condavault.channels.blobs import BlobGuard
 from condavault.channels.ingest import Ingested, IngestItem, Ingestor
 from condavault.channels.records import put_record
@@ -16,6 +18,8 @@ from condavault.errors import Conflict
 from condavault.jobs.holders import new_holder
 from condavault.packages.spool import Received
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 PKG = ("noarch", "dependency-1.0-0.conda")
 

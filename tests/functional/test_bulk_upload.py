@@ -16,6 +16,8 @@ from condavault.channels.models import UploadBatch
 from tests.support.packages import make_conda
 from tests.support.server import Server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 def _repodata(server: Server, channel: str, subdir: str) -> dict[str, dict]:  # type: ignore[type-arg]
     with server.client(None) as c:

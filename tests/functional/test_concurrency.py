@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from condavault.indexing.models import SubdirState
 from tests.support.packages import make_conda
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def test_four_processes_fifty_concurrent_uploads_each(server: Server, tmp_path: Path) -> None:

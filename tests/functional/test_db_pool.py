@@ -6,10 +6,13 @@ from __future__ import annotations
 import time
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from condavault.db.session import Database
 from tests.support.server import PG_ADMIN, create_pg_database, drop_pg_database
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _backend_pid(db: Database) -> int:

@@ -19,6 +19,8 @@ from tests.support.accounts import Accounts, grant_channel, make_accounts, ok
 from tests.support.packages import make_conda
 from tests.support.server import Server, database_url, drop_pg_database
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 WHO = ("anonymous", "outsider", "member", "admin")
 
 

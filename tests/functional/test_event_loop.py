@@ -7,10 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from condavault.packages import spool
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 PKG = ("noarch", "dependency-1.0-0.conda")
 PKG2 = ("noarch", "dependency-2.0-0.conda")

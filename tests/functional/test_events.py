@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -16,6 +17,8 @@ from condavault.channels.events import PackagesIngested
 from condavault.events import Actor, AdminChange
 from condavault.jobs.models import Job
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 @contextmanager

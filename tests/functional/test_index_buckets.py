@@ -28,6 +28,8 @@ from condavault.indexing import buckets, builder, derived, reading, zstd_frames
 from tests.support.packages import make_conda
 from tests.support.server import Server, start_server, stop_server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
 def tiny_buckets(tmp_path: Path, db_backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:

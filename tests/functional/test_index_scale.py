@@ -20,6 +20,8 @@ from tests.support.accounts import wait_for
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server, start_server, stop_server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
 def gc_server(tmp_path: Path, db_backend: str) -> Iterator[Server]:

@@ -30,6 +30,8 @@ from condavault.jobs.registry import JobKind, JobRun
 from condavault.jobs.schedule import Schedules, ScheduleSpec
 from tests.support.server import Server, free_port, start_server, stop_server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 ZLIB_NVD = ("vulns", "nvd", "fkie-cad", "CVE-2022", "CVE-2022-374xx", "CVE-2022-37434.json")
 ZLIB = ("packages", "osx-64", "zlib-1.2.11-h1de35cc_3.tar.bz2")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -12,6 +13,8 @@ from condavault.db.models import Base
 from condavault.db.session import make_engine
 from condavault.search.models import UNMANAGED
 from tests.support.server import database_url, drop_pg_database
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def test_models_match_the_migrations(tmp_path: Path, db_backend: str) -> None:

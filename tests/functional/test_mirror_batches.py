@@ -23,6 +23,8 @@ from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, check_served_files, create_mirror, repodata_files, run_mirror
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 GOOD = [f"good{i}" for i in range(6)]
 
 

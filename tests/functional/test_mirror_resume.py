@@ -16,6 +16,8 @@ import pytest
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel, check_served_files, create_mirror, run_mirror
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def upstream(packages_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticChannel]:

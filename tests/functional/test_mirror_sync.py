@@ -23,6 +23,8 @@ from tests.support.static_channel import (
     wait_run,
 )
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 DEPS = {"another_dependent", "dependent", "dependency", "other_dependent"}
 
 

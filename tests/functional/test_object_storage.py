@@ -22,6 +22,8 @@ from tests.support.serve_process import ServeProcess, start_serve
 from tests.support.server import Server, create_pg_database, drop_pg_database, start_server, stop_server
 from tests.support.static_channel import StaticChannel, build_channel, wait_run
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = [f"noarch/{n}-{v}-0.conda" for n in ("dependency", "dependent", "another_dependent") for v in ("1.0", "2.0")]
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from tests.support.server import start_server, stop_server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _records(n: int, start: int) -> dict[str, dict[str, object]]:

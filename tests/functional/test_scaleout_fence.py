@@ -11,12 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from condavault.indexing.indexer import Indexer
 from condavault.indexing.models import PublishedFile, SubdirState
 from condavault.storage.local import LocalBlobStore
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _state(server: Server, cid: int) -> tuple[int, int, str | None]:

@@ -23,6 +23,8 @@ from sqlalchemy import create_engine, text
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.static_channel import StaticChannel
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 SUBDIRS = ["linux-64", "osx-64", "osx-arm64", "win-64", "linux-aarch64", "linux-ppc64le", "noarch"]
 PER_SUBDIR = 600
 TESTDATA = Path(os.environ.get("CONDAVAULT_TESTDATA", "/work/shared/testdata"))

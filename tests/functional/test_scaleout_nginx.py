@@ -28,6 +28,8 @@ from tests.support.accounts import ok
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.static_channel import StaticChannel, build_channel
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = [f"noarch/{n}-{v}-0.conda" for n in ("dependency", "dependent", "another_dependent") for v in ("1.0", "2.0")]
 

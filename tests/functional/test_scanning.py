@@ -20,6 +20,8 @@ from tests.support.packages import HOSTILE_KINDS, scan_sample
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel, create_mirror, repodata_files, run_mirror
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 BAD_BYTES = b"condavault test: bytes on the block list\n"
 RULES = {
     "post-link": "yara:download_and_execute",

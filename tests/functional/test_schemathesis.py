@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import httpx
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -15,6 +16,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 # Valid inputs (boundary values included) by default; invalid ones cost ~10x more to generate, so they are
 # opt-in: CONDAVAULT_FUZZ_NEGATIVE=1 (the fuzzing found its 500s with valid-looking values)

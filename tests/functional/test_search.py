@@ -17,6 +17,8 @@ from tests.support.accounts import ok
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 ALL = "sr-all"
 SECRET = "sr-secret"
 OTHER = "sr-other"

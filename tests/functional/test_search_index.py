@@ -20,6 +20,8 @@ from condavault.search.models import SearchPackage
 from condavault.search.text import fuzzy_names, text_candidates
 from tests.support.server import database_url, drop_pg_database
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 NAMES = ["zlib", "zziplib", "libzip", "zlib-ng", "numpy", "numpy-base", "numba", "pandas", "jupyter-core", "jupyter"]
 
 

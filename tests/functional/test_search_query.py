@@ -9,6 +9,8 @@ from condavault.search.index import similarity, trigrams
 from condavault.search.query import parse, parse_purl
 from condavault.search.service import SearchQuery
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     ("q", "kind"),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import delete, func, select, update
 
 from condavault.search.models import SearchFile, SearchPackage
@@ -14,6 +15,8 @@ from tests.support.accounts import ok, wait_for
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 from tests.support.static_channel import StaticChannel, build_channel, create_mirror, run_mirror
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _search(srv: Server, q: str, token: str | None = None, **params: Any) -> dict[str, Any]:

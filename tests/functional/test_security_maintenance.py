@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgpack
+import pytest
 import zstandard
 from sqlalchemy import select
 
@@ -21,6 +22,8 @@ from condavault.maintenance.check import run_check
 from tests.support.accounts import ok
 from tests.support.packages import make_conda
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 UPLOADERS = 3
 CHECK_RUNS = 20

@@ -18,6 +18,8 @@ from tests.support.accounts import ok
 from tests.support.packages import file_member, make_conda
 from tests.support.server import Server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 RACERS = 50
 
 

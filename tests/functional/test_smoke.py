@@ -1,4 +1,8 @@
+import pytest
+
 from tests.support.server import Server
+
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
 
 
 def test_empty_channel_serves_noarch(server: Server) -> None:

@@ -20,6 +20,8 @@ from condavault.mirror.filters.base import FilterContext
 from condavault.mirror.plan import compute_plan
 from tests.support.server import Server, start_server, stop_server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 PARSELMOUTH = ("mappings", "parselmouth", "v0", "conda-forge", "compressed_mapping.json")
 
 

@@ -24,6 +24,8 @@ from condavault.vulns.merge import SourceRecord
 from condavault.vulns.models import VulnAdvisory, VulnSourceRecord
 from tests.support.server import create_pg_database, drop_pg_database
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
 def db_url(db_backend: str, tmp_path: Path) -> Iterator[str]:

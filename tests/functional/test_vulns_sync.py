@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from condavault.cli.main import app as cli_app
 from tests.support.server import Server
 
+pytestmark = pytest.mark.both_databases  # database-specific code: SQLite and PostgreSQL (tests/conftest.py)
+
 ZLIB_NVD = ("vulns", "nvd", "fkie-cad", "CVE-2022", "CVE-2022-374xx", "CVE-2022-37434.json")
 ZLIB_OSX = ("packages", "osx-64", "zlib-1.2.11-h1de35cc_3.tar.bz2")
 

@@ -115,7 +115,7 @@ class Context:
             worker=None,  # type: ignore[arg-type]  # needs the Context itself: set below
         )
         ctx.worker = JobWorker(ctx, jobs, kinds, schedules, threads=settings.job_threads)
-        indexer.listeners.append(lambda cid, _sd, _names: ctx.lookup.invalidate(cid))
+        indexer.listeners.append(lambda cid, _sd, _names: ctx.lookup.publishes.invalidate(cid))
         indexer.after_publish.append(lambda cid, _sd: ctx.request_extras(cid))
         from condavault import wiring
 

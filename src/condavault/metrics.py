@@ -26,6 +26,12 @@ ANSWERED_FROM_MEMORY = Counter(
     "Repo requests (304s, cached shards) answered by the HTTP protocol from memory, also in requests_total",
     registry=REGISTRY,
 )
+SHARD_LOADS = Counter(
+    "condavault_shard_lookups_loaded_total",
+    "Times this process read every current shard of a subdir at once (its first shard request, then every "
+    "60 s of use; an index publish keeps them)",
+    registry=REGISTRY,
+)
 DOWNLOADS = Counter("condavault_package_downloads_total", "Package files served", registry=REGISTRY)
 DOWNLOAD_BYTES = Counter("condavault_package_download_bytes_total", "Bytes of package files served", registry=REGISTRY)
 UPLOADS = Counter("condavault_uploads_total", "Package uploads by outcome", ["status"], registry=REGISTRY)

@@ -96,6 +96,7 @@ def broadcast(ctx: Context) -> CacheBroadcast:
     b.attach("auth", ctx.auth)
     b.attach("channels", ctx.channels)
     b.attach("lookup", ctx.lookup)
+    b.attach("lookup-published", ctx.lookup.publishes)
     b.attach("vulns", ctx.domains.vulns.provider)
     b.attach("blocked", ctx.domains.scanning.blocked)
     return b

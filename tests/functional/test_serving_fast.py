@@ -253,6 +253,48 @@ def test_new_and_superseded_shards_after_the_subdir_was_loaded(serve: ServeProce
     assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
+def shard_loads(serve: ServeProcess) -> float:
+    for line in httpx.get(f"{serve.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("condavault_shard_lookups_loaded_total "):
+            return float(line.split()[1])
+    raise AssertionError("no condavault_shard_lookups_loaded_total in /metrics")
+
+
+def test_a_publish_keeps_the_loaded_shards(serve: ServeProcess, tmp_path: Path) -> None:
+    """Shards are content-addressed: after a publish the server keeps the subdir's shards it loaded and reads
+    only the new one, instead of every current shard of the subdir again (at 300 k records that re-read
+    cost as much as the index run). A deleted channel's shards are forgotten at once."""
+    with serve.client() as c:
+        ok(c.post("/api/channels", json={"name": "sf-keep", "privacy": "public"}))
+        for name in ("keep-a", "keep-b", "keep-c"):
+            pkg = make_conda(tmp_path, name)
+            ok(c.post("/api/channels/sf-keep/files", params={"filename": pkg.name}, content=pkg.read_bytes()))
+    wait_for(lambda: _shard_or_none(serve, "keep-c", "sf-keep"))
+    before = {n: shard_path(serve, "sf-keep", n) for n in ("keep-a", "keep-b", "keep-c")}
+    for path in before.values():  # the first one reads the subdir's shards at once, the others are hits
+        assert httpx.get(f"{serve.url}{path}").status_code == 200
+    loads = shard_loads(serve)
+
+    pkg = make_conda(tmp_path, "keep-a", "2.0")
+    with serve.client() as c:
+        ok(c.post("/api/channels/sf-keep/files", params={"filename": pkg.name}, content=pkg.read_bytes()))
+    wait_for(lambda: shard_path(serve, "sf-keep", "keep-a") != before["keep-a"])
+    new = shard_path(serve, "sf-keep", "keep-a")
+    r = httpx.get(f"{serve.url}{new}")
+    assert r.status_code == 200
+    listed = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(r.content), raw=False)["packages.conda"]
+    assert pkg.name in listed
+    for path in before.values():  # the superseded shard of keep-a too (kept for the retention period)
+        assert same_as_normal_path(serve, "GET", path, {}) == (200, True)
+    assert same_as_normal_path(serve, "GET", new, {}) == (200, True)
+    assert shard_loads(serve) == loads  # the publish did not make the server read them all again
+
+    with serve.client() as c:
+        ok(c.delete("/api/channels/sf-keep"))
+        assert c.get(before["keep-b"]).status_code == 404
+        assert c.get(new).status_code == 404
+
+
 def _shard_or_none(serve: ServeProcess, name: str, channel: str = "sf-pub") -> str | None:
     try:
         return shard_path(serve, channel, name)

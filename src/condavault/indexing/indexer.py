@@ -365,6 +365,9 @@ class Indexer:
                 gone = {n for n, seg in changes.items() if seg is None}
             for n in gone:  # names without records any more: no shard
                 heads.pop(n, None)
+            # the only names whose head this run may have changed or dropped (the others keep their old one):
+            # the publish looks at these, not at every name of the subdir
+            touched = sorted(set(changed) | gone)
 
         try:
             digests, payload = self._compose(subdir, new_buckets, heads, new_shards, closure is not None)
@@ -390,7 +393,7 @@ class Indexer:
             now = utcnow()
             ins = _insert(s)
             garbage.point_paths(s, channel_id, [(subdir, p, *d) for p, d in digests.items()], revision=seq)
-            gone = [n for n in old_heads if n not in heads]
+            gone = [n for n in touched if n in old_heads and n not in heads]
             for i in range(0, len(gone), 500):
                 s.execute(
                     table(ShardHead)
@@ -433,7 +436,7 @@ class Indexer:
                     ),
                     list(blobs_rows.values()),
                 )
-            superseded = [old_heads[n] for n in old_heads if heads.get(n) != old_heads[n]]
+            superseded = [old_heads[n] for n in touched if n in old_heads and heads.get(n) != old_heads[n]]
             for i in range(0, len(superseded), 500):
                 s.execute(
                     update(ShardBlob)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from condavault import metrics
 from condavault.channels.models import Record
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardBlob
@@ -57,7 +58,9 @@ class Lookup:
         self.db = db
         self._cache: dict[tuple[object, ...], tuple[float, Target | None]] = {}
         self._lock = threading.Lock()
-        self._gen = 0  # bumped by invalidate(): a load that started before it must not store its answer
+        self._gen = 0  # bumped by invalidate() and published(): a load that started before must not store
+        self._shard_gen = 0  # bumped by invalidate() only: a publish leaves the primed shards valid
+        self.publishes = _Publishes(self)  # what index publishes call (a broadcast topic of its own)
         # (event loop id, key) -> the one load in flight that concurrent misses of that key share
         self._inflight: dict[tuple[int, tuple[object, ...]], asyncio.Future[Target | None]] = {}
         # (channel id, subdir) -> (expiry, sha256 -> Target): the current shards of a subdir, loaded at once
@@ -67,8 +70,10 @@ class Lookup:
         self._pool: ThreadPoolExecutor | None = None
 
     def invalidate(self, channel_id: int | None = None) -> None:
+        """The channel changed (created, deleted, renamed, its privacy, a reindex): forget all of it."""
         with self._lock:
             self._gen += 1
+            self._shard_gen += 1
             if channel_id is None:
                 self._cache.clear()
                 self._inflight.clear()
@@ -80,6 +85,24 @@ class Lookup:
                     del self._shards[sk]
                 for fk in [fk for fk in list(self._inflight) if fk[1][1] == channel_id]:
                     self._inflight.pop(fk, None)
+
+    def published(self, channel_id: int | None = None) -> None:
+        """An index publish changed the channel's index pointers: forget them. Its primed shards stay, and
+        so does a priming in flight: shards are content-addressed, so an entry never goes stale. A publish
+        adds shards (a miss loads a new one alone) and supersedes others, which are served until they
+        expire, as :meth:`load` does. Re-reading every shard of the subdir after each publish cost as much
+        as the index run itself at 300 k records."""
+        with self._lock:
+            self._gen += 1
+            if channel_id is None:
+                self._cache.clear()
+                for fk in [fk for fk in self._inflight if fk[1][0] != "shards"]:
+                    del self._inflight[fk]
+            else:
+                for k in [k for k in self._cache if k[1] == channel_id]:
+                    del self._cache[k]
+                for fk in [fk for fk in self._inflight if fk[1][1] == channel_id and fk[1][0] != "shards"]:
+                    del self._inflight[fk]
 
     def cached(self, key: tuple[object, ...]) -> tuple[bool, Target | None]:
         """``(True, target or None)`` when ``key``'s answer is cached (no database: call it on the event
@@ -141,7 +164,7 @@ class Lookup:
             log.warning("a background lookup failed", extra={"error": repr(task.exception())[:300]})
 
     def _prime_shards(self, channel_id: int, subdir: str) -> None:
-        gen = self._gen
+        gen = self._shard_gen
         with self.db.session() as s:
             rows = s.execute(
                 select(ShardBlob.sha256, ShardBlob.size, ShardBlob.created_at).where(
@@ -155,11 +178,13 @@ class Lookup:
             for sha, size, created in rows
         }
         with self._lock:
-            if gen != self._gen:
-                return  # invalidated while loading
+            if gen != self._shard_gen:
+                return  # the channel changed while loading
             if len(self._shards) >= PRIMED_SUBDIRS:
                 self._shards.clear()
             self._shards[(channel_id, subdir)] = (time.monotonic() + SHARD_TTL, targets)
+        if channel_id != -1:  # not warm()'s query
+            metrics.SHARD_LOADS.inc()
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -306,3 +331,14 @@ class Lookup:
                 )
         self.store(key, target, gen)
         return target
+
+
+class _Publishes:
+    """``Lookup.published`` under the name a broadcast calls (``invalidate``): index publishes are a topic
+    of their own, so the other processes also keep their primed shards (``wiring.broadcast``)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+
+    def invalidate(self, channel_id: int | None = None) -> None:
+        self._lookup.published(channel_id)

@@ -70,7 +70,7 @@ class Lookup:
         self._pool: ThreadPoolExecutor | None = None
 
     def invalidate(self, channel_id: int | None = None) -> None:
-        """The channel changed (created, deleted, renamed, its privacy, a reindex): forget all of it."""
+        """The channel itself changed (deleted, its privacy, a reindex): forget all of it, its shards too."""
         with self._lock:
             self._gen += 1
             self._shard_gen += 1

@@ -49,12 +49,15 @@ def serve(tmp_path_factory: pytest.TempPathFactory, db_backend: str, packages_di
         handle.stop()
 
 
-def memory_answers(serve: ServeProcess) -> float:
-    text = httpx.get(f"{serve.url}/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith("condavault_http_answered_from_memory_total "):
+def metric(serve: ServeProcess, name: str) -> float:
+    for line in httpx.get(f"{serve.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
-    raise AssertionError("no condavault_http_answered_from_memory_total in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def memory_answers(serve: ServeProcess) -> float:
+    return metric(serve, "condavault_http_answered_from_memory_total")
 
 
 def answer(client: httpx.Client, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -254,10 +257,7 @@ def test_new_and_superseded_shards_after_the_subdir_was_loaded(serve: ServeProce
 
 
 def shard_loads(serve: ServeProcess) -> float:
-    for line in httpx.get(f"{serve.url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("condavault_shard_lookups_loaded_total "):
-            return float(line.split()[1])
-    raise AssertionError("no condavault_shard_lookups_loaded_total in /metrics")
+    return metric(serve, "condavault_shard_lookups_loaded_total")
 
 
 def test_a_publish_keeps_the_loaded_shards(serve: ServeProcess, tmp_path: Path) -> None:

@@ -71,20 +71,7 @@ class Lookup:
 
     def invalidate(self, channel_id: int | None = None) -> None:
         """The channel itself changed (deleted, its privacy, a reindex): forget all of it, its shards too."""
-        with self._lock:
-            self._gen += 1
-            self._shard_gen += 1
-            if channel_id is None:
-                self._cache.clear()
-                self._inflight.clear()
-                self._shards.clear()
-            else:
-                for k in [k for k in self._cache if k[1] == channel_id]:
-                    del self._cache[k]
-                for sk in [sk for sk in self._shards if sk[0] == channel_id]:
-                    del self._shards[sk]
-                for fk in [fk for fk in list(self._inflight) if fk[1][1] == channel_id]:
-                    self._inflight.pop(fk, None)
+        self._forget(channel_id, shards=True)
 
     def published(self, channel_id: int | None = None) -> None:
         """An index publish changed the channel's index pointers: forget them. Its primed shards stay, and
@@ -92,17 +79,22 @@ class Lookup:
         adds shards (a miss loads a new one alone) and supersedes others, which are served until they
         expire, as :meth:`load` does. Re-reading every shard of the subdir after each publish cost as much
         as the index run itself at 300 k records."""
+        self._forget(channel_id, shards=False)
+
+    def _forget(self, channel_id: int | None, shards: bool) -> None:
+        def ours(key: tuple[object, ...]) -> bool:
+            return channel_id is None or key[1] == channel_id
+
         with self._lock:
             self._gen += 1
-            if channel_id is None:
-                self._cache.clear()
-                for fk in [fk for fk in self._inflight if fk[1][0] != "shards"]:
-                    del self._inflight[fk]
-            else:
-                for k in [k for k in self._cache if k[1] == channel_id]:
-                    del self._cache[k]
-                for fk in [fk for fk in self._inflight if fk[1][1] == channel_id and fk[1][0] != "shards"]:
-                    del self._inflight[fk]
+            for k in [k for k in self._cache if ours(k)]:
+                del self._cache[k]
+            for fk in [fk for fk in self._inflight if ours(fk[1]) and (shards or fk[1][0] != "shards")]:
+                del self._inflight[fk]
+            if shards:
+                self._shard_gen += 1
+                for sk in [sk for sk in self._shards if channel_id is None or sk[0] == channel_id]:
+                    del self._shards[sk]
 
     def cached(self, key: tuple[object, ...]) -> tuple[bool, Target | None]:
         """``(True, target or None)`` when ``key``'s answer is cached (no database: call it on the event

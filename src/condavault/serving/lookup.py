@@ -82,18 +82,18 @@ class Lookup:
         self._forget(channel_id, shards=False)
 
     def _forget(self, channel_id: int | None, shards: bool) -> None:
-        def ours(key: tuple[object, ...]) -> bool:
-            return channel_id is None or key[1] == channel_id
+        def ours(cid: object) -> bool:
+            return channel_id is None or cid == channel_id
 
         with self._lock:
             self._gen += 1
-            for k in [k for k in self._cache if ours(k)]:
+            for k in [k for k in self._cache if ours(k[1])]:
                 del self._cache[k]
-            for fk in [fk for fk in self._inflight if ours(fk[1]) and (shards or fk[1][0] != "shards")]:
+            for fk in [fk for fk in self._inflight if ours(fk[1][1]) and (shards or fk[1][0] != "shards")]:
                 del self._inflight[fk]
             if shards:
                 self._shard_gen += 1
-                for sk in [sk for sk in self._shards if channel_id is None or sk[0] == channel_id]:
+                for sk in [sk for sk in self._shards if ours(sk[0])]:
                     del self._shards[sk]
 
     def cached(self, key: tuple[object, ...]) -> tuple[bool, Target | None]:

@@ -193,11 +193,14 @@ def upload_latencies(cv: Condavault, channel: str, n: int, uploads: int, current
 
 
 def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str, Any]:
-    """304s of repodata.json.zst and GETs of one shard: condavault vs nginx (one worker each)."""
+    """304s of repodata.json.zst, GETs of one shard and whole GETs of the plain repodata.json (which
+    condavault decompresses from its .zst as it sends it; nginx sends a file): condavault vs nginx (one
+    worker each)."""
     root = work / "static"
     (root / SUBDIR / "shards").mkdir(parents=True, exist_ok=True)
     zst = httpx.get(cv.repo(channel, f"{SUBDIR}/repodata.json.zst"), timeout=600)
     (root / SUBDIR / "repodata.json.zst").write_bytes(zst.content)
+    (root / SUBDIR / "repodata.json").write_bytes(zstandard.ZstdDecompressor().decompress(zst.content))
     index = msgpack.unpackb(
         zstandard.ZstdDecompressor().decompress(
             httpx.get(cv.repo(channel, f"{SUBDIR}/repodata_shards.msgpack.zst"), timeout=60).content
@@ -211,7 +214,11 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
     ngx = Nginx(work, root)
     out: dict[str, Any] = {}
     try:
-        for label, path in (("304 repodata.json.zst", f"{SUBDIR}/repodata.json.zst"), ("cached shard GET", shard_path)):
+        for label, path in (
+            ("304 repodata.json.zst", f"{SUBDIR}/repodata.json.zst"),
+            ("cached shard GET", shard_path),
+            ("plain repodata.json GET", f"{SUBDIR}/repodata.json"),
+        ):
             row: dict[str, Any] = {}
             for who, base, pids in (
                 ("condavault", cv.repo(channel, ""), cv.proc.pids),
@@ -224,7 +231,8 @@ def serving(cv: Condavault, channel: str, work: Path, seconds: int) -> dict[str,
                     script = work / f"{who}-304.lua"
                     script.write_text(WRK_LUA.format(etag=etag))
                 before = cpu_seconds(pids())
-                res = wrk(url, threads=1, conns=16, seconds=seconds, script=script)
+                conns = 2 if label.startswith("plain") else 16  # whole files of up to hundreds of MB
+                res = wrk(url, threads=1, conns=conns, seconds=seconds, script=script)
                 cpu = cpu_seconds(pids()) - before
                 reqs = res["rps"] * seconds
                 row[who] = {"rps": res["rps"], "cpu_us": cpu / max(reqs, 1) * 1e6}

@@ -11,11 +11,13 @@ solve through the served ``repodata.json.zst``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import rattler
 import zstandard
@@ -64,15 +66,30 @@ def _unspaced(data: bytes) -> bytes:
     return re.sub(rb"(?<=[{,])" + re.escape(zstd_frames.RESET_OUT) + rb"(?=[\"}])", b"", data)
 
 
+def _plain(srv: Server, c: httpx.Client, url: str) -> bytes:
+    """A plain JSON index file: decompressed from its .zst blob as it is sent (no blob of its own), with the
+    ETag, Content-Length and 304 of the JSON's own bytes, and a HEAD that says the same."""
+    r = c.get(url)
+    assert r.status_code == 200, r.text
+    sha = hashlib.sha256(r.content).hexdigest()
+    assert r.headers["etag"] == f'"{sha}"' and int(r.headers["content-length"]) == len(r.content)
+    assert not srv.ctx.blobs.exists(sha)  # the publish wrote only the .zst
+    head = c.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == r.headers["content-length"]
+    assert head.content == b"" and head.headers["etag"] == r.headers["etag"]
+    assert c.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    return r.content
+
+
 def _check(srv: Server, channel: str, subdir: str = "noarch") -> dict[str, object]:
     srv.ctx.settle()
     expected, run_exports, cur = _from_scratch(srv, channel, subdir)
     with srv.client(None) as c:
-        served = c.get(f"/api/repo/{channel}/{subdir}/repodata.json").content
+        served = _plain(srv, c, f"/api/repo/{channel}/{subdir}/repodata.json")
         zst = c.get(f"/api/repo/{channel}/{subdir}/repodata.json.zst").content
-        re_served = c.get(f"/api/repo/{channel}/{subdir}/run_exports.json").content
+        re_served = _plain(srv, c, f"/api/repo/{channel}/{subdir}/run_exports.json")
         re_zst = c.get(f"/api/repo/{channel}/{subdir}/run_exports.json.zst").content
-        cur_served = c.get(f"/api/repo/{channel}/{subdir}/current_repodata.json").content
+        cur_served = _plain(srv, c, f"/api/repo/{channel}/{subdir}/current_repodata.json")
         cur_zst = c.get(f"/api/repo/{channel}/{subdir}/current_repodata.json.zst").content
     assert _unspaced(served) == expected
     assert zstandard.ZstdDecompressor().decompress(zst) == served  # one frame, its size in the header
@@ -226,3 +243,25 @@ def test_a_run_that_fails_leaves_no_stale_current_repodata(
     assert "user-2.0-0.conda" in cur["packages.conda"]  # type: ignore[operator]
     assert "base-1.0-0.conda" in _CURRENT[-1]["packages.conda"]  # type: ignore[operator]
     assert any(r.full for r in ix.last_run.values())
+
+
+def test_plain_json_downloads_are_bounded(
+    tiny_buckets: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each plain JSON body being sent holds a decompressor: past ``MAX_STREAMS`` at once a GET gets a 429
+    with Retry-After, while HEAD, 304s, the .zst file and shards go on."""
+    from condavault.serving import decompressed
+
+    srv = tiny_buckets
+    srv.channel("bound")
+    assert srv.upload("bound", make_conda(tmp_path, "bounded", "1.0")).status_code == 200
+    srv.ctx.settle()
+    with srv.client(None) as c:
+        etag = c.get("/api/repo/bound/noarch/repodata.json").headers["etag"]
+        monkeypatch.setattr(decompressed, "MAX_STREAMS", 0)
+        r = c.get("/api/repo/bound/noarch/repodata.json")
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["error"]["code"] == "too_many_downloads"
+        assert c.head("/api/repo/bound/noarch/repodata.json").status_code == 200
+        assert c.get("/api/repo/bound/noarch/repodata.json", headers={"If-None-Match": etag}).status_code == 304
+        assert c.get("/api/repo/bound/noarch/repodata.json.zst").status_code == 200

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from condavault.channels.models import Channel, Record
 from condavault.indexing import garbage
@@ -34,14 +34,14 @@ def gc_server(tmp_path: Path, db_backend: str) -> Iterator[Server]:
 
 
 def _published(srv: Server, channel: str) -> dict[tuple[str, str], str]:
+    """Each published path's blob: its own, or the .zst blob a plain JSON file is served from."""
     with srv.ctx.db.session() as s:
         cid = s.scalar(select(Channel.id).where(Channel.name == channel))
+        blob = func.coalesce(PublishedFile.source_sha256, PublishedFile.sha256)
         return {
             (sd, p): h
             for sd, p, h in s.execute(
-                select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
-                    PublishedFile.channel_id == cid
-                )
+                select(PublishedFile.subdir, PublishedFile.path, blob).where(PublishedFile.channel_id == cid)
             )
         }
 
@@ -202,11 +202,18 @@ def test_behind_nginx_blobs_are_handed_over_with_x_accel_redirect(tmp_path: Path
             assert r.headers["etag"] == f'"{sha}"' and r.headers["content-type"] == "application/octet-stream"
             assert srv.ctx.blobs.path(sha).is_file()  # what the internal location aliases
             # index files too; a 304 stays a 304; a private channel hands nothing over to a stranger
-            r = c.get("/api/repo/xa/noarch/repodata.json")
+            r = c.get("/api/repo/xa/noarch/repodata.json.zst")
             assert r.status_code == 200 and "x-accel-redirect" in r.headers
-            again = c.get("/api/repo/xa/noarch/repodata.json", headers={"If-None-Match": r.headers["etag"]})
+            again = c.get("/api/repo/xa/noarch/repodata.json.zst", headers={"If-None-Match": r.headers["etag"]})
             assert again.status_code == 304 and "x-accel-redirect" not in again.headers
             assert again.headers["cache-control"] == "public, max-age=30"
+            # the plain JSON has no file of its own: it is decompressed from the .zst as it is sent
+            plain = c.get("/api/repo/xa/noarch/repodata.json")
+            assert plain.status_code == 200 and "x-accel-redirect" not in plain.headers
+            assert pkg.name in plain.json()["packages.conda"]
+            assert plain.headers["etag"] == f'"{hashlib.sha256(plain.content).hexdigest()}"'
+            again = c.get("/api/repo/xa/noarch/repodata.json", headers={"If-None-Match": plain.headers["etag"]})
+            assert again.status_code == 304
             hidden = c.get(f"/api/repo/xa-private/noarch/{pkg.name}")
             assert hidden.status_code in (401, 404) and "x-accel-redirect" not in hidden.headers
         with srv.client() as c:

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zstandard
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from condavault.indexing.models import PublishedFile, ShardHead
 from condavault.maintenance.check import run_check
@@ -115,7 +115,9 @@ def test_repair_keeps_young_blobs_superseded_index_files_and_files_in_flight(ser
     ok(server.upload("mt-grace", make_conda(tmp_path, "mt-a", "1.0", "0")))
     with server.ctx.db.session() as s:
         first = s.scalar(
-            select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch")
+            select(func.coalesce(PublishedFile.source_sha256, PublishedFile.sha256)).where(
+                PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch"
+            )
         )
     ok(server.upload("mt-grace", make_conda(tmp_path, "mt-a", "2.0", "0")))
     server.ctx.settle()
@@ -138,7 +140,7 @@ def test_repair_keeps_young_blobs_superseded_index_files_and_files_in_flight(ser
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert report["orphan_blobs_deleted"] >= 1 and report["orphan_blobs_within_grace"] >= 2
-    assert server.ctx.blobs.exists(first), "a superseded repodata.json younger than the grace period went"
+    assert server.ctx.blobs.exists(first), "a superseded repodata.json.zst younger than the grace period went"
     assert server.ctx.blobs.exists(young) and not server.ctx.blobs.exists(old)
     assert tmp_young.exists() and not tmp_old.exists()
 
@@ -154,7 +156,9 @@ def test_check_finds_missing_index_files_and_shards_and_repair_or_reindex_restor
     env = {"CONDAVAULT_DATABASE_URL": server.settings.db_url}
     with ctx.db.session() as s:
         repodata = s.scalar(
-            select(PublishedFile.sha256).where(PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch")
+            select(func.coalesce(PublishedFile.source_sha256, PublishedFile.sha256)).where(
+                PublishedFile.path == "repodata.json", PublishedFile.subdir == "noarch"
+            )
         )
         shards = list(s.scalars(select(ShardHead.sha256).where(ShardHead.subdir == "noarch")))
     with server.client(None) as c:

@@ -16,6 +16,7 @@ from condavault.channels.models import Record
 from condavault.errors import InvalidRequest
 from condavault.indexing import builder
 from condavault.indexing.models import PublishedFile, SubdirState
+from condavault.serving.decompressed import copy_json
 from condavault.storage.interfaces import BlobStore
 
 CHUNK = 1024 * 1024
@@ -47,8 +48,15 @@ def repodata_file(s: Session, blobs: BlobStore | None, channel_id: int, subdir: 
     (a hard link: it stays readable if a newer index replaces the blob meanwhile), else repodata built from
     the records table."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    published = _current_repodata_blob(s, channel_id, subdir) if blobs is not None else None
-    if published is not None and blobs is not None:
+    found = _current_repodata_blob(s, channel_id, subdir) if blobs is not None else None
+    if found is not None and found[1] is not None and blobs is not None:  # served from its .zst blob
+        try:
+            copy_json(blobs, found[1], path)
+            return path
+        except FileNotFoundError:
+            pass  # collected since: build it from the rows
+    elif found is not None and blobs is not None:
+        published = found[0]
         local = blobs.local_path(published)
         try:
             if local is None:  # a remote store: a copy
@@ -69,7 +77,8 @@ def repodata_file(s: Session, blobs: BlobStore | None, channel_id: int, subdir: 
     return path
 
 
-def _current_repodata_blob(s: Session, channel_id: int, subdir: str) -> str | None:
+def _current_repodata_blob(s: Session, channel_id: int, subdir: str) -> tuple[str, str | None] | None:
+    """The published ``repodata.json``'s (sha256, source) when it is current."""
     state = s.execute(
         select(SubdirState.change_seq, SubdirState.indexed_seq).where(
             SubdirState.channel_id == channel_id, SubdirState.subdir == subdir
@@ -77,13 +86,14 @@ def _current_repodata_blob(s: Session, channel_id: int, subdir: str) -> str | No
     ).first()
     if state is None or state.indexed_seq < state.change_seq:
         return None
-    return s.scalar(
-        select(PublishedFile.sha256).where(
+    row = s.execute(
+        select(PublishedFile.sha256, PublishedFile.source_sha256).where(
             PublishedFile.channel_id == channel_id,
             PublishedFile.subdir == subdir,
             PublishedFile.path == "repodata.json",
         )
-    )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def match_spec(spec: str) -> Any:

@@ -33,8 +33,9 @@ from condavault.airgap.models import BundleExport
 from condavault.channels.models import Channel, Record
 from condavault.channels.services import get_channel
 from condavault.context import Context
-from condavault.errors import InvalidRequest, NotFound
+from condavault.errors import Conflict, InvalidRequest, NotFound
 from condavault.indexing.models import PublishedFile, SubdirState
+from condavault.serving.decompressed import copy_json
 from condavault.signing.carry import trust_of
 from condavault.signing.keys import load_or_create
 from condavault.signing.models import RecordTrust
@@ -191,12 +192,22 @@ class _Writer:
     def add_lines(self, rel: str, lines: Iterator[str]) -> FileEntry:
         return self.add_bytes(rel, "".join(f"{line}\n" for line in lines).encode())
 
-    def add_blob(self, rel: str, blobs: BlobStore, sha256: str, size: int) -> FileEntry:
+    def add_blob(self, rel: str, blobs: BlobStore, sha256: str, size: int, source: str | None = None) -> FileEntry:
         """A stored blob, copied as is (content-addressed: its sha256 is its name): from its file when the
-        store has local paths (a kernel copy), else streamed through the store's ``open``."""
+        store has local paths (a kernel copy), else streamed through the store's ``open``. ``source``: the
+        file is a plain JSON index file, decompressed from that zstd blob (checked against ``sha256``)."""
         dest = self._place(rel, size)
         src = blobs.local_path(sha256)
-        if src is not None:
+        if source is not None:
+            copy_json(blobs, source, dest)
+            with open(dest, "rb") as fh:
+                written = hashlib.file_digest(fh, "sha256").hexdigest()
+            if written != sha256:
+                raise Conflict(
+                    f"the published {rel} does not match its pointer; run `condavault check --repair`",
+                    code="index_damaged",
+                )
+        elif src is not None:
             shutil.copyfile(src, dest)
         else:
             with blobs.open(sha256) as fh, open(dest, "wb") as out:
@@ -359,12 +370,12 @@ def _write(
                     total += r.size or 0
             published = {}
             if not incremental:
-                for sd, sha, size in s.execute(
-                    select(PublishedFile.subdir, PublishedFile.sha256, PublishedFile.size).where(
-                        PublishedFile.channel_id == cid, PublishedFile.path == "repodata.json"
-                    )
+                for sd, sha, size, source in s.execute(
+                    select(
+                        PublishedFile.subdir, PublishedFile.sha256, PublishedFile.size, PublishedFile.source_sha256
+                    ).where(PublishedFile.channel_id == cid, PublishedFile.path == "repodata.json")
                 ):
-                    published[sd] = (sha, size)
+                    published[sd] = (sha, size, source)
             plans.append((name, privacy, description, toc, old, patches, rows, removed, published))
         trusts = trust_of(s, [r.id for plan in plans for r in plan[6]])
         s.expunge_all()
@@ -426,8 +437,8 @@ def _write(
         records_file = w.add_lines(f"{base}/records.jsonl", iter(lines))
         removed_file = w.add_lines(f"{base}/removed.jsonl", (json.dumps(k) for k in removed))
         patches_file = w.add_bytes(f"{base}/patches.json", json.dumps(patches, sort_keys=True).encode())
-        for sd, (sha, size) in sorted(published.items()):
-            w.add_blob(f"{base}/{sd}/repodata.json", ctx.blobs, sha, size)
+        for sd, (sha, size, source) in sorted(published.items()):
+            w.add_blob(f"{base}/{sd}/repodata.json", ctx.blobs, sha, size, source)
         manifest.targets[f"channel:{name}"] = {
             "kind": "channel",
             "channel": name,

@@ -35,7 +35,13 @@ from condavault.storage.interfaces import BlobStore
 log = logging.getLogger(__name__)
 PIN_MAX_AGE = timedelta(days=1)
 # every column holding the sha256 of a stored blob; a domain that adds one registers it here
-BLOB_COLUMNS: list[Any] = [Record.sha256, PublishedFile.sha256, ShardHead.sha256, ShardBlob.sha256]
+BLOB_COLUMNS: list[Any] = [
+    Record.sha256,
+    PublishedFile.sha256,
+    PublishedFile.source_sha256,  # the .zst blob a plain JSON index file is served from
+    ShardHead.sha256,
+    ShardBlob.sha256,
+]
 
 
 _LOCK_MANY = text(

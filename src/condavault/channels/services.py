@@ -73,6 +73,7 @@ def delete_channel(session: Session, name: str) -> None:
     index_blobs: set[str] = set()
     for column, owner in (
         (PublishedFile.sha256, PublishedFile.channel_id),
+        (PublishedFile.source_sha256, PublishedFile.channel_id),
         (ShardBlob.sha256, ShardBlob.channel_id),
         (ShardHead.sha256, ShardHead.channel_id),
     ):

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from condavault.channels.blobs import BlobGuard
@@ -54,7 +54,7 @@ def record(s: Session, shas: Iterable[str], at: datetime | None = None) -> None:
     """Note blobs that stopped being pointed at (in the caller's transaction). A blob noted again keeps
     its latest time."""
     when = at or utcnow()
-    rows = [{"sha256": h, "superseded_at": when} for h in sorted(set(shas)) if h]
+    rows = [{"sha256": h, "superseded_at": when} for h in sorted({h for h in shas if h})]
     if not rows:
         return
     _upsert(s, SupersededBlob, rows, keys=["sha256"], update=["superseded_at"])
@@ -112,27 +112,39 @@ def collect_superseded(db: Database, guard: BlobGuard, settings: Settings) -> tu
 
 
 def point_paths(
-    s: Session, channel_id: int, files: list[tuple[str, str, str, int, str]], *, revision: int | None
+    s: Session,
+    channel_id: int,
+    files: list[tuple[str, str, str, int, str]] | list[tuple[str, str, str, int, str, str | None]],
+    *,
+    revision: int | None,
 ) -> None:
-    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type)``; paths whose bytes did not
-    change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
+    """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type[, source])``; ``source``: the
+    ``.zst`` blob a plain JSON file is served decompressed from (``sha256`` is then the JSON's, no blob's).
+    Paths whose bytes did not change keep their ETag and Last-Modified (only a new source is noted).
+    ``revision`` None leaves a path's revision as it was."""
     now = utcnow()
     current = {
-        (sd, p): sha
-        for sd, p, sha in s.execute(
-            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
+        (sd, p): (sha, src)
+        for sd, p, sha, src in s.execute(
+            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256, PublishedFile.source_sha256).where(
                 PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
             )
         )
     }
     superseded = []
     rows: dict[tuple[str, str], dict[str, object]] = {}  # one row per path: the last one given wins
-    for sd, path, digest, size, ctype in files:
-        old = current.get((sd, path))
+    resourced: dict[tuple[str, str], str | None] = {}
+    for sd, path, digest, size, ctype, *more in files:
+        source = more[0] if more else None
+        old, old_source = current.get((sd, path), (None, None))
         if old == digest:
+            if source != old_source:  # the same JSON, compressed anew (other bucket bounds): the same ETag
+                resourced[(sd, path)] = source
+                rows.pop((sd, path), None)
             continue
         if old is not None:
             superseded.append(old)
+        resourced.pop((sd, path), None)
         rows[(sd, path)] = {
             "channel_id": channel_id,
             "subdir": sd,
@@ -141,8 +153,16 @@ def point_paths(
             "sha256": digest,
             "size": size,
             "content_type": ctype,
+            "source_sha256": source,
             "updated_at": now,
         }
-    changed = ["sha256", "size", "content_type", "updated_at"] + ([] if revision is None else ["revision"])
+    changed = ["sha256", "size", "content_type", "source_sha256", "updated_at"]
+    changed += [] if revision is None else ["revision"]
     _upsert(s, PublishedFile, list(rows.values()), keys=["channel_id", "subdir", "path"], update=changed)
+    for (sd, path), source in sorted(resourced.items()):
+        s.execute(
+            update(PublishedFile)
+            .where(PublishedFile.channel_id == channel_id, PublishedFile.subdir == sd, PublishedFile.path == path)
+            .values(source_sha256=source)
+        )
     record(s, superseded)  # collected after the retention unless pointed at again

@@ -506,21 +506,17 @@ class Indexer:
         heads: dict[str, str],
         new_shards: dict[str, tuple[str, bytes]],
         with_current: bool,
-    ) -> tuple[dict[str, tuple[str, int, str]], list[tuple[Path | bytes, str]]]:
+    ) -> tuple[dict[str, tuple[str, int, str, str | None]], list[tuple[Path | bytes, str]]]:
         """The subdir's files, written as streams of the buckets' pieces into temp files of the blob store
-        (run_exports and current_repodata on the pool meanwhile): their digests and what ``put_many`` stores."""
+        (run_exports and current_repodata on the pool meanwhile): their digests (with the ``.zst`` blob a
+        plain JSON file is served from: only the ``.zst`` files are written) and what ``put_many`` stores."""
         level = self.settings.zstd_level
-        re_job = _pool().submit(
-            buckets.write_pair, buckets.run_exports_pieces(subdir, pieces), self.blobs.temp_file, level
-        )
-        cur_job = (
-            _pool().submit(buckets.write_pair, buckets.current_pieces(subdir, pieces), self.blobs.temp_file, level)
-            if with_current
-            else None
-        )
+        pair = partial(buckets.write_pair, temp_file=self.blobs.temp_file, level=level, keep_json=False)
+        re_job = _pool().submit(pair, buckets.run_exports_pieces(subdir, pieces))
+        cur_job = _pool().submit(pair, buckets.current_pieces(subdir, pieces)) if with_current else None
         written: list[buckets.Written] = []
         try:
-            rd, rd_zst = buckets.write_pair(buckets.repodata_pieces(subdir, pieces), self.blobs.temp_file, level)
+            rd, rd_zst = pair(buckets.repodata_pieces(subdir, pieces))
             written += (rd, rd_zst)
         finally:
             re, re_zst = re_job.result()
@@ -530,18 +526,18 @@ class Indexer:
                 written += cur
         shard_index = builder.encode_shard_index(subdir, heads, self.settings.shard_zstd_level)
         index_sha = builder.sha256(shard_index)
-        digests = {
-            "repodata.json": (rd.sha256, rd.size, JSON),
-            "repodata.json.zst": (rd_zst.sha256, rd_zst.size, ZST),
-            "repodata_shards.msgpack.zst": (index_sha, len(shard_index), MSGPACK_ZST),
-            "run_exports.json": (re.sha256, re.size, JSON),
-            "run_exports.json.zst": (re_zst.sha256, re_zst.size, ZST),
+        digests: dict[str, tuple[str, int, str, str | None]] = {
+            "repodata.json": (rd.sha256, rd.size, JSON, rd_zst.sha256),
+            "repodata.json.zst": (rd_zst.sha256, rd_zst.size, ZST, None),
+            "repodata_shards.msgpack.zst": (index_sha, len(shard_index), MSGPACK_ZST, None),
+            "run_exports.json": (re.sha256, re.size, JSON, re_zst.sha256),
+            "run_exports.json.zst": (re_zst.sha256, re_zst.size, ZST, None),
         }
         if cur is not None:
-            digests["current_repodata.json"] = (cur[0].sha256, cur[0].size, JSON)
-            digests["current_repodata.json.zst"] = (cur[1].sha256, cur[1].size, ZST)
+            digests["current_repodata.json"] = (cur[0].sha256, cur[0].size, JSON, cur[1].sha256)
+            digests["current_repodata.json.zst"] = (cur[1].sha256, cur[1].size, ZST, None)
         payload: list[tuple[Path | bytes, str]] = [
-            *((w.path, w.sha256) for w in written),
+            *((w.path, w.sha256) for w in written if w.path is not None),
             (shard_index, index_sha),
             *((data, digest) for digest, data in new_shards.values()),
         ]

@@ -7,11 +7,13 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
 from sqlalchemy import select
 
 from condavault.channels.models import Channel, Record
 from condavault.db.session import Database
 from condavault.indexing.models import PublishedFile, ShardHead, SubdirState
+from condavault.serving.decompressed import open_json
 from condavault.storage.interfaces import BlobStore
 
 
@@ -37,6 +39,23 @@ def blob_state(blobs: BlobStore, sha: str | None, size: int | None) -> str:
         return "ok" if h.hexdigest() == sha else "corrupt"
     except FileNotFoundError:
         return "missing"
+
+
+def decompressed_state(blobs: BlobStore, source: str, sha: str, size: int) -> str:
+    """``ok``, ``missing`` or ``corrupt``: a plain JSON index file served from the zstd blob ``source``
+    (:mod:`condavault.serving.decompressed`), decompressed and compared with its pointer's sha256 and size."""
+    h = hashlib.sha256()
+    n = 0
+    try:
+        with open_json(blobs, source) as fh:
+            while chunk := fh.read(1024 * 1024):
+                h.update(chunk)
+                n += len(chunk)
+    except FileNotFoundError:
+        return "missing"
+    except zstandard.ZstdError:
+        return "corrupt"
+    return "ok" if (h.hexdigest(), n) == (sha, size) else "corrupt"
 
 
 @dataclass
@@ -67,19 +86,20 @@ def check_index(db: Database, blobs: BlobStore) -> IndexReport:
                 PublishedFile.path,
                 PublishedFile.sha256,
                 PublishedFile.size,
+                PublishedFile.source_sha256,
             )
         ).all()
         heads = s.execute(select(ShardHead.channel_id, ShardHead.subdir, ShardHead.name, ShardHead.sha256)).all()
         current = s.execute(
             select(SubdirState.channel_id, SubdirState.subdir).where(SubdirState.change_seq == SubdirState.indexed_seq)
         ).all()
-    for cid, sd, path, sha, size in files:
-        state = blob_state(blobs, sha, size)
+    for cid, sd, path, sha, size, source in files:
+        state = blob_state(blobs, sha, size) if source is None else decompressed_state(blobs, source, sha, size)
         if state != "ok":
             (out.missing if state == "missing" else out.corrupt).append(f"{names.get(cid, cid)}/{sd or '.'}/{path}")
             out.subdirs.add((cid, sd))
             if state == "corrupt":
-                out.corrupt_shas.add(sha)
+                out.corrupt_shas.add(sha if source is None else source)
     for cid, sd, name, sha in heads:
         state = blob_state(blobs, sha, None)
         if state != "ok":

@@ -51,6 +51,8 @@ class Target:
     record_id: int | None = None
     source_url: str | None = None
     filename: str | None = None
+    # an index file served decompressed from this blob (its .zst file); sha256 and size are the JSON's
+    source: str | None = None
 
 
 class Lookup:
@@ -250,14 +252,18 @@ class Lookup:
             if kind == "index":
                 row = s.execute(
                     select(
-                        PublishedFile.sha256, PublishedFile.size, PublishedFile.content_type, PublishedFile.updated_at
+                        PublishedFile.sha256,
+                        PublishedFile.size,
+                        PublishedFile.content_type,
+                        PublishedFile.updated_at,
+                        PublishedFile.source_sha256,
                     ).where(
                         PublishedFile.channel_id == channel_id,
                         PublishedFile.subdir == subdir,
                         PublishedFile.path == name,
                     )
                 ).first()
-                target = Target(row[0], row[1], row[2], row[3].timestamp(), "index") if row else None
+                target = Target(row[0], row[1], row[2], row[3].timestamp(), "index", source=row[4]) if row else None
             elif kind == "shard":
                 srow = s.execute(
                     select(ShardBlob.size, ShardBlob.created_at).where(

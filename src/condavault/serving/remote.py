@@ -57,11 +57,12 @@ def _byte_range(header: str | None, total: int) -> tuple[int, int] | bool | None
     return first, min(last, total - 1)
 
 
-async def _chunks(fh: BinaryIO, length: int) -> AsyncIterator[bytes]:
+async def chunks(fh: BinaryIO, length: int, size: int = CHUNK) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``fh``, read ``size`` at a time on a worker thread; ``fh`` closed at the end."""
     try:
         left = length
         while left > 0:
-            chunk = await anyio.to_thread.run_sync(fh.read, min(CHUNK, left))
+            chunk = await anyio.to_thread.run_sync(fh.read, min(size, left))
             if not chunk:
                 break  # the object is shorter than the database says: the client sees a short body
             left -= len(chunk)
@@ -111,4 +112,4 @@ async def respond(
         )
     except FileNotFoundError:
         raise NotFound(f"{filename} is indexed but its bytes are missing", code="blob_missing") from None
-    return StreamingResponse(_chunks(fh, length), status_code=status, headers=out, media_type=target.content_type)
+    return StreamingResponse(chunks(fh, length), status_code=status, headers=out, media_type=target.content_type)

@@ -23,6 +23,7 @@ from condavault.auth.deps import aidentify
 from condavault.context import Context
 from condavault.errors import CondavaultError, NotFound
 from condavault.packages.filename import is_package_filename, is_subdir
+from condavault.serving import decompressed
 
 INDEX_FILES = {
     "repodata.json",
@@ -237,6 +238,8 @@ async def _serve(ctx: Context, request: Request) -> Response:
     headers = entity_headers(ctx, channel, target)
     if _not_modified(request, headers["ETag"], target.last_modified):
         return _NotModified(headers)
+    if target.source is not None:  # a plain JSON index file: its .zst blob, decompressed as it is sent
+        return await decompressed.respond(ctx.blobs, request, target, headers)
     path = ctx.blobs.local_path(target.sha256)
     if target.kind == "shard" and target.size <= SMALL_BLOB and not ctx.settings.x_accel_redirect_prefix:
         hot = _small.get(target.sha256)

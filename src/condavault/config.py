@@ -10,8 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from condavault.auth.backends.ldap import LdapSettings
-from condavault.auth.backends.oidc import OidcSettings
+from condavault.auth.backends.settings import LdapSettings, OidcSettings
 from condavault.errors import SettingsError
 
 GiB = 1024**3

@@ -28,14 +28,12 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ldap3 import ANONYMOUS, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException, LDAPStartTLSError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from condavault.auth.backends.base import (
     ExternalIdentity,
@@ -43,61 +41,10 @@ from condavault.auth.backends.base import (
     IdentityBackendUnavailable,
     map_groups,
 )
+from condavault.auth.backends.settings import LdapSettings
 from condavault.errors import Unauthenticated
 
 _BAD_LOGIN = "invalid username or password"
-
-
-class LdapSettings(BaseModel):
-    """Connection and schema settings of one LDAP directory or AD domain.
-
-    ``user_filter``/``group_filter`` are templates: ``{username}`` and ``{user_dn}`` are replaced
-    by the *escaped* values. ``group_map`` maps directory group names to condavault group names;
-    when it is set only mapped groups are returned, when unset every group keeps its own name.
-    """
-
-    servers: list[str] = Field(min_length=1, description="ldap:// or ldaps:// URLs, tried in order")
-    start_tls: bool = False
-    ca_file: Path | None = None
-    bind_dn: str | None = None
-    bind_password: SecretStr | None = None
-    user_base_dn: str
-    user_filter: str = "(uid={username})"
-    username_attr: str = "uid"
-    email_attr: str = "mail"
-    display_name_attr: str = "cn"
-    group_membership: Literal["search", "memberof"] = "search"
-    group_base_dn: str | None = None
-    group_filter: str = "(|(member={user_dn})(uniqueMember={user_dn})(memberUid={username}))"
-    group_name_attr: str = "cn"
-    memberof_attr: str = "memberOf"
-    group_map: dict[str, str] | None = None
-    connect_timeout: float = 5.0
-    receive_timeout: int = 10
-    page_size: int = 500
-
-    @field_validator("servers", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("servers")
-    @classmethod
-    def _scheme(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.lower().startswith(("ldap://", "ldaps://")):
-                raise ValueError(f"LDAP server URL must start with ldap:// or ldaps://: {url!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LdapSettings:
-        if self.start_tls and any(u.lower().startswith("ldaps://") for u in self.servers):
-            raise ValueError("start_tls is for ldap:// URLs; ldaps:// is already TLS")
-        if "{username}" not in self.user_filter:
-            raise ValueError("user_filter must contain {username}")
-        if self.group_membership == "search" and not self.group_base_dn:
-            raise ValueError("group_base_dn is required when group_membership='search'")
-        return self
 
 
 class LdapBackend:

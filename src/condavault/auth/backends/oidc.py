@@ -41,7 +41,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -49,7 +48,6 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from condavault.auth.backends.base import (
     ExternalIdentity,
@@ -58,6 +56,7 @@ from condavault.auth.backends.base import (
     IdentityBackendUnavailable,
     map_groups,
 )
+from condavault.auth.backends.settings import OidcSettings
 from condavault.errors import Unauthenticated
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -65,38 +64,6 @@ ASYMMETRIC_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
 )
 _JWKS_MIN_REFRESH = 10.0  # seconds between forced JWKS refreshes for unknown key ids
-
-
-class OidcSettings(BaseModel):
-    """One OpenID provider and condavault's client registration there (see module docstring)."""
-
-    issuer: str
-    client_id: str
-    client_secret: SecretStr | None = None
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    username_claim: str = "preferred_username"
-    groups_claim: str = "groups"
-    email_claim: str = "email"
-    display_name_claim: str = "name"
-    group_map: dict[str, str] | None = None
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    timeout: float = 10.0
-    clock_skew: int = 60
-    discovery_ttl: int = 3600
-    jwks_ttl: int = 3600
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("issuer must be an http(s) URL")
-        return value.rstrip("/")
-
-    @field_validator("scopes")
-    @classmethod
-    def _openid(cls, value: list[str]) -> list[str]:
-        return value if "openid" in value else ["openid", *value]
 
 
 @dataclass(frozen=True, slots=True)

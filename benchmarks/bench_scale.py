@@ -269,6 +269,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row.update(
                     chunks_first=chunks[0],
                     chunks_last=chunks[-1],
+                    chunks_total=sum(chunks),
+                    chunks_tenths=[
+                        round(sum(chunks[i : i + len(chunks) // 10]), 1)
+                        for i in range(0, len(chunks), max(1, len(chunks) // 10))
+                    ],
                     chunks=len(chunks),
                     latency=lat,
                 )

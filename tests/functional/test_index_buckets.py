@@ -67,13 +67,15 @@ def _unspaced(data: bytes) -> bytes:
 
 
 def _plain(srv: Server, c: httpx.Client, url: str) -> bytes:
-    """A plain JSON index file: decompressed from its .zst blob as it is sent (no blob of its own), with the
-    ETag, Content-Length and 304 of the JSON's own bytes, and a HEAD that says the same."""
+    """A plain JSON index file: decompressed from its .zst blob as it is sent (no blob of its own), its ETag
+    named after that blob's bytes, its Content-Length the JSON's; a HEAD that says the same, and 304s."""
     r = c.get(url)
     assert r.status_code == 200, r.text
-    sha = hashlib.sha256(r.content).hexdigest()
-    assert r.headers["etag"] == f'"{sha}"' and int(r.headers["content-length"]) == len(r.content)
-    assert not srv.ctx.blobs.exists(sha)  # the publish wrote only the .zst
+    zst = c.get(url + ".zst").content
+    assert zstandard.ZstdDecompressor().decompress(zst) == r.content
+    etag = buckets.plain_id(hashlib.sha256(zst).hexdigest())
+    assert r.headers["etag"] == f'"{etag}"' and int(r.headers["content-length"]) == len(r.content)
+    assert not srv.ctx.blobs.exists(hashlib.sha256(r.content).hexdigest())  # the publish wrote only the .zst
     head = c.head(url)
     assert head.status_code == 200 and head.headers["content-length"] == r.headers["content-length"]
     assert head.content == b"" and head.headers["etag"] == r.headers["etag"]

@@ -195,14 +195,15 @@ class _Writer:
     def add_blob(self, rel: str, blobs: BlobStore, sha256: str, size: int, source: str | None = None) -> FileEntry:
         """A stored blob, copied as is (content-addressed: its sha256 is its name): from its file when the
         store has local paths (a kernel copy), else streamed through the store's ``open``. ``source``: the
-        file is a plain JSON index file, decompressed from that zstd blob (checked against ``sha256``)."""
+        file is a plain JSON index file, decompressed from that zstd blob and hashed here (``sha256`` is
+        then its ETag, not its hash)."""
         dest = self._place(rel, size)
         src = blobs.local_path(sha256)
         if source is not None:
             copy_json(blobs, source, dest)
             with open(dest, "rb") as fh:
-                written = hashlib.file_digest(fh, "sha256").hexdigest()
-            if written != sha256:
+                sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+            if dest.stat().st_size != size:
                 raise Conflict(
                     f"the published {rel} does not match its pointer; run `condavault check --repair`",
                     code="index_damaged",

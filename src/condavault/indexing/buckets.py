@@ -292,6 +292,14 @@ class _Out:
             self.path.unlink(missing_ok=True)
 
 
+def plain_id(zst_sha256: str) -> str:
+    """What names a plain JSON index file served from the zstd blob ``zst_sha256`` (its ETag, in
+    ``published_files.sha256``): derived from the compressed bytes, which determine the JSON, so it changes
+    whenever the JSON does, and is no blob's name (a process of an earlier version answers 404, never other
+    bytes). Not the JSON's sha256: hashing the whole JSON on every publish cost time that grew with the subdir."""
+    return hashlib.sha256(b"plain-json:" + zst_sha256.encode()).hexdigest()
+
+
 COMPRESS_OVER = 64 * 1024  # a bytes piece (head, tail, "removed") over this is compressed, else stored raw
 
 
@@ -302,8 +310,10 @@ def write_pair(
     is one frame (its size in the header) of the buckets' compressed sections and of the bytes pieces (raw
     blocks, or compressed here when large), with :data:`zstd_frames.RESET` in front of each compressed
     piece and its spaces in both files. A thread writes and hashes the JSON while this one writes the
-    frame: at most two pieces in memory at a time. ``keep_json`` False: the JSON is only hashed (it is
-    served decompressed from the zstd file; writing it was most of a publish's time at 300 k records)."""
+    frame: at most two pieces in memory at a time. ``keep_json`` False: the JSON is neither written nor
+    read (it is served decompressed from the zstd file: writing it was most of a publish's time at 300 k
+    records, and hashing it the largest cost left that grew with the subdir); its :class:`Written` has
+    no path and :func:`plain_id` of the zstd file's sha256 for its sha256."""
     listed = list(pieces)
     fresh = {
         i: zstd_frames.compress_blocks(p, level)
@@ -322,7 +332,8 @@ def write_pair(
     raw: _Out | None = None
     zst: _Out | None = None
     try:
-        raw, zst = _Out(temp_file if keep_json else None), _Out(temp_file)
+        raw = _Out(temp_file) if keep_json else None
+        zst = _Out(temp_file)
         zst.write(zstd_frames.frame_header(size, window_log))
 
         def write_raw(*parts: bytes) -> None:
@@ -340,16 +351,20 @@ def write_pair(
                     )
                 else:
                     b, part = piece
-                    data = (zstd_frames.RESET_OUT, _read(b, part))
+                    data = (zstd_frames.RESET_OUT, _read(b, part)) if raw is not None else ()
                     blocks = (zstd_frames.RESET, _read(b, _BLOCKS + part))
-                if pending is not None:
-                    pending.result()  # the JSON file in order (and its error, if any, raised here)
-                pending = pool.submit(write_raw, *data)
+                if raw is not None:
+                    if pending is not None:
+                        pending.result()  # the JSON file in order (and its error, if any, raised here)
+                    pending = pool.submit(write_raw, *data)
                 for blk in blocks:
                     zst.write(blk)
             if pending is not None:
                 pending.result()
         zst.write(zstd_frames.END)
+        if raw is None:
+            done = zst.close()
+            return Written(None, plain_id(done.sha256), size), done
         if raw.size != size:
             raise AssertionError(f"wrote {raw.size} bytes, the frame header says {size}")
         return raw.close(), zst.close()

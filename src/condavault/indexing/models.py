@@ -48,8 +48,9 @@ class PublishedFile(Base):
     revision: Mapped[int] = mapped_column(BigInt, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set for a subdir's plain JSON files (``repodata.json``, ``current_repodata.json``, ``run_exports.json``):
-    # the blob of their ``.zst`` file, which the file is served decompressed from. ``sha256`` and ``size``
-    # are then those of the decompressed bytes (the ETag; no blob holds them). None: ``sha256`` is the blob.
+    # the blob of their ``.zst`` file, which the file is served decompressed from. ``size`` is then the
+    # JSON's and ``sha256`` its ETag, ``indexing.buckets.plain_id(source_sha256)`` (no blob has that name).
+    # None: ``sha256`` is the blob.
     source_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 

@@ -2,10 +2,11 @@
 served decompressed from their ``.zst`` blob as they are sent.
 
 A publish writes only the ``.zst`` files: writing the JSON beside them (103 MB at 300 k records) was most of
-a publish's time (docs/performance.md, "Plain JSON index files served from their .zst"). The pointer
-(``published_files``) keeps the JSON's sha256 and size, so the ETag, ``Content-Length`` and 304s are what
-they were, and HEAD reads nothing. Every modern client reads the ``.zst`` file or shards; a plain GET
-costs a decompression (~1 GB/s, the interpreter lock released) on a worker thread, a chunk at a time.
+a publish's time (docs/performance.md, "Issue 15: plain JSON index files served from their .zst"). The
+pointer (``published_files``) keeps the JSON's size and an ETag derived from the ``.zst`` blob's sha256
+(:func:`condavault.indexing.buckets.plain_id`), so ``Content-Length``, 304s and HEAD need no read. Every
+modern client reads the ``.zst`` file or shards; a plain GET costs a decompression (~1 GB/s, the
+interpreter lock released) on a worker thread, a chunk at a time.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Each publish wrote ``repodata.json`` (103 MB at 300 k records), ``current_repodata.json`` and
 ``run_exports.json`` in full beside their ``.zst`` files, which hold the same bytes. Now their pointers name
-the ``.zst`` blob in ``source_sha256`` (``sha256`` and ``size`` stay those of the JSON: the ETag) and the
-file is decompressed as it is sent. Additive: processes of the previous version answer 404 for a plain
-JSON file published by the new version (no blob has its sha256) until they are replaced; ``.zst`` files
-and shards are unaffected.
+the ``.zst`` blob in ``source_sha256`` (``size`` stays the JSON's; ``sha256``, the ETag, is derived from the
+``.zst`` blob's) and the file is decompressed as it is sent. Additive: processes of the previous version
+answer 404 for a plain JSON file published by the new version (no blob has that sha256) until they are
+replaced; ``.zst`` files and shards are unaffected.
 
 Revision ID: 0018_derived_json
 Revises: 0017_search_tsv

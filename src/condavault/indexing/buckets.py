@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import msgpack
 
@@ -255,41 +254,34 @@ def current_pieces(subdir: str, buckets: list[Bucket]) -> Iterator[Piece]:
 
 @dataclass(frozen=True)
 class Written:
-    path: Path | None  # None: hashed only, not written (the JSON file of ``write_pair(keep_json=False)``)
+    path: Path | None  # None: not written (the JSON file of ``write_pair(keep_json=False)``: sha256 is its plain_id)
     sha256: str
     size: int
 
 
 class _Out:
-    """A temp file of the blob store, hashed as it is written (``temp_file`` None: hashed only)."""
+    """A temp file of the blob store, hashed as it is written."""
 
-    def __init__(self, temp_file: Callable[[], tuple[int, Path]] | None) -> None:
-        self.path: Path | None = None
-        self.fh: BinaryIO | None = None
-        if temp_file is not None:
-            fd, self.path = temp_file()
-            self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
+    def __init__(self, temp_file: Callable[[], tuple[int, Path]]) -> None:
+        fd, self.path = temp_file()
+        self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
         self.hash = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
         if data:
-            if self.fh is not None:
-                self.fh.write(data)
+            self.fh.write(data)
             self.hash.update(data)
             self.size += len(data)
         return len(data)
 
     def close(self) -> Written:
-        if self.fh is not None:
-            self.fh.close()
+        self.fh.close()
         return Written(self.path, self.hash.hexdigest(), self.size)
 
     def discard(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        self.fh.close()
+        self.path.unlink(missing_ok=True)
 
 
 def plain_id(zst_sha256: str) -> str:

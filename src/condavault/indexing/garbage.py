@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from condavault.channels.blobs import BlobGuard
@@ -119,32 +119,26 @@ def point_paths(
     revision: int | None,
 ) -> None:
     """Point each ``(subdir, path)`` at its blob ``(sha256, size, content type[, source])``; ``source``: the
-    ``.zst`` blob a plain JSON file is served decompressed from (``sha256`` is then the JSON's, no blob's).
-    Paths whose bytes did not change keep their ETag and Last-Modified (only a new source is noted).
-    ``revision`` None leaves a path's revision as it was."""
+    ``.zst`` blob a plain JSON file is served decompressed from (``sha256`` is then its ETag,
+    :func:`condavault.indexing.buckets.plain_id` of the source: no blob's name). Paths whose ``sha256``
+    did not change keep their ETag and Last-Modified. ``revision`` None leaves a path's revision as it was."""
     now = utcnow()
     current = {
-        (sd, p): (sha, src)
-        for sd, p, sha, src in s.execute(
-            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256, PublishedFile.source_sha256).where(
+        (sd, p): sha
+        for sd, p, sha in s.execute(
+            select(PublishedFile.subdir, PublishedFile.path, PublishedFile.sha256).where(
                 PublishedFile.channel_id == channel_id, PublishedFile.subdir.in_({f[0] for f in files})
             )
         )
     }
     superseded = []
     rows: dict[tuple[str, str], dict[str, object]] = {}  # one row per path: the last one given wins
-    resourced: dict[tuple[str, str], str | None] = {}
     for sd, path, digest, size, ctype, *more in files:
-        source = more[0] if more else None
-        old, old_source = current.get((sd, path), (None, None))
+        old = current.get((sd, path))
         if old == digest:
-            if source != old_source:  # the same JSON, compressed anew (other bucket bounds): the same ETag
-                resourced[(sd, path)] = source
-                rows.pop((sd, path), None)
             continue
         if old is not None:
             superseded.append(old)
-        resourced.pop((sd, path), None)
         rows[(sd, path)] = {
             "channel_id": channel_id,
             "subdir": sd,
@@ -153,16 +147,10 @@ def point_paths(
             "sha256": digest,
             "size": size,
             "content_type": ctype,
-            "source_sha256": source,
+            "source_sha256": more[0] if more else None,
             "updated_at": now,
         }
     changed = ["sha256", "size", "content_type", "source_sha256", "updated_at"]
     changed += [] if revision is None else ["revision"]
     _upsert(s, PublishedFile, list(rows.values()), keys=["channel_id", "subdir", "path"], update=changed)
-    for (sd, path), source in sorted(resourced.items()):
-        s.execute(
-            update(PublishedFile)
-            .where(PublishedFile.channel_id == channel_id, PublishedFile.subdir == sd, PublishedFile.path == path)
-            .values(source_sha256=source)
-        )
     record(s, superseded)  # collected after the retention unless pointed at again

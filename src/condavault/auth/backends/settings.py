@@ -62,7 +62,7 @@ class LdapSettings(BaseModel):
 
 
 class OidcSettings(BaseModel):
-    """One OpenID provider and condavault's client registration there (see module docstring)."""
+    """One OpenID provider and condavault's client registration there (see :mod:`condavault.auth.backends.oidc`)."""
 
     issuer: str
     client_id: str

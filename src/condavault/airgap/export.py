@@ -198,7 +198,6 @@ class _Writer:
         file is a plain JSON index file, decompressed from that zstd blob and hashed here (``sha256`` is
         then its ETag, not its hash)."""
         dest = self._place(rel, size)
-        src = blobs.local_path(sha256)
         if source is not None:
             copy_json(blobs, source, dest)
             with open(dest, "rb") as fh:
@@ -208,7 +207,7 @@ class _Writer:
                     f"the published {rel} does not match its pointer; run `condavault check --repair`",
                     code="index_damaged",
                 )
-        elif src is not None:
+        elif (src := blobs.local_path(sha256)) is not None:
             shutil.copyfile(src, dest)
         else:
             with blobs.open(sha256) as fh, open(dest, "wb") as out:

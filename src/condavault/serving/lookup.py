@@ -51,7 +51,7 @@ class Target:
     record_id: int | None = None
     source_url: str | None = None
     filename: str | None = None
-    # an index file served decompressed from this blob (its .zst file); sha256 and size are the JSON's
+    # an index file served decompressed from this blob (its .zst file); size is the JSON's, sha256 its ETag
     source: str | None = None
 
 

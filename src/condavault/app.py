@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         try:
             await anyio.to_thread.run_sync(c.lookup.warm)
             await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
+            c.lookup.prime_published_soon()
         except Exception:  # only a head start: the requests do the same work when they come
             log.warning("warming the repo lookups failed", exc_info=True)
         if own:

@@ -13,7 +13,8 @@ file or a shard (a body, a query string, a ``%`` escape, a session cookie, an er
 package download that must be audited), :func:`answer` returns None and the request takes the normal
 path (``serving.repo``), which answers it exactly as before and fills the caches. The answers are the
 same either way: the same lookups, the same authorisation (``auth.policy.allowed``), the same headers
-(``repo.entity_headers``), the same request counter.
+(``repo.entity_headers``), the same request counter (kept as plain ints on the event loop until /metrics
+is read: ``metrics.LOOP_ANSWERS``).
 """
 
 from __future__ import annotations
@@ -103,14 +104,12 @@ def answer(
         ctx.lookup.prime_soon(channel.id, key[2])  # its shards come next
     entity = repo.entity_headers(ctx, channel, target)
     if repo.not_modified(inm, ims, entity["ETag"], target.last_modified):
-        metrics.count_request("repo", 304)
-        metrics.ANSWERED_FROM_MEMORY.inc()
+        metrics.LOOP_ANSWERS[304] += 1
         return 304, _head(entity), b""
     if target.kind != "shard" or target.size > repo.SMALL_BLOB or ctx.settings.x_accel_redirect_prefix:
         return None
     body = repo.small_local(ctx.blobs, target.sha256)  # from memory, or a small local file read now
     if body is None:
         return None  # an object store, a missing or damaged blob: the normal path
-    metrics.count_request("repo", 200)
-    metrics.ANSWERED_FROM_MEMORY.inc()
+    metrics.LOOP_ANSWERS[200] += 1
     return 200, _head(entity, target.content_type, str(len(body))), b"" if method == b"HEAD" else body

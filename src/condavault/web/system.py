@@ -36,5 +36,6 @@ async def readyz(ctx: Context = CtxDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def prometheus() -> Response:
+async def prometheus() -> Response:
+    metrics.fold_loop_counts()  # on the event loop, where the in-memory answers are counted
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

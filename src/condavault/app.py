@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI, Request
@@ -33,7 +35,7 @@ from condavault.jobs import api as jobs_api
 from condavault.mirror import api as mirror_api
 from condavault.scanning import api as scanning_api
 from condavault.search import api as search_api
-from condavault.serving import fast
+from condavault.serving import fast, repo
 from condavault.serving.repo import repo_endpoint
 from condavault.signing import api as signing_api
 from condavault.vulns import api as vulns_api
@@ -89,7 +91,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         try:
             await anyio.to_thread.run_sync(c.lookup.warm)
             await anyio.to_thread.run_sync(c.channels.lookup, "")  # never a channel name (URLs drop empty parts)
-            c.lookup.prime_published_soon()
+            c.lookup.prime_published_soon(after=partial(repo.prime_small, c, asyncio.get_running_loop()))
         except Exception:  # only a head start: the requests do the same work when they come
             log.warning("warming the repo lookups failed", exc_info=True)
         if own:

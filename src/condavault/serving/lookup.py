@@ -215,20 +215,35 @@ class Lookup:
                 del self._cache[k]
             self._shards.pop((-1, ""), None)
 
-    def prime_published_soon(self) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def prime_published_soon(self, after: Callable[[], None] | None = None) -> None:
         """:meth:`prime_published` on a thread of its own (a process start: it must not delay the first
-        requests, which prime what they need themselves meanwhile)."""
-        self._starting = threading.Thread(target=self._prime_published, name="condavault-prime", daemon=True)
+        requests, which prime what they need themselves meanwhile), then ``after`` on that thread."""
+        self._starting = threading.Thread(
+            target=self._prime_published, args=(after,), name="condavault-prime", daemon=True
+        )
         self._starting.start()
 
-    def _prime_published(self) -> None:
+    def _prime_published(self, after: Callable[[], None] | None) -> None:
         try:
             n = self.prime_published()
+            if after is not None:
+                after()
         except Exception:  # only a head start
             if not self._closed.is_set():
                 log.warning("priming the published shards failed", exc_info=True)
             return
         log.info("primed the shard lookups of the recently published subdirs", extra={"subdirs": n})
+
+    def primed_shards(self) -> list[Target]:
+        """The shards of the primed subdirs, subdir by subdir in the order they were primed (at a process
+        start: the most recently published first)."""
+        with self._lock:
+            maps = [targets for _expiry, targets in self._shards.values()]
+        return [t for targets in maps for t in targets.values()]
 
     def prime_published(self) -> int:
         """Load the current shards of the subdirs published most recently (at most ``PRIMED_SUBDIRS``),

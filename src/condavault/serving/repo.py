@@ -7,6 +7,7 @@ database connection held.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -130,6 +131,41 @@ def small_local(blobs: Any, sha: str) -> bytes | None:
         return None
     _remember(sha, data)
     return data
+
+
+PRIME_BYTES = SMALL_CACHE_BYTES // 4  # what a process start reads ahead (``prime_small``)
+
+
+def prime_small(ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+    """At a process start, on a thread, after the lookups were primed: the bytes of the primed subdirs'
+    shards into the cache above (local blobs only, up to ``PRIME_BYTES``), so that a restarted server's
+    first solves are answered from memory as a running one's are. Each file is checked as a request
+    checks it; the cache itself is changed on the event loop only."""
+    budget = PRIME_BYTES
+    for target in ctx.lookup.primed_shards():
+        if ctx.lookup.closed or budget <= 0:
+            return
+        if target.size > SMALL_BLOB or target.size > budget or target.sha256 in _small:
+            continue
+        path = ctx.blobs.local_path(target.sha256)
+        if path is None:
+            return  # an object store: read on demand
+        try:
+            data = _read_small(os.fspath(path))
+        except OSError:
+            continue
+        if len(data) > SMALL_BLOB or hashlib.sha256(data).hexdigest() != target.sha256:
+            continue  # damaged: a request reports it
+        budget -= len(data)
+        try:
+            loop.call_soon_threadsafe(_remember_new, target.sha256, data)
+        except RuntimeError:  # the loop closed: the process is stopping
+            return
+
+
+def _remember_new(sha: str, data: bytes) -> None:
+    if sha not in _small:
+        _remember(sha, data)
 
 
 async def _small_blob(sha: str, path: os.PathLike[str] | None, load: Callable[[], bytes] | None = None) -> bytes:

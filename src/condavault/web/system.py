@@ -38,4 +38,6 @@ async def readyz(ctx: Context = CtxDep) -> Response:
 @router.get("/metrics", summary="Prometheus metrics")
 async def prometheus() -> Response:
     metrics.fold_loop_counts()  # on the event loop, where the in-memory answers are counted
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    # rendered on a thread, as before: a flood of scrapes must not hold the event loop
+    body = await anyio.to_thread.run_sync(generate_latest, metrics.REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

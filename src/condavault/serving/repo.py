@@ -117,8 +117,16 @@ def small_local(blobs: Any, sha: str) -> bytes | None:
     (a small file from the page cache costs less than a thread hop). None when the store is remote or
     the file is missing, bigger than ``SMALL_BLOB`` or damaged: the normal path reports those."""
     data = _small.get(sha)
-    if data is not None:
-        return data
+    if data is None:
+        data = _read_checked(blobs, sha)
+        if data is not None:
+            _remember(sha, data)
+    return data
+
+
+def _read_checked(blobs: Any, sha: str) -> bytes | None:
+    """A small local blob's bytes, its size and sha256 checked; None when the store is remote or the file
+    is missing, bigger than ``SMALL_BLOB`` or damaged."""
     path = blobs.local_path(sha)
     if path is None:
         return None
@@ -129,7 +137,6 @@ def small_local(blobs: Any, sha: str) -> bytes | None:
         return None
     if len(data) > SMALL_BLOB or hashlib.sha256(data).hexdigest() != sha:
         return None
-    _remember(sha, data)
     return data
 
 
@@ -147,15 +154,9 @@ def prime_small(ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
             return
         if target.size > SMALL_BLOB or target.size > budget or target.sha256 in _small:
             continue
-        path = ctx.blobs.local_path(target.sha256)
-        if path is None:
-            return  # an object store: read on demand
-        try:
-            data = _read_small(os.fspath(path))
-        except OSError:
-            continue
-        if len(data) > SMALL_BLOB or hashlib.sha256(data).hexdigest() != target.sha256:
-            continue  # damaged: a request reports it
+        data = _read_checked(ctx.blobs, target.sha256)
+        if data is None:
+            continue  # an object store (read on demand), a missing or damaged file (a request reports it)
         budget -= len(data)
         try:
             loop.call_soon_threadsafe(_remember_new, target.sha256, data)

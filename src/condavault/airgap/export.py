@@ -199,9 +199,7 @@ class _Writer:
         then its ETag, not its hash)."""
         dest = self._place(rel, size)
         if source is not None:
-            copy_json(blobs, source, dest)
-            with open(dest, "rb") as fh:
-                sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+            sha256 = copy_json(blobs, source, dest)
             if dest.stat().st_size != size:
                 raise Conflict(
                     f"the published {rel} does not match its pointer; run `condavault check --repair`",

@@ -11,7 +11,7 @@ interpreter lock released) on a worker thread, a chunk at a time.
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -43,10 +43,15 @@ def open_json(blobs: BlobStore, source: str) -> BinaryIO:
         raise
 
 
-def copy_json(blobs: BlobStore, source: str, dest: Path) -> None:
-    """Write the JSON file that the zstd blob ``source`` compresses to ``dest``."""
+def copy_json(blobs: BlobStore, source: str, dest: Path) -> str:
+    """Write the JSON file that the zstd blob ``source`` compresses to ``dest``; returns its sha256 (hashed
+    as it is written)."""
+    digest = hashlib.sha256()
     with open_json(blobs, source) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 async def respond(blobs: BlobStore, request: Request, target: Target, headers: dict[str, str]) -> Response:
